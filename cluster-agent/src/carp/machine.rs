@@ -1,0 +1,367 @@
+//! The CARP election as a sans-IO state machine.
+//!
+//! Time is an input and effects are outputs: the runtime feeds verified adverts, timer expiries
+//! and link changes in, executes the actions that come out, and sleeps until
+//! [`Machine::poll_timeout`]. That keeps every rule deterministic under test and lets a seeded
+//! simulation run thousands of clusters in a unit test.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use cluster_common::carp::BOW_OUT;
+use serde::Serialize;
+
+use super::time::Mono;
+use super::wire::tie_key;
+
+/// The skew a demoted node advertises, as UCARP-family implementations do: high enough that it
+/// neither preempts nor wins against a healthy peer.
+pub const DEMOTED_SKEW: u8 = 240;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum State {
+    Backup,
+    Master,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+        })
+    }
+}
+
+/// The election settings of one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// Our own address: the tie-break key, and how we recognise ourselves as the master.
+    pub src: Ipv4Addr,
+    pub advbase: u8,
+    pub advskew: u8,
+    pub deadratio: u8,
+    pub preempt: bool,
+    /// Re-send a gratuitous ARP this often while MASTER, for switches that forget.
+    pub garp_interval: Option<Duration>,
+}
+
+impl Params {
+    /// Fast mode (advbase 0) is understood only by our own agents: UCARP's master-down formula
+    /// does not scale the skew by deadratio, so sub-second UCARP timing flaps.
+    pub fn fast_mode(&self) -> bool {
+        self.advbase == 0
+    }
+}
+
+/// Advertisement interval for an advbase/advskew pair: the lower, the better the master.
+pub fn interval(advbase: u8, advskew: u8) -> Duration {
+    Duration::from_secs(u64::from(advbase)) + Duration::from_nanos(u64::from(advskew) * 3_906_250)
+}
+
+/// Why the machine changed state, for logs and status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// No advert from a master within the master-down time.
+    MasterDown,
+    /// We advertise more often than the current master and preemption is on.
+    Preempt,
+    /// The master bowed out (graceful stop or switchover).
+    BowOut,
+    /// The master advertises too slowly to be kept alive by its own adverts.
+    SlowMaster,
+    /// A better master was heard.
+    BetterMaster,
+    LinkDown,
+    Shutdown,
+    Switchover,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A verified advert from another node.
+    Advert {
+        src: Ipv4Addr,
+        advbase: u8,
+        advskew: u8,
+    },
+    LinkUp,
+    LinkDown,
+    /// Raise (or restore) the advertised skew, e.g. while the local service is unhealthy.
+    SetDemoted(bool),
+    /// Leave for good: bow out if MASTER.
+    Shutdown,
+    /// Hand mastership to a peer: bow out, and do not preempt until no master is heard.
+    Switchover,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    SendAdvert {
+        advbase: u8,
+        advskew: u8,
+    },
+    SendGarp,
+    Transition {
+        from: State,
+        to: State,
+        reason: Reason,
+    },
+}
+
+#[derive(Debug)]
+pub struct Machine {
+    params: Params,
+    state: State,
+    demoted: bool,
+    link_up: bool,
+    stopped: bool,
+    /// After a switchover we stay out of the way even with preemption on.
+    hold_off: bool,
+    /// BACKUP: master-down deadline. MASTER: next advert.
+    timer: Option<Mono>,
+    garp_timer: Option<Mono>,
+    /// Adverts left until the delayed gratuitous ARP that follows a takeover or re-announce.
+    adverts_until_garp: Option<u8>,
+    master: Option<Ipv4Addr>,
+    last_advert: Option<Mono>,
+    actions: VecDeque<Action>,
+}
+
+impl Machine {
+    /// Every node starts as BACKUP and waits one master-down time: there is no INIT -> MASTER path.
+    pub fn new(params: Params, now: Mono) -> Self {
+        let mut m = Machine {
+            params,
+            state: State::Backup,
+            demoted: false,
+            link_up: true,
+            stopped: false,
+            hold_off: false,
+            timer: None,
+            garp_timer: None,
+            adverts_until_garp: None,
+            master: None,
+            last_advert: None,
+            actions: VecDeque::new(),
+        };
+        m.timer = Some(now + m.master_down());
+        m
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The node we believe is master (ourselves when MASTER).
+    pub fn master(&self) -> Option<Ipv4Addr> {
+        self.master
+    }
+
+    pub fn last_advert(&self) -> Option<Mono> {
+        self.last_advert
+    }
+
+    pub fn demoted(&self) -> bool {
+        self.demoted
+    }
+
+    /// The skew we advertise now.
+    pub fn effective_skew(&self) -> u8 {
+        if self.demoted {
+            self.params.advskew.max(DEMOTED_SKEW)
+        } else {
+            self.params.advskew
+        }
+    }
+
+    pub fn own_interval(&self) -> Duration {
+        interval(self.params.advbase, self.effective_skew())
+    }
+
+    /// How long a BACKUP waits for a master's advert before taking over.
+    pub fn master_down(&self) -> Duration {
+        let skew = self.effective_skew();
+        let ratio = u32::from(self.params.deadratio);
+        if self.params.fast_mode() {
+            interval(0, skew) * ratio
+        } else {
+            Duration::from_secs(u64::from(self.params.advbase) * u64::from(ratio))
+                + interval(0, skew)
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Mono> {
+        match (self.timer, self.garp_timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn handle_timeout(&mut self, now: Mono) {
+        if self.stopped {
+            return;
+        }
+        if self.garp_timer.is_some_and(|t| t <= now) {
+            self.actions.push_back(Action::SendGarp);
+            self.garp_timer = self.params.garp_interval.map(|i| now + i);
+        }
+        if !self.timer.is_some_and(|t| t <= now) {
+            return;
+        }
+        match self.state {
+            State::Backup => self.become_master(now, Reason::MasterDown),
+            State::Master => {
+                self.advertise();
+                if let Some(n) = self.adverts_until_garp.as_mut() {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.adverts_until_garp = None;
+                        self.actions.push_back(Action::SendGarp);
+                    }
+                }
+                self.timer = Some(now + self.own_interval());
+            }
+        }
+    }
+
+    pub fn handle(&mut self, now: Mono, input: Input) {
+        if self.stopped {
+            return;
+        }
+        match input {
+            Input::Advert {
+                src,
+                advbase,
+                advskew,
+            } => self.on_advert(now, src, advbase, advskew),
+            Input::LinkDown => {
+                self.link_up = false;
+                self.become_backup(now, Reason::LinkDown);
+                self.timer = None;
+            }
+            Input::LinkUp => {
+                if !self.link_up {
+                    self.link_up = true;
+                    if self.state == State::Backup {
+                        self.timer = Some(now + self.master_down());
+                    }
+                }
+            }
+            Input::SetDemoted(d) => self.demoted = d,
+            Input::Shutdown => {
+                if self.state == State::Master {
+                    self.bow_out();
+                    self.become_backup(now, Reason::Shutdown);
+                }
+                self.stopped = true;
+                self.timer = None;
+                self.garp_timer = None;
+            }
+            Input::Switchover => {
+                if self.state == State::Master {
+                    self.bow_out();
+                    self.become_backup(now, Reason::Switchover);
+                    self.hold_off = true;
+                }
+            }
+        }
+    }
+
+    fn on_advert(&mut self, now: Mono, src: Ipv4Addr, advbase: u8, advskew: u8) {
+        if !self.link_up {
+            return;
+        }
+        let theirs = interval(advbase, advskew);
+        let ours = self.own_interval();
+        match self.state {
+            State::Backup => {
+                self.master = Some(src);
+                self.last_advert = Some(now);
+                if self.params.preempt && !self.hold_off && ours < theirs {
+                    self.become_master(now, Reason::Preempt);
+                } else if self.master_down() < theirs {
+                    let reason = if advbase == BOW_OUT && advskew == BOW_OUT {
+                        Reason::BowOut
+                    } else {
+                        Reason::SlowMaster
+                    };
+                    self.become_master(now, reason);
+                } else {
+                    self.timer = Some(now + self.master_down());
+                }
+            }
+            State::Master => {
+                let they_win =
+                    ours > theirs || (ours == theirs && tie_key(src) < tie_key(self.params.src));
+                if they_win {
+                    // One last advert so peers see the hand-over at once, then stand by.
+                    self.advertise();
+                    self.become_backup(now, Reason::BetterMaster);
+                    self.master = Some(src);
+                    self.last_advert = Some(now);
+                } else {
+                    // A less preferred master: re-announce our claim on the VIP.
+                    self.actions.push_back(Action::SendGarp);
+                    self.adverts_until_garp = Some(2);
+                }
+            }
+        }
+    }
+
+    fn advertise(&mut self) {
+        self.actions.push_back(Action::SendAdvert {
+            advbase: self.params.advbase,
+            advskew: self.effective_skew(),
+        });
+    }
+
+    fn bow_out(&mut self) {
+        self.actions.push_back(Action::SendAdvert {
+            advbase: BOW_OUT,
+            advskew: BOW_OUT,
+        });
+    }
+
+    fn become_master(&mut self, now: Mono, reason: Reason) {
+        self.hold_off = false;
+        self.transition(State::Master, reason);
+        self.master = Some(self.params.src);
+        self.advertise();
+        self.actions.push_back(Action::SendGarp);
+        self.adverts_until_garp = Some(2);
+        self.timer = Some(now + self.own_interval());
+        self.garp_timer = self.params.garp_interval.map(|i| now + i);
+    }
+
+    fn become_backup(&mut self, now: Mono, reason: Reason) {
+        if self.state == State::Master {
+            self.transition(State::Backup, reason);
+            self.master = None;
+        }
+        self.adverts_until_garp = None;
+        self.garp_timer = None;
+        self.timer = Some(now + self.master_down());
+    }
+
+    fn transition(&mut self, to: State, reason: Reason) {
+        let from = self.state;
+        self.state = to;
+        self.actions
+            .push_back(Action::Transition { from, to, reason });
+    }
+}
+
+#[cfg(test)]
+mod tests;

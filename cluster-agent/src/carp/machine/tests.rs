@@ -1,0 +1,356 @@
+use super::*;
+
+const ME: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+
+fn params(advbase: u8, advskew: u8, preempt: bool) -> Params {
+    Params {
+        src: ME,
+        advbase,
+        advskew,
+        deadratio: 3,
+        preempt,
+        garp_interval: None,
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn t(ms: u64) -> Mono {
+    Mono::from_nanos(ms * 1_000_000)
+}
+
+fn drain(m: &mut Machine) -> Vec<Action> {
+    std::iter::from_fn(|| m.poll_action()).collect()
+}
+
+fn advert(src: Ipv4Addr, advbase: u8, advskew: u8) -> Input {
+    Input::Advert {
+        src,
+        advbase,
+        advskew,
+    }
+}
+
+/// Drives a fresh BACKUP to MASTER through its master-down timer.
+fn master_at(p: Params) -> (Machine, Mono) {
+    let mut m = Machine::new(p, t(0));
+    let at = m.poll_timeout().unwrap();
+    m.handle_timeout(at);
+    drain(&mut m);
+    assert_eq!(m.state(), State::Master);
+    (m, at)
+}
+
+#[test]
+fn starts_as_backup_with_master_down_timer() {
+    let m = Machine::new(params(1, 100, false), t(0));
+    assert_eq!(m.state(), State::Backup);
+    // advbase * deadratio + advskew/256 = 3 s + 390.625 ms
+    assert_eq!(m.master_down(), Duration::from_nanos(3_390_625_000));
+    assert_eq!(m.poll_timeout(), Some(t(0) + m.master_down()));
+}
+
+#[test]
+fn master_down_timeout_takes_over_with_advert_and_garp() {
+    let mut m = Machine::new(params(1, 0, false), t(0));
+    m.handle_timeout(t(2999));
+    assert!(drain(&mut m).is_empty(), "no action before the deadline");
+    m.handle_timeout(t(3000));
+    assert_eq!(
+        drain(&mut m),
+        vec![
+            Action::Transition {
+                from: State::Backup,
+                to: State::Master,
+                reason: Reason::MasterDown
+            },
+            Action::SendAdvert {
+                advbase: 1,
+                advskew: 0
+            },
+            Action::SendGarp,
+        ]
+    );
+    assert_eq!(m.master(), Some(ME));
+    assert_eq!(m.poll_timeout(), Some(t(4000)));
+}
+
+#[test]
+fn master_advertises_every_interval_and_sends_delayed_garp_after_two() {
+    let (mut m, at) = master_at(params(1, 128, false));
+    let mut now = at;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        now = m.poll_timeout().unwrap();
+        m.handle_timeout(now);
+        seen.push(drain(&mut m));
+    }
+    let adv = Action::SendAdvert {
+        advbase: 1,
+        advskew: 128,
+    };
+    assert_eq!(seen[0], vec![adv]);
+    assert_eq!(seen[1], vec![adv, Action::SendGarp]);
+    assert_eq!(seen[2], vec![adv]);
+    assert_eq!(now, at + ms(1500) * 3);
+}
+
+#[test]
+fn backup_restarts_timer_on_each_advert() {
+    let mut m = Machine::new(params(1, 100, false), t(0));
+    m.handle(t(2000), advert(PEER, 1, 0));
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.poll_timeout(), Some(t(2000) + m.master_down()));
+    assert_eq!(m.master(), Some(PEER));
+    assert_eq!(m.last_advert(), Some(t(2000)));
+}
+
+#[test]
+fn backup_with_preempt_and_lower_interval_takes_over_at_once() {
+    let mut m = Machine::new(params(1, 10, true), t(0));
+    m.handle(t(500), advert(PEER, 1, 100));
+    let a = drain(&mut m);
+    assert!(matches!(
+        a[0],
+        Action::Transition {
+            to: State::Master,
+            reason: Reason::Preempt,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn backup_without_preempt_stays_backup_behind_a_worse_master() {
+    let mut m = Machine::new(params(1, 10, false), t(0));
+    m.handle(t(500), advert(PEER, 1, 100));
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.state(), State::Backup);
+}
+
+#[test]
+fn preempt_needs_a_strictly_lower_interval() {
+    let mut m = Machine::new(params(1, 100, true), t(0));
+    m.handle(t(500), advert(PEER, 1, 100));
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.state(), State::Backup);
+}
+
+#[test]
+fn bow_out_advert_makes_backup_take_over_now() {
+    let mut m = Machine::new(params(1, 100, false), t(0));
+    m.handle(t(1000), advert(PEER, 1, 0));
+    m.handle(t(1500), advert(PEER, 255, 255));
+    let a = drain(&mut m);
+    assert!(matches!(
+        a[0],
+        Action::Transition {
+            to: State::Master,
+            reason: Reason::BowOut,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn slow_master_is_treated_as_down() {
+    // A master advertising every 10 s can never keep a 3 s master-down timer alive.
+    let mut m = Machine::new(params(1, 0, false), t(0));
+    m.handle(t(100), advert(PEER, 10, 0));
+    assert!(matches!(
+        drain(&mut m)[0],
+        Action::Transition {
+            reason: Reason::SlowMaster,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn master_yields_to_lower_interval_with_one_last_advert() {
+    let (mut m, at) = master_at(params(1, 100, false));
+    m.handle(at + ms(10), advert(PEER, 1, 50));
+    assert_eq!(
+        drain(&mut m),
+        vec![
+            Action::SendAdvert {
+                advbase: 1,
+                advskew: 100
+            },
+            Action::Transition {
+                from: State::Master,
+                to: State::Backup,
+                reason: Reason::BetterMaster
+            },
+        ]
+    );
+    assert_eq!(m.master(), Some(PEER));
+    assert_eq!(m.poll_timeout(), Some(at + ms(10) + m.master_down()));
+}
+
+#[test]
+fn master_reannounces_when_a_worse_master_is_heard() {
+    let (mut m, at) = master_at(params(1, 10, false));
+    m.handle(at + ms(10), advert(PEER, 1, 50));
+    assert_eq!(drain(&mut m), vec![Action::SendGarp]);
+    assert_eq!(m.state(), State::Master);
+    // and a second GARP after two more adverts
+    let mut garps = 0;
+    for _ in 0..2 {
+        let now = m.poll_timeout().unwrap();
+        m.handle_timeout(now);
+        garps += drain(&mut m)
+            .iter()
+            .filter(|a| **a == Action::SendGarp)
+            .count();
+    }
+    assert_eq!(garps, 1);
+}
+
+#[test]
+fn equal_interval_tie_break_uses_little_endian_source() {
+    // Under UCARP's rule 10.99.1.1 beats 10.99.0.2.
+    let lower_le = Ipv4Addr::new(10, 99, 1, 1);
+    let higher_le = Ipv4Addr::new(10, 99, 0, 2);
+
+    let mut p = params(1, 0, false);
+    p.src = higher_le;
+    let (mut m, at) = master_at(p);
+    m.handle(at, advert(lower_le, 1, 0));
+    assert_eq!(m.state(), State::Backup, "higher key yields");
+
+    let mut p = params(1, 0, false);
+    p.src = lower_le;
+    let (mut m, at) = master_at(p);
+    m.handle(at, advert(higher_le, 1, 0));
+    assert_eq!(m.state(), State::Master, "lower key keeps mastership");
+}
+
+#[test]
+fn link_down_demotes_to_backup_and_stops_timers() {
+    let (mut m, at) = master_at(params(1, 0, false));
+    m.handle(at, Input::LinkDown);
+    assert!(matches!(
+        drain(&mut m)[..],
+        [Action::Transition {
+            to: State::Backup,
+            reason: Reason::LinkDown,
+            ..
+        }]
+    ));
+    assert_eq!(m.poll_timeout(), None);
+    m.handle(at + ms(1), advert(PEER, 255, 255));
+    assert_eq!(
+        m.state(),
+        State::Backup,
+        "adverts are ignored while the link is down"
+    );
+    m.handle(at + ms(100), Input::LinkUp);
+    assert_eq!(m.poll_timeout(), Some(at + ms(100) + m.master_down()));
+}
+
+#[test]
+fn shutdown_as_master_bows_out_and_stops() {
+    let (mut m, at) = master_at(params(1, 0, false));
+    m.handle(at, Input::Shutdown);
+    assert_eq!(
+        drain(&mut m),
+        vec![
+            Action::SendAdvert {
+                advbase: 255,
+                advskew: 255
+            },
+            Action::Transition {
+                from: State::Master,
+                to: State::Backup,
+                reason: Reason::Shutdown
+            },
+        ]
+    );
+    assert_eq!(m.poll_timeout(), None);
+    m.handle_timeout(at + Duration::from_secs(100));
+    assert!(drain(&mut m).is_empty());
+}
+
+#[test]
+fn shutdown_as_backup_sends_nothing() {
+    let mut m = Machine::new(params(1, 0, false), t(0));
+    m.handle(t(1), Input::Shutdown);
+    assert!(drain(&mut m).is_empty());
+}
+
+#[test]
+fn switchover_bows_out_and_holds_off_preemption() {
+    let (mut m, at) = master_at(params(1, 0, true));
+    m.handle(at, Input::Switchover);
+    let a = drain(&mut m);
+    assert_eq!(
+        a[0],
+        Action::SendAdvert {
+            advbase: 255,
+            advskew: 255
+        }
+    );
+    assert_eq!(m.state(), State::Backup);
+    m.handle(at + ms(50), advert(PEER, 1, 100));
+    assert_eq!(
+        m.state(),
+        State::Backup,
+        "no preemption right after switchover"
+    );
+    // Once the new master disappears we take over again, and preemption is back.
+    let down = m.poll_timeout().unwrap();
+    m.handle_timeout(down);
+    assert_eq!(m.state(), State::Master);
+}
+
+#[test]
+fn demotion_raises_advertised_skew_and_lets_a_preempting_peer_win() {
+    let (mut m, at) = master_at(params(1, 10, false));
+    m.handle(at, Input::SetDemoted(true));
+    let next = m.poll_timeout().unwrap();
+    m.handle_timeout(next);
+    assert_eq!(
+        drain(&mut m),
+        vec![Action::SendAdvert {
+            advbase: 1,
+            advskew: DEMOTED_SKEW
+        }]
+    );
+    // a peer with skew 100 is now better
+    m.handle(next + ms(1), advert(PEER, 1, 100));
+    assert_eq!(m.state(), State::Backup);
+    m.handle(next + ms(2), Input::SetDemoted(false));
+    assert_eq!(m.effective_skew(), 10);
+}
+
+#[test]
+fn fast_mode_scales_master_down_by_deadratio() {
+    let m = Machine::new(params(0, 8, false), t(0));
+    assert_eq!(m.own_interval(), Duration::from_nanos(31_250_000));
+    assert_eq!(m.master_down(), Duration::from_nanos(93_750_000));
+    // UCARP's formula would give 0 * 3 + 8/256 = one interval, and flap.
+    assert!(m.master_down() > m.own_interval() * 2);
+}
+
+#[test]
+fn periodic_garp_while_master_when_configured() {
+    let mut p = params(1, 0, false);
+    p.garp_interval = Some(Duration::from_secs(5));
+    let (mut m, at) = master_at(p);
+    let mut garps = 0;
+    let mut now = at;
+    while now < at + Duration::from_secs(21) {
+        now = m.poll_timeout().unwrap();
+        m.handle_timeout(now);
+        garps += drain(&mut m)
+            .iter()
+            .filter(|a| **a == Action::SendGarp)
+            .count();
+    }
+    // one delayed GARP after two adverts + one every 5 s (at 5, 10, 15, 20)
+    assert_eq!(garps, 5);
+}

@@ -1,0 +1,450 @@
+//! CARP adverts exactly as UCARP 1.5.2 encodes, decodes and authenticates them.
+//!
+//! Pure functions over byte slices: the runtime, the `inspect` command, the tests and the
+//! simulation all share this one implementation, so an interop rule lives in one place.
+
+use std::net::Ipv4Addr;
+
+use cluster_common::carp::{
+    AUTHLEN, BOW_OUT, HEADER_LEN, IPPROTO_CARP, IPV4_HEADER_LEN, TTL, TYPE_ADVERTISEMENT, VERSION,
+};
+use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
+
+/// Length of an advert as an IPv4 packet (no options), which is what UCARP sends.
+pub const PACKET_LEN: usize = IPV4_HEADER_LEN + HEADER_LEN;
+/// UCARP refuses longer passwords (its key buffer holds 20 bytes including the NUL).
+pub const MAX_PASSWORD_LEN: usize = 19;
+
+/// The fields of a CARP advert that carry meaning for the election and authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advert {
+    pub vhid: u8,
+    pub advbase: u8,
+    pub advskew: u8,
+    /// OpenBSD's demotion byte; UCARP sends 0 and ignores it, and so do we on receive.
+    pub demote: u8,
+    pub counter: u64,
+    pub md: [u8; 20],
+}
+
+impl Advert {
+    /// A bow-out advert tells backups to take over at once rather than wait for the master-down timer.
+    pub fn is_bow_out(&self) -> bool {
+        self.advbase == BOW_OUT && self.advskew == BOW_OUT
+    }
+}
+
+/// An advert as it arrived: the IPv4 addresses matter for checks, the tie-break and authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub advert: Advert,
+}
+
+/// Why a packet is not an advert we accept. Each variant maps to a counter in the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("packet too short ({0} bytes)")]
+    Short(usize),
+    #[error("not an IPv4 packet without options")]
+    NotIpv4,
+    #[error("IP protocol {0} is not CARP")]
+    NotCarp(u8),
+    #[error("TTL {0} is not 255")]
+    BadTtl(u8),
+    #[error("CARP version {0} is not 2")]
+    BadVersion(u8),
+    #[error("vhid {got} is not ours ({want})")]
+    OtherVhid { got: u8, want: u8 },
+    #[error("destination {0} is not the CARP group")]
+    BadDestination(Ipv4Addr),
+    #[error("IPv4 header checksum mismatch")]
+    BadIpChecksum,
+    #[error("CARP checksum mismatch")]
+    BadCarpChecksum,
+    #[error("HMAC mismatch (wrong password or VIP)")]
+    BadHmac,
+}
+
+impl WireError {
+    /// Authentication failures are reported separately from malformed packets: they are the
+    /// signature of a misconfigured peer rather than of noise.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, WireError::BadHmac)
+    }
+}
+
+/// RFC 1071 Internet checksum, as both the IPv4 and the CARP headers use it.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// HMAC-SHA1 over version, type, vhid, the VIP and the counter, as UCARP computes it (the version
+/// and type enter as two bytes, not as the packed header byte).
+pub fn hmac(password: &[u8], vhid: u8, vip: Ipv4Addr, counter: u64) -> [u8; 20] {
+    let mut mac = Hmac::<Sha1>::new_from_slice(password).expect("HMAC accepts keys of any length");
+    mac.update(&[VERSION, TYPE_ADVERTISEMENT, vhid]);
+    mac.update(&vip.octets());
+    mac.update(&counter.to_be_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// Builds the signed 36-byte CARP header.
+pub fn encode_carp(
+    password: &[u8],
+    vip: Ipv4Addr,
+    vhid: u8,
+    advbase: u8,
+    advskew: u8,
+    counter: u64,
+) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0] = (VERSION << 4) | TYPE_ADVERTISEMENT;
+    h[1] = vhid;
+    h[2] = advskew;
+    h[3] = AUTHLEN;
+    h[4] = 0;
+    h[5] = advbase;
+    h[8..16].copy_from_slice(&counter.to_be_bytes());
+    h[16..36].copy_from_slice(&hmac(password, vhid, vip, counter));
+    let sum = internet_checksum(&h);
+    h[6..8].copy_from_slice(&sum.to_be_bytes());
+    h
+}
+
+/// Builds the full 56-byte IPv4 packet (TOS 0x10, DF, TTL 255) around a CARP header.
+pub fn encode_packet(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ip_id: u16,
+    carp: &[u8; HEADER_LEN],
+) -> [u8; PACKET_LEN] {
+    let mut p = [0u8; PACKET_LEN];
+    p[0] = 0x45;
+    p[1] = 0x10;
+    p[2..4].copy_from_slice(&(PACKET_LEN as u16).to_be_bytes());
+    p[4..6].copy_from_slice(&ip_id.to_be_bytes());
+    p[6] = 0x40; // DF
+    p[8] = TTL;
+    p[9] = IPPROTO_CARP;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let sum = internet_checksum(&p[..IPV4_HEADER_LEN]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p[IPV4_HEADER_LEN..].copy_from_slice(carp);
+    p
+}
+
+/// Parses an IPv4 packet holding a CARP header, checking only its structure and both
+/// checksums. Policy (TTL, vhid, group, HMAC) is applied by [`verify`], so `inspect` can show
+/// adverts that fail it.
+pub fn decode(packet: &[u8]) -> Result<Received, WireError> {
+    if packet.len() < IPV4_HEADER_LEN {
+        return Err(WireError::Short(packet.len()));
+    }
+    if packet[0] >> 4 != 4 {
+        return Err(WireError::NotIpv4);
+    }
+    let ihl = usize::from(packet[0] & 0x0f) * 4;
+    if ihl < IPV4_HEADER_LEN || packet.len() < ihl {
+        return Err(WireError::NotIpv4);
+    }
+    if packet[9] != IPPROTO_CARP {
+        return Err(WireError::NotCarp(packet[9]));
+    }
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    if packet.len() < ihl + HEADER_LEN || total < ihl + HEADER_LEN {
+        return Err(WireError::Short(packet.len()));
+    }
+    if internet_checksum(&packet[..ihl]) != 0 {
+        return Err(WireError::BadIpChecksum);
+    }
+    let c = &packet[ihl..ihl + HEADER_LEN];
+    if c[0] >> 4 != VERSION {
+        return Err(WireError::BadVersion(c[0] >> 4));
+    }
+    if internet_checksum(c) != 0 {
+        return Err(WireError::BadCarpChecksum);
+    }
+    let mut md = [0u8; 20];
+    md.copy_from_slice(&c[16..36]);
+    Ok(Received {
+        src: Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]),
+        dst: Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]),
+        ttl: packet[8],
+        advert: Advert {
+            vhid: c[1],
+            advskew: c[2],
+            demote: c[4],
+            advbase: c[5],
+            counter: u64::from_be_bytes(c[8..16].try_into().expect("8 bytes")),
+            md,
+        },
+    })
+}
+
+/// What a receiver needs to know to accept an advert.
+#[derive(Clone, Copy, Debug)]
+pub struct Expect<'a> {
+    pub vhid: u8,
+    pub group: Ipv4Addr,
+    pub vip: Ipv4Addr,
+    pub password: &'a [u8],
+}
+
+/// Applies UCARP's receive checks, in UCARP's order, to a decoded advert.
+pub fn verify(rx: &Received, expect: &Expect<'_>) -> Result<(), WireError> {
+    if rx.ttl != TTL {
+        return Err(WireError::BadTtl(rx.ttl));
+    }
+    if rx.advert.vhid != expect.vhid {
+        return Err(WireError::OtherVhid {
+            got: rx.advert.vhid,
+            want: expect.vhid,
+        });
+    }
+    // UCARP accepts its multicast group, and with --nomcast the same group address in a
+    // broadcast frame; a unicast advert to us is also accepted by the kernel path.
+    if rx.dst != expect.group && !rx.dst.is_broadcast() {
+        return Err(WireError::BadDestination(rx.dst));
+    }
+    if !authentic(&rx.advert, expect.password, expect.vip) {
+        return Err(WireError::BadHmac);
+    }
+    Ok(())
+}
+
+/// Whether the advert's HMAC matches this password and VIP (constant-time compare).
+pub fn authentic(advert: &Advert, password: &[u8], vip: Ipv4Addr) -> bool {
+    let mut mac = Hmac::<Sha1>::new_from_slice(password).expect("HMAC accepts keys of any length");
+    mac.update(&[VERSION, TYPE_ADVERTISEMENT, advert.vhid]);
+    mac.update(&vip.octets());
+    mac.update(&advert.counter.to_be_bytes());
+    mac.verify_slice(&advert.md).is_ok()
+}
+
+/// UCARP's counter rule: random until a valid advert has been heard, then last heard + 1.
+/// It is not a replay counter; receivers never require it to grow.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counter {
+    last_received: Option<u64>,
+}
+
+impl Counter {
+    pub fn on_receive(&mut self, counter: u64) {
+        self.last_received = Some(counter);
+    }
+
+    /// The counter for the next advert; `random` is drawn by the caller so this stays pure.
+    pub fn next(&self, random: u64) -> u64 {
+        match self.last_received {
+            Some(c) => c.wrapping_add(1),
+            None => random,
+        }
+    }
+}
+
+/// The 42-byte gratuitous ARP request UCARP sends: sender and target are both the VIP at our MAC.
+pub fn garp_frame(mac: [u8; 6], vip: Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
+    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes());
+    f[18] = 6;
+    f[19] = 4;
+    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&vip.octets());
+    f[32..38].copy_from_slice(&mac);
+    f[38..42].copy_from_slice(&vip.octets());
+    f
+}
+
+/// Ethernet source UCARP uses for adverts: the VRRP-style virtual MAC of the vhid.
+pub fn advert_ether_src(vhid: u8) -> [u8; 6] {
+    [0x00, 0x00, 0x5e, 0x00, 0x00, vhid]
+}
+
+/// Ethernet multicast MAC of an IPv4 group (low 23 bits of the address).
+pub fn multicast_mac(group: Ipv4Addr) -> [u8; 6] {
+    let o = group.octets();
+    [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
+}
+
+/// Wraps an advert packet in an Ethernet frame, for the broadcast (`--nomcast`) send path.
+pub fn ether_frame(dst: [u8; 6], src: [u8; 6], packet: &[u8; PACKET_LEN]) -> [u8; 14 + PACKET_LEN] {
+    let mut f = [0u8; 14 + PACKET_LEN];
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    f[14..].copy_from_slice(packet);
+    f
+}
+
+/// The UCARP tie-break: the source address compared as the host-endian u32 UCARP reads on x86.
+pub fn tie_key(addr: Ipv4Addr) -> u32 {
+    u32::from_le_bytes(addr.octets())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    const GOLDEN: &str = "01005e000012 00005e00002a 0800
+        45 10 0038 d459 4000 ff 70 bc75 0a630001 e0000012
+        21 2a 00 07 00 01 6c79 b4cbc228 e9e06dfa f848c1378606271278a05651723f675e46c34d98";
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
+    const SRC: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+    const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+
+    fn expect(password: &[u8]) -> Expect<'_> {
+        Expect {
+            vhid: 42,
+            group: GROUP,
+            vip: VIP,
+            password,
+        }
+    }
+
+    #[test]
+    fn golden_vector_decodes_and_verifies() {
+        let frame = hex(GOLDEN);
+        let rx = decode(&frame[14..]).unwrap();
+        assert_eq!(rx.src, SRC);
+        assert_eq!(rx.advert.vhid, 42);
+        assert_eq!(rx.advert.advbase, 1);
+        assert_eq!(rx.advert.advskew, 0);
+        assert_eq!(rx.advert.counter, 0xb4cbc228_e9e06dfa);
+        verify(&rx, &expect(b"love")).unwrap();
+        assert_eq!(verify(&rx, &expect(b"hate")), Err(WireError::BadHmac));
+    }
+
+    #[test]
+    fn golden_vector_encodes_byte_for_byte() {
+        let frame = hex(GOLDEN);
+        let carp = encode_carp(b"love", VIP, 42, 1, 0, 0xb4cbc228_e9e06dfa);
+        let packet = encode_packet(SRC, GROUP, 0xd459, &carp);
+        let eth = ether_frame(multicast_mac(GROUP), advert_ether_src(42), &packet);
+        assert_eq!(eth.as_slice(), frame.as_slice());
+    }
+
+    #[test]
+    fn golden_hmac() {
+        assert_eq!(
+            hmac(b"love", 42, VIP, 0xb4cbc228_e9e06dfa).as_slice(),
+            hex("f848c1378606271278a05651723f675e46c34d98").as_slice()
+        );
+    }
+
+    #[test]
+    fn golden_garp() {
+        let mac = [0x8e, 0xf3, 0x9a, 0x17, 0xcf, 0x04];
+        let want = hex(
+            "ffffffffffff 8ef39a17cf04 0806 0001 0800 06 04 0001 8ef39a17cf04 0a630064 8ef39a17cf04 0a630064",
+        );
+        assert_eq!(garp_frame(mac, VIP).as_slice(), want.as_slice());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let frame = hex(GOLDEN);
+        for n in 0..PACKET_LEN {
+            assert!(decode(&frame[14..14 + n]).is_err(), "length {n}");
+        }
+    }
+
+    #[test]
+    fn corrupted_fields_are_rejected_with_their_reason() {
+        let frame = hex(GOLDEN);
+        let good = &frame[14..];
+        let mut p = good.to_vec();
+        p[9] = 17;
+        assert_eq!(decode(&p), Err(WireError::NotCarp(17)));
+        let mut p = good.to_vec();
+        p[25] ^= 1; // advbase without fixing the checksum
+        assert_eq!(decode(&p), Err(WireError::BadCarpChecksum));
+        let mut p = good.to_vec();
+        p[15] ^= 1; // source without fixing the IP checksum
+        assert_eq!(decode(&p), Err(WireError::BadIpChecksum));
+
+        let carp = encode_carp(b"love", VIP, 42, 1, 0, 7);
+        let mut packet = encode_packet(SRC, GROUP, 1, &carp);
+        packet[8] = 64;
+        packet[10..12].copy_from_slice(&[0, 0]);
+        let sum = internet_checksum(&packet[..20]);
+        packet[10..12].copy_from_slice(&sum.to_be_bytes());
+        let rx = decode(&packet).unwrap();
+        assert_eq!(verify(&rx, &expect(b"love")), Err(WireError::BadTtl(64)));
+
+        let carp = encode_carp(b"love", VIP, 43, 1, 0, 7);
+        let rx = decode(&encode_packet(SRC, GROUP, 1, &carp)).unwrap();
+        assert_eq!(
+            verify(&rx, &expect(b"love")),
+            Err(WireError::OtherVhid { got: 43, want: 42 })
+        );
+
+        let carp = encode_carp(b"love", VIP, 42, 1, 0, 7);
+        let rx = decode(&encode_packet(SRC, Ipv4Addr::new(224, 0, 0, 19), 1, &carp)).unwrap();
+        assert!(matches!(
+            verify(&rx, &expect(b"love")),
+            Err(WireError::BadDestination(_))
+        ));
+
+        let mut carp = encode_carp(b"love", VIP, 42, 1, 0, 7);
+        carp[0] = 0x31;
+        carp[6..8].copy_from_slice(&[0, 0]);
+        let sum = internet_checksum(&carp);
+        carp[6..8].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(
+            decode(&encode_packet(SRC, GROUP, 1, &carp)),
+            Err(WireError::BadVersion(3))
+        );
+    }
+
+    #[test]
+    fn wrong_vip_fails_authentication() {
+        let carp = encode_carp(b"love", Ipv4Addr::new(10, 99, 0, 101), 42, 1, 0, 9);
+        let rx = decode(&encode_packet(SRC, GROUP, 1, &carp)).unwrap();
+        assert_eq!(verify(&rx, &expect(b"love")), Err(WireError::BadHmac));
+    }
+
+    #[test]
+    fn counter_is_random_until_heard_then_follows() {
+        let mut c = Counter::default();
+        assert_eq!(c.next(77), 77);
+        c.on_receive(u64::MAX);
+        assert_eq!(c.next(77), 0);
+        c.on_receive(5);
+        assert_eq!(c.next(77), 6);
+    }
+
+    #[test]
+    fn tie_key_is_little_endian() {
+        // 10.99.1.1 beats 10.99.0.2 under UCARP's comparison, although it is larger in network order.
+        assert!(tie_key(Ipv4Addr::new(10, 99, 1, 1)) < tie_key(Ipv4Addr::new(10, 99, 0, 2)));
+    }
+}
