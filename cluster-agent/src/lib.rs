@@ -1,2 +1,11 @@
 //! A CARP agent, wire-compatible with UCARP, that moves a virtual IP to a surviving node.
 pub mod carp;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod hooks;
+pub mod inspect;
+pub mod net;
+pub mod runtime;
+pub mod vip;
+pub mod xdp;

@@ -1,0 +1,174 @@
+//! Command-line surface. `main.rs` only calls [`main`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, RunArgs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cluster-agent",
+    version,
+    about = "CARP agent (UCARP-compatible) that moves a virtual IP to a surviving node"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the agent for one vhid on one interface.
+    Run(Box<RunArgs>),
+    /// Show the state of a running agent.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONTROL_SOCKET)]
+        control_socket: PathBuf,
+    },
+    /// Ask a running MASTER to hand over to a peer (bow-out advert, then BACKUP).
+    Switchover {
+        #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONTROL_SOCKET)]
+        control_socket: PathBuf,
+    },
+    /// Decode the CARP adverts in a pcap capture and check them against a password and VIP.
+    Inspect {
+        #[arg(long)]
+        json: bool,
+        #[arg(
+            short = 'p',
+            long = "pass",
+            conflicts_with = "passfile",
+            required_unless_present = "passfile"
+        )]
+        pass: Option<String>,
+        #[arg(short = 'o', long)]
+        passfile: Option<PathBuf>,
+        /// The VIP the cluster uses (it is part of the HMAC).
+        #[arg(short = 'a', long = "addr")]
+        addr: String,
+        file: PathBuf,
+    },
+}
+
+/// Exit status for settings that cannot work, as distinct from runtime failures (1).
+const EXIT_CONFIG: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Cmd::Run(args) => {
+            let settings = match args.validate(crate::net::ifindex) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cluster-agent: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            report(block_on(crate::runtime::run(settings)))
+        }
+        Cmd::Status {
+            json,
+            control_socket,
+        } => report(block_on(async move {
+            let text = crate::control::request(&control_socket, "status")
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot reach the agent at {}: {e}",
+                        control_socket.display()
+                    )
+                })?;
+            if json {
+                print!("{text}");
+            } else {
+                let status: crate::control::Status = serde_json::from_str(&text)?;
+                print!("{}", status.render());
+            }
+            Ok(())
+        })),
+        Cmd::Switchover { control_socket } => report(block_on(async move {
+            let text = crate::control::request(&control_socket, "switchover")
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot reach the agent at {}: {e}",
+                        control_socket.display()
+                    )
+                })?;
+            let status: crate::control::Status = serde_json::from_str(&text)?;
+            println!("state now {}", status.state);
+            Ok(())
+        })),
+        Cmd::Inspect {
+            json,
+            pass,
+            passfile,
+            addr,
+            file,
+        } => {
+            let password = match (pass, passfile) {
+                (Some(p), _) => p.into_bytes(),
+                (None, Some(f)) => match std::fs::read(&f) {
+                    Ok(b) => {
+                        let line = b.split(|c| *c == b'\n').next().unwrap_or_default();
+                        line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "cluster-agent: invalid passfile: cannot read {}: {e}",
+                            f.display()
+                        );
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                },
+                (None, None) => unreachable!("clap requires one of them"),
+            };
+            let vip = match config::parse_vip(&addr) {
+                Ok((vip, _)) => vip,
+                Err(e) => {
+                    eprintln!("cluster-agent: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            report((|| {
+                let f = std::fs::File::open(&file)
+                    .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+                let found = crate::inspect::inspect(std::io::BufReader::new(f), &password, vip)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&found)?);
+                } else {
+                    print!("{}", crate::inspect::render(&found));
+                }
+                Ok(())
+            })())
+        }
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cluster-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! One set of settings, from UCARP-compatible flags and/or a TOML file, validated before anything
+//! touches the network.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::carp::wire::MAX_PASSWORD_LEN;
+use crate::xdp::XdpMode;
+
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/cluster-agent.sock";
+
+/// `cluster-agent run` flags. Short flags mean what they mean in UCARP, so existing command lines
+/// keep working. Every field is optional here because it may come from `--config` instead.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RunArgs {
+    /// TOML file with the same settings (long flag names as keys); flags override it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Interface to bind to.
+    #[arg(short = 'i', long)]
+    pub interface: Option<String>,
+    /// This node's real IPv4 address (source of adverts, UCARP's tie-break key).
+    #[arg(short = 's', long)]
+    pub srcip: Option<String>,
+    /// Virtual host id, 1-255.
+    #[arg(short = 'v', long)]
+    pub vhid: Option<u32>,
+    /// Shared password (at most 19 bytes, as UCARP).
+    #[arg(short = 'p', long = "pass")]
+    #[serde(rename = "pass")]
+    pub pass: Option<String>,
+    /// Read the password from the first line of FILE.
+    #[arg(short = 'o', long)]
+    pub passfile: Option<PathBuf>,
+    /// Virtual IPv4 address, optionally with a prefix length (default /32).
+    #[arg(short = 'a', long = "addr")]
+    #[serde(rename = "addr")]
+    pub addr: Option<String>,
+    /// Advertisement base interval in seconds (0 = fast mode, only our own agents follow it).
+    #[arg(short = 'b', long)]
+    pub advbase: Option<u32>,
+    /// Advertisement skew, 0-255, in 1/256 s.
+    #[arg(short = 'k', long)]
+    pub advskew: Option<u32>,
+    /// Missed adverts before the master is considered dead.
+    #[arg(short = 'r', long)]
+    pub deadratio: Option<u32>,
+    /// Take over from a less preferred master.
+    #[arg(short = 'P', long)]
+    #[serde(default)]
+    pub preempt: bool,
+    /// Do not run the down script at start-up.
+    #[arg(short = 'n', long)]
+    #[serde(default)]
+    pub neutral: bool,
+    /// Run the down script at exit even when not master.
+    #[arg(short = 'z', long)]
+    #[serde(default)]
+    pub shutdown: bool,
+    /// Ignore interface state (link down, no carrier).
+    #[arg(short = 'S', long)]
+    #[serde(default)]
+    pub ignoreifstate: bool,
+    /// Send adverts as Ethernet broadcast instead of multicast.
+    #[arg(short = 'M', long)]
+    #[serde(default)]
+    pub nomcast: bool,
+    /// Script run on becoming master: `script <interface> <vip> [xparam]`.
+    #[arg(short = 'u', long)]
+    pub upscript: Option<PathBuf>,
+    /// Script run on becoming backup.
+    #[arg(short = 'd', long)]
+    pub downscript: Option<PathBuf>,
+    /// Extra parameter passed to the scripts.
+    #[arg(short = 'x', long)]
+    pub xparam: Option<String>,
+    /// Multicast group of the adverts.
+    #[arg(long, alias = "mcast", short = 'm')]
+    pub mcastip: Option<String>,
+    /// Send a gratuitous ARP every SECS while master.
+    #[arg(long, value_name = "SECS")]
+    pub garp_interval: Option<u64>,
+    /// Seconds a script may run before it is killed.
+    #[arg(long, value_name = "SECS")]
+    pub hook_timeout: Option<u64>,
+    /// Unix socket for `status`.
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// XDP data plane: auto (native, then generic, then raw sockets), native, generic or off.
+    #[arg(long, value_enum)]
+    pub xdp: Option<XdpMode>,
+}
+
+/// Validated settings: everything the runtime needs, in the types it needs.
+#[derive(Clone)]
+pub struct Settings {
+    pub interface: String,
+    pub ifindex: u32,
+    pub src: Ipv4Addr,
+    pub vhid: u8,
+    pub password: Vec<u8>,
+    pub vip: Ipv4Addr,
+    pub prefix: u8,
+    pub advbase: u8,
+    pub advskew: u8,
+    pub deadratio: u8,
+    pub preempt: bool,
+    pub neutral: bool,
+    pub shutdown_hook: bool,
+    pub ignore_ifstate: bool,
+    pub nomcast: bool,
+    pub group: Ipv4Addr,
+    pub upscript: Option<PathBuf>,
+    pub downscript: Option<PathBuf>,
+    pub xparam: Option<String>,
+    pub garp_interval: Option<Duration>,
+    pub hook_timeout: Duration,
+    pub control_socket: PathBuf,
+    pub xdp: XdpMode,
+}
+
+impl std::fmt::Debug for Settings {
+    // Hand-written so the password never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("interface", &self.interface)
+            .field("src", &self.src)
+            .field("vhid", &self.vhid)
+            .field("vip", &self.vip)
+            .field("prefix", &self.prefix)
+            .field("advbase", &self.advbase)
+            .field("advskew", &self.advskew)
+            .field("deadratio", &self.deadratio)
+            .field("preempt", &self.preempt)
+            .field("xdp", &self.xdp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A setting that cannot work. The message names the setting, so one line tells the operator
+/// what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing setting: {0}")]
+    Missing(&'static str),
+    #[error("invalid {setting}: {value:?} ({why})")]
+    Invalid {
+        setting: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("invalid passfile: cannot read {path}: {source}")]
+    Passfile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: cannot read {path}: {source}")]
+    ConfigFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {path}: {source}")]
+    ConfigSyntax {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid interface: {0:?} does not exist")]
+    UnknownInterface(String),
+}
+
+fn invalid(setting: &'static str, value: impl ToString, why: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        value: value.to_string(),
+        why,
+    }
+}
+
+impl RunArgs {
+    /// Fills unset flags from the `--config` file, if any.
+    pub fn merge_file(self) -> Result<RunArgs, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ConfigFile {
+            path: path.clone(),
+            source,
+        })?;
+        let file: RunArgs = toml::from_str(&text).map_err(|source| ConfigError::ConfigSyntax {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(RunArgs {
+            config: Some(path),
+            interface: self.interface.or(file.interface),
+            srcip: self.srcip.or(file.srcip),
+            vhid: self.vhid.or(file.vhid),
+            pass: self.pass.or(file.pass),
+            passfile: self.passfile.or(file.passfile),
+            addr: self.addr.or(file.addr),
+            advbase: self.advbase.or(file.advbase),
+            advskew: self.advskew.or(file.advskew),
+            deadratio: self.deadratio.or(file.deadratio),
+            preempt: self.preempt || file.preempt,
+            neutral: self.neutral || file.neutral,
+            shutdown: self.shutdown || file.shutdown,
+            ignoreifstate: self.ignoreifstate || file.ignoreifstate,
+            nomcast: self.nomcast || file.nomcast,
+            upscript: self.upscript.or(file.upscript),
+            downscript: self.downscript.or(file.downscript),
+            xparam: self.xparam.or(file.xparam),
+            mcastip: self.mcastip.or(file.mcastip),
+            garp_interval: self.garp_interval.or(file.garp_interval),
+            hook_timeout: self.hook_timeout.or(file.hook_timeout),
+            control_socket: self.control_socket.or(file.control_socket),
+            xdp: self.xdp.or(file.xdp),
+        })
+    }
+
+    /// Checks every setting; `ifindex` resolves the interface name (a lookup, not a change).
+    pub fn validate(self, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Settings, ConfigError> {
+        let args = self.merge_file()?;
+        let vhid = args.vhid.ok_or(ConfigError::Missing("vhid (-v)"))?;
+        if !(1..=255).contains(&vhid) {
+            return Err(invalid("vhid", vhid, "must be 1-255"));
+        }
+        let password = match (&args.pass, &args.passfile) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("pass", "-p and -o", "give one of them, not both"));
+            }
+            (Some(p), None) => p.as_bytes().to_vec(),
+            (None, Some(path)) => read_passfile(path)?,
+            (None, None) => return Err(ConfigError::Missing("pass (-p) or passfile (-o)")),
+        };
+        if password.len() > MAX_PASSWORD_LEN {
+            return Err(invalid(
+                "pass",
+                format!("{} bytes", password.len()),
+                "at most 19 bytes, as UCARP",
+            ));
+        }
+        let addr = args.addr.ok_or(ConfigError::Missing("addr (-a)"))?;
+        let (vip, prefix) = parse_vip(&addr)?;
+        let srcip = args.srcip.ok_or(ConfigError::Missing("srcip (-s)"))?;
+        let src: Ipv4Addr = srcip
+            .parse()
+            .map_err(|_| invalid("srcip", &srcip, "must be an IPv4 address"))?;
+        let advbase = args.advbase.unwrap_or(1);
+        if advbase > 255 {
+            return Err(invalid("advbase", advbase, "must be 0-255"));
+        }
+        let advskew = args.advskew.unwrap_or(0);
+        if advskew > 255 {
+            return Err(invalid("advskew", advskew, "must be 0-255"));
+        }
+        if advbase == 0 && advskew == 0 {
+            return Err(invalid(
+                "advskew",
+                advskew,
+                "fast mode (advbase 0) needs advskew 1-255",
+            ));
+        }
+        let deadratio = args.deadratio.unwrap_or(3);
+        if !(1..=255).contains(&deadratio) {
+            return Err(invalid("deadratio", deadratio, "must be 1-255"));
+        }
+        let group = match &args.mcastip {
+            None => Ipv4Addr::from(cluster_common::carp::DEFAULT_GROUP),
+            Some(s) => match s.parse::<Ipv4Addr>() {
+                Ok(a) if a.is_multicast() => a,
+                _ => return Err(invalid("mcastip", s, "must be an IPv4 multicast address")),
+            },
+        };
+        let interface = args
+            .interface
+            .ok_or(ConfigError::Missing("interface (-i)"))?;
+        let ifindex =
+            ifindex(&interface).ok_or_else(|| ConfigError::UnknownInterface(interface.clone()))?;
+        Ok(Settings {
+            interface,
+            ifindex,
+            src,
+            vhid: vhid as u8,
+            password,
+            vip,
+            prefix,
+            advbase: advbase as u8,
+            advskew: advskew as u8,
+            deadratio: deadratio as u8,
+            preempt: args.preempt,
+            neutral: args.neutral,
+            shutdown_hook: args.shutdown,
+            ignore_ifstate: args.ignoreifstate,
+            nomcast: args.nomcast,
+            group,
+            upscript: args.upscript,
+            downscript: args.downscript,
+            xparam: args.xparam,
+            garp_interval: args
+                .garp_interval
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            hook_timeout: Duration::from_secs(args.hook_timeout.unwrap_or(30).max(1)),
+            control_socket: args
+                .control_socket
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+            xdp: args.xdp.unwrap_or_default(),
+        })
+    }
+}
+
+/// `ADDR` or `ADDR/PREFIX`; only IPv4, since UCARP hashes exactly one IPv4 VIP per vhid.
+pub fn parse_vip(s: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let vip: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| invalid("addr", s, "the VIP must be an IPv4 address"))?;
+    if vip.is_unspecified() || vip.is_multicast() || vip.is_broadcast() {
+        return Err(invalid("addr", s, "the VIP must be a unicast IPv4 address"));
+    }
+    let prefix = match prefix {
+        None => 32,
+        Some(p) => match p.parse::<u8>() {
+            Ok(p) if (1..=32).contains(&p) => p,
+            _ => return Err(invalid("addr", s, "prefix length must be 1-32")),
+        },
+    };
+    Ok((vip, prefix))
+}
+
+/// UCARP reads the first line of the file; so do we, without its line ending.
+fn read_passfile(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Passfile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> RunArgs {
+        RunArgs {
+            interface: Some("eth0".into()),
+            srcip: Some("10.0.0.1".into()),
+            vhid: Some(1),
+            pass: Some("secret".into()),
+            addr: Some("10.0.0.100/24".into()),
+            ..RunArgs::default()
+        }
+    }
+
+    fn known(name: &str) -> Option<u32> {
+        (name == "eth0").then_some(7)
+    }
+
+    fn err(args: RunArgs) -> String {
+        args.validate(known).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_match_ucarp() {
+        let s = base().validate(known).unwrap();
+        assert_eq!((s.advbase, s.advskew, s.deadratio), (1, 0, 3));
+        assert_eq!(s.vip, Ipv4Addr::new(10, 0, 0, 100));
+        assert_eq!(s.prefix, 24);
+        assert_eq!(s.ifindex, 7);
+        assert_eq!(s.group, Ipv4Addr::new(224, 0, 0, 18));
+        assert_eq!(s.xdp, XdpMode::Auto);
+    }
+
+    #[test]
+    fn vip_without_prefix_is_a_host_address() {
+        assert_eq!(
+            parse_vip("10.1.2.3").unwrap(),
+            (Ipv4Addr::new(10, 1, 2, 3), 32)
+        );
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        assert!(
+            err(RunArgs {
+                vhid: Some(0),
+                ..base()
+            })
+            .contains("vhid")
+        );
+        assert!(
+            err(RunArgs {
+                vhid: Some(256),
+                ..base()
+            })
+            .contains("vhid")
+        );
+        let long = RunArgs {
+            pass: Some("x".repeat(20)),
+            ..base()
+        };
+        assert!(err(long).contains("pass"));
+        assert!(
+            RunArgs {
+                pass: Some("x".repeat(19)),
+                ..base()
+            }
+            .validate(known)
+            .is_ok()
+        );
+        for bad in ["fe80::1", "10.0.0.300", "10.0.0.1/33", "224.0.0.1", "vip"] {
+            let e = err(RunArgs {
+                addr: Some(bad.into()),
+                ..base()
+            });
+            assert!(e.contains("addr"), "{bad}: {e}");
+        }
+        assert!(
+            err(RunArgs {
+                interface: Some("nope0".into()),
+                ..base()
+            })
+            .contains("interface")
+        );
+        assert!(
+            err(RunArgs {
+                pass: None,
+                passfile: Some("/nonexistent/pass".into()),
+                ..base()
+            })
+            .contains("passfile")
+        );
+        assert!(
+            err(RunArgs {
+                advbase: Some(256),
+                ..base()
+            })
+            .contains("advbase")
+        );
+        assert!(
+            err(RunArgs {
+                advskew: Some(256),
+                ..base()
+            })
+            .contains("advskew")
+        );
+        assert!(
+            err(RunArgs {
+                advbase: Some(0),
+                advskew: Some(0),
+                ..base()
+            })
+            .contains("advskew")
+        );
+        assert!(
+            err(RunArgs {
+                deadratio: Some(0),
+                ..base()
+            })
+            .contains("deadratio")
+        );
+        assert!(
+            err(RunArgs {
+                srcip: None,
+                ..base()
+            })
+            .contains("srcip")
+        );
+    }
+
+    #[test]
+    fn passfile_first_line_is_the_password() {
+        let dir = std::env::temp_dir().join(format!("carp-pass-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pass");
+        std::fs::write(&f, "hunter2\r\nsecond line\n").unwrap();
+        let s = RunArgs {
+            pass: None,
+            passfile: Some(f),
+            ..base()
+        }
+        .validate(known)
+        .unwrap();
+        assert_eq!(s.password, b"hunter2");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn config_file_fills_and_flags_override() {
+        let dir = std::env::temp_dir().join(format!("carp-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("agent.toml");
+        std::fs::write(
+            &f,
+            "interface = \"eth0\"\nsrcip = \"10.0.0.2\"\nvhid = 9\npass = \"pw\"\naddr = \"10.0.0.50\"\nadvskew = 100\npreempt = true\nxdp = \"off\"\n",
+        )
+        .unwrap();
+        let s = RunArgs {
+            config: Some(f.clone()),
+            advskew: Some(5),
+            ..RunArgs::default()
+        }
+        .validate(known)
+        .unwrap();
+        assert_eq!((s.vhid, s.advskew, s.preempt), (9, 5, true));
+        assert_eq!(s.xdp, XdpMode::Off);
+        std::fs::write(&f, "vhid = 9\nbogus = 1\n").unwrap();
+        let e = RunArgs {
+            config: Some(f),
+            ..RunArgs::default()
+        }
+        .validate(known)
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("bogus"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn password_never_in_debug_output() {
+        let s = base().validate(known).unwrap();
+        assert!(!format!("{s:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,154 @@
+//! The local control socket: one request line in, one JSON line out.
+//!
+//! Connections are served on their own tasks; each request is handed to the main loop, which owns
+//! all state, so the answer is a consistent snapshot and no lock is shared with the advert path.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// What `cluster-agent status` reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub state: String,
+    pub vhid: u8,
+    pub vip: String,
+    pub interface: String,
+    pub master: Option<String>,
+    pub since_last_advert_ms: Option<u64>,
+    pub advbase: u8,
+    pub advskew: u8,
+    pub demoted: bool,
+    pub xdp: String,
+    pub counters: Counters,
+    pub xdp_counters: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Counters {
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub auth_failures: u64,
+    pub bad_packets: u64,
+    pub transitions: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Status,
+    Switchover,
+}
+
+pub struct Request {
+    pub command: Command,
+    pub reply: oneshot::Sender<String>,
+}
+
+/// Binds the socket (replacing a stale one from a crashed run) and serves it until dropped.
+pub fn serve(path: &Path) -> std::io::Result<mpsc::Receiver<Request>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Err(error) = answer(stream, tx).await {
+                    tracing::debug!(%error, "control connection failed");
+                }
+            });
+        }
+    });
+    Ok(rx)
+}
+
+async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut line = String::new();
+    // A bounded read: a client cannot make us buffer without limit.
+    let mut rd = BufReader::new(rd.take_bounded());
+    rd.read_line(&mut line).await?;
+    let command = match line.trim() {
+        "status" | "" => Command::Status,
+        "switchover" => Command::Switchover,
+        other => {
+            let msg = serde_json::json!({ "error": format!("unknown command {other:?}") });
+            wr.write_all(format!("{msg}\n").as_bytes()).await?;
+            return Ok(());
+        }
+    };
+    let (reply, rx) = oneshot::channel();
+    if tx.send(Request { command, reply }).await.is_err() {
+        return Ok(());
+    }
+    if let Ok(text) = rx.await {
+        wr.write_all(text.as_bytes()).await?;
+        wr.write_all(b"\n").await?;
+    }
+    Ok(())
+}
+
+trait TakeBounded: Sized {
+    fn take_bounded(self) -> tokio::io::Take<Self>;
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> TakeBounded for R {
+    fn take_bounded(self) -> tokio::io::Take<Self> {
+        tokio::io::AsyncReadExt::take(self, 256)
+    }
+}
+
+/// Client side: sends one command and returns the reply line.
+pub async fn request(path: &PathBuf, command: &str) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(path).await?;
+    stream.write_all(format!("{command}\n").as_bytes()).await?;
+    let mut out = String::new();
+    BufReader::new(stream).read_line(&mut out).await?;
+    Ok(out)
+}
+
+impl Status {
+    /// Human-readable form for `cluster-agent status` without `--json`.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let since = self
+            .since_last_advert_ms
+            .map_or("never".to_string(), |ms| format!("{ms} ms ago"));
+        s += &format!(
+            "state:        {}{}\n",
+            self.state,
+            if self.demoted { " (demoted)" } else { "" }
+        );
+        s += &format!("vhid:         {}\n", self.vhid);
+        s += &format!("vip:          {} on {}\n", self.vip, self.interface);
+        s += &format!(
+            "master:       {}\n",
+            self.master.as_deref().unwrap_or("unknown")
+        );
+        s += &format!("last advert:  {since}\n");
+        s += &format!(
+            "timing:       advbase {} advskew {}\n",
+            self.advbase, self.advskew
+        );
+        s += &format!("xdp:          {}\n", self.xdp);
+        let c = &self.counters;
+        s += &format!(
+            "adverts:      sent {} received {}\nrejected:     auth {} malformed {}\ntransitions:  {}\n",
+            c.adverts_sent, c.adverts_received, c.auth_failures, c.bad_packets, c.transitions
+        );
+        for (k, v) in &self.xdp_counters {
+            s += &format!("xdp {k}: {v}\n");
+        }
+        s
+    }
+}

@@ -1,0 +1,326 @@
+//! The agent's event loop: feeds packets, timers, link changes and control requests into the
+//! state machine and carries out what it asks for. One task owns all state; the loop sleeps
+//! exactly until the machine's next deadline.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::carp::machine::{Action, Input, Machine, Params, State};
+use crate::carp::time::Mono;
+use crate::carp::wire::{self, Counter, Expect, WireError};
+use crate::config::Settings;
+use crate::control::{self, Command, Counters, Status};
+use crate::hooks::{Hook, HookConfig, Hooks};
+use crate::net::{self, AdvertReceiver, AdvertSender, PacketSocket};
+use crate::vip::Vip;
+use crate::xdp::{self, XdpHandle};
+
+/// Everything the loop owns besides the machine.
+struct Agent {
+    s: Settings,
+    mac: [u8; 6],
+    vip: Vip,
+    sender: AdvertSender,
+    garp: PacketSocket,
+    hooks: Hooks,
+    xdp: Option<XdpHandle>,
+    counter: Counter,
+    ip_id: u16,
+    counters: Counters,
+    last_auth_log: Option<Mono>,
+    last_send_error_log: Option<Mono>,
+}
+
+pub async fn run(s: Settings) -> anyhow::Result<()> {
+    if s.advbase == 0 {
+        tracing::warn!(
+            vhid = s.vhid,
+            "fast mode (advbase 0): UCARP peers cannot follow this timing; use it only between cluster-agent nodes"
+        );
+    }
+    let mac = net::interface_mac(&s.interface)
+        .with_context(|| format!("reading the MAC address of {}", s.interface))?;
+    let vip = Vip::new(s.ifindex, s.vip, s.prefix).context("opening netlink")?;
+    // We start as BACKUP, so a VIP left by a crashed run must go before anyone can reach it here.
+    if vip.is_present().await? {
+        tracing::warn!(vhid = s.vhid, vip = %s.vip, "removing a VIP left on the interface by an earlier run");
+        vip.remove().await.context("removing a leftover VIP")?;
+    }
+    let xdp = xdp::attach(&s.interface, s.xdp).context("attaching the XDP program")?;
+    let receiver = AdvertReceiver::open(&s.interface, s.ifindex, s.group)
+        .context("opening the advert receive socket")?;
+    let sender = if s.nomcast {
+        AdvertSender::Broadcast(PacketSocket::open(s.ifindex).context("opening AF_PACKET")?)
+    } else {
+        AdvertSender::multicast(&s.interface, s.group).context("opening the advert socket")?
+    };
+    let garp = PacketSocket::open(s.ifindex).context("opening AF_PACKET")?;
+    let mut control = control::serve(&s.control_socket)
+        .with_context(|| format!("binding {}", s.control_socket.display()))?;
+    let hooks = Hooks::spawn(HookConfig {
+        up: s.upscript.clone(),
+        down: s.downscript.clone(),
+        interface: s.interface.clone(),
+        vip: s.vip.to_string(),
+        xparam: s.xparam.clone(),
+        timeout: s.hook_timeout,
+    });
+    let (link_conn, _, mut link_events) =
+        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+            .context("subscribing to link events")?;
+    tokio::spawn(link_conn);
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let mut machine = Machine::new(
+        Params {
+            src: s.src,
+            advbase: s.advbase,
+            advskew: s.advskew,
+            deadratio: s.deadratio,
+            preempt: s.preempt,
+            garp_interval: s.garp_interval,
+        },
+        Mono::now(),
+    );
+    let mut link_up = s.ignore_ifstate || net::link_is_up(&s.interface);
+    if !link_up {
+        machine.handle(Mono::now(), Input::LinkDown);
+    }
+    if !s.neutral {
+        hooks.run(Hook::Down);
+    }
+    tracing::info!(
+        vhid = s.vhid,
+        interface = %s.interface,
+        vip = %s.vip,
+        src = %s.src,
+        advbase = s.advbase,
+        advskew = s.advskew,
+        preempt = s.preempt,
+        xdp = xdp.as_ref().map_or("off", |x| x.mode()),
+        state = %machine.state(),
+        "agent started"
+    );
+
+    let mut agent = Agent {
+        s,
+        mac,
+        vip,
+        sender,
+        garp,
+        hooks,
+        xdp,
+        counter: Counter::default(),
+        ip_id: rand::random(),
+        counters: Counters::default(),
+        last_auth_log: None,
+        last_send_error_log: None,
+    };
+    let mut buf = vec![0u8; 2048];
+    loop {
+        agent.execute(&mut machine).await;
+        let sleep = machine
+            .poll_timeout()
+            .map(|d| tokio::time::Instant::now() + d.saturating_since(Mono::now()));
+        tokio::select! {
+            biased;
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = async { tokio::time::sleep_until(sleep.expect("guarded")).await }, if sleep.is_some() => {
+                machine.handle_timeout(Mono::now());
+            }
+            r = receiver.recv(&mut buf) => match r {
+                Ok(n) => agent.on_packet(&mut machine, &buf[..n]),
+                Err(error) => tracing::warn!(%error, "advert receive failed"),
+            },
+            Some(_) = link_events.next(), if !agent.s.ignore_ifstate => {
+                let up = net::link_is_up(&agent.s.interface);
+                if up != link_up {
+                    link_up = up;
+                    tracing::info!(vhid = agent.s.vhid, interface = %agent.s.interface, up, "link state changed");
+                    machine.handle(Mono::now(), if up { Input::LinkUp } else { Input::LinkDown });
+                }
+            }
+            Some(req) = control.recv() => {
+                if req.command == Command::Switchover {
+                    machine.handle(Mono::now(), Input::Switchover);
+                    agent.execute(&mut machine).await;
+                }
+                let status = agent.status(&machine);
+                let _ = req.reply.send(serde_json::to_string(&status).unwrap_or_default());
+            }
+        }
+    }
+
+    tracing::info!(vhid = agent.s.vhid, state = %machine.state(), "stopping");
+    let was_master = machine.state() == State::Master;
+    machine.handle(Mono::now(), Input::Shutdown);
+    // Leaving MASTER already queued the down hook; -z asks for it at exit in any state.
+    agent.execute(&mut machine).await;
+    if agent.s.shutdown_hook && !was_master {
+        agent.hooks.run(Hook::Down);
+    }
+    let _ = std::fs::remove_file(&agent.s.control_socket);
+    let bound = agent.s.hook_timeout + Duration::from_secs(1);
+    if tokio::time::timeout(bound, agent.hooks.finish())
+        .await
+        .is_err()
+    {
+        tracing::warn!("hooks still running at exit");
+    }
+    Ok(())
+}
+
+impl Agent {
+    async fn execute(&mut self, machine: &mut Machine) {
+        while let Some(action) = machine.poll_action() {
+            match action {
+                Action::SendAdvert { advbase, advskew } => self.send_advert(advbase, advskew),
+                Action::SendGarp => {
+                    if let Err(error) = self
+                        .garp
+                        .send(&wire::garp_frame(self.mac, self.s.vip), [0xff; 6])
+                    {
+                        tracing::warn!(vhid = self.s.vhid, %error, "gratuitous ARP failed");
+                    }
+                }
+                Action::Transition { from, to, reason } => {
+                    self.counters.transitions += 1;
+                    tracing::info!(vhid = self.s.vhid, %from, state = %to, ?reason, "state change");
+                    match to {
+                        State::Master => {
+                            if let Err(error) = self.vip.add().await {
+                                tracing::error!(vhid = self.s.vhid, vip = %self.s.vip, %error, "cannot add the VIP");
+                            }
+                            self.hooks.run(Hook::Up);
+                        }
+                        State::Backup => {
+                            if let Err(error) = self.vip.remove().await {
+                                tracing::error!(vhid = self.s.vhid, vip = %self.s.vip, %error, "cannot remove the VIP");
+                            }
+                            self.hooks.run(Hook::Down);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_advert(&mut self, advbase: u8, advskew: u8) {
+        let counter = self.counter.next(rand::random());
+        let carp = wire::encode_carp(
+            &self.s.password,
+            self.s.vip,
+            self.s.vhid,
+            advbase,
+            advskew,
+            counter,
+        );
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let packet = wire::encode_packet(self.s.src, self.s.group, self.ip_id, &carp);
+        match self.sender.send(&packet, self.s.vhid) {
+            Ok(()) => self.counters.adverts_sent += 1,
+            Err(error) => {
+                if once_per_second(&mut self.last_send_error_log) {
+                    tracing::warn!(vhid = self.s.vhid, %error, "advert send failed");
+                }
+            }
+        }
+    }
+
+    fn on_packet(&mut self, machine: &mut Machine, packet: &[u8]) {
+        let now = Mono::now();
+        let rx = match wire::decode(packet) {
+            Ok(rx) => rx,
+            Err(WireError::NotCarp(_)) => return,
+            Err(error) => {
+                self.counters.bad_packets += 1;
+                tracing::debug!(vhid = self.s.vhid, %error, "malformed advert dropped");
+                return;
+            }
+        };
+        if rx.src == self.s.src {
+            return;
+        }
+        let expect = Expect {
+            vhid: self.s.vhid,
+            group: self.s.group,
+            vip: self.s.vip,
+            password: &self.s.password,
+        };
+        match wire::verify(&rx, &expect) {
+            Ok(()) => {
+                self.counters.adverts_received += 1;
+                self.counter.on_receive(rx.advert.counter);
+                machine.handle(
+                    now,
+                    Input::Advert {
+                        src: rx.src,
+                        advbase: rx.advert.advbase,
+                        advskew: rx.advert.advskew,
+                    },
+                );
+            }
+            // Another cluster (or VRRP) sharing the segment: not ours, not an error.
+            Err(WireError::OtherVhid { .. }) => {}
+            Err(error) if error.is_auth_failure() => {
+                self.counters.auth_failures += 1;
+                if once_per_second(&mut self.last_auth_log) {
+                    tracing::warn!(
+                        vhid = self.s.vhid,
+                        peer = %rx.src,
+                        failures = self.counters.auth_failures,
+                        "advert failed authentication: wrong password or VIP on the peer"
+                    );
+                }
+            }
+            Err(error) => {
+                self.counters.bad_packets += 1;
+                tracing::debug!(vhid = self.s.vhid, peer = %rx.src, %error, "advert rejected");
+            }
+        }
+    }
+
+    fn status(&self, machine: &Machine) -> Status {
+        let now = Mono::now();
+        let xdp_counters = self
+            .xdp
+            .as_ref()
+            .and_then(|x| x.counters().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        Status {
+            state: machine.state().to_string(),
+            vhid: self.s.vhid,
+            vip: format!("{}/{}", self.s.vip, self.s.prefix),
+            interface: self.s.interface.clone(),
+            master: machine.master().map(|a: Ipv4Addr| a.to_string()),
+            since_last_advert_ms: machine
+                .last_advert()
+                .map(|t| now.saturating_since(t).as_millis() as u64),
+            advbase: self.s.advbase,
+            advskew: machine.effective_skew(),
+            demoted: machine.demoted(),
+            xdp: self.xdp.as_ref().map_or("off", |x| x.mode()).to_string(),
+            counters: self.counters,
+            xdp_counters,
+        }
+    }
+}
+
+/// Rate limit for log lines a peer can trigger at packet rate.
+fn once_per_second(last: &mut Option<Mono>) -> bool {
+    let now = Mono::now();
+    if last.is_some_and(|t| now.saturating_since(t) < Duration::from_secs(1)) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
