@@ -106,6 +106,7 @@ pub fn attach(interface: &str, mode: XdpMode) -> Result<Option<XdpHandle>, XdpEr
         Err(err) => return Err(err),
     };
 
+    let mut failures = Vec::new();
     for &attempt in attempts {
         match attach_loaded(&mut ebpf, interface, attempt) {
             Ok(()) => {
@@ -113,14 +114,13 @@ pub fn attach(interface: &str, mode: XdpMode) -> Result<Option<XdpHandle>, XdpEr
                 tracing::info!(interface, mode, "XDP program attached");
                 return Ok(Some(XdpHandle { ebpf, mode }));
             }
-            Err(err) if auto => {
-                tracing::debug!(interface, error = %error_chain(&err), "XDP attach failed");
-            }
+            Err(err) if auto => failures.push(error_chain(&err)),
             Err(err) => return Err(err),
         }
     }
     tracing::warn!(
         interface,
+        errors = failures.join("; "),
         "XDP could attach neither natively nor generically; using the raw-socket path"
     );
     Ok(None)

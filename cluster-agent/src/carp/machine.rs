@@ -217,7 +217,7 @@ impl Machine {
             self.actions.push_back(Action::SendGarp);
             self.garp_timer = self.params.garp_interval.map(|i| now + i);
         }
-        if !self.timer.is_some_and(|t| t <= now) {
+        if self.timer.is_none_or(|t| t > now) {
             return;
         }
         match self.state {

@@ -1,0 +1,72 @@
+//! `cargo xtask`: the one entry point for building, testing and demonstrating the project.
+//!
+//! The XDP object needs a different target and toolchain than the rest of the workspace, and
+//! the integration tests need root, system packages and the object embedded in the agent; this
+//! tool keeps those steps in one place so a fresh machine needs nothing but `cargo xtask test`.
+
+mod bench;
+mod cmd;
+mod demo;
+mod ebpf;
+mod setup;
+mod tasks;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, test and demonstrate the cluster agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install missing Debian packages and bpf-linker (as root; quick when nothing is missing).
+    Setup,
+    /// Build the XDP object and the agent with the object embedded.
+    Build {
+        /// Build the agent with the release profile (the XDP object is always optimised).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build everything, then run `cargo test --workspace` against the agent with XDP.
+    Test {
+        /// Build and test with the release profile.
+        #[arg(long)]
+        release: bool,
+        /// Passed to `cargo test` unchanged, e.g. `-p tests -- --test-threads=2`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the demonstration cluster.
+    Demo(demo::DemoArgs),
+    /// Run a benchmark.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::ensure(),
+        Command::Build { release } => {
+            setup::ensure()?;
+            tasks::build(release).map(drop)
+        }
+        Command::Test { release, args } => {
+            setup::ensure()?;
+            tasks::test(release, &args)
+        }
+        Command::Demo(args) => {
+            setup::ensure()?;
+            demo::run(args)
+        }
+        Command::Bench(args) => {
+            setup::ensure()?;
+            bench::run(args)
+        }
+    }
+}

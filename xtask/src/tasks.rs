@@ -1,0 +1,101 @@
+//! The build and test pipelines.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, ensure};
+
+use crate::{
+    cmd::{self, say},
+    ebpf,
+};
+
+/// The agent's build script embeds the file named here (see `cluster-agent/build.rs`).
+pub const EBPF_OBJ_VAR: &str = "CLUSTER_EBPF_OBJ";
+/// Integration tests run the agent binary named here.
+pub const AGENT_BIN_VAR: &str = "CLUSTER_AGENT_BIN";
+
+/// What a build produced, as absolute paths.
+pub struct Built {
+    pub ebpf_obj: PathBuf,
+    pub agent_bin: PathBuf,
+}
+
+/// Builds the XDP object, then the agent with it embedded.
+pub fn build(release: bool) -> Result<Built> {
+    let ebpf_obj = ebpf::build()?;
+    say("building cluster-agent with the XDP object embedded");
+    let mut command = cmd::cargo();
+    command
+        .args([
+            "build",
+            "--package",
+            "cluster-agent",
+            "--bin",
+            "cluster-agent",
+        ])
+        .current_dir(cmd::root())
+        .env(EBPF_OBJ_VAR, &ebpf_obj);
+    if release {
+        command.arg("--release");
+    }
+    cmd::run(&mut command)?;
+
+    let agent_bin = target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("cluster-agent");
+    ensure!(
+        agent_bin.is_file(),
+        "the build succeeded but {} is missing",
+        agent_bin.display()
+    );
+    say(format_args!("agent ready: {}", agent_bin.display()));
+    Ok(Built {
+        ebpf_obj,
+        agent_bin,
+    })
+}
+
+/// Builds, then runs the whole workspace's tests against the agent with XDP.
+pub fn test(release: bool, args: &[String]) -> Result<()> {
+    let built = build(release)?;
+    say("running the workspace tests");
+    let mut command = cmd::cargo();
+    command.arg("test");
+    if !selects_packages(args) {
+        command.arg("--workspace");
+    }
+    command
+        .current_dir(cmd::root())
+        // Same value as in `build`, so the agent is not rebuilt, and the unit tests get the object.
+        .env(EBPF_OBJ_VAR, &built.ebpf_obj)
+        .env(AGENT_BIN_VAR, &built.agent_bin);
+    if release {
+        command.arg("--release");
+    }
+    command.args(args);
+    cmd::run(&mut command)
+}
+
+/// `--workspace` would override a `-p` the caller passed to narrow the run.
+fn selects_packages(args: &[String]) -> bool {
+    args.iter().take_while(|arg| *arg != "--").any(|arg| {
+        arg == "--workspace"
+            || arg.starts_with("--package")
+            || arg.starts_with("-p")
+            || arg.starts_with("--manifest-path")
+    })
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .or_else(|| std::env::var_os("CARGO_BUILD_TARGET_DIR"))
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                cmd::root().join(dir)
+            }
+        })
+        .unwrap_or_else(|| cmd::root().join("target"))
+}
