@@ -270,6 +270,13 @@ impl RunArgs {
         if !(1..=255).contains(&deadratio) {
             return Err(invalid("deadratio", deadratio, "must be 1-255"));
         }
+        if advbase == 0 && deadratio < 2 {
+            return Err(invalid(
+                "deadratio",
+                deadratio,
+                "fast mode (advbase 0) needs deadratio 2-255, or one late advert causes a takeover",
+            ));
+        }
         let group = match &args.mcastip {
             None => Ipv4Addr::from(cluster_common::carp::DEFAULT_GROUP),
             Some(s) => match s.parse::<Ipv4Addr>() {

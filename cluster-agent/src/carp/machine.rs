@@ -127,6 +127,8 @@ pub struct Machine {
     /// Adverts left until the delayed gratuitous ARP that follows a takeover or re-announce.
     adverts_until_garp: Option<u8>,
     master: Option<Ipv4Addr>,
+    /// Advert interval of the master we follow, for the fast-mode master-down time.
+    master_interval: Option<Duration>,
     last_advert: Option<Mono>,
     actions: VecDeque<Action>,
 }
@@ -145,6 +147,7 @@ impl Machine {
             garp_timer: None,
             adverts_until_garp: None,
             master: None,
+            master_interval: None,
             last_advert: None,
             actions: VecDeque::new(),
         };
@@ -187,11 +190,16 @@ impl Machine {
     }
 
     /// How long a BACKUP waits for a master's advert before taking over.
+    ///
+    /// In fast mode this is deadratio intervals of the slower of us and the master we follow
+    /// (as VRRPv3 scales by the master's interval): sub-second intervals leave no room for a
+    /// backup whose own interval is barely longer than the master's to tolerate a late advert.
     pub fn master_down(&self) -> Duration {
         let skew = self.effective_skew();
         let ratio = u32::from(self.params.deadratio);
         if self.params.fast_mode() {
-            interval(0, skew) * ratio
+            let own = interval(0, skew);
+            own.max(self.master_interval.unwrap_or(own)) * ratio
         } else {
             Duration::from_secs(u64::from(self.params.advbase) * u64::from(ratio))
                 + interval(0, skew)
@@ -299,6 +307,7 @@ impl Machine {
                     };
                     self.become_master(now, reason);
                 } else {
+                    self.master_interval = Some(theirs);
                     self.timer = Some(now + self.master_down());
                 }
             }
@@ -308,6 +317,7 @@ impl Machine {
                 if they_win {
                     // One last advert so peers see the hand-over at once, then stand by.
                     self.advertise();
+                    self.master_interval = Some(theirs);
                     self.become_backup(now, Reason::BetterMaster);
                     self.master = Some(src);
                     self.last_advert = Some(now);
@@ -336,6 +346,7 @@ impl Machine {
 
     fn become_master(&mut self, now: Mono, reason: Reason) {
         self.hold_off = false;
+        self.master_interval = None;
         self.transition(State::Master, reason);
         self.master = Some(self.params.src);
         self.advertise();

@@ -354,3 +354,12 @@ fn periodic_garp_while_master_when_configured() {
     // one delayed GARP after two adverts + one every 5 s (at 5, 10, 15, 20)
     assert_eq!(garps, 5);
 }
+
+#[test]
+fn fast_mode_master_down_follows_a_slower_master() {
+    let mut m = Machine::new(params(0, 67, false), t(0));
+    m.handle(t(10), advert(PEER, 0, 200));
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.master_down(), interval(0, 200) * 3);
+    assert_eq!(m.poll_timeout(), Some(t(10) + interval(0, 200) * 3));
+}
