@@ -1,0 +1,12 @@
+//! Integration tests on network-namespace rigs, in one binary so that their (mostly waiting)
+//! scenarios run in parallel: each test builds its own independent rig.
+//!
+//! Run as root. `CLUSTER_SKIP_NETNS=1` skips the tests that need namespaces; the agent binary
+//! comes from `CLUSTER_AGENT_BIN` or `target/debug/cluster-agent`.
+
+mod cluster;
+mod config;
+mod golden;
+mod interop;
+mod rig_sanity;
+mod xdp;
