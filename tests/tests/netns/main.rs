@@ -7,6 +7,7 @@
 mod cluster;
 mod config;
 mod golden;
+mod hooks;
 mod interop;
 mod rig_sanity;
 mod xdp;
