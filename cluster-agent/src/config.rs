@@ -95,6 +95,14 @@ pub struct RunArgs {
     /// XDP data plane: auto (native, then generic, then raw sockets), native, generic or off.
     #[arg(long, value_enum)]
     pub xdp: Option<XdpMode>,
+    /// Let traffic for the VIP through while BACKUP (by default XDP drops it, so a VIP left
+    /// behind on a backup can never answer).
+    #[arg(long)]
+    #[serde(default)]
+    pub no_fence: bool,
+    /// Adverts per second accepted from one source before XDP drops the rest (flood guard).
+    #[arg(long, value_name = "N")]
+    pub advert_rate_limit: Option<u32>,
 }
 
 /// Validated settings: everything the runtime needs, in the types it needs.
@@ -123,6 +131,8 @@ pub struct Settings {
     pub hook_timeout: Duration,
     pub control_socket: PathBuf,
     pub xdp: XdpMode,
+    pub fence: bool,
+    pub advert_rate_limit: u32,
 }
 
 impl std::fmt::Debug for Settings {
@@ -220,6 +230,8 @@ impl RunArgs {
             hook_timeout: self.hook_timeout.or(file.hook_timeout),
             control_socket: self.control_socket.or(file.control_socket),
             xdp: self.xdp.or(file.xdp),
+            no_fence: self.no_fence || file.no_fence,
+            advert_rate_limit: self.advert_rate_limit.or(file.advert_rate_limit),
         })
     }
 
@@ -284,6 +296,16 @@ impl RunArgs {
                 _ => return Err(invalid("mcastip", s, "must be an IPv4 multicast address")),
             },
         };
+        let advert_rate_limit = args
+            .advert_rate_limit
+            .unwrap_or(cluster_common::xdp::DEFAULT_RATE_LIMIT_PER_SEC);
+        if advert_rate_limit == 0 {
+            return Err(invalid(
+                "advert-rate-limit",
+                advert_rate_limit,
+                "must be at least 1 advert per second",
+            ));
+        }
         let interface = args
             .interface
             .ok_or(ConfigError::Missing("interface (-i)"))?;
@@ -318,6 +340,8 @@ impl RunArgs {
                 .control_socket
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
             xdp: args.xdp.unwrap_or_default(),
+            fence: !args.no_fence,
+            advert_rate_limit,
         })
     }
 }

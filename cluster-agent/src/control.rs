@@ -25,6 +25,8 @@ pub struct Status {
     pub demoted: bool,
     pub xdp: String,
     pub counters: Counters,
+    /// MAC of the last host that claimed the VIP while we were MASTER (split-brain signal).
+    pub last_conflict_mac: Option<String>,
     pub xdp_counters: BTreeMap<String, u64>,
 }
 
@@ -35,6 +37,7 @@ pub struct Counters {
     pub auth_failures: u64,
     pub bad_packets: u64,
     pub transitions: u64,
+    pub arp_conflicts: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +149,13 @@ impl Status {
             "adverts:      sent {} received {}\nrejected:     auth {} malformed {}\ntransitions:  {}\n",
             c.adverts_sent, c.adverts_received, c.auth_failures, c.bad_packets, c.transitions
         );
+        if c.arp_conflicts > 0 {
+            s += &format!(
+                "CONFLICTS:    {} ARP claims on the VIP from another host, last from {}\n",
+                c.arp_conflicts,
+                self.last_conflict_mac.as_deref().unwrap_or("?")
+            );
+        }
         for (k, v) in &self.xdp_counters {
             s += &format!("xdp {k}: {v}\n");
         }

@@ -17,7 +17,7 @@ use crate::control::{self, Command, Counters, Status};
 use crate::hooks::{Hook, HookConfig, Hooks};
 use crate::net::{self, AdvertReceiver, AdvertSender, PacketSocket};
 use crate::vip::Vip;
-use crate::xdp::{self, XdpHandle};
+use crate::xdp::{self, XdpEvent, XdpEvents, XdpHandle};
 
 /// Everything the loop owns besides the machine.
 struct Agent {
@@ -33,6 +33,8 @@ struct Agent {
     counters: Counters,
     last_auth_log: Option<Mono>,
     last_send_error_log: Option<Mono>,
+    last_conflict_log: Option<Mono>,
+    last_conflict: Option<String>,
 }
 
 pub async fn run(s: Settings) -> anyhow::Result<()> {
@@ -50,7 +52,18 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         tracing::warn!(vhid = s.vhid, vip = %s.vip, "removing a VIP left on the interface by an earlier run");
         vip.remove().await.context("removing a leftover VIP")?;
     }
-    let xdp = xdp::attach(&s.interface, s.xdp).context("attaching the XDP program")?;
+    let mut xdp = xdp::attach(&s.interface, s.xdp).context("attaching the XDP program")?;
+    // With XDP, adverts arrive through its ring buffer, stamped in the kernel; the raw socket
+    // stays open only for its multicast group membership.
+    let mut events = match xdp.as_mut() {
+        Some(x) => {
+            x.configure(s.vhid, s.vip, s.group, mac, s.fence, s.advert_rate_limit)
+                .context("configuring the XDP program")?;
+            x.set_role(false).context("configuring the XDP program")?;
+            Some(x.take_events().context("opening the XDP ring buffer")?)
+        }
+        None => None,
+    };
     let receiver = AdvertReceiver::open(&s.interface, s.ifindex, s.group)
         .context("opening the advert receive socket")?;
     let sender = if s.nomcast {
@@ -120,6 +133,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         counters: Counters::default(),
         last_auth_log: None,
         last_send_error_log: None,
+        last_conflict_log: None,
+        last_conflict: None,
     };
     let mut buf = vec![0u8; 2048];
     loop {
@@ -134,9 +149,19 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             _ = async { tokio::time::sleep_until(sleep.expect("guarded")).await }, if sleep.is_some() => {
                 machine.handle_timeout(Mono::now());
             }
-            r = receiver.recv(&mut buf) => match r {
-                Ok(n) => agent.on_packet(&mut machine, &buf[..n]),
+            r = receiver.recv(&mut buf), if events.is_none() => match r {
+                Ok(n) => agent.on_packet(&mut machine, &buf[..n], Mono::now()),
                 Err(error) => tracing::warn!(%error, "advert receive failed"),
+            },
+            ev = next_event(&mut events), if events.is_some() => match ev {
+                Ok(XdpEvent::Advert { ktime_ns, packet }) => {
+                    agent.on_packet(&mut machine, &packet, Mono::from_nanos(ktime_ns));
+                }
+                Ok(XdpEvent::Conflict { mac, ip, reply, .. }) => agent.on_conflict(mac, ip, reply),
+                Err(error) => {
+                    agent.counters.bad_packets += 1;
+                    tracing::warn!(%error, "unreadable XDP record");
+                }
             },
             Some(_) = link_events.next(), if !agent.s.ignore_ifstate => {
                 let up = net::link_is_up(&agent.s.interface);
@@ -194,12 +219,17 @@ impl Agent {
                     tracing::info!(vhid = self.s.vhid, %from, state = %to, ?reason, "state change");
                     match to {
                         State::Master => {
+                            // XDP first: ARP is answered and traffic accepted the moment the
+                            // address exists.
+                            self.set_xdp_role(true);
                             if let Err(error) = self.vip.add().await {
                                 tracing::error!(vhid = self.s.vhid, vip = %self.s.vip, %error, "cannot add the VIP");
                             }
                             self.hooks.run(Hook::Up);
                         }
                         State::Backup => {
+                            // Fence before the address goes, so it never answers as a backup.
+                            self.set_xdp_role(false);
                             if let Err(error) = self.vip.remove().await {
                                 tracing::error!(vhid = self.s.vhid, vip = %self.s.vip, %error, "cannot remove the VIP");
                             }
@@ -233,8 +263,8 @@ impl Agent {
         }
     }
 
-    fn on_packet(&mut self, machine: &mut Machine, packet: &[u8]) {
-        let now = Mono::now();
+    /// `now` is when the packet arrived: the kernel's stamp when XDP delivered it.
+    fn on_packet(&mut self, machine: &mut Machine, packet: &[u8], now: Mono) {
         let rx = match wire::decode(packet) {
             Ok(rx) => rx,
             Err(WireError::NotCarp(_)) => return,
@@ -286,6 +316,31 @@ impl Agent {
         }
     }
 
+    fn set_xdp_role(&mut self, master: bool) {
+        if let Some(x) = self.xdp.as_mut()
+            && let Err(error) = x.set_role(master)
+        {
+            tracing::error!(vhid = self.s.vhid, %error, "cannot update the XDP role");
+        }
+    }
+
+    /// Another MAC claims our VIP while we are MASTER: a split-brain signal, never silent.
+    fn on_conflict(&mut self, mac: [u8; 6], ip: Ipv4Addr, reply: bool) {
+        self.counters.arp_conflicts += 1;
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        self.last_conflict = Some(mac.clone());
+        if once_per_second(&mut self.last_conflict_log) {
+            tracing::error!(
+                vhid = self.s.vhid,
+                vip = %ip,
+                peer_mac = %mac,
+                reply,
+                conflicts = self.counters.arp_conflicts,
+                "another host claims the VIP while we are MASTER"
+            );
+        }
+    }
+
     fn status(&self, machine: &Machine) -> Status {
         let now = Mono::now();
         let xdp_counters = self
@@ -310,6 +365,7 @@ impl Agent {
             demoted: machine.demoted(),
             xdp: self.xdp.as_ref().map_or("off", |x| x.mode()).to_string(),
             counters: self.counters,
+            last_conflict_mac: self.last_conflict.clone(),
             xdp_counters,
         }
     }
@@ -323,4 +379,12 @@ fn once_per_second(last: &mut Option<Mono>) -> bool {
     }
     *last = Some(now);
     true
+}
+
+/// The next ring-buffer record; only polled while `events` is `Some`.
+async fn next_event(events: &mut Option<XdpEvents>) -> Result<XdpEvent, xdp::XdpError> {
+    match events {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
 }

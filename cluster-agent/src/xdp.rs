@@ -1,15 +1,29 @@
-//! Loading and attaching the XDP program.
+//! Loading, attaching and steering the XDP program.
 //!
 //! The program is optional: the agent works without it through raw sockets, so the default mode
 //! tries the kernel fast path and quietly degrades instead of refusing to start. The explicit
 //! modes exist for operators (and tests) who need to know which path is in use, and fail loudly.
+//!
+//! Once attached, the program only counts until [`XdpHandle::configure`] tells it the vhid and
+//! VIP. From then on it hands adverts for that vhid to the agent through [`XdpEvents`] (and drops
+//! them, so the raw socket stays silent), answers or drops ARP for the VIP according to the role
+//! set with [`XdpHandle::set_role`], and fences the VIP while BACKUP.
+
+mod events;
+
+use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf,
-    maps::PerCpuArray,
-    programs::{ProgramError, Xdp, XdpMode as AyaXdpMode},
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode as AyaXdpMode},
 };
-use cluster_common::xdp::{COUNTER_NAMES, COUNTERS_LEN, COUNTERS_MAP, PROGRAM};
+use cluster_common::xdp::{
+    CONFIG_MAP, COUNTER_NAMES, COUNTERS_LEN, COUNTERS_MAP, Config, EVENTS_MAP, FLAG_ARP_VIA_STACK,
+    FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, PROGRAM,
+};
+
+pub use events::{XdpEvent, XdpEvents};
 
 include!(concat!(env!("OUT_DIR"), "/ebpf_obj.rs"));
 
@@ -46,8 +60,8 @@ pub enum XdpError {
     Load(#[source] aya::EbpfError),
     #[error("the XDP object has no program named {PROGRAM}")]
     MissingProgram,
-    #[error("the XDP object has no map named {COUNTERS_MAP}")]
-    MissingMap,
+    #[error("the XDP object has no map named {0}")]
+    MissingMap(&'static str),
     #[error("loading XDP program {PROGRAM}")]
     Program(#[source] ProgramError),
     #[error("attaching XDP in {mode} mode to {interface}")]
@@ -59,6 +73,24 @@ pub enum XdpError {
     },
     #[error("reading XDP counters")]
     Counters(#[source] aya::maps::MapError),
+    #[error("vhid 0 is not a CARP vhid (1-255)")]
+    InvalidVhid,
+    #[error("writing the XDP configuration")]
+    Config(#[source] aya::maps::MapError),
+    #[error("the XDP event reader was already taken")]
+    EventsTaken,
+    #[error("opening the XDP event ring buffer")]
+    Events(#[source] aya::maps::MapError),
+    #[error("the XDP event reader needs a tokio runtime")]
+    NoRuntime,
+    #[error("registering the XDP event ring buffer with tokio")]
+    Register(#[source] std::io::Error),
+    #[error("waiting for XDP events")]
+    Poll(#[source] std::io::Error),
+    #[error("malformed XDP event record (kind {kind:?}, {len} bytes)")]
+    BadRecord { kind: Option<u32>, len: usize },
+    #[error("running the XDP program on a test frame")]
+    TestRun(#[source] ProgramError),
 }
 
 /// A loaded and attached XDP program.
@@ -70,6 +102,8 @@ pub enum XdpError {
 pub struct XdpHandle {
     ebpf: Ebpf,
     mode: &'static str,
+    /// What the kernel's config map holds, so a role change rewrites it without reading it back.
+    config: Config,
 }
 
 impl std::fmt::Debug for XdpHandle {
@@ -112,7 +146,7 @@ pub fn attach(interface: &str, mode: XdpMode) -> Result<Option<XdpHandle>, XdpEr
             Ok(()) => {
                 let mode = mode_name(attempt);
                 tracing::info!(interface, mode, "XDP program attached");
-                return Ok(Some(XdpHandle { ebpf, mode }));
+                return Ok(Some(XdpHandle::new(ebpf, mode)));
             }
             Err(err) if auto => failures.push(error_chain(&err)),
             Err(err) => return Err(err),
@@ -127,6 +161,14 @@ pub fn attach(interface: &str, mode: XdpMode) -> Result<Option<XdpHandle>, XdpEr
 }
 
 impl XdpHandle {
+    fn new(ebpf: Ebpf, mode: &'static str) -> Self {
+        Self {
+            ebpf,
+            mode,
+            config: Config::default(),
+        }
+    }
+
     /// "native" or "generic": which attach actually succeeded, for `status` and logs.
     pub fn mode(&self) -> &'static str {
         self.mode
@@ -137,7 +179,10 @@ impl XdpHandle {
     /// The map is per-CPU so the program never contends on a cache line; the sum is only
     /// consistent to within the frames in flight while it is read, which is fine for statistics.
     pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, XdpError> {
-        let map = self.ebpf.map(COUNTERS_MAP).ok_or(XdpError::MissingMap)?;
+        let map = self
+            .ebpf
+            .map(COUNTERS_MAP)
+            .ok_or(XdpError::MissingMap(COUNTERS_MAP))?;
         let counters = PerCpuArray::<_, u64>::try_from(map).map_err(XdpError::Counters)?;
         (0..COUNTERS_LEN)
             .zip(COUNTER_NAMES)
@@ -146,6 +191,108 @@ impl XdpHandle {
                 Ok((name, per_cpu.iter().copied().fold(0u64, u64::wrapping_add)))
             })
             .collect()
+    }
+
+    /// Tells the program which adverts are ours and which address it answers and fences for.
+    ///
+    /// `group` is where peers send adverts (224.0.0.18, or the broadcast address without
+    /// multicast); adverts to anything else are left to the stack. `mac` is the interface's own
+    /// MAC: the sender of ARP replies, and how our own announcements are told apart from a
+    /// conflicting claim. `rate_limit_per_sec` caps the adverts one source may send per second
+    /// before XDP drops them (0 disables the cap; see
+    /// [`cluster_common::xdp::DEFAULT_RATE_LIMIT_PER_SEC`]). The role set by [`Self::set_role`] is
+    /// kept, and so is the choice made with [`Self::set_arp_via_stack`].
+    pub fn configure(
+        &mut self,
+        vhid: u8,
+        vip: Ipv4Addr,
+        group: Ipv4Addr,
+        mac: [u8; 6],
+        fence: bool,
+        rate_limit_per_sec: u32,
+    ) -> Result<(), XdpError> {
+        if vhid == 0 {
+            return Err(XdpError::InvalidVhid);
+        }
+        let mut flags = FLAG_ENABLED | (self.config.flags & (FLAG_MASTER | FLAG_ARP_VIA_STACK));
+        if fence {
+            flags |= FLAG_FENCE;
+        }
+        self.write_config(Config {
+            vip: vip.octets(),
+            group: group.octets(),
+            mac,
+            vhid,
+            flags,
+            rate_limit_per_sec,
+        })
+    }
+
+    /// Switches ARP answering and fencing to the new role.
+    ///
+    /// Call it on every transition: before adding the VIP when becoming MASTER, so ARP is answered
+    /// and traffic accepted the moment the address exists, and before removing the VIP when
+    /// becoming BACKUP, so the address is fenced while it is still on the interface.
+    pub fn set_role(&mut self, master: bool) -> Result<(), XdpError> {
+        self.set_flag(FLAG_MASTER, master)
+    }
+
+    /// While MASTER, let the kernel answer ARP for the VIP instead of XDP (off by default).
+    ///
+    /// XDP_TX is silently lost on some interfaces: a veth in native mode delivers it only when
+    /// its peer runs an XDP program or has GRO enabled. Requests for the VIP are still dropped
+    /// while BACKUP either way.
+    pub fn set_arp_via_stack(&mut self, via_stack: bool) -> Result<(), XdpError> {
+        self.set_flag(FLAG_ARP_VIA_STACK, via_stack)
+    }
+
+    fn set_flag(&mut self, flag: u8, on: bool) -> Result<(), XdpError> {
+        let mut config = self.config;
+        config.flags = if on {
+            config.flags | flag
+        } else {
+            config.flags & !flag
+        };
+        self.write_config(config)
+    }
+
+    fn write_config(&mut self, config: Config) -> Result<(), XdpError> {
+        let map = self
+            .ebpf
+            .map_mut(CONFIG_MAP)
+            .ok_or(XdpError::MissingMap(CONFIG_MAP))?;
+        let mut array = Array::<_, Config>::try_from(map).map_err(XdpError::Config)?;
+        array.set(0, config, 0).map_err(XdpError::Config)?;
+        // Only what the kernel accepted becomes the base of the next change.
+        self.config = config;
+        Ok(())
+    }
+
+    /// Takes the reader of the program's ring buffer; there is one per handle, as a ring buffer
+    /// has a single consumer position. Must be called within a tokio runtime.
+    pub fn take_events(&mut self) -> Result<XdpEvents, XdpError> {
+        // Checked before the map is taken out of the object, so a failure leaves it available.
+        tokio::runtime::Handle::try_current().map_err(|_| XdpError::NoRuntime)?;
+        let map = self
+            .ebpf
+            .take_map(EVENTS_MAP)
+            .ok_or(XdpError::EventsTaken)?;
+        XdpEvents::new(RingBuf::try_from(map).map_err(XdpError::Events)?)
+    }
+
+    /// Average nanoseconds the program spends on `frame`, over `repeat` runs in the kernel
+    /// (BPF_PROG_TEST_RUN; root only), for benchmarks.
+    ///
+    /// It runs the real program against the real maps: counters advance, an advert is recorded
+    /// (until the ring buffer is full) and counts against its source's rate limit.
+    pub fn test_run_ns_per_packet(&self, frame: &[u8], repeat: u32) -> Result<u64, XdpError> {
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(frame);
+        options.repeat = repeat.max(1);
+        let result = program_ref(&self.ebpf)?
+            .test_run(options)
+            .map_err(XdpError::TestRun)?;
+        Ok(u64::try_from(result.duration.as_nanos()).unwrap_or(u64::MAX))
     }
 }
 
@@ -158,6 +305,13 @@ fn load() -> Result<Ebpf, XdpError> {
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
     ebpf.program_mut(PROGRAM)
+        .ok_or(XdpError::MissingProgram)?
+        .try_into()
+        .map_err(XdpError::Program)
+}
+
+fn program_ref(ebpf: &Ebpf) -> Result<&Xdp, XdpError> {
+    ebpf.program(PROGRAM)
         .ok_or(XdpError::MissingProgram)?
         .try_into()
         .map_err(XdpError::Program)
@@ -196,78 +350,4 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use aya::programs::{TestRun, TestRunOptions};
-    use cluster_common::{carp, xdp};
-
-    const XDP_PASS: u32 = 2;
-
-    #[test]
-    fn off_never_touches_the_kernel() {
-        assert!(attach("does-not-exist0", XdpMode::Off).unwrap().is_none());
-    }
-
-    #[test]
-    fn explicit_mode_without_a_usable_program_is_an_error() {
-        // Either nothing is embedded or the interface does not exist: both must be reported.
-        assert!(attach("does-not-exist0", XdpMode::Generic).is_err());
-    }
-
-    #[test]
-    fn auto_falls_back_instead_of_failing() {
-        assert!(attach("does-not-exist0", XdpMode::Auto).unwrap().is_none());
-    }
-
-    fn frame(ether_type: u16, proto: u8, l3_len: usize) -> Vec<u8> {
-        let mut frame = vec![0u8; 14 + l3_len];
-        frame[12..14].copy_from_slice(&ether_type.to_be_bytes());
-        if l3_len >= carp::IPV4_HEADER_LEN {
-            frame[14] = 0x45;
-            frame[14 + 8] = carp::TTL;
-            frame[14 + 9] = proto;
-        }
-        frame
-    }
-
-    /// Runs the real program on crafted frames through BPF_PROG_TEST_RUN. It needs root and an
-    /// embedded object (`cargo xtask test` provides both) and says so when it cannot run.
-    #[test]
-    fn program_classifies_frames() {
-        if EBPF_OBJ.is_none() || unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root and an embedded XDP object (`cargo xtask test`)");
-            return;
-        }
-        let mut handle = XdpHandle {
-            ebpf: load().unwrap(),
-            mode: "test",
-        };
-        let full = carp::IPV4_HEADER_LEN + carp::HEADER_LEN;
-        let cases = [
-            (frame(0x0800, carp::IPPROTO_CARP, full), xdp::CTR_CARP_SEEN),
-            (
-                frame(0x0800, carp::IPPROTO_CARP, full + 8),
-                xdp::CTR_CARP_SEEN,
-            ),
-            (
-                frame(0x0800, carp::IPPROTO_CARP, full - 1),
-                xdp::CTR_CARP_MALFORMED,
-            ),
-            (frame(0x0800, 17, full), xdp::CTR_PASSED_OTHER),
-            (
-                frame(0x0806, carp::IPPROTO_CARP, full),
-                xdp::CTR_PASSED_OTHER,
-            ),
-            (frame(0x0800, carp::IPPROTO_CARP, 10), xdp::CTR_PASSED_OTHER),
-        ];
-        for (data, counter) in &cases {
-            let before = handle.counters().unwrap()[*counter as usize].1;
-            let mut opts = TestRunOptions::new();
-            opts.data_in = Some(data);
-            let result = program(&mut handle.ebpf).unwrap().test_run(opts).unwrap();
-            assert_eq!(result.return_value, XDP_PASS);
-            let after = handle.counters().unwrap()[*counter as usize].1;
-            assert_eq!(after, before + 1, "frame of {} bytes", data.len());
-        }
-    }
-}
+mod tests;

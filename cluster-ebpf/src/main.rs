@@ -1,63 +1,409 @@
 //! XDP program of the cluster agent.
 //!
-//! It only observes: every frame is passed on, so attaching it can never cut a node off the
-//! network. Classification is reduced to length and protocol checks the verifier accepts without
-//! loops, and the only state is a per-CPU counter array, which needs no atomics.
+//! It does the per-packet work of the CARP agent before the network stack sees the frame:
+//! - CARP adverts for the configured vhid go to the agent through a ring buffer, stamped with
+//!   the kernel receive time, and are then dropped. The agent reads adverts from the ring buffer
+//!   only while XDP is on, so passing them as well would make the stack deliver each advert a
+//!   second time to a socket nobody reads. Nothing here decides the election: the agent checks
+//!   the HMAC and runs the state machine.
+//! - ARP requests for the VIP are answered here while MASTER and dropped while BACKUP, so the
+//!   answer follows the agent's role at once, whatever the kernel's address list says during a
+//!   transition. ARP frames claiming the VIP from another MAC while MASTER are reported.
+//! - IPv4 traffic to the VIP is dropped while BACKUP (fencing), so a VIP that lingers on the
+//!   interface during a transition cannot accept writes meant for the master.
+//!
+//! Everything it does not recognise passes untouched, including protocol-112 frames that are not
+//! adverts for our vhid: another VRRP or CARP instance on this host may want them. Until the
+//! agent writes a configuration the program only counts. There is no per-packet logging: the
+//! per-CPU counters are the observability.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::PerCpuArray,
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
-use cluster_common::{carp, xdp as layout};
-use network_types::{
-    eth::{EthHdr, EtherType},
-    ip::Ipv4Hdr,
+use cluster_common::{
+    carp,
+    xdp::{
+        self as layout, ADVERT_LEN, AdvertRecord, Config, ConflictRecord, FLAG_ARP_VIA_STACK,
+        FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, RateState, RecordHeader,
+    },
 };
 
-/// The name must match `cluster_common::xdp::COUNTERS_MAP`, which the agent looks up.
+/// Index order and names are `cluster_common::xdp::CTR_*` / `COUNTER_NAMES`.
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(layout::COUNTERS_LEN, 0);
 
-/// Bytes after the Ethernet header a CARP advert occupies; shorter protocol-112 frames cannot be
-/// adverts, and counting them apart shows truncation or foreign VRRP traffic on the segment.
-const CARP_MIN_L3_LEN: usize = carp::IPV4_HEADER_LEN + carp::HEADER_LEN;
+/// `cluster_common::xdp::CONFIG_MAP`: the agent's configuration and role at index 0.
+#[map(name = "CONFIG")]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// `cluster_common::xdp::RATE_MAP`: per-source advert windows.
+#[map(name = "RATE")]
+static RATE: LruHashMap<[u8; 4], RateState> = LruHashMap::with_max_entries(layout::RATE_ENTRIES, 0);
+
+/// `cluster_common::xdp::EVENTS_MAP`: adverts and conflicts for the agent.
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(layout::EVENTS_BYTES, 0);
+
+const ETH_LEN: usize = 14;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_ARP: u16 = 0x0806;
+/// IPv4 version 4 with a 20-byte header: CARP is never sent with IP options.
+const IPV4_VIHL: u8 = 0x45;
+/// More-fragments flag and fragment offset; the reserved and don't-fragment bits are ignored.
+const IPV4_FRAGMENT_MASK: u16 = 0x3fff;
+const ARP_HTYPE_ETHERNET: u16 = 1;
+
+#[repr(C)]
+struct EthHdr {
+    dst: [u8; 6],
+    src: [u8; 6],
+    ether_type: [u8; 2],
+}
+
+#[repr(C)]
+struct Ipv4Hdr {
+    vihl: u8,
+    tos: u8,
+    tot_len: [u8; 2],
+    id: [u8; 2],
+    frag: [u8; 2],
+    ttl: u8,
+    proto: u8,
+    check: [u8; 2],
+    src: [u8; 4],
+    dst: [u8; 4],
+}
+
+/// The CARP header fields the kernel looks at; the rest is the agent's business.
+#[repr(C)]
+struct CarpHdr {
+    version_type: u8,
+    vhid: u8,
+    rest: [u8; carp::HEADER_LEN - 2],
+}
+
+/// IPv4 + CARP as one struct, so a single bounds check covers every byte that is copied out.
+#[repr(C)]
+struct Advert {
+    ip: Ipv4Hdr,
+    carp: CarpHdr,
+}
+
+/// An Ethernet frame carrying IPv4-over-Ethernet ARP, the only kind that can concern the VIP.
+#[repr(C)]
+struct ArpFrame {
+    eth: EthHdr,
+    htype: [u8; 2],
+    ptype: [u8; 2],
+    hlen: u8,
+    plen: u8,
+    op: [u8; 2],
+    sha: [u8; 6],
+    spa: [u8; 4],
+    tha: [u8; 6],
+    tpa: [u8; 4],
+}
+
+const _: () = assert!(size_of::<EthHdr>() == ETH_LEN);
+const _: () = assert!(size_of::<Ipv4Hdr>() == carp::IPV4_HEADER_LEN);
+const _: () = assert!(size_of::<Advert>() == ADVERT_LEN);
+const _: () = assert!(size_of::<ArpFrame>() == ETH_LEN + 28);
 
 /// Entry point; the function name is the program name the agent looks up
 /// (`cluster_common::xdp::PROGRAM`).
 #[xdp]
 pub fn cluster_xdp(ctx: XdpContext) -> u32 {
-    bump(classify(&ctx));
-    xdp_action::XDP_PASS
+    let (action, counter) = classify(&ctx);
+    bump(counter);
+    action
+}
+
+/// Returns the verdict and the one counter that explains it.
+#[inline(always)]
+fn classify(ctx: &XdpContext) -> (u32, u32) {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return pass();
+    };
+    // SAFETY: `ptr_at` proved the header lies inside the frame.
+    let ether_type = u16::from_be_bytes(unsafe { (*eth).ether_type });
+    if ether_type == ETHERTYPE_IPV4 {
+        ipv4(ctx)
+    } else if ether_type == ETHERTYPE_ARP {
+        arp(ctx)
+    } else {
+        pass()
+    }
 }
 
 #[inline(always)]
-fn classify(ctx: &XdpContext) -> u32 {
+fn ipv4(ctx: &XdpContext) -> (u32, u32) {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN) else {
+        return pass();
+    };
+    // SAFETY: `ptr_at` proved the header lies inside the frame.
+    let ip = unsafe { &*ip };
+    if ip.proto == carp::IPPROTO_CARP {
+        bump(layout::CTR_CARP_SEEN);
+        return advert(ctx);
+    }
+    let Some(config) = CONFIG.get(0) else {
+        return pass();
+    };
+    if config.flags & (FLAG_ENABLED | FLAG_MASTER | FLAG_FENCE) == FLAG_ENABLED | FLAG_FENCE
+        && addr(&ip.dst) == addr(&config.vip)
+    {
+        return (xdp_action::XDP_DROP, layout::CTR_FENCED);
+    }
+    pass()
+}
+
+/// UCARP's receive checks that need no key, in its order, then the rate limit.
+#[inline(always)]
+fn advert(ctx: &XdpContext) -> (u32, u32) {
+    let Some(packet) = ptr_at::<Advert>(ctx, ETH_LEN) else {
+        return (xdp_action::XDP_PASS, layout::CTR_CARP_MALFORMED);
+    };
+    // SAFETY: `ptr_at` proved all ADVERT_LEN bytes lie inside the frame.
+    let advert = unsafe { &*packet };
+    let ip = &advert.ip;
+    let tot_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    // A pointer compared with `data_end` rather than a length computed from two packet pointers,
+    // which the verifier only allows to privileged loaders.
+    if ip.vihl != IPV4_VIHL
+        || tot_len < ADVERT_LEN
+        || ctx.data() + ETH_LEN + tot_len > ctx.data_end()
+        || u16::from_be_bytes(ip.frag) & IPV4_FRAGMENT_MASK != 0
+    {
+        return (xdp_action::XDP_PASS, layout::CTR_CARP_MALFORMED);
+    }
+    if ip.ttl != carp::TTL {
+        return (xdp_action::XDP_PASS, layout::CTR_BAD_TTL);
+    }
+    if advert.carp.version_type >> 4 != carp::VERSION {
+        return (xdp_action::XDP_PASS, layout::CTR_BAD_VERSION);
+    }
+    let Some(config) = CONFIG.get(0) else {
+        return (xdp_action::XDP_PASS, layout::CTR_UNKNOWN_VHID);
+    };
+    if config.flags & FLAG_ENABLED == 0 || advert.carp.vhid != config.vhid {
+        return (xdp_action::XDP_PASS, layout::CTR_UNKNOWN_VHID);
+    }
+    if addr(&ip.dst) != addr(&config.group) {
+        return (xdp_action::XDP_PASS, layout::CTR_WRONG_GROUP);
+    }
+
+    // SAFETY: a helper without arguments or side effects.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if rate_limited(&ip.src, now, config.rate_limit_per_sec) {
+        return (xdp_action::XDP_DROP, layout::CTR_RATE_LIMITED);
+    }
+    let Some(mut entry) = EVENTS.reserve::<AdvertRecord>(0) else {
+        // Let the stack have it: a raw socket, if the agent still has one, is the only other
+        // way the advert can reach it.
+        return (xdp_action::XDP_PASS, layout::CTR_RINGBUF_FULL);
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points at reserved ring-buffer memory of the record's size, which we own
+    // until submit; the source is the bounds-checked packet. Field-wise writes initialise all of
+    // it, padding-free by construction.
+    unsafe {
+        (*record).header = RecordHeader {
+            kind: layout::RECORD_ADVERT,
+            reserved: 0,
+            ktime_ns: now,
+        };
+        core::ptr::copy_nonoverlapping(
+            packet.cast::<u8>(),
+            (&raw mut (*record).packet).cast::<u8>(),
+            ADVERT_LEN,
+        );
+    }
+    entry.submit(0);
+    (xdp_action::XDP_DROP, layout::CTR_ADVERT)
+}
+
+/// Fixed one-second windows per source: cheaper than a token bucket (no division), and the
+/// burst a window boundary allows (twice the limit) is harmless for a flood guard.
+#[inline(always)]
+fn rate_limited(src: &[u8; 4], now: u64, limit: u32) -> bool {
+    if limit == 0 {
+        return false;
+    }
+    match RATE.get_ptr_mut(src) {
+        Some(state) => {
+            // SAFETY: the pointer is the map's value slot, valid for the program's run; a
+            // concurrent update from another CPU can at worst lose one increment.
+            let state = unsafe { &mut *state };
+            if now.wrapping_sub(state.window_start_ns) >= layout::RATE_WINDOW_NS {
+                state.window_start_ns = now;
+                state.count = 1;
+                false
+            } else {
+                state.count = state.count.saturating_add(1);
+                state.count > limit
+            }
+        }
+        None => {
+            let fresh = RateState {
+                window_start_ns: now,
+                count: 1,
+                reserved: 0,
+            };
+            // Failing to track a source only means it is not limited this time.
+            let _ = RATE.insert(src, fresh, 0);
+            false
+        }
+    }
+}
+
+#[inline(always)]
+fn arp(ctx: &XdpContext) -> (u32, u32) {
+    let Some(frame) = ptr_at::<ArpFrame>(ctx, 0) else {
+        return pass();
+    };
+    // SAFETY: `ptr_at` proved the whole ARP frame lies inside the packet, and nothing else
+    // references it while this program runs.
+    let frame = unsafe { &mut *frame };
+    if u16::from_be_bytes(frame.htype) != ARP_HTYPE_ETHERNET
+        || u16::from_be_bytes(frame.ptype) != ETHERTYPE_IPV4
+        || frame.hlen != 6
+        || frame.plen != 4
+    {
+        return pass();
+    }
+    let Some(config) = CONFIG.get(0) else {
+        return pass();
+    };
+    if config.flags & FLAG_ENABLED == 0 {
+        return pass();
+    }
+    let master = config.flags & FLAG_MASTER != 0;
+    let vip = addr(&config.vip);
+    let op = u16::from_be_bytes(frame.op);
+
+    if addr(&frame.spa) == vip {
+        // Someone announces the VIP. While BACKUP that is the master doing its job; while MASTER
+        // from a MAC other than ours it is a split brain or a misconfigured host. The frame still
+        // passes: the agent decides what to do, and other listeners may want to see it.
+        if master
+            && (op == layout::ARP_OP_REQUEST || op == layout::ARP_OP_REPLY)
+            && !same_mac(&frame.sha, &config.mac)
+        {
+            report_conflict(frame);
+            return (xdp_action::XDP_PASS, layout::CTR_ARP_CONFLICT);
+        }
+        return pass();
+    }
+    if op != layout::ARP_OP_REQUEST || addr(&frame.tpa) != vip {
+        return pass();
+    }
+    if !master {
+        return (xdp_action::XDP_DROP, layout::CTR_ARP_DROPPED);
+    }
+    if config.flags & FLAG_ARP_VIA_STACK != 0 {
+        return pass();
+    }
+
+    // Turn the request into the reply the kernel would send, in place, and bounce it out of the
+    // interface it came in on. Like the kernel, answer to the requester's ARP sender address.
+    // Addresses travel through registers: array copies between packet fields may be lowered to
+    // `memmove` calls, which the verifier would have to follow as separate functions.
+    let requester_mac = Mac::read(&frame.sha);
+    let requester_ip = addr(&frame.spa);
+    let own_mac = Mac::read(&config.mac);
+    requester_mac.write(&mut frame.eth.dst);
+    own_mac.write(&mut frame.eth.src);
+    frame.op = layout::ARP_OP_REPLY.to_be_bytes();
+    own_mac.write(&mut frame.sha);
+    frame.spa = vip.to_ne_bytes();
+    requester_mac.write(&mut frame.tha);
+    frame.tpa = requester_ip.to_ne_bytes();
+    (xdp_action::XDP_TX, layout::CTR_ARP_ANSWERED)
+}
+
+#[inline(always)]
+fn report_conflict(frame: &ArpFrame) {
+    let Some(mut entry) = EVENTS.reserve::<ConflictRecord>(0) else {
+        bump(layout::CTR_RINGBUF_FULL);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points at reserved, 8-byte aligned ring-buffer memory of the record's size,
+    // which we own until submit. Zeroing it word by word first initialises the reserved bytes;
+    // volatile stores, because LLVM would merge plain ones into a `memset` call, a separate
+    // function for the verifier. The fields are then written one by one.
+    unsafe {
+        let words = record.cast::<u64>();
+        for word in 0..size_of::<ConflictRecord>() / 8 {
+            words.add(word).write_volatile(0);
+        }
+        (*record).header.kind = layout::RECORD_CONFLICT;
+        (*record).header.ktime_ns = bpf_ktime_get_ns();
+        Mac::read(&frame.sha).write(&mut (*record).sender_mac);
+        Mac::read(&frame.eth.src).write(&mut (*record).eth_src);
+        (*record).sender_ip = frame.spa;
+        (*record).op = frame.op;
+    }
+    entry.submit(0);
+}
+
+/// A MAC address held in two registers.
+#[derive(Clone, Copy)]
+struct Mac(u32, u16);
+
+impl Mac {
+    #[inline(always)]
+    fn read(bytes: &[u8; 6]) -> Self {
+        Mac(
+            u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            u16::from_ne_bytes([bytes[4], bytes[5]]),
+        )
+    }
+
+    #[inline(always)]
+    fn write(self, bytes: &mut [u8; 6]) {
+        let [a, b, c, d] = self.0.to_ne_bytes();
+        let [e, f] = self.1.to_ne_bytes();
+        *bytes = [a, b, c, d, e, f];
+    }
+}
+
+#[inline(always)]
+fn pass() -> (u32, u32) {
+    (xdp_action::XDP_PASS, layout::CTR_PASSED_OTHER)
+}
+
+/// Returns a pointer to a `T` at `offset` if the whole `T` lies inside the frame.
+///
+/// The comparison is written as `start + offset + size <= end`, the form the verifier tracks
+/// for packet pointers.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
 
-    // Each read is preceded by a bounds check against `data_end` written in the form the verifier
-    // tracks (pointer + constant <= data_end).
-    if start + EthHdr::LEN + Ipv4Hdr::LEN > end {
-        return layout::CTR_PASSED_OTHER;
-    }
-    // SAFETY: the check above proves both headers lie inside the frame.
-    let eth = unsafe { &*(start as *const EthHdr) };
-    if eth.ether_type != EtherType::Ipv4 as u16 {
-        return layout::CTR_PASSED_OTHER;
-    }
-    // SAFETY: as above.
-    let ip = unsafe { &*((start + EthHdr::LEN) as *const Ipv4Hdr) };
-    if ip.proto != carp::IPPROTO_CARP {
-        return layout::CTR_PASSED_OTHER;
-    }
-    if start + EthHdr::LEN + CARP_MIN_L3_LEN > end {
-        return layout::CTR_CARP_MALFORMED;
-    }
-    layout::CTR_CARP_SEEN
+/// Addresses compared as one integer: array equality may become a `memcmp` call, which BPF
+/// does not have.
+#[inline(always)]
+fn addr(bytes: &[u8; 4]) -> u32 {
+    u32::from_ne_bytes(*bytes)
+}
+
+#[inline(always)]
+fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    let (a, b) = (Mac::read(a), Mac::read(b));
+    a.0 == b.0 && a.1 == b.1
 }
 
 #[inline(always)]
@@ -69,8 +415,8 @@ fn bump(index: u32) {
     }
 }
 
-/// Declared GPL-compatible so the program may later call GPL-only helpers (ring-buffer and
-/// perf-event output); the kernel refuses those to programs with other license strings.
+/// Declared GPL-compatible because the ring-buffer helpers are GPL-only; the kernel refuses
+/// them to programs with other license strings.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

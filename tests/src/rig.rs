@@ -173,6 +173,13 @@ impl Rig {
             "-n", &sw, "link", "add", port, "type", "veth", "peer", "name", NODE_IF, "netns", ns,
         ]);
         ip(&["-n", &sw, "link", "set", port, "master", BRIDGE, "up"]);
+        // A native-mode XDP_TX on the node side (the agent answering ARP) reaches a veth peer
+        // only when the peer has GRO on, as a real NIC's switch port would simply receive it.
+        cmd::run(&mut cmd::netns_command(
+            &sw,
+            "ethtool",
+            &["-K", port, "gro", "on"],
+        ));
         let cidr = format!("{addr}/{}", self.prefix);
         ip(&["-n", ns, "addr", "add", &cidr, "dev", NODE_IF]);
         ip(&["-n", ns, "link", "set", NODE_IF, "up"]);

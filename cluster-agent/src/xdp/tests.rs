@@ -1,0 +1,680 @@
+//! Tests of the XDP program itself run it in the kernel through BPF_PROG_TEST_RUN on crafted
+//! frames. They need root and an embedded object (`cargo xtask test` provides both) and say so
+//! when they cannot run.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use super::*;
+use cluster_common::xdp::{ADVERT_LEN, DEFAULT_RATE_LIMIT_PER_SEC};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const VHID: u8 = 42;
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
+const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+const OUR_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+const PEER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 7);
+
+/// An advert captured from UCARP 1.5.2 (vhid 42, VIP 10.99.0.100, source 10.99.0.1).
+const GOLDEN_ADVERT: &str = "01005e00001200005e00002a0800\
+    45100038d4594000ff70bc750a630001e0000012\
+    212a000700016c79b4cbc228e9e06dfaf848c1378606271278a05651723f675e46c34d98";
+/// The gratuitous ARP UCARP sent for the same VIP from MAC 8e:f3:9a:17:cf:04.
+const GOLDEN_GARP: &str = "ffffffffffff8ef39a17cf040806000108000604\
+    00018ef39a17cf040a6300648ef39a17cf040a630064";
+const GARP_MAC: [u8; 6] = [0x8e, 0xf3, 0x9a, 0x17, 0xcf, 0x04];
+
+fn hex(text: &str) -> Vec<u8> {
+    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+        .collect()
+}
+
+fn advert() -> Vec<u8> {
+    let frame = hex(GOLDEN_ADVERT);
+    assert_eq!(frame.len(), 14 + ADVERT_LEN);
+    frame
+}
+
+fn advert_from(source: Ipv4Addr) -> Vec<u8> {
+    let mut frame = advert();
+    frame[26..30].copy_from_slice(&source.octets());
+    frame
+}
+
+fn arp(op: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(60);
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&sha);
+    frame.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4]);
+    frame.extend_from_slice(&op.to_be_bytes());
+    frame.extend_from_slice(&sha);
+    frame.extend_from_slice(&spa.octets());
+    frame.extend_from_slice(&tha);
+    frame.extend_from_slice(&tpa.octets());
+    // Ethernet pads ARP to the 60-byte minimum; the padding must survive untouched.
+    frame.extend_from_slice(&[0xa5; 18]);
+    frame
+}
+
+fn arp_request_for(target: Ipv4Addr) -> Vec<u8> {
+    arp(1, PEER_MAC, PEER_IP, [0; 6], target)
+}
+
+fn udp_to(destination: Ipv4Addr) -> Vec<u8> {
+    let mut frame = vec![0u8; 14 + 28];
+    frame[..6].copy_from_slice(&OUR_MAC);
+    frame[6..12].copy_from_slice(&PEER_MAC);
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    frame[14] = 0x45;
+    frame[16..18].copy_from_slice(&28u16.to_be_bytes());
+    frame[22] = 64;
+    frame[23] = 17;
+    frame[26..30].copy_from_slice(&PEER_IP.octets());
+    frame[30..34].copy_from_slice(&destination.octets());
+    frame
+}
+
+/// The loaded program, not attached anywhere, or None when the test cannot run here.
+fn loaded() -> Option<XdpHandle> {
+    if EBPF_OBJ.is_none() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root and an embedded XDP object (`cargo xtask test`)");
+        return None;
+    }
+    Some(XdpHandle::new(load().unwrap(), "test"))
+}
+
+fn configured(fence: bool, rate_limit: u32) -> Option<XdpHandle> {
+    let mut handle = loaded()?;
+    handle
+        .configure(VHID, VIP, GROUP, OUR_MAC, fence, rate_limit)
+        .unwrap();
+    Some(handle)
+}
+
+/// Runs the program once on `frame`; returns the action and the frame as the program left it.
+fn run(handle: &XdpHandle, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 64];
+    let mut options = TestRunOptions::new();
+    options.data_in = Some(frame);
+    options.data_out = Some(&mut out);
+    let result = program_ref(&handle.ebpf)
+        .unwrap()
+        .test_run(options)
+        .unwrap();
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
+fn counter_values(handle: &XdpHandle) -> Vec<u64> {
+    handle
+        .counters()
+        .unwrap()
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect()
+}
+
+/// The counters that moved while `action` ran, with how much, in index order.
+fn moved(handle: &XdpHandle, action: impl FnOnce()) -> Vec<(&'static str, u64)> {
+    let before = counter_values(handle);
+    action();
+    let after = counter_values(handle);
+    COUNTER_NAMES
+        .iter()
+        .zip(before.iter().zip(&after))
+        .filter(|(_, (b, a))| a != b)
+        .map(|(name, (b, a))| (*name, a - b))
+        .collect()
+}
+
+/// Runs `frame` and checks the action and that exactly the `expected` counters moved.
+fn expect(handle: &XdpHandle, frame: &[u8], action: u32, expected: &[(&str, u64)]) -> Vec<u8> {
+    let mut result = None;
+    let moved = moved(handle, || result = Some(run(handle, frame)));
+    let (got, out) = result.unwrap();
+    assert_eq!(got, action, "action for {frame:02x?}");
+    assert_eq!(moved, expected, "counters for {frame:02x?}");
+    out
+}
+
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write into.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) },
+        0
+    );
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+async fn next_event(events: &mut XdpEvents) -> XdpEvent {
+    tokio::time::timeout(Duration::from_secs(2), events.next())
+        .await
+        .expect("no XDP event within 2 s")
+        .unwrap()
+}
+
+fn assert_no_event(events: &mut XdpEvents) {
+    if let Some(event) = events.try_next() {
+        panic!("unexpected XDP event {event:?}");
+    }
+}
+
+#[test]
+fn off_never_touches_the_kernel() {
+    assert!(attach("does-not-exist0", XdpMode::Off).unwrap().is_none());
+}
+
+#[test]
+fn explicit_mode_without_a_usable_program_is_an_error() {
+    // Either nothing is embedded or the interface does not exist: both must be reported.
+    assert!(attach("does-not-exist0", XdpMode::Generic).is_err());
+}
+
+#[test]
+fn auto_falls_back_instead_of_failing() {
+    assert!(attach("does-not-exist0", XdpMode::Auto).unwrap().is_none());
+}
+
+#[test]
+fn vhid_zero_is_refused() {
+    let Some(mut handle) = loaded() else { return };
+    assert!(matches!(
+        handle.configure(0, VIP, GROUP, OUR_MAC, true, 50),
+        Err(XdpError::InvalidVhid)
+    ));
+}
+
+#[tokio::test]
+async fn advert_for_our_vhid_goes_to_the_ring_buffer_and_is_dropped() {
+    let Some(mut handle) = configured(true, DEFAULT_RATE_LIMIT_PER_SEC) else {
+        return;
+    };
+    let mut events = handle.take_events().unwrap();
+    assert!(matches!(handle.take_events(), Err(XdpError::EventsTaken)));
+    let frame = advert();
+
+    let before = monotonic_ns();
+    expect(
+        &handle,
+        &frame,
+        XDP_DROP,
+        &[("carp_seen", 1), ("advert", 1)],
+    );
+    let after = monotonic_ns();
+
+    let XdpEvent::Advert { ktime_ns, packet } = next_event(&mut events).await else {
+        panic!("expected an advert record");
+    };
+    assert_eq!(packet[..], frame[14..]);
+    assert!(
+        (before..=after).contains(&ktime_ns),
+        "kernel time {ktime_ns} outside [{before}, {after}]: not CLOCK_MONOTONIC"
+    );
+    assert_no_event(&mut events);
+}
+
+#[tokio::test]
+async fn advert_before_configuration_passes() {
+    let Some(mut handle) = loaded() else { return };
+    let mut events = handle.take_events().unwrap();
+    let frame = advert();
+    let out = expect(
+        &handle,
+        &frame,
+        XDP_PASS,
+        &[("carp_seen", 1), ("unknown_vhid", 1)],
+    );
+    assert_eq!(out, frame);
+    assert_no_event(&mut events);
+}
+
+#[tokio::test]
+async fn rejected_adverts_are_counted_by_reason_and_not_reported() {
+    let Some(mut handle) = configured(true, DEFAULT_RATE_LIMIT_PER_SEC) else {
+        return;
+    };
+    let mut events = handle.take_events().unwrap();
+    let mutate = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut frame = advert();
+        edit(&mut frame);
+        frame
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("TTL 64", mutate(&|f| f[22] = 64), "bad_ttl"),
+        ("TTL 254", mutate(&|f| f[22] = 254), "bad_ttl"),
+        ("vhid 7", mutate(&|f| f[35] = 7), "unknown_vhid"),
+        ("version 3", mutate(&|f| f[34] = 0x31), "bad_version"),
+        ("other group", mutate(&|f| f[33] = 19), "wrong_group"),
+        (
+            "truncated",
+            advert()[..14 + ADVERT_LEN - 1].to_vec(),
+            "carp_malformed",
+        ),
+        ("IP header only", advert()[..34].to_vec(), "carp_malformed"),
+        ("IP options", mutate(&|f| f[14] = 0x46), "carp_malformed"),
+        ("not IPv4", mutate(&|f| f[14] = 0x65), "carp_malformed"),
+        (
+            "total length short",
+            mutate(&|f| f[16..18].copy_from_slice(&55u16.to_be_bytes())),
+            "carp_malformed",
+        ),
+        (
+            "total length beyond the frame",
+            mutate(&|f| f[16..18].copy_from_slice(&57u16.to_be_bytes())),
+            "carp_malformed",
+        ),
+        (
+            "first fragment",
+            mutate(&|f| f[20] |= 0x20),
+            "carp_malformed",
+        ),
+        ("later fragment", mutate(&|f| f[21] = 8), "carp_malformed"),
+    ];
+    for (what, frame, reason) in &cases {
+        let mut result = None;
+        let moved = moved(&handle, || result = Some(run(&handle, frame)));
+        let (action, out) = result.unwrap();
+        assert_eq!(action, XDP_PASS, "{what}");
+        assert_eq!(&out, frame, "{what}: frame modified");
+        assert_eq!(moved, [("carp_seen", 1), (*reason, 1)], "{what}");
+        assert_no_event(&mut events);
+    }
+
+    // A longer frame (Ethernet padding, trailing bytes) is still a valid advert.
+    let mut padded = advert();
+    padded.extend_from_slice(&[0; 8]);
+    expect(
+        &handle,
+        &padded,
+        XDP_DROP,
+        &[("carp_seen", 1), ("advert", 1)],
+    );
+    assert!(matches!(
+        next_event(&mut events).await,
+        XdpEvent::Advert { .. }
+    ));
+}
+
+#[tokio::test]
+async fn garbage_protocol_112_frames_are_rejected() {
+    let Some(mut handle) = configured(true, DEFAULT_RATE_LIMIT_PER_SEC) else {
+        return;
+    };
+    let mut events = handle.take_events().unwrap();
+    let rejections = [
+        "carp_malformed",
+        "bad_ttl",
+        "bad_version",
+        "unknown_vhid",
+        "wrong_group",
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..300 {
+        let l3_len = 20 + (random() % 80) as usize;
+        let mut frame: Vec<u8> = (0..14 + l3_len).map(|_| random() as u8).collect();
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[23] = 112;
+        let mut result = None;
+        let moved = moved(&handle, || result = Some(run(&handle, &frame)));
+        assert_eq!(result.unwrap().0, XDP_PASS, "{frame:02x?}");
+        assert_eq!(moved.len(), 2, "{frame:02x?}: {moved:?}");
+        assert_eq!(moved[0], ("carp_seen", 1));
+        assert!(
+            rejections.contains(&moved[1].0) && moved[1].1 == 1,
+            "{frame:02x?}: {moved:?}"
+        );
+    }
+    assert_no_event(&mut events);
+}
+
+#[test]
+fn arp_request_for_the_vip_is_answered_while_master() {
+    let Some(mut handle) = configured(true, DEFAULT_RATE_LIMIT_PER_SEC) else {
+        return;
+    };
+    handle.set_role(true).unwrap();
+    let request = arp_request_for(VIP);
+    let reply = expect(&handle, &request, XDP_TX, &[("arp_answered", 1)]);
+
+    assert_eq!(reply.len(), request.len());
+    assert_eq!(reply[0..6], PEER_MAC, "Ethernet destination: the requester");
+    assert_eq!(reply[6..12], OUR_MAC, "Ethernet source: the NIC");
+    assert_eq!(reply[12..14], [0x08, 0x06], "EtherType ARP");
+    assert_eq!(reply[14..16], [0x00, 0x01], "hardware type Ethernet");
+    assert_eq!(reply[16..18], [0x08, 0x00], "protocol type IPv4");
+    assert_eq!(reply[18..20], [6, 4], "address lengths");
+    assert_eq!(reply[20..22], [0x00, 0x02], "operation reply");
+    assert_eq!(reply[22..28], OUR_MAC, "sender MAC");
+    assert_eq!(reply[28..32], VIP.octets(), "sender IP: the VIP");
+    assert_eq!(reply[32..38], PEER_MAC, "target MAC: the requester");
+    assert_eq!(reply[38..42], PEER_IP.octets(), "target IP: the requester");
+    assert_eq!(reply[42..], request[42..], "padding");
+    // The same, as one independent construction of the whole frame.
+    let mut expected = arp(2, OUR_MAC, VIP, PEER_MAC, PEER_IP);
+    expected[0..6].copy_from_slice(&PEER_MAC);
+    assert_eq!(reply, expected);
+}
+
+#[test]
+fn arp_request_for_the_vip_is_dropped_while_backup() {
+    let Some(mut handle) = configured(true, DEFAULT_RATE_LIMIT_PER_SEC) else {
+        return;
+    };
+    let request = arp_request_for(VIP);
+    handle.set_role(true).unwrap();
+    expect(&handle, &request, XDP_TX, &[("arp_answered", 1)]);
+    handle.set_role(false).unwrap();
+    expect(&handle, &request, XDP_DROP, &[("arp_dropped", 1)]);
+    // Reconfiguring keeps the role.
+    handle.set_role(true).unwrap();
+    handle
+        .configure(VHID, VIP, GROUP, OUR_MAC, false, 10)
+        .unwrap();
+    expect(&handle, &request, XDP_TX, &[("arp_answered", 1)]);
+}
+
+#[test]
+fn arp_for_the_vip_can_be_left_to_the_kernel_while_master() {
+    let Some(mut handle) = configured(true, DEFAULT_RATE_LIMIT_PER_SEC) else {
+        return;
+    };
+    handle.set_arp_via_stack(true).unwrap();
+    handle.set_role(true).unwrap();
+    // Survives reconfiguration, like the role.
+    handle
+        .configure(VHID, VIP, GROUP, OUR_MAC, true, DEFAULT_RATE_LIMIT_PER_SEC)
+        .unwrap();
+    let request = arp_request_for(VIP);
+    let out = expect(&handle, &request, XDP_PASS, &[("passed_other", 1)]);
+    assert_eq!(out, request);
+    handle.set_role(false).unwrap();
+    expect(&handle, &request, XDP_DROP, &[("arp_dropped", 1)]);
+    handle.set_arp_via_stack(false).unwrap();
+    handle.set_role(true).unwrap();
+    expect(&handle, &request, XDP_TX, &[("arp_answered", 1)]);
+}
+
+#[test]
+fn other_arp_passes_untouched() {
+    let Some(mut handle) = configured(true, DEFAULT_RATE_LIMIT_PER_SEC) else {
+        return;
+    };
+    for master in [true, false] {
+        handle.set_role(master).unwrap();
+        let frames = [
+            arp_request_for(Ipv4Addr::new(10, 99, 0, 1)),
+            // A reply addressed to the VIP is for the kernel's neighbour table.
+            arp(2, PEER_MAC, PEER_IP, OUR_MAC, VIP),
+            // Our own announcement of the VIP is no conflict.
+            arp(1, OUR_MAC, VIP, OUR_MAC, VIP),
+        ];
+        for frame in frames {
+            let out = expect(&handle, &frame, XDP_PASS, &[("passed_other", 1)]);
+            assert_eq!(out, frame);
+        }
+    }
+    // Before configuration, not even ARP for the future VIP is touched.
+    let fresh = loaded().unwrap();
+    let request = arp_request_for(VIP);
+    let out = expect(&fresh, &request, XDP_PASS, &[("passed_other", 1)]);
+    assert_eq!(out, request);
+}
+
+#[tokio::test]
+async fn foreign_claim_on_the_vip_while_master_is_a_conflict() {
+    let Some(mut handle) = configured(true, DEFAULT_RATE_LIMIT_PER_SEC) else {
+        return;
+    };
+    let mut events = handle.take_events().unwrap();
+    let garp = hex(GOLDEN_GARP);
+
+    // While BACKUP another node announcing the VIP is the master doing its job.
+    let out = expect(&handle, &garp, XDP_PASS, &[("passed_other", 1)]);
+    assert_eq!(out, garp);
+    assert_no_event(&mut events);
+
+    handle.set_role(true).unwrap();
+    let before = monotonic_ns();
+    let out = expect(&handle, &garp, XDP_PASS, &[("arp_conflict", 1)]);
+    let after = monotonic_ns();
+    assert_eq!(out, garp);
+    let event = next_event(&mut events).await;
+    let XdpEvent::Conflict {
+        ktime_ns,
+        mac,
+        eth_src,
+        ip,
+        reply,
+    } = event
+    else {
+        panic!("expected a conflict, got {event:?}");
+    };
+    assert!((before..=after).contains(&ktime_ns));
+    assert_eq!((mac, eth_src, ip, reply), (GARP_MAC, GARP_MAC, VIP, false));
+
+    // An ARP reply claiming the VIP, sent from one MAC on behalf of another.
+    let mut claim = arp(2, PEER_MAC, VIP, OUR_MAC, PEER_IP);
+    claim[6..12].copy_from_slice(&GARP_MAC);
+    expect(&handle, &claim, XDP_PASS, &[("arp_conflict", 1)]);
+    let event = next_event(&mut events).await;
+    assert!(
+        matches!(
+            event,
+            XdpEvent::Conflict {
+                mac: PEER_MAC,
+                eth_src: GARP_MAC,
+                ip: VIP,
+                reply: true,
+                ..
+            }
+        ),
+        "{event:?}"
+    );
+    assert_no_event(&mut events);
+}
+
+#[test]
+fn traffic_to_the_vip_is_fenced_while_backup() {
+    let Some(mut handle) = loaded() else { return };
+    let to_vip = udp_to(VIP);
+    let elsewhere = udp_to(Ipv4Addr::new(10, 99, 0, 1));
+
+    // Unconfigured: nothing is fenced.
+    expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
+
+    handle
+        .configure(VHID, VIP, GROUP, OUR_MAC, true, DEFAULT_RATE_LIMIT_PER_SEC)
+        .unwrap();
+    expect(&handle, &to_vip, XDP_DROP, &[("fenced", 1)]);
+    expect(&handle, &elsewhere, XDP_PASS, &[("passed_other", 1)]);
+
+    handle.set_role(true).unwrap();
+    let out = expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
+    assert_eq!(out, to_vip);
+
+    handle.set_role(false).unwrap();
+    expect(&handle, &to_vip, XDP_DROP, &[("fenced", 1)]);
+
+    handle
+        .configure(VHID, VIP, GROUP, OUR_MAC, false, DEFAULT_RATE_LIMIT_PER_SEC)
+        .unwrap();
+    expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
+}
+
+#[tokio::test]
+async fn adverts_beyond_the_rate_limit_are_dropped() {
+    const LIMIT: u32 = 5;
+    const EXTRA: u32 = 3;
+    let Some(mut handle) = configured(true, LIMIT) else {
+        return;
+    };
+    let mut events = handle.take_events().unwrap();
+    let noisy = advert_from(Ipv4Addr::new(10, 99, 0, 66));
+    for _ in 0..LIMIT {
+        expect(
+            &handle,
+            &noisy,
+            XDP_DROP,
+            &[("carp_seen", 1), ("advert", 1)],
+        );
+    }
+    for _ in 0..EXTRA {
+        expect(
+            &handle,
+            &noisy,
+            XDP_DROP,
+            &[("carp_seen", 1), ("rate_limited", 1)],
+        );
+    }
+    for _ in 0..LIMIT {
+        assert!(matches!(
+            next_event(&mut events).await,
+            XdpEvent::Advert { .. }
+        ));
+    }
+    assert_no_event(&mut events);
+
+    // The limit is per source.
+    let quiet = advert_from(Ipv4Addr::new(10, 99, 0, 67));
+    expect(
+        &handle,
+        &quiet,
+        XDP_DROP,
+        &[("carp_seen", 1), ("advert", 1)],
+    );
+    let XdpEvent::Advert { packet, .. } = next_event(&mut events).await else {
+        panic!("expected an advert");
+    };
+    assert_eq!(packet[12..16], [10, 99, 0, 67]);
+
+    // 0 turns the limit off.
+    handle
+        .configure(VHID, VIP, GROUP, OUR_MAC, true, 0)
+        .unwrap();
+    expect(
+        &handle,
+        &noisy,
+        XDP_DROP,
+        &[("carp_seen", 1), ("advert", 1)],
+    );
+}
+
+#[tokio::test]
+async fn a_full_ring_buffer_is_counted_and_the_advert_passes() {
+    const FLOOD: u32 = 4000;
+    let Some(mut handle) = configured(true, 0) else {
+        return;
+    };
+    let mut events = handle.take_events().unwrap();
+    let frame = advert();
+    let moved = moved(&handle, || {
+        handle.test_run_ns_per_packet(&frame, FLOOD).unwrap();
+    });
+    let count = |name| {
+        moved
+            .iter()
+            .find(|(moved, _)| *moved == name)
+            .map_or(0, |(_, n)| *n)
+    };
+    let (recorded, lost) = (count("advert"), count("ringbuf_full"));
+    assert_eq!(count("carp_seen"), u64::from(FLOOD));
+    assert_eq!(recorded + lost, u64::from(FLOOD));
+    assert!(
+        lost > 0,
+        "{FLOOD} records fit in the ring buffer: {moved:?}"
+    );
+    let out = expect(
+        &handle,
+        &frame,
+        XDP_PASS,
+        &[("carp_seen", 1), ("ringbuf_full", 1)],
+    );
+    assert_eq!(out, frame);
+
+    let mut drained = 0;
+    while let Some(event) = events.try_next() {
+        assert!(matches!(event.unwrap(), XdpEvent::Advert { .. }));
+        drained += 1;
+    }
+    assert_eq!(drained, recorded);
+    // Room again once drained.
+    expect(
+        &handle,
+        &frame,
+        XDP_DROP,
+        &[("carp_seen", 1), ("advert", 1)],
+    );
+}
+
+#[tokio::test]
+async fn ordinary_traffic_passes_untouched() {
+    let Some(mut handle) = configured(true, DEFAULT_RATE_LIMIT_PER_SEC) else {
+        return;
+    };
+    handle.set_role(true).unwrap();
+    let mut events = handle.take_events().unwrap();
+    let mut ipv6 = vec![0u8; 14 + 40];
+    ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    ipv6[14] = 0x60;
+    let mut vlan = udp_to(VIP);
+    vlan.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+    let mut short_ipv4 = vec![0u8; 14 + 19];
+    short_ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
+    let mut tcp = udp_to(Ipv4Addr::new(192, 0, 2, 1));
+    tcp[23] = 6;
+    let frames = [
+        udp_to(Ipv4Addr::new(10, 99, 0, 1)),
+        tcp,
+        ipv6,
+        vlan,
+        short_ipv4,
+        vec![0u8; 14],
+    ];
+    for frame in frames {
+        let out = expect(&handle, &frame, XDP_PASS, &[("passed_other", 1)]);
+        assert_eq!(out, frame);
+    }
+    assert_no_event(&mut events);
+}
+
+#[test]
+fn test_run_times_the_program() {
+    let Some(handle) = configured(true, DEFAULT_RATE_LIMIT_PER_SEC) else {
+        return;
+    };
+    let frame = udp_to(Ipv4Addr::new(10, 99, 0, 1));
+    let mut ns = 0;
+    let moved = moved(&handle, || {
+        ns = handle.test_run_ns_per_packet(&frame, 1000).unwrap();
+    });
+    assert_eq!(moved, [("passed_other", 1000)]);
+    assert!(ns < 100_000, "{ns} ns per packet");
+}
+
+#[test]
+fn events_need_a_runtime() {
+    let Some(mut handle) = loaded() else { return };
+    assert!(matches!(handle.take_events(), Err(XdpError::NoRuntime)));
+    // The failed attempt left the reader in place.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async { assert!(handle.take_events().is_ok()) });
+}
