@@ -160,3 +160,8 @@ pub fn ifindex(interface: &str) -> Option<u32> {
     let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
     (idx != 0).then_some(idx)
 }
+
+/// Whether the interface is backed by a device (a NIC), as opposed to a virtual one such as veth.
+pub fn is_physical(interface: &str) -> bool {
+    std::path::Path::new(&format!("/sys/class/net/{interface}/device")).exists()
+}

@@ -60,6 +60,13 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             x.configure(s.vhid, s.vip, s.group, mac, s.fence, s.advert_rate_limit)
                 .context("configuring the XDP program")?;
             x.set_role(false).context("configuring the XDP program")?;
+            // A virtual interface (veth) in native mode loses XDP_TX unless its peer is set up
+            // for it, which we cannot check from here; the kernel answers ARP for the VIP there.
+            if x.mode() == "native" && !net::is_physical(&s.interface) {
+                tracing::info!(interface = %s.interface, "virtual interface in native XDP mode: ARP for the VIP is answered by the kernel");
+                x.set_arp_via_stack(true)
+                    .context("configuring the XDP program")?;
+            }
             Some(x.take_events().context("opening the XDP ring buffer")?)
         }
         None => None,

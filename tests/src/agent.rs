@@ -48,7 +48,10 @@ impl AgentOpts {
             advskew: 0,
             deadratio: 3,
             preempt: false,
-            xdp: None,
+            // `cargo xtask test` runs the suite once per data-plane mode through this variable.
+            xdp: std::env::var("CLUSTER_TEST_XDP")
+                .ok()
+                .filter(|m| !m.is_empty()),
             src: None,
             extra: Vec::new(),
         }
@@ -107,6 +110,8 @@ pub struct Counters {
     pub auth_failures: u64,
     pub bad_packets: u64,
     pub transitions: u64,
+    #[serde(default)]
+    pub arp_conflicts: u64,
 }
 
 /// `cluster-agent status --json`.

@@ -75,10 +75,29 @@ pub fn test(release: bool, args: &[String]) -> Result<()> {
     command.args(args);
     // The netns tests mostly wait on protocol timers, so more threads than cores shorten the run
     // without starving the timing checks.
+    let default_run = args.is_empty();
     if !args.iter().any(|a| a == "--") {
         command.args(["--", "--test-threads=4"]);
     }
-    cmd::run(&mut command)
+    cmd::run(&mut command)?;
+    if default_run {
+        // The first run used the default data plane (XDP, native on veth); every network test
+        // must also pass on the raw-socket path a node without XDP uses.
+        say("running the network tests again with --xdp off");
+        let mut command = cmd::cargo();
+        command
+            .args(["test", "-p", "tests", "--test", "netns"])
+            .current_dir(cmd::root())
+            .env(EBPF_OBJ_VAR, &built.ebpf_obj)
+            .env(AGENT_BIN_VAR, &built.agent_bin)
+            .env("CLUSTER_TEST_XDP", "off");
+        if release {
+            command.arg("--release");
+        }
+        command.args(["--", "--test-threads=4", "--skip", "xdp::"]);
+        cmd::run(&mut command)?;
+    }
+    Ok(())
 }
 
 /// `--workspace` would override a `-p` the caller passed to narrow the run.
