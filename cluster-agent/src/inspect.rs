@@ -8,7 +8,7 @@ use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
 use serde::Serialize;
 
-use crate::carp::wire::{self, WireError};
+use crate::carp::wire;
 
 /// One advert found in the capture.
 #[derive(Debug, Serialize, PartialEq)]
@@ -48,11 +48,8 @@ pub fn inspect(
         let Some(ip) = ip_payload(link, &pkt.data)? else {
             continue;
         };
-        let rx = match wire::decode(ip) {
-            Ok(rx) => rx,
-            Err(WireError::NotCarp(_) | WireError::NotIpv4 | WireError::Short(_)) => continue,
-            Err(_) => continue,
-        };
+        // Other traffic, and protocol-112 packets that are not CARP (VRRP shares the number).
+        let Ok(rx) = wire::decode(ip) else { continue };
         out.push(Finding {
             time: pkt.timestamp.as_secs_f64(),
             vhid: rx.advert.vhid,
