@@ -362,3 +362,30 @@ fn tie_break_agent_on_lower_le_address_wins() {
 fn tie_break_ucarp_on_lower_le_address_wins() {
     tie_break(false);
 }
+
+/// A VIP left on the interface by a crashed run is removed at start-up, before the agent has won
+/// any election: a BACKUP never holds the address.
+#[test]
+fn leftover_vip_is_removed_at_start_up() {
+    if !netns_available() {
+        return;
+    }
+    let rig = Rig::new(RigConfig::nodes(2));
+    let _ucarp = rig.spawn_ucarp(1, &UcarpOpts::new(1, PASS, VIP).advskew(0));
+    wait_until(ELECTION, "ucarp holds the VIP", || {
+        rig.holders(VIP, &[0, 1]) == [1]
+    });
+    rig.exec(0, &["ip", "addr", "add", VIP24, "dev", "eth0"]);
+    assert_eq!(rig.holders(VIP, &[0, 1]), [0, 1]);
+    let agent = rig.start_agent(0, &AgentOpts::new(1, PASS, VIP24).advskew(100));
+    assert!(agent.is_backup());
+    assert!(
+        !rig.node_has_addr(0, VIP),
+        "the agent answered its control socket while the leftover VIP was still there"
+    );
+    hold_for(
+        Duration::from_secs(4),
+        "the agent stays BACKUP of ucarp, VIP only on ucarp's node",
+        || agent.is_backup() && rig.holders(VIP, &[0, 1]) == [1],
+    );
+}
