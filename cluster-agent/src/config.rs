@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::carp::wire::MAX_PASSWORD_LEN;
 use crate::xdp::XdpMode;
 
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/cluster-agent.sock";
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/cluster-agent/agent.sock";
 
 /// `cluster-agent run` flags. Short flags mean what they mean in UCARP, so existing command lines
 /// keep working. Every field is optional here because it may come from `--config` instead.
