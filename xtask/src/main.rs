@@ -4,10 +4,14 @@
 //! the integration tests need root, system packages and the object embedded in the agent; this
 //! tool keeps those steps in one place so a fresh machine needs nothing but `cargo xtask test`.
 
+mod adverts;
 mod bench;
 mod cmd;
 mod demo;
 mod ebpf;
+mod http;
+mod report;
+mod scenario;
 mod setup;
 mod tasks;
 
@@ -47,6 +51,15 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a benchmark.
     Bench(bench::BenchArgs),
+    /// The demo web service, run inside a node namespace by `demo` and `bench`.
+    #[command(hide = true)]
+    HttpServe(http::ServeArgs),
+    /// The client probing the VIP, run inside the client namespace by `demo` and `bench`.
+    #[command(hide = true)]
+    HttpProbe(http::ProbeArgs),
+    /// Records the CARP/VRRP adverts crossing a switch port, run inside the switch namespace.
+    #[command(hide = true)]
+    AdvertWatch(adverts::WatchArgs),
 }
 
 fn main() -> Result<()> {
@@ -68,5 +81,8 @@ fn main() -> Result<()> {
             setup::ensure()?;
             bench::run(args)
         }
+        Command::HttpServe(args) => http::serve(args),
+        Command::HttpProbe(args) => http::probe(args),
+        Command::AdvertWatch(args) => adverts::watch(args),
     }
 }

@@ -1,0 +1,382 @@
+//! The demo web service and the client that probes it through the VIP.
+//!
+//! The service answers every request with the name of the node it runs on, so the client can
+//! tell which node holds the VIP. The probe opens a fresh TCP connection for every request and
+//! starts one request per interval, whether or not earlier ones have finished, so an outage is
+//! resolved to about one interval even while requests time out. Every request becomes one line
+//! of the probe's record file: `<start_ns> <end_ns> ok <node>` or `<start_ns> <end_ns> err <why>`,
+//! with `CLOCK_MONOTONIC` timestamps (the same clock in every namespace of the host).
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::scenario::mono_ns;
+
+/// Largest request head the service reads.
+const MAX_REQUEST: usize = 4096;
+/// Largest response the probe reads.
+const MAX_RESPONSE: usize = 4096;
+
+/// Arguments of the hidden `http-serve` subcommand.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The name returned in every response body.
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "0.0.0.0:80")]
+    pub listen: SocketAddr,
+    /// The service exits after this long whatever happens.
+    #[arg(long, default_value_t = 3600)]
+    pub max_seconds: u64,
+}
+
+/// Arguments of the hidden `http-probe` subcommand.
+#[derive(clap::Args, Debug)]
+pub struct ProbeArgs {
+    /// Where to connect, e.g. `10.99.0.100:80`.
+    #[arg(long)]
+    pub target: SocketAddr,
+    /// The record file (appended to, one line per request).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A new request starts every this many microseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_us: u64,
+    /// Limit for one request, connection set-up included.
+    #[arg(long, default_value_t = 50)]
+    pub timeout_ms: u64,
+    /// Requests in flight at most (each on its own thread).
+    #[arg(long, default_value_t = 96)]
+    pub workers: u32,
+    /// The probe exits after this long whatever happens.
+    #[arg(long, default_value_t = 3600)]
+    pub max_seconds: u64,
+}
+
+/// Runs the service until `max_seconds` have passed (or it is killed).
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let listener =
+        TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    // A timer thread ends the process: a blocking accept() cannot be given a deadline.
+    let limit = Duration::from_secs(args.max_seconds);
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        std::process::exit(0);
+    });
+    println!("listening on {} as {}", args.listen, args.name);
+    std::io::stdout().flush()?;
+    let body: Arc<[u8]> = Arc::from(format!("{}\n", args.name).into_bytes());
+    // At most one connection per microsecond for the whole lifetime bounds the loop.
+    let max_connections = args.max_seconds.saturating_mul(1_000_000);
+    for _ in 0..max_connections {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if is_transient_accept_error(&e) => continue,
+            Err(e) => return Err(e).context("accept"),
+        };
+        let body = Arc::clone(&body);
+        std::thread::spawn(move || {
+            let _ = answer(stream, &body);
+        });
+    }
+    Ok(())
+}
+
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Reads one request head and answers it; the service closes first, so the TIME_WAIT state
+/// stays on the node and the client's ports are free again at once.
+fn answer(mut stream: TcpStream, body: &[u8]) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+    stream.set_nodelay(true)?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 1024];
+    // Each read adds at least one byte or ends the loop, so MAX_REQUEST bounds it.
+    for _ in 0..MAX_REQUEST {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.len() >= MAX_REQUEST {
+            break;
+        }
+    }
+    let mut response = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(body);
+    stream.write_all(&response)?;
+    stream.shutdown(Shutdown::Write)
+}
+
+/// Runs the probe until `max_seconds` have passed (or it is killed).
+pub fn probe(args: ProbeArgs) -> Result<()> {
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.out)
+        .with_context(|| format!("opening {}", args.out.display()))?;
+    let out = Arc::new(out);
+    let interval = args.interval_us.max(100);
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let total_ticks = args.max_seconds.saturating_mul(1_000_000) / interval;
+    let next_tick = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    println!(
+        "probing http://{}/ every {interval} us, timeout {timeout:?}, {} workers",
+        args.target, args.workers
+    );
+    std::io::stdout().flush()?;
+    let workers: Vec<_> = (0..args.workers.max(1))
+        .map(|_| {
+            let out = Arc::clone(&out);
+            let next_tick = Arc::clone(&next_tick);
+            let target = args.target;
+            std::thread::spawn(move || {
+                probe_worker(
+                    &out,
+                    &next_tick,
+                    start,
+                    interval,
+                    total_ticks,
+                    target,
+                    timeout,
+                )
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+/// Claims ticks from the shared counter; a tick that is already an interval late (all workers
+/// were busy) is skipped rather than bunched up with the next ones.
+fn probe_worker(
+    out: &File,
+    next_tick: &AtomicU64,
+    start: Instant,
+    interval_us: u64,
+    total_ticks: u64,
+    target: SocketAddr,
+    timeout: Duration,
+) {
+    let interval = Duration::from_micros(interval_us);
+    // Every iteration consumes a distinct tick, so total_ticks bounds the loop.
+    for _ in 0..total_ticks {
+        let tick = next_tick.fetch_add(1, Ordering::Relaxed);
+        if tick >= total_ticks {
+            return;
+        }
+        let due = start + interval * u32::try_from(tick).unwrap_or(u32::MAX);
+        let now = Instant::now();
+        if now > due + interval {
+            continue;
+        }
+        // Pacing to the tick, not waiting for a condition.
+        if let Some(wait) = due.checked_duration_since(now) {
+            std::thread::sleep(wait);
+        }
+        let t0 = mono_ns();
+        let result = request(target, timeout);
+        let t1 = mono_ns();
+        let line = match result {
+            Ok(node) => format!("{t0} {t1} ok {node}\n"),
+            Err(why) => format!("{t0} {t1} err {why}\n"),
+        };
+        // One write(2) per line on an O_APPEND file: lines of concurrent workers never mix.
+        let mut writer = out;
+        let _ = writer.write_all(line.as_bytes());
+    }
+}
+
+/// One request on a fresh connection; the node name on success, a one-word reason otherwise.
+fn request(target: SocketAddr, timeout: Duration) -> Result<String, &'static str> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&target, timeout).map_err(|e| match e.kind() {
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => "connect-timeout",
+        ErrorKind::ConnectionRefused => "refused",
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => "unreachable",
+        _ => "connect-error",
+    })?;
+    let remaining = |deadline: Instant| {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or("timeout")
+    };
+    let _ = stream.set_nodelay(true);
+    stream
+        .set_write_timeout(Some(remaining(deadline)?))
+        .map_err(|_| "socket-error")?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+        .map_err(|_| "write-error")?;
+    let mut response = Vec::with_capacity(256);
+    let mut buf = [0u8; 1024];
+    for _ in 0..MAX_RESPONSE {
+        stream
+            .set_read_timeout(Some(remaining(deadline)?))
+            .map_err(|_| "socket-error")?;
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                response.extend_from_slice(&buf[..n]);
+                if response.len() >= MAX_RESPONSE {
+                    return Err("too-long");
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err("read-timeout");
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Err("reset"),
+            Err(_) => return Err("read-error"),
+        }
+    }
+    parse_response(&response).ok_or("bad-response")
+}
+
+/// The node name in a `200` response.
+fn parse_response(response: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(response).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.lines().next()?;
+    let mut words = status.split_whitespace();
+    (words.next()?.starts_with("HTTP/1.") && words.next()? == "200").then_some(())?;
+    let name = body.trim();
+    (!name.is_empty() && !name.contains(char::is_whitespace)).then(|| name.to_string())
+}
+
+/// One request as the probe recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The answering node, or `Err(reason)`.
+    pub outcome: Result<String, String>,
+}
+
+impl Sample {
+    pub fn ok_from(&self, node: &str) -> bool {
+        self.outcome.as_deref() == Ok(node)
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.outcome.is_ok()
+    }
+}
+
+/// Reads a probe record file as it grows.
+pub struct ProbeLog {
+    path: PathBuf,
+    offset: u64,
+    partial: String,
+    pub samples: Vec<Sample>,
+}
+
+impl ProbeLog {
+    pub fn new(path: &Path) -> ProbeLog {
+        ProbeLog {
+            path: path.to_path_buf(),
+            offset: 0,
+            partial: String::new(),
+            samples: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads what was appended since the last call; returns how many samples were added.
+    pub fn refresh(&mut self) -> Result<usize> {
+        let before = self.samples.len();
+        let Some(text) = crate::scenario::read_from(&self.path, &mut self.offset)? else {
+            return Ok(0);
+        };
+        self.partial.push_str(&text);
+        let complete = match self.partial.rfind('\n') {
+            Some(i) => i + 1,
+            None => return Ok(0),
+        };
+        let rest = self.partial.split_off(complete);
+        let lines = std::mem::replace(&mut self.partial, rest);
+        self.samples.extend(lines.lines().filter_map(parse_sample));
+        Ok(self.samples.len() - before)
+    }
+
+    /// Samples that ended at or after `t_ns`, in order of their end.
+    pub fn ended_since(&self, t_ns: u64) -> impl Iterator<Item = &Sample> {
+        self.samples.iter().filter(move |s| s.end_ns >= t_ns)
+    }
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let mut words = line.split_whitespace();
+    let start_ns = words.next()?.parse().ok()?;
+    let end_ns = words.next()?.parse().ok()?;
+    let kind = words.next()?;
+    let what = words.next().unwrap_or("").to_string();
+    let outcome = match kind {
+        "ok" => Ok(what),
+        _ => Err(what),
+    };
+    Some(Sample {
+        start_ns,
+        end_ns,
+        outcome,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_service_response() {
+        let r = b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nnodeA\n";
+        assert_eq!(parse_response(r).as_deref(), Some("nodeA"));
+        assert_eq!(
+            parse_response(b"HTTP/1.0 500 Oops\r\n\r\nnodeA\n"),
+            None,
+            "only 200 counts"
+        );
+        assert_eq!(parse_response(b"HTTP/1.0 200 OK\r\n"), None, "no body");
+    }
+
+    #[test]
+    fn parses_probe_lines() {
+        assert_eq!(
+            parse_sample("10 20 ok node1"),
+            Some(Sample {
+                start_ns: 10,
+                end_ns: 20,
+                outcome: Ok("node1".into())
+            })
+        );
+        assert_eq!(
+            parse_sample("10 70 err connect-timeout").map(|s| s.outcome),
+            Some(Err("connect-timeout".into()))
+        );
+        assert_eq!(parse_sample("garbage"), None);
+    }
+}
