@@ -35,6 +35,8 @@ struct Agent {
     last_send_error_log: Option<Mono>,
     last_conflict_log: Option<Mono>,
     last_conflict: Option<String>,
+    /// The master last written into the XDP config as exempt from the advert limits.
+    xdp_master: Option<Ipv4Addr>,
 }
 
 pub async fn run(s: Settings) -> anyhow::Result<()> {
@@ -142,10 +144,12 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         last_send_error_log: None,
         last_conflict_log: None,
         last_conflict: None,
+        xdp_master: None,
     };
     let mut buf = vec![0u8; 2048];
     loop {
         agent.execute(&mut machine).await;
+        agent.sync_followed_master(&machine);
         let sleep = machine
             .poll_timeout()
             .map(|d| tokio::time::Instant::now() + d.saturating_since(Mono::now()));
@@ -319,6 +323,25 @@ impl Agent {
             Err(error) => {
                 self.counters.bad_packets += 1;
                 tracing::debug!(vhid = self.s.vhid, peer = %rx.src, %error, "advert rejected");
+            }
+        }
+    }
+
+    /// Keeps XDP's flood guard from ever limiting the master this BACKUP follows.
+    fn sync_followed_master(&mut self, machine: &Machine) {
+        let followed = match machine.state() {
+            State::Backup => machine.master(),
+            State::Master => None,
+        };
+        if followed == self.xdp_master {
+            return;
+        }
+        if let Some(x) = self.xdp.as_mut() {
+            match x.set_master(followed) {
+                Ok(()) => self.xdp_master = followed,
+                Err(error) => {
+                    tracing::error!(vhid = self.s.vhid, %error, "cannot update the XDP config")
+                }
             }
         }
     }

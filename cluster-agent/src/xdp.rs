@@ -225,7 +225,16 @@ impl XdpHandle {
             vhid,
             flags,
             rate_limit_per_sec,
+            master: self.config.master,
         })
+    }
+
+    /// The master a BACKUP follows, exempt from the advert limits; `None` while there is none
+    /// or while we are MASTER ourselves.
+    pub fn set_master(&mut self, master: Option<Ipv4Addr>) -> Result<(), XdpError> {
+        let mut config = self.config;
+        config.master = master.map_or([0; 4], |a| a.octets());
+        self.write_config(config)
     }
 
     /// Switches ARP answering and fencing to the new role.

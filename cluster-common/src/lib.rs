@@ -36,6 +36,10 @@ pub mod xdp {
     pub const CONFIG_MAP: &str = "CONFIG";
     /// Name of the LRU hash of [`RateState`] keyed by an advert's IPv4 source address.
     pub const RATE_MAP: &str = "RATE";
+    /// Name of the one-entry array holding the window shared by all sources but the master: a
+    /// flood spread over more sources than [`RATE_ENTRIES`] would otherwise evict its own
+    /// windows and pass unlimited.
+    pub const RATE_ALL_MAP: &str = "RATE_ALL";
     /// Name of the ring buffer carrying [`AdvertRecord`] and [`ConflictRecord`] to the agent.
     pub const EVENTS_MAP: &str = "EVENTS";
 
@@ -134,8 +138,12 @@ pub mod xdp {
         pub vhid: u8,
         /// `FLAG_*` bits.
         pub flags: u8,
-        /// Adverts per second and source before dropping; 0 disables the limit.
+        /// Adverts per second and source before dropping, and also the budget per second for
+        /// all sources together other than `master`; 0 disables both.
         pub rate_limit_per_sec: u32,
+        /// The master this BACKUP follows (network order; zero when none): exempt from the
+        /// limits, so a flood from spoofed sources can never crowd its adverts out.
+        pub master: [u8; 4],
     }
 
     /// Per-source state of the rate limiter: a fixed one-second window.
@@ -199,7 +207,7 @@ pub mod xdp {
 
     // The sizes equal the sum of the fields: proof there is no implicit padding for either side
     // to disagree on. Records are 8-byte multiples because the ring buffer aligns to 8.
-    const _: () = assert!(size_of::<Config>() == 4 + 4 + 6 + 1 + 1 + 4);
+    const _: () = assert!(size_of::<Config>() == 4 + 4 + 6 + 1 + 1 + 4 + 4);
     const _: () = assert!(size_of::<RateState>() == 16);
     const _: () = assert!(size_of::<RecordHeader>() == 16);
     const _: () = assert!(size_of::<AdvertRecord>() == 16 + ADVERT_LEN);

@@ -46,6 +46,10 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map(name = "RATE")]
 static RATE: LruHashMap<[u8; 4], RateState> = LruHashMap::with_max_entries(layout::RATE_ENTRIES, 0);
 
+/// `cluster_common::xdp::RATE_ALL_MAP`: the window shared by every source but the master.
+#[map(name = "RATE_ALL")]
+static RATE_ALL: Array<RateState> = Array::with_max_entries(1, 0);
+
 /// `cluster_common::xdp::EVENTS_MAP`: adverts and conflicts for the agent.
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(layout::EVENTS_BYTES, 0);
@@ -200,13 +204,22 @@ fn advert(ctx: &XdpContext) -> (u32, u32) {
 
     // SAFETY: a helper without arguments or side effects.
     let now = unsafe { bpf_ktime_get_ns() };
-    if rate_limited(&ip.src, now, config.rate_limit_per_sec) {
+    // The followed master is never limited; everyone else is limited per source and, together,
+    // by one shared budget, so neither one loud source nor many spoofed ones reach the agent
+    // faster than it can reject them.
+    if addr(&ip.src) != addr(&config.master)
+        && (rate_limited(&ip.src, now, config.rate_limit_per_sec)
+            || RATE_ALL
+                .get_ptr_mut(0)
+                // SAFETY: index 0 exists in the one-entry array; the slot stays valid for the run.
+                .is_some_and(|state| window_full(unsafe { &mut *state }, now, config.rate_limit_per_sec)))
+    {
         return (xdp_action::XDP_DROP, layout::CTR_RATE_LIMITED);
     }
     let Some(mut entry) = EVENTS.reserve::<AdvertRecord>(0) else {
-        // Let the stack have it: a raw socket, if the agent still has one, is the only other
-        // way the advert can reach it.
-        return (xdp_action::XDP_PASS, layout::CTR_RINGBUF_FULL);
+        // Only a stalled agent lets the ring fill, given the limits above; the raw socket is not
+        // read while XDP runs, so passing the frame on would not help.
+        return (xdp_action::XDP_DROP, layout::CTR_RINGBUF_FULL);
     };
     let record = entry.as_mut_ptr();
     // SAFETY: `record` points at reserved ring-buffer memory of the record's size, which we own
@@ -236,19 +249,9 @@ fn rate_limited(src: &[u8; 4], now: u64, limit: u32) -> bool {
         return false;
     }
     match RATE.get_ptr_mut(src) {
-        Some(state) => {
-            // SAFETY: the pointer is the map's value slot, valid for the program's run; a
-            // concurrent update from another CPU can at worst lose one increment.
-            let state = unsafe { &mut *state };
-            if now.wrapping_sub(state.window_start_ns) >= layout::RATE_WINDOW_NS {
-                state.window_start_ns = now;
-                state.count = 1;
-                false
-            } else {
-                state.count = state.count.saturating_add(1);
-                state.count > limit
-            }
-        }
+        // SAFETY: the pointer is the map's value slot, valid for the program's run; a
+        // concurrent update from another CPU can at worst lose one increment.
+        Some(state) => window_full(unsafe { &mut *state }, now, limit),
         None => {
             let fresh = RateState {
                 window_start_ns: now,
@@ -259,6 +262,22 @@ fn rate_limited(src: &[u8; 4], now: u64, limit: u32) -> bool {
             let _ = RATE.insert(src, fresh, 0);
             false
         }
+    }
+}
+
+/// Counts one advert into a fixed one-second window; true when the window is over `limit`.
+#[inline(always)]
+fn window_full(state: &mut RateState, now: u64, limit: u32) -> bool {
+    if limit == 0 {
+        return false;
+    }
+    if now.wrapping_sub(state.window_start_ns) >= layout::RATE_WINDOW_NS {
+        state.window_start_ns = now;
+        state.count = 1;
+        false
+    } else {
+        state.count = state.count.saturating_add(1);
+        state.count > limit
     }
 }
 

@@ -22,6 +22,7 @@ pub mod agent;
 pub mod capture;
 pub mod cmd;
 pub mod env;
+pub mod frames;
 pub mod oracle;
 pub mod proc;
 pub mod rig;

@@ -27,6 +27,8 @@ pub struct BenchArgs {
 pub enum Bench {
     /// Client-visible failover after a power failure of the master, against UCARP and keepalived.
     Failover(FailoverArgs),
+    /// XDP program cost per packet, and forged-advert floods against every implementation.
+    Xdp(crate::bench_xdp::BenchXdpArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -69,6 +71,7 @@ const AGENT_EXCESS_GOAL_MS: f64 = 20.0;
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         Bench::Failover(a) => failover(a),
+        Bench::Xdp(a) => crate::bench_xdp::run(a),
     }
 }
 

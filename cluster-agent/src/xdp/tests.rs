@@ -550,18 +550,33 @@ async fn adverts_beyond_the_rate_limit_are_dropped() {
     }
     assert_no_event(&mut events);
 
-    // The limit is per source.
+    // All other sources share one budget of the same size, which the noisy source has used:
+    // spreading a flood over many spoofed sources gains nothing.
     let quiet = advert_from(Ipv4Addr::new(10, 99, 0, 67));
     expect(
         &handle,
         &quiet,
         XDP_DROP,
-        &[("carp_seen", 1), ("advert", 1)],
+        &[("carp_seen", 1), ("rate_limited", 1)],
     );
-    let XdpEvent::Advert { packet, .. } = next_event(&mut events).await else {
-        panic!("expected an advert");
-    };
-    assert_eq!(packet[12..16], [10, 99, 0, 67]);
+    assert_no_event(&mut events);
+
+    // The master a BACKUP follows is exempt from both limits.
+    handle
+        .set_master(Some(Ipv4Addr::new(10, 99, 0, 66)))
+        .unwrap();
+    for _ in 0..EXTRA {
+        expect(
+            &handle,
+            &noisy,
+            XDP_DROP,
+            &[("carp_seen", 1), ("advert", 1)],
+        );
+        let XdpEvent::Advert { packet, .. } = next_event(&mut events).await else {
+            panic!("expected an advert");
+        };
+        assert_eq!(packet[12..16], [10, 99, 0, 66]);
+    }
 
     // 0 turns the limit off.
     handle
@@ -569,14 +584,37 @@ async fn adverts_beyond_the_rate_limit_are_dropped() {
         .unwrap();
     expect(
         &handle,
-        &noisy,
+        &quiet,
         XDP_DROP,
         &[("carp_seen", 1), ("advert", 1)],
     );
 }
 
 #[tokio::test]
-async fn a_full_ring_buffer_is_counted_and_the_advert_passes() {
+async fn a_flood_from_many_sources_is_held_to_the_shared_budget() {
+    const LIMIT: u32 = 5;
+    let Some(mut handle) = configured(true, LIMIT) else {
+        return;
+    };
+    let mut events = handle.take_events().unwrap();
+    // More distinct sources than the per-source map holds, one advert each.
+    let sources = cluster_common::xdp::RATE_ENTRIES + 100;
+    for i in 0..sources {
+        let [_, _, a, b] = (i + 1).to_be_bytes();
+        let frame = advert_from(Ipv4Addr::new(10, 98, a, b));
+        let (action, _) = run(&handle, &frame);
+        assert_eq!(action, XDP_DROP);
+    }
+    let mut recorded = 0;
+    while let Some(event) = events.try_next() {
+        assert!(matches!(event.unwrap(), XdpEvent::Advert { .. }));
+        recorded += 1;
+    }
+    assert_eq!(recorded, LIMIT, "{sources} sources, one advert each");
+}
+
+#[tokio::test]
+async fn a_full_ring_buffer_is_counted_and_the_advert_dropped() {
     const FLOOD: u32 = 4000;
     let Some(mut handle) = configured(true, 0) else {
         return;
@@ -599,13 +637,12 @@ async fn a_full_ring_buffer_is_counted_and_the_advert_passes() {
         lost > 0,
         "{FLOOD} records fit in the ring buffer: {moved:?}"
     );
-    let out = expect(
+    expect(
         &handle,
         &frame,
-        XDP_PASS,
+        XDP_DROP,
         &[("carp_seen", 1), ("ringbuf_full", 1)],
     );
-    assert_eq!(out, frame);
 
     let mut drained = 0;
     while let Some(event) = events.try_next() {

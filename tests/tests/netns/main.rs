@@ -6,6 +6,7 @@
 
 mod cluster;
 mod config;
+mod flood;
 mod golden;
 mod hooks;
 mod interop;

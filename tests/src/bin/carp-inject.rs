@@ -1,0 +1,257 @@
+//! Sends crafted protocol-112 frames out of one interface at a given rate, for a bounded time
+//! and count, and prints how many it sent as one JSON line on stdout.
+//!
+//! Run it inside a namespace (`ip netns exec <ns> carp-inject ...`): it writes whole Ethernet
+//! frames to an AF_PACKET socket, so whatever it sends reaches that segment only.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use tests::frames::{self, GROUP, Kind, Rng, Spec};
+
+/// Longest run the injector agrees to, whatever it is asked.
+const MAX_DURATION: Duration = Duration::from_secs(600);
+/// Frames handed to the kernel per `sendmmsg` call.
+const BATCH: usize = 64;
+
+#[derive(Parser, Debug)]
+#[command(about = "Inject crafted CARP/VRRP frames on an interface (bounded)")]
+struct Args {
+    /// Interface to send on.
+    #[arg(long, default_value = "eth0")]
+    interface: String,
+    /// forged | garbage | truncated | bad-ttl | unknown-vhid | vrrp
+    #[arg(long, value_parser = parse_kind)]
+    kind: Kind,
+    /// The vhid (or VRRP vrid) under attack.
+    #[arg(long)]
+    vhid: u8,
+    /// VRRP: the address the advert lists.
+    #[arg(long, default_value = "10.99.0.100")]
+    vip: Ipv4Addr,
+    /// Destination group.
+    #[arg(long, default_value_t = GROUP)]
+    group: Ipv4Addr,
+    /// Source address of the first frame, or "random" for a random 10.0.0.0/8 source per frame.
+    #[arg(long, default_value = "10.99.0.250")]
+    src: String,
+    /// Number of consecutive source addresses to cycle through, starting at --src.
+    #[arg(long, default_value_t = 1)]
+    sources: u32,
+    /// Frames per second; 0 sends as fast as the kernel takes them.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Stop after this many frames.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this many milliseconds (at most 600 000).
+    #[arg(long)]
+    duration_ms: Option<u64>,
+    /// advbase of forged CARP adverts (also the VRRP advert interval).
+    #[arg(long, default_value_t = 1)]
+    advbase: u8,
+    /// advskew of forged CARP adverts.
+    #[arg(long, default_value_t = 0)]
+    advskew: u8,
+    /// Priority of forged VRRP adverts.
+    #[arg(long, default_value_t = 150)]
+    priority: u8,
+    /// Seed of the random fields (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    Kind::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown kind {s:?} (one of {})", names.join(", "))
+    })
+}
+
+enum Source {
+    Cycle { first: u32, n: u32 },
+    Random,
+}
+
+impl Source {
+    fn pick(&self, i: u64, rng: &mut Rng) -> Ipv4Addr {
+        match *self {
+            Source::Cycle { first, n } => {
+                Ipv4Addr::from(first.wrapping_add((i % u64::from(n)) as u32))
+            }
+            Source::Random => Ipv4Addr::from(0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff)),
+        }
+    }
+}
+
+struct PacketSocket {
+    fd: std::os::fd::OwnedFd,
+    addr: libc::sockaddr_ll,
+}
+
+impl PacketSocket {
+    fn open(interface: &str) -> Result<PacketSocket> {
+        use std::os::fd::FromRawFd;
+        let name = std::ffi::CString::new(interface).context("interface name")?;
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        ensure!(ifindex != 0, "no interface {interface} in this namespace");
+        // Protocol 0: a send-only socket that never queues received frames.
+        // SAFETY: plain socket(2).
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        Ok(PacketSocket { fd, addr })
+    }
+
+    /// Sends as many of `frames` as the kernel takes in one call; `Ok(0)` when it is busy.
+    fn send_batch(&self, frames: &[Vec<u8>]) -> Result<usize> {
+        use std::os::fd::AsRawFd;
+        let mut iovs: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr() as *mut libc::c_void,
+                iov_len: f.len(),
+            })
+            .collect();
+        let mut addr = self.addr;
+        let addr_ptr = (&raw mut addr).cast::<libc::c_void>();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: msghdr is plain data; all-zero is a valid value.
+                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+                hdr.msg_name = addr_ptr;
+                hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+                hdr.msg_iov = iov;
+                hdr.msg_iovlen = 1;
+                libc::mmsghdr {
+                    msg_hdr: hdr,
+                    msg_len: 0,
+                }
+            })
+            .collect();
+        // SAFETY: every header points at a live iovec, frame and address for the whole call.
+        let n = unsafe {
+            libc::sendmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                0,
+            )
+        };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::ENOBUFS | libc::EAGAIN | libc::EINTR) => Ok(0),
+                _ => Err(err).context("sendmmsg"),
+            };
+        }
+        Ok(n as usize)
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.count.is_none() && args.duration_ms.is_none() {
+        bail!("give --count or --duration-ms (or both): the injector never runs unbounded");
+    }
+    ensure!(args.sources >= 1, "--sources must be at least 1");
+    ensure!(args.vhid >= 1, "--vhid must be 1-255");
+    let duration = args
+        .duration_ms
+        .map_or(MAX_DURATION, Duration::from_millis)
+        .min(MAX_DURATION);
+    let count = args.count.unwrap_or(u64::MAX);
+    let source = if args.src == "random" {
+        Source::Random
+    } else {
+        let first: Ipv4Addr = args.src.parse().context("--src")?;
+        Source::Cycle {
+            first: u32::from(first),
+            n: args.sources,
+        }
+    };
+    let spec = Spec {
+        kind: args.kind,
+        vhid: args.vhid,
+        vip: args.vip,
+        group: args.group,
+        advbase: args.advbase,
+        advskew: args.advskew,
+        priority: args.priority,
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id())
+    });
+    let mut rng = Rng::new(seed);
+    let socket = PacketSocket::open(&args.interface)?;
+
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    let mut busy: u64 = 0;
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+    // Every pass either sends at least one frame or waits at least 20 us, so this bounds the
+    // loop well beyond any run the time limit allows.
+    let max_passes = count.min(u64::MAX / 2) + duration.as_micros() as u64 / 20 + 1000;
+    for _ in 0..max_passes {
+        let elapsed = start.elapsed();
+        if sent >= count || elapsed >= duration {
+            break;
+        }
+        let due = if args.rate == 0 {
+            u64::MAX
+        } else {
+            (u128::from(args.rate) * elapsed.as_nanos() / 1_000_000_000) as u64 + 1
+        };
+        let want = due.min(count).saturating_sub(sent).min(BATCH as u64) as usize;
+        if want == 0 {
+            // Ahead of schedule: wait for the next frame's slot (pacing, not a condition).
+            let next = Duration::from_nanos(1_000_000_000 / args.rate.max(1));
+            std::thread::sleep(next.clamp(Duration::from_micros(20), Duration::from_millis(1)));
+            continue;
+        }
+        batch.clear();
+        for k in 0..want {
+            let src = source.pick(sent + k as u64, &mut rng);
+            batch.push(frames::build(&spec, src, &mut rng));
+        }
+        let n = socket.send_batch(&batch)?;
+        if n == 0 {
+            busy += 1;
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        sent += n as u64;
+    }
+    let elapsed = start.elapsed();
+    let rate = sent as f64 / elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "carp-inject: sent {sent} {} frames in {:.3} s ({rate:.0}/s), kernel busy {busy} times",
+        args.kind.name(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "kind": args.kind.name(),
+            "sent": sent,
+            "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+            "rate": rate,
+            "busy": busy,
+        })
+    );
+    Ok(())
+}
