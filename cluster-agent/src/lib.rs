@@ -3,6 +3,7 @@ pub mod carp;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod db;
 pub mod hooks;
 pub mod inspect;
 pub mod net;

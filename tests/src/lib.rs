@@ -23,6 +23,7 @@ pub mod capture;
 pub mod cmd;
 pub mod env;
 pub mod frames;
+pub mod mariadb;
 pub mod oracle;
 pub mod proc;
 pub mod rig;

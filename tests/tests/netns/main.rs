@@ -6,6 +6,7 @@
 
 mod cluster;
 mod config;
+mod db;
 mod flood;
 mod golden;
 mod hooks;

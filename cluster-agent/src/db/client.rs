@@ -1,0 +1,911 @@
+//! The agent's handle on its local database server.
+//!
+//! Every connection (to the local server, and to a new master for the errant-transaction
+//! check) is TLS with the server's certificate verified against the cluster's CA and the
+//! address dialled, never the system roots: a database that cannot prove it belongs to the
+//! cluster is treated as unreachable.
+//!
+//! Two sessions: one for role changes, which may block for the bounded promotion wait, and one
+//! for health probes, so the catch-up gate keeps answering meanwhile. A session that failed is
+//! dropped and reopened on next use, because after a server restart or a `KILL` its state is
+//! unknown.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{ClientIdentity, Conn, OptsBuilder, Row, SslOpts, Value};
+use tokio::sync::Mutex;
+
+use super::gtid::{self, GtidList};
+use super::secret::Secret;
+use super::sql::{Flavour, ReplicationSource, StatusCol};
+
+/// How the agent reaches its local server and what replication uses.
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    /// The local server's address: the node's own address, which its certificate names.
+    pub addr: IpAddr,
+    /// The port of every server in the cluster (a replica dials the master on it).
+    pub port: u16,
+    pub admin_user: String,
+    pub admin_password: Secret,
+    pub repl_user: String,
+    pub repl_password: Secret,
+    /// CA certificate (PEM) that every server's certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate and key the agent presents (optional: the users `REQUIRE SSL`).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// The CA, certificate and key replication uses, as paths the database server can read
+    /// (it opens them itself); `None`: the same paths as above.
+    pub repl_ssl_ca: Option<PathBuf>,
+    pub repl_ssl_cert: Option<PathBuf>,
+    pub repl_ssl_key: Option<PathBuf>,
+    /// Bound on connecting and on any one operation besides the promotion wait.
+    pub op_timeout: Duration,
+}
+
+impl DbConfig {
+    /// A configuration with the default users and timeouts.
+    pub fn new(
+        addr: IpAddr,
+        port: u16,
+        ca: PathBuf,
+        admin_password: Secret,
+        repl_password: Secret,
+    ) -> DbConfig {
+        DbConfig {
+            addr,
+            port,
+            admin_user: super::bootstrap::DEFAULT_ADMIN_USER.to_string(),
+            admin_password,
+            repl_user: super::bootstrap::DEFAULT_REPL_USER.to_string(),
+            repl_password,
+            ca,
+            client_cert: None,
+            client_key: None,
+            repl_ssl_ca: None,
+            repl_ssl_cert: None,
+            repl_ssl_key: None,
+            op_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database at {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("database {what}: {message}")]
+    Sql { what: &'static str, message: String },
+    #[error("database operation {what} did not finish within {limit:?}")]
+    Timeout { what: &'static str, limit: Duration },
+    #[error(
+        "not promoted: relay log not applied within {waited:?} (received {received}, applied {applied})"
+    )]
+    PromoteTimeout {
+        waited: Duration,
+        received: String,
+        applied: String,
+    },
+    #[error("not promoted: replication SQL thread stopped: {0}")]
+    ReplicationBroken(String),
+    #[error(
+        "errant transactions: this node holds {gtids:?} that the master at {master} lacks; staying fenced"
+    )]
+    Errant { master: IpAddr, gtids: Vec<String> },
+    #[error("replication from {master} came up without verified TLS; stopped it")]
+    NoTls { master: IpAddr },
+    #[error("replication from {master} fails: error {errno}: {error}")]
+    ReplicaIo {
+        master: IpAddr,
+        errno: u32,
+        error: String,
+    },
+    #[error("unexpected answer from the database: {0}")]
+    Protocol(String),
+}
+
+/// The local server's state, as the catch-up gate and `status` need it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// The server answered over verified TLS.
+    pub up: bool,
+    /// Why it is not up (no secrets: the driver's and server's messages only).
+    pub error: Option<String>,
+    pub flavour: Option<Flavour>,
+    pub read_only: bool,
+    /// Acting as a semi-sync master right now (it falls back to async after a timeout).
+    pub semi_sync_master: bool,
+    /// `@@gtid_binlog_state` (MariaDB) or `@@gtid_executed` (MySQL).
+    pub gtid_state: String,
+    /// `None` when the server is not configured as a replica.
+    pub replica: Option<ReplicaStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub master_host: String,
+    pub master_port: u16,
+    /// The receiving thread is connected (`Yes`; `Connecting` counts as not running).
+    pub io_running: bool,
+    pub sql_running: bool,
+    /// `Seconds_Behind_Master`; `None` while either thread is stopped.
+    pub lag_secs: Option<u64>,
+    /// The replication connection is configured for TLS (`Master_SSL_Allowed`).
+    pub using_tls: bool,
+    /// The master's certificate is verified (`Master_SSL_Verify_Server_Cert`).
+    pub verify_server_cert: bool,
+    /// Received up to (`Gtid_IO_Pos` / `Retrieved_Gtid_Set`).
+    pub gtid_io_pos: String,
+    /// Applied up to (`@@gtid_slave_pos` / `@@gtid_executed`).
+    pub gtid_slave_pos: String,
+    /// Everything received has been applied.
+    pub caught_up: bool,
+    pub last_io_errno: u32,
+    pub last_io_error: String,
+    pub last_sql_errno: u32,
+    pub last_sql_error: String,
+}
+
+/// Why a node should not be master now (the catch-up gate).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("database down: {0}")]
+    Down(String),
+    #[error("replication stopped applying: {0}")]
+    Broken(String),
+    #[error("replica {lag_secs} s behind (limit {max_secs} s)")]
+    Lagging { lag_secs: u64, max_secs: u64 },
+}
+
+impl Health {
+    fn down(error: String) -> Health {
+        Health {
+            error: Some(error),
+            ..Health::default()
+        }
+    }
+
+    /// The catch-up gate: `Ok` when this node's database could take over as master.
+    ///
+    /// A replica whose master has gone (receiving thread not connected) is judged by whether
+    /// it still applies what it received: that is exactly the node that must be able to win
+    /// when the master dies, and promotion waits for the rest.
+    pub fn gate(&self, max_lag: Duration) -> Result<(), NotReady> {
+        if !self.up {
+            return Err(NotReady::Down(
+                self.error.clone().unwrap_or_else(|| "unreachable".into()),
+            ));
+        }
+        let Some(r) = &self.replica else {
+            return Ok(());
+        };
+        if !r.sql_running && !r.caught_up {
+            let why = if r.last_sql_error.is_empty() {
+                "SQL thread not running".to_string()
+            } else {
+                r.last_sql_error.clone()
+            };
+            return Err(NotReady::Broken(why));
+        }
+        if r.io_running
+            && let Some(lag) = r.lag_secs
+            && lag > max_lag.as_secs()
+        {
+            return Err(NotReady::Lagging {
+                lag_secs: lag,
+                max_secs: max_lag.as_secs(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a promotion did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Promoted {
+    /// Time spent waiting for the relay log to be applied.
+    pub waited: Duration,
+    /// The GTID position the node was promoted at (everything it had received).
+    pub applied: String,
+    /// It was a replica (false: it was already writable, nothing to stop).
+    pub was_replica: bool,
+}
+
+/// What replicate_from did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replicating {
+    pub master: IpAddr,
+    /// It already replicated from this master over verified TLS; nothing was changed.
+    pub unchanged: bool,
+}
+
+struct Session {
+    conn: Conn,
+    flavour: Flavour,
+}
+
+/// The local database server.
+pub struct Db {
+    cfg: DbConfig,
+    ops: Mutex<Option<Session>>,
+    probe: Mutex<Option<Session>>,
+}
+
+impl Db {
+    /// A handle that connects on first use, so an agent can start while its database is down
+    /// (and advertise a demoted skew until it is up).
+    pub fn new(cfg: DbConfig) -> Db {
+        Db {
+            cfg,
+            ops: Mutex::new(None),
+            probe: Mutex::new(None),
+        }
+    }
+
+    /// Connects now: fails if the server is unreachable or cannot prove its identity.
+    pub async fn connect(cfg: DbConfig) -> Result<Db, DbError> {
+        let db = Db::new(cfg);
+        {
+            let mut g = db.ops.lock().await;
+            *g = Some(db.open(db.cfg.addr).await?);
+        }
+        Ok(db)
+    }
+
+    pub fn config(&self) -> &DbConfig {
+        &self.cfg
+    }
+
+    /// The server's flavour, once connected.
+    pub async fn flavour(&self) -> Result<Flavour, DbError> {
+        let mut g = self.ops.lock().await;
+        Ok(self.session(&mut g).await?.flavour)
+    }
+
+    async fn open(&self, addr: IpAddr) -> Result<Session, DbError> {
+        let mut ssl = SslOpts::default()
+            .with_root_certs(vec![self.cfg.ca.clone().into()])
+            .with_disable_built_in_roots(true);
+        if let (Some(cert), Some(key)) = (&self.cfg.client_cert, &self.cfg.client_key) {
+            ssl = ssl.with_client_identity(Some(ClientIdentity::new(
+                cert.clone().into(),
+                key.clone().into(),
+            )));
+        }
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(addr.to_string())
+            .tcp_port(self.cfg.port)
+            .user(Some(self.cfg.admin_user.clone()))
+            .pass(Some(self.cfg.admin_password.expose().to_string()))
+            .prefer_socket(false)
+            .ssl_opts(ssl)
+            .stmt_cache_size(0)
+            // Known quoting rules for the literals in sql.rs; no implicit transactions.
+            .init(vec!["SET SESSION sql_mode = 'TRADITIONAL', autocommit = 1"]);
+        let connect = async {
+            let mut conn = Conn::new(opts).await.map_err(|source| DbError::Connect {
+                addr: format!("{addr}:{}", self.cfg.port),
+                source,
+            })?;
+            let version: Option<String> = conn
+                .query_first("SELECT VERSION()")
+                .await
+                .map_err(sql_err("SELECT VERSION()"))?;
+            let version = version.ok_or_else(|| DbError::Protocol("no VERSION()".into()))?;
+            let flavour = Flavour::from_version(&version);
+            tracing::debug!(addr = %addr, %version, %flavour, "connected to database");
+            Ok(Session { conn, flavour })
+        };
+        bounded("connect", self.cfg.op_timeout, connect).await
+    }
+
+    /// The session in `slot`, reopened if there is none or the one there no longer answers
+    /// (the server restarted, or the network dropped it while idle): a role change must not
+    /// fail on a connection that died before it began.
+    async fn session<'a>(&self, slot: &'a mut Option<Session>) -> Result<&'a mut Session, DbError> {
+        if let Some(s) = slot.as_mut() {
+            let alive = tokio::time::timeout(self.cfg.op_timeout, s.conn.ping())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if !alive {
+                tracing::debug!(addr = %self.cfg.addr, "database session lost; reconnecting");
+                *slot = None;
+            }
+        }
+        if slot.is_none() {
+            *slot = Some(self.open(self.cfg.addr).await?);
+        }
+        Ok(slot.as_mut().expect("just opened"))
+    }
+
+    /// Runs `op` on the role-change session with a time bound, dropping the session if it
+    /// fails (its state is unknown afterwards).
+    async fn with_ops<T>(
+        &self,
+        what: &'static str,
+        limit: Duration,
+        op: impl AsyncFnOnce(&mut Session) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let mut g = self.ops.lock().await;
+        let res = async {
+            let s = self.session(&mut g).await?;
+            bounded(what, limit, op(s)).await
+        }
+        .await;
+        if res.is_err() {
+            *g = None;
+        }
+        res
+    }
+
+    /// The server's state. Never fails: an unreachable server is `up: false` with the reason.
+    pub async fn health(&self) -> Health {
+        let mut g = self.probe.lock().await;
+        let res = async {
+            let s = self.session(&mut g).await?;
+            bounded("health", self.cfg.op_timeout, read_health(s)).await
+        }
+        .await;
+        match res {
+            Ok(h) => h,
+            Err(e) => {
+                *g = None;
+                Health::down(e.to_string())
+            }
+        }
+    }
+
+    /// Makes the local server the writable master.
+    ///
+    /// Stops receiving, waits up to `timeout` until everything received is applied (a relay
+    /// log thrown away is acknowledged writes lost), then drops the replication configuration,
+    /// switches semi-sync master on (before the first write can arrive) and clears
+    /// `read_only`. On timeout nothing is changed but that receiving resumes: the caller stays
+    /// BACKUP.
+    pub async fn promote(&self, timeout: Duration) -> Result<Promoted, DbError> {
+        let limit = timeout + self.cfg.op_timeout;
+        let res = self
+            .with_ops("promote", limit, async |s| promote(s, timeout).await)
+            .await;
+        match &res {
+            Ok(p) => tracing::info!(
+                waited_ms = p.waited.as_millis() as u64,
+                applied = %p.applied,
+                was_replica = p.was_replica,
+                "database promoted: writable, semi-sync master on"
+            ),
+            Err(e) => tracing::warn!(error = %e, "database not promoted"),
+        }
+        res
+    }
+
+    /// Stops writes on the local server: ends client sessions (so none is left blocking the
+    /// switch to read-only, nor writing when it returns), sets `read_only`, and ends sessions
+    /// that arrived meanwhile. Returns how many sessions were ended.
+    pub async fn fence(&self) -> Result<usize, DbError> {
+        let (admin, repl) = (self.cfg.admin_user.clone(), self.cfg.repl_user.clone());
+        let res = self
+            .with_ops("fence", self.cfg.op_timeout, async |s| {
+                fence(s, &admin, &repl).await
+            })
+            .await;
+        match &res {
+            Ok(killed) => tracing::info!(killed = *killed, "database fenced: read_only on"),
+            Err(e) => tracing::warn!(error = %e, "fencing the database failed"),
+        }
+        res
+    }
+
+    /// Replicates from the master at `master` (the source address of its adverts; the port is
+    /// the cluster's).
+    ///
+    /// First fences, then compares GTID states: a node holding transactions the master lacks
+    /// is refused with [`DbError::Errant`] and stays fenced; rejoining would silently diverge.
+    /// Then GTID positioning from this node's own binary log position, TLS with the master's
+    /// certificate verified, semi-sync replica on. Replication that comes up without TLS is
+    /// stopped and reported, never accepted.
+    pub async fn replicate_from(&self, master: IpAddr) -> Result<Replicating, DbError> {
+        if master == self.cfg.addr {
+            return Err(DbError::Protocol(format!(
+                "refusing to replicate from this node's own address {master}"
+            )));
+        }
+        let master_state = {
+            let mut m = self.open(master).await?;
+            let sql = m.flavour.select_gtid_state();
+            let state: Option<String> =
+                bounded("read master GTID state", self.cfg.op_timeout, async {
+                    m.conn.query_first(sql).await.map_err(sql_err(sql))
+                })
+                .await?;
+            let _ = m.conn.disconnect().await;
+            state.unwrap_or_default()
+        };
+        let cfg = self.cfg.clone();
+        let res = self
+            .with_ops("replicate_from", self.cfg.op_timeout * 2, async |s| {
+                replicate(s, &cfg, master, &master_state).await
+            })
+            .await;
+        match &res {
+            Ok(r) => {
+                tracing::info!(master = %master, unchanged = r.unchanged, "replicating over verified TLS")
+            }
+            Err(DbError::Errant { gtids, .. }) => {
+                tracing::error!(master = %master, gtids = ?gtids, "errant transactions: refusing to replicate; staying fenced")
+            }
+            Err(e) => tracing::warn!(master = %master, error = %e, "replication not started"),
+        }
+        res
+    }
+}
+
+async fn bounded<T>(
+    what: &'static str,
+    limit: Duration,
+    f: impl Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| DbError::Timeout { what, limit })?
+}
+
+/// Maps a driver error to one naming the statement's first words only: a server's syntax
+/// error quotes the statement, and a statement may hold a password.
+fn sql_err(stmt: &str) -> impl FnOnce(mysql_async::Error) -> DbError + '_ {
+    move |e| DbError::Sql {
+        what: statement_name(stmt),
+        message: match e {
+            mysql_async::Error::Server(s) => format!("error {}: {}", s.code, s.message),
+            other => other.to_string(),
+        },
+    }
+}
+
+/// A fixed name for a statement, for errors.
+fn statement_name(stmt: &str) -> &'static str {
+    const NAMES: &[&str] = &[
+        "SELECT VERSION()",
+        "SHOW SLAVE STATUS",
+        "SHOW REPLICA STATUS",
+        "STOP SLAVE IO_THREAD",
+        "STOP REPLICA IO_THREAD",
+        "START SLAVE IO_THREAD",
+        "START REPLICA IO_THREAD",
+        "STOP SLAVE",
+        "STOP REPLICA",
+        "START SLAVE",
+        "START REPLICA",
+        "RESET SLAVE ALL",
+        "RESET REPLICA ALL",
+        "CHANGE MASTER TO",
+        "CHANGE REPLICATION SOURCE TO",
+        "SELECT MASTER_GTID_WAIT",
+        "SELECT WAIT_FOR_EXECUTED_GTID_SET",
+        "SELECT GTID_SUBTRACT",
+        "SELECT ID, USER FROM information_schema.PROCESSLIST",
+        "KILL CONNECTION",
+        "SET GLOBAL gtid_slave_pos",
+        "SET GLOBAL read_only",
+        "SET GLOBAL super_read_only",
+        "SET GLOBAL rpl_semi_sync",
+        "SHOW GLOBAL STATUS",
+        "SELECT @@GLOBAL",
+    ];
+    NAMES
+        .iter()
+        .find(|n| stmt.starts_with(**n))
+        .copied()
+        .unwrap_or("statement")
+}
+
+async fn exec(conn: &mut Conn, stmt: &str) -> Result<(), DbError> {
+    conn.query_drop(stmt).await.map_err(sql_err(stmt))
+}
+
+async fn scalar(conn: &mut Conn, stmt: &str) -> Result<Option<String>, DbError> {
+    let row: Option<Row> = conn.query_first(stmt).await.map_err(sql_err(stmt))?;
+    Ok(row.and_then(|r| value_string(r.as_ref(0))))
+}
+
+fn value_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::NULL => None,
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::UInt(u) => Some(u.to_string()),
+        other => Some(other.as_sql(true)),
+    }
+}
+
+fn col(row: &Row, name: &str) -> Option<String> {
+    let idx = row
+        .columns_ref()
+        .iter()
+        .position(|c| c.name_str() == name)?;
+    value_string(row.as_ref(idx))
+}
+
+fn is_on(v: Option<String>) -> bool {
+    matches!(
+        v.as_deref().map(str::to_ascii_uppercase).as_deref(),
+        Some("1" | "ON" | "YES")
+    )
+}
+
+async fn read_replica(s: &mut Session) -> Result<Option<ReplicaStatus>, DbError> {
+    let f = s.flavour;
+    let stmt = f.show_replica_status();
+    let rows: Vec<Row> = s.conn.query(stmt).await.map_err(sql_err(stmt))?;
+    // Multi-source replication would give several rows; the agent uses the default one.
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    let c = |c: StatusCol| col(&row, f.col(c));
+    let applied = scalar(&mut s.conn, f.select_applied_pos())
+        .await?
+        .unwrap_or_default();
+    let io_pos = c(StatusCol::IoPos).unwrap_or_default();
+    let caught_up = match f {
+        Flavour::MariaDb => match (io_pos.parse::<GtidList>(), applied.parse::<GtidList>()) {
+            (Ok(io), Ok(ap)) => ap.covers(&io),
+            _ => false,
+        },
+        // MySQL: the executed set is a superset of the retrieved one once all is applied.
+        Flavour::MySql => {
+            let left = scalar(&mut s.conn, &Flavour::mysql_errant(&io_pos, &applied))
+                .await?
+                .unwrap_or_default();
+            left.trim().is_empty()
+        }
+    };
+    Ok(Some(ReplicaStatus {
+        master_host: c(StatusCol::MasterHost).unwrap_or_default(),
+        master_port: c(StatusCol::MasterPort)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0),
+        io_running: c(StatusCol::IoRunning).as_deref() == Some("Yes"),
+        sql_running: c(StatusCol::SqlRunning).as_deref() == Some("Yes"),
+        lag_secs: c(StatusCol::Lag).and_then(|l| l.parse().ok()),
+        using_tls: is_on(c(StatusCol::SslAllowed)),
+        verify_server_cert: is_on(c(StatusCol::SslVerify)),
+        gtid_io_pos: io_pos,
+        gtid_slave_pos: applied,
+        caught_up,
+        last_io_errno: c(StatusCol::LastIoErrno)
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0),
+        last_io_error: c(StatusCol::LastIoError).unwrap_or_default(),
+        last_sql_errno: c(StatusCol::LastSqlErrno)
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0),
+        last_sql_error: c(StatusCol::LastSqlError).unwrap_or_default(),
+    }))
+}
+
+async fn read_health(s: &mut Session) -> Result<Health, DbError> {
+    let f = s.flavour;
+    let read_only = is_on(scalar(&mut s.conn, f.select_read_only()).await?);
+    let semi: Option<Row> = s
+        .conn
+        .query_first(f.semi_sync_master_status())
+        .await
+        .map_err(sql_err(f.semi_sync_master_status()))?;
+    let semi_sync_master = is_on(semi.and_then(|r| value_string(r.as_ref(1))));
+    let gtid_state = scalar(&mut s.conn, f.select_gtid_state())
+        .await?
+        .unwrap_or_default();
+    let replica = read_replica(s).await?;
+    Ok(Health {
+        up: true,
+        error: None,
+        flavour: Some(f),
+        read_only,
+        semi_sync_master,
+        gtid_state,
+        replica,
+    })
+}
+
+async fn promote(s: &mut Session, timeout: Duration) -> Result<Promoted, DbError> {
+    let f = s.flavour;
+    let start = Instant::now();
+    let mut applied = String::new();
+    let was_replica = match read_replica(s).await? {
+        None => false,
+        Some(r) => {
+            if !r.sql_running && !r.caught_up {
+                return Err(DbError::ReplicationBroken(if r.last_sql_error.is_empty() {
+                    "SQL thread not running".into()
+                } else {
+                    r.last_sql_error
+                }));
+            }
+            // A fixed target: nothing more arrives while we wait for it to be applied.
+            exec(&mut s.conn, f.stop_io_thread()).await?;
+            tracing::debug!(
+                elapsed_ms = start.elapsed().as_millis() as u64,
+                "promote: receiving stopped"
+            );
+            let r = read_replica(s).await?.unwrap_or(r);
+            if !r.gtid_io_pos.is_empty() {
+                let stmt = f.wait_applied(&r.gtid_io_pos, timeout);
+                let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
+                tracing::debug!(elapsed_ms = start.elapsed().as_millis() as u64, pos = %r.gtid_io_pos, "promote: relay log wait returned");
+                if !f.wait_succeeded(res) {
+                    let now = read_replica(s).await?.unwrap_or(r.clone());
+                    // Keep receiving, so that a later attempt has the data.
+                    if let Err(e) = exec(&mut s.conn, f.start_io_thread()).await {
+                        tracing::warn!(error = %e, "restarting replication after a failed promotion");
+                    }
+                    return Err(DbError::PromoteTimeout {
+                        waited: start.elapsed(),
+                        received: r.gtid_io_pos,
+                        applied: now.gtid_slave_pos,
+                    });
+                }
+            }
+            applied = r.gtid_io_pos;
+            exec(&mut s.conn, f.stop_replica()).await?;
+            exec(&mut s.conn, f.reset_replica_all()).await?;
+            true
+        }
+    };
+    let waited = start.elapsed();
+    exec(&mut s.conn, f.semi_sync_master(true)).await?;
+    exec(&mut s.conn, f.read_only_off()).await?;
+    if applied.is_empty() {
+        applied = scalar(&mut s.conn, f.select_gtid_state())
+            .await?
+            .unwrap_or_default();
+    }
+    Ok(Promoted {
+        waited,
+        applied,
+        was_replica,
+    })
+}
+
+/// Ends every session that is not the agent's, replication's or the server's own.
+async fn kill_clients(s: &mut Session, admin: &str, repl: &str) -> Result<usize, DbError> {
+    let f = s.flavour;
+    let stmt = f.fence_victims(admin, repl);
+    let victims: Vec<(u64, Option<String>)> = s.conn.query(&stmt).await.map_err(sql_err(&stmt))?;
+    let mut killed = 0;
+    for (id, user) in victims {
+        match s.conn.query_drop(f.kill_connection(id)).await {
+            Ok(()) => {
+                killed += 1;
+                tracing::info!(
+                    id,
+                    user = user.as_deref().unwrap_or(""),
+                    "ended a client session while fencing"
+                );
+            }
+            // Gone already (ER_NO_SUCH_THREAD).
+            Err(mysql_async::Error::Server(e)) if e.code == 1094 => {}
+            Err(e) => return Err(sql_err("KILL CONNECTION")(e)),
+        }
+    }
+    Ok(killed)
+}
+
+async fn fence(s: &mut Session, admin: &str, repl: &str) -> Result<usize, DbError> {
+    let f = s.flavour;
+    let mut killed = kill_clients(s, admin, repl).await?;
+    // Switching to read-only waits for running commits; a short lock wait keeps a client that
+    // slipped in between from holding the fence up, and a new round ends it.
+    exec(&mut s.conn, "SET SESSION lock_wait_timeout = 1").await?;
+    let mut last = None;
+    for _ in 0..3 {
+        match exec(&mut s.conn, f.read_only_on()).await {
+            Ok(()) => {
+                last = None;
+                break;
+            }
+            Err(e) => {
+                last = Some(e);
+                killed += kill_clients(s, admin, repl).await?;
+            }
+        }
+    }
+    if let Some(e) = last {
+        return Err(e);
+    }
+    killed += kill_clients(s, admin, repl).await?;
+    Ok(killed)
+}
+
+async fn replicate(
+    s: &mut Session,
+    cfg: &DbConfig,
+    master: IpAddr,
+    master_state: &str,
+) -> Result<Replicating, DbError> {
+    let f = s.flavour;
+    exec(&mut s.conn, f.read_only_on()).await?;
+    // Errant transactions first: nothing about replication changes if the node holds any.
+    let local_state = scalar(&mut s.conn, f.select_gtid_state())
+        .await?
+        .unwrap_or_default();
+    let errant: Vec<String> = match f {
+        Flavour::MariaDb => {
+            let local: GtidList = local_state
+                .parse()
+                .map_err(|e: gtid::GtidParseError| DbError::Protocol(e.to_string()))?;
+            let master_l: GtidList = master_state
+                .parse()
+                .map_err(|e: gtid::GtidParseError| DbError::Protocol(e.to_string()))?;
+            gtid::errant(&local, &master_l)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        }
+        Flavour::MySql => {
+            let left = scalar(
+                &mut s.conn,
+                &Flavour::mysql_errant(&local_state, master_state),
+            )
+            .await?
+            .unwrap_or_default();
+            if left.trim().is_empty() {
+                Vec::new()
+            } else {
+                vec![left.trim().to_string()]
+            }
+        }
+    };
+    if !errant.is_empty() {
+        return Err(DbError::Errant {
+            master,
+            gtids: errant,
+        });
+    }
+    if let Some(r) = read_replica(s).await?
+        && r.master_host == master.to_string()
+        && r.master_port == cfg.port
+        && r.io_running
+        && r.sql_running
+        && r.using_tls
+        && r.verify_server_cert
+    {
+        return Ok(Replicating {
+            master,
+            unchanged: true,
+        });
+    }
+    exec(&mut s.conn, f.stop_replica()).await?;
+    if f == Flavour::MariaDb {
+        // Start from what this node has logged, including what it wrote as master: its own
+        // transactions are in the new master's log too (the errant check proved it), and
+        // asking for them again would apply them twice.
+        let binlog_pos = scalar(&mut s.conn, "SELECT @@GLOBAL.gtid_binlog_pos")
+            .await?
+            .unwrap_or_default();
+        let stmt = format!(
+            "SET GLOBAL gtid_slave_pos = {}",
+            super::sql::quote(&binlog_pos)
+        );
+        exec(&mut s.conn, &stmt).await?;
+    }
+    exec(&mut s.conn, f.semi_sync_master(false)).await?;
+    exec(&mut s.conn, f.semi_sync_replica(true)).await?;
+    let ca = cfg.repl_ssl_ca.as_ref().unwrap_or(&cfg.ca);
+    let cert = cfg.repl_ssl_cert.as_ref().or(cfg.client_cert.as_ref());
+    let key = cfg.repl_ssl_key.as_ref().or(cfg.client_key.as_ref());
+    let change = f.change_source(&ReplicationSource {
+        host: master,
+        port: cfg.port,
+        user: &cfg.repl_user,
+        password: cfg.repl_password.expose(),
+        ssl_ca: ca,
+        ssl_cert: cert.map(|p| p.as_path()),
+        ssl_key: key.map(|p| p.as_path()),
+        connect_retry_secs: 1,
+    });
+    if let Err(e) = exec(&mut s.conn, &change).await {
+        // The server may quote the statement back; never pass the password on.
+        let pw = cfg.repl_password.expose();
+        return Err(match e {
+            DbError::Sql { what, message } => DbError::Sql {
+                what,
+                message: message.replace(pw, "<redacted>"),
+            },
+            other => other,
+        });
+    }
+    exec(&mut s.conn, f.start_replica()).await?;
+    let r = read_replica(s)
+        .await?
+        .ok_or_else(|| DbError::Protocol("no replica status after START".into()))?;
+    if !r.using_tls || !r.verify_server_cert {
+        let _ = exec(&mut s.conn, f.stop_replica()).await;
+        return Err(DbError::NoTls { master });
+    }
+    // Bounded by the caller's time limit: the receiving thread connects or reports why not.
+    let mut r = r;
+    loop {
+        if r.io_running {
+            break;
+        }
+        if r.last_io_errno != 0 {
+            return Err(DbError::ReplicaIo {
+                master,
+                errno: r.last_io_errno,
+                error: r.last_io_error,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r = read_replica(s)
+            .await?
+            .ok_or_else(|| DbError::Protocol("replica status vanished".into()))?;
+    }
+    Ok(Replicating {
+        master,
+        unchanged: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(io: bool, sql: bool, lag: Option<u64>, caught_up: bool) -> Health {
+        Health {
+            up: true,
+            replica: Some(ReplicaStatus {
+                io_running: io,
+                sql_running: sql,
+                lag_secs: lag,
+                caught_up,
+                ..ReplicaStatus::default()
+            }),
+            ..Health::default()
+        }
+    }
+
+    #[test]
+    fn gate_refuses_down_broken_and_lagging() {
+        let max = Duration::from_secs(5);
+        assert!(matches!(
+            Health::down("x".into()).gate(max),
+            Err(NotReady::Down(_))
+        ));
+        assert!(matches!(
+            replica(true, false, None, false).gate(max),
+            Err(NotReady::Broken(_))
+        ));
+        assert_eq!(
+            replica(true, true, Some(9), false).gate(max),
+            Err(NotReady::Lagging {
+                lag_secs: 9,
+                max_secs: 5
+            })
+        );
+        assert_eq!(replica(true, true, Some(1), true).gate(max), Ok(()));
+        // The master died: not receiving, but applying what it has.
+        assert_eq!(replica(false, true, None, false).gate(max), Ok(()));
+        let master = Health {
+            up: true,
+            ..Health::default()
+        };
+        assert_eq!(master.gate(max), Ok(()));
+    }
+
+    #[test]
+    fn statement_names_never_carry_the_statement() {
+        assert_eq!(
+            statement_name("CHANGE MASTER TO MASTER_PASSWORD = 'x'"),
+            "CHANGE MASTER TO"
+        );
+        assert_eq!(statement_name("anything else 'secret'"), "statement");
+    }
+}

@@ -1,0 +1,387 @@
+//! The statements the agent sends, per server flavour. MariaDB and MySQL 8 agree on most of
+//! what the agent needs but name it differently (SLAVE/MASTER against REPLICA/SOURCE, GTID
+//! lists against GTID sets, the semi-sync variables), so every statement is built here, in one
+//! place, from a [`Flavour`] picked from `SELECT VERSION()`.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Which SQL dialect the server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    MariaDb,
+    MySql,
+}
+
+impl fmt::Display for Flavour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Flavour::MariaDb => "MariaDB",
+            Flavour::MySql => "MySQL",
+        })
+    }
+}
+
+impl Flavour {
+    /// From the result of `SELECT VERSION()`: MariaDB says so in its version string (e.g.
+    /// `10.11.6-MariaDB-0+deb12u1-log`); anything else is treated as MySQL.
+    pub fn from_version(version: &str) -> Flavour {
+        if version.to_ascii_lowercase().contains("mariadb") {
+            Flavour::MariaDb
+        } else {
+            Flavour::MySql
+        }
+    }
+
+    pub fn show_replica_status(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "SHOW SLAVE STATUS",
+            Flavour::MySql => "SHOW REPLICA STATUS",
+        }
+    }
+
+    pub fn stop_io_thread(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "STOP SLAVE IO_THREAD",
+            Flavour::MySql => "STOP REPLICA IO_THREAD",
+        }
+    }
+
+    pub fn start_io_thread(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "START SLAVE IO_THREAD",
+            Flavour::MySql => "START REPLICA IO_THREAD",
+        }
+    }
+
+    pub fn stop_replica(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "STOP SLAVE",
+            Flavour::MySql => "STOP REPLICA",
+        }
+    }
+
+    pub fn start_replica(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "START SLAVE",
+            Flavour::MySql => "START REPLICA",
+        }
+    }
+
+    pub fn reset_replica_all(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "RESET SLAVE ALL",
+            Flavour::MySql => "RESET REPLICA ALL",
+        }
+    }
+
+    /// Fences the server. MySQL's `super_read_only` also stops accounts with SUPER, which
+    /// MariaDB's `read_only` already does for everyone without `READ_ONLY ADMIN`.
+    pub fn read_only_on(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "SET GLOBAL read_only = ON",
+            Flavour::MySql => "SET GLOBAL super_read_only = ON",
+        }
+    }
+
+    /// Opens the server for writes (on MySQL this clears `super_read_only` too).
+    pub fn read_only_off(self) -> &'static str {
+        "SET GLOBAL read_only = OFF"
+    }
+
+    /// `SELECT @@read_only` reads the same on both.
+    pub fn select_read_only(self) -> &'static str {
+        "SELECT @@GLOBAL.read_only"
+    }
+
+    pub fn semi_sync_master(self, on: bool) -> &'static str {
+        match (self, on) {
+            (Flavour::MariaDb, true) => "SET GLOBAL rpl_semi_sync_master_enabled = ON",
+            (Flavour::MariaDb, false) => "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
+            (Flavour::MySql, true) => "SET GLOBAL rpl_semi_sync_source_enabled = ON",
+            (Flavour::MySql, false) => "SET GLOBAL rpl_semi_sync_source_enabled = OFF",
+        }
+    }
+
+    pub fn semi_sync_replica(self, on: bool) -> &'static str {
+        match (self, on) {
+            (Flavour::MariaDb, true) => "SET GLOBAL rpl_semi_sync_slave_enabled = ON",
+            (Flavour::MariaDb, false) => "SET GLOBAL rpl_semi_sync_slave_enabled = OFF",
+            (Flavour::MySql, true) => "SET GLOBAL rpl_semi_sync_replica_enabled = ON",
+            (Flavour::MySql, false) => "SET GLOBAL rpl_semi_sync_replica_enabled = OFF",
+        }
+    }
+
+    /// Whether this server is acting as a semi-sync master right now (it falls back to
+    /// asynchronous on a timeout): one row, the status variable's name and `ON`/`OFF`.
+    pub fn semi_sync_master_status(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'",
+            Flavour::MySql => "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_source_status'",
+        }
+    }
+
+    /// Every transaction this server has logged: the state whose comparison with the
+    /// master's finds errant transactions.
+    pub fn select_gtid_state(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "SELECT @@GLOBAL.gtid_binlog_state",
+            Flavour::MySql => "SELECT @@GLOBAL.gtid_executed",
+        }
+    }
+
+    /// Blocks until the GTID position `pos` is applied; returns 0 then, else (timeout) -1 on
+    /// MariaDB and 1 on MySQL. See [`Flavour::wait_succeeded`].
+    pub fn wait_applied(self, pos: &str, timeout: Duration) -> String {
+        let secs = timeout.as_secs_f64();
+        match self {
+            Flavour::MariaDb => format!("SELECT MASTER_GTID_WAIT({}, {secs:.3})", quote(pos)),
+            Flavour::MySql => {
+                format!(
+                    "SELECT WAIT_FOR_EXECUTED_GTID_SET({}, {secs:.3})",
+                    quote(pos)
+                )
+            }
+        }
+    }
+
+    pub fn wait_succeeded(self, result: Option<i64>) -> bool {
+        result == Some(0)
+    }
+
+    /// The local transactions a master whose state is `master_state` lacks (MySQL only: the
+    /// server does the set arithmetic; for MariaDB see [`super::gtid::errant`]).
+    pub fn mysql_errant(local_state: &str, master_state: &str) -> String {
+        format!(
+            "SELECT GTID_SUBTRACT({}, {})",
+            quote(local_state),
+            quote(master_state)
+        )
+    }
+
+    /// Connections to end when fencing: every one but this session, the agent's and
+    /// replication's own, and the server's internal threads.
+    pub fn fence_victims(self, admin_user: &str, repl_user: &str) -> String {
+        format!(
+            "SELECT ID, USER FROM information_schema.PROCESSLIST \
+             WHERE ID <> CONNECTION_ID() AND USER NOT IN ({}, {}, 'system user', 'event_scheduler') \
+             AND COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID', 'Slave_IO', 'Slave_SQL', 'Slave_worker')",
+            quote(admin_user),
+            quote(repl_user)
+        )
+    }
+
+    pub fn kill_connection(self, id: u64) -> String {
+        format!("KILL CONNECTION {id}")
+    }
+
+    /// Column names in the replica status, which MySQL 8 renamed.
+    pub fn col(self, c: StatusCol) -> &'static str {
+        use StatusCol::*;
+        match (self, c) {
+            (Flavour::MariaDb, MasterHost) => "Master_Host",
+            (Flavour::MySql, MasterHost) => "Source_Host",
+            (Flavour::MariaDb, MasterPort) => "Master_Port",
+            (Flavour::MySql, MasterPort) => "Source_Port",
+            (Flavour::MariaDb, IoRunning) => "Slave_IO_Running",
+            (Flavour::MySql, IoRunning) => "Replica_IO_Running",
+            (Flavour::MariaDb, SqlRunning) => "Slave_SQL_Running",
+            (Flavour::MySql, SqlRunning) => "Replica_SQL_Running",
+            (Flavour::MariaDb, Lag) => "Seconds_Behind_Master",
+            (Flavour::MySql, Lag) => "Seconds_Behind_Source",
+            (Flavour::MariaDb, SslAllowed) => "Master_SSL_Allowed",
+            (Flavour::MySql, SslAllowed) => "Source_SSL_Allowed",
+            (Flavour::MariaDb, SslVerify) => "Master_SSL_Verify_Server_Cert",
+            (Flavour::MySql, SslVerify) => "Source_SSL_Verify_Server_Cert",
+            (Flavour::MariaDb, IoPos) => "Gtid_IO_Pos",
+            (Flavour::MySql, IoPos) => "Retrieved_Gtid_Set",
+            (_, LastIoErrno) => "Last_IO_Errno",
+            (_, LastIoError) => "Last_IO_Error",
+            (_, LastSqlErrno) => "Last_SQL_Errno",
+            (_, LastSqlError) => "Last_SQL_Error",
+        }
+    }
+
+    /// Where the replica has applied up to.
+    pub fn select_applied_pos(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "SELECT @@GLOBAL.gtid_slave_pos",
+            Flavour::MySql => "SELECT @@GLOBAL.gtid_executed",
+        }
+    }
+}
+
+/// The replica-status columns the agent reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusCol {
+    MasterHost,
+    MasterPort,
+    IoRunning,
+    SqlRunning,
+    Lag,
+    SslAllowed,
+    SslVerify,
+    IoPos,
+    LastIoErrno,
+    LastIoError,
+    LastSqlErrno,
+    LastSqlError,
+}
+
+/// Everything `CHANGE MASTER TO` / `CHANGE REPLICATION SOURCE TO` needs.
+#[derive(Clone, Debug)]
+pub struct ReplicationSource<'a> {
+    pub host: IpAddr,
+    pub port: u16,
+    pub user: &'a str,
+    pub password: &'a str,
+    /// CA the replica verifies the master's certificate against, as a path on the replica's
+    /// server host.
+    pub ssl_ca: &'a Path,
+    /// Client certificate and key the replica presents, if any.
+    pub ssl_cert: Option<&'a Path>,
+    pub ssl_key: Option<&'a Path>,
+    /// Seconds between reconnection attempts; a new master should be found within one.
+    pub connect_retry_secs: u32,
+}
+
+impl Flavour {
+    /// Points replication at `src`: GTID positioning, TLS required, the server certificate
+    /// verified against the CA and the address dialled. The result holds the password: never
+    /// log it or put it in an error.
+    pub fn change_source(self, src: &ReplicationSource<'_>) -> String {
+        let (kw, use_gtid) = match self {
+            Flavour::MariaDb => ("MASTER", "MASTER_USE_GTID = slave_pos"),
+            Flavour::MySql => ("SOURCE", "SOURCE_AUTO_POSITION = 1"),
+        };
+        let head = match self {
+            Flavour::MariaDb => "CHANGE MASTER TO",
+            Flavour::MySql => "CHANGE REPLICATION SOURCE TO",
+        };
+        let mut s = format!(
+            "{head} {kw}_HOST = {host}, {kw}_PORT = {port}, {kw}_USER = {user}, \
+             {kw}_PASSWORD = {pw}, {use_gtid}, {kw}_CONNECT_RETRY = {retry}, \
+             {kw}_SSL = 1, {kw}_SSL_CA = {ca}, {kw}_SSL_VERIFY_SERVER_CERT = 1",
+            host = quote(&src.host.to_string()),
+            port = src.port,
+            user = quote(src.user),
+            pw = quote(src.password),
+            retry = src.connect_retry_secs.max(1),
+            ca = quote(&src.ssl_ca.display().to_string()),
+        );
+        if let Some(cert) = src.ssl_cert {
+            s.push_str(&format!(
+                ", {kw}_SSL_CERT = {}",
+                quote(&cert.display().to_string())
+            ));
+        }
+        if let Some(key) = src.ssl_key {
+            s.push_str(&format!(
+                ", {kw}_SSL_KEY = {}",
+                quote(&key.display().to_string())
+            ));
+        }
+        s
+    }
+}
+
+/// A single-quoted SQL string literal. The agent's sessions run without
+/// `NO_BACKSLASH_ESCAPES` (it sets its own `sql_mode`), so backslashes are escaped too.
+pub fn quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => q.push_str("''"),
+            '\\' => q.push_str("\\\\"),
+            '\0' => q.push_str("\\0"),
+            c => q.push(c),
+        }
+    }
+    q.push('\'');
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavour_from_version() {
+        assert_eq!(
+            Flavour::from_version("10.11.6-MariaDB-0+deb12u1-log"),
+            Flavour::MariaDb
+        );
+        assert_eq!(Flavour::from_version("8.0.36"), Flavour::MySql);
+        assert_eq!(Flavour::from_version("8.4.0-commercial"), Flavour::MySql);
+    }
+
+    #[test]
+    fn quoting_escapes_quotes_and_backslashes() {
+        assert_eq!(quote("a'b\\c"), "'a''b\\\\c'");
+    }
+
+    fn src() -> ReplicationSource<'static> {
+        ReplicationSource {
+            host: "10.0.0.1".parse().unwrap(),
+            port: 3306,
+            user: "repl",
+            password: "pw'x",
+            ssl_ca: Path::new("/etc/ca.pem"),
+            ssl_cert: Some(Path::new("/etc/c.pem")),
+            ssl_key: Some(Path::new("/etc/k.pem")),
+            connect_retry_secs: 1,
+        }
+    }
+
+    #[test]
+    fn mariadb_change_master_uses_gtid_and_verified_tls() {
+        let s = Flavour::MariaDb.change_source(&src());
+        assert!(s.starts_with("CHANGE MASTER TO MASTER_HOST = '10.0.0.1', MASTER_PORT = 3306"));
+        for want in [
+            "MASTER_USE_GTID = slave_pos",
+            "MASTER_SSL = 1",
+            "MASTER_SSL_CA = '/etc/ca.pem'",
+            "MASTER_SSL_VERIFY_SERVER_CERT = 1",
+            "MASTER_SSL_CERT = '/etc/c.pem'",
+            "MASTER_SSL_KEY = '/etc/k.pem'",
+            "MASTER_PASSWORD = 'pw''x'",
+        ] {
+            assert!(s.contains(want), "{want} missing from {s}");
+        }
+    }
+
+    #[test]
+    fn mysql_uses_its_own_syntax() {
+        let s = Flavour::MySql.change_source(&src());
+        assert!(s.starts_with("CHANGE REPLICATION SOURCE TO SOURCE_HOST = '10.0.0.1'"));
+        assert!(s.contains("SOURCE_AUTO_POSITION = 1"));
+        assert!(s.contains("SOURCE_SSL_VERIFY_SERVER_CERT = 1"));
+        assert!(!s.contains("MASTER"));
+        assert_eq!(Flavour::MySql.show_replica_status(), "SHOW REPLICA STATUS");
+        assert_eq!(Flavour::MySql.reset_replica_all(), "RESET REPLICA ALL");
+        assert!(
+            Flavour::MySql
+                .wait_applied("u:1-5", Duration::from_millis(1500))
+                .contains("WAIT_FOR_EXECUTED_GTID_SET('u:1-5', 1.500)")
+        );
+        assert_eq!(
+            Flavour::MySql.semi_sync_master(true),
+            "SET GLOBAL rpl_semi_sync_source_enabled = ON"
+        );
+        assert_eq!(Flavour::MySql.col(StatusCol::Lag), "Seconds_Behind_Source");
+    }
+
+    #[test]
+    fn mariadb_wait_and_fence_statements() {
+        assert_eq!(
+            Flavour::MariaDb.wait_applied("0-1-5", Duration::from_secs(2)),
+            "SELECT MASTER_GTID_WAIT('0-1-5', 2.000)"
+        );
+        let f = Flavour::MariaDb.fence_victims("agent", "repl");
+        assert!(f.contains("USER NOT IN ('agent', 'repl'"));
+        assert!(f.contains("ID <> CONNECTION_ID()"));
+    }
+}
