@@ -34,6 +34,9 @@ pub enum Cmd {
         #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONTROL_SOCKET)]
         control_socket: PathBuf,
     },
+    /// Database set-up for a cluster (TLS certificates, server settings, users).
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Decode the CARP adverts in a pcap capture and check them against a password and VIP.
     Inspect {
         #[arg(long)]
@@ -51,6 +54,25 @@ pub enum Cmd {
         #[arg(short = 'a', long = "addr")]
         addr: String,
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCmd {
+    /// Generate a CA, per-node server and client certificates, each node's MariaDB settings
+    /// (TLS required, GTID strict mode, semi-sync) and the SQL creating the replication
+    /// (`REQUIRE SSL`) and agent users, with random passwords in 0600 files.
+    Bootstrap {
+        /// Output directory (refused if it already holds a CA).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A node as NAME=ADDR; repeat for every node.
+        #[arg(long = "node", value_name = "NAME=ADDR", required = true)]
+        nodes: Vec<crate::db::NodeSpec>,
+        /// Where each node will keep its files (written into its settings); default: the
+        /// output directory itself, for a cluster on this machine.
+        #[arg(long, value_name = "DIR")]
+        install_dir: Option<PathBuf>,
     },
 }
 
@@ -110,6 +132,29 @@ pub fn main() -> ExitCode {
             println!("state now {}", status.state);
             Ok(())
         })),
+        Cmd::Db(DbCmd::Bootstrap {
+            out,
+            nodes,
+            install_dir,
+        }) => {
+            let mut opts = crate::db::BootstrapOptions::new(out, nodes);
+            opts.install_dir = install_dir;
+            report((|| {
+                let b = crate::db::bootstrap(&opts)?;
+                println!("CA:        {}", b.ca_cert.display());
+                println!("users SQL: {} (run on every node)", b.users_sql.display());
+                for n in &b.nodes {
+                    println!(
+                        "node {} ({}, server_id {}): {}",
+                        n.name,
+                        n.addr,
+                        n.server_id,
+                        n.dir.display()
+                    );
+                }
+                Ok(())
+            })())
+        }
         Cmd::Inspect {
             json,
             pass,

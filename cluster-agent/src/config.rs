@@ -8,7 +8,10 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use std::net::IpAddr;
+
 use crate::carp::wire::MAX_PASSWORD_LEN;
+use crate::db::{DbConfig, Secret};
 use crate::xdp::XdpMode;
 
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/cluster-agent/agent.sock";
@@ -103,6 +106,202 @@ pub struct RunArgs {
     /// Adverts per second accepted from one source before XDP drops the rest (flood guard).
     #[arg(long, value_name = "N")]
     pub advert_rate_limit: Option<u32>,
+    /// The local MySQL/MariaDB follows the VIP (`[mysql]` in the TOML file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub mysql: MysqlArgs,
+}
+
+/// `[mysql]`: without it the agent is a pure VIP manager. Passwords come from files or the
+/// environment (`CLUSTER_AGENT_DB_ADMIN_PASSWORD`, `CLUSTER_AGENT_DB_REPL_PASSWORD`), never
+/// from the command line.
+#[derive(Args, Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MysqlArgs {
+    /// CA certificate every server's certificate must chain to; setting it enables the section.
+    #[arg(long = "mysql-ca", value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Address of the local server (default: --srcip, which its certificate names).
+    #[arg(long = "mysql-addr")]
+    pub addr: Option<String>,
+    /// Port of every server in the cluster (default 3306).
+    #[arg(long = "mysql-port")]
+    pub port: Option<u16>,
+    /// Client certificate and key the agent presents.
+    #[arg(long = "mysql-client-cert", value_name = "PEM")]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long = "mysql-client-key", value_name = "PEM")]
+    pub client_key: Option<PathBuf>,
+    /// CA, certificate and key for replication, as paths the database server itself can read.
+    #[arg(long = "mysql-repl-ssl-ca", value_name = "PEM")]
+    pub repl_ssl_ca: Option<PathBuf>,
+    #[arg(long = "mysql-repl-ssl-cert", value_name = "PEM")]
+    pub repl_ssl_cert: Option<PathBuf>,
+    #[arg(long = "mysql-repl-ssl-key", value_name = "PEM")]
+    pub repl_ssl_key: Option<PathBuf>,
+    #[arg(long = "mysql-admin-user")]
+    pub admin_user: Option<String>,
+    #[arg(long = "mysql-admin-password-file", value_name = "FILE")]
+    pub admin_password_file: Option<PathBuf>,
+    #[arg(long = "mysql-repl-user")]
+    pub repl_user: Option<String>,
+    #[arg(long = "mysql-repl-password-file", value_name = "FILE")]
+    pub repl_password_file: Option<PathBuf>,
+    /// Longest wait for the relay log to be applied before a promotion gives up (seconds).
+    #[arg(long = "mysql-promote-timeout", value_name = "SECS")]
+    pub promote_timeout: Option<u64>,
+    /// Replication lag above which this node advertises a demoted skew (seconds).
+    #[arg(long = "mysql-max-lag", value_name = "SECS")]
+    pub max_lag: Option<u64>,
+    /// How often the catch-up gate checks the local server (milliseconds).
+    #[arg(long = "mysql-check-interval", value_name = "MS")]
+    pub check_interval: Option<u64>,
+    /// Add the VIP before promoting the database rather than after (faster, less safe).
+    #[arg(long = "mysql-vip-first")]
+    #[serde(default)]
+    pub vip_first: bool,
+}
+
+impl MysqlArgs {
+    fn merge(self, file: MysqlArgs) -> MysqlArgs {
+        MysqlArgs {
+            ca: self.ca.or(file.ca),
+            addr: self.addr.or(file.addr),
+            port: self.port.or(file.port),
+            client_cert: self.client_cert.or(file.client_cert),
+            client_key: self.client_key.or(file.client_key),
+            repl_ssl_ca: self.repl_ssl_ca.or(file.repl_ssl_ca),
+            repl_ssl_cert: self.repl_ssl_cert.or(file.repl_ssl_cert),
+            repl_ssl_key: self.repl_ssl_key.or(file.repl_ssl_key),
+            admin_user: self.admin_user.or(file.admin_user),
+            admin_password_file: self.admin_password_file.or(file.admin_password_file),
+            repl_user: self.repl_user.or(file.repl_user),
+            repl_password_file: self.repl_password_file.or(file.repl_password_file),
+            promote_timeout: self.promote_timeout.or(file.promote_timeout),
+            max_lag: self.max_lag.or(file.max_lag),
+            check_interval: self.check_interval.or(file.check_interval),
+            vip_first: self.vip_first || file.vip_first,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        let MysqlArgs {
+            ca,
+            addr,
+            port,
+            client_cert,
+            client_key,
+            repl_ssl_ca,
+            repl_ssl_cert,
+            repl_ssl_key,
+            admin_user,
+            admin_password_file,
+            repl_user,
+            repl_password_file,
+            promote_timeout,
+            max_lag,
+            check_interval,
+            vip_first,
+        } = self;
+        ca.is_none()
+            && addr.is_none()
+            && port.is_none()
+            && client_cert.is_none()
+            && client_key.is_none()
+            && repl_ssl_ca.is_none()
+            && repl_ssl_cert.is_none()
+            && repl_ssl_key.is_none()
+            && admin_user.is_none()
+            && admin_password_file.is_none()
+            && repl_user.is_none()
+            && repl_password_file.is_none()
+            && promote_timeout.is_none()
+            && max_lag.is_none()
+            && check_interval.is_none()
+            && !vip_first
+    }
+
+    /// The database settings, or `None` when the section is absent.
+    fn validate(self, src: Ipv4Addr) -> Result<Option<DbSettings>, ConfigError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let ca = self
+            .ca
+            .ok_or(ConfigError::Missing("mysql ca (--mysql-ca)"))?;
+        let addr: Ipv4Addr = match &self.addr {
+            None => src,
+            Some(a) => a
+                .parse()
+                .map_err(|_| invalid("mysql-addr", a, "must be an IPv4 address"))?,
+        };
+        let secret = |file: &Option<PathBuf>, env: &str, setting: &'static str| {
+            match file {
+                Some(f) => Secret::from_file(f),
+                None => Secret::from_env(env),
+            }
+            .map_err(|e| ConfigError::Secret {
+                setting,
+                why: e.to_string(),
+            })
+        };
+        let admin_password = secret(
+            &self.admin_password_file,
+            ADMIN_PASSWORD_ENV,
+            "mysql-admin-password-file",
+        )?;
+        let repl_password = secret(
+            &self.repl_password_file,
+            REPL_PASSWORD_ENV,
+            "mysql-repl-password-file",
+        )?;
+        let mut db = DbConfig::new(
+            IpAddr::V4(addr),
+            self.port.unwrap_or(3306),
+            ca,
+            admin_password,
+            repl_password,
+        );
+        if let Some(u) = self.admin_user {
+            db.admin_user = u;
+        }
+        if let Some(u) = self.repl_user {
+            db.repl_user = u;
+        }
+        db.client_cert = self.client_cert;
+        db.client_key = self.client_key;
+        db.repl_ssl_ca = self.repl_ssl_ca;
+        db.repl_ssl_cert = self.repl_ssl_cert;
+        db.repl_ssl_key = self.repl_ssl_key;
+        let check_interval = self.check_interval.unwrap_or(1000);
+        if check_interval == 0 {
+            return Err(invalid(
+                "mysql-check-interval",
+                check_interval,
+                "must be at least 1 ms",
+            ));
+        }
+        Ok(Some(DbSettings {
+            db,
+            promote_timeout: Duration::from_secs(self.promote_timeout.unwrap_or(10)),
+            max_lag: Duration::from_secs(self.max_lag.unwrap_or(5)),
+            check_interval: Duration::from_millis(check_interval),
+            vip_first: self.vip_first,
+        }))
+    }
+}
+
+pub const ADMIN_PASSWORD_ENV: &str = "CLUSTER_AGENT_DB_ADMIN_PASSWORD";
+pub const REPL_PASSWORD_ENV: &str = "CLUSTER_AGENT_DB_REPL_PASSWORD";
+
+/// Validated `[mysql]` settings.
+#[derive(Clone, Debug)]
+pub struct DbSettings {
+    pub db: DbConfig,
+    pub promote_timeout: Duration,
+    pub max_lag: Duration,
+    pub check_interval: Duration,
+    pub vip_first: bool,
 }
 
 /// Validated settings: everything the runtime needs, in the types it needs.
@@ -133,6 +332,7 @@ pub struct Settings {
     pub xdp: XdpMode,
     pub fence: bool,
     pub advert_rate_limit: u32,
+    pub db: Option<DbSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -180,6 +380,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
+    #[error("invalid {setting}: {why}")]
+    Secret { setting: &'static str, why: String },
     #[error("invalid interface: {0:?} does not exist")]
     UnknownInterface(String),
 }
@@ -232,6 +434,7 @@ impl RunArgs {
             xdp: self.xdp.or(file.xdp),
             no_fence: self.no_fence || file.no_fence,
             advert_rate_limit: self.advert_rate_limit.or(file.advert_rate_limit),
+            mysql: self.mysql.merge(file.mysql),
         })
     }
 
@@ -306,6 +509,7 @@ impl RunArgs {
                 "must be at least 1 advert per second",
             ));
         }
+        let db = args.mysql.validate(src)?;
         let interface = args
             .interface
             .ok_or(ConfigError::Missing("interface (-i)"))?;
@@ -342,6 +546,7 @@ impl RunArgs {
             xdp: args.xdp.unwrap_or_default(),
             fence: !args.no_fence,
             advert_rate_limit,
+            db,
         })
     }
 }

@@ -25,9 +25,23 @@ pub struct Status {
     pub demoted: bool,
     pub xdp: String,
     pub counters: Counters,
+    /// The local database, when the agent manages one.
+    pub database: Option<DbStatus>,
     /// MAC of the last host that claimed the VIP while we were MASTER (split-brain signal).
     pub last_conflict_mac: Option<String>,
     pub xdp_counters: BTreeMap<String, u64>,
+}
+
+/// What the agent knows of its local database (never a secret).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DbStatus {
+    /// `master` (promoted), `replica` (replicating from the master over TLS) or `fenced`.
+    pub role: String,
+    /// Why the catch-up gate keeps this node demoted; `None` when healthy.
+    pub gate: Option<String>,
+    /// Transactions this node holds that the master lacks; non-empty means refused to rejoin.
+    pub errant: Vec<String>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -155,6 +169,24 @@ impl Status {
                 c.arp_conflicts,
                 self.last_conflict_mac.as_deref().unwrap_or("?")
             );
+        }
+        if let Some(db) = &self.database {
+            s += &format!(
+                "database:     {}{}\n",
+                db.role,
+                db.gate
+                    .as_ref()
+                    .map_or(String::new(), |g| format!(" (not ready: {g})"))
+            );
+            if !db.errant.is_empty() {
+                s += &format!(
+                    "ERRANT:       {} (refusing to rejoin)\n",
+                    db.errant.join(",")
+                );
+            }
+            if let Some(e) = &db.last_error {
+                s += &format!("db error:     {e}\n");
+            }
         }
         for (k, v) in &self.xdp_counters {
             s += &format!("xdp {k}: {v}\n");

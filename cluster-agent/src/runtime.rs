@@ -13,7 +13,8 @@ use crate::carp::machine::{Action, Input, Machine, Params, State};
 use crate::carp::time::Mono;
 use crate::carp::wire::{self, Counter, Expect, WireError};
 use crate::config::Settings;
-use crate::control::{self, Command, Counters, Status};
+use crate::control::{self, Command, Counters, DbStatus, Status};
+use crate::db::follow::{self as dbfollow, Command as DbCommand, Event as DbEvent, GateError};
 use crate::hooks::{Hook, HookConfig, Hooks};
 use crate::net::{self, AdvertReceiver, AdvertSender, PacketSocket};
 use crate::vip::Vip;
@@ -37,6 +38,32 @@ struct Agent {
     last_conflict: Option<String>,
     /// The master last written into the XDP config as exempt from the advert limits.
     xdp_master: Option<Ipv4Addr>,
+    /// The local database, when `[mysql]` is configured.
+    db: Option<DbRole>,
+}
+
+/// The database link and what it last reported, for `status`.
+struct DbRole {
+    commands: tokio::sync::mpsc::UnboundedSender<DbCommand>,
+    vip_first: bool,
+    /// The master replication was last pointed at.
+    following: Option<Ipv4Addr>,
+    status: DbStatus,
+}
+
+impl DbRole {
+    fn send(&mut self, command: DbCommand) {
+        match command {
+            DbCommand::Follow(m) => self.following = Some(m),
+            DbCommand::Fence => {
+                self.following = None;
+                self.status.role = "fenced".into();
+            }
+            DbCommand::Promote => self.following = None,
+        }
+        // The tasks live as long as the link, which lives as long as the agent.
+        let _ = self.commands.send(command);
+    }
 }
 
 pub async fn run(s: Settings) -> anyhow::Result<()> {
@@ -145,7 +172,25 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         last_conflict_log: None,
         last_conflict: None,
         xdp_master: None,
+        db: None,
     };
+    let mut db_events = None;
+    if let Some(settings) = agent.s.db.clone() {
+        let link = dbfollow::spawn(settings.clone());
+        let mut role = DbRole {
+            commands: link.commands,
+            vip_first: settings.vip_first,
+            following: None,
+            status: DbStatus {
+                role: "fenced".into(),
+                ..DbStatus::default()
+            },
+        };
+        // We start as BACKUP: no writes here until we are master.
+        role.send(DbCommand::Fence);
+        agent.db = Some(role);
+        db_events = Some(link.events);
+    }
     let mut buf = vec![0u8; 2048];
     loop {
         agent.execute(&mut machine).await;
@@ -182,6 +227,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                     machine.handle(Mono::now(), if up { Input::LinkUp } else { Input::LinkDown });
                 }
             }
+            Some(ev) = next_db_event(&mut db_events) => agent.on_db_event(&mut machine, ev).await,
             Some(req) = control.recv() => {
                 if req.command == Command::Switchover {
                     machine.handle(Mono::now(), Input::Switchover);
@@ -229,15 +275,18 @@ impl Agent {
                     self.counters.transitions += 1;
                     tracing::info!(vhid = self.s.vhid, %from, state = %to, ?reason, "state change");
                     match to {
-                        State::Master => {
-                            // XDP first: ARP is answered and traffic accepted the moment the
-                            // address exists.
-                            self.set_xdp_role(true);
-                            if let Err(error) = self.vip.add().await {
-                                tracing::error!(vhid = self.s.vhid, vip = %self.s.vip, %error, "cannot add the VIP");
+                        State::Master => match &mut self.db {
+                            // The safe order: the database is writable before clients can reach
+                            // the VIP; the VIP follows when the promotion reports success.
+                            Some(db) if !db.vip_first => {
+                                db.send(DbCommand::Promote);
                             }
-                            self.hooks.run(Hook::Up);
-                        }
+                            Some(db) => {
+                                db.send(DbCommand::Promote);
+                                self.take_vip().await;
+                            }
+                            None => self.take_vip().await,
+                        },
                         State::Backup => {
                             // Fence before the address goes, so it never answers as a backup.
                             self.set_xdp_role(false);
@@ -245,8 +294,78 @@ impl Agent {
                                 tracing::error!(vhid = self.s.vhid, vip = %self.s.vip, %error, "cannot remove the VIP");
                             }
                             self.hooks.run(Hook::Down);
+                            if let Some(db) = &mut self.db {
+                                db.send(DbCommand::Fence);
+                            }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    async fn take_vip(&mut self) {
+        // XDP first: ARP is answered and traffic accepted the moment the address exists.
+        self.set_xdp_role(true);
+        if let Err(error) = self.vip.add().await {
+            tracing::error!(vhid = self.s.vhid, vip = %self.s.vip, %error, "cannot add the VIP");
+        }
+        self.hooks.run(Hook::Up);
+    }
+
+    async fn on_db_event(&mut self, machine: &mut Machine, event: DbEvent) {
+        let vhid = self.s.vhid;
+        let Some(db) = self.db.as_mut() else { return };
+        match event {
+            DbEvent::Promoted(Ok(())) => {
+                db.status.role = "master".into();
+                db.status.last_error = None;
+                if machine.state() == State::Master && !db.vip_first {
+                    self.take_vip().await;
+                }
+            }
+            DbEvent::Promoted(Err(error)) => {
+                tracing::error!(vhid, %error, "database not promoted: handing mastership back");
+                db.status.last_error = Some(error);
+                machine.handle(Mono::now(), Input::SetDemoted(true));
+                machine.handle(Mono::now(), Input::Switchover);
+            }
+            DbEvent::Following(master) => {
+                tracing::info!(vhid, %master, "database replicating from the master over TLS");
+                db.status.role = "replica".into();
+                db.status.errant.clear();
+                db.status.last_error = None;
+            }
+            DbEvent::Errant { master, gtids } => {
+                tracing::error!(
+                    vhid,
+                    %master,
+                    gtids = %gtids.join(","),
+                    "database holds transactions the master lacks: refusing to rejoin, staying fenced"
+                );
+                db.status.role = "fenced".into();
+                db.status.errant = gtids;
+            }
+            DbEvent::FollowFailed { master, error } => {
+                if db.status.last_error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(vhid, %master, %error, "cannot replicate from the master yet; retrying");
+                }
+                db.status.last_error = Some(error);
+            }
+            DbEvent::Gate(gate) => {
+                // Errant transactions keep a node demoted whatever its health says.
+                let demote = gate.is_err() || !db.status.errant.is_empty();
+                if demote != machine.demoted() {
+                    tracing::warn!(vhid, demoted = demote, reason = %gate.as_ref().err().map_or("healthy".to_string(), |e| e.to_string()), "catch-up gate changed");
+                }
+                let down = matches!(gate, Err(GateError::Down(_)));
+                db.status.gate = gate.err().map(|e| e.to_string());
+                machine.handle(Mono::now(), Input::SetDemoted(demote));
+                // A master whose database is gone serves nothing: hand over now rather than
+                // wait for a peer to preempt.
+                if down && machine.state() == State::Master {
+                    tracing::error!(vhid, "database down on the MASTER: handing over");
+                    machine.handle(Mono::now(), Input::Switchover);
                 }
             }
         }
@@ -333,6 +452,11 @@ impl Agent {
             State::Backup => machine.master(),
             State::Master => None,
         };
+        if let (Some(db), Some(master)) = (self.db.as_mut(), followed)
+            && db.following != Some(master)
+        {
+            db.send(DbCommand::Follow(master));
+        }
         if followed == self.xdp_master {
             return;
         }
@@ -395,6 +519,7 @@ impl Agent {
             demoted: machine.demoted(),
             xdp: self.xdp.as_ref().map_or("off", |x| x.mode()).to_string(),
             counters: self.counters,
+            database: self.db.as_ref().map(|d| d.status.clone()),
             last_conflict_mac: self.last_conflict.clone(),
             xdp_counters,
         }
@@ -415,6 +540,16 @@ fn once_per_second(last: &mut Option<Mono>) -> bool {
 async fn next_event(events: &mut Option<XdpEvents>) -> Result<XdpEvent, xdp::XdpError> {
     match events {
         Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next database event; only polled while the database link exists.
+async fn next_db_event(
+    events: &mut Option<tokio::sync::mpsc::UnboundedReceiver<DbEvent>>,
+) -> Option<DbEvent> {
+    match events {
+        Some(e) => e.recv().await,
         None => std::future::pending().await,
     }
 }

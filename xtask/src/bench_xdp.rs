@@ -47,8 +47,8 @@ pub struct BenchXdpArgs {
     /// Length of each flood, seconds.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
-    /// Forged source addresses the flood cycles through (more than 1024 defeat the per-source
-    /// rate limit of the XDP program).
+    /// Forged source addresses the flood cycles through (to test the budget the XDP program
+    /// shares among all sources but the followed master).
     #[arg(long, default_value_t = 1)]
     pub sources: u32,
     /// Implementations, comma-separated: agent-xdp, agent-xdp-off, ucarp, keepalived.

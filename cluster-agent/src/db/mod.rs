@@ -13,6 +13,7 @@ pub mod secret;
 pub mod sql;
 
 mod client;
+pub mod follow;
 
 pub use bootstrap::{Bootstrap, BootstrapError, BootstrapOptions, NodeFiles, NodeSpec, bootstrap};
 pub use client::{Db, DbConfig, DbError, Health, NotReady, Promoted, ReplicaStatus, Replicating};
