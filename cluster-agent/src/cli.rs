@@ -103,14 +103,7 @@ pub fn main() -> ExitCode {
             json,
             control_socket,
         } => report(block_on(async move {
-            let text = crate::control::request(&control_socket, "status")
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot reach the agent at {}: {e}",
-                        control_socket.display()
-                    )
-                })?;
+            let text = ask(&control_socket, "status").await?;
             if json {
                 print!("{text}");
             } else {
@@ -120,14 +113,7 @@ pub fn main() -> ExitCode {
             Ok(())
         })),
         Cmd::Switchover { control_socket } => report(block_on(async move {
-            let text = crate::control::request(&control_socket, "switchover")
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot reach the agent at {}: {e}",
-                        control_socket.display()
-                    )
-                })?;
+            let text = ask(&control_socket, "switchover").await?;
             let status: crate::control::Status = serde_json::from_str(&text)?;
             println!("state now {}", status.state);
             Ok(())
@@ -199,6 +185,12 @@ pub fn main() -> ExitCode {
             })())
         }
     }
+}
+
+async fn ask(socket: &std::path::Path, command: &str) -> anyhow::Result<String> {
+    crate::control::request(socket, command)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the agent at {}: {e}", socket.display()))
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 //! all state, so the answer is a consistent snapshot and no lock is shared with the advert path.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -126,7 +126,7 @@ impl<R: tokio::io::AsyncRead + Unpin> TakeBounded for R {
 }
 
 /// Client side: sends one command and returns the reply line.
-pub async fn request(path: &PathBuf, command: &str) -> std::io::Result<String> {
+pub async fn request(path: &Path, command: &str) -> std::io::Result<String> {
     let mut stream = UnixStream::connect(path).await?;
     stream.write_all(format!("{command}\n").as_bytes()).await?;
     let mut out = String::new();

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::Handle;
+use rtnetlink::packet_route::address::AddressMessage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
@@ -35,16 +36,20 @@ impl Vip {
     }
 
     pub async fn is_present(&self) -> Result<bool, VipError> {
-        let found = self
+        Ok(!self.find().await?.is_empty())
+    }
+
+    /// Every copy of the VIP on the interface, whatever its prefix.
+    async fn find(&self) -> Result<Vec<AddressMessage>, VipError> {
+        Ok(self
             .handle
             .address()
             .get()
             .set_link_index_filter(self.ifindex)
             .set_address_filter(IpAddr::V4(self.addr))
             .execute()
-            .try_next()
-            .await?;
-        Ok(found.is_some())
+            .try_collect()
+            .await?)
     }
 
     /// Adds the VIP; already present is success, so a retry or a restart cannot fail on it.
@@ -61,16 +66,7 @@ impl Vip {
     /// Removes every copy of the VIP on the interface (whatever prefix a crashed run or a
     /// script left); absent is success.
     pub async fn remove(&self) -> Result<(), VipError> {
-        let found: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(self.ifindex)
-            .set_address_filter(IpAddr::V4(self.addr))
-            .execute()
-            .try_collect()
-            .await?;
-        for msg in found {
+        for msg in self.find().await? {
             match self.handle.address().del(msg).execute().await {
                 Ok(()) => {}
                 // Raced with someone else removing it: the goal is reached.
