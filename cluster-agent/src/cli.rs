@@ -209,3 +209,64 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ucarp_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "cluster-agent",
+            "run",
+            "-i",
+            "eth0",
+            "-s",
+            "10.0.0.1",
+            "-v",
+            "7",
+            "-p",
+            "pw",
+            "-a",
+            "10.0.0.100/24",
+            "-b",
+            "1",
+            "-k",
+            "100",
+            "-r",
+            "3",
+            "-P",
+            "-n",
+            "-z",
+            "-S",
+            "-M",
+            "-u",
+            "/up",
+            "-d",
+            "/down",
+            "-x",
+            "extra",
+            "--mcastip",
+            "224.0.0.18",
+            "--xdp",
+            "off",
+            "--mysql-addr",
+            "10.0.0.1",
+        ])
+        .unwrap();
+        let Cmd::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.addr.as_deref(), Some("10.0.0.100/24"));
+        assert_eq!(args.mysql.addr.as_deref(), Some("10.0.0.1"));
+        assert!(
+            args.preempt && args.neutral && args.shutdown && args.ignoreifstate && args.nomcast
+        );
+    }
+}

@@ -119,45 +119,77 @@ pub struct RunArgs {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MysqlArgs {
     /// CA certificate every server's certificate must chain to; setting it enables the section.
-    #[arg(long = "mysql-ca", value_name = "PEM")]
+    #[arg(id = "mysql-ca", long = "mysql-ca", value_name = "PEM")]
     pub ca: Option<PathBuf>,
     /// Address of the local server (default: --srcip, which its certificate names).
-    #[arg(long = "mysql-addr")]
+    #[arg(id = "mysql-addr", long = "mysql-addr")]
     pub addr: Option<String>,
     /// Port of every server in the cluster (default 3306).
-    #[arg(long = "mysql-port")]
+    #[arg(id = "mysql-port", long = "mysql-port")]
     pub port: Option<u16>,
     /// Client certificate and key the agent presents.
-    #[arg(long = "mysql-client-cert", value_name = "PEM")]
+    #[arg(
+        id = "mysql-client-cert",
+        long = "mysql-client-cert",
+        value_name = "PEM"
+    )]
     pub client_cert: Option<PathBuf>,
-    #[arg(long = "mysql-client-key", value_name = "PEM")]
+    #[arg(id = "mysql-client-key", long = "mysql-client-key", value_name = "PEM")]
     pub client_key: Option<PathBuf>,
     /// CA, certificate and key for replication, as paths the database server itself can read.
-    #[arg(long = "mysql-repl-ssl-ca", value_name = "PEM")]
+    #[arg(
+        id = "mysql-repl-ssl-ca",
+        long = "mysql-repl-ssl-ca",
+        value_name = "PEM"
+    )]
     pub repl_ssl_ca: Option<PathBuf>,
-    #[arg(long = "mysql-repl-ssl-cert", value_name = "PEM")]
+    #[arg(
+        id = "mysql-repl-ssl-cert",
+        long = "mysql-repl-ssl-cert",
+        value_name = "PEM"
+    )]
     pub repl_ssl_cert: Option<PathBuf>,
-    #[arg(long = "mysql-repl-ssl-key", value_name = "PEM")]
+    #[arg(
+        id = "mysql-repl-ssl-key",
+        long = "mysql-repl-ssl-key",
+        value_name = "PEM"
+    )]
     pub repl_ssl_key: Option<PathBuf>,
-    #[arg(long = "mysql-admin-user")]
+    #[arg(id = "mysql-admin-user", long = "mysql-admin-user")]
     pub admin_user: Option<String>,
-    #[arg(long = "mysql-admin-password-file", value_name = "FILE")]
+    #[arg(
+        id = "mysql-admin-password-file",
+        long = "mysql-admin-password-file",
+        value_name = "FILE"
+    )]
     pub admin_password_file: Option<PathBuf>,
-    #[arg(long = "mysql-repl-user")]
+    #[arg(id = "mysql-repl-user", long = "mysql-repl-user")]
     pub repl_user: Option<String>,
-    #[arg(long = "mysql-repl-password-file", value_name = "FILE")]
+    #[arg(
+        id = "mysql-repl-password-file",
+        long = "mysql-repl-password-file",
+        value_name = "FILE"
+    )]
     pub repl_password_file: Option<PathBuf>,
     /// Longest wait for the relay log to be applied before a promotion gives up (seconds).
-    #[arg(long = "mysql-promote-timeout", value_name = "SECS")]
+    #[arg(
+        id = "mysql-promote-timeout",
+        long = "mysql-promote-timeout",
+        value_name = "SECS"
+    )]
     pub promote_timeout: Option<u64>,
     /// Replication lag above which this node advertises a demoted skew (seconds).
-    #[arg(long = "mysql-max-lag", value_name = "SECS")]
+    #[arg(id = "mysql-max-lag", long = "mysql-max-lag", value_name = "SECS")]
     pub max_lag: Option<u64>,
     /// How often the catch-up gate checks the local server (milliseconds).
-    #[arg(long = "mysql-check-interval", value_name = "MS")]
+    #[arg(
+        id = "mysql-check-interval",
+        long = "mysql-check-interval",
+        value_name = "MS"
+    )]
     pub check_interval: Option<u64>,
     /// Add the VIP before promoting the database rather than after (faster, less safe).
-    #[arg(long = "mysql-vip-first")]
+    #[arg(id = "mysql-vip-first", long = "mysql-vip-first")]
     #[serde(default)]
     pub vip_first: bool,
 }

@@ -16,9 +16,14 @@ fn hung_up_script_never_delays_adverts() {
     }
     let rig = Rig::new(RigConfig::nodes(2));
     let args_file = rig.dir().join("up-args");
+    let pid_file = rig.dir().join("up-pid");
     let up = rig.write_script(
         "hang-up.sh",
-        &format!("echo \"$@\" > {}\nexec sleep 600", args_file.display()),
+        &format!(
+            "echo \"$@\" > {}\necho $$ > {}\nexec sleep 600",
+            args_file.display(),
+            pid_file.display()
+        ),
     );
     let up = up.to_str().unwrap().to_string();
     let agent = rig.start_agent(
@@ -56,7 +61,9 @@ fn hung_up_script_never_delays_adverts() {
     );
     let args = std::fs::read_to_string(&args_file).expect("the up script ran");
     assert_eq!(args.trim(), "eth0 10.99.0.100 extra");
+    let pid = std::fs::read_to_string(&pid_file).expect("the up script wrote its pid");
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
     wait_until(Duration::from_secs(5), "the hung script is killed", || {
-        !rig.exec(0, &["pgrep", "-f", "sleep 600"]).status.success()
+        !proc_dir.exists()
     });
 }
