@@ -263,19 +263,18 @@ impl Agent {
         while let Some(action) = machine.poll_action() {
             match action {
                 Action::SendAdvert { advbase, advskew } => self.send_advert(advbase, advskew),
-                Action::SendGarp => {
-                    if let Err(error) = self
-                        .garp
-                        .send(&wire::garp_frame(self.mac, self.s.vip), [0xff; 6])
-                    {
-                        tracing::warn!(vhid = self.s.vhid, %error, "gratuitous ARP failed");
-                    }
-                }
+                Action::SendGarp => self.send_garp(),
                 Action::Transition { from, to, reason } => {
                     self.counters.transitions += 1;
                     tracing::info!(vhid = self.s.vhid, %from, state = %to, ?reason, "state change");
                     match to {
                         State::Master => match &mut self.db {
+                            // Diverged data must never become the writable copy, even on the
+                            // last node alive: hand mastership back at once.
+                            Some(db) if !db.status.errant.is_empty() => {
+                                tracing::error!(vhid = self.s.vhid, gtids = %db.status.errant.join(","), "won the election with errant transactions: refusing to promote");
+                                machine.handle(Mono::now(), Input::Switchover);
+                            }
                             // The safe order: the database is writable before clients can reach
                             // the VIP; the VIP follows when the promotion reports success.
                             Some(db) if !db.vip_first => {
@@ -304,6 +303,15 @@ impl Agent {
         }
     }
 
+    fn send_garp(&self) {
+        if let Err(error) = self
+            .garp
+            .send(&wire::garp_frame(self.mac, self.s.vip), [0xff; 6])
+        {
+            tracing::warn!(vhid = self.s.vhid, %error, "gratuitous ARP failed");
+        }
+    }
+
     async fn take_vip(&mut self) {
         // XDP first: ARP is answered and traffic accepted the moment the address exists.
         self.set_xdp_role(true);
@@ -322,6 +330,8 @@ impl Agent {
                 db.status.last_error = None;
                 if machine.state() == State::Master && !db.vip_first {
                     self.take_vip().await;
+                    // The takeover announcement went out before the address existed.
+                    self.send_garp();
                 }
             }
             DbEvent::Promoted(Err(error)) => {

@@ -389,7 +389,9 @@ fn node_cnf(files: &NodeFiles, installed: &Path, semi_sync_timeout_ms: u32) -> S
          # Include it from the server's configuration (e.g. /etc/mysql/mariadb.conf.d/).\n\
          [mariadbd]\n\
          server_id = {server_id}\n\
-         bind_address = {addr}\n\
+         # Every address: applications reach the master on the VIP, which comes and goes;\n\
+         # require_secure_transport keeps every connection on TLS.\n\
+         bind_address = 0.0.0.0\n\
          # GTID replication; every node logs what it applies, so any replica can become master.\n\
          log_bin = mariadb-bin\n\
          log_slave_updates = ON\n\
@@ -506,7 +508,7 @@ mod tests {
         let cnf = std::fs::read_to_string(&b.nodes[1].cnf).unwrap();
         for want in [
             "server_id = 2",
-            "bind_address = 10.1.0.2",
+            "bind_address = 0.0.0.0",
             "require_secure_transport = ON",
             "gtid_strict_mode = ON",
             "read_only = ON",
