@@ -115,6 +115,17 @@ impl MariaDb {
     /// `node_cnf` (the node's `cluster-agent.cnf` from bootstrap) included, on a fresh copy of
     /// the template data directory, and waits until it answers.
     pub fn start(rig: &Rig, node: usize, addr: IpAddr, node_cnf: &Path) -> MariaDb {
+        MariaDb::start_with(rig, node, addr, node_cnf, "")
+    }
+
+    /// As [`MariaDb::start`], with `overrides` (option lines) after the node's settings.
+    pub fn start_with(
+        rig: &Rig,
+        node: usize,
+        addr: IpAddr,
+        node_cnf: &Path,
+        overrides: &str,
+    ) -> MariaDb {
         let dir = rig.dir().join(format!("mariadb-n{node}"));
         let data = dir.join("data");
         let _ = std::fs::remove_dir_all(&dir);
@@ -135,7 +146,8 @@ impl MariaDb {
                  performance_schema = OFF\n\
                  innodb_buffer_pool_size = 32M\n\
                  innodb_log_file_size = 4M\n\
-                 !include {node_cnf}\n",
+                 !include {node_cnf}\n\
+                 {overrides}\n",
                 data = data.display(),
                 socket = socket.display(),
                 dir = dir.display(),
@@ -277,7 +289,12 @@ impl MariaDb {
 
 /// Runs a `mariadb` client command with `sql` on its stdin, bounded in time; its output, or
 /// its error message.
-pub fn run_client(mut c: Command, sql: &str) -> Result<String, String> {
+pub fn run_client(c: Command, sql: &str) -> Result<String, String> {
+    run_client_within(c, sql, CLIENT_TIMEOUT)
+}
+
+/// As [`run_client`], killing the client after `limit` (an error: nothing was acknowledged).
+pub fn run_client_within(mut c: Command, sql: &str, limit: Duration) -> Result<String, String> {
     use std::io::Write;
     use std::process::Stdio;
     let mut child = c
@@ -295,7 +312,7 @@ pub fn run_client(mut c: Command, sql: &str) -> Result<String, String> {
     // A watchdog bounds the call: a server that hangs must fail the test, not stall it.
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
-        if done_rx.recv_timeout(CLIENT_TIMEOUT).is_err() {
+        if done_rx.recv_timeout(limit).is_err() {
             // SAFETY: kill(2) on our own child, which is not reaped before `done` is sent.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
@@ -321,6 +338,417 @@ impl Drop for MariaDb {
         self.kill();
         if !std::thread::panicking() && std::env::var_os("CLUSTER_KEEP_RIG").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// What `cluster-agent db bootstrap` wrote, by its documented layout.
+#[derive(Clone, Debug)]
+pub struct ClusterFiles {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub users_sql: PathBuf,
+    pub admin_password_file: PathBuf,
+    pub repl_password_file: PathBuf,
+    pub nodes: Vec<NodeFiles>,
+}
+
+/// One node's files from `cluster-agent db bootstrap`.
+#[derive(Clone, Debug)]
+pub struct NodeFiles {
+    pub dir: PathBuf,
+    pub cnf: PathBuf,
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// Runs `cluster-agent db bootstrap` for every node of `rig` (named `node<i>`) into `out`.
+pub fn bootstrap_cli(rig: &Rig, out: &Path) -> ClusterFiles {
+    let mut c = Command::new(crate::env::agent_bin());
+    c.args(["db", "bootstrap", "--out"]).arg(out);
+    for i in 0..rig.node_count() {
+        c.arg("--node").arg(format!("node{i}={}", rig.addr(i)));
+    }
+    let o = cmd::output_timeout(&mut c, Duration::from_secs(30)).expect("db bootstrap hangs");
+    assert!(
+        o.status.success(),
+        "cluster-agent db bootstrap failed ({}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let nodes = (0..rig.node_count())
+        .map(|i| {
+            let dir = out.join("nodes").join(format!("node{i}"));
+            NodeFiles {
+                cnf: dir.join("cluster-agent.cnf"),
+                ca: dir.join("ca.pem"),
+                client_cert: dir.join("client-cert.pem"),
+                client_key: dir.join("client-key.pem"),
+                dir,
+            }
+        })
+        .collect();
+    let files = ClusterFiles {
+        dir: out.to_path_buf(),
+        ca: out.join("ca.pem"),
+        users_sql: out.join("users.sql"),
+        admin_password_file: out.join("secrets").join("admin.pass"),
+        repl_password_file: out.join("secrets").join("replication.pass"),
+        nodes,
+    };
+    for f in [&files.ca, &files.users_sql, &files.admin_password_file] {
+        assert!(f.is_file(), "bootstrap wrote no {}", f.display());
+    }
+    files
+}
+
+/// The application's account and table on every server of an [`AgentDbCluster`].
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-agent-test-password";
+
+/// What `status --json` says about the database (see the agent's control module).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct DbStatus {
+    pub role: String,
+    pub gate: Option<String>,
+    #[serde(default)]
+    pub errant: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+/// The parts of `status --json` the database tests look at.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct AgentDbStatus {
+    pub state: String,
+    pub master: Option<String>,
+    pub advskew: u8,
+    pub demoted: bool,
+    pub database: Option<DbStatus>,
+}
+
+impl AgentDbStatus {
+    pub fn is_master(&self) -> bool {
+        self.state == "MASTER"
+    }
+
+    pub fn db_role(&self) -> &str {
+        self.database.as_ref().map_or("", |d| d.role.as_str())
+    }
+}
+
+/// Agents with `[mysql]` on every node of a rig, each with its own MariaDB (TLS required,
+/// bootstrapped by the agent's own command), and a client namespace that reaches the database
+/// only through the VIP.
+pub struct AgentDbCluster {
+    // Fields drop in order: agents, then servers, then the rig's namespaces.
+    agents: Vec<Option<crate::agent::Agent>>,
+    servers: Vec<MariaDb>,
+    pub files: ClusterFiles,
+    pub rig: Rig,
+}
+
+/// The VIP every [`AgentDbCluster`] moves, its CARP settings, and the client's address.
+pub const VIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 99, 0, 100);
+pub const VHID: u8 = 31;
+pub const CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 99, 0, 200);
+
+impl AgentDbCluster {
+    /// A rig of `n` nodes and a client, every node's MariaDB up (read-only, as bootstrap
+    /// leaves it) with the users, an empty table `t.rows` and the application account; no
+    /// agent yet.
+    pub fn start(n: usize) -> AgentDbCluster {
+        let t0 = std::time::Instant::now();
+        let rig = Rig::new(crate::rig::RigConfig::nodes(n).client(CLIENT));
+        let files = bootstrap_cli(&rig, &rig.dir().join("db-bootstrap"));
+        let users = std::fs::read_to_string(&files.users_sql).expect("read users.sql");
+        let mut servers = Vec::new();
+        for i in 0..n {
+            let s = MariaDb::start_with(&rig, i, IpAddr::V4(rig.addr(i)), &files.nodes[i].cnf, "");
+            s.sql(&users);
+            // Outside the binary log: no server holds a GTID the others lack.
+            s.sql(&format!(
+                "SET SESSION sql_log_bin = 0;\n\
+                 CREATE DATABASE t;\n\
+                 CREATE TABLE t.rows (id BIGINT PRIMARY KEY, note VARCHAR(32)) ENGINE=InnoDB;\n\
+                 CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}' REQUIRE SSL;\n\
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON t.* TO '{APP_USER}'@'%';\n\
+                 CREATE USER '{APP_USER}'@'localhost' IDENTIFIED BY '{APP_PASSWORD}';\n\
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON t.* TO '{APP_USER}'@'localhost';\n"
+            ));
+            servers.push(s);
+        }
+        eprintln!("{n} MariaDB servers bootstrapped in {:?}", t0.elapsed());
+        AgentDbCluster {
+            agents: (0..n).map(|_| None).collect(),
+            servers,
+            files,
+            rig,
+        }
+    }
+
+    pub fn server(&self, i: usize) -> &MariaDb {
+        &self.servers[i]
+    }
+
+    pub fn server_mut(&mut self, i: usize) -> &mut MariaDb {
+        &mut self.servers[i]
+    }
+
+    /// Agent settings for node `i`: fast mode (advbase 0) with `advskew`, deadratio 3, the
+    /// `[mysql]` flags from bootstrap's files, a 100 ms health check.
+    pub fn agent_opts(&self, i: usize, advskew: u8) -> crate::agent::AgentOpts {
+        let f = &self.files.nodes[i];
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let mut o = crate::agent::AgentOpts::new(VHID, "dbtest", &format!("{VIP}/24"))
+            .advbase(0)
+            .advskew(advskew)
+            .deadratio(3);
+        for (flag, value) in [
+            ("--mysql-ca", path(&f.ca)),
+            ("--mysql-client-cert", path(&f.client_cert)),
+            ("--mysql-client-key", path(&f.client_key)),
+            (
+                "--mysql-admin-password-file",
+                path(&self.files.admin_password_file),
+            ),
+            (
+                "--mysql-repl-password-file",
+                path(&self.files.repl_password_file),
+            ),
+            ("--mysql-check-interval", "100".into()),
+            ("--mysql-promote-timeout", "10".into()),
+            ("--mysql-max-lag", "5".into()),
+        ] {
+            o = o.arg(flag).arg(&value);
+        }
+        o
+    }
+
+    /// Starts the agent on node `i` and waits until it answers.
+    pub fn start_agent(&mut self, i: usize, o: &crate::agent::AgentOpts) {
+        self.agents[i] = Some(self.rig.start_agent(i, o));
+    }
+
+    /// Stops the agent on node `i` (SIGKILL, as a crash would).
+    pub fn kill_agent(&mut self, i: usize) {
+        self.agents[i] = None;
+    }
+
+    pub fn agent(&self, i: usize) -> &crate::agent::Agent {
+        self.agents[i]
+            .as_ref()
+            .unwrap_or_else(|| panic!("no agent running on node{i}"))
+    }
+
+    /// The agent's status on node `i`.
+    pub fn status(&self, i: usize) -> anyhow::Result<AgentDbStatus> {
+        use anyhow::Context;
+        let socket = &self.agent(i).socket;
+        let mut c = Command::new(crate::env::agent_bin());
+        c.args(["status", "--json", "--control-socket"]).arg(socket);
+        let out = cmd::output_timeout(&mut c, Duration::from_secs(2))
+            .context("`status` did not answer within 2 s")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "`status` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "unexpected status JSON: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// The agent's status on node `i`, panicking if it does not answer.
+    pub fn status_now(&self, i: usize) -> AgentDbStatus {
+        self.status(i)
+            .unwrap_or_else(|e| panic!("status of the agent on node{i}: {e:#}"))
+    }
+
+    /// Nodes with a running agent that hold the VIP.
+    pub fn vip_holders(&self) -> Vec<usize> {
+        let live: Vec<usize> = (0..self.agents.len())
+            .filter(|&i| self.agents[i].is_some())
+            .collect();
+        self.rig.holders(VIP, &live)
+    }
+
+    /// Node `i` is the one master: its agent is MASTER with the database promoted, it alone
+    /// holds the VIP, and its server is writable.
+    pub fn is_sole_master(&self, i: usize) -> bool {
+        self.status(i)
+            .is_ok_and(|s| s.is_master() && s.db_role() == "master")
+            && self.vip_holders() == [i]
+            && self.servers[i]
+                .try_sql("SELECT @@read_only")
+                .ok()
+                .as_deref()
+                == Some("0\n")
+    }
+
+    /// Waits until node `i` is the sole master; returns how long that took.
+    pub fn wait_sole_master(&self, i: usize, timeout: Duration) -> Duration {
+        wait_until(timeout, &format!("node{i} is the sole master"), || {
+            self.check_agents();
+            self.is_sole_master(i)
+        })
+    }
+
+    /// Node `i` is a BACKUP whose server is read-only and replicates from `master` over
+    /// verified TLS, both threads running.
+    pub fn is_replica_of(&self, i: usize, master: usize) -> bool {
+        let Ok(s) = self.status(i) else { return false };
+        if s.is_master() || s.db_role() != "replica" {
+            return false;
+        }
+        let st = self.servers[i].slave_status();
+        let is = |k: &str, v: &str| st.get(k).map(String::as_str) == Some(v);
+        self.servers[i]
+            .try_sql("SELECT @@read_only")
+            .ok()
+            .as_deref()
+            == Some("1\n")
+            && is("Master_Host", &self.rig.addr(master).to_string())
+            && is("Slave_IO_Running", "Yes")
+            && is("Slave_SQL_Running", "Yes")
+            && is("Master_SSL_Allowed", "Yes")
+            && is("Master_SSL_Verify_Server_Cert", "Yes")
+            && is("Using_Gtid", "Slave_Pos")
+    }
+
+    pub fn wait_replica_of(&self, i: usize, master: usize, timeout: Duration) -> Duration {
+        wait_until(
+            timeout,
+            &format!("node{i} replicates from node{master} over verified TLS"),
+            || {
+                self.check_agents();
+                self.is_replica_of(i, master)
+            },
+        )
+    }
+
+    /// Panics (with the agent's log) if an agent that should run has exited.
+    pub fn check_agents(&self) {
+        for a in self.agents.iter().flatten() {
+            // An exited child stays a zombie until reaped: state `Z` in /proc/PID/stat.
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", a.proc.pid())).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            if matches!(state, None | Some("Z" | "X")) {
+                panic!("{} exited:\n{}", a.proc.name(), a.proc.log());
+            }
+        }
+    }
+
+    /// The application's view: the database through the VIP, from the client namespace.
+    pub fn vip(&self) -> VipClient {
+        VipClient {
+            ns: self
+                .rig
+                .client_ns()
+                .expect("the rig has a client")
+                .to_string(),
+            ca: self.files.ca.clone(),
+            host: VIP.to_string(),
+            port: PORT,
+        }
+    }
+
+    /// The ids in `t.rows` on node `i`'s server (as root, on its socket).
+    pub fn ids(&self, i: usize) -> Vec<i64> {
+        self.servers[i]
+            .sql("SELECT id FROM t.rows ORDER BY id")
+            .lines()
+            .map(|l| l.trim().parse().expect("integer id"))
+            .collect()
+    }
+
+    /// Power failure of node `i`: its agent, its server and everything else in it die at
+    /// once, its switch port goes down.
+    pub fn power_fail(&mut self, i: usize) {
+        self.rig.power_fail(i);
+        self.agents[i] = None;
+        self.servers[i].kill();
+    }
+
+    /// Node `i` boots again: port up, own address back, its server restarted on its data
+    /// (crash recovery); the agent is left to the caller.
+    pub fn power_on(&mut self, i: usize) {
+        self.rig.power_on(i);
+        self.servers[i].restart();
+    }
+
+    /// The agent's log on node `i` so far.
+    pub fn agent_log(&self, i: usize) -> String {
+        self.agent(i).proc.log()
+    }
+}
+
+/// The application: a `mariadb` client in the client namespace, connected to the VIP over TLS
+/// as the application account. The server's certificate names the node, not the VIP, so the
+/// client verifies the chain to the cluster's CA only.
+#[derive(Clone, Debug)]
+pub struct VipClient {
+    pub ns: String,
+    pub ca: PathBuf,
+    /// Where the client connects: the VIP, or a relay in the client namespace that leads there.
+    pub host: String,
+    pub port: u16,
+}
+
+impl VipClient {
+    pub fn command(&self) -> Command {
+        let mut c = cmd::netns_command(
+            &self.ns,
+            client_bin(),
+            &[
+                "--no-defaults".to_string(),
+                format!("--host={}", self.host),
+                format!("--port={}", self.port),
+                format!("--user={APP_USER}"),
+                format!("--ssl-ca={}", self.ca.display()),
+                "--connect-timeout=1".to_string(),
+                "--batch".to_string(),
+                "--skip-column-names".to_string(),
+            ],
+        );
+        // The client reads it from the environment: never a password on a command line.
+        c.env("MYSQL_PWD", APP_PASSWORD);
+        c
+    }
+
+    /// Runs `sql` through the VIP, giving up after `limit`.
+    pub fn sql(&self, sql: &str, limit: Duration) -> Result<String, String> {
+        run_client_within(self.command(), sql, limit)
+    }
+
+    /// Inserts row `id` through the VIP; `Ok` only if the commit was acknowledged.
+    pub fn insert(&self, id: i64, limit: Duration) -> Result<(), String> {
+        self.sql(&format!("INSERT INTO t.rows VALUES ({id}, 'vip')"), limit)
+            .map(drop)
+    }
+
+    /// Inserts row `id` and returns the `server_id` of the server that acknowledged it.
+    pub fn insert_where(&self, id: i64, limit: Duration) -> Result<u32, String> {
+        let out = self.sql(
+            &format!("INSERT INTO t.rows VALUES ({id}, 'vip'); SELECT @@server_id;"),
+            limit,
+        )?;
+        out.trim()
+            .parse()
+            .map_err(|_| format!("unexpected answer {out:?}"))
+    }
+
+    /// Inserts every id of `ids`, panicking at the first failure.
+    pub fn insert_all(&self, ids: std::ops::RangeInclusive<i64>) {
+        for id in ids {
+            self.insert(id, CLIENT_TIMEOUT)
+                .unwrap_or_else(|e| panic!("insert {id} through the VIP: {e}"));
         }
     }
 }

@@ -29,6 +29,8 @@ pub enum Bench {
     Failover(FailoverArgs),
     /// XDP program cost per packet, and forged-advert floods against every implementation.
     Xdp(crate::bench_xdp::BenchXdpArgs),
+    /// Database failover: MASTER transition to the first write through the VIP, lost writes.
+    Db(crate::bench_db::BenchDbArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +74,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         Bench::Failover(a) => failover(a),
         Bench::Xdp(a) => crate::bench_xdp::run(a),
+        Bench::Db(a) => crate::bench_db::run(a),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod adverts;
 mod bench;
+mod bench_db;
 mod bench_xdp;
 mod cmd;
 mod demo;

@@ -7,6 +7,7 @@
 mod cluster;
 mod config;
 mod db;
+mod db_agent;
 mod flood;
 mod golden;
 mod hooks;

@@ -1,0 +1,794 @@
+//! `cargo xtask bench db`: how soon the application can write again after the database
+//! follows the VIP to another node, and whether any write it saw acknowledged is lost.
+//!
+//! Each run builds a fresh two-node cluster (agents in fast mode, a MariaDB per node with TLS,
+//! semi-sync on), starts an application in the client namespace that commits numbered rows
+//! through the VIP one after the other, then fails the master one of three ways:
+//!
+//! - `power`: the master node loses power (every process killed, its switch port down);
+//! - `database`: only the master's `mariadbd` dies (its agent hands over);
+//! - `switchover`: the operator asks the master's agent to hand over.
+//!
+//! Measured: from the new master's MASTER transition (its log line) to the first write that its
+//! server acknowledged through the VIP, and the steps in between (promotion, and inside it the
+//! stop of the receiving thread and the relay-log wait, from the agent's debug lines; the VIP
+//! answering TCP). After the run every acknowledged row must be on the new master.
+//!
+//! The application reaches the VIP through a relay in the client namespace that retries its
+//! TCP connection every few milliseconds, as a connection pool with a short connect timeout
+//! would: the kernel's one-second SYN retransmission would otherwise hide everything the agent
+//! does in a coarse step. Each write is one `mariadb` client call with a time limit; a call that
+//! overruns it counts as not acknowledged.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ::tests::mariadb::{AgentDbCluster, PORT, VIP, VipClient};
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use serde::Serialize;
+
+use crate::cmd::say;
+use crate::report::{Stats, Table, ms, utc_stamp};
+use crate::scenario::{self, catch, check_interrupt};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchDbArgs {
+    /// Failovers measured per failure kind (each on a fresh cluster); at least 10.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Failure kinds, comma-separated: power, database, switchover.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "power,database,switchover"
+    )]
+    pub failures: Vec<String>,
+    /// Directory for the markdown and JSON results (relative to the current directory).
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+}
+
+/// Advert skews in fast mode: node0 (the first master) and node1 (its replica).
+const SKEW: [u8; 2] = [40, 80];
+/// The goal: median from the MASTER transition to the first write, with a caught-up replica.
+const GOAL_MS: f64 = 50.0;
+/// Rows acknowledged before the failure, and on the new master before a run ends.
+const ROWS_BEFORE: usize = 20;
+const ROWS_AFTER: usize = 10;
+/// Longest one write may take before the application gives up on it.
+const WRITE_LIMIT: Duration = Duration::from_millis(1500);
+/// How often the relay retries its connection to the VIP.
+const RETRY_EVERY: Duration = Duration::from_millis(5);
+/// Longest a run may take from the failure to the last write it waits for.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Failure {
+    Power,
+    Database,
+    Switchover,
+}
+
+impl Failure {
+    fn parse(s: &str) -> Result<Failure> {
+        Ok(match s.trim() {
+            "power" => Failure::Power,
+            "database" => Failure::Database,
+            "switchover" => Failure::Switchover,
+            other => bail!("unknown failure kind {other:?} (power, database, switchover)"),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Failure::Power => "power",
+            Failure::Database => "database",
+            Failure::Switchover => "switchover",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Failure::Power => "power failure of the master node",
+            Failure::Database => "the master's mariadbd killed, its agent alive",
+            Failure::Switchover => "switchover requested on the master's agent",
+        }
+    }
+}
+
+/// One measured failover; times in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+struct RunResult {
+    run: usize,
+    /// From the failure to the new master's MASTER transition.
+    detection_ms: f64,
+    /// From the MASTER transition to the first write acknowledged by the new master.
+    transition_to_write_ms: f64,
+    /// From the MASTER transition to the agent's "database promoted" line.
+    transition_to_promoted_ms: Option<f64>,
+    /// Inside the promotion: stopping the receiving thread, then the relay-log wait.
+    stop_receiving_ms: Option<f64>,
+    relay_wait_ms: Option<f64>,
+    /// From the promotion to the VIP answering TCP (the relay's first connection after it).
+    promoted_to_tcp_ms: Option<f64>,
+    /// From the VIP answering TCP to the first acknowledged write.
+    tcp_to_write_ms: Option<f64>,
+    /// From the failure to the first write acknowledged by the new master.
+    outage_ms: f64,
+    acknowledged: usize,
+    failed_writes: usize,
+    lost_acknowledged: Vec<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct KindResult {
+    failure: Failure,
+    runs: Vec<RunResult>,
+    errors: Vec<String>,
+    transition_to_write: Option<Stats>,
+    transition_to_promoted: Option<Stats>,
+    stop_receiving: Option<Stats>,
+    relay_wait: Option<Stats>,
+    promoted_to_tcp: Option<Stats>,
+    tcp_to_write: Option<Stats>,
+    detection: Option<Stats>,
+    outage: Option<Stats>,
+    lost_acknowledged: usize,
+}
+
+pub fn run(args: BenchDbArgs) -> Result<()> {
+    ensure!(
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() } == 0,
+        "bench db needs root (network namespaces)"
+    );
+    ensure!(
+        (10..=1000).contains(&args.runs),
+        "--runs must be between 10 and 1000"
+    );
+    let kinds = args
+        .failures
+        .iter()
+        .map(|s| Failure::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    let built = crate::tasks::build(true)?;
+    let _pinned = scenario::PinnedAgent::new(&built.agent_bin)?;
+    scenario::install_signal_handlers();
+
+    let mut results: Vec<KindResult> = kinds
+        .iter()
+        .map(|&failure| KindResult {
+            failure,
+            runs: Vec::new(),
+            errors: Vec::new(),
+            transition_to_write: None,
+            transition_to_promoted: None,
+            stop_receiving: None,
+            relay_wait: None,
+            promoted_to_tcp: None,
+            tcp_to_write: None,
+            detection: None,
+            outage: None,
+            lost_acknowledged: 0,
+        })
+        .collect();
+    // Round-robin over the kinds, so slow drifts of the machine hit all alike.
+    for run in 1..=args.runs {
+        for res in results.iter_mut() {
+            check_interrupt()?;
+            let kind = res.failure;
+            say(format_args!(
+                "db failover run {run}/{} ({})",
+                args.runs,
+                kind.describe()
+            ));
+            match catch(|| one_run(kind, run)) {
+                Ok(r) => {
+                    say(format_args!(
+                        "  transition -> first write {} ms (promoted {} ms, stop receiving {} ms, TCP {} ms); outage {} ms; {} acknowledged, {} lost",
+                        ms(Some(r.transition_to_write_ms)),
+                        ms(r.transition_to_promoted_ms),
+                        ms(r.stop_receiving_ms),
+                        ms(r.promoted_to_tcp_ms),
+                        ms(Some(r.outage_ms)),
+                        r.acknowledged,
+                        r.lost_acknowledged.len()
+                    ));
+                    res.runs.push(r);
+                }
+                Err(e) => {
+                    check_interrupt()?;
+                    say(format_args!("  run {run} failed: {e:#}"));
+                    res.errors.push(format!("run {run}: {e:#}"));
+                }
+            }
+        }
+    }
+    for res in &mut results {
+        let col = |f: &dyn Fn(&RunResult) -> Option<f64>| -> Vec<f64> {
+            res.runs.iter().filter_map(f).collect()
+        };
+        res.transition_to_write = Stats::of(&col(&|r| Some(r.transition_to_write_ms)));
+        res.transition_to_promoted = Stats::of(&col(&|r| r.transition_to_promoted_ms));
+        res.stop_receiving = Stats::of(&col(&|r| r.stop_receiving_ms));
+        res.relay_wait = Stats::of(&col(&|r| r.relay_wait_ms));
+        res.promoted_to_tcp = Stats::of(&col(&|r| r.promoted_to_tcp_ms));
+        res.tcp_to_write = Stats::of(&col(&|r| r.tcp_to_write_ms));
+        res.detection = Stats::of(&col(&|r| Some(r.detection_ms)));
+        res.outage = Stats::of(&col(&|r| Some(r.outage_ms)));
+        res.lost_acknowledged = res.runs.iter().map(|r| r.lost_acknowledged.len()).sum();
+    }
+
+    let stamp = utc_stamp();
+    let markdown = render(&results, &stamp, args.runs);
+    println!("{markdown}");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let md_path = args.out.join(format!("db-{stamp}.md"));
+    let json_path = args.out.join(format!("db-{stamp}.json"));
+    std::fs::write(&md_path, &markdown)
+        .with_context(|| format!("writing {}", md_path.display()))?;
+    let json = serde_json::json!({
+        "date": stamp,
+        "advbase": 0,
+        "advskew": SKEW,
+        "deadratio": 3,
+        "goal_ms": GOAL_MS,
+        "runs_per_failure": args.runs,
+        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "results": results,
+    });
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    say(format_args!(
+        "results written to {} and {}",
+        md_path.display(),
+        json_path.display()
+    ));
+    let lost: usize = results.iter().map(|r| r.lost_acknowledged).sum();
+    ensure!(lost == 0, "{lost} acknowledged write(s) lost");
+    Ok(())
+}
+
+/// Wall-clock nanoseconds since the epoch: the clock the agent's log lines carry.
+fn wall_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn ms_between(from: i64, to: i64) -> f64 {
+    (to - from) as f64 / 1e6
+}
+
+/// One write of the application.
+#[derive(Clone, Debug)]
+struct Write {
+    id: i64,
+    end_ns: i64,
+    /// `server_id` of the server that acknowledged it; `None`: not acknowledged.
+    server: Option<u32>,
+}
+
+fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
+    let mut c = AgentDbCluster::start(2);
+    let o = c.agent_opts(0, SKEW[0]);
+    c.start_agent(0, &o);
+    c.wait_sole_master(0, START_LIMIT);
+    let o = c.agent_opts(1, SKEW[1]);
+    c.start_agent(1, &o);
+    c.wait_replica_of(1, 0, START_LIMIT);
+    scenario::wait_for(START_LIMIT, "node0 has a semi-sync replica", || {
+        let out = c
+            .server(0)
+            .sql("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_clients'");
+        Ok((out.split_whitespace().nth(1) == Some("1")).then_some(()))
+    })?;
+
+    let relay = Relay::start(
+        c.rig.client_ns().expect("client namespace"),
+        SocketAddr::from((VIP, PORT)),
+    )?;
+    let mut app = c.vip();
+    app.host = Ipv4Addr::LOCALHOST.to_string();
+    app.port = relay.port;
+    let writer = Writer::start(app);
+    let new_server = 2; // node1's server_id, as bootstrap numbers them
+    scenario::wait_for(FAILOVER_LIMIT, "writes acknowledged by node0", || {
+        Ok((writer.acknowledged_by(1) >= ROWS_BEFORE).then_some(()))
+    })?;
+
+    let t_fail = wall_ns();
+    match kind {
+        Failure::Power => c.power_fail(0),
+        Failure::Database => c.server_mut(0).kill(),
+        Failure::Switchover => {
+            let out = ::tests::agent::run_agent_cmd(
+                None,
+                &[
+                    "switchover",
+                    "--control-socket",
+                    &c.agent(0).socket.to_string_lossy(),
+                ],
+                Duration::from_secs(5),
+            )
+            .ok_or_else(|| anyhow!("switchover did not answer"))?;
+            ensure!(
+                out.status.success(),
+                "switchover failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    scenario::wait_for(FAILOVER_LIMIT, "writes acknowledged by node1", || {
+        Ok((writer.acknowledged_by(new_server) >= ROWS_AFTER).then_some(()))
+    })?;
+    let writes = writer.stop();
+    let tcp_connects = relay.stop();
+
+    let log = c.agent_log(1);
+    let transition = log_times(&log, |l| {
+        l.contains("state change") && l.contains("state=MASTER")
+    })
+    .into_iter()
+    .find(|t| *t >= t_fail)
+    .ok_or_else(|| anyhow!("node1's agent logged no MASTER transition after the failure"))?;
+    let promoted = log_times(&log, |l| l.contains("database promoted"))
+        .into_iter()
+        .find(|t| *t >= transition);
+    let stop_receiving = log_field(&log, transition, "promote: receiving stopped", "elapsed_ms");
+    let relay_returned = log_field(
+        &log,
+        transition,
+        "promote: relay log wait returned",
+        "elapsed_ms",
+    );
+    let first = writes
+        .iter()
+        .find(|w| w.server == Some(new_server) && w.end_ns >= t_fail)
+        .ok_or_else(|| anyhow!("no write acknowledged by node1"))?;
+    let tcp = promoted.and_then(|p| tcp_connects.iter().copied().find(|t| *t >= p));
+
+    let on_new: std::collections::BTreeSet<i64> = c.ids(1).into_iter().collect();
+    let lost: Vec<i64> = writes
+        .iter()
+        .filter(|w| w.server.is_some() && !on_new.contains(&w.id))
+        .map(|w| w.id)
+        .collect();
+    if !lost.is_empty() {
+        say(format_args!(
+            "  run {run}: acknowledged writes missing on the new master: {lost:?}"
+        ));
+    }
+    Ok(RunResult {
+        run,
+        detection_ms: ms_between(t_fail, transition),
+        transition_to_write_ms: ms_between(transition, first.end_ns),
+        transition_to_promoted_ms: promoted.map(|p| ms_between(transition, p)),
+        stop_receiving_ms: stop_receiving,
+        relay_wait_ms: stop_receiving.zip(relay_returned).map(|(a, b)| b - a),
+        promoted_to_tcp_ms: promoted.zip(tcp).map(|(p, t)| ms_between(p, t)),
+        tcp_to_write_ms: tcp.map(|t| ms_between(t, first.end_ns)),
+        outage_ms: ms_between(t_fail, first.end_ns),
+        acknowledged: writes.iter().filter(|w| w.server.is_some()).count(),
+        failed_writes: writes.iter().filter(|w| w.server.is_none()).count(),
+        lost_acknowledged: lost,
+    })
+}
+
+/// The application: numbered rows, one at a time, each through a fresh `mariadb` call.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    writes: Arc<Mutex<Vec<Write>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(app: VipClient) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let next = AtomicI64::new(1);
+        let thread = {
+            let (stop, writes) = (stop.clone(), writes.clone());
+            std::thread::spawn(move || {
+                // Bounded: a run ends long before this many rows.
+                for _ in 0..1_000_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let id = next.fetch_add(1, Ordering::SeqCst);
+                    let server = app.insert_where(id, WRITE_LIMIT).ok();
+                    writes.lock().unwrap().push(Write {
+                        id,
+                        end_ns: wall_ns(),
+                        server,
+                    });
+                }
+            })
+        };
+        Writer {
+            stop,
+            writes,
+            thread: Some(thread),
+        }
+    }
+
+    fn acknowledged_by(&self, server: u32) -> usize {
+        self.writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|w| w.server == Some(server))
+            .count()
+    }
+
+    fn stop(mut self) -> Vec<Write> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.writes.lock().unwrap())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP relay in the client namespace: each accepted connection is joined to a new
+/// connection to `target`, retried every [`RETRY_EVERY`] until it succeeds.
+struct Relay {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    /// When each upstream connection succeeded (wall clock).
+    connected: Arc<Mutex<Vec<i64>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn enter_netns(ns: &str) -> Result<()> {
+    let f = std::fs::File::open(format!("/run/netns/{ns}"))
+        .with_context(|| format!("opening namespace {ns}"))?;
+    // SAFETY: setns(2) on a namespace file we just opened; it moves only the calling thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    ensure!(
+        rc == 0,
+        "setns into {ns}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+impl Relay {
+    fn start(ns: &str, target: SocketAddr) -> Result<Relay> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = {
+            let (ns, stop, connected) = (ns.to_string(), stop.clone(), connected.clone());
+            std::thread::spawn(move || {
+                // Threads started from here share the namespace: every socket lives there.
+                let listener = enter_netns(&ns).and_then(|()| {
+                    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the relay")
+                });
+                let listener = match listener {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                let _ = tx.send(Ok(port));
+                accept_loop(listener, target, &stop, &connected);
+            })
+        };
+        let port = rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| anyhow!("the relay did not start"))??;
+        Ok(Relay {
+            port,
+            stop,
+            connected,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) -> Vec<i64> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.connected.lock().unwrap())
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    target: SocketAddr,
+    stop: &Arc<AtomicBool>,
+    connected: &Arc<Mutex<Vec<i64>>>,
+) {
+    let mut handlers = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        // Wait for a connection, looking at the stop flag every 100 ms.
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one valid descriptor we own.
+        let n = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if n <= 0 {
+            continue;
+        }
+        let Ok((client, _)) = listener.accept() else {
+            continue;
+        };
+        let (stop, connected) = (stop.clone(), connected.clone());
+        handlers.push(std::thread::spawn(move || {
+            relay_one(client, target, &stop, &connected)
+        }));
+        handlers.retain(|h| !h.is_finished());
+    }
+    for h in handlers {
+        let _ = h.join();
+    }
+}
+
+fn relay_one(
+    client: TcpStream,
+    target: SocketAddr,
+    stop: &AtomicBool,
+    connected: &Mutex<Vec<i64>>,
+) {
+    let deadline = Instant::now() + WRITE_LIMIT;
+    let upstream = loop {
+        if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+            return;
+        }
+        let attempt = Instant::now();
+        match TcpStream::connect_timeout(&target, RETRY_EVERY) {
+            Ok(s) => break s,
+            // Refused or unreachable comes back at once: keep to the retry pace.
+            Err(_) => std::thread::sleep(RETRY_EVERY.saturating_sub(attempt.elapsed())),
+        }
+    };
+    connected.lock().unwrap().push(wall_ns());
+    let _ = upstream.set_nodelay(true);
+    let _ = client.set_nodelay(true);
+    // Both directions until either side closes; the write limit bounds a dead peer.
+    for s in [&upstream, &client] {
+        let _ = s.set_read_timeout(Some(WRITE_LIMIT));
+    }
+    let (Ok(mut up_r), Ok(mut cl_r)) = (upstream.try_clone(), client.try_clone()) else {
+        return;
+    };
+    let (mut up_w, mut cl_w) = (upstream, client);
+    let back = std::thread::spawn(move || {
+        pump(&mut up_r, &mut cl_w);
+        let _ = cl_w.shutdown(std::net::Shutdown::Both);
+    });
+    pump(&mut cl_r, &mut up_w);
+    let _ = up_w.shutdown(std::net::Shutdown::Both);
+    let _ = back.join();
+}
+
+/// Copies until end of stream, an error or a read timeout.
+fn pump(from: &mut TcpStream, to: &mut TcpStream) {
+    use std::io::Write as _;
+    let mut buf = [0u8; 16 * 1024];
+    // Bounded: a write's conversation is a few kilobytes.
+    for _ in 0..100_000 {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Wall-clock nanoseconds of the log lines that match, in order.
+fn log_times(log: &str, pick: impl Fn(&str) -> bool) -> Vec<i64> {
+    log.lines()
+        .filter(|l| pick(l))
+        .filter_map(|l| parse_log_time(l.split_whitespace().next()?))
+        .collect()
+}
+
+/// `field=<number>` of the first line at or after `since` that contains `what`.
+fn log_field(log: &str, since: i64, what: &str, field: &str) -> Option<f64> {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(parse_log_time)
+                .is_some_and(|t| t >= since)
+        })
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{field}=")))
+                .and_then(|v| v.parse().ok())
+        })
+}
+
+/// `2026-11-25T14:39:26.847618Z` (the agent's log timestamps) as nanoseconds since the epoch.
+fn parse_log_time(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
+    let digits: String = frac.chars().take(9).collect();
+    let nanos = digits.parse::<i64>().ok()? * 10i64.pow(9 - digits.len() as u32);
+    let days = days_from_civil(y, m, day);
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) * 1_000_000_000) + nanos)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (March-based years, 400-year eras).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn render(results: &[KindResult], stamp: &str, runs: usize) -> String {
+    let mut md = format!(
+        "# Database failover: from the MASTER transition to the first write\n\n\
+         Date: {stamp}. {runs} runs per failure kind, each on a fresh two-node cluster \
+         (agents in fast mode: advbase 0, advskew {} and {}, deadratio 3; MariaDB with TLS and \
+         semi-sync, the replica caught up). The application commits numbered rows through the \
+         VIP, one `mariadb` call per row; a relay in the client namespace retries its TCP \
+         connection every {} ms. Times in milliseconds. Goal: median from the transition to \
+         the first write at most {GOAL_MS} ms.\n\n",
+        SKEW[0],
+        SKEW[1],
+        RETRY_EVERY.as_millis()
+    );
+    let mut t = Table::new(&[
+        "failure",
+        "runs",
+        "transition → write median",
+        "p90",
+        "min",
+        "max",
+        "goal",
+        "lost acknowledged writes",
+    ]);
+    for r in results {
+        let s = r.transition_to_write;
+        t.row(vec![
+            r.failure.describe().to_string(),
+            format!("{}", r.runs.len()),
+            ms(s.map(|s| s.median)),
+            ms(s.map(|s| s.p90)),
+            ms(s.map(|s| s.min)),
+            ms(s.map(|s| s.max)),
+            match s {
+                Some(s) if s.median <= GOAL_MS => "met".to_string(),
+                Some(_) => "missed".to_string(),
+                None => "–".to_string(),
+            },
+            format!("{}", r.lost_acknowledged),
+        ]);
+    }
+    md.push_str(&t.render());
+    md.push_str(
+        "\n## Where the time goes (medians; p90 in parentheses)\n\n\
+         Detection: from the failure to the new master's MASTER transition. Promotion: from the \
+         transition to the agent's `database promoted` line; inside it, stopping the receiving \
+         thread (`STOP SLAVE IO_THREAD`) and the relay-log wait. Then the VIP answering TCP \
+         (the VIP is added after the promotion), and the write itself (TLS handshake, \
+         authentication, commit).\n\n",
+    );
+    let mut t = Table::new(&[
+        "failure",
+        "detection",
+        "promotion",
+        "stop receiving",
+        "relay-log wait",
+        "promoted → VIP answers TCP",
+        "TCP → write acknowledged",
+        "outage seen by the application",
+    ]);
+    let cell = |s: Option<Stats>| {
+        s.map_or("–".to_string(), |s| {
+            format!("{} ({})", ms(Some(s.median)), ms(Some(s.p90)))
+        })
+    };
+    for r in results {
+        t.row(vec![
+            r.failure.name().to_string(),
+            cell(r.detection),
+            cell(r.transition_to_promoted),
+            cell(r.stop_receiving),
+            cell(r.relay_wait),
+            cell(r.promoted_to_tcp),
+            cell(r.tcp_to_write),
+            cell(r.outage),
+        ]);
+    }
+    md.push_str(&t.render());
+    let errors: Vec<String> = results
+        .iter()
+        .flat_map(|r| {
+            r.errors
+                .iter()
+                .map(|e| format!("- {}: {e}", r.failure.name()))
+        })
+        .collect();
+    if !errors.is_empty() {
+        md.push_str("\n## Failed runs\n\n");
+        md.push_str(&errors.join("\n"));
+        md.push('\n');
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_timestamps() {
+        assert_eq!(
+            parse_log_time("1970-01-01T00:00:01.5Z"),
+            Some(1_500_000_000)
+        );
+        assert_eq!(
+            parse_log_time("2024-02-29T00:00:00.000001Z"),
+            Some(19_782 * 86_400 * 1_000_000_000 + 1_000)
+        );
+        assert_eq!(parse_log_time("not a time"), None);
+    }
+
+    #[test]
+    fn log_fields() {
+        let log =
+            "2026-01-01T00:00:01.000000Z DEBUG x: promote: receiving stopped elapsed_ms=2003\n";
+        let since = parse_log_time("2026-01-01T00:00:00.000000Z").unwrap();
+        assert_eq!(
+            log_field(log, since, "receiving stopped", "elapsed_ms"),
+            Some(2003.0)
+        );
+        assert_eq!(
+            log_field(
+                log,
+                since + 2_000_000_000,
+                "receiving stopped",
+                "elapsed_ms"
+            ),
+            None
+        );
+    }
+}
