@@ -630,7 +630,7 @@ async fn promote(s: &mut Session, timeout: Duration) -> Result<Promoted, DbError
                 }));
             }
             // A fixed target: nothing more arrives while we wait for it to be applied.
-            exec(&mut s.conn, f.stop_io_thread()).await?;
+            stop_receiving(s).await?;
             tracing::debug!(
                 elapsed_ms = start.elapsed().as_millis() as u64,
                 "promote: receiving stopped"
@@ -672,6 +672,27 @@ async fn promote(s: &mut Session, timeout: Duration) -> Result<Promoted, DbError
         applied,
         was_replica,
     })
+}
+
+/// Stops the receiving thread, first ending its connection so a receiver blocked on a dead
+/// master does not hold the stop up; a receiver that restarts meanwhile is ended again.
+async fn stop_receiving(s: &mut Session) -> Result<(), DbError> {
+    let f = s.flavour;
+    for _ in 0..3 {
+        let ids: Vec<u64> = s
+            .conn
+            .query(f.select_io_threads())
+            .await
+            .map_err(sql_err(f.select_io_threads()))?;
+        if ids.is_empty() {
+            break;
+        }
+        for id in ids {
+            // Gone already is fine: the point is that it is gone.
+            let _ = s.conn.query_drop(format!("KILL CONNECTION {id}")).await;
+        }
+    }
+    exec(&mut s.conn, f.stop_io_thread()).await
 }
 
 /// Ends every session that is not the agent's, replication's or the server's own.

@@ -49,6 +49,20 @@ impl Flavour {
         }
     }
 
+    /// The connection ids of the threads receiving from the master. Ending them first lets the
+    /// stop return at once when the master vanished mid-read (MariaDB otherwise waits about 2 s
+    /// for a receiver blocked on a dead TLS connection).
+    pub fn select_io_threads(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => {
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO'"
+            }
+            Flavour::MySql => {
+                "SELECT PROCESSLIST_ID FROM performance_schema.threads WHERE NAME = 'thread/sql/replica_io'"
+            }
+        }
+    }
+
     pub fn start_io_thread(self) -> &'static str {
         match self {
             Flavour::MariaDb => "START SLAVE IO_THREAD",
