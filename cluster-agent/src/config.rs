@@ -115,7 +115,7 @@ pub struct RunArgs {
 /// `[mysql]`: without it the agent is a pure VIP manager. Passwords come from files or the
 /// environment (`CLUSTER_AGENT_DB_ADMIN_PASSWORD`, `CLUSTER_AGENT_DB_REPL_PASSWORD`), never
 /// from the command line.
-#[derive(Args, Debug, Default, Deserialize, Clone)]
+#[derive(Args, Debug, Default, Deserialize, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MysqlArgs {
     /// CA certificate every server's certificate must chain to; setting it enables the section.
@@ -217,40 +217,7 @@ impl MysqlArgs {
     }
 
     fn is_empty(&self) -> bool {
-        let MysqlArgs {
-            ca,
-            addr,
-            port,
-            client_cert,
-            client_key,
-            repl_ssl_ca,
-            repl_ssl_cert,
-            repl_ssl_key,
-            admin_user,
-            admin_password_file,
-            repl_user,
-            repl_password_file,
-            promote_timeout,
-            max_lag,
-            check_interval,
-            vip_first,
-        } = self;
-        ca.is_none()
-            && addr.is_none()
-            && port.is_none()
-            && client_cert.is_none()
-            && client_key.is_none()
-            && repl_ssl_ca.is_none()
-            && repl_ssl_cert.is_none()
-            && repl_ssl_key.is_none()
-            && admin_user.is_none()
-            && admin_password_file.is_none()
-            && repl_user.is_none()
-            && repl_password_file.is_none()
-            && promote_timeout.is_none()
-            && max_lag.is_none()
-            && check_interval.is_none()
-            && !vip_first
+        *self == MysqlArgs::default()
     }
 
     /// The database settings, or `None` when the section is absent.
@@ -791,6 +758,54 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("bogus"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn mysql_section_from_toml_with_secrets_from_files() {
+        let dir = std::env::temp_dir().join(format!("carp-mysql-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("admin.pass"), "adm1n\n").unwrap();
+        std::fs::write(dir.join("repl.pass"), "r3pl\n").unwrap();
+        let f = dir.join("agent.toml");
+        std::fs::write(
+            &f,
+            format!(
+                "[mysql]\nca = \"/etc/ca.pem\"\nadmin-password-file = \"{0}/admin.pass\"\nrepl-password-file = \"{0}/repl.pass\"\nmax-lag = 7\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let s = RunArgs {
+            config: Some(f.clone()),
+            ..base()
+        }
+        .validate(known)
+        .unwrap();
+        let db = s.db.expect("the [mysql] section enables the database");
+        assert_eq!(db.max_lag, Duration::from_secs(7));
+        assert_eq!(db.db.port, 3306);
+        assert_eq!(
+            db.db.addr,
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            "defaults to srcip"
+        );
+        assert_eq!(db.db.admin_password.expose(), "adm1n");
+        assert!(
+            !format!("{db:?}").contains("adm1n"),
+            "secret in debug output"
+        );
+
+        std::fs::write(&f, "[mysql]\nmax-lag = 7\n").unwrap();
+        let e = RunArgs {
+            config: Some(f),
+            ..base()
+        }
+        .validate(known)
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("mysql ca"), "{e}");
+        assert!(base().validate(known).unwrap().db.is_none());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
