@@ -127,6 +127,9 @@ pub struct Status {
     pub counters: Counters,
     #[serde(default)]
     pub xdp_counters: BTreeMap<String, u64>,
+    /// Present when the agent manages a database.
+    #[serde(default)]
+    pub database: Option<crate::mariadb::DbStatus>,
 }
 
 impl Status {

@@ -35,7 +35,8 @@ fn mariadbd_bin() -> PathBuf {
         .expect("`mariadbd` is not installed (Debian package mariadb-server); the database tests need it")
 }
 
-fn client_bin() -> PathBuf {
+/// The `mariadb` command-line client.
+pub fn client_bin() -> PathBuf {
     ["/usr/bin/mariadb", "/usr/bin/mysql"]
         .iter()
         .map(PathBuf::from)
@@ -353,6 +354,31 @@ pub struct ClusterFiles {
     pub nodes: Vec<NodeFiles>,
 }
 
+impl ClusterFiles {
+    /// `o` with the `[mysql]` flags for node `i`: bootstrap's certificates and secrets, a
+    /// 100 ms health check.
+    pub fn agent_flags(&self, i: usize, mut o: crate::agent::AgentOpts) -> crate::agent::AgentOpts {
+        let f = &self.nodes[i];
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        for (flag, value) in [
+            ("--mysql-ca", path(&f.ca)),
+            ("--mysql-client-cert", path(&f.client_cert)),
+            ("--mysql-client-key", path(&f.client_key)),
+            (
+                "--mysql-admin-password-file",
+                path(&self.admin_password_file),
+            ),
+            ("--mysql-repl-password-file", path(&self.repl_password_file)),
+            ("--mysql-check-interval", "100".into()),
+            ("--mysql-promote-timeout", "10".into()),
+            ("--mysql-max-lag", "5".into()),
+        ] {
+            o = o.arg(flag).arg(&value);
+        }
+        o
+    }
+}
+
 /// One node's files from `cluster-agent db bootstrap`.
 #[derive(Clone, Debug)]
 pub struct NodeFiles {
@@ -498,31 +524,11 @@ impl AgentDbCluster {
     /// Agent settings for node `i`: fast mode (advbase 0) with `advskew`, deadratio 3, the
     /// `[mysql]` flags from bootstrap's files, a 100 ms health check.
     pub fn agent_opts(&self, i: usize, advskew: u8) -> crate::agent::AgentOpts {
-        let f = &self.files.nodes[i];
-        let path = |p: &Path| p.to_string_lossy().into_owned();
-        let mut o = crate::agent::AgentOpts::new(VHID, "dbtest", &format!("{VIP}/24"))
+        let o = crate::agent::AgentOpts::new(VHID, "dbtest", &format!("{VIP}/24"))
             .advbase(0)
             .advskew(advskew)
             .deadratio(3);
-        for (flag, value) in [
-            ("--mysql-ca", path(&f.ca)),
-            ("--mysql-client-cert", path(&f.client_cert)),
-            ("--mysql-client-key", path(&f.client_key)),
-            (
-                "--mysql-admin-password-file",
-                path(&self.files.admin_password_file),
-            ),
-            (
-                "--mysql-repl-password-file",
-                path(&self.files.repl_password_file),
-            ),
-            ("--mysql-check-interval", "100".into()),
-            ("--mysql-promote-timeout", "10".into()),
-            ("--mysql-max-lag", "5".into()),
-        ] {
-            o = o.arg(flag).arg(&value);
-        }
-        o
+        self.files.agent_flags(i, o)
     }
 
     /// Starts the agent on node `i` and waits until it answers.

@@ -153,7 +153,8 @@ pub struct Advert {
     pub skew_or_prio: u8,
 }
 
-/// An Ethernet frame carrying IPv4 protocol 112 with a version-2 advertisement.
+/// An Ethernet frame carrying IPv4 protocol 112 with a version-2 (CARP, VRRPv2) or version-3
+/// (VRRPv3) advertisement.
 fn parse_frame(frame: &[u8]) -> Option<Advert> {
     if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] {
         return None;
@@ -164,7 +165,7 @@ fn parse_frame(frame: &[u8]) -> Option<Advert> {
         return None;
     }
     let body = &ip[ihl..];
-    (body[0] == 0x21).then(|| Advert {
+    matches!(body[0], 0x21 | 0x31).then(|| Advert {
         t_ns: 0,
         src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
         vhid: body[1],

@@ -217,10 +217,10 @@ fn require_root() -> Result<()> {
 
 /// One failover on a fresh rig: A (node0) master, B (node1) backup, power failure of A.
 fn one_run(imp: &Implementation, run: usize, theory_ms: f64) -> Result<RunResult> {
-    let mut s = Scenario::new(2, imp.clone(), TIMING, WatchPort::Node(1))?;
+    let mut s = Scenario::new(2, imp.clone(), TIMING, WatchPort::Node(1), false)?;
     s.start_daemon(0, MASTER)?;
     s.wait_sole_master(0, Duration::from_secs(15))?;
-    s.start_probe()?;
+    s.start_probe(1000, 0)?;
     s.wait_answers(0, mono_ns(), 50, Duration::from_secs(5))?;
 
     // B has settled as a backup once two adverts of A reached its port after it started:

@@ -1,21 +1,29 @@
-//! `cargo xtask demo`: a live cluster to watch failover happen.
+//! `cargo xtask demo`: the web cluster of the story, on one machine, to watch failover happen.
 //!
-//! N agents in network namespaces share a VIP; every node serves HTTP with its own name, and a
-//! client requests `http://VIP/` every millisecond. Once a second a progress line shows who is
-//! master, where the VIP is and how the client fares. The master is power-failed, the VIP moves,
-//! the failed node comes back, and a report closes the run. Exit status 1 unless exactly one
-//! node holds the VIP at the end.
+//! N nodes in network namespaces, each with a MariaDB (TLS replication, set up by the
+//! product's own `db bootstrap`), a `cluster-agent` managing the VIP and the database, and the
+//! guestbook web service on its local database. A client sends a read every 2 ms and every
+//! fourth request is a write, recording every result and the id each acknowledged write got.
+//! Once a second a progress line shows who is master, where the VIP is and how the client
+//! fares. The master is power-failed, the VIP and the database move, the failed node comes
+//! back and rejoins as a replica, and every acknowledged write is looked up on the surviving
+//! master. A report closes the run, also as JSON (`--json`), with a timeline picture (SVG).
+//! Exit status 1 unless exactly one node holds the VIP at the end, no acknowledged write was
+//! lost and the old master rejoined.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
 
 use crate::cmd::say;
 use crate::report::ms;
 use crate::scenario::{
-    self, Failover, Implementation, Rank, Scenario, Timing, WatchPort, check_interrupt, mono_ns,
-    ms_between, node_name, wait_for,
+    self, Failover, Implementation, Rank, Scenario, Timing, WatchPort, WriteCheck, check_interrupt,
+    mono_ns, ms_between, node_name, wait_for,
 };
+use crate::timeline::{Marker, Point};
 
 /// Arguments of `cargo xtask demo`.
 #[derive(clap::Args, Debug)]
@@ -41,7 +49,17 @@ pub struct DemoArgs {
     /// Seconds of client traffic (at least as long as the script needs).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub duration: u64,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Where to draw the timeline picture (SVG).
+    #[arg(long, default_value = "results/demo-timeline.svg")]
+    pub timeline: PathBuf,
 }
+
+/// The client's pace: one request every 2 ms, every fourth a write.
+const PROBE_INTERVAL_US: u64 = 2000;
+const WRITE_EVERY: u64 = 4;
 
 /// Seconds of steady traffic before the failure and after the failover.
 const STEADY: Duration = Duration::from_secs(5);
@@ -55,25 +73,64 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let built = crate::tasks::build(true)?;
     let _pinned = scenario::PinnedAgent::new(&built.agent_bin)?;
     scenario::install_signal_handlers();
-    let outcome = Demo::new(args, imp)?.play();
+    let outcome = Demo::new(args, imp).and_then(|d| d.play());
     if scenario::interrupted() {
         say("interrupted; the rig has been removed");
     }
-    let ok = outcome?;
-    if !ok {
-        bail!("the VIP was not held by exactly one node at the end");
+    let report = outcome?;
+    if !report.ok {
+        bail!("{}", report.verdict);
     }
     Ok(())
+}
+
+/// The closing report, printed and written as JSON.
+#[derive(Debug, Serialize)]
+struct Report {
+    date: String,
+    nodes: usize,
+    advbase_s: u8,
+    deadratio: u32,
+    advskew_step: u8,
+    xdp_requested: String,
+    xdp_reported: Vec<String>,
+    old_master: String,
+    new_master: String,
+    power_failure_at_s: f64,
+    /// Old master's last advert to the new master's first (the election).
+    detection_ms: Option<f64>,
+    theoretical_master_down_ms: f64,
+    /// Failure to the VIP on the new master (polled every few milliseconds).
+    vip_moved_ms: Option<f64>,
+    /// Failure to the first write the new master acknowledged to the client.
+    database_writable_ms: Option<f64>,
+    /// Failure to the first answer from the new master.
+    client_gap_ms: f64,
+    /// Last answer before the failure to the first after it.
+    client_outage_ms: Option<f64>,
+    failed_requests_during_failover: usize,
+    requests: usize,
+    failed_requests: usize,
+    /// Failed requests by the client's reason (connect-timeout, http-503, ...).
+    failed_by_reason: std::collections::BTreeMap<String, usize>,
+    writes: WriteCheck,
+    old_master_rejoined: bool,
+    rejoin: String,
+    vip_holders_at_end: Vec<String>,
+    events: Vec<String>,
+    ok: bool,
+    verdict: String,
 }
 
 struct Demo {
     args: DemoArgs,
     timing: Timing,
     s: Scenario,
-    /// Demo time zero (the probe's start), in `mono_ns`.
+    /// Demo time zero (the client's start), in `mono_ns`.
     t0: u64,
     next_progress: u64,
     events: Vec<String>,
+    markers: Vec<Marker>,
 }
 
 impl Demo {
@@ -84,10 +141,10 @@ impl Demo {
         };
         let n = usize::from(args.nodes);
         say(format_args!(
-            "building a {n}-node rig: advbase {} s, deadratio {}, advskew step {}, xdp {}",
+            "building a {n}-node web cluster: MariaDB + cluster-agent + guestbook per node; advbase {} s, deadratio {}, advskew step {}, xdp {}",
             args.advbase, args.deadratio, args.advskew_step, args.xdp
         ));
-        let s = Scenario::new(n, imp, timing, WatchPort::Client)?;
+        let s = Scenario::new(n, imp, timing, WatchPort::Client, true)?;
         Ok(Demo {
             args,
             timing,
@@ -95,6 +152,7 @@ impl Demo {
             t0: mono_ns(),
             next_progress: 0,
             events: Vec::new(),
+            markers: Vec::new(),
         })
     }
 
@@ -121,6 +179,13 @@ impl Demo {
         self.events.push(line);
     }
 
+    fn mark(&mut self, t: u64, label: &str) {
+        self.markers.push(Marker {
+            t_s: self.secs(t),
+            label: label.to_string(),
+        });
+    }
+
     /// Prints a progress line once per second of demo time.
     fn tick(&mut self) -> Result<()> {
         self.s.refresh()?;
@@ -130,20 +195,23 @@ impl Demo {
         }
         self.next_progress = now + 1_000_000_000;
         let since = now.saturating_sub(1_000_000_000);
-        let mut answered: std::collections::BTreeMap<String, usize> = Default::default();
-        let mut errors = 0;
+        let (mut reads, mut writes, mut errors) = (0, 0, 0);
         for s in self.s.probe_log.ended_since(since) {
-            match &s.outcome {
-                Ok(node) => *answered.entry(node.clone()).or_default() += 1,
-                Err(_) => errors += 1,
+            match (&s.outcome, &s.write) {
+                (Ok(_), Some(_)) => writes += 1,
+                (Ok(_), None) => reads += 1,
+                (Err(_), _) => errors += 1,
             }
         }
         let states: Vec<String> = (0..self.s.nodes())
             .map(|i| {
-                let st = self
-                    .s
-                    .agent_status(i)
-                    .map_or_else(|| "down".to_string(), |st| st.state);
+                let st = self.s.agent_status(i).map_or_else(
+                    || "down".to_string(),
+                    |st| {
+                        let db = st.database.map(|d| d.role).unwrap_or_default();
+                        format!("{}/{db}", st.state)
+                    },
+                );
                 format!("{}={st}", node_name(i))
             })
             .collect();
@@ -151,24 +219,10 @@ impl Demo {
         let vip = if holders.is_empty() {
             "nobody".to_string()
         } else {
-            holders
-                .iter()
-                .map(|&i| node_name(i))
-                .collect::<Vec<_>>()
-                .join("+")
-        };
-        let ok: usize = answered.values().sum();
-        let by = if answered.is_empty() {
-            "-".to_string()
-        } else {
-            answered
-                .iter()
-                .map(|(k, v)| format!("{k}:{v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
+            names(&holders)
         };
         println!(
-            "[{:5.1}s] {} | VIP on {vip} | {ok} ok/s ({by}) | {errors} errors/s",
+            "[{:5.1}s] {} | VIP on {vip} | {reads} reads/s {writes} writes/s acknowledged | {errors} errors/s",
             self.secs(now),
             states.join(" "),
         );
@@ -208,26 +262,46 @@ impl Demo {
         })
     }
 
-    fn play(mut self) -> Result<bool> {
+    /// Node `i`'s agent is MASTER with its database promoted.
+    fn is_db_master(&self, i: usize) -> bool {
+        self.s
+            .agent_status(i)
+            .is_some_and(|st| st.is_master() && st.database.is_some_and(|d| d.role == "master"))
+    }
+
+    /// Node `i`'s agent is BACKUP, follows a master, and its database replicates.
+    fn is_db_replica(&self, i: usize) -> bool {
+        self.s.agent_status(i).is_some_and(|st| {
+            st.is_backup()
+                && st.master.is_some()
+                && st.database.is_some_and(|d| d.role == "replica")
+        })
+    }
+
+    fn play(mut self) -> Result<Report> {
         let n = self.s.nodes();
         // node0 starts alone so that it is certainly the first master.
         self.s.start_daemon(0, self.rank(0))?;
-        let limit = self.master_down(0) + Duration::from_secs(10);
-        let took = self.s.wait_sole_master(0, limit)?;
+        let limit = self.master_down(0) + Duration::from_secs(15);
+        let started = mono_ns();
+        wait_for(limit, "node0 is MASTER with its database promoted", || {
+            self.s.check_daemon(0)?;
+            Ok((self.is_db_master(0) && self.s.holders()? == [0]).then_some(()))
+        })?;
         say(format_args!(
-            "node0 is MASTER after {:.2} s (an agent starts as BACKUP and waits one master-down time)",
-            took.as_secs_f64()
+            "node0 is MASTER, its database writable, after {:.2} s (an agent starts as BACKUP and waits one master-down time)",
+            ms_between(started, mono_ns()) / 1e3
         ));
         for i in 1..n {
             self.s.start_daemon(i, self.rank(i))?;
         }
         wait_for(
-            Duration::from_secs(10),
-            "every other node is BACKUP",
+            Duration::from_secs(20),
+            "every other node is BACKUP with a replicating database",
             || {
                 for i in 1..n {
                     self.s.check_daemon(i)?;
-                    if !self.s.agent_status(i).is_some_and(|st| st.is_backup()) {
+                    if !self.is_db_replica(i) {
                         return Ok(None);
                     }
                 }
@@ -237,20 +311,25 @@ impl Demo {
         if let Some(st) = self.s.agent_status(0) {
             say(format_args!("XDP mode reported by node0: {}", st.xdp));
         }
-        self.s.start_probe()?;
+        self.s.start_probe(PROBE_INTERVAL_US, WRITE_EVERY)?;
         self.t0 = mono_ns();
         self.event(format!(
-            "client probing http://{}/ every 1 ms (fresh TCP connection each)",
-            scenario::VIP
+            "client: a request to http://{}/ every {} ms (fresh TCP connection each), every {WRITE_EVERY}th a guestbook write",
+            scenario::VIP,
+            PROBE_INTERVAL_US / 1000
         ));
-        self.wait(Duration::from_secs(5), "the client's first answers", |d| {
-            Ok(d.s
-                .probe_log
-                .samples
-                .iter()
-                .any(|s| s.is_ok())
-                .then_some(()))
-        })?;
+        self.wait(
+            Duration::from_secs(10),
+            "the client's first acknowledged write",
+            |d| {
+                Ok(d.s
+                    .probe_log
+                    .samples
+                    .iter()
+                    .any(|s| s.write.as_ref().is_some_and(|w| w.1.is_some()))
+                    .then_some(()))
+            },
+        )?;
         self.run_until(mono_ns() + STEADY.as_nanos() as u64)?;
 
         // Power failure of whoever is master now.
@@ -259,6 +338,7 @@ impl Demo {
             bail!("before the failure the VIP is on {holders:?}, not on exactly one node");
         };
         let t_fail = self.s.power_fail(old)?;
+        self.mark(t_fail, "power failure");
         self.event(format!(
             "POWER FAILURE of {} (processes killed, switch port down)",
             node_name(old)
@@ -268,24 +348,40 @@ impl Demo {
             .map(|i| self.master_down(i))
             .max()
             .unwrap_or_default();
-        self.wait(
-            worst + Duration::from_secs(10),
-            "a new master answers",
+        let mut vip_moved: Option<u64> = None;
+        let new = self.wait(
+            worst + Duration::from_secs(15),
+            "a new master acknowledges a write",
             |d| {
+                if vip_moved.is_none() {
+                    let h = d.s.holders()?;
+                    if h.len() == 1 && h[0] != old {
+                        vip_moved = Some(mono_ns());
+                    }
+                }
                 Ok(d.s
                     .probe_log
                     .ended_since(t_fail)
-                    .any(|s| s.is_ok() && !s.ok_from(&old_name))
-                    .then_some(()))
+                    .find(|s| {
+                        s.write.as_ref().is_some_and(|w| w.1.is_some()) && !s.ok_from(&old_name)
+                    })
+                    .map(|s| (s.outcome.clone().unwrap_or_default(), s.end_ns)))
             },
         )?;
         let f = self
             .s
             .measure_failover(old, t_fail, Duration::from_secs(5))?;
+        let (new_name, first_write) = new;
+        if let Some(t) = vip_moved {
+            self.mark(t, "VIP moved");
+        }
+        self.mark(first_write, "database writable");
         self.event(format!(
-            "VIP moved to {}: client answered again {} ms after the failure",
+            "VIP moved to {} after {} ms; client answered again after {} ms; {new_name} acknowledged a write after {} ms",
             node_name(f.new),
-            ms(Some(f.gap_from_fail_ms()))
+            ms(vip_moved.map(|t| ms_between(t_fail, t))),
+            ms(Some(f.gap_from_fail_ms())),
+            ms(Some(ms_between(t_fail, first_write)))
         ));
         self.run_until(mono_ns() + STEADY.as_nanos() as u64)?;
 
@@ -293,115 +389,270 @@ impl Demo {
         self.s.power_on(old)?;
         self.s.start_daemon(old, self.rank(old))?;
         let t_on = mono_ns();
+        self.mark(t_on, "old master back");
         self.event(format!(
-            "{} powered on again, agent restarted",
+            "{} powered on again: database crash-recovered, agent restarted",
             node_name(old)
         ));
         let expect_back = self.args.preempt && old < f.new;
-        let rejoin_limit = self.master_down(old) * 2 + Duration::from_secs(10);
-        let state = self.wait(rejoin_limit, "the restarted node rejoins", |d| {
+        let rejoin_limit = self.master_down(old) * 2 + Duration::from_secs(20);
+        let rejoined = self.wait(rejoin_limit, "the restarted node rejoins", |d| {
             d.s.check_daemon(old)?;
-            let st = d.s.agent_status(old);
-            let settled = st.as_ref().is_some_and(|st| {
-                if expect_back {
-                    st.is_master()
-                } else {
-                    st.is_backup() && st.master.is_some()
-                }
-            });
-            Ok(settled.then(|| st.map(|s| s.state).unwrap_or_default()))
-        })?;
-        self.event(format!(
-            "{} rejoined as {state} after {:.2} s",
-            node_name(old),
-            ms_between(t_on, mono_ns()) / 1e3
-        ));
+            let done = if expect_back {
+                d.is_db_master(old)
+            } else {
+                d.is_db_replica(old)
+            };
+            Ok(done.then_some(()))
+        });
+        let rejoin = match &rejoined {
+            Ok(()) => {
+                let st = self.s.agent_status(old);
+                let state = st.map(|s| s.state).unwrap_or_default();
+                self.event(format!(
+                    "{} rejoined as {state} after {:.2} s",
+                    node_name(old),
+                    ms_between(t_on, mono_ns()) / 1e3
+                ));
+                format!("{state} after {:.2} s", ms_between(t_on, mono_ns()) / 1e3)
+            }
+            Err(e) => {
+                check_interrupt()?;
+                let db = self
+                    .s
+                    .agent_status(old)
+                    .and_then(|s| s.database)
+                    .map(|d| format!("{d:?}"))
+                    .unwrap_or_default();
+                self.event(format!("{} did not rejoin: {e:#} {db}", node_name(old)));
+                format!("no: {e:#} {db}")
+            }
+        };
         let end = (self.t0 + self.args.duration * 1_000_000_000).max(mono_ns() + 3_000_000_000);
         self.run_until(end)?;
-
-        self.report(&f)
+        self.report(&f, vip_moved, first_write, rejoined.is_ok(), rejoin)
     }
 
-    /// Prints the closing report; true if exactly one node holds the VIP and is MASTER.
-    fn report(&mut self, f: &Failover) -> Result<bool> {
+    /// Builds, prints and writes the closing report and the timeline picture.
+    fn report(
+        &mut self,
+        f: &Failover,
+        vip_moved: Option<u64>,
+        first_write: u64,
+        rejoined: bool,
+        rejoin: String,
+    ) -> Result<Report> {
         self.s.refresh()?;
         let holders = self.s.holders()?;
         let masters: Vec<usize> = (0..self.s.nodes())
             .filter(|&i| self.s.agent_status(i).is_some_and(|st| st.is_master()))
             .collect();
+        let survivor = match holders[..] {
+            [m] => m,
+            _ => f.new,
+        };
+        let writes = self.s.check_writes(survivor)?;
         let samples = &self.s.probe_log.samples;
-        let total = samples.len();
-        let failed = samples.iter().filter(|s| !s.is_ok()).count();
-        let theory = self.master_down(f.new).as_secs_f64() * 1e3;
-        let xdp: Vec<String> = (0..self.s.nodes())
-            .map(|i| {
-                self.s
-                    .agent_status(i)
-                    .map_or("?".into(), |st| format!("{}={}", node_name(i), st.xdp))
+        let exactly_one = holders.len() == 1 && masters == holders;
+        let ok = exactly_one && writes.lost.is_empty() && rejoined;
+        let verdict = if ok {
+            "OK: exactly one node holds the VIP, no acknowledged write lost, the old master rejoined"
+                .to_string()
+        } else {
+            let mut why = Vec::new();
+            if !exactly_one {
+                why.push(format!(
+                    "the VIP is held by [{}] and MASTER is [{}]",
+                    names(&holders),
+                    names(&masters)
+                ));
+            }
+            if !writes.lost.is_empty() {
+                why.push(format!("{} acknowledged write(s) lost", writes.lost.len()));
+            }
+            if !rejoined {
+                why.push("the old master did not rejoin".to_string());
+            }
+            format!("FAILED: {}", why.join("; "))
+        };
+        let report = Report {
+            date: crate::report::utc_stamp(),
+            nodes: self.s.nodes(),
+            advbase_s: self.args.advbase,
+            deadratio: self.args.deadratio,
+            advskew_step: self.args.advskew_step,
+            xdp_requested: self.args.xdp.clone(),
+            xdp_reported: (0..self.s.nodes())
+                .map(|i| {
+                    self.s
+                        .agent_status(i)
+                        .map_or("?".into(), |st| format!("{}={}", node_name(i), st.xdp))
+                })
+                .collect(),
+            old_master: node_name(f.old),
+            new_master: node_name(f.new),
+            power_failure_at_s: self.secs(f.t_fail),
+            detection_ms: f.detection_ms(),
+            theoretical_master_down_ms: self.master_down(f.new).as_secs_f64() * 1e3,
+            vip_moved_ms: vip_moved.map(|t| ms_between(f.t_fail, t)),
+            database_writable_ms: Some(ms_between(f.t_fail, first_write)),
+            client_gap_ms: f.gap_from_fail_ms(),
+            client_outage_ms: f.outage_ms(),
+            failed_requests_during_failover: f.failed,
+            requests: samples.len(),
+            failed_requests: samples.iter().filter(|s| !s.is_ok()).count(),
+            failed_by_reason: samples
+                .iter()
+                .filter_map(|s| s.outcome.as_ref().err())
+                .fold(Default::default(), |mut m, why| {
+                    *m.entry(why.clone()).or_default() += 1;
+                    m
+                }),
+            writes,
+            old_master_rejoined: rejoined,
+            rejoin,
+            vip_holders_at_end: holders.iter().map(|&i| node_name(i)).collect(),
+            events: self.events.clone(),
+            ok,
+            verdict,
+        };
+        println!("{}", render(&report));
+        if let Some(path) = &self.args.json {
+            write_file(path, &serde_json::to_string_pretty(&report)?)?;
+            say(format_args!("report written to {}", path.display()));
+        }
+        let points: Vec<Point> = samples
+            .iter()
+            .map(|s| Point {
+                t_s: self.secs(s.end_ns),
+                latency_ms: ms_between(s.start_ns, s.end_ns),
+                ok: s.is_ok(),
+                write: s.write.is_some(),
             })
             .collect();
-        let mut r = String::from("\n===== demo report =====\n");
-        r.push_str(&format!(
-            "cluster: {} nodes, advbase {} s, deadratio {}, advskew step {}, xdp requested {} (reported: {})\n",
-            self.s.nodes(),
-            self.args.advbase,
-            self.args.deadratio,
-            self.args.advskew_step,
-            self.args.xdp,
-            xdp.join(" ")
+        let title = format!(
+            "cluster-agent demo: {} nodes, power failure of {} -> {} (gap {} ms, {} acknowledged writes, {} lost)",
+            report.nodes,
+            report.old_master,
+            report.new_master,
+            ms(Some(report.client_gap_ms)),
+            report.writes.acknowledged,
+            report.writes.lost.len()
+        );
+        if let Some(dir) = self
+            .args
+            .timeline
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        crate::timeline::draw_timeline(&self.args.timeline, &title, &points, &self.markers)?;
+        say(format_args!(
+            "timeline picture written to {}",
+            self.args.timeline.display()
         ));
-        r.push_str(&format!(
-            "power failure of {} at {:.1} s; new master {}\n",
-            node_name(f.old),
-            self.secs(f.t_fail),
-            node_name(f.new)
-        ));
-        r.push_str(&format!(
-            "  detection ({}'s last advert -> {}'s first advert): {} ms (theoretical master-down {} ms, excess {} ms)\n",
-            node_name(f.old),
-            node_name(f.new),
-            ms(f.detection_ms()),
-            ms(Some(theory)),
-            crate::report::signed_ms(f.detection_ms().map(|d| d - theory)),
-        ));
-        r.push_str(&format!(
-            "  client-visible gap (failure -> first answer from {}): {} ms\n",
-            node_name(f.new),
-            ms(Some(f.gap_from_fail_ms()))
-        ));
-        r.push_str(&format!(
-            "  client outage (last answer before -> first answer after): {} ms\n",
-            ms(f.outage_ms())
-        ));
-        r.push_str(&format!(
-            "  failed requests during the failover: {}\n",
-            f.failed
-        ));
-        r.push_str(&format!(
-            "requests over the whole demo: {total}, failed {failed}\n"
-        ));
-        let names = |v: &[usize]| {
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                v.iter()
-                    .map(|&i| node_name(i))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        };
-        r.push_str(&format!(
-            "at the end: MASTER {}; VIP held by {}\n",
-            names(&masters),
-            names(&holders)
-        ));
-        let ok = holders.len() == 1 && masters == holders;
-        r.push_str(if ok {
-            "result: OK, exactly one node holds the VIP\n"
-        } else {
-            "result: FAILED, the VIP is not held by exactly one MASTER\n"
-        });
-        println!("{r}");
-        Ok(ok)
+        Ok(report)
     }
+}
+
+fn names(v: &[usize]) -> String {
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.iter()
+            .map(|&i| node_name(i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn render(r: &Report) -> String {
+    let mut t = String::from("\n===== demo report =====\n");
+    let mut line = |s: String| {
+        t.push_str(&s);
+        t.push('\n');
+    };
+    line(format!(
+        "cluster: {} nodes (MariaDB + cluster-agent + guestbook each), advbase {} s, deadratio {}, advskew step {}, xdp requested {} (reported: {})",
+        r.nodes,
+        r.advbase_s,
+        r.deadratio,
+        r.advskew_step,
+        r.xdp_requested,
+        r.xdp_reported.join(" ")
+    ));
+    line(format!(
+        "power failure of {} at {:.1} s; new master {}",
+        r.old_master, r.power_failure_at_s, r.new_master
+    ));
+    line(format!(
+        "  detection (last advert of {} -> first of {}):  {} ms (theory {} ms)",
+        r.old_master,
+        r.new_master,
+        ms(r.detection_ms),
+        ms(Some(r.theoretical_master_down_ms))
+    ));
+    line(format!(
+        "  VIP moved (failure -> VIP on {}):             {} ms",
+        r.new_master,
+        ms(r.vip_moved_ms)
+    ));
+    line(format!(
+        "  database writable (failure -> first write acknowledged by {}): {} ms",
+        r.new_master,
+        ms(r.database_writable_ms)
+    ));
+    line(format!(
+        "  client-visible gap (failure -> first answer from {}): {} ms (last answer before -> first after: {} ms)",
+        r.new_master,
+        ms(Some(r.client_gap_ms)),
+        ms(r.client_outage_ms)
+    ));
+    line(format!(
+        "  failed requests during the failover: {}",
+        r.failed_requests_during_failover
+    ));
+    let reasons: Vec<String> = r
+        .failed_by_reason
+        .iter()
+        .map(|(why, n)| format!("{why} {n}"))
+        .collect();
+    line(format!(
+        "requests over the whole demo: {}, failed {} ({})",
+        r.requests,
+        r.failed_requests,
+        if reasons.is_empty() {
+            "none".to_string()
+        } else {
+            reasons.join(", ")
+        }
+    ));
+    line(format!(
+        "writes: {} sent, {} acknowledged, {} acknowledged writes lost (checked on {}, {} rows there){}",
+        r.writes.attempted,
+        r.writes.acknowledged,
+        r.writes.lost.len(),
+        r.vip_holders_at_end.first().unwrap_or(&r.new_master),
+        r.writes.rows_on_survivor,
+        if r.writes.lost.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.writes.lost.join(" "))
+        }
+    ));
+    line(format!("old master rejoined: {}", r.rejoin));
+    line(format!(
+        "VIP held at the end by: {}",
+        r.vip_holders_at_end.join(", ")
+    ));
+    line(format!("result: {}", r.verdict));
+    t
 }

@@ -1,10 +1,14 @@
-//! The demo web service and the client that probes it through the VIP.
+//! The plain web service (for runs without a database) and the client that probes the VIP.
 //!
 //! The service answers every request with the name of the node it runs on, so the client can
 //! tell which node holds the VIP. The probe opens a fresh TCP connection for every request and
 //! starts one request per interval, whether or not earlier ones have finished, so an outage is
-//! resolved to about one interval even while requests time out. Every request becomes one line
-//! of the probe's record file: `<start_ns> <end_ns> ok <node>` or `<start_ns> <end_ns> err <why>`,
+//! resolved to about one interval even while requests time out. With `--write-every N` every
+//! Nth request is a guestbook write (`POST /` with a unique token) and the id the server
+//! acknowledged is recorded, so lost writes can be found afterwards.
+//!
+//! Every request becomes one line of the probe's record file:
+//! `<start_ns> <end_ns> ok <node> [w <token> <id>]` or `<start_ns> <end_ns> err <why> [w <token>]`,
 //! with `CLOCK_MONOTONIC` timestamps (the same clock in every namespace of the host).
 
 use std::fs::{File, OpenOptions};
@@ -55,6 +59,9 @@ pub struct ProbeArgs {
     /// Requests in flight at most (each on its own thread).
     #[arg(long, default_value_t = 96)]
     pub workers: u32,
+    /// Every this many requests one is a write (`POST /`); 0: reads only.
+    #[arg(long, default_value_t = 0)]
+    pub write_every: u64,
     /// The probe exits after this long whatever happens.
     #[arg(long, default_value_t = 3600)]
     pub max_seconds: u64,
@@ -148,18 +155,15 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         .map(|_| {
             let out = Arc::clone(&out);
             let next_tick = Arc::clone(&next_tick);
-            let target = args.target;
-            std::thread::spawn(move || {
-                probe_worker(
-                    &out,
-                    &next_tick,
-                    start,
-                    interval,
-                    total_ticks,
-                    target,
-                    timeout,
-                )
-            })
+            let plan = Plan {
+                start,
+                interval_us: interval,
+                total_ticks,
+                target: args.target,
+                timeout,
+                write_every: args.write_every,
+            };
+            std::thread::spawn(move || probe_worker(&out, &next_tick, &plan))
         })
         .collect();
     for w in workers {
@@ -168,25 +172,29 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Claims ticks from the shared counter; a tick that is already an interval late (all workers
-/// were busy) is skipped rather than bunched up with the next ones.
-fn probe_worker(
-    out: &File,
-    next_tick: &AtomicU64,
+/// What every probe worker does.
+struct Plan {
     start: Instant,
     interval_us: u64,
     total_ticks: u64,
     target: SocketAddr,
     timeout: Duration,
-) {
-    let interval = Duration::from_micros(interval_us);
+    write_every: u64,
+}
+
+/// Claims ticks from the shared counter; a tick that is already an interval late (all workers
+/// were busy) is skipped rather than bunched up with the next ones.
+fn probe_worker(out: &File, next_tick: &AtomicU64, plan: &Plan) {
+    let interval = Duration::from_micros(plan.interval_us);
+    // Tokens are unique across probe processes of one run: the pid and the tick.
+    let pid = std::process::id();
     // Every iteration consumes a distinct tick, so total_ticks bounds the loop.
-    for _ in 0..total_ticks {
+    for _ in 0..plan.total_ticks {
         let tick = next_tick.fetch_add(1, Ordering::Relaxed);
-        if tick >= total_ticks {
+        if tick >= plan.total_ticks {
             return;
         }
-        let due = start + interval * u32::try_from(tick).unwrap_or(u32::MAX);
+        let due = plan.start + interval * u32::try_from(tick).unwrap_or(u32::MAX);
         let now = Instant::now();
         if now > due + interval {
             continue;
@@ -195,12 +203,19 @@ fn probe_worker(
         if let Some(wait) = due.checked_duration_since(now) {
             std::thread::sleep(wait);
         }
+        let token = (plan.write_every > 0 && tick.is_multiple_of(plan.write_every))
+            .then(|| format!("p{pid}-{tick}"));
         let t0 = mono_ns();
-        let result = request(target, timeout);
+        let result = request(plan.target, plan.timeout, token.as_deref());
         let t1 = mono_ns();
-        let line = match result {
-            Ok(node) => format!("{t0} {t1} ok {node}\n"),
-            Err(why) => format!("{t0} {t1} err {why}\n"),
+        let line = match (result, &token) {
+            (Ok(a), Some(token)) => match a.id {
+                Some(id) => format!("{t0} {t1} ok {} w {token} {id}\n", a.node),
+                None => format!("{t0} {t1} err no-id w {token}\n"),
+            },
+            (Ok(a), None) => format!("{t0} {t1} ok {}\n", a.node),
+            (Err(why), Some(token)) => format!("{t0} {t1} err {why} w {token}\n"),
+            (Err(why), None) => format!("{t0} {t1} err {why}\n"),
         };
         // One write(2) per line on an O_APPEND file: lines of concurrent workers never mix.
         let mut writer = out;
@@ -208,8 +223,13 @@ fn probe_worker(
     }
 }
 
-/// One request on a fresh connection; the node name on success, a one-word reason otherwise.
-fn request(target: SocketAddr, timeout: Duration) -> Result<String, &'static str> {
+/// One request on a fresh connection (a write of `token` if given); the answer on success, a
+/// one-word reason otherwise.
+fn request(
+    target: SocketAddr,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<Answer, &'static str> {
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&target, timeout).map_err(|e| match e.kind() {
         ErrorKind::TimedOut | ErrorKind::WouldBlock => "connect-timeout",
@@ -227,8 +247,15 @@ fn request(target: SocketAddr, timeout: Duration) -> Result<String, &'static str
     stream
         .set_write_timeout(Some(remaining(deadline)?))
         .map_err(|_| "socket-error")?;
+    let req = match token {
+        Some(t) => format!(
+            "POST / HTTP/1.0\r\nHost: vip\r\nContent-Length: {}\r\n\r\n{t}",
+            t.len()
+        ),
+        None => "GET / HTTP/1.0\r\nHost: vip\r\n\r\n".to_string(),
+    };
     stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+        .write_all(req.as_bytes())
         .map_err(|_| "write-error")?;
     let mut response = Vec::with_capacity(256);
     let mut buf = [0u8; 1024];
@@ -252,18 +279,38 @@ fn request(target: SocketAddr, timeout: Duration) -> Result<String, &'static str
             Err(_) => return Err("read-error"),
         }
     }
-    parse_response(&response).ok_or("bad-response")
+    parse_response(&response)
 }
 
-/// The node name in a `200` response.
-fn parse_response(response: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(response).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.lines().next()?;
-    let mut words = status.split_whitespace();
-    (words.next()?.starts_with("HTTP/1.") && words.next()? == "200").then_some(())?;
-    let name = body.trim();
-    (!name.is_empty() && !name.contains(char::is_whitespace)).then(|| name.to_string())
+/// A `200` response: the answering node, and for a write the id it was given.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    node: String,
+    id: Option<u64>,
+}
+
+/// The node name (first body line) and the id (second line, writes only) of a `200` response.
+fn parse_response(response: &[u8]) -> Result<Answer, &'static str> {
+    let text = std::str::from_utf8(response).map_err(|_| "bad-response")?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("bad-response")?;
+    let mut words = head.lines().next().unwrap_or("").split_whitespace();
+    if !words.next().is_some_and(|w| w.starts_with("HTTP/1.")) {
+        return Err("bad-response");
+    }
+    match words.next() {
+        Some("200") => {}
+        Some("503") => return Err("http-503"),
+        _ => return Err("http-error"),
+    }
+    let mut lines = body.lines();
+    let node = lines.next().unwrap_or("").trim();
+    if node.is_empty() || node.contains(char::is_whitespace) {
+        return Err("bad-response");
+    }
+    Ok(Answer {
+        node: node.to_string(),
+        id: lines.next().and_then(|l| l.trim().parse().ok()),
+    })
 }
 
 /// One request as the probe recorded it.
@@ -273,6 +320,8 @@ pub struct Sample {
     pub end_ns: u64,
     /// The answering node, or `Err(reason)`.
     pub outcome: Result<String, String>,
+    /// For a write: its token, and the id the server acknowledged (`None` if it failed).
+    pub write: Option<(String, Option<u64>)>,
 }
 
 impl Sample {
@@ -336,6 +385,14 @@ fn parse_sample(line: &str) -> Option<Sample> {
     let end_ns = words.next()?.parse().ok()?;
     let kind = words.next()?;
     let what = words.next().unwrap_or("").to_string();
+    let write = match words.next() {
+        Some("w") => {
+            let token = words.next()?.to_string();
+            let id = words.next().and_then(|w| w.parse().ok());
+            Some((token, id.filter(|_| kind == "ok")))
+        }
+        _ => None,
+    };
     let outcome = match kind {
         "ok" => Ok(what),
         _ => Err(what),
@@ -344,6 +401,7 @@ fn parse_sample(line: &str) -> Option<Sample> {
         start_ns,
         end_ns,
         outcome,
+        write,
     })
 }
 
@@ -354,13 +412,29 @@ mod tests {
     #[test]
     fn parses_the_service_response() {
         let r = b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nnodeA\n";
-        assert_eq!(parse_response(r).as_deref(), Some("nodeA"));
+        assert_eq!(
+            parse_response(r),
+            Ok(Answer {
+                node: "nodeA".into(),
+                id: None
+            })
+        );
+        let w = b"HTTP/1.0 200 OK\r\n\r\nnode2\n41\n";
+        assert_eq!(parse_response(w).map(|a| a.id), Ok(Some(41)));
         assert_eq!(
             parse_response(b"HTTP/1.0 500 Oops\r\n\r\nnodeA\n"),
-            None,
+            Err("http-error"),
             "only 200 counts"
         );
-        assert_eq!(parse_response(b"HTTP/1.0 200 OK\r\n"), None, "no body");
+        assert_eq!(
+            parse_response(b"HTTP/1.0 503 Service Unavailable\r\n\r\nnodeA\nread-only\n"),
+            Err("http-503")
+        );
+        assert_eq!(
+            parse_response(b"HTTP/1.0 200 OK\r\n"),
+            Err("bad-response"),
+            "no body"
+        );
     }
 
     #[test]
@@ -370,8 +444,17 @@ mod tests {
             Some(Sample {
                 start_ns: 10,
                 end_ns: 20,
-                outcome: Ok("node1".into())
+                outcome: Ok("node1".into()),
+                write: None,
             })
+        );
+        assert_eq!(
+            parse_sample("10 20 ok node1 w p7-3 12").and_then(|s| s.write),
+            Some(("p7-3".into(), Some(12)))
+        );
+        assert_eq!(
+            parse_sample("10 20 err timeout w p7-4").and_then(|s| s.write),
+            Some(("p7-4".into(), None))
         );
         assert_eq!(
             parse_sample("10 70 err connect-timeout").map(|s| s.outcome),

@@ -11,11 +11,13 @@ mod bench_xdp;
 mod cmd;
 mod demo;
 mod ebpf;
+mod guestbook;
 mod http;
 mod report;
 mod scenario;
 mod setup;
 mod tasks;
+mod timeline;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -56,6 +58,9 @@ enum Command {
     /// The demo web service, run inside a node namespace by `demo` and `bench`.
     #[command(hide = true)]
     HttpServe(http::ServeArgs),
+    /// The demo's guestbook service, run inside a node namespace by `demo` and `bench`.
+    #[command(hide = true)]
+    GuestbookServe(guestbook::ServeArgs),
     /// The client probing the VIP, run inside the client namespace by `demo` and `bench`.
     #[command(hide = true)]
     HttpProbe(http::ProbeArgs),
@@ -84,6 +89,7 @@ fn main() -> Result<()> {
             bench::run(args)
         }
         Command::HttpServe(args) => http::serve(args),
+        Command::GuestbookServe(args) => guestbook::serve(args),
         Command::HttpProbe(args) => http::probe(args),
         Command::AdvertWatch(args) => adverts::watch(args),
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use tests::mariadb::{ClusterFiles, MariaDb};
 use tests::rig::{NODE_IF, kill_all_in, pids_in};
 use tests::{AgentOpts, Proc, Rig, RigConfig};
 
@@ -176,6 +177,8 @@ pub enum Implementation {
     Ucarp,
     /// keepalived, VRRPv2; it manages the VIP itself.
     Keepalived,
+    /// keepalived, VRRPv3 with an advert interval in milliseconds (a multiple of 10).
+    KeepalivedV3 { interval_ms: u32 },
 }
 
 impl Implementation {
@@ -200,6 +203,9 @@ impl Implementation {
             Implementation::Agent { xdp } => format!("agent-xdp-{xdp}"),
             Implementation::Ucarp => "ucarp".into(),
             Implementation::Keepalived => "keepalived".into(),
+            Implementation::KeepalivedV3 { interval_ms } => {
+                format!("keepalived-v3-{interval_ms}ms")
+            }
         }
     }
 
@@ -226,12 +232,21 @@ pub struct Rank {
 impl Timing {
     /// The theoretical master-down time of a backup with `rank`: CARP
     /// `advbase * deadratio + advskew/256` s; VRRPv2 (RFC 3768) `3 * advert_int +
-    /// (256 - priority)/256` s, the skew not scaled by the interval.
+    /// (256 - priority)/256` s, the skew not scaled by the interval; VRRPv3 (RFC 5798) the
+    /// skew scaled by the interval. The agent in fast mode (advbase 0) waits deadratio times
+    /// the slower interval, which is the backup's own.
     pub fn master_down(&self, imp: &Implementation, rank: Rank) -> Duration {
+        let skew_us = |interval_us: u64| (256 - u64::from(rank.priority)) * interval_us / 256;
         match imp {
-            Implementation::Keepalived => Duration::from_micros(
-                3 * u64::from(self.advbase) * 1_000_000
-                    + (256 - u64::from(rank.priority)) * 1_000_000 / 256,
+            Implementation::Keepalived => {
+                Duration::from_micros(3 * u64::from(self.advbase) * 1_000_000 + skew_us(1_000_000))
+            }
+            Implementation::KeepalivedV3 { interval_ms } => {
+                let i = u64::from(*interval_ms) * 1000;
+                Duration::from_micros(3 * i + skew_us(i))
+            }
+            Implementation::Agent { .. } if self.advbase == 0 => Duration::from_micros(
+                u64::from(self.deadratio) * u64::from(rank.advskew) * 1_000_000 / 256,
             ),
             _ => tests::ucarp::master_down(self.advbase, rank.advskew, self.deadratio),
         }
@@ -254,6 +269,99 @@ pub enum WatchPort {
     Client,
 }
 
+/// The guestbook's database account (local connections only; a demo password).
+const GUESTBOOK_PASSWORD: &str = "guestbook-demo-password";
+
+/// Every node's MariaDB: TLS settings, certificates and users from the product's own
+/// `cluster-agent db bootstrap`, the guestbook schema, read-only until someone promotes it.
+pub struct Database {
+    pub files: ClusterFiles,
+    pub servers: Vec<MariaDb>,
+    password_file: PathBuf,
+}
+
+impl Database {
+    fn start(rig: &Rig) -> Result<Database> {
+        let t0 = Instant::now();
+        let files = catch(|| {
+            Ok(tests::mariadb::bootstrap_cli(
+                rig,
+                &rig.dir().join("db-bootstrap"),
+            ))
+        })?;
+        let users = std::fs::read_to_string(&files.users_sql)
+            .with_context(|| format!("reading {}", files.users_sql.display()))?;
+        let password_file = rig.dir().join("guestbook.pass");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&password_file)
+                .with_context(|| format!("creating {}", password_file.display()))?;
+            std::io::Write::write_all(&mut f, GUESTBOOK_PASSWORD.as_bytes())?;
+        }
+        let mut servers = Vec::new();
+        for i in 0..rig.node_count() {
+            let server = catch(|| {
+                let s = MariaDb::start(
+                    rig,
+                    i,
+                    std::net::IpAddr::V4(rig.addr(i)),
+                    &files.nodes[i].cnf,
+                );
+                s.sql(&users);
+                // Outside the binary log: no server holds a GTID the others lack.
+                s.sql(&format!(
+                    "SET SESSION sql_log_bin = 0;\n{}\
+                     CREATE USER '{user}'@'localhost' IDENTIFIED BY '{GUESTBOOK_PASSWORD}';\n\
+                     GRANT SELECT, INSERT ON guestbook.* TO '{user}'@'localhost';\n",
+                    crate::guestbook::SCHEMA,
+                    user = crate::guestbook::DB_USER,
+                ));
+                Ok(s)
+            })?;
+            servers.push(server);
+        }
+        crate::cmd::say(format_args!(
+            "{} MariaDB servers bootstrapped (TLS, certificates from `cluster-agent db bootstrap`) in {:.1} s",
+            servers.len(),
+            t0.elapsed().as_secs_f64()
+        ));
+        Ok(Database {
+            files,
+            servers,
+            password_file,
+        })
+    }
+
+    /// `(id, token)` of every guestbook entry on node `i`'s server.
+    pub fn entries(&self, i: usize) -> Result<std::collections::BTreeMap<String, u64>> {
+        let out = self.servers[i]
+            .try_sql("SELECT token, id FROM guestbook.entries")
+            .map_err(|e| anyhow!("reading the guestbook on node{i}: {e}"))?;
+        out.lines()
+            .map(|l| {
+                let (token, id) = l
+                    .split_once('\t')
+                    .ok_or_else(|| anyhow!("unexpected row {l:?}"))?;
+                Ok((token.to_string(), id.trim().parse()?))
+            })
+            .collect()
+    }
+
+    /// A shell command line running `sql` as root on node `i`'s server (for daemon scripts).
+    fn sql_command(&self, i: usize, sql: &str) -> String {
+        format!(
+            "{} --no-defaults --socket={} --user=root -e \"{sql}\"",
+            tests::mariadb::client_bin().display(),
+            self.servers[i].socket().display()
+        )
+    }
+}
+
 pub struct Scenario {
     pub imp: Implementation,
     pub timing: Timing,
@@ -267,6 +375,8 @@ pub struct Scenario {
     pub probe_log: ProbeLog,
     pub adverts: AdvertLog,
     xtask: PathBuf,
+    /// Every node's database, when the scenario runs the guestbook.
+    pub db: Option<Database>,
     /// Declared last: fields drop in order, and the rig (namespaces) must go after the processes.
     pub rig: Rig,
 }
@@ -277,13 +387,15 @@ pub fn node_name(i: usize) -> String {
 }
 
 impl Scenario {
-    /// Builds a rig of `nodes` nodes and a client, starts the web service on every node and the
-    /// advert recorder on `watch`. No election daemon runs yet.
+    /// Builds a rig of `nodes` nodes and a client, starts the web service on every node (the
+    /// guestbook on a MariaDB per node if `with_db`) and the advert recorder on `watch`. No
+    /// election daemon runs yet.
     pub fn new(
         nodes: usize,
         imp: Implementation,
         timing: Timing,
         watch: WatchPort,
+        with_db: bool,
     ) -> Result<Scenario> {
         // Our own binary through procfs: still valid if a concurrent build replaces the file.
         let xtask = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
@@ -318,6 +430,11 @@ impl Scenario {
             &rig.log_path(&stem),
         );
         let probe_file = rig.dir().join("probe.txt");
+        let db = if with_db {
+            Some(Database::start(&rig)?)
+        } else {
+            None
+        };
         let mut s = Scenario {
             imp,
             timing,
@@ -329,6 +446,7 @@ impl Scenario {
             probe_log: ProbeLog::new(&probe_file),
             adverts: AdvertLog::new(&advert_file),
             xtask,
+            db,
             rig,
         };
         wait_for(
@@ -356,18 +474,36 @@ impl Scenario {
         let xtask = self.xtask.to_string_lossy().into_owned();
         let lifetime = PROCESS_LIFETIME_S.to_string();
         let name = node_name(i);
-        let mut p = self.rig.spawn(
-            i,
-            "http",
-            &[
-                &xtask,
-                "http-serve",
-                "--name",
-                &name,
-                "--max-seconds",
-                &lifetime,
-            ],
-        );
+        let mut p = match &self.db {
+            None => self.rig.spawn(
+                i,
+                "http",
+                &[
+                    &xtask,
+                    "http-serve",
+                    "--name",
+                    &name,
+                    "--max-seconds",
+                    &lifetime,
+                ],
+            ),
+            Some(db) => self.rig.spawn(
+                i,
+                "guestbook",
+                &[
+                    &xtask,
+                    "guestbook-serve",
+                    "--name",
+                    &name,
+                    "--db-socket",
+                    &db.servers[i].socket().to_string_lossy(),
+                    "--db-password-file",
+                    &db.password_file.to_string_lossy(),
+                    "--max-seconds",
+                    &lifetime,
+                ],
+            ),
+        };
         wait_for(
             Duration::from_secs(5),
             &format!("web service on {name}"),
@@ -382,12 +518,14 @@ impl Scenario {
         Ok(())
     }
 
-    /// Starts the client's probe of `http://VIP/`.
-    pub fn start_probe(&mut self) -> Result<()> {
+    /// Starts the client's probe of `http://VIP/`: a request every `interval_us`, every
+    /// `write_every`th a guestbook write (0: reads only).
+    pub fn start_probe(&mut self, interval_us: u64, write_every: u64) -> Result<()> {
         let xtask = self.xtask.to_string_lossy().into_owned();
         let target = format!("{VIP}:80");
         let out = self.probe_log.path().to_string_lossy().into_owned();
         let lifetime = PROCESS_LIFETIME_S.to_string();
+        let (interval, every) = (interval_us.to_string(), write_every.to_string());
         let p = self.rig.spawn_client(
             "probe",
             &[
@@ -397,6 +535,10 @@ impl Scenario {
                 &target,
                 "--out",
                 &out,
+                "--interval-us",
+                &interval,
+                "--write-every",
+                &every,
                 "--max-seconds",
                 &lifetime,
             ],
@@ -429,6 +571,10 @@ impl Scenario {
                     .advskew(rank.advskew)
                     .preempt(rank.preempt)
                     .xdp(xdp);
+                let opts = match &self.db {
+                    Some(db) => db.files.agent_flags(i, opts),
+                    None => opts,
+                };
                 let agent = catch(|| Ok(self.rig.spawn_agent(i, &opts)))?;
                 Daemon {
                     proc: agent.proc,
@@ -439,7 +585,7 @@ impl Scenario {
                 proc: self.spawn_ucarp(i, rank)?,
                 socket: None,
             },
-            Implementation::Keepalived => Daemon {
+            Implementation::Keepalived | Implementation::KeepalivedV3 { .. } => Daemon {
                 proc: self.spawn_keepalived(i, rank)?,
                 socket: None,
             },
@@ -448,18 +594,23 @@ impl Scenario {
         Ok(())
     }
 
+    /// UCARP as such clusters run it: the up script adds the address, announces it with
+    /// arping and promotes the local database with the mysql client; the down script undoes
+    /// the address and makes the database read-only.
     fn spawn_ucarp(&self, i: usize, rank: Rank) -> Result<Proc> {
+        let (promote, demote) = self.db_scripts(i);
         let up = self.rig.write_script(
             &format!("ucarp-up-n{i}.sh"),
             &format!(
                 "ip addr add \"$2/{PREFIX}\" dev \"$1\"\n\
                  arping -q -U -c 1 -I \"$1\" \"$2\" >/dev/null 2>&1 &\n\
+                 {promote}\n\
                  exit 0"
             ),
         );
         let down = self.rig.write_script(
             &format!("ucarp-down-n{i}.sh"),
-            &format!("ip addr del \"$2/{PREFIX}\" dev \"$1\" 2>/dev/null\nexit 0"),
+            &format!("ip addr del \"$2/{PREFIX}\" dev \"$1\" 2>/dev/null\n{demote}\nexit 0"),
         );
         let bin = catch(|| Ok(tests::env::ucarp_bin()))?;
         let mut argv: Vec<String> = vec![
@@ -493,6 +644,20 @@ impl Scenario {
         Ok(self.rig.spawn(i, "ucarp", &argv))
     }
 
+    /// Shell lines that promote and demote node `i`'s database with the mysql client, as the
+    /// scripts of a UCARP or keepalived cluster do (empty without a database).
+    fn db_scripts(&self, i: usize) -> (String, String) {
+        match &self.db {
+            None => (String::new(), String::new()),
+            Some(db) => (
+                db.sql_command(i, "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0;"),
+                db.sql_command(i, "SET GLOBAL read_only = 1;"),
+            ),
+        }
+    }
+
+    /// keepalived manages the VIP itself; with a database, notify scripts promote and demote
+    /// it.
     fn spawn_keepalived(&self, i: usize, rank: Rank) -> Result<Proc> {
         let dir = self.rig.dir();
         let conf = dir.join(format!("keepalived-n{i}.conf"));
@@ -501,16 +666,39 @@ impl Scenario {
         } else {
             "BACKUP"
         };
+        let (version, advert_int) = match self.imp {
+            Implementation::KeepalivedV3 { interval_ms } => {
+                (3, format!("{}", f64::from(interval_ms) / 1000.0))
+            }
+            _ => (2, self.timing.advbase.to_string()),
+        };
+        let notify = if self.db.is_some() {
+            let (promote, demote) = self.db_scripts(i);
+            let up = self
+                .rig
+                .write_script(&format!("keepalived-master-n{i}.sh"), &promote);
+            let down = self
+                .rig
+                .write_script(&format!("keepalived-backup-n{i}.sh"), &demote);
+            format!(
+                "    notify_master \"{}\"\n    notify_backup \"{}\"\n    notify_fault \"{}\"\n",
+                up.display(),
+                down.display(),
+                down.display()
+            )
+        } else {
+            String::new()
+        };
         std::fs::write(
             &conf,
             format!(
-                "global_defs {{\n    router_id {name}\n    vrrp_version 2\n}}\n\
+                "global_defs {{\n    router_id {name}\n    vrrp_version {version}\n    script_user root\n}}\n\
                  vrrp_instance VI_{VHID} {{\n    state {state}\n    interface {NODE_IF}\n\
-                 \x20   virtual_router_id {VHID}\n    priority {prio}\n    advert_int {adv}\n\
+                 \x20   virtual_router_id {VHID}\n    priority {prio}\n    advert_int {advert_int}\n\
+                 {notify}\
                  \x20   virtual_ipaddress {{\n        {VIP}/{PREFIX} dev {NODE_IF}\n    }}\n}}\n",
                 name = node_name(i),
                 prio = rank.priority,
-                adv = self.timing.advbase,
             ),
         )
         .with_context(|| format!("writing {}", conf.display()))?;
@@ -641,18 +829,95 @@ impl Scenario {
         kill_all_in(&ns);
         self.daemons[i] = None;
         self.services[i] = None;
+        if let Some(db) = &mut self.db {
+            db.servers[i].kill();
+        }
         self.powered[i] = false;
         Ok(t)
     }
 
-    /// Powers node `i` back on (port up, own address back, VIP gone) and restarts its service.
+    /// Powers node `i` back on (port up, own address back, VIP gone), restarts its database
+    /// (crash recovery) and its service.
     pub fn power_on(&mut self, i: usize) -> Result<()> {
         catch(|| {
             self.rig.power_on(i);
+            if let Some(db) = &mut self.db {
+                db.servers[i].restart();
+            }
             Ok(())
         })?;
         self.powered[i] = true;
         self.start_service(i)
+    }
+
+    /// What an operator of a UCARP or keepalived cluster sets up by hand: node `master`'s
+    /// database writable, every other one replicating from it over verified TLS.
+    pub fn start_static_replication(&mut self, master: usize) -> Result<()> {
+        let Some(db) = &self.db else { return Ok(()) };
+        let repl_pw = std::fs::read_to_string(&db.files.repl_password_file)?
+            .trim_end()
+            .to_string();
+        db.servers[master]
+            .try_sql("SET GLOBAL read_only = 0")
+            .map_err(|e| anyhow!("node{master}: {e}"))?;
+        for i in (0..self.nodes()).filter(|&i| i != master) {
+            let f = &db.files.nodes[i];
+            let sql = format!(
+                "CHANGE MASTER TO MASTER_HOST = '{host}', MASTER_PORT = {port}, \
+                 MASTER_USER = 'cluster_repl', MASTER_PASSWORD = '{repl_pw}', \
+                 MASTER_USE_GTID = slave_pos, MASTER_SSL = 1, MASTER_SSL_CA = '{ca}', \
+                 MASTER_SSL_CERT = '{cert}', MASTER_SSL_KEY = '{key}', \
+                 MASTER_SSL_VERIFY_SERVER_CERT = 1, MASTER_CONNECT_RETRY = 1; START SLAVE;",
+                host = self.rig.addr(master),
+                port = tests::mariadb::PORT,
+                ca = f.ca.display(),
+                cert = f.client_cert.display(),
+                key = f.client_key.display(),
+            );
+            db.servers[i]
+                .try_sql(&sql)
+                .map_err(|e| anyhow!("node{i}: {e}"))?;
+        }
+        let servers = &db.servers;
+        wait_for(
+            Duration::from_secs(20),
+            "every replica connected to the master",
+            || {
+                Ok((0..servers.len())
+                    .filter(|&i| i != master)
+                    .all(|i| {
+                        servers[i]
+                            .slave_status()
+                            .get("Slave_IO_Running")
+                            .map(String::as_str)
+                            == Some("Yes")
+                    })
+                    .then_some(()))
+            },
+        )
+    }
+
+    /// Checks every write the client saw acknowledged against node `survivor`'s database.
+    pub fn check_writes(&self, survivor: usize) -> Result<WriteCheck> {
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| anyhow!("no database in this scenario"))?;
+        let entries = db.entries(survivor)?;
+        let mut check = WriteCheck::default();
+        for s in &self.probe_log.samples {
+            let Some((token, id)) = &s.write else {
+                continue;
+            };
+            check.attempted += 1;
+            let Some(id) = id else { continue };
+            check.acknowledged += 1;
+            if entries.get(token) != Some(id) {
+                check.lost.push(format!("{token}={id}"));
+            }
+        }
+        check.rows_on_survivor = entries.len();
+        Ok(check)
     }
 
     /// Waits until the failover away from `old` (power-failed at `t_fail`) is complete as the
@@ -719,6 +984,16 @@ impl Scenario {
             failed,
         })
     }
+}
+
+/// The client's acknowledged writes against a surviving database.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct WriteCheck {
+    pub attempted: usize,
+    pub acknowledged: usize,
+    /// `token=id` of acknowledged writes missing on the survivor (or there with another id).
+    pub lost: Vec<String>,
+    pub rows_on_survivor: usize,
 }
 
 /// One failover as the records show it (all instants in `mono_ns`).
