@@ -133,6 +133,9 @@ impl MariaDb {
         std::fs::create_dir_all(&dir).expect("create server directory");
         cmd::run(Command::new("cp").arg("-a").arg(template()).arg(&data));
         let socket = dir.join("mysqld.sock");
+        // A private temporary directory: servers of parallel tests never share /tmp files.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("create server tmpdir");
         let cnf = dir.join("my.cnf");
         std::fs::write(
             &cnf,
@@ -141,6 +144,7 @@ impl MariaDb {
                  datadir = {data}\n\
                  socket = {socket}\n\
                  pid_file = {dir}/mariadbd.pid\n\
+                 tmpdir = {tmp}\n\
                  port = {PORT}\n\
                  user = root\n\
                  skip_name_resolve = ON\n\
@@ -152,6 +156,7 @@ impl MariaDb {
                 data = data.display(),
                 socket = socket.display(),
                 dir = dir.display(),
+                tmp = tmp.display(),
                 node_cnf = node_cnf.display(),
             ),
         )

@@ -446,11 +446,16 @@ pub fn pids_in(ns: &str) -> Vec<libc::pid_t> {
 
 /// SIGKILLs every process in `ns` and waits (bounded) until none is left.
 pub fn kill_all_in(ns: &str) {
-    // A process may fork while we kill; a few rounds catch the children.
-    for _ in 0..20 {
+    // A process may fork while we kill; further rounds catch the children. A killed process
+    // can take a while to exit on a loaded machine, so the bound is time (5 s), not rounds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for _ in 0..1000 {
         let pids = pids_in(ns);
         if pids.is_empty() {
             return;
+        }
+        if std::time::Instant::now() > deadline {
+            break;
         }
         for pid in pids {
             // SAFETY: kill(2) on a pid just listed as living in a namespace we created.

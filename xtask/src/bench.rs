@@ -1,460 +1,768 @@
-//! `cargo xtask bench <what>`: measurements.
+//! `cargo xtask bench`: the demo's failover, side by side with the tools it replaces.
 //!
-//! `bench failover` measures the client-visible failover of this agent, UCARP and keepalived
-//! under the same election timing, on a fresh two-node rig per run (see [`crate::scenario`]).
+//! Every run builds the demo's web cluster afresh (three nodes, MariaDB with TLS replication
+//! from `cluster-agent db bootstrap`, the guestbook on each node, a client reading and writing
+//! through the VIP), power-fails the master at a random phase and measures what the client
+//! saw. The configurations, interleaved run by run so slow drifts of the machine hit all alike:
+//!
+//! - compatible mode, advert interval 1 s, deadratio 3: this agent with XDP, this agent
+//!   without XDP, UCARP with up/down scripts (address, `arping`, database promotion with the
+//!   mysql client; replication set up by hand as such clusters are), keepalived VRRPv2 with
+//!   notify scripts doing the same promotion;
+//! - fast mode: this agent with advbase 0 and small skews, against keepalived VRRPv3 with the
+//!   smallest advert interval that did not flap under the same load (searched first).
+//!
+//! Then both fast configurations run under load for `--soak-seconds` (concurrently, so both
+//! see the same machine) and every change of master is counted as a flap. Results go to a
+//! markdown table, a JSON file and an SVG picture in `--out`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
 use crate::cmd::say;
 use crate::report::{Stats, Table, ms, signed_ms, utc_stamp};
 use crate::scenario::{
-    self, Failover, Implementation, Rank, Scenario, Timing, WatchPort, check_interrupt, mono_ns,
+    self, Implementation, Rank, Scenario, Timing, WatchPort, catch, check_interrupt, mono_ns,
     ms_between, node_name, wait_for,
 };
+use crate::timeline::GapSeries;
 
-/// Arguments of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    pub what: Bench,
+    pub what: Option<Bench>,
+    #[command(flatten)]
+    pub compare: CompareArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Bench {
-    /// Client-visible failover after a power failure of the master, against UCARP and keepalived.
-    Failover(FailoverArgs),
     /// XDP program cost per packet, and forged-advert floods against every implementation.
     Xdp(crate::bench_xdp::BenchXdpArgs),
-    /// Database failover: MASTER transition to the first write through the VIP, lost writes.
+    /// Database failover in detail: MASTER transition to the first write, by failure kind.
     Db(crate::bench_db::BenchDbArgs),
 }
 
 #[derive(clap::Args, Debug)]
-pub struct FailoverArgs {
-    /// Failovers measured per implementation (each on a fresh rig).
+pub struct CompareArgs {
+    /// Failovers measured per configuration (each on a fresh cluster).
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
-    /// Directory for the markdown and JSON results (relative to the current directory).
+    /// Seconds each fast-mode configuration runs under load while flaps are counted.
+    #[arg(long, default_value_t = 600)]
+    pub soak_seconds: u64,
+    /// Seconds each candidate keepalived VRRPv3 interval runs under load in the search.
+    #[arg(long, default_value_t = 60)]
+    pub search_seconds: u64,
+    /// Directory for the markdown, JSON and SVG results (relative to the current directory).
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
-    /// Implementations to measure, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "agent-xdp-off,agent-xdp-native,ucarp,keepalived"
-    )]
-    pub impls: Vec<String>,
 }
 
-/// Election timing of every implementation: advbase 1 s, deadratio 3.
-const TIMING: Timing = Timing {
+/// Nodes per cluster, as in the demo.
+const NODES: usize = 3;
+/// Compatible mode: advbase 1 s, deadratio 3 for every implementation.
+const COMPAT: Timing = Timing {
     advbase: 1,
     deadratio: 3,
 };
-/// Node A (node0): CARP advskew 0, VRRP priority 200.
-const MASTER: Rank = Rank {
-    advskew: 0,
-    priority: 200,
-    preempt: false,
+/// Fast mode of the agent: advbase 0, the interval is advskew/256 s.
+const FAST: Timing = Timing {
+    advbase: 0,
+    deadratio: 3,
 };
-/// Node B (node1): CARP advskew 100, VRRP priority 100.
-const BACKUP: Rank = Rank {
-    advskew: 100,
-    priority: 100,
-    preempt: false,
-};
-/// The goal for the agent: median excess over its theoretical master-down time.
-const AGENT_EXCESS_GOAL_MS: f64 = 20.0;
+/// CARP advskews and VRRP priorities of node0 (the first master), node1, node2.
+const COMPAT_SKEW: [u8; NODES] = [0, 100, 200];
+const FAST_SKEW: [u8; NODES] = [1, 1, 2];
+const PRIORITY: [u8; NODES] = [200, 100, 50];
+/// Candidate VRRPv3 advert intervals for keepalived, smallest first (keepalived counts in
+/// centiseconds).
+const V3_CANDIDATES_MS: [u32; 5] = [10, 20, 30, 50, 100];
+/// The client: a request every 2 ms, every fourth a write.
+const PROBE_INTERVAL_US: u64 = 2000;
+const WRITE_EVERY: u64 = 4;
+/// Goals: compatible mode within this much of theory at the median; fast mode median gap.
+const EXCESS_GOAL_MS: f64 = 20.0;
+const UCARP_RATIO_GOAL: f64 = 0.8;
+const FAST_GOAL_MS: f64 = 30.0;
 
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
-        Bench::Failover(a) => failover(a),
-        Bench::Xdp(a) => crate::bench_xdp::run(a),
-        Bench::Db(a) => crate::bench_db::run(a),
+        Some(Bench::Xdp(a)) => crate::bench_xdp::run(a),
+        Some(Bench::Db(a)) => crate::bench_db::run(a),
+        None => compare(args.compare),
     }
 }
 
-/// One measured failover.
+/// One configuration of the comparison.
+#[derive(Clone, Debug)]
+struct Config {
+    name: String,
+    imp: Implementation,
+    timing: Timing,
+    fast: bool,
+}
+
+impl Config {
+    fn rank(&self, i: usize) -> Rank {
+        Rank {
+            advskew: if self.fast {
+                FAST_SKEW[i]
+            } else {
+                COMPAT_SKEW[i]
+            },
+            priority: PRIORITY[i],
+            preempt: false,
+        }
+    }
+
+    /// Theoretical master-down time of node1, the node that takes over.
+    fn theory_ms(&self) -> f64 {
+        self.timing
+            .master_down(&self.imp, self.rank(1))
+            .as_secs_f64()
+            * 1e3
+    }
+
+    fn describe(&self) -> String {
+        match &self.imp {
+            Implementation::Agent { xdp } if self.fast => format!(
+                "cluster-agent --xdp {xdp}, advbase 0, advskew {:?}, deadratio {}",
+                FAST_SKEW, self.timing.deadratio
+            ),
+            Implementation::Agent { xdp } => format!(
+                "cluster-agent --xdp {xdp}, advbase 1, advskew {COMPAT_SKEW:?}, deadratio 3"
+            ),
+            Implementation::Ucarp => format!(
+                "ucarp -b 1 -r 3 -k {COMPAT_SKEW:?}, up/down scripts: ip addr, arping -U, mysql client promotion"
+            ),
+            Implementation::Keepalived => format!(
+                "keepalived VRRPv2 advert_int 1, priority {PRIORITY:?}, notify scripts: mysql client promotion"
+            ),
+            Implementation::KeepalivedV3 { interval_ms } => format!(
+                "keepalived VRRPv3 advert_int {:.2}, priority {PRIORITY:?}, notify scripts: mysql client promotion",
+                f64::from(*interval_ms) / 1000.0
+            ),
+        }
+    }
+}
+
+fn agent(xdp: &str, fast: bool) -> Config {
+    Config {
+        name: format!(
+            "agent{} {}",
+            if fast { " fast" } else { "" },
+            if xdp == "off" { "no-XDP" } else { "XDP" }
+        ),
+        imp: Implementation::Agent { xdp: xdp.into() },
+        timing: if fast { FAST } else { COMPAT },
+        fast,
+    }
+}
+
+fn keepalived_v3(interval_ms: u32) -> Config {
+    Config {
+        name: format!("keepalived v3 {interval_ms} ms"),
+        imp: Implementation::KeepalivedV3 { interval_ms },
+        timing: FAST,
+        fast: true,
+    }
+}
+
+/// One measured failover; times in milliseconds from the power failure unless named otherwise.
 #[derive(Clone, Debug, Serialize)]
 struct RunResult {
     run: usize,
-    /// Power failure relative to the last advert of A that B received (the phase).
-    fail_after_last_advert_ms: Option<f64>,
-    gap_from_fail_ms: f64,
-    gap_from_last_advert_ms: Option<f64>,
+    /// First answer (read or write) from the new master.
+    gap_ms: f64,
+    /// The old master's last advert on node1's port to the first answer from the new master,
+    /// minus the theoretical master-down time.
     excess_ms: Option<f64>,
-    detection_ms: Option<f64>,
-    detection_excess_ms: Option<f64>,
-    outage_ms: Option<f64>,
+    /// First write the new master acknowledged.
+    writable_ms: Option<f64>,
     failed_requests: usize,
-    /// The XDP mode the backup agent reported (agents only).
-    xdp_reported: Option<String>,
-    raw: Failover,
+    acknowledged_writes: usize,
+    lost_writes: Vec<String>,
+    new_master: String,
 }
 
 #[derive(Debug, Serialize)]
-struct ImplResult {
+struct ConfigResult {
     name: String,
+    settings: String,
     theory_ms: f64,
     runs: Vec<RunResult>,
-    failures: Vec<String>,
-    gap_from_fail: Option<Stats>,
-    gap_from_last_advert: Option<Stats>,
+    errors: Vec<String>,
+    gap: Option<Stats>,
     excess: Option<Stats>,
-    detection_excess: Option<Stats>,
+    writable: Option<Stats>,
     failed_requests: Option<Stats>,
+    lost_writes: Option<Stats>,
+    /// Fast mode only: changes of master while running under load, and for how long.
+    soak: Option<Soak>,
 }
 
-fn failover(args: FailoverArgs) -> Result<()> {
-    require_root()?;
-    let imps = args
-        .impls
-        .iter()
-        .map(|s| Implementation::parse(s))
-        .collect::<Result<Vec<_>>>()?;
-    if !(1..=1000).contains(&args.runs) {
-        bail!("--runs must be between 1 and 1000");
-    }
+#[derive(Clone, Debug, Serialize)]
+struct Soak {
+    seconds: f64,
+    flaps: usize,
+    requests: usize,
+    failed_requests: usize,
+}
+
+fn compare(args: CompareArgs) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the benchmark needs root (network namespaces, XDP); run it as root"
+    );
+    ensure!(
+        (1..=1000).contains(&args.runs),
+        "--runs must be between 1 and 1000"
+    );
+    ensure!(
+        (10..=86_400).contains(&args.soak_seconds),
+        "--soak-seconds must be between 10 and 86400"
+    );
+    ensure!(
+        (5..=3600).contains(&args.search_seconds),
+        "--search-seconds must be between 5 and 3600"
+    );
     let built = crate::tasks::build(true)?;
     let _pinned = scenario::PinnedAgent::new(&built.agent_bin)?;
     scenario::install_signal_handlers();
+    let started = mono_ns();
 
-    let mut results: Vec<ImplResult> = imps
+    // The smallest keepalived VRRPv3 interval that holds still under the client's load.
+    let mut search = Vec::new();
+    let mut v3 = None;
+    for ms in V3_CANDIDATES_MS {
+        check_interrupt()?;
+        say(format_args!(
+            "keepalived VRRPv3 interval search: {ms} ms under load for {} s",
+            args.search_seconds
+        ));
+        let cfg = keepalived_v3(ms);
+        let soak = catch(|| soak(&cfg, args.search_seconds));
+        let line = match &soak {
+            Ok(s) => format!("{ms} ms: {} flaps in {:.0} s", s.flaps, s.seconds),
+            Err(e) => format!("{ms} ms: failed: {e:#}"),
+        };
+        say(format_args!("  {line}"));
+        search.push(line);
+        if soak.is_ok_and(|s| s.flaps == 0) {
+            v3 = Some(ms);
+            break;
+        }
+    }
+    let v3 = v3.unwrap_or(*V3_CANDIDATES_MS.last().expect("candidates"));
+
+    let configs = [
+        agent("auto", false),
+        agent("off", false),
+        Config {
+            name: "ucarp".into(),
+            imp: Implementation::Ucarp,
+            timing: COMPAT,
+            fast: false,
+        },
+        Config {
+            name: "keepalived".into(),
+            imp: Implementation::Keepalived,
+            timing: COMPAT,
+            fast: false,
+        },
+        agent("auto", true),
+        keepalived_v3(v3),
+    ];
+    let mut results: Vec<ConfigResult> = configs
         .iter()
-        .map(|imp| ImplResult {
-            name: imp.name(),
-            theory_ms: TIMING.master_down(imp, BACKUP).as_secs_f64() * 1e3,
+        .map(|c| ConfigResult {
+            name: c.name.clone(),
+            settings: c.describe(),
+            theory_ms: c.theory_ms(),
             runs: Vec::new(),
-            failures: Vec::new(),
-            gap_from_fail: None,
-            gap_from_last_advert: None,
+            errors: Vec::new(),
+            gap: None,
             excess: None,
-            detection_excess: None,
+            writable: None,
             failed_requests: None,
+            lost_writes: None,
+            soak: None,
         })
         .collect();
-    // Round-robin over the implementations, so slow drifts of the machine hit all alike.
     for run in 1..=args.runs {
-        for (imp, res) in imps.iter().zip(results.iter_mut()) {
+        for (cfg, res) in configs.iter().zip(results.iter_mut()) {
             check_interrupt()?;
             say(format_args!(
                 "failover run {run}/{} of {}",
-                args.runs,
-                imp.name()
+                args.runs, cfg.name
             ));
-            match one_run(imp, run, res.theory_ms) {
+            match catch(|| one_run(cfg, run)) {
                 Ok(r) => {
                     say(format_args!(
-                        "  {}: gap from power-fail {} ms, from last advert {} ms (excess {} ms), {} failed requests",
-                        imp.name(),
-                        ms(Some(r.gap_from_fail_ms)),
-                        ms(r.gap_from_last_advert_ms),
+                        "  {}: gap {} ms (excess over theory {} ms), writable after {} ms, {} failed requests, {} of {} acknowledged writes lost",
+                        cfg.name,
+                        ms(Some(r.gap_ms)),
                         signed_ms(r.excess_ms),
-                        r.failed_requests
+                        ms(r.writable_ms),
+                        r.failed_requests,
+                        r.lost_writes.len(),
+                        r.acknowledged_writes
                     ));
                     res.runs.push(r);
                 }
                 Err(e) => {
                     check_interrupt()?;
-                    say(format_args!("  {}: run {run} failed: {e:#}", imp.name()));
-                    res.failures.push(format!("run {run}: {e:#}"));
+                    say(format_args!("  {}: run {run} failed: {e:#}", cfg.name));
+                    res.errors.push(format!("run {run}: {e:#}"));
                 }
             }
         }
     }
+
+    say(format_args!(
+        "soak: both fast-mode configurations under load for {} s, concurrently",
+        args.soak_seconds
+    ));
+    let fast: Vec<usize> = (0..configs.len()).filter(|&i| configs[i].fast).collect();
+    let soaks: Vec<Result<Soak>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = fast
+            .iter()
+            .map(|&i| {
+                let cfg = &configs[i];
+                scope.spawn(move || catch(|| soak(cfg, args.soak_seconds)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| bail!("soak thread panicked")))
+            .collect()
+    });
+    for (&i, s) in fast.iter().zip(soaks) {
+        match s {
+            Ok(s) => {
+                say(format_args!(
+                    "  {}: {} flaps in {:.0} s",
+                    configs[i].name, s.flaps, s.seconds
+                ));
+                results[i].soak = Some(s);
+            }
+            Err(e) => {
+                check_interrupt()?;
+                say(format_args!("  {}: soak failed: {e:#}", configs[i].name));
+                results[i].errors.push(format!("soak: {e:#}"));
+            }
+        }
+    }
+
     for res in &mut results {
         let col = |f: &dyn Fn(&RunResult) -> Option<f64>| -> Vec<f64> {
             res.runs.iter().filter_map(f).collect()
         };
-        res.gap_from_fail = Stats::of(&col(&|r| Some(r.gap_from_fail_ms)));
-        res.gap_from_last_advert = Stats::of(&col(&|r| r.gap_from_last_advert_ms));
+        res.gap = Stats::of(&col(&|r| Some(r.gap_ms)));
         res.excess = Stats::of(&col(&|r| r.excess_ms));
-        res.detection_excess = Stats::of(&col(&|r| r.detection_excess_ms));
+        res.writable = Stats::of(&col(&|r| r.writable_ms));
         res.failed_requests = Stats::of(&col(&|r| Some(r.failed_requests as f64)));
+        res.lost_writes = Stats::of(&col(&|r| Some(r.lost_writes.len() as f64)));
     }
     let stamp = utc_stamp();
-    let markdown = render(&results, &stamp, args.runs);
+    let elapsed_min = ms_between(started, mono_ns()) / 60_000.0;
+    let markdown = render(&results, &stamp, &args, &search, elapsed_min);
     println!("{markdown}");
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let md_path = args.out.join(format!("failover-{stamp}.md"));
-    let json_path = args.out.join(format!("failover-{stamp}.json"));
+    let md_path = args.out.join(format!("bench-{stamp}.md"));
+    let json_path = args.out.join(format!("bench-{stamp}.json"));
+    let svg_path = args.out.join(format!("bench-{stamp}.svg"));
     std::fs::write(&md_path, &markdown)
         .with_context(|| format!("writing {}", md_path.display()))?;
     let json = serde_json::json!({
         "date": stamp,
-        "advbase_s": TIMING.advbase,
-        "deadratio": TIMING.deadratio,
-        "master": { "advskew": MASTER.advskew, "priority": MASTER.priority },
-        "backup": { "advskew": BACKUP.advskew, "priority": BACKUP.priority },
-        "runs_per_implementation": args.runs,
-        "implementations": results,
+        "machine": machine(),
+        "nodes": NODES,
+        "runs_per_configuration": args.runs,
+        "soak_seconds": args.soak_seconds,
+        "keepalived_v3_search": search,
+        "configurations": results,
     });
     std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
+    let series: Vec<GapSeries> = results
+        .iter()
+        .map(|r| GapSeries {
+            name: r.name.clone(),
+            gaps_ms: r.runs.iter().map(|x| x.gap_ms).collect(),
+        })
+        .collect();
+    crate::timeline::draw_gaps(
+        &svg_path,
+        &format!("Client-visible gap after a power failure of the master ({stamp}); bars: median"),
+        &series,
+    )?;
     say(format_args!(
-        "results written to {} and {}",
+        "results written to {}, {} and {}",
         md_path.display(),
-        json_path.display()
+        json_path.display(),
+        svg_path.display()
     ));
-    if results.iter().all(|r| r.runs.is_empty()) {
-        bail!("no run succeeded");
-    }
+    let lost: usize = results
+        .iter()
+        .filter(|r| r.name.starts_with("agent"))
+        .flat_map(|r| &r.runs)
+        .map(|r| r.lost_writes.len())
+        .sum();
+    ensure!(lost == 0, "the agent lost {lost} acknowledged write(s)");
     Ok(())
 }
 
-fn require_root() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("this needs root (network namespaces, bridges, raw sockets); run it as root");
+/// The cluster of `cfg` up: node0 master (its database writable), the others backups that
+/// have heard node0 at least twice and (for the agent) replicate. Recorder on node1's port.
+fn start_cluster(cfg: &Config) -> Result<Scenario> {
+    let mut s = Scenario::new(NODES, cfg.imp.clone(), cfg.timing, WatchPort::Node(1), true)?;
+    s.start_daemon(0, cfg.rank(0))?;
+    let agent = cfg.imp.is_agent();
+    wait_for(Duration::from_secs(20), "node0 is master", || {
+        s.check_daemon(0)?;
+        let db_ready = !agent
+            || s.agent_status(0).is_some_and(|st| {
+                st.is_master() && st.database.is_some_and(|d| d.role == "master")
+            });
+        Ok((db_ready && s.holders()? == [0]).then_some(()))
+    })?;
+    if !agent {
+        s.start_static_replication(0)?;
     }
-    Ok(())
-}
-
-/// One failover on a fresh rig: A (node0) master, B (node1) backup, power failure of A.
-fn one_run(imp: &Implementation, run: usize, theory_ms: f64) -> Result<RunResult> {
-    let mut s = Scenario::new(2, imp.clone(), TIMING, WatchPort::Node(1), false)?;
-    s.start_daemon(0, MASTER)?;
-    s.wait_sole_master(0, Duration::from_secs(15))?;
-    s.start_probe(1000, 0)?;
-    s.wait_answers(0, mono_ns(), 50, Duration::from_secs(5))?;
-
-    // B has settled as a backup once two adverts of A reached its port after it started:
-    // the first may have come while it was still opening its sockets, the second cannot.
-    let b_started = mono_ns();
-    s.start_daemon(1, BACKUP)?;
+    let started = mono_ns();
+    for i in 1..NODES {
+        s.start_daemon(i, cfg.rank(i))?;
+    }
     let a_addr = s.rig.addr(0);
     wait_for(
-        Duration::from_secs(10),
-        "B settles as backup behind A",
+        Duration::from_secs(20),
+        "the backups settle behind node0",
         || {
             s.refresh()?;
-            s.check_daemon(1)?;
-            let heard = s.adverts.sent_by_since(a_addr, b_started).count() >= 2;
-            let agent_ok = !s.imp.is_agent() || s.agent_status(1).is_some_and(|st| st.is_backup());
-            Ok((heard && agent_ok && s.holders()? == [0]).then_some(()))
+            for i in 1..NODES {
+                s.check_daemon(i)?;
+                if agent
+                    && !s.agent_status(i).is_some_and(|st| {
+                        st.is_backup() && st.database.is_some_and(|d| d.role == "replica")
+                    })
+                {
+                    return Ok(None);
+                }
+            }
+            let heard = s.adverts.sent_by_since(a_addr, started).count() >= 2;
+            Ok((heard && s.holders()? == [0]).then_some(()))
         },
     )?;
-    let xdp_reported = s.agent_status(1).map(|st| st.xdp);
-    // Without a random phase every failure would come just after an advert (the settle
-    // condition ends on one), and the gap from the failure would be biased high.
-    let fail_at = mono_ns() + scenario::jitter(1000) * 1_000_000;
+    s.start_probe(PROBE_INTERVAL_US, WRITE_EVERY)?;
+    let since = mono_ns();
+    wait_for(
+        Duration::from_secs(10),
+        "writes acknowledged by node0",
+        || {
+            s.refresh()?;
+            let acked = s
+                .probe_log
+                .ended_since(since)
+                .filter(|x| x.ok_from("node0") && x.write.as_ref().is_some_and(|w| w.1.is_some()))
+                .count();
+            Ok((acked >= 50).then_some(()))
+        },
+    )?;
+    Ok(s)
+}
+
+/// One failover on a fresh cluster: power failure of node0 at a random phase.
+fn one_run(cfg: &Config, run: usize) -> Result<RunResult> {
+    let mut s = start_cluster(cfg)?;
+    // A random phase against the advert timer: otherwise every failure would come just after
+    // an advert (the settle condition ends on one).
+    let interval_ms = if cfg.fast { 50 } else { 1000 };
+    let fail_at = mono_ns() + scenario::jitter(interval_ms) * 1_000_000;
     wait_for(Duration::from_secs(2), "the chosen failure instant", || {
         s.check_daemon(0)?;
         Ok((mono_ns() >= fail_at).then_some(()))
     })?;
     let t_fail = s.power_fail(0)?;
-    let timeout = Duration::from_secs_f64(theory_ms / 1e3) + Duration::from_secs(10);
+    let timeout = Duration::from_secs_f64(cfg.theory_ms() / 1e3) + Duration::from_secs(10);
     let f = s.measure_failover(0, t_fail, timeout)?;
-    if f.new != 1 {
-        bail!("after the failure {} answered, not B", node_name(f.new));
-    }
-    // A resignation (VRRP priority 0, CARP bow-out advskew 255) is a graceful stop, not a
-    // power failure: such a run would measure something else.
-    let resigned = match imp {
-        Implementation::Keepalived => 0,
-        _ => 255,
+    // A resignation (VRRP priority 0, CARP bow-out advskew 255) is a graceful stop.
+    let resigned = if cfg.imp.is_agent() || cfg.imp == Implementation::Ucarp {
+        255
+    } else {
+        0
     };
     if f.last_advert_old_skew == Some(resigned) {
-        bail!("A's last advert was a resignation, so this was no silent power failure");
+        bail!("node0's last advert was a resignation, so this was no silent power failure");
     }
-    s.wait_sole_master(1, Duration::from_secs(5))?;
-    say(format_args!(
-        "  run {run}: rig {} torn down after the measurement",
-        s.rig.id()
-    ));
-    let gap_from_last_advert_ms = f.gap_from_last_advert_ms();
+    let new_name = node_name(f.new);
+    let writable = wait_for(
+        Duration::from_secs(10),
+        &format!("a write acknowledged by {new_name}"),
+        || {
+            s.refresh()?;
+            Ok(s.probe_log
+                .ended_since(t_fail)
+                .find(|x| x.ok_from(&new_name) && x.write.as_ref().is_some_and(|w| w.1.is_some()))
+                .map(|x| x.end_ns))
+        },
+    )
+    .ok();
+    let check = s.check_writes(f.new)?;
+    if !check.lost.is_empty() {
+        say(format_args!(
+            "  run {run}: acknowledged writes missing on {new_name}: {:?}",
+            check.lost
+        ));
+    }
     Ok(RunResult {
         run,
-        fail_after_last_advert_ms: f.last_advert_old.map(|t| ms_between(t, t_fail)),
-        gap_from_fail_ms: f.gap_from_fail_ms(),
-        gap_from_last_advert_ms,
-        excess_ms: gap_from_last_advert_ms.map(|g| g - theory_ms),
-        detection_ms: f.detection_ms(),
-        detection_excess_ms: f.detection_ms().map(|d| d - theory_ms),
-        outage_ms: f.outage_ms(),
+        gap_ms: f.gap_from_fail_ms(),
+        excess_ms: f
+            .gap_from_last_advert_ms()
+            .map(|g| g - cfg.theory_ms())
+            .filter(|_| !cfg.fast),
+        writable_ms: writable.map(|t| ms_between(t_fail, t)),
         failed_requests: f.failed,
-        xdp_reported,
-        raw: f,
+        acknowledged_writes: check.acknowledged,
+        lost_writes: check.lost,
+        new_master: new_name,
     })
 }
 
-fn render(results: &[ImplResult], stamp: &str, runs: usize) -> String {
-    let carp = TIMING
-        .master_down(&Implementation::Ucarp, BACKUP)
-        .as_secs_f64()
-        * 1e3;
-    let vrrp = TIMING
-        .master_down(&Implementation::Keepalived, BACKUP)
-        .as_secs_f64()
-        * 1e3;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load = load
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
+/// Runs `cfg`'s cluster under the client's load for `seconds` and counts flaps: adverts from
+/// a node other than node0 on node1's port (a backup that took over), or the VIP anywhere
+/// else, counted once per episode.
+fn soak(cfg: &Config, seconds: u64) -> Result<Soak> {
+    let mut s = start_cluster(cfg)?;
+    let t0 = mono_ns();
+    let end = t0 + seconds * 1_000_000_000;
+    let master = s.rig.addr(0);
+    let mut flaps = 0;
+    let mut in_flap = false;
+    let mut seen = 0;
+    wait_for(Duration::from_secs(seconds + 5), "the soak to end", || {
+        s.refresh()?;
+        s.check_daemon(0)?;
+        let foreign = s.adverts.adverts[seen..]
+            .iter()
+            .any(|a| a.src != master && a.t_ns >= t0);
+        seen = s.adverts.adverts.len();
+        let wrong = foreign || s.holders()? != [0];
+        if wrong && !in_flap {
+            flaps += 1;
+        }
+        in_flap = wrong;
+        // Paced by the advert record, not a timer: the next check comes after the poll.
+        Ok((mono_ns() >= end).then_some(()))
+    })?;
+    let samples = &s.probe_log.samples;
+    Ok(Soak {
+        seconds: ms_between(t0, mono_ns()) / 1e3,
+        flaps,
+        requests: samples.len(),
+        failed_requests: samples.iter().filter(|x| !x.is_ok()).count(),
+    })
+}
+
+/// The machine the figures come from.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} x {cpu}, Linux {}", kernel.trim())
+}
+
+fn render(
+    results: &[ConfigResult],
+    stamp: &str,
+    args: &CompareArgs,
+    search: &[String],
+    elapsed_min: f64,
+) -> String {
     let mut md = format!(
-        "# Failover after a power failure of the master ({stamp})\n\n\
-         Two nodes on a Linux bridge in network namespaces, plus a client. Every node runs a small \
-         HTTP service that answers with its name; the client opens a fresh TCP connection to \
-         `http://VIP/` every 1 ms (50 ms limit per request, requests overlap, so an outage is \
-         resolved to about 1 ms). Same election timing for every implementation: advbase {adv} s, \
-         deadratio {dr}; node A advskew {ma} / VRRP priority {mp}, node B advskew {ba} / priority \
-         {bp} (keepalived: VRRPv2, advert_int {adv}, it manages the VIP; UCARP: up/down scripts \
-         add/remove the VIP, the up script also sends `arping -U`). {runs} runs per \
-         implementation, each on a fresh rig, implementations interleaved. Load average at the \
-         end: {load}.\n\n\
-         **Power failure** of A: SIGKILL to every process in A's namespace, then A's switch port \
-         goes down. The failure instant is chosen at a random phase (0-1 s) after B has settled.\n\n\
-         **Method.** A recorder on B's switch port (AF_PACKET in the switch namespace, \
-         `CLOCK_MONOTONIC`, the same clock as the probe) stamps every advert as the switch hands \
-         it to B. B's master-down timer restarts on A's last advert, which comes up to one \
-         interval before the failure, so the gap measured from the failure understates the \
-         detection by that phase. The columns therefore give both:\n\n\
-         - *gap from power-fail*: failure instant to the first answer from B (what a client sees \
-           after a real failure, phase included);\n\
-         - *gap from last advert*: A's last advert on B's port to the first answer from B;\n\
-         - *excess over theory*: gap from last advert minus the theoretical master-down time \
-           of B (CARP `advbase*deadratio + advskew/256` = {carp:.1} ms; VRRPv2 \
-           `3*advert_int + (256-priority)/256` = {vrrp:.1} ms), i.e. what the \
-           implementation adds on top of the protocol's timer: timer slack, taking the VIP, the \
-           gratuitous ARP, the first answer;\n\
-         - *detection excess*: A's last advert to B's first advert, minus theory.\n\n",
-        adv = TIMING.advbase,
-        dr = TIMING.deadratio,
-        ma = MASTER.advskew,
-        mp = MASTER.priority,
-        ba = BACKUP.advskew,
-        bp = BACKUP.priority,
+        "# Failover side by side ({stamp})\n\n\
+         Machine: {}. {} runs per configuration, each on a fresh three-node cluster, \
+         configurations interleaved; {elapsed_min:.0} min in all.\n\n\
+         Each node: MariaDB 10.11 with TLS replication (bootstrap by `cluster-agent db \
+         bootstrap`), the guestbook web service on its local database, and the election daemon. \
+         The client opens a fresh TCP connection to the VIP every 2 ms (50 ms limit), every \
+         fourth request a write, and records the id of every acknowledged write. Power failure \
+         of the master (every process killed, its switch port down) at a random phase. \
+         *gap*: failure to the first answer from the new master; *excess*: node0's last advert \
+         to that answer, minus the protocol's master-down time; *writable*: failure to the first \
+         write the new master acknowledged; *lost*: acknowledged writes missing on the new \
+         master.\n\n",
+        machine(),
+        args.runs
     );
     let mut t = Table::new(&[
-        "implementation",
+        "configuration",
         "runs ok",
         "theory (ms)",
-        "gap from power-fail median (ms)",
+        "gap median (ms)",
         "p90",
-        "min",
         "max",
-        "gap from last advert median (ms)",
-        "excess over theory median (ms)",
-        "excess p90",
-        "detection excess median (ms)",
+        "gap / agent",
+        "excess median (ms)",
+        "writable median (ms)",
+        "writable / agent",
         "failed requests median",
+        "max",
+        "lost writes median",
+        "max",
     ]);
+    let median = |s: Option<Stats>| s.map(|s| s.median);
+    let reference = |fast: bool| {
+        results
+            .iter()
+            .find(|r| r.name == if fast { "agent fast XDP" } else { "agent XDP" })
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "–".into(),
+    };
     for r in results {
-        let g = r.gap_from_fail;
+        let fast = r.name.contains("fast") || r.name.contains("v3");
+        let base = reference(fast);
+        let gap_ratio = ratio(median(r.gap), base.and_then(|b| median(b.gap)));
+        let writable_ratio = ratio(median(r.writable), base.and_then(|b| median(b.writable)));
+        let count = |s: Option<Stats>, pick: fn(Stats) -> f64| {
+            s.map_or("–".into(), |s| format!("{}", pick(s)))
+        };
         t.row(vec![
             r.name.clone(),
-            format!("{}/{}", r.runs.len(), r.runs.len() + r.failures.len()),
+            format!(
+                "{}/{}",
+                r.runs.len(),
+                r.runs.len() + r.errors.iter().filter(|e| e.starts_with("run")).count()
+            ),
             ms(Some(r.theory_ms)),
-            ms(g.map(|s| s.median)),
-            ms(g.map(|s| s.p90)),
-            ms(g.map(|s| s.min)),
-            ms(g.map(|s| s.max)),
-            ms(r.gap_from_last_advert.map(|s| s.median)),
+            ms(r.gap.map(|s| s.median)),
+            ms(r.gap.map(|s| s.p90)),
+            ms(r.gap.map(|s| s.max)),
+            gap_ratio,
             signed_ms(r.excess.map(|s| s.median)),
-            signed_ms(r.excess.map(|s| s.p90)),
-            signed_ms(r.detection_excess.map(|s| s.median)),
-            ms(r.failed_requests.map(|s| s.median)).replace(".0", ""),
+            ms(r.writable.map(|s| s.median)),
+            writable_ratio,
+            count(r.failed_requests, |s| s.median),
+            count(r.failed_requests, |s| s.max),
+            count(r.lost_writes, |s| s.median),
+            count(r.lost_writes, |s| s.max),
+        ]);
+    }
+    md.push_str(&t.render());
+    md.push_str("\nRatios are against the agent with XDP in the same mode (compatible or fast).\n\n## Settings\n\n");
+    for r in results {
+        md.push_str(&format!("- {}: {}\n", r.name, r.settings));
+    }
+    md.push_str(&format!(
+        "\nkeepalived VRRPv3 interval search ({} s each under load): {}.\n",
+        args.search_seconds,
+        search.join("; ")
+    ));
+    md.push_str("\n## Fast mode under load\n\n");
+    let mut t = Table::new(&["configuration", "seconds", "flaps", "requests", "failed"]);
+    for r in results.iter().filter(|r| r.soak.is_some()) {
+        let s = r.soak.as_ref().expect("filtered");
+        t.row(vec![
+            r.name.clone(),
+            format!("{:.0}", s.seconds),
+            s.flaps.to_string(),
+            s.requests.to_string(),
+            s.failed_requests.to_string(),
         ]);
     }
     md.push_str(&t.render());
 
-    let agents: Vec<&ImplResult> = results
-        .iter()
-        .filter(|r| r.name.starts_with("agent"))
-        .collect();
-    let others: Vec<&ImplResult> = results
-        .iter()
-        .filter(|r| !r.name.starts_with("agent"))
-        .collect();
-    if !agents.is_empty() && !others.is_empty() {
-        md.push_str("\nRatios of medians (agent / other; lower is better):\n\n");
-        let mut t = Table::new(&[
-            "ratio",
-            "gap from power-fail",
-            "gap from last advert",
-            "excess over theory",
-        ]);
-        let median = |s: Option<Stats>| s.map(|s| s.median);
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b.abs() > 1e-9 => format!("{:.3}", a / b),
-            _ => "–".into(),
-        };
-        for a in &agents {
-            for o in &others {
-                t.row(vec![
-                    format!("{} / {}", a.name, o.name),
-                    ratio(median(a.gap_from_fail), median(o.gap_from_fail)),
-                    ratio(
-                        median(a.gap_from_last_advert),
-                        median(o.gap_from_last_advert),
-                    ),
-                    ratio(median(a.excess), median(o.excess)),
-                ]);
-            }
-        }
-        md.push_str(&t.render());
-    }
-    for a in &agents {
-        if let Some(e) = a.excess {
-            let verdict = if e.median <= AGENT_EXCESS_GOAL_MS {
-                "meets"
-            } else {
-                "misses"
-            };
+    md.push_str("\n## Goals\n\n");
+    let find = |n: &str| results.iter().find(|r| r.name == n);
+    let verdict = |ok: bool| if ok { "met" } else { "missed" };
+    for name in ["agent XDP", "agent no-XDP"] {
+        if let (Some(a), Some(u)) = (find(name), find("ucarp")) {
+            let excess = median(a.excess);
+            let ratio = median(a.gap).zip(median(u.gap)).map(|(a, u)| a / u);
             md.push_str(&format!(
-                "\n{}: median excess {:+.1} ms {verdict} the goal of at most {AGENT_EXCESS_GOAL_MS} ms.\n",
-                a.name, e.median
+                "- {name}: excess over theory {} ms at the median (goal <= {EXCESS_GOAL_MS}: {}); gap {:.2}x UCARP (goal <= {UCARP_RATIO_GOAL}: {})\n",
+                signed_ms(excess),
+                verdict(excess.is_some_and(|e| e <= EXCESS_GOAL_MS)),
+                ratio.unwrap_or(f64::NAN),
+                verdict(ratio.is_some_and(|r| r <= UCARP_RATIO_GOAL)),
             ));
         }
     }
+    if let Some(a) = find("agent fast XDP") {
+        let gap = median(a.gap);
+        let flaps = a.soak.as_ref().map(|s| s.flaps);
+        md.push_str(&format!(
+            "- agent fast XDP: gap {} ms at the median (goal <= {FAST_GOAL_MS}: {}); {} flaps in {} s under load (goal 0: {})\n",
+            ms(gap),
+            verdict(gap.is_some_and(|g| g <= FAST_GOAL_MS)),
+            flaps.map_or("–".into(), |f| f.to_string()),
+            a.soak.as_ref().map_or("–".into(), |s| format!("{:.0}", s.seconds)),
+            verdict(flaps == Some(0) && a.soak.as_ref().is_some_and(|s| s.seconds >= 600.0)),
+        ));
+    }
+    let agent_lost: usize = results
+        .iter()
+        .filter(|r| r.name.starts_with("agent"))
+        .flat_map(|r| &r.runs)
+        .map(|r| r.lost_writes.len())
+        .sum();
+    md.push_str(&format!(
+        "- acknowledged writes lost by the agent over all its runs: {agent_lost} (goal 0: {})\n",
+        verdict(agent_lost == 0)
+    ));
 
     md.push_str("\n## Every run\n\n");
     let mut t = Table::new(&[
-        "implementation",
+        "configuration",
         "run",
-        "failure after A's last advert (ms)",
-        "gap from power-fail (ms)",
-        "gap from last advert (ms)",
+        "new master",
+        "gap (ms)",
         "excess (ms)",
-        "detection (ms)",
-        "client outage (ms)",
+        "writable (ms)",
         "failed requests",
-        "xdp",
+        "acknowledged writes",
+        "lost",
     ]);
     for r in results {
         for x in &r.runs {
             t.row(vec![
                 r.name.clone(),
                 x.run.to_string(),
-                ms(x.fail_after_last_advert_ms),
-                ms(Some(x.gap_from_fail_ms)),
-                ms(x.gap_from_last_advert_ms),
+                x.new_master.clone(),
+                ms(Some(x.gap_ms)),
                 signed_ms(x.excess_ms),
-                ms(x.detection_ms),
-                ms(x.outage_ms),
+                ms(x.writable_ms),
                 x.failed_requests.to_string(),
-                x.xdp_reported.clone().unwrap_or_else(|| "–".into()),
+                x.acknowledged_writes.to_string(),
+                x.lost_writes.len().to_string(),
             ]);
         }
     }
     md.push_str(&t.render());
-    md.push_str(
-        "\n*client outage*: the last answer before the failure to the first answer from B.\n",
-    );
-    let failures: Vec<String> = results
+    let errors: Vec<String> = results
         .iter()
-        .flat_map(|r| r.failures.iter().map(move |f| format!("- {}: {f}", r.name)))
+        .flat_map(|r| r.errors.iter().map(move |e| format!("- {}: {e}", r.name)))
         .collect();
-    if !failures.is_empty() {
+    if !errors.is_empty() {
         md.push_str("\n## Failed runs\n\n");
-        md.push_str(&failures.join("\n"));
+        md.push_str(&errors.join("\n"));
         md.push('\n');
     }
     md

@@ -756,44 +756,6 @@ impl Scenario {
         catch(|| Ok(self.rig.holders(VIP, &powered)))
     }
 
-    /// Waits until node `i` holds the VIP (and, for the agent, reports MASTER) and is the only
-    /// holder.
-    pub fn wait_sole_master(&mut self, i: usize, timeout: Duration) -> Result<Duration> {
-        let start = Instant::now();
-        wait_for(
-            timeout,
-            &format!("{} is the only node holding the VIP", node_name(i)),
-            || {
-                self.check_daemon(i)?;
-                let sole = self.holders()? == [i];
-                let reports =
-                    !self.imp.is_agent() || self.agent_status(i).is_some_and(|s| s.is_master());
-                Ok((sole && reports).then_some(()))
-            },
-        )?;
-        Ok(start.elapsed())
-    }
-
-    /// Waits until the probe has `count` successes answered by node `i` that ended after `since`.
-    pub fn wait_answers(
-        &mut self,
-        i: usize,
-        since: u64,
-        count: usize,
-        timeout: Duration,
-    ) -> Result<()> {
-        let name = node_name(i);
-        wait_for(timeout, &format!("{count} answers from {name}"), || {
-            self.refresh()?;
-            let n = self
-                .probe_log
-                .ended_since(since)
-                .filter(|s| s.ok_from(&name))
-                .count();
-            Ok((n >= count).then_some(()))
-        })
-    }
-
     /// Power failure of node `i`: everything in it stops at once, then its switch port goes
     /// down. Returns the instant of the stop.
     ///
