@@ -74,6 +74,16 @@ pub enum DbCmd {
         #[arg(long, value_name = "DIR")]
         install_dir: Option<PathBuf>,
     },
+    /// Open this MASTER's database for writes although the agent refused to (`status` says
+    /// why). Acknowledged writes that only unreachable or diverged nodes hold are given up:
+    /// use it when you know this node's data is the data to keep.
+    Promote {
+        /// Required: this overrides the checks that keep acknowledged writes.
+        #[arg(long, required = true)]
+        force: bool,
+        #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONTROL_SOCKET)]
+        control_socket: PathBuf,
+    },
 }
 
 /// Exit status for settings that cannot work, as distinct from runtime failures (1).
@@ -116,6 +126,18 @@ pub fn main() -> ExitCode {
             let text = ask(&control_socket, "switchover").await?;
             let status: crate::control::Status = serde_json::from_str(&text)?;
             println!("state now {}", status.state);
+            Ok(())
+        })),
+        Cmd::Db(DbCmd::Promote {
+            force: _,
+            control_socket,
+        }) => report(block_on(async move {
+            let text = ask(&control_socket, "promote-force").await?;
+            let status: crate::control::Status = serde_json::from_str(&text)?;
+            if let Some(e) = status.error {
+                anyhow::bail!("not forced: {e}");
+            }
+            println!("promotion forced; `cluster-agent status` shows when the database is open");
             Ok(())
         })),
         Cmd::Db(DbCmd::Bootstrap {

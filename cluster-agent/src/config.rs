@@ -192,6 +192,12 @@ pub struct MysqlArgs {
     #[arg(id = "mysql-vip-first", long = "mysql-vip-first")]
     #[serde(default)]
     pub vip_first: bool,
+    /// Every database node's address (repeat the flag; the same list on every node, this
+    /// node's own address may be in it). A node that wins without a live master to compare
+    /// with opens its database only when it can show that none of these holds more.
+    #[arg(id = "mysql-node", long = "mysql-node", value_name = "ADDR")]
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }
 
 impl MysqlArgs {
@@ -213,6 +219,11 @@ impl MysqlArgs {
             max_lag: self.max_lag.or(file.max_lag),
             check_interval: self.check_interval.or(file.check_interval),
             vip_first: self.vip_first || file.vip_first,
+            nodes: if self.nodes.is_empty() {
+                file.nodes
+            } else {
+                self.nodes
+            },
         }
     }
 
@@ -272,18 +283,46 @@ impl MysqlArgs {
         db.repl_ssl_ca = self.repl_ssl_ca;
         db.repl_ssl_cert = self.repl_ssl_cert;
         db.repl_ssl_key = self.repl_ssl_key;
-        let check_interval = self.check_interval.unwrap_or(1000);
-        if check_interval == 0 {
+        let check_interval = self.check_interval.unwrap_or(200);
+        if !(10..=60_000).contains(&check_interval) {
             return Err(invalid(
                 "mysql-check-interval",
                 check_interval,
-                "must be at least 1 ms",
+                "must be 10-60000 ms",
             ));
+        }
+        let mut nodes = Vec::new();
+        for n in &self.nodes {
+            let a: Ipv4Addr = n
+                .parse()
+                .map_err(|_| invalid("mysql-node", n, "must be an IPv4 address"))?;
+            if a != addr && !nodes.contains(&a) {
+                nodes.push(a);
+            }
+        }
+        if nodes.is_empty() {
+            return Err(ConfigError::Missing(
+                "mysql nodes (--mysql-node, once per database node of the cluster)",
+            ));
+        }
+        let promote_timeout = self.promote_timeout.unwrap_or(10);
+        if !(1..=3600).contains(&promote_timeout) {
+            return Err(invalid(
+                "mysql-promote-timeout",
+                promote_timeout,
+                "must be 1-3600 s",
+            ));
+        }
+        let max_lag = self.max_lag.unwrap_or(5);
+        if max_lag > 86_400 {
+            return Err(invalid("mysql-max-lag", max_lag, "must be at most 86400 s"));
         }
         Ok(Some(DbSettings {
             db,
-            promote_timeout: Duration::from_secs(self.promote_timeout.unwrap_or(10)),
-            max_lag: Duration::from_secs(self.max_lag.unwrap_or(5)),
+            addr,
+            nodes,
+            promote_timeout: Duration::from_secs(promote_timeout),
+            max_lag: Duration::from_secs(max_lag),
             check_interval: Duration::from_millis(check_interval),
             vip_first: self.vip_first,
         }))
@@ -297,6 +336,10 @@ pub const REPL_PASSWORD_ENV: &str = "CLUSTER_AGENT_DB_REPL_PASSWORD";
 #[derive(Clone, Debug)]
 pub struct DbSettings {
     pub db: DbConfig,
+    /// This node's database address.
+    pub addr: Ipv4Addr,
+    /// Every other database node.
+    pub nodes: Vec<Ipv4Addr>,
     pub promote_timeout: Duration,
     pub max_lag: Duration,
     pub check_interval: Duration,
@@ -771,7 +814,7 @@ mod tests {
         std::fs::write(
             &f,
             format!(
-                "[mysql]\nca = \"/etc/ca.pem\"\nadmin-password-file = \"{0}/admin.pass\"\nrepl-password-file = \"{0}/repl.pass\"\nmax-lag = 7\n",
+                "[mysql]\nca = \"/etc/ca.pem\"\nadmin-password-file = \"{0}/admin.pass\"\nrepl-password-file = \"{0}/repl.pass\"\nmax-lag = 7\nnodes = [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\"]\n",
                 dir.display()
             ),
         )
@@ -784,6 +827,11 @@ mod tests {
         .unwrap();
         let db = s.db.expect("the [mysql] section enables the database");
         assert_eq!(db.max_lag, Duration::from_secs(7));
+        assert_eq!(
+            db.nodes,
+            vec![Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)],
+            "the peers, without this node"
+        );
         assert_eq!(db.db.port, 3306);
         assert_eq!(
             db.db.addr,

@@ -11,6 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::failover::DbView;
+
 /// What `cluster-agent status` reports.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
@@ -26,22 +28,17 @@ pub struct Status {
     pub xdp: String,
     pub counters: Counters,
     /// The local database, when the agent manages one.
-    pub database: Option<DbStatus>,
+    pub database: Option<DbView>,
+    /// Why the last change of the VIP failed, while it stays failed.
+    pub vip_error: Option<String>,
+    /// Why the last write of the XDP role failed.
+    pub xdp_error: Option<String>,
     /// MAC of the last host that claimed the VIP while we were MASTER (split-brain signal).
     pub last_conflict_mac: Option<String>,
     pub xdp_counters: BTreeMap<String, u64>,
-}
-
-/// What the agent knows of its local database (never a secret).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct DbStatus {
-    /// `master` (promoted), `replica` (replicating from the master over TLS) or `fenced`.
-    pub role: String,
-    /// Why the catch-up gate keeps this node demoted; `None` when healthy.
-    pub gate: Option<String>,
-    /// Transactions this node holds that the master lacks; non-empty means refused to rejoin.
-    pub errant: Vec<String>,
-    pub last_error: Option<String>,
+    /// Why the request (e.g. a forced promotion) was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -58,6 +55,8 @@ pub struct Counters {
 pub enum Command {
     Status,
     Switchover,
+    /// Open the database although the safety checks refused it (`db promote --force`).
+    ForcePromote,
 }
 
 pub struct Request {
@@ -98,6 +97,7 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) -> std::io::Resul
     let command = match line.trim() {
         "status" | "" => Command::Status,
         "switchover" => Command::Switchover,
+        "promote-force" => Command::ForcePromote,
         other => {
             let msg = serde_json::json!({ "error": format!("unknown command {other:?}") });
             wr.write_all(format!("{msg}\n").as_bytes()).await?;
@@ -172,21 +172,50 @@ impl Status {
         }
         if let Some(db) = &self.database {
             s += &format!(
-                "database:     {}{}\n",
+                "database:     {}{}{}\n",
                 db.role,
-                db.gate
-                    .as_ref()
-                    .map_or(String::new(), |g| format!(" (not ready: {g})"))
+                db.replicating_from
+                    .map_or(String::new(), |m| format!(" of {m}")),
+                if db.current { ", current" } else { "" }
             );
+            if let Some(g) = &db.gate {
+                s += &format!("not ready:    {g}\n");
+            }
+            if let Some(op) = &db.operation {
+                s += &format!("in progress:  {op}\n");
+            }
+            if let Some(r) = &db.refused {
+                s += &format!(
+                    "REFUSED:      {r}\n              (`cluster-agent db promote --force` opens it anyway; see README)\n"
+                );
+            }
             if !db.errant.is_empty() {
                 s += &format!(
                     "ERRANT:       {} (refusing to rejoin)\n",
                     db.errant.join(",")
                 );
             }
+            if let Some(semi) = &db.semi_sync {
+                s += &format!(
+                    "semi-sync:    {} ({} replicas, {} commits acknowledged without one, {} fallbacks)\n",
+                    if semi.on { "on" } else { "OFF" },
+                    semi.clients,
+                    semi.no_tx,
+                    db.semi_sync_fallbacks
+                );
+            }
+            if let Some(e) = &db.fence_error {
+                s += &format!("FENCE FAILED: {e}\n");
+            }
             if let Some(e) = &db.last_error {
                 s += &format!("db error:     {e}\n");
             }
+        }
+        if let Some(e) = &self.vip_error {
+            s += &format!("VIP ERROR:    {e}\n");
+        }
+        if let Some(e) = &self.xdp_error {
+            s += &format!("XDP ERROR:    {e}\n");
         }
         for (k, v) in &self.xdp_counters {
             s += &format!("xdp {k}: {v}\n");

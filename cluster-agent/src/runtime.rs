@@ -1,26 +1,44 @@
-//! The agent's event loop: feeds packets, timers, link changes and control requests into the
-//! state machine and carries out what it asks for. One task owns all state; the loop sleeps
-//! exactly until the machine's next deadline.
+//! The agent's event loop and effect executor. It decides nothing: packets, timers, link
+//! changes, database observations, operation outcomes and control requests go into the
+//! [`Coordinator`]; the effects it asks for are carried out here and their outcomes fed back.
+//! The loop sleeps exactly until the coordinator's next deadline.
+//!
+//! Start-up order: the leftover VIP goes, the database is fenced (the coordinator asks for that
+//! before anything else), then the election begins.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
 
-use crate::carp::machine::{Action, Input, Machine, Params, State};
+use crate::carp::machine::{Params, State};
 use crate::carp::time::Mono;
 use crate::carp::wire::{self, Counter, Expect, WireError};
-use crate::config::Settings;
-use crate::control::{self, Command, Counters, DbStatus, Status};
-use crate::db::follow::{self as dbfollow, Command as DbCommand, Event as DbEvent, GateError};
+use crate::config::{DbSettings, Settings};
+use crate::control::{self, Command, Counters, Status};
+use crate::db::Db;
+use crate::failover::{
+    Config, Coordinator, DbOp, DbOutcome, DbPolicy, Effect, FollowError, Input, Observation,
+};
 use crate::hooks::{Hook, HookConfig, Hooks};
 use crate::net::{self, AdvertReceiver, AdvertSender, PacketSocket};
 use crate::vip::Vip;
 use crate::xdp::{self, XdpEvent, XdpEvents, XdpHandle};
 
-/// Everything the loop owns besides the machine.
+/// How soon a failed operation is retried.
+const RETRY: Duration = Duration::from_secs(1);
+/// Slack in the currentness rule for sampling and delivery latency.
+const MARGIN: Duration = Duration::from_millis(100);
+/// How long a peer may take to answer before a promotion treats it as unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Longest wait at shutdown for the fence, the bow-out and the VIP removal.
+const STOP_BOUND: Duration = Duration::from_secs(10);
+
+/// Everything the loop owns besides the coordinator.
 struct Agent {
     s: Settings,
     mac: [u8; 6],
@@ -36,35 +54,21 @@ struct Agent {
     last_send_error_log: Option<Mono>,
     last_conflict_log: Option<Mono>,
     last_conflict: Option<String>,
-    /// The master last written into the XDP config as exempt from the advert limits.
-    xdp_master: Option<Ipv4Addr>,
-    /// The local database, when `[mysql]` is configured.
-    db: Option<DbRole>,
+    xdp_error: Option<String>,
+    db: Option<DbLink>,
 }
 
-/// The database link and what it last reported, for `status`.
-struct DbRole {
-    commands: tokio::sync::mpsc::UnboundedSender<DbCommand>,
-    vip_first: bool,
-    /// The master replication was last pointed at.
-    following: Option<Ipv4Addr>,
-    status: DbStatus,
+/// The database tasks: one runs operations in order, one observes. Their answers come back
+/// on the receivers [`spawn_db`] returns beside this.
+struct DbLink {
+    ops: mpsc::UnboundedSender<DbOp>,
+    watch: watch::Sender<Option<Ipv4Addr>>,
 }
 
-impl DbRole {
-    fn send(&mut self, command: DbCommand) {
-        match command {
-            DbCommand::Follow(m) => self.following = Some(m),
-            DbCommand::Fence => {
-                self.following = None;
-                self.status.role = "fenced".into();
-            }
-            DbCommand::Promote => self.following = None,
-        }
-        // The tasks live as long as the link, which lives as long as the agent.
-        let _ = self.commands.send(command);
-    }
-}
+type DbAnswers = (
+    mpsc::UnboundedReceiver<DbOutcome>,
+    mpsc::UnboundedReceiver<Observation>,
+);
 
 pub async fn run(s: Settings) -> anyhow::Result<()> {
     if s.advbase == 0 {
@@ -125,20 +129,33 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
-    let mut machine = Machine::new(
-        Params {
-            src: s.src,
-            advbase: s.advbase,
-            advskew: s.advskew,
-            deadratio: s.deadratio,
-            preempt: s.preempt,
-            garp_interval: s.garp_interval,
+    let params = Params {
+        src: s.src,
+        advbase: s.advbase,
+        advskew: s.advskew,
+        deadratio: s.deadratio,
+        preempt: s.preempt,
+        garp_interval: s.garp_interval,
+    };
+    let policy = s.db.as_ref().map(|d| DbPolicy {
+        own: d.addr,
+        peers: d.nodes.clone(),
+        vip_first: d.vip_first,
+        retry: RETRY,
+        margin: MARGIN,
+        unreachable_after: (d.check_interval * 3).max(Duration::from_secs(1)),
+        max_lag: d.max_lag,
+    });
+    let mut coord = Coordinator::new(
+        Config {
+            carp: params,
+            db: policy,
         },
         Mono::now(),
     );
     let mut link_up = s.ignore_ifstate || net::link_is_up(&s.interface);
     if !link_up {
-        machine.handle(Mono::now(), Input::LinkDown);
+        coord.handle(Mono::now(), Input::LinkDown);
     }
     if !s.neutral {
         hooks.run(Hook::Down);
@@ -152,10 +169,14 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         advskew = s.advskew,
         preempt = s.preempt,
         xdp = xdp.as_ref().map_or("off", |x| x.mode()),
-        state = %machine.state(),
+        database = s.db.is_some(),
         "agent started"
     );
 
+    let (db, mut outcomes, mut observations) = match s.db.clone().map(spawn_db) {
+        Some((link, (o, obs))) => (Some(link), Some(o), Some(obs)),
+        None => (None, None, None),
+    };
     let mut agent = Agent {
         s,
         mac,
@@ -171,47 +192,47 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         last_send_error_log: None,
         last_conflict_log: None,
         last_conflict: None,
-        xdp_master: None,
-        db: None,
+        xdp_error: None,
+        db,
     };
-    let mut db_events = None;
-    if let Some(settings) = agent.s.db.clone() {
-        let link = dbfollow::spawn(settings.clone());
-        let mut role = DbRole {
-            commands: link.commands,
-            vip_first: settings.vip_first,
-            following: None,
-            status: DbStatus {
-                role: "fenced".into(),
-                ..DbStatus::default()
-            },
-        };
-        // We start as BACKUP: no writes here until we are master.
-        role.send(DbCommand::Fence);
-        agent.db = Some(role);
-        db_events = Some(link.events);
-    }
     let mut buf = vec![0u8; 2048];
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    // Leaving MASTER runs the down hook anyway; -z asks for it at exit in any state.
+    let mut down_at_exit = agent.s.shutdown_hook;
     loop {
-        agent.execute(&mut machine).await;
-        agent.sync_followed_master(&machine);
-        let sleep = machine
+        agent.execute(&mut coord).await;
+        if stop_deadline.is_some() && coord.finished() {
+            break;
+        }
+        let sleep = coord
             .poll_timeout()
             .map(|d| tokio::time::Instant::now() + d.saturating_since(Mono::now()));
         tokio::select! {
             biased;
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = sigterm.recv(), if stop_deadline.is_none() => {
+                stop_deadline = Some(tokio::time::Instant::now() + STOP_BOUND);
+                down_at_exit &= coord.state() != State::Master;
+                coord.handle(Mono::now(), Input::Shutdown);
+            }
+            _ = sigint.recv(), if stop_deadline.is_none() => {
+                stop_deadline = Some(tokio::time::Instant::now() + STOP_BOUND);
+                down_at_exit &= coord.state() != State::Master;
+                coord.handle(Mono::now(), Input::Shutdown);
+            }
+            _ = async { tokio::time::sleep_until(stop_deadline.expect("guarded")).await }, if stop_deadline.is_some() => {
+                tracing::error!("shutdown did not complete in time; exiting anyway");
+                break;
+            }
             _ = async { tokio::time::sleep_until(sleep.expect("guarded")).await }, if sleep.is_some() => {
-                machine.handle_timeout(Mono::now());
+                coord.handle_timeout(Mono::now());
             }
             r = receiver.recv(&mut buf), if events.is_none() => match r {
-                Ok(n) => agent.on_packet(&mut machine, &buf[..n], Mono::now()),
+                Ok(n) => agent.on_packet(&mut coord, &buf[..n], Mono::now()),
                 Err(error) => tracing::warn!(%error, "advert receive failed"),
             },
             ev = next_event(&mut events), if events.is_some() => match ev {
                 Ok(XdpEvent::Advert { ktime_ns, packet }) => {
-                    agent.on_packet(&mut machine, &packet, Mono::from_nanos(ktime_ns));
+                    agent.on_packet(&mut coord, &packet, Mono::from_nanos(ktime_ns));
                 }
                 Ok(XdpEvent::Conflict { mac, ip, reply, .. }) => agent.on_conflict(mac, ip, reply),
                 Err(error) => {
@@ -224,27 +245,29 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 if up != link_up {
                     link_up = up;
                     tracing::info!(vhid = agent.s.vhid, interface = %agent.s.interface, up, "link state changed");
-                    machine.handle(Mono::now(), if up { Input::LinkUp } else { Input::LinkDown });
+                    coord.handle(Mono::now(), if up { Input::LinkUp } else { Input::LinkDown });
                 }
             }
-            Some(ev) = next_db_event(&mut db_events) => agent.on_db_event(&mut machine, ev).await,
+            Some(outcome) = next(&mut outcomes) => coord.handle(Mono::now(), Input::DbDone(outcome)),
+            Some(obs) = next(&mut observations) => coord.handle(Mono::now(), Input::Observed(obs)),
             Some(req) = control.recv() => {
-                if req.command == Command::Switchover {
-                    machine.handle(Mono::now(), Input::Switchover);
-                    agent.execute(&mut machine).await;
-                }
-                let status = agent.status(&machine);
+                let reply = match req.command {
+                    Command::Status => Ok(()),
+                    Command::Switchover => {
+                        coord.handle(Mono::now(), Input::Switchover);
+                        Ok(())
+                    }
+                    Command::ForcePromote => coord.force_promote(Mono::now()),
+                };
+                agent.execute(&mut coord).await;
+                let status = agent.status(&coord, reply.err());
                 let _ = req.reply.send(serde_json::to_string(&status).unwrap_or_default());
             }
         }
     }
 
-    tracing::info!(vhid = agent.s.vhid, state = %machine.state(), "stopping");
-    let was_master = machine.state() == State::Master;
-    machine.handle(Mono::now(), Input::Shutdown);
-    // Leaving MASTER already queued the down hook; -z asks for it at exit in any state.
-    agent.execute(&mut machine).await;
-    if agent.s.shutdown_hook && !was_master {
+    tracing::info!(vhid = agent.s.vhid, state = %coord.state(), "stopped");
+    if down_at_exit {
         agent.hooks.run(Hook::Down);
     }
     let _ = std::fs::remove_file(&agent.s.control_socket);
@@ -258,45 +281,107 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the operation and observation tasks of the local database.
+fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
+    let db = Arc::new(Db::new(settings.db.clone()));
+    let (ops, mut op_rx) = mpsc::unbounded_channel::<DbOp>();
+    let (out_tx, outcomes) = mpsc::unbounded_channel();
+    let exec_db = db.clone();
+    let promote_timeout = settings.promote_timeout;
+    tokio::spawn(async move {
+        while let Some(op) = op_rx.recv().await {
+            let outcome = run_op(&exec_db, op, promote_timeout).await;
+            if out_tx.send(outcome).is_err() {
+                return;
+            }
+        }
+    });
+    let (watch, mut watch_rx) = watch::channel::<Option<Ipv4Addr>>(None);
+    let (obs_tx, observations) = mpsc::unbounded_channel();
+    let interval = settings.check_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let master = *watch_rx.borrow_and_update();
+            let at = Mono::now();
+            // The master first: the local position read after it is no older than its log.
+            let master = match master {
+                Some(m) => Some((m, db.observe_master(m).await)),
+                None => None,
+            };
+            let local = db.observe_local().await;
+            if obs_tx.send(Observation { at, local, master }).is_err() {
+                return;
+            }
+        }
+    });
+    (DbLink { ops, watch }, (outcomes, observations))
+}
+
+async fn run_op(db: &Db, op: DbOp, promote_timeout: Duration) -> DbOutcome {
+    match op {
+        DbOp::Fence => DbOutcome::Fenced(db.fence().await.map(drop).map_err(|e| e.to_string())),
+        DbOp::Follow { master } => {
+            DbOutcome::Followed(match db.replicate_from(master.into()).await {
+                Ok(_) => Ok(()),
+                Err(crate::db::DbError::Errant { gtids, .. }) => Err(FollowError::Errant(gtids)),
+                Err(e) => Err(FollowError::Failed(e.to_string())),
+            })
+        }
+        DbOp::Prepare { peers } => {
+            let (own, peers) = db.prepare(&peers, PROBE_TIMEOUT).await;
+            DbOutcome::Prepared { own, peers }
+        }
+        DbOp::CatchUp { from, target } => DbOutcome::CaughtUp(
+            db.catch_up(from, &target, promote_timeout)
+                .await
+                .map_err(|e| e.to_string()),
+        ),
+        DbOp::Promote { target } => DbOutcome::Promoted(
+            db.promote_covering(&target, promote_timeout)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        ),
+    }
+}
+
 impl Agent {
-    async fn execute(&mut self, machine: &mut Machine) {
-        while let Some(action) = machine.poll_action() {
-            match action {
-                Action::SendAdvert { advbase, advskew } => self.send_advert(advbase, advskew),
-                Action::SendGarp => self.send_garp(),
-                Action::Transition { from, to, reason } => {
-                    self.counters.transitions += 1;
-                    tracing::info!(vhid = self.s.vhid, %from, state = %to, ?reason, "state change");
-                    match to {
-                        State::Master => match &mut self.db {
-                            // Diverged data must never become the writable copy, even on the
-                            // last node alive: hand mastership back at once.
-                            Some(db) if !db.status.errant.is_empty() => {
-                                tracing::error!(vhid = self.s.vhid, gtids = %db.status.errant.join(","), "won the election with errant transactions: refusing to promote");
-                                machine.handle(Mono::now(), Input::Switchover);
-                            }
-                            // The safe order: the database is writable before clients can reach
-                            // the VIP; the VIP follows when the promotion reports success.
-                            Some(db) if !db.vip_first => {
-                                db.send(DbCommand::Promote);
-                            }
-                            Some(db) => {
-                                db.send(DbCommand::Promote);
-                                self.take_vip().await;
-                            }
-                            None => self.take_vip().await,
+    /// Carries out every effect the coordinator has queued, feeding outcomes of those that
+    /// complete at once straight back.
+    async fn execute(&mut self, coord: &mut Coordinator) {
+        while let Some(effect) = coord.poll_effect() {
+            match effect {
+                Effect::Advert { advbase, advskew } => self.send_advert(advbase, advskew),
+                Effect::Garp => self.send_garp(),
+                Effect::XdpRole(master) => self.set_xdp_role(master),
+                Effect::Hook(h) => self.hooks.run(h),
+                Effect::Vip(add) => {
+                    let r = if add {
+                        self.vip.add().await
+                    } else {
+                        self.vip.remove().await
+                    };
+                    coord.handle(
+                        Mono::now(),
+                        Input::VipDone {
+                            add,
+                            result: r.map_err(|e| e.to_string()),
                         },
-                        State::Backup => {
-                            // Fence before the address goes, so it never answers as a backup.
-                            self.set_xdp_role(false);
-                            if let Err(error) = self.vip.remove().await {
-                                tracing::error!(vhid = self.s.vhid, vip = %self.s.vip, %error, "cannot remove the VIP");
-                            }
-                            self.hooks.run(Hook::Down);
-                            if let Some(db) = &mut self.db {
-                                db.send(DbCommand::Fence);
-                            }
-                        }
+                    );
+                }
+                Effect::Db(op) => match &self.db {
+                    Some(db) => {
+                        // The task lives as long as the link, which lives as long as the agent.
+                        let _ = db.ops.send(op);
+                    }
+                    None => tracing::error!(?op, "database operation without a database"),
+                },
+                Effect::Watch(master) => {
+                    if let Some(db) = &self.db {
+                        db.watch.send_replace(master);
                     }
                 }
             }
@@ -309,75 +394,6 @@ impl Agent {
             .send(&wire::garp_frame(self.mac, self.s.vip), [0xff; 6])
         {
             tracing::warn!(vhid = self.s.vhid, %error, "gratuitous ARP failed");
-        }
-    }
-
-    async fn take_vip(&mut self) {
-        // XDP first: ARP is answered and traffic accepted the moment the address exists.
-        self.set_xdp_role(true);
-        if let Err(error) = self.vip.add().await {
-            tracing::error!(vhid = self.s.vhid, vip = %self.s.vip, %error, "cannot add the VIP");
-        }
-        self.hooks.run(Hook::Up);
-    }
-
-    async fn on_db_event(&mut self, machine: &mut Machine, event: DbEvent) {
-        let vhid = self.s.vhid;
-        let Some(db) = self.db.as_mut() else { return };
-        match event {
-            DbEvent::Promoted(Ok(())) => {
-                db.status.role = "master".into();
-                db.status.last_error = None;
-                if machine.state() == State::Master && !db.vip_first {
-                    self.take_vip().await;
-                    // The takeover announcement went out before the address existed.
-                    self.send_garp();
-                }
-            }
-            DbEvent::Promoted(Err(error)) => {
-                tracing::error!(vhid, %error, "database not promoted: handing mastership back");
-                db.status.last_error = Some(error);
-                machine.handle(Mono::now(), Input::SetDemoted(true));
-                machine.handle(Mono::now(), Input::Switchover);
-            }
-            DbEvent::Following(master) => {
-                tracing::info!(vhid, %master, "database replicating from the master over TLS");
-                db.status.role = "replica".into();
-                db.status.errant.clear();
-                db.status.last_error = None;
-            }
-            DbEvent::Errant { master, gtids } => {
-                tracing::error!(
-                    vhid,
-                    %master,
-                    gtids = %gtids.join(","),
-                    "database holds transactions the master lacks: refusing to rejoin, staying fenced"
-                );
-                db.status.role = "fenced".into();
-                db.status.errant = gtids;
-            }
-            DbEvent::FollowFailed { master, error } => {
-                if db.status.last_error.as_deref() != Some(error.as_str()) {
-                    tracing::warn!(vhid, %master, %error, "cannot replicate from the master yet; retrying");
-                }
-                db.status.last_error = Some(error);
-            }
-            DbEvent::Gate(gate) => {
-                // Errant transactions keep a node demoted whatever its health says.
-                let demote = gate.is_err() || !db.status.errant.is_empty();
-                if demote != machine.demoted() {
-                    tracing::warn!(vhid, demoted = demote, reason = %gate.as_ref().err().map_or("healthy".to_string(), |e| e.to_string()), "catch-up gate changed");
-                }
-                let down = matches!(gate, Err(GateError::Down(_)));
-                db.status.gate = gate.err().map(|e| e.to_string());
-                machine.handle(Mono::now(), Input::SetDemoted(demote));
-                // A master whose database is gone serves nothing: hand over now rather than
-                // wait for a peer to preempt.
-                if down && machine.state() == State::Master {
-                    tracing::error!(vhid, "database down on the MASTER: handing over");
-                    machine.handle(Mono::now(), Input::Switchover);
-                }
-            }
         }
     }
 
@@ -404,7 +420,7 @@ impl Agent {
     }
 
     /// `now` is when the packet arrived: the kernel's stamp when XDP delivered it.
-    fn on_packet(&mut self, machine: &mut Machine, packet: &[u8], now: Mono) {
+    fn on_packet(&mut self, coord: &mut Coordinator, packet: &[u8], now: Mono) {
         let rx = match wire::decode(packet) {
             Ok(rx) => rx,
             Err(WireError::NotCarp(_)) => return,
@@ -427,7 +443,7 @@ impl Agent {
             Ok(()) => {
                 self.counters.adverts_received += 1;
                 self.counter.on_receive(rx.advert.counter);
-                machine.handle(
+                coord.handle(
                     now,
                     Input::Advert {
                         src: rx.src,
@@ -456,35 +472,15 @@ impl Agent {
         }
     }
 
-    /// Keeps XDP's flood guard from ever limiting the master this BACKUP follows.
-    fn sync_followed_master(&mut self, machine: &Machine) {
-        let followed = match machine.state() {
-            State::Backup => machine.master(),
-            State::Master => None,
-        };
-        if let (Some(db), Some(master)) = (self.db.as_mut(), followed)
-            && db.following != Some(master)
-        {
-            db.send(DbCommand::Follow(master));
-        }
-        if followed == self.xdp_master {
-            return;
-        }
+    fn set_xdp_role(&mut self, master: bool) {
         if let Some(x) = self.xdp.as_mut() {
-            match x.set_master(followed) {
-                Ok(()) => self.xdp_master = followed,
+            match x.set_role(master) {
+                Ok(()) => self.xdp_error = None,
                 Err(error) => {
-                    tracing::error!(vhid = self.s.vhid, %error, "cannot update the XDP config")
+                    tracing::error!(vhid = self.s.vhid, %error, "cannot update the XDP role");
+                    self.xdp_error = Some(error.to_string());
                 }
             }
-        }
-    }
-
-    fn set_xdp_role(&mut self, master: bool) {
-        if let Some(x) = self.xdp.as_mut()
-            && let Err(error) = x.set_role(master)
-        {
-            tracing::error!(vhid = self.s.vhid, %error, "cannot update the XDP role");
         }
     }
 
@@ -505,8 +501,9 @@ impl Agent {
         }
     }
 
-    fn status(&self, machine: &Machine) -> Status {
+    fn status(&self, coord: &Coordinator, error: Option<String>) -> Status {
         let now = Mono::now();
+        let machine = coord.machine();
         let xdp_counters = self
             .xdp
             .as_ref()
@@ -529,9 +526,12 @@ impl Agent {
             demoted: machine.demoted(),
             xdp: self.xdp.as_ref().map_or("off", |x| x.mode()).to_string(),
             counters: self.counters,
-            database: self.db.as_ref().map(|d| d.status.clone()),
+            database: coord.db_view(),
+            vip_error: coord.vip_error().map(str::to_string),
+            xdp_error: self.xdp_error.clone(),
             last_conflict_mac: self.last_conflict.clone(),
             xdp_counters,
+            error,
         }
     }
 }
@@ -554,12 +554,10 @@ async fn next_event(events: &mut Option<XdpEvents>) -> Result<XdpEvent, xdp::Xdp
     }
 }
 
-/// The next database event; only polled while the database link exists.
-async fn next_db_event(
-    events: &mut Option<tokio::sync::mpsc::UnboundedReceiver<DbEvent>>,
-) -> Option<DbEvent> {
-    match events {
-        Some(e) => e.recv().await,
+/// The next message on a channel that may not exist (no database): then never.
+async fn next<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
 }

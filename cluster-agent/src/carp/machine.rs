@@ -297,7 +297,9 @@ impl Machine {
             State::Backup => {
                 self.master = Some(src);
                 self.last_advert = Some(now);
-                if self.params.preempt && !self.hold_off && ours < theirs {
+                // A demoted node is one that should not lead now (its service or data is not
+                // ready): it never takes over from a live master, even with preemption on.
+                if self.params.preempt && !self.hold_off && !self.demoted && ours < theirs {
                     self.become_master(now, Reason::Preempt);
                 } else if self.master_down() < theirs {
                     let reason = if advbase == BOW_OUT && advskew == BOW_OUT {

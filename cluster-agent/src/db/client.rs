@@ -22,6 +22,9 @@ use super::gtid::{self, GtidList};
 use super::secret::Secret;
 use super::sql::{Flavour, ReplicationSource, StatusCol};
 
+mod cluster;
+pub use cluster::fault;
+
 /// How the agent reaches its local server and what replication uses.
 #[derive(Clone, Debug)]
 pub struct DbConfig {
@@ -237,6 +240,10 @@ pub struct Db {
     cfg: DbConfig,
     ops: Mutex<Option<Session>>,
     probe: Mutex<Option<Session>>,
+    /// Sessions to the master being observed.
+    watch: cluster::Remote,
+    /// Sessions to peers for prepare steps.
+    peers: cluster::Remote,
 }
 
 impl Db {
@@ -247,6 +254,8 @@ impl Db {
             cfg,
             ops: Mutex::new(None),
             probe: Mutex::new(None),
+            watch: cluster::Remote::default(),
+            peers: cluster::Remote::default(),
         }
     }
 
@@ -615,63 +624,88 @@ async fn read_health(s: &mut Session) -> Result<Health, DbError> {
     })
 }
 
-async fn promote(s: &mut Session, timeout: Duration) -> Result<Promoted, DbError> {
+/// What draining replication did, for [`open_for_writes`].
+struct Drained {
+    waited: Duration,
+    applied: String,
+    was_replica: bool,
+}
+
+/// Stops receiving, waits up to `timeout` until everything received is applied, then drops the
+/// replication configuration. On timeout receiving resumes and nothing else changes.
+async fn drain_replication(s: &mut Session, timeout: Duration) -> Result<Drained, DbError> {
     let f = s.flavour;
     let start = Instant::now();
-    let mut applied = String::new();
-    let was_replica = match read_replica(s).await? {
-        None => false,
-        Some(r) => {
-            if !r.sql_running && !r.caught_up {
-                return Err(DbError::ReplicationBroken(if r.last_sql_error.is_empty() {
-                    "SQL thread not running".into()
-                } else {
-                    r.last_sql_error
-                }));
-            }
-            // A fixed target: nothing more arrives while we wait for it to be applied.
-            stop_receiving(s).await?;
-            tracing::debug!(
-                elapsed_ms = start.elapsed().as_millis() as u64,
-                "promote: receiving stopped"
-            );
-            let r = read_replica(s).await?.unwrap_or(r);
-            if !r.gtid_io_pos.is_empty() {
-                let stmt = f.wait_applied(&r.gtid_io_pos, timeout);
-                let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
-                tracing::debug!(elapsed_ms = start.elapsed().as_millis() as u64, pos = %r.gtid_io_pos, "promote: relay log wait returned");
-                if !f.wait_succeeded(res) {
-                    let now = read_replica(s).await?.unwrap_or(r.clone());
-                    // Keep receiving, so that a later attempt has the data.
-                    if let Err(e) = exec(&mut s.conn, f.start_io_thread()).await {
-                        tracing::warn!(error = %e, "restarting replication after a failed promotion");
-                    }
-                    return Err(DbError::PromoteTimeout {
-                        waited: start.elapsed(),
-                        received: r.gtid_io_pos,
-                        applied: now.gtid_slave_pos,
-                    });
-                }
-            }
-            applied = r.gtid_io_pos;
-            exec(&mut s.conn, f.stop_replica()).await?;
-            exec(&mut s.conn, f.reset_replica_all()).await?;
-            true
-        }
+    let Some(r) = read_replica(s).await? else {
+        return Ok(Drained {
+            waited: Duration::ZERO,
+            applied: String::new(),
+            was_replica: false,
+        });
     };
-    let waited = start.elapsed();
+    if !r.sql_running && !r.caught_up {
+        return Err(DbError::ReplicationBroken(if r.last_sql_error.is_empty() {
+            "SQL thread not running".into()
+        } else {
+            r.last_sql_error
+        }));
+    }
+    // A fixed target: nothing more arrives while we wait for it to be applied.
+    stop_receiving(s).await?;
+    tracing::debug!(
+        elapsed_ms = start.elapsed().as_millis() as u64,
+        "promote: receiving stopped"
+    );
+    let r = read_replica(s).await?.unwrap_or(r);
+    if !r.gtid_io_pos.is_empty() {
+        let stmt = f.wait_applied(&r.gtid_io_pos, timeout);
+        let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
+        tracing::debug!(elapsed_ms = start.elapsed().as_millis() as u64, pos = %r.gtid_io_pos, "promote: relay log wait returned");
+        if !f.wait_succeeded(res) {
+            let now = read_replica(s).await?.unwrap_or(r.clone());
+            // Keep receiving, so that a later attempt has the data.
+            if let Err(e) = exec(&mut s.conn, f.start_io_thread()).await {
+                tracing::warn!(error = %e, "restarting replication after a failed promotion");
+            }
+            return Err(DbError::PromoteTimeout {
+                waited: start.elapsed(),
+                received: r.gtid_io_pos,
+                applied: now.gtid_slave_pos,
+            });
+        }
+    }
+    exec(&mut s.conn, f.stop_replica()).await?;
+    exec(&mut s.conn, f.reset_replica_all()).await?;
+    Ok(Drained {
+        waited: start.elapsed(),
+        applied: r.gtid_io_pos,
+        was_replica: true,
+    })
+}
+
+/// Semi-sync master on (before the first write can arrive), then `read_only` off: the last
+/// step, so that any failure before it leaves the server fenced.
+async fn open_for_writes(s: &mut Session, d: Drained) -> Result<Promoted, DbError> {
+    let f = s.flavour;
     exec(&mut s.conn, f.semi_sync_master(true)).await?;
     exec(&mut s.conn, f.read_only_off()).await?;
-    if applied.is_empty() {
-        applied = scalar(&mut s.conn, f.select_gtid_state())
+    let applied = if d.applied.is_empty() {
+        scalar(&mut s.conn, f.select_gtid_state())
             .await?
-            .unwrap_or_default();
-    }
+            .unwrap_or_default()
+    } else {
+        d.applied
+    };
     Ok(Promoted {
-        waited,
+        waited: d.waited,
         applied,
-        was_replica,
+        was_replica: d.was_replica,
     })
+}
+
+async fn promote(s: &mut Session, timeout: Duration) -> Result<Promoted, DbError> {
+    let drained = drain_replication(s, timeout).await?;
+    open_for_writes(s, drained).await
 }
 
 /// Stops the receiving thread, first ending its connection so a receiver blocked on a dead

@@ -157,6 +157,258 @@ pub fn errant(local_state: &GtidList, master_state: &GtidList) -> Vec<Errant> {
         .collect()
 }
 
+/// Where a run of transactions came from: MariaDB's (domain, server id), or a MySQL source
+/// UUID (with its tag, if any).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Origin {
+    MariaDb { domain: u32, server: u32 },
+    MySql(String),
+}
+
+/// Everything a server holds, by origin: the transactions it logged or received. The failover
+/// decisions compare these between nodes ("does the candidate hold every transaction that node
+/// has?"), so the comparison must be exact per origin, not per domain: two nodes that both
+/// reached sequence 100 of domain 0 through different masters hold different transactions.
+///
+/// MariaDB positions and states (`0-1-100,0-2-150`) mean, per origin, every transaction of that
+/// origin up to the sequence number (strict mode keeps them in order); MySQL sets
+/// (`uuid:1-5:7-9`) are read as the interval sets they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gtids(BTreeMap<Origin, Vec<(u64, u64)>>);
+
+/// How one node's holdings compare with another's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// We hold everything they hold (anything else of theirs is superseded, see [`compare`]).
+    Covers,
+    /// They hold transactions we lack, and we hold nothing they lack: we can catch up from them.
+    Behind { missing: Gtids },
+    /// Each holds transactions the other lacks: neither can replicate from the other.
+    Diverged {
+        ours_only: Gtids,
+        theirs_only: Gtids,
+    },
+}
+
+impl Gtids {
+    /// Parses `@@gtid_binlog_state`, a `Gtid_IO_Pos` or a MySQL GTID set; empty text is empty.
+    pub fn parse(flavour: super::Flavour, text: &str) -> Result<Gtids, GtidParseError> {
+        match flavour {
+            super::Flavour::MariaDb => {
+                let list: GtidList = text.parse()?;
+                let mut g = Gtids::default();
+                for x in list.0 {
+                    g.insert(
+                        Origin::MariaDb {
+                            domain: x.domain,
+                            server: x.server,
+                        },
+                        (1, x.seq),
+                    );
+                }
+                Ok(g)
+            }
+            super::Flavour::MySql => parse_mysql(text),
+        }
+    }
+
+    /// A MariaDB list (tests and the simulation build holdings this way).
+    pub fn mariadb(text: &str) -> Gtids {
+        Gtids::parse(super::Flavour::MariaDb, text).unwrap_or_default()
+    }
+
+    fn insert(&mut self, origin: Origin, (lo, hi): (u64, u64)) {
+        if lo > hi || hi == 0 {
+            return;
+        }
+        let ranges = self.0.entry(origin).or_default();
+        ranges.push((lo.max(1), hi));
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for &(a, b) in ranges.iter() {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        *ranges = merged;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Everything either holds.
+    pub fn union(&self, other: &Gtids) -> Gtids {
+        let mut u = self.clone();
+        for (o, rs) in &other.0 {
+            for r in rs {
+                u.insert(o.clone(), *r);
+            }
+        }
+        u
+    }
+
+    /// What `other` holds and `self` lacks.
+    pub fn missing(&self, other: &Gtids) -> Gtids {
+        let mut out = Gtids::default();
+        for (o, theirs) in &other.0 {
+            let ours = self.0.get(o).map(Vec::as_slice).unwrap_or(&[]);
+            for &(lo, hi) in theirs {
+                // Subtract our ranges from [lo, hi].
+                let mut start = lo;
+                for &(a, b) in ours {
+                    if b < start || a > hi {
+                        continue;
+                    }
+                    if a > start {
+                        out.insert(o.clone(), (start, a - 1));
+                    }
+                    start = b.saturating_add(1);
+                    if start > hi {
+                        break;
+                    }
+                }
+                if start <= hi {
+                    out.insert(o.clone(), (start, hi));
+                }
+            }
+        }
+        out
+    }
+
+    /// True when `self` holds everything `other` holds.
+    pub fn covers(&self, other: &Gtids) -> bool {
+        self.missing(other).is_empty()
+    }
+
+    /// The highest sequence number per MariaDB domain.
+    fn domain_max(&self) -> BTreeMap<u32, u64> {
+        let mut m = BTreeMap::new();
+        for (o, rs) in &self.0 {
+            if let (Origin::MariaDb { domain, .. }, Some(&(_, hi))) = (o, rs.last()) {
+                let e = m.entry(*domain).or_insert(0);
+                *e = (*e).max(hi);
+            }
+        }
+        m
+    }
+
+    /// True when every transaction here is older than what `newer` went on to log in the same
+    /// MariaDB domain: the history continued past them elsewhere after a promotion, so they
+    /// are leftovers of a node that lost its mastership (errant there), not data that still
+    /// has to reach anyone. MySQL sets carry no such order: never superseded.
+    fn superseded_by(&self, newer: &Gtids) -> bool {
+        let max = newer.domain_max();
+        self.0.iter().all(|(o, rs)| match o {
+            Origin::MariaDb { domain, .. } => rs
+                .last()
+                .is_some_and(|&(_, hi)| max.get(domain).is_some_and(|m| *m > hi)),
+            Origin::MySql(_) => false,
+        })
+    }
+
+    /// The position to wait for until all of this is applied (`MASTER_GTID_WAIT` takes the
+    /// last GTID of each domain; MySQL's `WAIT_FOR_EXECUTED_GTID_SET` the set itself).
+    pub fn wait_position(&self) -> String {
+        if self.0.keys().all(|o| matches!(o, Origin::MariaDb { .. })) {
+            let mut last: BTreeMap<u32, Gtid> = BTreeMap::new();
+            for (o, rs) in &self.0 {
+                if let (Origin::MariaDb { domain, server }, Some(&(_, hi))) = (o, rs.last()) {
+                    let e = last.entry(*domain).or_insert(Gtid {
+                        domain: *domain,
+                        server: *server,
+                        seq: 0,
+                    });
+                    if hi > e.seq {
+                        *e = Gtid {
+                            domain: *domain,
+                            server: *server,
+                            seq: hi,
+                        };
+                    }
+                }
+            }
+            GtidList(last.into_values().collect()).to_string()
+        } else {
+            self.to_string()
+        }
+    }
+}
+
+fn parse_mysql(text: &str) -> Result<Gtids, GtidParseError> {
+    let bad = || GtidParseError(text.to_string());
+    let mut g = Gtids::default();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut fields = part.split(':');
+        let mut origin = fields.next().ok_or_else(bad)?.to_ascii_lowercase();
+        for f in fields {
+            let range = match f.split_once('-') {
+                Some((a, b)) => a.parse().ok().zip(b.parse().ok()),
+                None => f.parse().ok().map(|n| (n, n)),
+            };
+            match range {
+                Some(r) => g.insert(Origin::MySql(origin.clone()), r),
+                // A tag (MySQL 8.3+): the following ranges belong to uuid:tag.
+                None if f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                    origin = format!("{}:{f}", origin.split(':').next().unwrap_or(""))
+                }
+                None => return Err(bad()),
+            }
+        }
+    }
+    Ok(g)
+}
+
+impl fmt::Display for Gtids {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (o, rs) in &self.0 {
+            for &(lo, hi) in rs {
+                if !first {
+                    f.write_str(",")?;
+                }
+                first = false;
+                match o {
+                    Origin::MariaDb { domain, server } if lo == 1 => {
+                        write!(f, "{domain}-{server}-{hi}")?
+                    }
+                    Origin::MariaDb { domain, server } => {
+                        write!(f, "{domain}-{server}-{lo}..{hi}")?
+                    }
+                    Origin::MySql(u) if lo == hi => write!(f, "{u}:{lo}")?,
+                    Origin::MySql(u) => write!(f, "{u}:{lo}-{hi}")?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compares what we hold with what another node holds.
+///
+/// Transactions only they hold that our own history has gone past (a higher sequence number
+/// in the same MariaDB domain) are superseded: a promotion already decided about them, and
+/// they are that node's errant transactions to deal with when it rejoins, not a reason for us
+/// to wait or refuse.
+pub fn compare(ours: &Gtids, theirs: &Gtids) -> Compare {
+    let theirs_only = ours.missing(theirs);
+    if theirs_only.is_empty() || theirs_only.superseded_by(ours) {
+        return Compare::Covers;
+    }
+    let ours_only = theirs.missing(ours);
+    if ours_only.is_empty() || ours_only.superseded_by(theirs) {
+        Compare::Behind {
+            missing: theirs_only,
+        }
+    } else {
+        Compare::Diverged {
+            ours_only,
+            theirs_only,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +465,60 @@ mod tests {
         let e = errant(&l("0-1-100,0-3-7"), &l("0-1-100"));
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].to_string(), "0-3-..7");
+    }
+
+    fn g(s: &str) -> Gtids {
+        Gtids::mariadb(s)
+    }
+
+    #[test]
+    fn holdings_compare_per_origin() {
+        // A replica that received up to 120 of server 1 holds what the master logged up to 100.
+        assert_eq!(compare(&g("0-1-120"), &g("0-1-100")), Compare::Covers);
+        match compare(&g("0-1-90"), &g("0-1-100")) {
+            Compare::Behind { missing } => assert_eq!(missing.to_string(), "0-1-91..100"),
+            other => panic!("{other:?}"),
+        }
+        // Same domain, same sequence, different masters: different transactions.
+        let d = compare(&g("0-1-100"), &g("0-2-100"));
+        assert!(matches!(d, Compare::Diverged { .. }), "{d:?}");
+        // The old master's unreplicated 101-103 are superseded by the new master's 104+.
+        assert_eq!(
+            compare(&g("0-1-100,0-2-150"), &g("0-1-103")),
+            Compare::Covers
+        );
+        // ... and from the old master's side the new master is ahead, not diverged.
+        assert!(matches!(
+            compare(&g("0-1-103"), &g("0-1-100,0-2-150")),
+            Compare::Behind { .. }
+        ));
+        assert_eq!(compare(&g(""), &g("")), Compare::Covers);
+    }
+
+    #[test]
+    fn missing_and_union_are_interval_arithmetic() {
+        let a = g("0-1-100");
+        let b = g("0-1-120,1-3-5");
+        assert_eq!(a.missing(&b).to_string(), "0-1-101..120,1-3-5");
+        assert!(a.union(&b).covers(&b));
+        assert!(!a.covers(&b));
+        assert_eq!(a.union(&b).wait_position(), "0-1-120,1-3-5");
+        assert_eq!(g("0-1-100,0-2-150").wait_position(), "0-2-150");
+    }
+
+    #[test]
+    fn mysql_sets_parse_as_intervals() {
+        let f = crate::db::Flavour::MySql;
+        let u = "3E11FA47-71CA-11E1-9E33-C80AA9429562";
+        let a = Gtids::parse(f, &format!("{u}:1-5:7-9")).unwrap();
+        let b = Gtids::parse(f, &format!("{u}:1-9")).unwrap();
+        assert!(b.covers(&a));
+        assert!(!a.covers(&b));
+        assert_eq!(
+            a.missing(&b).to_string(),
+            format!("{}:6", u.to_ascii_lowercase())
+        );
+        assert!(matches!(compare(&a, &b), Compare::Behind { .. }));
+        assert!(Gtids::parse(f, "uuid:x-y").is_err());
     }
 }

@@ -13,9 +13,10 @@ pub mod secret;
 pub mod sql;
 
 mod client;
-pub mod follow;
 
 pub use bootstrap::{Bootstrap, BootstrapError, BootstrapOptions, NodeFiles, NodeSpec, bootstrap};
-pub use client::{Db, DbConfig, DbError, Health, NotReady, Promoted, ReplicaStatus, Replicating};
+pub use client::{
+    Db, DbConfig, DbError, Health, NotReady, Promoted, ReplicaStatus, Replicating, fault,
+};
 pub use secret::{Secret, SecretError};
 pub use sql::Flavour;

@@ -137,6 +137,27 @@ impl Flavour {
         }
     }
 
+    /// The master side of semi-sync: rows of (name, value) for the status (`ON`/`OFF`), the
+    /// commits acknowledged without a replica, and the replicas connected.
+    pub fn semi_sync_master_counters(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => {
+                "SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_no_tx', 'Rpl_semi_sync_master_clients')"
+            }
+            Flavour::MySql => {
+                "SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_source_status', 'Rpl_semi_sync_source_no_tx', 'Rpl_semi_sync_source_clients')"
+            }
+        }
+    }
+
+    /// How long a semi-sync master waits for a replica (milliseconds).
+    pub fn select_semi_sync_timeout(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "SELECT @@GLOBAL.rpl_semi_sync_master_timeout",
+            Flavour::MySql => "SELECT @@GLOBAL.rpl_semi_sync_source_timeout",
+        }
+    }
+
     /// Every transaction this server has logged: the state whose comparison with the
     /// master's finds errant transactions.
     pub fn select_gtid_state(self) -> &'static str {

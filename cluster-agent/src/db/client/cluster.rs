@@ -1,0 +1,341 @@
+//! The operations the failover coordinator asks for that look beyond the local server: samples
+//! of the master being followed, the prepare step that fences and reads every peer, catching up
+//! from a peer, and promotion to a known target.
+//!
+//! Every remote server is reached over TLS with its certificate verified against the cluster's
+//! CA and the address dialled, with the agent's own account, which every node has. Sessions to
+//! peers are kept between uses: a promotion should not wait for TLS handshakes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::Row;
+use mysql_async::prelude::Queryable;
+use tokio::sync::Mutex;
+
+use super::{Db, DbError, Session, bounded, read_replica, scalar, sql_err, value_string};
+use crate::db::gtid::{GtidParseError, Gtids};
+use crate::db::sql::Flavour;
+use crate::failover::{
+    Fault, Holdings, LocalDb, MasterDb, PeerReport, PeerState, Probe, Replica, SemiSync,
+};
+
+/// Sessions to other servers, one per address, each used by one caller at a time.
+#[derive(Default)]
+pub(super) struct Remote {
+    sessions: std::sync::Mutex<HashMap<IpAddr, Arc<Mutex<Option<Session>>>>>,
+}
+
+impl Remote {
+    fn slot(&self, addr: IpAddr) -> Arc<Mutex<Option<Session>>> {
+        let mut map = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(addr).or_default().clone()
+    }
+}
+
+/// Whether the error means nothing listens at the address: the server is not running.
+pub fn fault(e: &DbError) -> Fault {
+    let refused = match e {
+        DbError::Connect { source, .. } => matches!(
+            source,
+            mysql_async::Error::Io(mysql_async::IoError::Io(io))
+                if io.kind() == std::io::ErrorKind::ConnectionRefused
+        ),
+        _ => false,
+    };
+    if refused {
+        Fault::Refused(e.to_string())
+    } else {
+        Fault::Other(e.to_string())
+    }
+}
+
+fn parse(f: Flavour, text: &str) -> Result<Gtids, DbError> {
+    Gtids::parse(f, text).map_err(|e: GtidParseError| DbError::Protocol(e.to_string()))
+}
+
+async fn read_semi_sync(s: &mut Session) -> Result<SemiSync, DbError> {
+    let f = s.flavour;
+    let stmt = f.semi_sync_master_counters();
+    let rows: Vec<Row> = s.conn.query(stmt).await.map_err(sql_err(stmt))?;
+    let mut semi = SemiSync::default();
+    for row in rows {
+        let name = value_string(row.as_ref(0)).unwrap_or_default();
+        let value = value_string(row.as_ref(1)).unwrap_or_default();
+        match name.to_ascii_lowercase().as_str() {
+            n if n.ends_with("_status") => semi.on = value.eq_ignore_ascii_case("ON"),
+            n if n.ends_with("_no_tx") => semi.no_tx = value.parse().unwrap_or(0),
+            n if n.ends_with("_clients") => semi.clients = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    let timeout = scalar(&mut s.conn, f.select_semi_sync_timeout())
+        .await?
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    semi.timeout = Duration::from_millis(timeout);
+    Ok(semi)
+}
+
+async fn read_logged(s: &mut Session) -> Result<Gtids, DbError> {
+    let f = s.flavour;
+    let state = scalar(&mut s.conn, f.select_gtid_state())
+        .await?
+        .unwrap_or_default();
+    parse(f, &state)
+}
+
+async fn read_read_only(s: &mut Session) -> Result<bool, DbError> {
+    let f = s.flavour;
+    Ok(super::is_on(
+        scalar(&mut s.conn, f.select_read_only()).await?,
+    ))
+}
+
+async fn read_local(s: &mut Session) -> Result<LocalDb, DbError> {
+    let f = s.flavour;
+    let read_only = read_read_only(s).await?;
+    let semi_sync = read_semi_sync(s).await?;
+    let logged = read_logged(s).await?;
+    let replica = match read_replica(s).await? {
+        None => None,
+        Some(r) => Some(Replica {
+            master: r.master_host.parse::<Ipv4Addr>().ok(),
+            io_running: r.io_running,
+            sql_running: r.sql_running,
+            received: parse(f, &r.gtid_io_pos)?,
+            verified_tls: r.using_tls && r.verify_server_cert,
+            sql_error: (!r.sql_running && !r.last_sql_error.is_empty()).then_some(r.last_sql_error),
+            lag_secs: r.lag_secs,
+        }),
+    };
+    Ok(LocalDb {
+        read_only,
+        logged,
+        semi_sync,
+        replica,
+    })
+}
+
+async fn read_holdings(s: &mut Session) -> Result<Holdings, DbError> {
+    let f = s.flavour;
+    let logged = read_logged(s).await?;
+    let received = match read_replica(s).await? {
+        Some(r) => parse(f, &r.gtid_io_pos)?,
+        None => Gtids::default(),
+    };
+    Ok(Holdings { logged, received })
+}
+
+impl Db {
+    /// Runs `op` on the kept session to `addr` within `limit`, dropping the session if it
+    /// fails (its state is unknown afterwards).
+    async fn with_remote<T>(
+        &self,
+        remote: &Remote,
+        addr: IpAddr,
+        limit: Duration,
+        what: &'static str,
+        op: impl AsyncFnOnce(&mut Session) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let slot = remote.slot(addr);
+        let mut g = slot.lock().await;
+        let res = bounded(what, limit, async {
+            if g.is_none() {
+                *g = Some(self.open(addr).await?);
+            }
+            op(g.as_mut().expect("just opened")).await
+        })
+        .await;
+        if res.is_err() {
+            *g = None;
+        }
+        res
+    }
+
+    /// One look at the local server.
+    pub async fn observe_local(&self) -> Result<LocalDb, Fault> {
+        let mut g = self.probe.lock().await;
+        let res = async {
+            let s = self.session(&mut g).await?;
+            bounded("observe", self.cfg.op_timeout, read_local(s)).await
+        }
+        .await;
+        res.map_err(|e| {
+            *g = None;
+            fault(&e)
+        })
+    }
+
+    /// One look at the master at `addr`: semi-sync state and what it logged.
+    pub async fn observe_master(&self, addr: Ipv4Addr) -> Result<MasterDb, Fault> {
+        self.with_remote(
+            &self.watch,
+            IpAddr::V4(addr),
+            self.cfg.op_timeout,
+            "observe master",
+            async |s| {
+                Ok(MasterDb {
+                    read_only: read_read_only(s).await?,
+                    semi_sync: read_semi_sync(s).await?,
+                    logged: read_logged(s).await?,
+                })
+            },
+        )
+        .await
+        .map_err(|e| fault(&e))
+    }
+
+    /// Fences every reachable peer that is writable, then reports what each peer and this
+    /// node hold. Peers are asked in parallel, each within `probe_timeout` (plus the fence's
+    /// own bound when one is needed): a promotion should not wait long on a dead node.
+    pub async fn prepare(
+        &self,
+        peers: &[Probe],
+        probe_timeout: Duration,
+    ) -> (Result<Holdings, String>, Vec<PeerReport>) {
+        let (admin, repl) = (self.cfg.admin_user.clone(), self.cfg.repl_user.clone());
+        let asks = peers.iter().map(|p| {
+            let (admin, repl) = (admin.clone(), repl.clone());
+            async move {
+                if p.skip {
+                    return PeerReport {
+                        addr: p.addr,
+                        result: Err("its server has not answered for a while".into()),
+                    };
+                }
+                let limit = probe_timeout + self.cfg.op_timeout;
+                let res = self
+                    .with_remote(
+                        &self.peers,
+                        IpAddr::V4(p.addr),
+                        limit,
+                        "prepare peer",
+                        async |s| {
+                            // Reachability first, within the short bound.
+                            let ro = bounded("reach peer", probe_timeout, read_read_only(s))
+                                .await?;
+                            let writable = if ro {
+                                false
+                            } else {
+                                tracing::warn!(peer = %p.addr, "a peer's database is writable: fencing it before opening ours");
+                                match super::fence(s, &admin, &repl).await {
+                                    Ok(killed) => {
+                                        tracing::info!(peer = %p.addr, killed, "peer database fenced");
+                                        false
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(peer = %p.addr, error = %e, "cannot fence a writable peer");
+                                        !read_read_only(s).await.unwrap_or(false)
+                                    }
+                                }
+                            };
+                            Ok(PeerState {
+                                holdings: read_holdings(s).await?,
+                                writable,
+                            })
+                        },
+                    )
+                    .await;
+                PeerReport {
+                    addr: p.addr,
+                    result: res.map_err(|e| e.to_string()),
+                }
+            }
+        });
+        let own = async {
+            let mut g = self.ops.lock().await;
+            let res = async {
+                let s = self.session(&mut g).await?;
+                bounded("read own position", self.cfg.op_timeout, read_holdings(s)).await
+            }
+            .await;
+            if res.is_err() {
+                *g = None;
+            }
+            res.map_err(|e| e.to_string())
+        };
+        let (own, peers) = tokio::join!(own, futures::future::join_all(asks));
+        (own, peers)
+    }
+
+    /// Replicates from `from` until `target` is applied (at most `timeout`), so that this
+    /// node holds what only `from` had. Replication is left running: the promotion that follows
+    /// drains and stops it.
+    pub async fn catch_up(
+        &self,
+        from: Ipv4Addr,
+        target: &Gtids,
+        timeout: Duration,
+    ) -> Result<(), DbError> {
+        let start = Instant::now();
+        let r = self.replicate_from(IpAddr::V4(from)).await?;
+        tracing::info!(%from, unchanged = r.unchanged, target = %target, "catching up");
+        let left = timeout.saturating_sub(start.elapsed());
+        let wait = target.wait_position();
+        self.with_ops("catch up", left + self.cfg.op_timeout, async |s| {
+            let f = s.flavour;
+            let stmt = f.wait_applied(&wait, left);
+            let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
+            if f.wait_succeeded(res) {
+                Ok(())
+            } else {
+                Err(DbError::PromoteTimeout {
+                    waited: start.elapsed(),
+                    received: target.to_string(),
+                    applied: scalar(&mut s.conn, f.select_applied_pos())
+                        .await?
+                        .unwrap_or_default(),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Promotes as [`Db::promote`] does, but only if what is then applied covers `target`:
+    /// the prepare step found that much on the reachable nodes, and opening with less would
+    /// lose some of it.
+    pub async fn promote_covering(
+        &self,
+        target: &Gtids,
+        timeout: Duration,
+    ) -> Result<super::Promoted, DbError> {
+        let limit = timeout + self.cfg.op_timeout;
+        let target = target.clone();
+        let res = self
+            .with_ops("promote", limit, async |s| {
+                let drained = super::drain_replication(s, timeout).await?;
+                let f = s.flavour;
+                let logged = read_logged(s).await?;
+                let applied = parse(
+                    f,
+                    &scalar(&mut s.conn, f.select_applied_pos())
+                        .await?
+                        .unwrap_or_default(),
+                )?;
+                let missing = logged.union(&applied).missing(&target);
+                if !missing.is_empty() {
+                    return Err(DbError::Protocol(format!(
+                        "after applying everything received this node still lacks {missing}"
+                    )));
+                }
+                super::open_for_writes(s, drained).await
+            })
+            .await;
+        match &res {
+            Ok(p) => tracing::info!(
+                waited_ms = p.waited.as_millis() as u64,
+                applied = %p.applied,
+                was_replica = p.was_replica,
+                "database promoted: writable, semi-sync master on"
+            ),
+            Err(e) => tracing::warn!(error = %e, "database not promoted"),
+        }
+        res
+    }
+}

@@ -1,0 +1,1071 @@
+//! The failover coordinator: what this node does with its VIP and its database, decided in one
+//! pure state machine around the CARP election.
+//!
+//! The runtime feeds it verified adverts, timer expiries, link changes, operator requests,
+//! periodic observations of the local database and of the master it follows, and the outcome
+//! of every effect it asked for. It answers with effects (adverts, gratuitous ARP, VIP changes,
+//! XDP role, hooks, one database operation at a time, which master to observe) and sleeps until
+//! [`Coordinator::poll_timeout`]. Time is an input, so the seeded simulation in `sim` drives
+//! real coordinators against a model of the databases and checks the invariants on every seed:
+//!
+//! - no acknowledged write is lost by anything done automatically: a node opens its database
+//!   only once it holds everything any reachable node holds and every unreachable node is
+//!   accounted for ([`current`], [`plan`]); otherwise it refuses and says why until the data
+//!   appears or an operator forces it;
+//! - at most one writable database outside partitions: every node starts fenced, fences before
+//!   it listens or elects, fences before it lets go of the VIP, and a node about to open fences
+//!   every reachable peer first;
+//! - every failure is visible: refused promotions and rejoins, failed fences, VIP errors and
+//!   semi-sync fallbacks are in [`Coordinator::status`] and the log.
+//!
+//! The database role changes only when an operation's outcome confirms it; an observation that
+//! contradicts the confirmed role (someone else fenced or opened the server) resets it.
+
+pub mod current;
+pub mod plan;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::carp::machine::{self, Action, Machine, Params, Reason, State};
+use crate::carp::time::Mono;
+use crate::db::gtid::Gtids;
+use crate::hooks::Hook;
+use current::{Currentness, NotCurrent};
+use plan::Decision;
+
+/// Why the database could not be reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Nothing listens on its port: the server is not running, so it cannot commit.
+    Refused(String),
+    /// Anything else: timeouts, resets, TLS or SQL errors. It may still be running.
+    Other(String),
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Refused(e) | Fault::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The master side of semi-sync replication on one server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemiSync {
+    /// Waiting for replicas right now (off after a fallback to asynchronous replication).
+    pub on: bool,
+    /// Commits acknowledged to their client without any replica's acknowledgement.
+    pub no_tx: u64,
+    /// Semi-sync replicas connected.
+    pub clients: u32,
+    /// How long a commit waits for a replica before the server goes on alone.
+    #[serde(skip)]
+    pub timeout: Duration,
+}
+
+/// The local server as the observation task saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalDb {
+    pub read_only: bool,
+    /// Everything it logged (`@@gtid_binlog_state`).
+    pub logged: Gtids,
+    pub semi_sync: SemiSync,
+    pub replica: Option<Replica>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replica {
+    /// The master it is configured to replicate from.
+    pub master: Option<Ipv4Addr>,
+    pub io_running: bool,
+    pub sql_running: bool,
+    /// Received from the master (`Gtid_IO_Pos`).
+    pub received: Gtids,
+    /// TLS required and the master's certificate verified.
+    pub verified_tls: bool,
+    pub sql_error: Option<String>,
+    /// `Seconds_Behind_Master`, while both threads run.
+    pub lag_secs: Option<u64>,
+}
+
+/// The followed master's server as the observation task saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MasterDb {
+    pub read_only: bool,
+    pub logged: Gtids,
+    pub semi_sync: SemiSync,
+}
+
+/// One periodic look at the local server and at the master being followed.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// When the look began (the master's answer is no older than this).
+    pub at: Mono,
+    pub local: Result<LocalDb, Fault>,
+    pub master: Option<(Ipv4Addr, Result<MasterDb, Fault>)>,
+}
+
+/// What one node holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holdings {
+    pub logged: Gtids,
+    /// Received by its replication thread, applied or not.
+    pub received: Gtids,
+}
+
+impl Holdings {
+    pub fn all(&self) -> Gtids {
+        self.logged.union(&self.received)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerState {
+    pub holdings: Holdings,
+    /// Still writable after we tried to fence it.
+    pub writable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerReport {
+    pub addr: Ipv4Addr,
+    pub result: Result<PeerState, String>,
+}
+
+/// A peer to ask in a prepare step, and whether it is worth waiting for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub addr: Ipv4Addr,
+    /// Its server has not answered our samples for a while: report it unreachable at once
+    /// rather than wait for a connection that will not come.
+    pub skip: bool,
+}
+
+/// The one database operation in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DbOp {
+    /// End client sessions, `read_only` on.
+    Fence,
+    /// Fence, check for errant transactions, replicate from `master` over verified TLS.
+    Follow { master: Ipv4Addr },
+    /// Fence every reachable peer that is writable and report what every node holds.
+    Prepare { peers: Vec<Probe> },
+    /// Replicate from `from` until `target` is applied.
+    CatchUp { from: Ipv4Addr, target: Gtids },
+    /// Apply everything received, stop replicating, semi-sync master on, `read_only` off;
+    /// refused unless what is applied covers `target`.
+    Promote { target: Gtids },
+}
+
+impl DbOp {
+    fn name(&self) -> &'static str {
+        match self {
+            DbOp::Fence => "fence",
+            DbOp::Follow { .. } => "follow",
+            DbOp::Prepare { .. } => "prepare",
+            DbOp::CatchUp { .. } => "catch-up",
+            DbOp::Promote { .. } => "promote",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowError {
+    /// The local server holds transactions the master lacks.
+    Errant(Vec<String>),
+    Failed(String),
+}
+
+/// What came of a [`DbOp`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DbOutcome {
+    Fenced(Result<(), String>),
+    Followed(Result<(), FollowError>),
+    Prepared {
+        own: Result<Holdings, String>,
+        peers: Vec<PeerReport>,
+    },
+    CaughtUp(Result<(), String>),
+    Promoted(Result<(), String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Advert {
+        advbase: u8,
+        advskew: u8,
+    },
+    Garp,
+    /// Add (true) or remove (false) the VIP; answer with [`Input::VipDone`].
+    Vip(bool),
+    /// Tell the XDP program whether we are MASTER (answer ARP, let VIP traffic in).
+    XdpRole(bool),
+    Hook(Hook),
+    /// Answer with [`Input::DbDone`].
+    Db(DbOp),
+    /// Which master the observation task samples besides the local server.
+    Watch(Option<Ipv4Addr>),
+}
+
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A verified advert from another node.
+    Advert {
+        src: Ipv4Addr,
+        advbase: u8,
+        advskew: u8,
+    },
+    LinkUp,
+    LinkDown,
+    Switchover,
+    Shutdown,
+    Observed(Observation),
+    DbDone(DbOutcome),
+    VipDone {
+        add: bool,
+        result: Result<(), String>,
+    },
+}
+
+/// The database part of the settings.
+#[derive(Clone, Debug)]
+pub struct DbPolicy {
+    /// This node's database address.
+    pub own: Ipv4Addr,
+    /// Every other database node of the cluster.
+    pub peers: Vec<Ipv4Addr>,
+    /// Take the VIP before the database is open (reads sooner, writes fail until promoted).
+    pub vip_first: bool,
+    /// How soon a failed operation is tried again.
+    pub retry: Duration,
+    /// Slack for sampling and delivery latency in the currentness rule.
+    pub margin: Duration,
+    /// A master whose server has not answered for this long is not waited for when preparing.
+    pub unreachable_after: Duration,
+    /// A replica applying further behind than this advertises the demoted skew: it would take
+    /// long to drain at promotion.
+    pub max_lag: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub carp: Params,
+    pub db: Option<DbPolicy>,
+}
+
+/// The local database's confirmed role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Not known to be read-only (start-up, a failed fence, a server that went away).
+    Unknown,
+    Fenced,
+    Replica(Ipv4Addr),
+    Writable,
+}
+
+/// How many failed VIP changes a MASTER tolerates before it hands over.
+const VIP_FAILURES_BEFORE_HANDOVER: u32 = 3;
+/// Local samples a MASTER may miss (timeouts, not refusals) before it hands over.
+const LOCAL_MISSES_BEFORE_HANDOVER: u32 = 3;
+/// Errant transactions do not go away by themselves: look again this much more slowly.
+const ERRANT_RETRY_FACTOR: u32 = 10;
+
+struct DbSide {
+    policy: DbPolicy,
+    role: Role,
+    op: Option<DbOp>,
+    /// Observations that began before this reflect a state an operation has since changed.
+    op_done_at: Mono,
+    retry_at: Option<Mono>,
+    current: Currentness,
+    watching: Option<Ipv4Addr>,
+    refused: Option<String>,
+    errant: Option<(Ipv4Addr, Vec<String>)>,
+    forced: bool,
+    local_down: Option<String>,
+    local_misses: u32,
+    /// Why the local replica is a poor candidate (applying far behind, or stopped on an error).
+    lagging: Option<String>,
+    /// The local server's semi-sync state while writable.
+    semi: Option<SemiSync>,
+    fallbacks: u64,
+    last_error: Option<String>,
+    fence_error: Option<String>,
+    /// The fence at shutdown was tried (and may have failed): go on stopping.
+    stop_fence_tried: bool,
+}
+
+struct VipSide {
+    want_seen: bool,
+    have: bool,
+    in_flight: Option<bool>,
+    failures: u32,
+    retry_at: Option<Mono>,
+    error: Option<String>,
+    /// The up hook ran for this mastership.
+    up_ran: bool,
+}
+
+/// See the module documentation.
+pub struct Coordinator {
+    params: Params,
+    machine: Machine,
+    started: bool,
+    link_up: bool,
+    stopping: bool,
+    stopped: bool,
+    db: Option<DbSide>,
+    vip: VipSide,
+    effects: VecDeque<Effect>,
+}
+
+/// What `status` shows of the database side.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DbView {
+    /// `master` (writable), `replica`, `fenced` or `unknown` (not confirmed read-only).
+    pub role: String,
+    pub replicating_from: Option<Ipv4Addr>,
+    /// Known to hold every write the master acknowledged.
+    pub current: bool,
+    /// Why this node advertises the demoted skew: not known to hold every acknowledged
+    /// write, its database is down, or it holds errant transactions.
+    pub gate: Option<String>,
+    /// The operation in flight.
+    pub operation: Option<String>,
+    /// Why this MASTER keeps its database closed.
+    pub refused: Option<String>,
+    pub errant: Vec<String>,
+    pub forced: bool,
+    /// Semi-sync on this server while it is the master.
+    pub semi_sync: Option<SemiSync>,
+    pub semi_sync_fallbacks: u64,
+    pub local_down: Option<String>,
+    pub fence_error: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl Coordinator {
+    /// A node starts as BACKUP. With a database it fences first and elects only when the fence
+    /// is confirmed (or the server is known unreachable): nothing can reach a writable copy
+    /// here before this node knows it is not one.
+    pub fn new(cfg: Config, now: Mono) -> Coordinator {
+        let mut c = Coordinator {
+            params: cfg.carp,
+            machine: Machine::new(cfg.carp, now),
+            started: cfg.db.is_none(),
+            link_up: true,
+            stopping: false,
+            stopped: false,
+            db: cfg.db.map(|policy| DbSide {
+                current: Currentness::new(policy.margin),
+                policy,
+                role: Role::Unknown,
+                op: None,
+                op_done_at: now,
+                retry_at: None,
+                watching: None,
+                refused: None,
+                errant: None,
+                forced: false,
+                local_down: None,
+                local_misses: 0,
+                lagging: None,
+                semi: None,
+                fallbacks: 0,
+                last_error: None,
+                fence_error: None,
+                stop_fence_tried: false,
+            }),
+            vip: VipSide {
+                want_seen: false,
+                have: false,
+                in_flight: None,
+                failures: 0,
+                retry_at: None,
+                error: None,
+                up_ran: false,
+            },
+            effects: VecDeque::new(),
+        };
+        c.drive(now);
+        c
+    }
+
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    pub fn state(&self) -> State {
+        self.machine.state()
+    }
+
+    /// True once a shutdown has run its course: fenced, bowed out, VIP gone.
+    pub fn finished(&self) -> bool {
+        self.stopped
+            && self.vip.in_flight.is_none()
+            && !self.vip.have
+            && self.db.as_ref().is_none_or(|d| d.op.is_none())
+    }
+
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Mono> {
+        let machine = self.started.then(|| self.machine.poll_timeout()).flatten();
+        let db = self
+            .db
+            .as_ref()
+            .filter(|d| d.op.is_none())
+            .and_then(|d| d.retry_at);
+        let vip = self.vip.retry_at.filter(|_| self.vip.in_flight.is_none());
+        [machine, db, vip].into_iter().flatten().min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Mono) {
+        if self.started {
+            self.machine.handle_timeout(now);
+            self.pump(now);
+        }
+        self.drive(now);
+    }
+
+    pub fn handle(&mut self, now: Mono, input: Input) {
+        match input {
+            Input::Advert {
+                src,
+                advbase,
+                advskew,
+            } => {
+                if !self.started {
+                    return;
+                }
+                if let Some(db) = self.db.as_mut()
+                    && db.watching == Some(src)
+                {
+                    let bow_out = advbase == cluster_common::carp::BOW_OUT
+                        && advskew == cluster_common::carp::BOW_OUT;
+                    db.current
+                        .advert(now, (!bow_out).then(|| machine::interval(advbase, advskew)));
+                }
+                self.machine.handle(
+                    now,
+                    machine::Input::Advert {
+                        src,
+                        advbase,
+                        advskew,
+                    },
+                );
+            }
+            Input::LinkUp | Input::LinkDown => {
+                self.link_up = matches!(input, Input::LinkUp);
+                if self.started {
+                    self.machine.handle(
+                        now,
+                        if self.link_up {
+                            machine::Input::LinkUp
+                        } else {
+                            machine::Input::LinkDown
+                        },
+                    );
+                }
+            }
+            Input::Switchover => self.machine.handle(now, machine::Input::Switchover),
+            Input::Shutdown => {
+                tracing::info!(state = %self.machine.state(), "stopping");
+                self.stopping = true;
+            }
+            Input::Observed(obs) => self.on_observation(now, obs),
+            Input::DbDone(outcome) => self.on_db_done(now, outcome),
+            Input::VipDone { add, result } => self.on_vip_done(now, add, result),
+        }
+        self.pump(now);
+        self.drive(now);
+    }
+
+    /// Opens the database although the checks refused it: for an operator who knows which
+    /// node's data is the one to keep, after reading why it was refused.
+    pub fn force_promote(&mut self, now: Mono) -> Result<(), String> {
+        let state = self.machine.state();
+        let Some(db) = self.db.as_mut() else {
+            return Err("this agent manages no database".into());
+        };
+        if state != State::Master {
+            return Err(
+                "only the MASTER can be forced open; run this on the node `status` shows as MASTER"
+                    .into(),
+            );
+        }
+        if db.role == Role::Writable {
+            return Err("the database is already open for writes".into());
+        }
+        tracing::warn!(refused = ?db.refused, "promotion forced by the operator: acknowledged writes on unreachable or diverged nodes may be lost");
+        db.forced = true;
+        db.refused = None;
+        db.retry_at = None;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Turns the election's actions into effects and reacts to its transitions.
+    fn pump(&mut self, now: Mono) {
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                Action::SendAdvert { advbase, advskew } => {
+                    self.effects.push_back(Effect::Advert { advbase, advskew })
+                }
+                // The first one follows the VIP once it is confirmed.
+                Action::SendGarp => {
+                    if self.vip.have {
+                        self.effects.push_back(Effect::Garp);
+                    }
+                }
+                Action::Transition { from, to, reason } => {
+                    self.on_transition(now, from, to, reason)
+                }
+            }
+        }
+        let watch = match self.machine.state() {
+            State::Backup => self.machine.master(),
+            State::Master => None,
+        };
+        if let Some(db) = self.db.as_mut()
+            && db.watching != watch
+        {
+            db.watching = watch;
+            // Winning keeps what was learnt of the old master: the promotion is judged by it.
+            if watch.is_some() {
+                db.current.follow(watch);
+            }
+            self.effects.push_back(Effect::Watch(watch));
+        }
+    }
+
+    fn on_transition(&mut self, _now: Mono, from: State, to: State, reason: Reason) {
+        tracing::info!(%from, state = %to, ?reason, "state change");
+        match to {
+            State::Master => {
+                self.vip.up_ran = false;
+                if let Some(db) = self.db.as_mut() {
+                    db.refused = None;
+                    db.retry_at = None;
+                }
+            }
+            State::Backup => {
+                // VIP traffic is dropped from now on, before the address goes.
+                self.effects.push_back(Effect::XdpRole(false));
+                self.effects.push_back(Effect::Hook(Hook::Down));
+                self.vip.failures = 0;
+                self.vip.retry_at = None;
+                if let Some(db) = self.db.as_mut() {
+                    db.refused = None;
+                    db.forced = false;
+                    db.retry_at = None;
+                }
+            }
+        }
+    }
+
+    fn on_observation(&mut self, now: Mono, obs: Observation) {
+        let state = self.machine.state();
+        let Some(db) = self.db.as_mut() else { return };
+        let replicating = matches!(db.role, Role::Replica(m) if Some(m) == db.watching)
+            && obs
+                .local
+                .as_ref()
+                .ok()
+                .and_then(|l| l.replica.as_ref())
+                .is_some_and(|r| r.master == db.watching && r.verified_tls);
+        db.current.observe(&obs, replicating, now);
+        let local = match obs.local {
+            Ok(l) => l,
+            Err(fault) => {
+                db.local_misses += 1;
+                let gone = matches!(fault, Fault::Refused(_))
+                    || db.local_misses >= LOCAL_MISSES_BEFORE_HANDOVER;
+                if db.local_down.is_none() {
+                    tracing::warn!(error = %fault, "local database not answering");
+                }
+                db.local_down = Some(fault.to_string());
+                if gone && db.op.is_none() && db.role != Role::Unknown {
+                    // Whatever it was, it must be fenced again when it returns.
+                    if db.role == Role::Writable && state == State::Master {
+                        tracing::error!(error = %fault, "database down on the MASTER: handing over");
+                        self.machine.handle(now, machine::Input::Switchover);
+                    }
+                    db.role = Role::Unknown;
+                }
+                return;
+            }
+        };
+        db.local_misses = 0;
+        if db.local_down.take().is_some() {
+            tracing::info!("local database answering again");
+        }
+        let lagging = local.replica.as_ref().and_then(|r| {
+            if let Some(e) = &r.sql_error {
+                Some(format!("replication stopped applying: {e}"))
+            } else {
+                r.lag_secs
+                    .filter(|l| *l > db.policy.max_lag.as_secs())
+                    .map(|l| {
+                        format!(
+                            "applying {l} s behind (limit {} s)",
+                            db.policy.max_lag.as_secs()
+                        )
+                    })
+            }
+        });
+        if lagging != db.lagging {
+            if let Some(why) = &lagging {
+                tracing::warn!(reason = %why, "replica is a poor candidate: advertising the demoted skew");
+            }
+            db.lagging = lagging;
+        }
+        // Semi-sync on our own master side: a fallback is never silent.
+        if db.role == Role::Writable {
+            let now_semi = local.semi_sync;
+            match db.semi {
+                Some(prev) if prev.on && !now_semi.on => {
+                    db.fallbacks += 1;
+                    tracing::error!(
+                        unacknowledged = now_semi.no_tx,
+                        replicas = now_semi.clients,
+                        "semi-sync replication fell back to asynchronous: commits are acknowledged without any replica; replicas cannot be promoted automatically until one has caught up"
+                    );
+                }
+                Some(prev) if !prev.on && now_semi.on => {
+                    tracing::info!(
+                        replicas = now_semi.clients,
+                        "semi-sync replication is on again"
+                    );
+                }
+                None if !now_semi.on => {
+                    db.fallbacks += 1;
+                    tracing::error!(
+                        replicas = now_semi.clients,
+                        "semi-sync replication is off on the master: commits are acknowledged without any replica"
+                    );
+                }
+                _ => {}
+            }
+            db.semi = Some(now_semi);
+        } else {
+            db.semi = None;
+        }
+        // An observation that began before the last operation finished shows an old state.
+        if db.op.is_some() || obs.at < db.op_done_at {
+            return;
+        }
+        match db.role {
+            Role::Writable if local.read_only => {
+                tracing::warn!(
+                    "the database was made read-only by someone else: no longer the writer"
+                );
+                db.role = Role::Fenced;
+            }
+            Role::Fenced | Role::Replica(_) if !local.read_only => {
+                tracing::error!(
+                    "the database was opened for writes by someone else: fencing it again"
+                );
+                db.role = Role::Unknown;
+            }
+            Role::Replica(m) if local.replica.as_ref().is_none_or(|r| r.master != Some(m)) => {
+                tracing::warn!(master = %m, "replication was re-pointed or removed by someone else");
+                db.role = Role::Fenced;
+            }
+            _ => {}
+        }
+    }
+
+    fn on_db_done(&mut self, now: Mono, outcome: DbOutcome) {
+        let state = self.machine.state();
+        let Some(db) = self.db.as_mut() else { return };
+        let Some(op) = db.op.take() else {
+            tracing::error!(?outcome, "database outcome without an operation in flight");
+            return;
+        };
+        db.op_done_at = now;
+        let retry = db.policy.retry;
+        let was_fence = op == DbOp::Fence;
+        match outcome {
+            DbOutcome::Fenced(Ok(())) => {
+                if db.role == Role::Writable {
+                    tracing::info!("database fenced: read-only, client sessions ended");
+                }
+                db.role = Role::Fenced;
+                db.fence_error = None;
+            }
+            DbOutcome::Fenced(Err(e)) => {
+                tracing::error!(error = %e, "fencing the database failed; retrying");
+                db.fence_error = Some(e);
+                db.retry_at = Some(now + retry);
+                if self.stopping {
+                    db.stop_fence_tried = true;
+                }
+            }
+            DbOutcome::Followed(Ok(())) => {
+                let DbOp::Follow { master } = op else {
+                    unreachable!("outcome matches its operation")
+                };
+                tracing::info!(%master, "database replicating from the master over verified TLS");
+                db.role = Role::Replica(master);
+                db.errant = None;
+                db.last_error = None;
+            }
+            DbOutcome::Followed(Err(FollowError::Errant(gtids))) => {
+                let DbOp::Follow { master } = op else {
+                    unreachable!("outcome matches its operation")
+                };
+                tracing::error!(%master, gtids = %gtids.join(","), "database holds transactions the master lacks: refusing to rejoin, staying fenced; an operator must rebuild this node or decide which transactions to keep");
+                db.role = Role::Fenced;
+                db.errant = Some((master, gtids));
+                db.retry_at = Some(now + retry * ERRANT_RETRY_FACTOR);
+            }
+            DbOutcome::Followed(Err(FollowError::Failed(e))) => {
+                if db.last_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(error = %e, "cannot replicate from the master yet; retrying");
+                }
+                if matches!(db.role, Role::Replica(_)) {
+                    db.role = Role::Fenced;
+                }
+                db.last_error = Some(e);
+                db.retry_at = Some(now + retry);
+            }
+            DbOutcome::Prepared { own, peers } => {
+                if state != State::Master || self.stopping {
+                    return;
+                }
+                let decision = match own {
+                    Err(e) => Decision::Refuse(format!("local database: {e}")),
+                    Ok(own) => plan::decide(
+                        &own,
+                        &peers,
+                        &plan::Context {
+                            followed: db.current.master(),
+                            current: db.current.verdict(),
+                            clients: db.current.clients(),
+                            zombie: db.current.zombie(),
+                            forced: db.forced,
+                        },
+                    ),
+                };
+                match decision {
+                    Decision::Promote { target } => {
+                        db.op = Some(DbOp::Promote { target });
+                    }
+                    Decision::CatchUp { from, target } => {
+                        tracing::info!(%from, target = %target, "catching up before opening the database");
+                        db.op = Some(DbOp::CatchUp { from, target });
+                    }
+                    Decision::Refuse(why) => {
+                        if db.refused.as_deref() != Some(why.as_str()) {
+                            tracing::error!(reason = %why, "MASTER, but not opening the database for writes; waiting for the data or for `cluster-agent db promote --force`");
+                        }
+                        db.refused = Some(why);
+                        db.retry_at = Some(now + retry);
+                    }
+                }
+                if let Some(op) = db.op.clone() {
+                    self.effects.push_back(Effect::Db(op));
+                }
+            }
+            DbOutcome::CaughtUp(r) => {
+                let DbOp::CatchUp { from, target } = op else {
+                    unreachable!("outcome matches its operation")
+                };
+                db.role = Role::Replica(from);
+                match r {
+                    Ok(()) if state == State::Master && !self.stopping => {
+                        db.op = Some(DbOp::Promote { target });
+                        self.effects
+                            .push_back(Effect::Db(db.op.clone().expect("just set")));
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        let why = format!("catching up from {from} failed: {e}");
+                        tracing::error!(reason = %why, "not opening the database");
+                        db.refused = Some(why);
+                        db.retry_at = Some(now + retry);
+                    }
+                }
+            }
+            DbOutcome::Promoted(Ok(())) => {
+                tracing::info!("database open for writes, semi-sync master on");
+                db.role = Role::Writable;
+                // Whatever we knew of the old master has served its purpose.
+                db.current.follow(None);
+                db.refused = None;
+                db.forced = false;
+                db.last_error = None;
+            }
+            DbOutcome::Promoted(Err(e)) => {
+                tracing::error!(error = %e, "database not promoted; retrying");
+                // The last step opens it, so a failure leaves it read-only.
+                db.role = Role::Fenced;
+                db.refused = Some(format!("promotion failed: {e}"));
+                db.retry_at = Some(now + retry);
+            }
+        }
+        if !self.started && was_fence {
+            self.start(now);
+        }
+    }
+
+    /// The election begins: after the first fence at start-up.
+    fn start(&mut self, now: Mono) {
+        self.started = true;
+        self.machine = Machine::new(self.params, now);
+        if !self.link_up {
+            self.machine.handle(now, machine::Input::LinkDown);
+        }
+    }
+
+    fn on_vip_done(&mut self, now: Mono, add: bool, result: Result<(), String>) {
+        self.vip.in_flight = None;
+        match result {
+            Ok(()) => {
+                self.vip.have = add;
+                self.vip.failures = 0;
+                self.vip.error = None;
+                if add && self.machine.state() == State::Master {
+                    // The takeover announcement went out before the address existed.
+                    self.effects.push_back(Effect::Garp);
+                    if !self.vip.up_ran {
+                        self.vip.up_ran = true;
+                        self.effects.push_back(Effect::Hook(Hook::Up));
+                    }
+                }
+            }
+            Err(e) => {
+                self.vip.failures += 1;
+                tracing::error!(add, error = %e, failures = self.vip.failures, "cannot change the VIP");
+                self.vip.error = Some(e);
+                self.vip.retry_at = Some(
+                    now + self
+                        .db
+                        .as_ref()
+                        .map_or(Duration::from_secs(1), |d| d.policy.retry),
+                );
+                if add
+                    && self.vip.failures >= VIP_FAILURES_BEFORE_HANDOVER
+                    && self.machine.state() == State::Master
+                {
+                    tracing::error!("MASTER without the VIP serves nobody: handing over");
+                    self.machine.handle(now, machine::Input::Switchover);
+                }
+            }
+        }
+    }
+
+    fn want_vip(&self) -> bool {
+        if self.machine.state() != State::Master || self.stopped {
+            return false;
+        }
+        match &self.db {
+            None => true,
+            // Refused: reads go on through the VIP, writes fail visibly on `read_only`.
+            Some(db) => db.policy.vip_first || db.role == Role::Writable || db.refused.is_some(),
+        }
+    }
+
+    fn want_demoted(&self) -> bool {
+        let Some(db) = &self.db else { return false };
+        if db.forced {
+            return false;
+        }
+        if db.local_down.is_some() || db.errant.is_some() {
+            return true;
+        }
+        if db.lagging.is_some() && self.machine.state() == State::Backup {
+            return true;
+        }
+        match self.machine.state() {
+            State::Master => db.refused.is_some(),
+            // Only a node known to hold every acknowledged write may preempt or win early.
+            State::Backup => {
+                !(matches!(db.role, Role::Replica(m) if Some(m) == db.watching)
+                    && db.current.verdict().is_ok())
+            }
+        }
+    }
+
+    fn drive(&mut self, now: Mono) {
+        if self.started {
+            let demote = self.want_demoted();
+            if demote != self.machine.demoted() {
+                tracing::info!(demoted = demote, reason = ?self.db.as_ref().and_then(|d| d.current.verdict().err().map(|e| e.to_string())), "advertised skew changes");
+                self.machine.handle(now, machine::Input::SetDemoted(demote));
+            }
+        }
+        self.drive_stop(now);
+        self.pump(now);
+        self.drive_db(now);
+        self.drive_vip(now);
+        self.pump(now);
+    }
+
+    /// Shutdown: fence first, so nothing is written here after the bow-out lets a peer open.
+    fn drive_stop(&mut self, now: Mono) {
+        if !self.stopping || self.stopped {
+            return;
+        }
+        if let Some(db) = &self.db {
+            let fenced = matches!(db.role, Role::Fenced | Role::Replica(_));
+            if db.op.is_some() || !(fenced || db.stop_fence_tried) {
+                return;
+            }
+            if !fenced {
+                tracing::error!(error = ?db.fence_error, "stopping without a confirmed fence");
+            }
+        }
+        self.machine.handle(now, machine::Input::Shutdown);
+        self.stopped = true;
+    }
+
+    fn drive_db(&mut self, now: Mono) {
+        let state = self.machine.state();
+        let master = self.machine.master();
+        let started = self.started;
+        let stopping = self.stopping && !self.stopped;
+        let Some(db) = self.db.as_mut() else { return };
+        if db.op.is_some() || db.retry_at.is_some_and(|t| t > now) {
+            return;
+        }
+        db.retry_at = None;
+        let op = if !started || stopping {
+            (!matches!(db.role, Role::Fenced | Role::Replica(_)) && !db.stop_fence_tried)
+                .then_some(DbOp::Fence)
+        } else {
+            match (state, db.role) {
+                (_, Role::Unknown) | (State::Backup, Role::Writable) => Some(DbOp::Fence),
+                (State::Backup, Role::Fenced | Role::Replica(_)) => match master {
+                    Some(m) if m != db.policy.own && db.role != Role::Replica(m) => {
+                        Some(DbOp::Follow { master: m })
+                    }
+                    _ => None,
+                },
+                (State::Master, Role::Writable) => None,
+                (State::Master, Role::Fenced | Role::Replica(_)) => {
+                    let unanswered = db.current.unanswered_for(now);
+                    let followed = db.current.master();
+                    let mut peers: Vec<Probe> = db
+                        .policy
+                        .peers
+                        .iter()
+                        .chain(followed.iter())
+                        .filter(|a| **a != db.policy.own)
+                        .map(|&addr| Probe {
+                            addr,
+                            skip: Some(addr) == followed
+                                && !db.current.zombie()
+                                && unanswered.is_some_and(|d| d >= db.policy.unreachable_after),
+                        })
+                        .collect();
+                    peers.sort_by_key(|p| p.addr);
+                    peers.dedup_by_key(|p| p.addr);
+                    Some(DbOp::Prepare { peers })
+                }
+            }
+        };
+        if let Some(op) = op {
+            tracing::debug!(op = op.name(), "database operation");
+            db.op = Some(op.clone());
+            self.effects.push_back(Effect::Db(op));
+        }
+    }
+
+    fn drive_vip(&mut self, now: Mono) {
+        let want = self.want_vip();
+        if want != self.vip.want_seen {
+            self.vip.want_seen = want;
+            self.vip.retry_at = None;
+            self.vip.failures = 0;
+        }
+        if self.vip.in_flight.is_some()
+            || want == self.vip.have
+            || self.vip.retry_at.is_some_and(|t| t > now)
+        {
+            return;
+        }
+        self.vip.retry_at = None;
+        // XDP first: ARP is answered and traffic let in the moment the address exists; and
+        // on the way out VIP traffic is dropped before the address goes.
+        self.effects.push_back(Effect::XdpRole(want));
+        self.effects.push_back(Effect::Vip(want));
+        self.vip.in_flight = Some(want);
+    }
+
+    /// What `status` shows of the database side.
+    pub fn db_view(&self) -> Option<DbView> {
+        let db = self.db.as_ref()?;
+        let verdict = db.current.verdict();
+        let gate = if let Some(e) = &db.local_down {
+            Some(format!("database down: {e}"))
+        } else if let Some((m, g)) = &db.errant {
+            Some(format!(
+                "errant transactions {} that {m} lacks",
+                g.join(",")
+            ))
+        } else if let Some(l) = db.lagging.as_ref().filter(|_| self.machine.demoted()) {
+            Some(l.clone())
+        } else if self.machine.demoted() {
+            Some(
+                verdict
+                    .as_ref()
+                    .err()
+                    .map_or_else(|| "refused".to_string(), ToString::to_string),
+            )
+        } else {
+            None
+        };
+        Some(DbView {
+            role: match db.role {
+                Role::Unknown => "unknown",
+                Role::Fenced => "fenced",
+                Role::Replica(_) => "replica",
+                Role::Writable => "master",
+            }
+            .to_string(),
+            replicating_from: match db.role {
+                Role::Replica(m) => Some(m),
+                _ => None,
+            },
+            current: verdict.is_ok(),
+            gate,
+            operation: db.op.as_ref().map(|o| o.name().to_string()),
+            refused: db.refused.clone(),
+            errant: db.errant.as_ref().map(|e| e.1.clone()).unwrap_or_default(),
+            forced: db.forced,
+            semi_sync: db.semi,
+            semi_sync_fallbacks: db.fallbacks,
+            local_down: db.local_down.clone(),
+            fence_error: db.fence_error.clone(),
+            last_error: db.last_error.clone(),
+        })
+    }
+
+    /// The VIP error, if the last change failed.
+    pub fn vip_error(&self) -> Option<&str> {
+        self.vip.error.as_deref()
+    }
+
+    /// True while the database is confirmed open for writes (the simulation's view).
+    pub fn writable(&self) -> bool {
+        self.db.as_ref().is_some_and(|d| d.role == Role::Writable)
+    }
+
+    /// Why the current advert skew is demoted, for logs.
+    pub fn not_current(&self) -> Option<NotCurrent> {
+        self.db.as_ref().and_then(|d| d.current.verdict().err())
+    }
+}

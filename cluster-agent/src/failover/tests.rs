@@ -1,0 +1,547 @@
+//! Rules of the coordinator, one at a time, with hand-fed inputs.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::*;
+use crate::carp::machine::DEMOTED_SKEW;
+
+const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn at(ms_: u64) -> Mono {
+    Mono(ms_ * 1_000_000)
+}
+
+struct T {
+    c: Coordinator,
+    now: Mono,
+    effects: Vec<Effect>,
+}
+
+impl T {
+    fn new(own: Ipv4Addr, skew: u8, preempt: bool, peers: &[Ipv4Addr]) -> T {
+        let cfg = Config {
+            carp: Params {
+                src: own,
+                advbase: 1,
+                advskew: skew,
+                deadratio: 3,
+                preempt,
+                garp_interval: None,
+            },
+            db: Some(DbPolicy {
+                own,
+                peers: peers.to_vec(),
+                vip_first: false,
+                retry: ms(1000),
+                margin: ms(100),
+                unreachable_after: ms(1000),
+                max_lag: Duration::from_secs(5),
+            }),
+        };
+        let mut t = T {
+            c: Coordinator::new(cfg, at(0)),
+            now: at(0),
+            effects: Vec::new(),
+        };
+        t.drain();
+        t
+    }
+
+    fn drain(&mut self) {
+        while let Some(e) = self.c.poll_effect() {
+            self.effects.push(e);
+        }
+    }
+
+    fn take(&mut self) -> Vec<Effect> {
+        self.drain();
+        std::mem::take(&mut self.effects)
+    }
+
+    fn input(&mut self, i: Input) {
+        self.c.handle(self.now, i);
+        self.drain();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        for _ in 0..100_000 {
+            match self.c.poll_timeout() {
+                Some(t) if t <= end => {
+                    self.now = t.max(self.now);
+                    self.c.handle_timeout(self.now);
+                    self.drain();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    fn db_done(&mut self, o: DbOutcome) {
+        self.input(Input::DbDone(o));
+    }
+
+    fn advert(&mut self, src: Ipv4Addr, skew: u8) {
+        self.input(Input::Advert {
+            src,
+            advbase: 1,
+            advskew: skew,
+        });
+    }
+
+    fn pending_op(&self) -> Option<DbOp> {
+        self.c.db.as_ref().and_then(|d| d.op.clone())
+    }
+
+    fn sample(&mut self, master: Ipv4Addr, m: MasterDb, local: LocalDb) {
+        let o = Observation {
+            at: self.now,
+            local: Ok(local),
+            master: Some((master, Ok(m))),
+        };
+        self.input(Input::Observed(o));
+    }
+}
+
+fn g(s: &str) -> Gtids {
+    Gtids::mariadb(s)
+}
+
+fn semi(on: bool, no_tx: u64) -> SemiSync {
+    SemiSync {
+        on,
+        no_tx,
+        clients: 1,
+        timeout: ms(3000),
+    }
+}
+
+fn master_db(logged: &str, semi_sync: SemiSync) -> MasterDb {
+    MasterDb {
+        read_only: false,
+        logged: g(logged),
+        semi_sync,
+    }
+}
+
+fn replica_of(m: Ipv4Addr, received: &str) -> LocalDb {
+    LocalDb {
+        read_only: true,
+        logged: g(received),
+        semi_sync: SemiSync::default(),
+        replica: Some(Replica {
+            master: Some(m),
+            io_running: true,
+            sql_running: true,
+            received: g(received),
+            verified_tls: true,
+            sql_error: None,
+            lag_secs: Some(0),
+        }),
+    }
+}
+
+/// Starts `t` as a BACKUP following `m`, replicating and fenced.
+fn following(t: &mut T, m: Ipv4Addr, m_skew: u8) {
+    assert_eq!(t.take(), vec![Effect::Db(DbOp::Fence)]);
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    t.advert(m, m_skew);
+    assert!(t.take().contains(&Effect::Watch(Some(m))));
+    assert_eq!(t.pending_op(), Some(DbOp::Follow { master: m }));
+    t.db_done(DbOutcome::Followed(Ok(())));
+}
+
+#[test]
+fn fences_before_it_elects() {
+    let mut t = T::new(A, 0, false, &[B]);
+    assert_eq!(t.take(), vec![Effect::Db(DbOp::Fence)]);
+    // No election while the fence is pending: no timer, and adverts change nothing.
+    assert_eq!(t.c.poll_timeout(), None);
+    t.advert(B, 100);
+    assert_eq!(t.c.machine().master(), None);
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    assert!(t.c.poll_timeout().is_some(), "the election starts");
+}
+
+#[test]
+fn a_returning_preferred_node_does_not_preempt_before_it_is_current() {
+    let mut t = T::new(A, 0, true, &[B]);
+    following(&mut t, B, 100);
+    assert_eq!(t.c.state(), State::Backup);
+    assert!(t.c.machine().demoted(), "not yet compared with the master");
+    // Adverts from the less preferred master keep coming: no preemption while demoted.
+    for _ in 0..5 {
+        t.advance(ms(1000));
+        t.advert(B, 100);
+        assert_eq!(t.c.state(), State::Backup);
+    }
+    // Two samples: the second finds everything the first saw the master log.
+    t.sample(
+        B,
+        master_db("0-2-500", semi(true, 7)),
+        replica_of(B, "0-2-480"),
+    );
+    assert!(t.c.machine().demoted());
+    t.advance(ms(200));
+    t.sample(
+        B,
+        master_db("0-2-520", semi(true, 7)),
+        replica_of(B, "0-2-510"),
+    );
+    assert!(!t.c.machine().demoted(), "{:?}", t.c.not_current());
+    t.take();
+    // Now the next advert from the worse master is preempted.
+    t.advert(B, 100);
+    assert_eq!(t.c.state(), State::Master);
+    // And the database opens only after a prepare step that reaches the old master.
+    assert_eq!(
+        t.pending_op(),
+        Some(DbOp::Prepare {
+            peers: vec![Probe {
+                addr: B,
+                skip: false
+            }]
+        })
+    );
+    assert!(
+        !t.take().contains(&Effect::Vip(true)),
+        "no VIP before the database"
+    );
+}
+
+#[test]
+fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
+    let mut t = T::new(A, 100, false, &[B]);
+    following(&mut t, B, 0);
+    t.sample(
+        B,
+        master_db("0-2-10", semi(true, 0)),
+        replica_of(B, "0-2-10"),
+    );
+    t.advance(ms(200));
+    t.sample(
+        B,
+        master_db("0-2-20", semi(true, 0)),
+        replica_of(B, "0-2-20"),
+    );
+    assert!(!t.c.machine().demoted());
+    // The replica stalls; the master goes on alone.
+    t.advance(ms(200));
+    t.sample(
+        B,
+        master_db("0-2-60", semi(false, 30)),
+        replica_of(B, "0-2-20"),
+    );
+    assert!(t.c.machine().demoted());
+    assert!(matches!(t.c.not_current(), Some(NotCurrent::SemiSyncOff)));
+    // The master dies; this node wins the election and must refuse to open.
+    t.advance(Duration::from_secs(5));
+    assert_eq!(t.c.state(), State::Master);
+    let Some(DbOp::Prepare { peers }) = t.pending_op() else {
+        panic!("no prepare step: {:?}", t.pending_op())
+    };
+    assert_eq!(peers.len(), 1);
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings {
+            logged: g("0-2-20"),
+            received: g("0-2-20"),
+        }),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Err("timed out".into()),
+        }],
+    });
+    let v = t.c.db_view().unwrap();
+    assert!(v.refused.is_some(), "{v:?}");
+    assert_ne!(v.role, "master");
+    assert!(
+        t.c.machine().demoted(),
+        "a refused master advertises the demoted skew"
+    );
+    assert_eq!(t.c.machine().effective_skew(), DEMOTED_SKEW);
+    // Reads go on through the VIP; the database stays read-only.
+    assert!(t.take().contains(&Effect::Vip(true)));
+    // The operator forces it.
+    t.c.force_promote(t.now).unwrap();
+    t.drain();
+    assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings {
+            logged: g("0-2-20"),
+            received: g("0-2-20"),
+        }),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Err("timed out".into()),
+        }],
+    });
+    assert!(matches!(t.pending_op(), Some(DbOp::Promote { .. })));
+}
+
+#[test]
+fn a_current_replica_promotes_after_the_master_dies() {
+    let mut t = T::new(A, 100, false, &[B]);
+    following(&mut t, B, 0);
+    t.sample(
+        B,
+        master_db("0-2-10", semi(true, 0)),
+        replica_of(B, "0-2-10"),
+    );
+    t.advance(ms(200));
+    t.advert(B, 0);
+    t.sample(
+        B,
+        master_db("0-2-20", semi(true, 0)),
+        replica_of(B, "0-2-25"),
+    );
+    // Power failure: no adverts, samples fail.
+    for _ in 0..10 {
+        t.advance(ms(200));
+        t.input(Input::Observed(Observation {
+            at: t.now,
+            local: Ok(replica_of(B, "0-2-25")),
+            master: Some((B, Err(Fault::Other("timed out".into())))),
+        }));
+    }
+    t.advance(Duration::from_secs(3));
+    assert_eq!(t.c.state(), State::Master);
+    let Some(DbOp::Prepare { peers }) = t.pending_op() else {
+        panic!("no prepare step")
+    };
+    assert!(peers[0].skip, "a master silent for 2 s is not waited for");
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings {
+            logged: g("0-2-22"),
+            received: g("0-2-25"),
+        }),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Err("skipped".into()),
+        }],
+    });
+    assert_eq!(
+        t.pending_op(),
+        Some(DbOp::Promote {
+            target: g("0-2-25")
+        })
+    );
+    t.db_done(DbOutcome::Promoted(Ok(())));
+    assert!(t.c.writable());
+    assert!(t.take().contains(&Effect::Vip(true)));
+}
+
+#[test]
+fn a_zombie_master_is_waited_for() {
+    // The master's agent lives (its adverts go on) while its database does not answer: it may
+    // come back writable, so the replica does not open until it can fence it.
+    let mut t = T::new(A, 100, false, &[B]);
+    following(&mut t, B, 0);
+    t.sample(
+        B,
+        master_db("0-2-10", semi(true, 0)),
+        replica_of(B, "0-2-10"),
+    );
+    t.advance(ms(200));
+    t.sample(
+        B,
+        master_db("0-2-20", semi(true, 0)),
+        replica_of(B, "0-2-20"),
+    );
+    t.advance(ms(200));
+    t.input(Input::Observed(Observation {
+        at: t.now,
+        local: Ok(replica_of(B, "0-2-20")),
+        master: Some((B, Err(Fault::Other("timed out".into())))),
+    }));
+    t.advance(ms(300));
+    // Its bow-out: the agent is alive.
+    t.input(Input::Advert {
+        src: B,
+        advbase: 255,
+        advskew: 255,
+    });
+    assert_eq!(t.c.state(), State::Master);
+    let Some(DbOp::Prepare { peers }) = t.pending_op() else {
+        panic!("no prepare step")
+    };
+    assert!(!peers[0].skip);
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings {
+            logged: g("0-2-20"),
+            received: g("0-2-20"),
+        }),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Err("timed out".into()),
+        }],
+    });
+    let v = t.c.db_view().unwrap();
+    assert!(
+        v.refused.as_deref().is_some_and(|r| r.contains("alive")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn graceful_stop_fences_before_the_bow_out() {
+    let mut t = T::new(A, 0, false, &[B]);
+    t.take();
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    t.advance(Duration::from_secs(4));
+    assert_eq!(t.c.state(), State::Master);
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings::default()),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Ok(PeerState {
+                holdings: Holdings::default(),
+                writable: false,
+            }),
+        }],
+    });
+    t.db_done(DbOutcome::Promoted(Ok(())));
+    t.input(Input::VipDone {
+        add: true,
+        result: Ok(()),
+    });
+    t.take();
+    t.input(Input::Shutdown);
+    let e = t.take();
+    assert_eq!(
+        e,
+        vec![Effect::Db(DbOp::Fence)],
+        "fence first, nothing else"
+    );
+    assert_eq!(t.c.state(), State::Master);
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    let e = t.take();
+    let bow = e
+        .iter()
+        .position(|e| matches!(e, Effect::Advert { advbase: 255, .. }))
+        .expect("bow-out");
+    let vip = e
+        .iter()
+        .position(|e| *e == Effect::Vip(false))
+        .expect("VIP removal");
+    assert!(bow < vip, "{e:?}");
+    t.input(Input::VipDone {
+        add: false,
+        result: Ok(()),
+    });
+    assert!(t.c.finished());
+}
+
+#[test]
+fn a_failed_fence_is_retried_before_anything_else() {
+    let mut t = T::new(A, 100, false, &[B]);
+    t.take();
+    t.db_done(DbOutcome::Fenced(Err("server gone".into())));
+    // The election runs anyway (an unreachable server takes no writes), but the next
+    // operation is the fence again, not a follow.
+    t.advert(B, 0);
+    assert_eq!(t.pending_op(), None, "waits for the retry time");
+    t.advance(ms(1000));
+    assert_eq!(t.pending_op(), Some(DbOp::Fence));
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    assert_eq!(t.pending_op(), Some(DbOp::Follow { master: B }));
+}
+
+#[test]
+fn a_master_that_cannot_add_the_vip_hands_over() {
+    let mut t = T::new(A, 0, false, &[]);
+    t.take();
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    t.advance(Duration::from_secs(4));
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings::default()),
+        peers: vec![],
+    });
+    t.db_done(DbOutcome::Promoted(Ok(())));
+    for _ in 0..3 {
+        assert!(t.take().contains(&Effect::Vip(true)));
+        t.input(Input::VipDone {
+            add: true,
+            result: Err("netlink: permission denied".into()),
+        });
+        assert!(t.c.vip_error().is_some());
+        t.advance(ms(1000));
+    }
+    assert_eq!(t.c.state(), State::Backup, "handed over");
+    assert_eq!(t.pending_op(), Some(DbOp::Fence));
+}
+
+#[test]
+fn an_external_fence_of_the_master_makes_it_prepare_again() {
+    let mut t = T::new(A, 0, false, &[B, C]);
+    t.take();
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    t.advance(Duration::from_secs(4));
+    let ok = |h: Holdings| PeerState {
+        holdings: h,
+        writable: false,
+    };
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings::default()),
+        peers: vec![
+            PeerReport {
+                addr: B,
+                result: Ok(ok(Holdings::default())),
+            },
+            PeerReport {
+                addr: C,
+                result: Ok(ok(Holdings::default())),
+            },
+        ],
+    });
+    t.db_done(DbOutcome::Promoted(Ok(())));
+    assert!(t.c.writable());
+    t.advance(ms(10));
+    let mut local = LocalDb {
+        read_only: true,
+        ..LocalDb::default()
+    };
+    local.semi_sync = semi(true, 0);
+    t.input(Input::Observed(Observation {
+        at: t.now,
+        local: Ok(local),
+        master: None,
+    }));
+    assert!(!t.c.writable());
+    assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
+}
+
+#[test]
+fn semi_sync_fallback_on_the_master_is_counted() {
+    let mut t = T::new(A, 0, false, &[]);
+    t.take();
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    t.advance(Duration::from_secs(4));
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings::default()),
+        peers: vec![],
+    });
+    t.db_done(DbOutcome::Promoted(Ok(())));
+    let local = |on| LocalDb {
+        semi_sync: semi(on, 0),
+        ..LocalDb::default()
+    };
+    for on in [true, false, false, true, false] {
+        t.advance(ms(200));
+        t.input(Input::Observed(Observation {
+            at: t.now,
+            local: Ok(local(on)),
+            master: None,
+        }));
+    }
+    let v = t.c.db_view().unwrap();
+    assert_eq!(v.semi_sync_fallbacks, 2);
+    assert!(!v.semi_sync.unwrap().on);
+}
