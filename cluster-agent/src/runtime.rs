@@ -24,6 +24,7 @@ use crate::db::Db;
 use crate::failover::{
     Config, Coordinator, DbOp, DbOutcome, DbPolicy, Effect, FollowError, Input, Observation,
 };
+
 use crate::hooks::{Hook, HookConfig, Hooks};
 use crate::net::{self, AdvertReceiver, AdvertSender, PacketSocket};
 use crate::vip::Vip;
@@ -67,7 +68,7 @@ struct DbLink {
 
 type DbAnswers = (
     mpsc::UnboundedReceiver<DbOutcome>,
-    mpsc::UnboundedReceiver<Observation>,
+    mpsc::UnboundedReceiver<Input>,
 );
 
 pub async fn run(s: Settings) -> anyhow::Result<()> {
@@ -249,7 +250,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 }
             }
             Some(outcome) = next(&mut outcomes) => coord.handle(Mono::now(), Input::DbDone(outcome)),
-            Some(obs) = next(&mut observations) => coord.handle(Mono::now(), Input::Observed(obs)),
+            Some(input) = next(&mut observations) => coord.handle(Mono::now(), input),
             Some(req) = control.recv() => {
                 let reply = match req.command {
                     Command::Status => Ok(()),
@@ -298,6 +299,7 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
     });
     let (watch, mut watch_rx) = watch::channel::<Option<Ipv4Addr>>(None);
     let (obs_tx, observations) = mpsc::unbounded_channel();
+    let (db_for_guard, obs_tx_guard) = (db.clone(), obs_tx.clone());
     let interval = settings.check_interval;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -312,7 +314,33 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
                 None => None,
             };
             let local = db.observe_local().await;
-            if obs_tx.send(Observation { at, local, master }).is_err() {
+            if obs_tx
+                .send(Input::Observed(Observation { at, local, master }))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    // A second writer is looked for on its own task: a dead peer's timeouts must not hold up
+    // the samples above.
+    let (guard_db, guard_tx, peers) = (db_for_guard, obs_tx_guard, settings.nodes.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let at = Mono::now();
+            let writable = guard_db
+                .writable_peers(&peers, interval.max(PROBE_TIMEOUT))
+                .await;
+            if guard_tx
+                .send(Input::PeersWritable {
+                    at,
+                    peers: writable,
+                })
+                .is_err()
+            {
                 return;
             }
         }
@@ -323,24 +351,23 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
 async fn run_op(db: &Db, op: DbOp, promote_timeout: Duration) -> DbOutcome {
     match op {
         DbOp::Fence => DbOutcome::Fenced(db.fence().await.map(drop).map_err(|e| e.to_string())),
-        DbOp::Follow { master } => {
-            DbOutcome::Followed(match db.replicate_from(master.into()).await {
-                Ok(_) => Ok(()),
-                Err(crate::db::DbError::Errant { gtids, .. }) => Err(FollowError::Errant(gtids)),
-                Err(e) => Err(FollowError::Failed(e.to_string())),
-            })
-        }
+        DbOp::Follow { master } => DbOutcome::Followed(match db.follow(master.into()).await {
+            Ok(_) => Ok(()),
+            Err(crate::db::DbError::Errant { gtids, .. }) => Err(FollowError::Errant(gtids)),
+            Err(e) => Err(FollowError::Failed(e.to_string())),
+        }),
         DbOp::Prepare { peers } => {
             let (own, peers) = db.prepare(&peers, PROBE_TIMEOUT).await;
             DbOutcome::Prepared { own, peers }
         }
+        DbOp::FencePeers { peers } => DbOutcome::PeersFenced(db.fence_peers(&peers).await),
         DbOp::CatchUp { from, target } => DbOutcome::CaughtUp(
             db.catch_up(from, &target, promote_timeout)
                 .await
                 .map_err(|e| e.to_string()),
         ),
-        DbOp::Promote { target } => DbOutcome::Promoted(
-            db.promote_covering(&target, promote_timeout)
+        DbOp::Promote { target, recheck } => DbOutcome::Promoted(
+            db.promote_covering(&target, &recheck, PROBE_TIMEOUT, promote_timeout)
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),

@@ -129,6 +129,8 @@ pub struct Machine {
     master: Option<Ipv4Addr>,
     /// Advert interval of the master we follow, for the fast-mode master-down time.
     master_interval: Option<Duration>,
+    /// BACKUP: when the master-down countdown began (the last advert, or becoming BACKUP).
+    down_from: Mono,
     last_advert: Option<Mono>,
     actions: VecDeque<Action>,
 }
@@ -148,6 +150,7 @@ impl Machine {
             adverts_until_garp: None,
             master: None,
             master_interval: None,
+            down_from: now,
             last_advert: None,
             actions: VecDeque::new(),
         };
@@ -263,11 +266,30 @@ impl Machine {
                 if !self.link_up {
                     self.link_up = true;
                     if self.state == State::Backup {
+                        self.down_from = now;
                         self.timer = Some(now + self.master_down());
                     }
                 }
             }
-            Input::SetDemoted(d) => self.demoted = d,
+            Input::SetDemoted(d) => {
+                if d == self.demoted {
+                    return;
+                }
+                self.demoted = d;
+                match self.state {
+                    // Peers learn the new skew now, not an old interval later: a master that
+                    // became preferable must not leave a worse one in charge meanwhile.
+                    State::Master => {
+                        self.advertise();
+                        self.timer = Some(now + self.own_interval());
+                    }
+                    // The master-down time counts from the same instant, with the new skew.
+                    State::Backup if self.link_up && self.timer.is_some() => {
+                        self.timer = Some((self.down_from + self.master_down()).max(now));
+                    }
+                    State::Backup => {}
+                }
+            }
             Input::Shutdown => {
                 if self.state == State::Master {
                     self.bow_out();
@@ -310,6 +332,7 @@ impl Machine {
                     self.become_master(now, reason);
                 } else {
                     self.master_interval = Some(theirs);
+                    self.down_from = now;
                     self.timer = Some(now + self.master_down());
                 }
             }
@@ -324,7 +347,12 @@ impl Machine {
                     self.master = Some(src);
                     self.last_advert = Some(now);
                 } else {
-                    // A less preferred master: re-announce our claim on the VIP.
+                    // A less preferred master: re-announce our claim on the VIP, and advertise
+                    // now rather than at our next interval, so that it stands down at once
+                    // (UCARP waits for the regular advert, which leaves two masters for up
+                    // to an interval).
+                    self.advertise();
+                    self.timer = Some(now + self.own_interval());
                     self.actions.push_back(Action::SendGarp);
                     self.adverts_until_garp = Some(2);
                 }
@@ -365,6 +393,7 @@ impl Machine {
         }
         self.adverts_until_garp = None;
         self.garp_timer = None;
+        self.down_from = now;
         self.timer = Some(now + self.master_down());
     }
 

@@ -1,6 +1,6 @@
 //! The CARP protocol: wire format and election, free of I/O.
 pub mod machine;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 pub mod time;
 pub mod wire;

@@ -29,17 +29,17 @@ const MAX_STEPS: u64 = 1_000_000;
 const TRACE_TAIL: usize = 120;
 
 /// splitmix64: small, fast, and good enough to drive a simulation.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         let mut r = Rng(seed);
         // Decorrelate neighbouring seeds before the first real draw.
         r.next();
         r
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -48,22 +48,22 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
     }
 
     /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)
     }
 
     /// True with probability `num/den`.
-    fn chance(&mut self, num: u64, den: u64) -> bool {
+    pub(crate) fn chance(&mut self, num: u64, den: u64) -> bool {
         self.below(den) < num
     }
 
     /// Uniform in `lo..=hi`.
-    fn duration(&mut self, lo: Duration, hi: Duration) -> Duration {
+    pub(crate) fn duration(&mut self, lo: Duration, hi: Duration) -> Duration {
         let (lo, hi) = (lo.as_nanos() as u64, hi.as_nanos() as u64);
         Duration::from_nanos(self.range(lo, hi.max(lo)))
     }
@@ -437,14 +437,17 @@ impl Sim {
             }
         }
         if self.nodes.iter().all(|n| n.params.preempt) {
-            // A node that switched over stays out of the way until it is MASTER again.
+            // A node that switched over stays out of the way until it is MASTER again, and a
+            // demoted node never preempts.
             let own = |i: usize| self.nodes[i].machine.as_ref().unwrap().own_interval();
             let best = (0..self.nodes.len())
-                .filter(|&i| !self.nodes[i].holding_off)
+                .filter(|&i| {
+                    !self.nodes[i].holding_off && !self.nodes[i].machine.as_ref().unwrap().demoted()
+                })
                 .map(own)
                 .min()
                 .unwrap_or(Duration::MAX);
-            if own(m) != best {
+            if own(m) > best {
                 return Err(format!(
                     "with preemption everywhere n{m} (interval {:?}) is master, but {best:?} is available",
                     own(m)

@@ -103,6 +103,8 @@ pub enum DbError {
         "errant transactions: this node holds {gtids:?} that the master at {master} lacks; staying fenced"
     )]
     Errant { master: IpAddr, gtids: Vec<String> },
+    #[error("the master at {master} is not open for writes yet")]
+    MasterNotOpen { master: IpAddr },
     #[error("replication from {master} came up without verified TLS; stopped it")]
     NoTls { master: IpAddr },
     #[error("replication from {master} fails: error {errno}: {error}")]
@@ -244,6 +246,8 @@ pub struct Db {
     watch: cluster::Remote,
     /// Sessions to peers for prepare steps.
     peers: cluster::Remote,
+    /// Sessions to peers for the look for a second writer.
+    guard: cluster::Remote,
 }
 
 impl Db {
@@ -256,6 +260,7 @@ impl Db {
             probe: Mutex::new(None),
             watch: cluster::Remote::default(),
             peers: cluster::Remote::default(),
+            guard: cluster::Remote::default(),
         }
     }
 
@@ -422,6 +427,17 @@ impl Db {
     /// certificate verified, semi-sync replica on. Replication that comes up without TLS is
     /// stopped and reported, never accepted.
     pub async fn replicate_from(&self, master: IpAddr) -> Result<Replicating, DbError> {
+        self.replicate(master, false).await
+    }
+
+    /// Replicates from the cluster's writer, as [`Db::replicate_from`], but only once its
+    /// database is open for writes: a new master still applying what it received would make
+    /// the errant-transaction check see transactions it is about to have as ours alone.
+    pub async fn follow(&self, master: IpAddr) -> Result<Replicating, DbError> {
+        self.replicate(master, true).await
+    }
+
+    async fn replicate(&self, master: IpAddr, writer: bool) -> Result<Replicating, DbError> {
         if master == self.cfg.addr {
             return Err(DbError::Protocol(format!(
                 "refusing to replicate from this node's own address {master}"
@@ -430,12 +446,18 @@ impl Db {
         let master_state = {
             let mut m = self.open(master).await?;
             let sql = m.flavour.select_gtid_state();
-            let state: Option<String> =
+            let (read_only, state) =
                 bounded("read master GTID state", self.cfg.op_timeout, async {
-                    m.conn.query_first(sql).await.map_err(sql_err(sql))
+                    let ro = is_on(scalar(&mut m.conn, m.flavour.select_read_only()).await?);
+                    let state: Option<String> =
+                        m.conn.query_first(sql).await.map_err(sql_err(sql))?;
+                    Ok((ro, state))
                 })
                 .await?;
             let _ = m.conn.disconnect().await;
+            if writer && read_only {
+                return Err(DbError::MasterNotOpen { master });
+            }
             state.unwrap_or_default()
         };
         let cfg = self.cfg.clone();

@@ -217,6 +217,15 @@ impl Gtids {
         Gtids::parse(super::Flavour::MariaDb, text).unwrap_or_default()
     }
 
+    /// MariaDB holdings from (domain, server id, last sequence) triples.
+    pub fn from_mariadb(last: impl IntoIterator<Item = (u32, u32, u64)>) -> Gtids {
+        let mut g = Gtids::default();
+        for (domain, server, seq) in last {
+            g.insert(Origin::MariaDb { domain, server }, (1, seq));
+        }
+        g
+    }
+
     fn insert(&mut self, origin: Origin, (lo, hi): (u64, u64)) {
         if lo > hi || hi == 0 {
             return;
@@ -280,32 +289,6 @@ impl Gtids {
     /// True when `self` holds everything `other` holds.
     pub fn covers(&self, other: &Gtids) -> bool {
         self.missing(other).is_empty()
-    }
-
-    /// The highest sequence number per MariaDB domain.
-    fn domain_max(&self) -> BTreeMap<u32, u64> {
-        let mut m = BTreeMap::new();
-        for (o, rs) in &self.0 {
-            if let (Origin::MariaDb { domain, .. }, Some(&(_, hi))) = (o, rs.last()) {
-                let e = m.entry(*domain).or_insert(0);
-                *e = (*e).max(hi);
-            }
-        }
-        m
-    }
-
-    /// True when every transaction here is older than what `newer` went on to log in the same
-    /// MariaDB domain: the history continued past them elsewhere after a promotion, so they
-    /// are leftovers of a node that lost its mastership (errant there), not data that still
-    /// has to reach anyone. MySQL sets carry no such order: never superseded.
-    fn superseded_by(&self, newer: &Gtids) -> bool {
-        let max = newer.domain_max();
-        self.0.iter().all(|(o, rs)| match o {
-            Origin::MariaDb { domain, .. } => rs
-                .last()
-                .is_some_and(|&(_, hi)| max.get(domain).is_some_and(|m| *m > hi)),
-            Origin::MySql(_) => false,
-        })
     }
 
     /// The position to wait for until all of this is applied (`MASTER_GTID_WAIT` takes the
@@ -385,19 +368,17 @@ impl fmt::Display for Gtids {
     }
 }
 
-/// Compares what we hold with what another node holds.
-///
-/// Transactions only they hold that our own history has gone past (a higher sequence number
-/// in the same MariaDB domain) are superseded: a promotion already decided about them, and
-/// they are that node's errant transactions to deal with when it rejoins, not a reason for us
-/// to wait or refuse.
+/// Compares what we hold with what another node holds, exactly: a transaction only they hold
+/// is one we lack, whoever wrote it and however old it is. (A node's leftovers from a lost
+/// mastership are transactions too: nothing here can tell an unacknowledged leftover from an
+/// acknowledged write, so deciding about them is left to an operator.)
 pub fn compare(ours: &Gtids, theirs: &Gtids) -> Compare {
     let theirs_only = ours.missing(theirs);
-    if theirs_only.is_empty() || theirs_only.superseded_by(ours) {
+    if theirs_only.is_empty() {
         return Compare::Covers;
     }
     let ours_only = theirs.missing(ours);
-    if ours_only.is_empty() || ours_only.superseded_by(theirs) {
+    if ours_only.is_empty() {
         Compare::Behind {
             missing: theirs_only,
         }
@@ -482,15 +463,11 @@ mod tests {
         // Same domain, same sequence, different masters: different transactions.
         let d = compare(&g("0-1-100"), &g("0-2-100"));
         assert!(matches!(d, Compare::Diverged { .. }), "{d:?}");
-        // The old master's unreplicated 101-103 are superseded by the new master's 104+.
-        assert_eq!(
-            compare(&g("0-1-100,0-2-150"), &g("0-1-103")),
-            Compare::Covers
-        );
-        // ... and from the old master's side the new master is ahead, not diverged.
+        // An old master's unreplicated 101-103 are transactions the new master lacks, however
+        // far its own history went on: nothing tells them from acknowledged writes.
         assert!(matches!(
-            compare(&g("0-1-103"), &g("0-1-100,0-2-150")),
-            Compare::Behind { .. }
+            compare(&g("0-1-100,0-2-150"), &g("0-1-103")),
+            Compare::Diverged { .. }
         ));
         assert_eq!(compare(&g(""), &g("")), Compare::Covers);
     }

@@ -26,6 +26,10 @@ use super::{Fault, Observation};
 use crate::carp::time::Mono;
 use crate::db::gtid::Gtids;
 
+/// How long a live server takes at most to answer a sample; adverts from its node later than
+/// this after an unanswered sample began show the node itself lives on.
+const ANSWER_SLACK: Duration = Duration::from_millis(50);
+
 /// Why a replica is not known to hold every acknowledged write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotCurrent {
@@ -33,6 +37,9 @@ pub enum NotCurrent {
     NoMaster,
     /// Not replicating from the master yet (or any more).
     NotReplicating,
+    /// The node followed is not the writer (its database is read-only): holding what it has
+    /// says nothing about what the writer acknowledged.
+    MasterNotWritable,
     /// Fewer than two answers from the master since it was followed.
     NotYetCompared,
     /// The local server did not answer.
@@ -53,6 +60,9 @@ impl std::fmt::Display for NotCurrent {
         match self {
             NotCurrent::NoMaster => f.write_str("no master to compare with"),
             NotCurrent::NotReplicating => f.write_str("not replicating from the master"),
+            NotCurrent::MasterNotWritable => {
+                f.write_str("the master's database is not open for writes")
+            }
             NotCurrent::NotYetCompared => f.write_str("not yet compared with the master"),
             NotCurrent::LocalDown(e) => write!(f, "local database down: {e}"),
             NotCurrent::SemiSyncOff => {
@@ -101,11 +111,16 @@ pub struct Currentness {
     last_answer: Option<Mono>,
     /// The master's server refused a connection after its last answer.
     refused_at: Option<Mono>,
-    /// First unanswered sample after the last answer: when it began, and when we learnt of it.
+    /// First unanswered sample after the last answer: when it began.
     unanswered_since: Option<Mono>,
-    unanswered_seen: Option<Mono>,
     last_advert: Option<Mono>,
     master_interval: Duration,
+    /// The master's agent bowed out: it is alive, whatever its server does.
+    bowed_out: bool,
+    /// Its host answered while its server did not: stalled, not dead.
+    stalled: bool,
+    /// When this node won the election from the followed master.
+    won_at: Option<Mono>,
 }
 
 impl Currentness {
@@ -119,9 +134,11 @@ impl Currentness {
             last_answer: None,
             refused_at: None,
             unanswered_since: None,
-            unanswered_seen: None,
             last_advert: None,
             master_interval: Duration::ZERO,
+            bowed_out: false,
+            stalled: false,
+            won_at: None,
         }
     }
 
@@ -145,11 +162,13 @@ impl Currentness {
         };
     }
 
-    /// A verified advert from the followed master: a sign of life.
+    /// A verified advert from the followed master: a sign of life. `interval` is `None` for
+    /// a bow-out.
     pub fn advert(&mut self, at: Mono, interval: Option<Duration>) {
         self.last_advert = Some(self.last_advert.map_or(at, |t| t.max(at)));
-        if let Some(i) = interval {
-            self.master_interval = i;
+        match interval {
+            Some(i) => self.master_interval = i,
+            None => self.bowed_out = true,
         }
     }
 
@@ -194,9 +213,11 @@ impl Currentness {
                 if matches!(fault, Fault::Refused(_)) && self.refused_at.is_none() {
                     self.refused_at = Some(obs.at);
                 }
+                if matches!(fault, Fault::Stalled(_)) {
+                    self.stalled = true;
+                }
                 if self.unanswered_since.is_none() {
                     self.unanswered_since = Some(obs.at);
-                    self.unanswered_seen = Some(now);
                 }
                 return;
             }
@@ -211,8 +232,13 @@ impl Currentness {
             Some(r) => local.logged.union(&r.received),
             None => local.logged.clone(),
         };
-        self.verdict = if !replicating {
+        // A master that answers while our receiving thread is down may already go on alone:
+        // with no semi-sync replica connected it waits for nobody.
+        let receiving = local.replica.as_ref().is_some_and(|r| r.io_running);
+        self.verdict = if !replicating || !receiving {
             Err(NotCurrent::NotReplicating)
+        } else if m.read_only {
+            Err(NotCurrent::MasterNotWritable)
         } else if !m.semi_sync.on {
             Err(NotCurrent::SemiSyncOff)
         } else if let Some(b) = base {
@@ -241,19 +267,41 @@ impl Currentness {
         }
     }
 
-    fn answered(&mut self, at: Mono) {
-        self.last_answer = Some(self.last_answer.map_or(at, |t| t.max(at)));
-        self.refused_at = None;
-        self.unanswered_since = None;
-        self.unanswered_seen = None;
+    /// The local server was found unreachable (or restarted) outside a sample: whatever it held
+    /// may not have reached the master as acknowledgements since, and the master may have
+    /// gone on alone the moment our connection dropped.
+    pub fn local_lost(&mut self, why: &str) {
+        if self.master.is_some() {
+            self.verdict = Err(NotCurrent::LocalDown(why.to_string()));
+            self.clean = None;
+        }
     }
 
-    /// The master's agent advertised after its server had stopped answering, and the server
-    /// has not refused a connection: it is stalled or cut off from us rather than dead, and may
-    /// come back writable.
+    fn answered(&mut self, at: Mono) {
+        self.last_answer = Some(self.last_answer.map_or(at, |t| t.max(at)));
+        self.bowed_out = false;
+        self.stalled = false;
+        self.refused_at = None;
+        self.unanswered_since = None;
+    }
+
+    /// This node won the election at `at`: the followed master had gone silent.
+    pub fn won(&mut self, at: Mono) {
+        self.won_at = Some(at);
+    }
+
+    /// The master's agent is alive (it bowed out, advertised after its server had stopped
+    /// answering, or advertised after we took over, which a dead node cannot) and its server
+    /// has not refused a connection: the server is stalled or cut off from us rather than dead,
+    /// and may come back writable.
     pub fn zombie(&self) -> bool {
+        let after =
+            |t: Option<Mono>| matches!((t, self.last_advert), (Some(t), Some(adv)) if adv > t);
+        // A node that lost power stops advertising at once; one whose server merely stopped
+        // answering goes on. The slack covers a sample that began just before a power cut.
+        let after_silence = self.unanswered_since.map(|t| t + ANSWER_SLACK);
         self.refused_at.is_none()
-            && matches!((self.unanswered_seen, self.last_advert), (Some(seen), Some(adv)) if adv > seen)
+            && (self.bowed_out || self.stalled || after(after_silence) || after(self.won_at))
     }
 
     /// The latest instant the master may have been alive, as far as we can tell.

@@ -46,14 +46,18 @@ use plan::Decision;
 pub enum Fault {
     /// Nothing listens on its port: the server is not running, so it cannot commit.
     Refused(String),
-    /// Anything else: timeouts, resets, TLS or SQL errors. It may still be running.
+    /// Its host accepts connections but the server does not answer: stalled (stopped, hung),
+    /// alive, and able to go on committing when it resumes.
+    Stalled(String),
+    /// Anything else: no answer from the host at all (powered off, cut off), resets, TLS or SQL
+    /// errors.
     Other(String),
 }
 
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Fault::Refused(e) | Fault::Other(e) => f.write_str(e),
+            Fault::Refused(e) | Fault::Stalled(e) | Fault::Other(e) => f.write_str(e),
         }
     }
 }
@@ -138,7 +142,7 @@ pub struct PeerState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerReport {
     pub addr: Ipv4Addr,
-    pub result: Result<PeerState, String>,
+    pub result: Result<PeerState, Fault>,
 }
 
 /// A peer to ask in a prepare step, and whether it is worth waiting for.
@@ -161,9 +165,15 @@ pub enum DbOp {
     Prepare { peers: Vec<Probe> },
     /// Replicate from `from` until `target` is applied.
     CatchUp { from: Ipv4Addr, target: Gtids },
+    /// Fence these peers' databases: found writable while this node is the writer.
+    FencePeers { peers: Vec<Ipv4Addr> },
     /// Apply everything received, stop replicating, semi-sync master on, `read_only` off;
-    /// refused unless what is applied covers `target`.
-    Promote { target: Gtids },
+    /// refused unless what is applied covers `target`, and refused if one of `recheck` (the
+    /// peers that answered the prepare step) has become writable meanwhile.
+    Promote {
+        target: Gtids,
+        recheck: Vec<Ipv4Addr>,
+    },
 }
 
 impl DbOp {
@@ -173,6 +183,7 @@ impl DbOp {
             DbOp::Follow { .. } => "follow",
             DbOp::Prepare { .. } => "prepare",
             DbOp::CatchUp { .. } => "catch-up",
+            DbOp::FencePeers { .. } => "fence-peers",
             DbOp::Promote { .. } => "promote",
         }
     }
@@ -195,6 +206,7 @@ pub enum DbOutcome {
         peers: Vec<PeerReport>,
     },
     CaughtUp(Result<(), String>),
+    PeersFenced(Vec<(Ipv4Addr, Result<(), String>)>),
     Promoted(Result<(), String>),
 }
 
@@ -229,6 +241,11 @@ pub enum Input {
     Switchover,
     Shutdown,
     Observed(Observation),
+    /// The peers whose databases were found writable by a look that began at `at`.
+    PeersWritable {
+        at: Mono,
+        peers: Vec<Ipv4Addr>,
+    },
     DbDone(DbOutcome),
     VipDone {
         add: bool,
@@ -302,6 +319,12 @@ struct DbSide {
     fence_error: Option<String>,
     /// The fence at shutdown was tried (and may have failed): go on stopping.
     stop_fence_tried: bool,
+    /// This mastership began while the old master's agent was alive (it was preempted, bowed
+    /// out or advertised too slowly): its server must be fenced before ours opens, not
+    /// presumed dead when it does not answer.
+    took_over_live: bool,
+    /// The peers that answered the last prepare step.
+    reached: Vec<Ipv4Addr>,
 }
 
 struct VipSide {
@@ -384,6 +407,8 @@ impl Coordinator {
                 last_error: None,
                 fence_error: None,
                 stop_fence_tried: false,
+                took_over_live: false,
+                reached: Vec::new(),
             }),
             vip: VipSide {
                 want_seen: false,
@@ -449,8 +474,10 @@ impl Coordinator {
                 if !self.started {
                     return;
                 }
+                // Adverts of the master we followed count as signs of life also after we won:
+                // one arriving while we prepare shows its agent outlived our takeover.
                 if let Some(db) = self.db.as_mut()
-                    && db.watching == Some(src)
+                    && db.current.master() == Some(src)
                 {
                     let bow_out = advbase == cluster_common::carp::BOW_OUT
                         && advskew == cluster_common::carp::BOW_OUT;
@@ -485,6 +512,7 @@ impl Coordinator {
                 self.stopping = true;
             }
             Input::Observed(obs) => self.on_observation(now, obs),
+            Input::PeersWritable { at, peers } => self.on_peers_writable(at, peers),
             Input::DbDone(outcome) => self.on_db_done(now, outcome),
             Input::VipDone { add, result } => self.on_vip_done(now, add, result),
         }
@@ -550,7 +578,7 @@ impl Coordinator {
         }
     }
 
-    fn on_transition(&mut self, _now: Mono, from: State, to: State, reason: Reason) {
+    fn on_transition(&mut self, now: Mono, from: State, to: State, reason: Reason) {
         tracing::info!(%from, state = %to, ?reason, "state change");
         match to {
             State::Master => {
@@ -558,6 +586,8 @@ impl Coordinator {
                 if let Some(db) = self.db.as_mut() {
                     db.refused = None;
                     db.retry_at = None;
+                    db.took_over_live = reason != Reason::MasterDown;
+                    db.current.won(now);
                 }
             }
             State::Backup => {
@@ -687,6 +717,19 @@ impl Coordinator {
         }
     }
 
+    /// A writable peer while this node is the writer: a second writer (an agent that died
+    /// while its node was cut off, an operator's hand). Fence it; never leave it be.
+    fn on_peers_writable(&mut self, at: Mono, peers: Vec<Ipv4Addr>) {
+        let Some(db) = self.db.as_mut() else { return };
+        if peers.is_empty() || db.role != Role::Writable || db.op.is_some() || at < db.op_done_at {
+            return;
+        }
+        tracing::error!(peers = ?peers, "another database is writable while this node is the master: fencing it");
+        let op = DbOp::FencePeers { peers };
+        db.op = Some(op.clone());
+        self.effects.push_back(Effect::Db(op));
+    }
+
     fn on_db_done(&mut self, now: Mono, outcome: DbOutcome) {
         let state = self.machine.state();
         let Some(db) = self.db.as_mut() else { return };
@@ -746,7 +789,10 @@ impl Coordinator {
                     return;
                 }
                 let decision = match own {
-                    Err(e) => Decision::Refuse(format!("local database: {e}")),
+                    Err(e) => {
+                        db.current.local_lost(&e);
+                        Decision::Refuse(format!("local database: {e}"))
+                    }
                     Ok(own) => plan::decide(
                         &own,
                         &peers,
@@ -754,14 +800,20 @@ impl Coordinator {
                             followed: db.current.master(),
                             current: db.current.verdict(),
                             clients: db.current.clients(),
-                            zombie: db.current.zombie(),
+                            zombie: db.current.zombie() || db.took_over_live,
                             forced: db.forced,
                         },
                     ),
                 };
+                let recheck: Vec<Ipv4Addr> = peers
+                    .iter()
+                    .filter(|p| p.result.is_ok())
+                    .map(|p| p.addr)
+                    .collect();
+                db.reached = recheck.clone();
                 match decision {
                     Decision::Promote { target } => {
-                        db.op = Some(DbOp::Promote { target });
+                        db.op = Some(DbOp::Promote { target, recheck });
                     }
                     Decision::CatchUp { from, target } => {
                         tracing::info!(%from, target = %target, "catching up before opening the database");
@@ -786,7 +838,10 @@ impl Coordinator {
                 db.role = Role::Replica(from);
                 match r {
                     Ok(()) if state == State::Master && !self.stopping => {
-                        db.op = Some(DbOp::Promote { target });
+                        db.op = Some(DbOp::Promote {
+                            target,
+                            recheck: db.reached.clone(),
+                        });
                         self.effects
                             .push_back(Effect::Db(db.op.clone().expect("just set")));
                     }
@@ -796,6 +851,17 @@ impl Coordinator {
                         tracing::error!(reason = %why, "not opening the database");
                         db.refused = Some(why);
                         db.retry_at = Some(now + retry);
+                    }
+                }
+            }
+            DbOutcome::PeersFenced(results) => {
+                for (peer, r) in results {
+                    match r {
+                        Ok(()) => tracing::warn!(%peer, "peer database fenced"),
+                        Err(e) => {
+                            tracing::error!(%peer, error = %e, "cannot fence a writable peer");
+                            db.last_error = Some(format!("cannot fence {peer}: {e}"));
+                        }
                     }
                 }
             }
@@ -966,8 +1032,11 @@ impl Coordinator {
                         .filter(|a| **a != db.policy.own)
                         .map(|&addr| Probe {
                             addr,
+                            // Only the first attempt skips: a retry asks everyone again.
                             skip: Some(addr) == followed
+                                && db.refused.is_none()
                                 && !db.current.zombie()
+                                && !db.took_over_live
                                 && unanswered.is_some_and(|d| d >= db.policy.unreachable_after),
                         })
                         .collect();

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::current::NotCurrent;
-use super::{Holdings, PeerReport};
+use super::{Fault, Holdings, PeerReport};
 use crate::db::gtid::{Compare, Gtids, compare};
 
 /// The outcome of weighing a prepare report.
@@ -36,18 +36,15 @@ pub struct Context {
 
 /// Weighs what every node holds. The rules, in order:
 /// - a node that is still writable after our fence makes a second writer: refuse, always;
-/// - a node holding transactions we lack that are not superseded, while we hold transactions
-///   it lacks: diverged, refuse (unless forced);
 /// - a node we cannot reach must be accounted for: the master we followed is, if we were
-///   current when it went silent; another replica is, if we were current and the master had
-///   no other semi-sync replica that could have acknowledged in our place; otherwise refuse
-///   (unless forced);
-/// - what remains: catch up to the union of what reachable nodes hold, from the node whose
-///   binary log has it (preferring the master we followed), then promote.
+///   current when it went silent (and its agent is not alive to bring its server back); another
+///   replica is, if we were current and the master had no other semi-sync replica that could
+///   have acknowledged in our place; otherwise refuse (unless forced);
+/// - among the nodes that answered (this one included) one must hold everything any other
+///   holds; if none does, histories diverged: refuse (unless forced);
+/// - if that is this node, open; if it is another, catch up from it.
 pub fn decide(own: &Holdings, peers: &[PeerReport], ctx: &Context) -> Decision {
-    let mine = own.all();
-    let mut target = mine.clone();
-    let mut sources: Vec<(Ipv4Addr, &Holdings)> = Vec::new();
+    let mut reached: Vec<(Option<Ipv4Addr>, Gtids)> = vec![(None, own.all())];
     for peer in peers {
         match &peer.result {
             Ok(p) if p.writable => {
@@ -56,30 +53,16 @@ pub fn decide(own: &Holdings, peers: &[PeerReport], ctx: &Context) -> Decision {
                     peer.addr
                 ));
             }
-            Ok(p) => match compare(&mine, &p.holdings.all()) {
-                Compare::Covers => {}
-                Compare::Behind { missing } => {
-                    target = target.union(&missing);
-                    sources.push((peer.addr, &p.holdings));
-                }
-                Compare::Diverged {
-                    ours_only,
-                    theirs_only,
-                } => {
-                    if !ctx.forced {
-                        return Decision::Refuse(format!(
-                            "diverged from {}: it holds {theirs_only} that this node lacks, this node holds {ours_only} that it lacks",
-                            peer.addr
-                        ));
-                    }
-                }
-            },
+            Ok(p) => reached.push((Some(peer.addr), p.holdings.all())),
             Err(why) => {
                 let followed = Some(peer.addr) == ctx.followed;
+                // Nothing listening: the server is down and cannot come back writable on its own.
+                let dead = matches!(why, Fault::Refused(_));
+                let stalled = matches!(why, Fault::Stalled(_));
                 let accounted = ctx.forced
                     || (ctx.current.is_ok()
                         && if followed {
-                            !ctx.zombie
+                            !stalled && (!ctx.zombie || dead)
                         } else {
                             ctx.clients <= 1
                         });
@@ -87,7 +70,7 @@ pub fn decide(own: &Holdings, peers: &[PeerReport], ctx: &Context) -> Decision {
                     let because = match &ctx.current {
                         Err(e) => e.to_string(),
                         Ok(()) if followed => {
-                            "its agent is alive, so its database may resume writable".to_string()
+                            "it is alive, so its database may resume writable".to_string()
                         }
                         Ok(()) => format!(
                             "the master had {} semi-sync replicas, so it may have acknowledged writes only that node received",
@@ -102,31 +85,49 @@ pub fn decide(own: &Holdings, peers: &[PeerReport], ctx: &Context) -> Decision {
             }
         }
     }
+    let mine = own.all();
+    // This node first, then the master we followed, then the others.
+    reached.sort_by_key(|(a, _)| (a.is_some(), *a != ctx.followed));
+    let newest = reached.iter().find(|(_, h)| {
+        reached
+            .iter()
+            .all(|(_, other)| compare(h, other) == Compare::Covers)
+    });
+    let (from, target) = match newest {
+        Some((None, _)) => return Decision::Promote { target: mine },
+        Some((Some(a), h)) => (*a, h.clone()),
+        None if ctx.forced => return Decision::Promote { target: mine },
+        None => {
+            // Name one pair that neither covers the other, for the operator.
+            let mut why = String::from("no node holds the newest history of every other");
+            'pairs: for (a, ha) in &reached {
+                for (b, hb) in &reached {
+                    if let Compare::Diverged {
+                        ours_only,
+                        theirs_only,
+                    } = compare(ha, hb)
+                    {
+                        let name = |x: &Option<Ipv4Addr>| {
+                            x.map_or("this node".to_string(), |a| a.to_string())
+                        };
+                        why = format!(
+                            "diverged: {} holds {ours_only} that {} lacks, and {} holds {theirs_only} that {} lacks",
+                            name(a),
+                            name(b),
+                            name(b),
+                            name(a)
+                        );
+                        break 'pairs;
+                    }
+                }
+            }
+            return Decision::Refuse(why);
+        }
+    };
     if mine.covers(&target) {
         return Decision::Promote { target: mine };
     }
-    // The best source has the whole target in its binary log; failing that, the one holding
-    // the most, whose relay log will reach its binary log as it applies.
-    let pick = |logged_only: bool| {
-        sources
-            .iter()
-            .filter(|(_, h)| {
-                let have = if logged_only {
-                    h.logged.clone()
-                } else {
-                    h.all()
-                };
-                mine.union(&have).covers(&target)
-            })
-            .min_by_key(|(addr, _)| Some(*addr) != ctx.followed)
-            .map(|(addr, _)| *addr)
-    };
-    match pick(true).or_else(|| pick(false)) {
-        Some(from) => Decision::CatchUp { from, target },
-        None => Decision::Refuse(format!(
-            "no single node holds everything the reachable nodes hold together ({target})"
-        )),
-    }
+    Decision::CatchUp { from, target }
 }
 
 #[cfg(test)]
@@ -149,7 +150,7 @@ mod tests {
                     holdings,
                     writable: false,
                 })
-                .map_err(str::to_string),
+                .map_err(|e| Fault::Other(e.to_string())),
         }
     }
 
@@ -295,14 +296,36 @@ mod tests {
     }
 
     #[test]
-    fn superseded_leftovers_of_an_old_master_do_not_block() {
-        // The old master (server 1) crashed with 101-103 in its log that nobody received; this
-        // node took over and wrote on from 101.
+    fn the_node_that_holds_everything_is_caught_up_with() {
+        let d = decide(
+            &h("0-1-188,0-2-122", ""),
+            &[
+                peer(M, Ok(h("0-1-188,0-2-300", ""))),
+                peer(R2, Ok(h("0-1-188,0-2-290", "0-2-384"))),
+            ],
+            &ctx(false, Some(M), 2),
+        );
+        assert_eq!(
+            d,
+            Decision::CatchUp {
+                from: Ipv4Addr::from(R2),
+                target: Gtids::mariadb("0-1-188,0-2-384")
+            }
+        );
+    }
+
+    #[test]
+    fn leftovers_of_an_old_master_are_a_divergence_for_an_operator() {
+        // The old master (server 1) holds 101-103 that nobody received, this node went on:
+        // nothing tells unacknowledged leftovers from acknowledged writes.
         let d = decide(
             &h("0-1-100,0-2-180", ""),
             &[peer(M, Ok(h("0-1-103", "")))],
             &ctx(true, None, 0),
         );
-        assert!(matches!(d, Decision::Promote { .. }), "{d:?}");
+        assert!(
+            matches!(d, Decision::Refuse(ref w) if w.contains("diverged")),
+            "{d:?}"
+        );
     }
 }

@@ -1,1 +1,1887 @@
-//! Simulation.
+//! A seeded simulation of a whole cluster: two or three nodes, each running the real
+//! [`Coordinator`] (with its election machine) against a model of its MariaDB server, a client
+//! that writes through the VIP (and sometimes straight to a node) and records every write that
+//! was acknowledged, and a random schedule of faults. Every seed checks:
+//!
+//! - **I2**: after every event, at most one server accepts writes (up and not read-only; a
+//!   stalled one counts), except while a partition lasts and shortly after it heals;
+//! - **I1**: after everything has healed and settled, exactly one server is writable, it is the
+//!   election's master, and it holds every write that was ever acknowledged (writes
+//!   acknowledged around a partition excepted).
+//!
+//! The model of the server follows MariaDB 10.11 with the settings `db bootstrap` writes:
+//! GTID strict mode in one domain, binary log with `log_slave_updates`, semi-sync with the
+//! AFTER_SYNC wait point, `wait_no_slave=OFF`, a timeout after which the master goes on alone
+//! (counting each such commit in `no_tx`), replicas that acknowledge on receipt and apply in
+//! order, relay logs that vanish when the receiving thread restarts, crash recovery that
+//! truncates transactions never acknowledged, `read_only` at start-up, and fencing that ends
+//! client sessions (a commit still waiting for its acknowledgement is then never acknowledged).
+//!
+//! Faults: power cut and return of any node, kill -9 and restart of an agent, kill and restart
+//! of a server, stalls (SIGSTOP) of an agent or of a server for up to several seconds (longer
+//! than the semi-sync timeout and the master-down time), partitions, graceful stops and
+//! switchovers, lossy and slow adverts. Two faults the design cannot tell from a power cut are
+//! not combined: a stalled server whose agent is also dead or stalled.
+//!
+//! Replay a failure with its trace:
+//! `FAILOVER_SIM_SEED=<seed> cargo test -p cluster-agent failover::sim::replay -- --ignored --nocapture`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::*;
+use crate::carp::sim::Rng;
+
+/// Seeds per run of [`random_clusters_keep_every_acknowledged_write`]; `FAILOVER_SIM_RUNS`
+/// overrides it.
+const RUNS: u64 = 10_000;
+const MAX_STEPS: u64 = 3_000_000;
+const TRACE_TAIL: usize = 200;
+
+const CHECK_INTERVAL: Duration = Duration::from_millis(200);
+const OP_TIMEOUT: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a master keeps a silently vanished replica as a semi-sync client (TCP).
+const TCP_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// One transaction: who wrote it (server id), its sequence number in domain 0, and the client
+/// write it carries, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tx {
+    server: u32,
+    seq: u64,
+    write: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Work {
+    Commit {
+        write: u64,
+    },
+    Repl {
+        from: usize,
+        tx: Tx,
+        link: u64,
+    },
+    Ack {
+        seq: u64,
+    },
+    Apply,
+    /// A statement an agent sent before the server stalled: it runs when the server resumes.
+    Fence,
+    Disconnect {
+        replica: usize,
+    },
+}
+
+struct Server {
+    id: u32,
+    up: bool,
+    stalled: bool,
+    read_only: bool,
+    log: Vec<Tx>,
+    /// Highest sequence per origin in `log`, kept alongside for cheap GTID states.
+    origins: BTreeMap<u32, u64>,
+    source: Option<usize>,
+    io: bool,
+    sql: bool,
+    relay: VecDeque<Tx>,
+    received: Option<Tx>,
+    connected: Option<usize>,
+    link: u64,
+    /// The stream is ordered: nothing arrives before what was sent earlier.
+    last_arrival: Mono,
+    io_error: bool,
+    apply_scheduled: bool,
+    semi_enabled: bool,
+    semi_on: bool,
+    no_tx: u64,
+    pending: Vec<(Tx, Mono)>,
+    /// Replicas this server streams to, and when a silently lost one is dropped.
+    clients: BTreeMap<usize, Option<Mono>>,
+    deferred: VecDeque<Work>,
+    timeout: Duration,
+}
+
+impl Server {
+    fn new(id: u32, timeout: Duration) -> Server {
+        Server {
+            id,
+            up: true,
+            stalled: false,
+            read_only: true,
+            log: Vec::new(),
+            origins: BTreeMap::new(),
+            source: None,
+            io: false,
+            sql: false,
+            relay: VecDeque::new(),
+            received: None,
+            connected: None,
+            link: 0,
+            last_arrival: Mono(0),
+            io_error: false,
+            apply_scheduled: false,
+            semi_enabled: false,
+            semi_on: false,
+            no_tx: 0,
+            pending: Vec::new(),
+            clients: BTreeMap::new(),
+            deferred: VecDeque::new(),
+            timeout,
+        }
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.log.last().map_or(0, |t| t.seq)
+    }
+
+    fn append(&mut self, tx: Tx) {
+        self.log.push(tx);
+        let e = self.origins.entry(tx.server).or_insert(0);
+        *e = (*e).max(tx.seq);
+    }
+
+    fn logged(&self) -> Gtids {
+        gtids(self.origins.iter().map(|(s, q)| (*s, *q)))
+    }
+
+    fn received_gtids(&self) -> Gtids {
+        match self.received {
+            Some(t) => gtids([(t.server, t.seq)]),
+            None => Gtids::default(),
+        }
+    }
+
+    fn holds(&self, tx: Tx) -> bool {
+        self.origins.get(&tx.server).is_some_and(|s| *s >= tx.seq)
+    }
+
+    fn accepts_work(&self) -> bool {
+        self.up && !self.stalled
+    }
+}
+
+fn gtids(it: impl IntoIterator<Item = (u32, u64)>) -> Gtids {
+    Gtids::from_mariadb(it.into_iter().map(|(s, q)| (0, s, q)))
+}
+
+/// The agent process of a node.
+struct AgentProc {
+    coord: Coordinator,
+    /// Distinguishes this run from earlier ones: late answers to a dead run are dropped.
+    run: u64,
+    stalled: bool,
+    inbox: VecDeque<Input>,
+    /// The database operation in flight and what it waits for.
+    op: Option<PendingOp>,
+    watch: Option<Ipv4Addr>,
+    obs_scheduled: bool,
+    stopping: bool,
+    /// The state and skew last traced.
+    seen: (State, u8),
+}
+
+#[derive(Clone, Debug)]
+enum PendingOp {
+    /// Completes at a fixed time with an outcome computed then.
+    At(DbOp),
+    /// Waits until the local server has applied `target` (catch-up) or drained (promote).
+    CatchUp { target: Gtids, deadline: Mono },
+    Drain {
+        target: Gtids,
+        recheck: Vec<Ipv4Addr>,
+        deadline: Mono,
+    },
+}
+
+struct Node {
+    addr: Ipv4Addr,
+    params: Params,
+    powered: bool,
+    isolated: bool,
+    vip: bool,
+    /// The XDP program's role; `None` while no agent runs (no program attached: no fencing).
+    xdp_master: Option<bool>,
+    agent: Option<AgentProc>,
+    server: Server,
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Advert {
+        to: usize,
+        from: usize,
+        advbase: u8,
+        advskew: u8,
+    },
+    Work {
+        node: usize,
+        work: Work,
+    },
+    OpDone {
+        node: usize,
+        run: u64,
+    },
+    VipDone {
+        node: usize,
+        run: u64,
+        add: bool,
+    },
+    Observe {
+        node: usize,
+        run: u64,
+    },
+    Observed {
+        node: usize,
+        run: u64,
+        obs: Observation,
+    },
+    PeersWritable {
+        node: usize,
+        run: u64,
+        at: Mono,
+        peers: Vec<Ipv4Addr>,
+    },
+    ClientWrite,
+    ClientAck {
+        node: usize,
+        write: u64,
+    },
+    SemiTimeout {
+        node: usize,
+    },
+    Chaos,
+    Later(Fault_),
+}
+
+/// A fault's second half, scheduled when the first happens.
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+enum Fault_ {
+    PowerOn(usize),
+    StartAgent(usize),
+    StartServer(usize),
+    ResumeServer(usize),
+    ResumeAgent(usize),
+    Heal(usize),
+}
+
+struct Sim {
+    seed: u64,
+    rng: Rng,
+    now: Mono,
+    nodes: Vec<Node>,
+    events: BinaryHeap<Reverse<(Mono, u64, usize)>>,
+    store: Vec<Option<Ev>>,
+    seq: u64,
+    loss: u64,
+    delay: (Duration, Duration),
+    chaos_until: Option<Mono>,
+    next_run: u64,
+    next_write: u64,
+    /// The node the client's ARP entry for the VIP points at.
+    client_arp: Option<usize>,
+    /// Acknowledged writes: id -> (node that acknowledged, time, exempt).
+    acked: BTreeMap<u64, (usize, Mono, bool)>,
+    writes_sent: u64,
+    /// Until when two writers are excused (a partition and its aftermath).
+    excused_until: Option<Mono>,
+    partitions: u64,
+    truncate_unacked: bool,
+    steps: u64,
+    trace: Option<Vec<String>>,
+    /// Trace every advert too (`FAILOVER_SIM_ADVERTS=1` with a replay).
+    trace_adverts: bool,
+    unit: Duration,
+}
+
+impl Sim {
+    fn new(seed: u64, trace: bool) -> Sim {
+        let mut rng = Rng::new(seed ^ 0xfa11_0000_5eed_0001);
+        let n = rng.range(2, 3) as usize;
+        let fast = rng.chance(3, 10);
+        let timeout = ms(rng.range(1000, 4000));
+        let preempt_all = rng.chance(1, 2);
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let addr = Ipv4Addr::new(10, 0, 0, 1 + i as u8);
+            let (advbase, advskew, deadratio) = if fast {
+                (0, 1 + 2 * i as u8, 3)
+            } else {
+                (1, (i as u8) * 100, 3)
+            };
+            let params = Params {
+                src: addr,
+                advbase,
+                advskew,
+                deadratio,
+                preempt: preempt_all || (i == 0 && rng.chance(1, 2)),
+                garp_interval: None,
+            };
+            nodes.push(Node {
+                addr,
+                params,
+                powered: true,
+                isolated: false,
+                vip: false,
+                xdp_master: None,
+                agent: None,
+                server: Server::new(i as u32 + 1, timeout),
+            });
+        }
+        let unit = {
+            let mut m = Machine::new(nodes[n - 1].params, Mono(0));
+            m.handle(Mono(0), machine::Input::SetDemoted(true));
+            m.master_down()
+        };
+        Sim {
+            seed,
+            truncate_unacked: true,
+            rng,
+            now: Mono(0),
+            nodes,
+            events: BinaryHeap::new(),
+            store: Vec::new(),
+            seq: 0,
+            loss: 0,
+            delay: (ms(0), ms(1)),
+            chaos_until: None,
+            next_run: 0,
+            next_write: 0,
+            client_arp: None,
+            acked: BTreeMap::new(),
+            writes_sent: 0,
+            excused_until: None,
+            partitions: 0,
+            steps: 0,
+            trace_adverts: trace && std::env::var_os("FAILOVER_SIM_ADVERTS").is_some(),
+            trace: trace.then(Vec::new),
+            unit,
+        }
+    }
+
+    fn log(&mut self, what: impl FnOnce() -> String) {
+        if let Some(t) = self.trace.as_mut() {
+            t.push(format!("{:>10.4}s {}", self.now.0 as f64 / 1e9, what()));
+        }
+    }
+
+    fn at(&mut self, t: Mono, ev: Ev) {
+        self.seq += 1;
+        let idx = self.store.len();
+        self.store.push(Some(ev));
+        self.events.push(Reverse((t, self.seq, idx)));
+    }
+
+    fn after(&mut self, d: Duration, ev: Ev) {
+        let t = self.now + d;
+        self.at(t, ev);
+    }
+
+    fn net_delay(&mut self) -> Duration {
+        self.rng.duration(self.delay.0, self.delay.1)
+    }
+
+    /// Whether two nodes can talk.
+    fn linked(&self, a: usize, b: usize) -> bool {
+        let (x, y) = (&self.nodes[a], &self.nodes[b]);
+        x.powered && y.powered && !x.isolated && !y.isolated
+    }
+
+    fn client_reaches(&self, n: usize) -> bool {
+        self.nodes[n].powered && !self.nodes[n].isolated
+    }
+
+    fn index_of(&self, addr: Ipv4Addr) -> Option<usize> {
+        self.nodes.iter().position(|n| n.addr == addr)
+    }
+
+    // ----- agents -------------------------------------------------------------------------
+
+    fn start_agent(&mut self, i: usize) {
+        if !self.nodes[i].powered || self.nodes[i].agent.is_some() {
+            return;
+        }
+        self.next_run += 1;
+        let run = self.next_run;
+        let peers: Vec<Ipv4Addr> = self.nodes.iter().map(|n| n.addr).collect();
+        let cfg = Config {
+            carp: self.nodes[i].params,
+            db: Some(DbPolicy {
+                own: self.nodes[i].addr,
+                peers,
+                vip_first: false,
+                retry: ms(1000),
+                margin: ms(100),
+                unreachable_after: ms(1000),
+                max_lag: Duration::from_secs(5),
+            }),
+        };
+        // Start-up removes a VIP left by an earlier run; XDP attaches as BACKUP.
+        self.nodes[i].vip = false;
+        self.nodes[i].xdp_master = Some(false);
+        self.nodes[i].agent = Some(AgentProc {
+            coord: Coordinator::new(cfg, self.now),
+            run,
+            stalled: false,
+            inbox: VecDeque::new(),
+            op: None,
+            watch: None,
+            obs_scheduled: false,
+            stopping: false,
+            seen: (State::Backup, 0),
+        });
+        self.log(|| format!("n{i} agent starts (run {run})"));
+        self.after(CHECK_INTERVAL, Ev::Observe { node: i, run });
+        if let Some(a) = self.nodes[i].agent.as_mut() {
+            a.obs_scheduled = true;
+        }
+        self.effects(i);
+    }
+
+    fn kill_agent(&mut self, i: usize) {
+        if self.nodes[i].agent.take().is_some() {
+            // The XDP link goes with the process; the VIP stays on the interface.
+            self.nodes[i].xdp_master = None;
+            self.log(|| format!("n{i} agent dies"));
+        }
+    }
+
+    /// Delivers an input to node `i`'s agent (queued while it is stalled).
+    fn input(&mut self, i: usize, input: Input) {
+        let now = self.now;
+        let Some(a) = self.nodes[i].agent.as_mut() else {
+            return;
+        };
+        if a.stalled {
+            a.inbox.push_back(input);
+            return;
+        }
+        a.coord.handle(now, input);
+        self.effects(i);
+    }
+
+    fn effects(&mut self, i: usize) {
+        if let Some(a) = self.nodes[i].agent.as_mut() {
+            let now = (a.coord.state(), a.coord.machine().effective_skew());
+            if now != a.seen {
+                a.seen = now;
+                self.log(|| format!("n{i} is {} (skew {})", now.0, now.1));
+            }
+        }
+        loop {
+            let Some(a) = self.nodes[i].agent.as_mut() else {
+                return;
+            };
+            let Some(e) = a.coord.poll_effect() else {
+                break;
+            };
+            let run = a.run;
+            match e {
+                Effect::Advert { advbase, advskew } => {
+                    if self.trace_adverts {
+                        self.log(|| format!("n{i} advert {advbase}/{advskew}"));
+                    }
+                    for to in 0..self.nodes.len() {
+                        if to != i && self.linked(i, to) && !self.rng.chance(self.loss, 1000) {
+                            let d = self.net_delay();
+                            self.after(
+                                d,
+                                Ev::Advert {
+                                    to,
+                                    from: i,
+                                    advbase,
+                                    advskew,
+                                },
+                            );
+                        }
+                    }
+                }
+                Effect::Garp => {
+                    if self.client_reaches(i) && self.nodes[i].vip {
+                        self.client_arp = Some(i);
+                    }
+                }
+                Effect::Vip(add) => {
+                    let d = self.rng.duration(ms(0), ms(2));
+                    self.after(d, Ev::VipDone { node: i, run, add });
+                }
+                Effect::XdpRole(m) => self.nodes[i].xdp_master = Some(m),
+                Effect::Hook(_) => {}
+                Effect::Db(op) => {
+                    self.log(|| format!("n{i} op {op:?}"));
+                    self.start_op(i, op);
+                }
+                Effect::Watch(m) => {
+                    if let Some(a) = self.nodes[i].agent.as_mut() {
+                        a.watch = m;
+                    }
+                }
+            }
+        }
+        let stopping_done = self.nodes[i]
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.stopping && a.coord.finished());
+        if stopping_done {
+            self.log(|| format!("n{i} agent exits after a graceful stop"));
+            self.kill_agent(i);
+        }
+    }
+
+    fn agent_timer(&self) -> Option<(Mono, usize)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let a = n.agent.as_ref().filter(|a| !a.stalled)?;
+                Some((a.coord.poll_timeout()?, i))
+            })
+            .min()
+    }
+
+    // ----- database operations ------------------------------------------------------------
+
+    fn start_op(&mut self, i: usize, op: DbOp) {
+        let run = self.nodes[i].agent.as_ref().map_or(0, |a| a.run);
+        let mut latency = self.rng.duration(ms(1), ms(4));
+        match &op {
+            DbOp::Prepare { peers } => {
+                let slow = peers.iter().any(|p| {
+                    !p.skip
+                        && self.index_of(p.addr).is_none_or(|j| {
+                            !(self.linked(i, j) && self.nodes[j].server.accepts_work())
+                        })
+                });
+                if slow {
+                    latency += PROBE_TIMEOUT;
+                }
+            }
+            _ => {
+                if self.nodes[i].server.up && self.nodes[i].server.stalled {
+                    latency = OP_TIMEOUT;
+                }
+            }
+        }
+        if let Some(a) = self.nodes[i].agent.as_mut() {
+            a.op = Some(PendingOp::At(op));
+        }
+        self.after(latency, Ev::OpDone { node: i, run });
+    }
+
+    fn finish_op(&mut self, i: usize, run: u64) {
+        let Some(a) = self.nodes[i].agent.as_mut().filter(|a| a.run == run) else {
+            return;
+        };
+        let Some(PendingOp::At(op)) = a.op.clone() else {
+            return;
+        };
+        let outcome = self.execute(i, op);
+        if let Some(outcome) = outcome {
+            if let Some(a) = self.nodes[i].agent.as_mut() {
+                a.op = None;
+            }
+            if let Some(db) = self.nodes[i]
+                .agent
+                .as_ref()
+                .and_then(|a| a.coord.db.as_ref())
+            {
+                let (z, l, c, m) = (
+                    db.current.zombie(),
+                    db.took_over_live,
+                    db.current.verdict(),
+                    db.current.master(),
+                );
+                let dbg = format!("{:?}", db.current);
+                self.log(|| {
+                    format!("n{i} ctx zombie {z} live {l} current {c:?} followed {m:?} {dbg}")
+                });
+            }
+            self.log(|| format!("n{i} outcome {outcome:?}"));
+            self.input(i, Input::DbDone(outcome));
+        }
+    }
+
+    /// Carries out `op` now; `None` when it keeps waiting (catch-up, drain).
+    fn execute(&mut self, i: usize, op: DbOp) -> Option<DbOutcome> {
+        let s = &self.nodes[i].server;
+        let local_err = if !s.up {
+            Some("connection refused".to_string())
+        } else if s.stalled {
+            Some("timed out".to_string())
+        } else {
+            None
+        };
+        match op {
+            DbOp::Fence => Some(DbOutcome::Fenced(match local_err {
+                Some(e) => {
+                    if self.nodes[i].server.up {
+                        // Sent: it runs when the server resumes.
+                        self.nodes[i].server.deferred.push_back(Work::Fence);
+                    }
+                    Err(e)
+                }
+                None => {
+                    self.fence(i);
+                    Ok(())
+                }
+            })),
+            DbOp::Follow { master } => {
+                let r = match (local_err, self.index_of(master)) {
+                    (Some(e), _) => Err(FollowError::Failed(e)),
+                    (None, Some(m))
+                        if self.nodes[m].server.read_only
+                            && self.linked(i, m)
+                            && self.nodes[m].server.accepts_work() =>
+                    {
+                        Err(FollowError::Failed(
+                            "the master is not open for writes yet".into(),
+                        ))
+                    }
+                    (None, Some(m)) => self.follow(i, m),
+                    (None, None) => Err(FollowError::Failed("unknown master".into())),
+                };
+                Some(DbOutcome::Followed(r))
+            }
+            DbOp::Prepare { peers } => {
+                let own = match local_err {
+                    Some(e) => Err(e),
+                    None => Ok(self.holdings(i)),
+                };
+                let mut reports = Vec::new();
+                for p in peers {
+                    let result = match self.index_of(p.addr) {
+                        Some(j)
+                            if !p.skip
+                                && self.linked(i, j)
+                                && self.nodes[j].server.accepts_work() =>
+                        {
+                            if !self.nodes[j].server.read_only {
+                                self.log(|| format!("n{i} fences peer n{j}"));
+                                self.fence(j);
+                            }
+                            Ok(PeerState {
+                                holdings: self.holdings(j),
+                                writable: false,
+                            })
+                        }
+                        Some(j) if !p.skip && self.linked(i, j) && !self.nodes[j].server.up => {
+                            Err(Fault::Refused("refused".into()))
+                        }
+                        Some(j) if !p.skip && self.linked(i, j) => {
+                            Err(Fault::Stalled("host answers, server does not".into()))
+                        }
+                        _ => Err(Fault::Other("unreachable".into())),
+                    };
+                    reports.push(PeerReport {
+                        addr: p.addr,
+                        result,
+                    });
+                }
+                Some(DbOutcome::Prepared {
+                    own,
+                    peers: reports,
+                })
+            }
+            DbOp::FencePeers { peers } => {
+                let mut results = Vec::new();
+                for addr in peers {
+                    let r = match self.index_of(addr) {
+                        Some(j) if self.linked(i, j) && self.nodes[j].server.accepts_work() => {
+                            self.fence(j);
+                            Ok(())
+                        }
+                        _ => Err("unreachable".to_string()),
+                    };
+                    results.push((addr, r));
+                }
+                Some(DbOutcome::PeersFenced(results))
+            }
+            DbOp::CatchUp { from, target } => {
+                if let Some(e) = local_err {
+                    return Some(DbOutcome::CaughtUp(Err(e)));
+                }
+                let Some(j) = self.index_of(from) else {
+                    return Some(DbOutcome::CaughtUp(Err("unknown".into())));
+                };
+                if let Err(e) = self.follow(i, j) {
+                    return Some(DbOutcome::CaughtUp(Err(format!("{e:?}"))));
+                }
+                let deadline = self.now + PROMOTE_TIMEOUT;
+                if let Some(a) = self.nodes[i].agent.as_mut() {
+                    a.op = Some(PendingOp::CatchUp { target, deadline });
+                }
+                self.after(
+                    PROMOTE_TIMEOUT,
+                    Ev::OpDone {
+                        node: i,
+                        run: self.nodes[i].agent.as_ref().map_or(0, |a| a.run),
+                    },
+                );
+                self.poll_waiting(i)
+            }
+            DbOp::Promote { target, recheck } => {
+                if let Some(e) = local_err {
+                    return Some(DbOutcome::Promoted(Err(e)));
+                }
+                // Receiving stops at once; the relay log is applied before anything else.
+                self.stop_io(i);
+                let deadline = self.now + PROMOTE_TIMEOUT;
+                if let Some(a) = self.nodes[i].agent.as_mut() {
+                    a.op = Some(PendingOp::Drain {
+                        target,
+                        recheck,
+                        deadline,
+                    });
+                }
+                self.after(
+                    PROMOTE_TIMEOUT,
+                    Ev::OpDone {
+                        node: i,
+                        run: self.nodes[i].agent.as_ref().map_or(0, |a| a.run),
+                    },
+                );
+                self.poll_waiting(i)
+            }
+        }
+    }
+
+    /// Completes a waiting catch-up or drain if its condition holds or its time is up.
+    fn poll_waiting(&mut self, i: usize) -> Option<DbOutcome> {
+        let op = self.nodes[i].agent.as_ref()?.op.clone()?;
+        let s = &self.nodes[i].server;
+        match op {
+            PendingOp::At(_) => None,
+            PendingOp::CatchUp {
+                target, deadline, ..
+            } => {
+                if !s.accepts_work() {
+                    return (self.now >= deadline)
+                        .then(|| DbOutcome::CaughtUp(Err("server unreachable".into())));
+                }
+                if s.logged().covers(&target) {
+                    Some(DbOutcome::CaughtUp(Ok(())))
+                } else if self.now >= deadline {
+                    Some(DbOutcome::CaughtUp(Err("timed out".into())))
+                } else {
+                    None
+                }
+            }
+            PendingOp::Drain {
+                target,
+                recheck,
+                deadline,
+            } => {
+                if !s.accepts_work() {
+                    return (self.now >= deadline)
+                        .then(|| DbOutcome::Promoted(Err("server unreachable".into())));
+                }
+                if !s.relay.is_empty() {
+                    return (self.now >= deadline)
+                        .then(|| DbOutcome::Promoted(Err("relay log not applied in time".into())));
+                }
+                let missing = s.logged().missing(&target);
+                if !missing.is_empty() {
+                    return Some(DbOutcome::Promoted(Err(format!("still lacks {missing}"))));
+                }
+                for addr in recheck {
+                    if let Some(j) = self.index_of(addr)
+                        && self.linked(i, j)
+                        && self.nodes[j].server.accepts_work()
+                        && !self.nodes[j].server.read_only
+                    {
+                        return Some(DbOutcome::Promoted(Err(format!("{addr} became writable"))));
+                    }
+                }
+                self.open(i);
+                Some(DbOutcome::Promoted(Ok(())))
+            }
+        }
+    }
+
+    fn check_waiting(&mut self, i: usize) {
+        let waiting = self.nodes[i].agent.as_ref().is_some_and(|a| {
+            matches!(
+                a.op,
+                Some(PendingOp::CatchUp { .. } | PendingOp::Drain { .. })
+            ) && !a.stalled
+        });
+        if !waiting {
+            return;
+        }
+        if let Some(outcome) = self.poll_waiting(i) {
+            if let Some(a) = self.nodes[i].agent.as_mut() {
+                a.op = None;
+            }
+            self.log(|| format!("n{i} outcome {outcome:?}"));
+            self.input(i, Input::DbDone(outcome));
+        }
+    }
+
+    fn holdings(&self, i: usize) -> Holdings {
+        let s = &self.nodes[i].server;
+        Holdings {
+            logged: s.logged(),
+            received: s.received_gtids(),
+        }
+    }
+
+    /// `read_only` on; client sessions end, so commits still waiting are never acknowledged
+    /// (they stay committed and count in `no_tx`).
+    fn fence(&mut self, i: usize) {
+        let s = &mut self.nodes[i].server;
+        s.read_only = true;
+        s.no_tx += s.pending.len() as u64;
+        s.pending.clear();
+    }
+
+    fn open(&mut self, i: usize) {
+        let s = &mut self.nodes[i].server;
+        s.source = None;
+        s.io = false;
+        s.sql = false;
+        s.relay.clear();
+        s.received = None;
+        s.semi_enabled = true;
+        s.semi_on = true;
+        s.read_only = false;
+        self.log(|| format!("n{i} server open for writes"));
+    }
+
+    fn follow(&mut self, i: usize, m: usize) -> Result<(), FollowError> {
+        if !(self.linked(i, m) && self.nodes[m].server.accepts_work()) {
+            return Err(FollowError::Failed("master unreachable".into()));
+        }
+        let (mine, theirs) = (&self.nodes[i].server, &self.nodes[m].server);
+        let errant: Vec<String> = mine
+            .origins
+            .iter()
+            .filter(|(o, q)| theirs.origins.get(o).is_none_or(|t| t < q))
+            .map(|(o, q)| format!("0-{o}-{q}"))
+            .collect();
+        if !errant.is_empty() {
+            self.nodes[i].server.read_only = true;
+            return Err(FollowError::Errant(errant));
+        }
+        let s = &mut self.nodes[i].server;
+        s.read_only = true;
+        s.pending.clear();
+        s.semi_enabled = false;
+        s.semi_on = false;
+        if s.source != Some(m) || !s.io {
+            // A new receiving thread purges relay logs and starts from what is applied.
+            s.relay.clear();
+            s.received = None;
+            s.source = Some(m);
+            s.io = true;
+            s.sql = true;
+            s.io_error = false;
+            self.disconnect(i);
+        }
+        self.reconcile();
+        Ok(())
+    }
+
+    fn stop_io(&mut self, i: usize) {
+        self.nodes[i].server.io = false;
+        self.disconnect(i);
+    }
+
+    /// Drops replica `i`'s stream (its master notices when it next works).
+    fn disconnect(&mut self, i: usize) {
+        if let Some(m) = self.nodes[i].server.connected.take() {
+            self.nodes[i].server.link += 1;
+            if self.linked(i, m) {
+                let d = self.net_delay();
+                self.after(
+                    d,
+                    Ev::Work {
+                        node: m,
+                        work: Work::Disconnect { replica: i },
+                    },
+                );
+            } else if let Some(c) = self.nodes[m].server.clients.get_mut(&i) {
+                *c = Some(self.now + TCP_TIMEOUT);
+            }
+        }
+    }
+
+    /// Connects or disconnects replication streams to match who can reach whom.
+    fn reconcile(&mut self) {
+        for i in 0..self.nodes.len() {
+            let s = &self.nodes[i].server;
+            let want = s.source.filter(|&m| {
+                s.up && s.io && !s.io_error && self.linked(i, m) && self.nodes[m].server.up
+            });
+            if s.connected == want {
+                continue;
+            }
+            if s.connected.is_some() {
+                self.disconnect(i);
+            }
+            if let Some(m) = want {
+                self.connect(i, m);
+            }
+        }
+        // Silently lost replicas time out on their masters.
+        let now = self.now;
+        for n in &mut self.nodes {
+            n.server
+                .clients
+                .retain(|_, until| until.is_none_or(|t| t > now));
+        }
+    }
+
+    fn connect(&mut self, i: usize, m: usize) {
+        // The replica asks for everything after its last transaction; the master must have it.
+        let (r, s) = (&self.nodes[i].server, &self.nodes[m].server);
+        let pos = r.received.or_else(|| r.log.last().copied());
+        let start = match pos {
+            None => 0,
+            Some(p) => match s
+                .log
+                .iter()
+                .position(|t| t.server == p.server && t.seq == p.seq)
+            {
+                Some(k) => k + 1,
+                None => {
+                    self.nodes[i].server.io_error = true;
+                    self.log(|| {
+                        format!("n{i} cannot replicate from n{m}: position not in its log")
+                    });
+                    return;
+                }
+            },
+        };
+        let txs: Vec<Tx> = s.log[start..].to_vec();
+        let r = &mut self.nodes[i].server;
+        r.connected = Some(m);
+        r.link += 1;
+        let link = r.link;
+        self.nodes[m].server.clients.insert(i, None);
+        let mut t = self.now;
+        for tx in txs {
+            t = t + self.rng.duration(ms(0), ms(1));
+            self.nodes[i].server.last_arrival = t;
+            self.at(
+                t,
+                Ev::Work {
+                    node: i,
+                    work: Work::Repl { from: m, tx, link },
+                },
+            );
+        }
+    }
+
+    /// Streams a transaction just logged on `m` to its connected replicas.
+    fn stream(&mut self, m: usize, tx: Tx) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].server.connected == Some(m) {
+                let (link, last) = (self.nodes[i].server.link, self.nodes[i].server.last_arrival);
+                let d = self.net_delay() + ms(1);
+                let t = (self.now + d).max(last);
+                self.nodes[i].server.last_arrival = t;
+                self.at(
+                    t,
+                    Ev::Work {
+                        node: i,
+                        work: Work::Repl { from: m, tx, link },
+                    },
+                );
+            }
+        }
+    }
+
+    fn work(&mut self, i: usize, work: Work) {
+        // A commit to a server that is down is refused: the client sees an error.
+        if !self.nodes[i].powered || !self.nodes[i].server.up {
+            return;
+        }
+        if self.nodes[i].server.stalled {
+            self.nodes[i].server.deferred.push_back(work);
+            return;
+        }
+        match work {
+            Work::Commit { write } => self.commit(i, write),
+            Work::Repl { from, tx, link } => {
+                let r = &mut self.nodes[i].server;
+                if r.link != link || r.connected != Some(from) {
+                    return;
+                }
+                r.relay.push_back(tx);
+                r.received = Some(tx);
+                if !r.apply_scheduled {
+                    r.apply_scheduled = true;
+                    let d = self.rng.duration(ms(0), ms(2));
+                    self.after(
+                        d,
+                        Ev::Work {
+                            node: i,
+                            work: Work::Apply,
+                        },
+                    );
+                }
+                // The semi-sync acknowledgement, on receipt.
+                if self.linked(i, from) {
+                    let d = self.net_delay();
+                    self.after(
+                        d,
+                        Ev::Work {
+                            node: from,
+                            work: Work::Ack { seq: tx.seq },
+                        },
+                    );
+                }
+            }
+            Work::Ack { seq } => self.ack(i, seq),
+            Work::Apply => {
+                let r = &mut self.nodes[i].server;
+                r.apply_scheduled = false;
+                if !r.sql {
+                    return;
+                }
+                if let Some(tx) = r.relay.pop_front() {
+                    if !r.holds(tx) {
+                        r.append(tx);
+                        self.stream(i, tx);
+                    }
+                    let r = &mut self.nodes[i].server;
+                    if !r.relay.is_empty() {
+                        r.apply_scheduled = true;
+                        let d = self.rng.duration(ms(0), ms(2));
+                        self.after(
+                            d,
+                            Ev::Work {
+                                node: i,
+                                work: Work::Apply,
+                            },
+                        );
+                    }
+                }
+                self.check_waiting(i);
+            }
+            Work::Fence => self.fence(i),
+            Work::Disconnect { replica } => {
+                self.nodes[i].server.clients.remove(&replica);
+            }
+        }
+    }
+
+    fn commit(&mut self, i: usize, write: u64) {
+        let s = &mut self.nodes[i].server;
+        if s.read_only {
+            return;
+        }
+        let tx = Tx {
+            server: s.id,
+            seq: s.last_seq() + 1,
+            write,
+        };
+        s.append(tx);
+        let ack_now = if !s.semi_enabled {
+            true
+        } else if !s.semi_on {
+            s.no_tx += 1;
+            true
+        } else if s.clients.is_empty() {
+            // wait_no_slave=OFF: nobody to wait for, so no wait; the status stays on, the
+            // commit counts as unacknowledged.
+            s.no_tx += 1;
+            true
+        } else {
+            s.pending.push((tx, self.now + s.timeout));
+            false
+        };
+        let timeout = s.timeout;
+        self.stream(i, tx);
+        if ack_now {
+            self.client_ack(i, write);
+        } else {
+            self.after(timeout, Ev::SemiTimeout { node: i });
+        }
+    }
+
+    fn ack(&mut self, i: usize, seq: u64) {
+        let s = &mut self.nodes[i].server;
+        let mut done = Vec::new();
+        s.pending.retain(|(tx, _)| {
+            if tx.seq <= seq {
+                done.push(tx.write);
+                false
+            } else {
+                true
+            }
+        });
+        if s.semi_enabled && !s.semi_on && seq >= s.last_seq() {
+            s.semi_on = true;
+        }
+        for w in done {
+            self.client_ack(i, w);
+        }
+    }
+
+    fn semi_timeout(&mut self, i: usize) {
+        let now = self.now;
+        let s = &mut self.nodes[i].server;
+        if !s.accepts_work() {
+            return;
+        }
+        if s.pending.iter().any(|(_, d)| *d <= now) {
+            // One commit waited too long: the master goes on alone, releasing everyone.
+            s.semi_on = false;
+            let done: Vec<u64> = s.pending.drain(..).map(|(tx, _)| tx.write).collect();
+            s.no_tx += done.len() as u64;
+            for w in done {
+                self.client_ack(i, w);
+            }
+        }
+    }
+
+    fn client_ack(&mut self, node: usize, write: u64) {
+        let d = self.net_delay();
+        self.after(d, Ev::ClientAck { node, write });
+    }
+
+    fn crash_server(&mut self, i: usize) {
+        let s = &mut self.nodes[i].server;
+        if !s.up {
+            return;
+        }
+        s.up = false;
+        s.stalled = false;
+        s.deferred.clear();
+        // Crash recovery as a replica truncates what no replica acknowledged.
+        if self.truncate_unacked {
+            let unacked: Vec<Tx> = s.pending.iter().map(|p| p.0).collect();
+            s.log.retain(|t| !unacked.contains(t));
+            s.origins.clear();
+            for t in s.log.clone() {
+                let e = s.origins.entry(t.server).or_insert(0);
+                *e = (*e).max(t.seq);
+            }
+        }
+        s.pending.clear();
+        s.clients.clear();
+        self.disconnect(i);
+        // Its replicas see the connection reset.
+        for r in 0..self.nodes.len() {
+            if self.nodes[r].server.connected == Some(i) {
+                self.nodes[r].server.connected = None;
+                self.nodes[r].server.link += 1;
+            }
+        }
+        self.log(|| format!("n{i} server down"));
+    }
+
+    fn start_server(&mut self, i: usize) {
+        if !self.nodes[i].powered || self.nodes[i].server.up {
+            return;
+        }
+        let s = &mut self.nodes[i].server;
+        s.up = true;
+        s.read_only = true;
+        s.io = false;
+        s.sql = false;
+        s.apply_scheduled = false;
+        s.relay.clear();
+        s.received = None;
+        s.io_error = false;
+        s.semi_enabled = false;
+        s.semi_on = false;
+        self.log(|| format!("n{i} server up (crash recovery, read-only)"));
+        self.reconcile();
+    }
+
+    fn resume_server(&mut self, i: usize) {
+        let s = &mut self.nodes[i].server;
+        if !s.stalled {
+            return;
+        }
+        s.stalled = false;
+        self.log(|| format!("n{i} server resumes"));
+        let work: Vec<Work> = self.nodes[i].server.deferred.drain(..).collect();
+        for w in work {
+            self.work(i, w);
+        }
+        self.semi_timeout(i);
+        self.check_waiting(i);
+    }
+
+    fn resume_agent(&mut self, i: usize) {
+        let Some(a) = self.nodes[i].agent.as_mut() else {
+            return;
+        };
+        if !a.stalled {
+            return;
+        }
+        a.stalled = false;
+        self.log(|| format!("n{i} agent resumes"));
+        // As the runtime does with a timer that fires late: what queued up during the stall
+        // (adverts, answers) is taken in first, then the timers that are still due.
+        let queued: Vec<Input> = self.nodes[i]
+            .agent
+            .as_mut()
+            .map(|a| a.inbox.drain(..).collect())
+            .unwrap_or_default();
+        for input in queued {
+            self.input(i, input);
+        }
+        let now = self.now;
+        if let Some(a) = self.nodes[i].agent.as_mut()
+            && a.coord.poll_timeout().is_some_and(|t| t <= now)
+        {
+            a.coord.handle_timeout(now);
+        }
+        self.effects(i);
+        self.check_waiting(i);
+    }
+
+    fn observe(&mut self, i: usize, run: u64) {
+        let Some(a) = self.nodes[i].agent.as_ref().filter(|a| a.run == run) else {
+            return;
+        };
+        let watch = a.watch;
+        if std::env::var_os("SIM_ADVERTS").is_some() {
+            let (pt, mt, st) = (
+                a.coord.poll_timeout(),
+                a.coord.machine().poll_timeout(),
+                a.coord.started,
+            );
+            self.log(|| format!("n{i} timers {pt:?} machine {mt:?} started {st}"));
+        }
+        let local = {
+            let s = &self.nodes[i].server;
+            if !s.up {
+                Err(Fault::Refused("refused".into()))
+            } else if s.stalled {
+                Err(Fault::Other("timed out".into()))
+            } else {
+                Ok(LocalDb {
+                    read_only: s.read_only,
+                    logged: s.logged(),
+                    semi_sync: SemiSync {
+                        on: s.semi_on,
+                        no_tx: s.no_tx,
+                        clients: s.clients.len() as u32,
+                        timeout: s.timeout,
+                    },
+                    replica: s.source.map(|m| Replica {
+                        master: Some(self.nodes[m].addr),
+                        io_running: s.connected.is_some(),
+                        sql_running: s.sql,
+                        received: s.received_gtids(),
+                        verified_tls: true,
+                        sql_error: None,
+                        lag_secs: Some(0),
+                    }),
+                })
+            }
+        };
+        let mut slow = local.is_err();
+        let master = watch.map(|addr| {
+            let r = match self.index_of(addr) {
+                Some(j) if self.linked(i, j) => {
+                    let m = &self.nodes[j].server;
+                    if !m.up {
+                        Err(Fault::Refused("refused".into()))
+                    } else if m.stalled {
+                        Err(Fault::Stalled("host answers, server does not".into()))
+                    } else {
+                        Ok(MasterDb {
+                            read_only: m.read_only,
+                            logged: m.logged(),
+                            semi_sync: SemiSync {
+                                on: m.semi_on,
+                                no_tx: m.no_tx,
+                                clients: m.clients.len() as u32,
+                                timeout: m.timeout,
+                            },
+                        })
+                    }
+                }
+                _ => Err(Fault::Other("timed out".into())),
+            };
+            slow |= matches!(r, Err(Fault::Other(_) | Fault::Stalled(_)));
+            (addr, r)
+        });
+        // The master also looks at every peer for a second writer.
+        let writable: Vec<Ipv4Addr> = (0..self.nodes.len())
+            .filter(|&j| {
+                j != i
+                    && self.linked(i, j)
+                    && self.nodes[j].server.accepts_work()
+                    && !self.nodes[j].server.read_only
+            })
+            .map(|j| self.nodes[j].addr)
+            .collect();
+        let at = self.now;
+        let d = self.rng.duration(ms(0), ms(2));
+        self.after(
+            d,
+            Ev::PeersWritable {
+                node: i,
+                run,
+                at,
+                peers: writable,
+            },
+        );
+        // A sample that timed out reports a second later; the next one follows its report.
+        let delay = if slow { OP_TIMEOUT } else { ms(1) };
+        let obs = Observation { at, local, master };
+        self.after(delay, Ev::Observed { node: i, run, obs });
+        self.after(delay + CHECK_INTERVAL, Ev::Observe { node: i, run });
+    }
+
+    // ----- the event loop -----------------------------------------------------------------
+
+    fn run_until(&mut self, end: Mono) -> Result<(), String> {
+        loop {
+            self.steps += 1;
+            if self.steps > MAX_STEPS {
+                return Err(format!("no quiescence after {MAX_STEPS} events"));
+            }
+            let next_ev = self.events.peek().map(|Reverse((t, _, _))| *t);
+            let timer = self.agent_timer();
+            let next = [next_ev, timer.map(|t| t.0)]
+                .into_iter()
+                .flatten()
+                .min()
+                .filter(|t| *t <= end);
+            let Some(next) = next else {
+                self.now = end;
+                return Ok(());
+            };
+            if next < self.now {
+                return Err(format!("event in the past at {next:?}"));
+            }
+            self.now = next;
+            match timer.filter(|t| t.0 == next && next_ev != Some(next)) {
+                Some((_, i)) => {
+                    let now = self.now;
+                    if let Some(a) = self.nodes[i].agent.as_mut() {
+                        a.coord.handle_timeout(now);
+                    }
+                    self.effects(i);
+                    if let Some(t) = self.nodes[i]
+                        .agent
+                        .as_ref()
+                        .and_then(|a| a.coord.poll_timeout())
+                        && t <= now
+                    {
+                        return Err(format!("n{i} timer did not advance past {now:?}"));
+                    }
+                }
+                None => {
+                    let Reverse((_, _, idx)) = self.events.pop().expect("peeked");
+                    let ev = self.store[idx].take().expect("each event runs once");
+                    self.dispatch(ev);
+                }
+            }
+            self.reconcile();
+            self.check_one_writer()?;
+        }
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        match ev {
+            Ev::Advert {
+                to,
+                from,
+                advbase,
+                advskew,
+            } => {
+                if self.linked(to, from) {
+                    let src = self.nodes[from].addr;
+                    self.input(
+                        to,
+                        Input::Advert {
+                            src,
+                            advbase,
+                            advskew,
+                        },
+                    );
+                }
+            }
+            Ev::Work { node, work } => self.work(node, work),
+            Ev::OpDone { node, run } => {
+                let waiting = self.nodes[node].agent.as_ref().is_some_and(|a| {
+                    a.run == run
+                        && matches!(
+                            a.op,
+                            Some(PendingOp::CatchUp { .. } | PendingOp::Drain { .. })
+                        )
+                });
+                if waiting {
+                    self.check_waiting(node);
+                } else if self.nodes[node]
+                    .agent
+                    .as_ref()
+                    .is_some_and(|a| a.run == run && a.stalled)
+                {
+                    // The answer waits in the socket until the agent runs again.
+                    let outcome_later = ms(50);
+                    self.after(outcome_later, Ev::OpDone { node, run });
+                } else {
+                    self.finish_op(node, run);
+                }
+            }
+            Ev::VipDone { node, run, add } => {
+                if self.nodes[node]
+                    .agent
+                    .as_ref()
+                    .is_some_and(|a| a.run == run)
+                {
+                    self.nodes[node].vip = add;
+                    self.input(
+                        node,
+                        Input::VipDone {
+                            add,
+                            result: Ok(()),
+                        },
+                    );
+                }
+            }
+            Ev::Observe { node, run } => self.observe(node, run),
+            Ev::Observed { node, run, obs } => {
+                if self.nodes[node]
+                    .agent
+                    .as_ref()
+                    .is_some_and(|a| a.run == run)
+                {
+                    self.input(node, Input::Observed(obs));
+                }
+            }
+            Ev::PeersWritable {
+                node,
+                run,
+                at,
+                peers,
+            } => {
+                if self.nodes[node]
+                    .agent
+                    .as_ref()
+                    .is_some_and(|a| a.run == run)
+                {
+                    self.input(node, Input::PeersWritable { at, peers });
+                }
+            }
+            Ev::ClientWrite => self.client_write(),
+            Ev::ClientAck { node, write } => {
+                if self.client_reaches(node) {
+                    let exempt = self.excused_until.is_some_and(|t| t >= self.now)
+                        || self.nodes.iter().any(|n| n.isolated);
+                    self.acked.insert(write, (node, self.now, exempt));
+                }
+            }
+            Ev::SemiTimeout { node } => self.semi_timeout(node),
+            Ev::Chaos => self.chaos(),
+            Ev::Later(f) => self.later(f),
+        }
+    }
+
+    fn client_write(&mut self) {
+        let gap = self.rng.duration(ms(15), ms(100));
+        self.after(gap, Ev::ClientWrite);
+        self.next_write += 1;
+        let write = self.next_write;
+        // Mostly through the VIP; sometimes straight to a node, as some applications do.
+        let target = if self.rng.chance(1, 10) {
+            Some(self.rng.below(self.nodes.len() as u64) as usize)
+        } else {
+            self.vip_target()
+        };
+        let Some(t) = target else { return };
+        if !self.client_reaches(t) {
+            return;
+        }
+        self.writes_sent += 1;
+        let d = self.net_delay();
+        self.after(
+            d,
+            Ev::Work {
+                node: t,
+                work: Work::Commit { write },
+            },
+        );
+    }
+
+    /// Where a packet to the VIP goes: the node the client's ARP entry names, if it still
+    /// accepts the VIP there; otherwise whoever answers a fresh ARP request.
+    fn vip_target(&mut self) -> Option<usize> {
+        let accepts = |n: &Node| n.powered && !n.isolated && n.vip && n.xdp_master != Some(false);
+        if let Some(i) = self.client_arp
+            && accepts(&self.nodes[i])
+        {
+            return Some(i);
+        }
+        let answering: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| accepts(&self.nodes[i]))
+            .collect();
+        let pick = (!answering.is_empty())
+            .then(|| answering[self.rng.below(answering.len() as u64) as usize]);
+        self.client_arp = pick;
+        pick
+    }
+
+    fn check_one_writer(&self) -> Result<(), String> {
+        let writers: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                let n = &self.nodes[i];
+                n.powered && n.server.up && !n.server.read_only
+            })
+            .collect();
+        if writers.len() > 1
+            && !self.nodes.iter().any(|n| n.isolated)
+            && self.excused_until.is_none_or(|t| t < self.now)
+        {
+            return Err(format!("I2: servers {writers:?} accept writes at once"));
+        }
+        Ok(())
+    }
+
+    // ----- faults -------------------------------------------------------------------------
+
+    fn chaos(&mut self) {
+        let Some(until) = self.chaos_until else {
+            return;
+        };
+        if self.now >= until {
+            return;
+        }
+        let n = self.nodes.len();
+        let i = self.rng.below(n as u64) as usize;
+        let back = self.rng.duration(ms(300), ms(8000));
+        let agent_ok = self.nodes[i].agent.as_ref().is_some_and(|a| !a.stalled);
+        match self.rng.below(12) {
+            0 if self.nodes[i].powered => {
+                self.log(|| format!("CHAOS n{i} power cut"));
+                self.power_cut(i);
+                self.after(back, Ev::Later(Fault_::PowerOn(i)));
+            }
+            1 if self.nodes[i].agent.is_some() && !self.nodes[i].server.stalled => {
+                self.log(|| format!("CHAOS n{i} agent kill -9"));
+                self.kill_agent(i);
+                self.after(back, Ev::Later(Fault_::StartAgent(i)));
+            }
+            2 if self.nodes[i].server.up => {
+                self.log(|| format!("CHAOS n{i} server killed"));
+                self.crash_server(i);
+                self.after(back, Ev::Later(Fault_::StartServer(i)));
+            }
+            3 if self.nodes[i].server.up && !self.nodes[i].server.stalled && agent_ok => {
+                self.log(|| format!("CHAOS n{i} server stalled"));
+                self.nodes[i].server.stalled = true;
+                self.after(back, Ev::Later(Fault_::ResumeServer(i)));
+            }
+            4 if agent_ok && !self.nodes[i].server.stalled => {
+                self.log(|| format!("CHAOS n{i} agent stalled"));
+                if let Some(a) = self.nodes[i].agent.as_mut() {
+                    a.stalled = true;
+                }
+                self.after(back, Ev::Later(Fault_::ResumeAgent(i)));
+            }
+            5 if !self.nodes[i].isolated && self.nodes[i].powered => {
+                self.log(|| format!("CHAOS n{i} partitioned"));
+                self.nodes[i].isolated = true;
+                self.partitions += 1;
+                self.after(back, Ev::Later(Fault_::Heal(i)));
+            }
+            6 if agent_ok => {
+                self.log(|| format!("CHAOS n{i} graceful stop"));
+                if let Some(a) = self.nodes[i].agent.as_mut() {
+                    a.stopping = true;
+                }
+                self.input(i, Input::Shutdown);
+                self.after(back, Ev::Later(Fault_::StartAgent(i)));
+            }
+            7 if agent_ok => {
+                self.log(|| format!("CHAOS n{i} switchover"));
+                self.input(i, Input::Switchover);
+            }
+            8 => {
+                self.loss = self.rng.range(0, 100);
+                let hi = self.rng.duration(ms(0), ms(3));
+                self.delay = (ms(0), hi);
+            }
+            _ => {}
+        }
+        let next = self.rng.duration(ms(500), self.unit * 2);
+        self.after(next, Ev::Chaos);
+    }
+
+    fn power_cut(&mut self, i: usize) {
+        self.kill_agent(i);
+        self.crash_server(i);
+        let n = &mut self.nodes[i];
+        n.powered = false;
+        n.vip = false;
+        n.isolated = false;
+        if self.client_arp == Some(i) {
+            // The client's entry stays until it fails; vip_target re-resolves.
+        }
+    }
+
+    fn later(&mut self, f: Fault_) {
+        match f {
+            Fault_::PowerOn(i) => {
+                if !self.nodes[i].powered {
+                    self.log(|| format!("n{i} power on"));
+                    self.nodes[i].powered = true;
+                    self.start_server(i);
+                    self.start_agent(i);
+                }
+            }
+            Fault_::StartAgent(i) => self.start_agent(i),
+            Fault_::StartServer(i) => self.start_server(i),
+            Fault_::ResumeServer(i) => self.resume_server(i),
+            Fault_::ResumeAgent(i) => self.resume_agent(i),
+            Fault_::Heal(i) => {
+                if i < self.nodes.len() && self.nodes[i].isolated {
+                    self.log(|| format!("n{i} partition heals"));
+                    self.nodes[i].isolated = false;
+                    self.excuse_after_partition();
+                }
+            }
+        }
+    }
+
+    /// Two writers are excused until the election has settled after a partition and the loser
+    /// has fenced itself.
+    fn excuse_after_partition(&mut self) {
+        let until = self.now + self.unit * 2 + ms(500);
+        self.excused_until = Some(self.excused_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Ends every fault and lets the cluster settle.
+    fn heal(&mut self) {
+        self.chaos_until = None;
+        self.loss = 0;
+        self.delay = (ms(0), ms(1));
+        self.log(|| "HEAL".to_string());
+        let had_partition = self.nodes.iter().any(|n| n.isolated);
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].powered {
+                self.nodes[i].powered = true;
+                self.start_server(i);
+            }
+            self.nodes[i].isolated = false;
+            self.start_server(i);
+            self.resume_server(i);
+            self.resume_agent(i);
+            if self.nodes[i].agent.as_ref().is_some_and(|a| a.stopping) {
+                self.kill_agent(i);
+            }
+            self.start_agent(i);
+        }
+        if had_partition {
+            self.excuse_after_partition();
+        }
+    }
+
+    /// After healing and settling: one writable server, the election's master, holding every
+    /// acknowledged write.
+    fn check_settled(&self) -> Result<(), String> {
+        let writers: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].server.up && !self.nodes[i].server.read_only)
+            .collect();
+        let masters: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .agent
+                    .as_ref()
+                    .is_some_and(|a| a.coord.state() == State::Master)
+            })
+            .collect();
+        let [w] = writers[..] else {
+            // Diverged histories after a partition need an operator; anything else must heal.
+            if self.partitions > 0 && writers.is_empty() {
+                return Ok(());
+            }
+            return Err(format!(
+                "liveness: writable servers {writers:?}, election masters {masters:?}"
+            ));
+        };
+        if masters != [w] {
+            return Err(format!(
+                "the writable server n{w} is not the only election master ({masters:?})"
+            ));
+        }
+        let holders: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].vip)
+            .collect();
+        if holders != [w] {
+            return Err(format!("VIP on {holders:?}, writer n{w}"));
+        }
+        let have: std::collections::BTreeSet<u64> =
+            self.nodes[w].server.log.iter().map(|t| t.write).collect();
+        let lost: Vec<(u64, usize, Mono)> = self
+            .acked
+            .iter()
+            .filter(|(id, (_, _, exempt))| !exempt && !have.contains(id))
+            .map(|(id, (n, t, _))| (*id, *n, *t))
+            .collect();
+        if !lost.is_empty() {
+            let first = lost[0];
+            let where_: Vec<String> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| {
+                    n.server
+                        .log
+                        .iter()
+                        .find(|t| t.write == first.0)
+                        .map(|t| format!("n{i} has it as 0-{}-{}", t.server, t.seq))
+                })
+                .collect();
+            return Err(format!(
+                "I1: {} acknowledged write(s) missing on the final master n{w}; first: write {} acknowledged by n{} at {:.4}s ({})",
+                lost.len(),
+                first.0,
+                first.1,
+                first.2.0 as f64 / 1e9,
+                where_.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!(
+            "seed {}: {} nodes, semi-sync timeout {:?}, truncate unacknowledged {}, writes sent {}, acknowledged {}",
+            self.seed,
+            self.nodes.len(),
+            self.nodes[0].server.timeout,
+            self.truncate_unacked,
+            self.writes_sent,
+            self.acked.len()
+        );
+        for (i, n) in self.nodes.iter().enumerate() {
+            let sv = &n.server;
+            s += &format!(
+                "\n  n{i} {} skew {} preempt {} powered {} agent {} server up {} ro {} log {} (last {:?}) source {:?} semi {}/{} no_tx {} vip {} view {:?}",
+                n.addr,
+                n.params.advskew,
+                n.params.preempt,
+                n.powered,
+                n.agent
+                    .as_ref()
+                    .map_or("-".to_string(), |a| a.coord.state().to_string()),
+                sv.up,
+                sv.read_only,
+                sv.log.len(),
+                sv.log.last(),
+                sv.source,
+                sv.semi_enabled,
+                sv.semi_on,
+                sv.no_tx,
+                n.vip,
+                n.agent.as_ref().and_then(|a| a.coord.db_view()),
+            );
+        }
+        if let Some(t) = &self.trace {
+            s += "\n  trace tail:";
+            for line in &t[t.len().saturating_sub(TRACE_TAIL)..] {
+                s += "\n    ";
+                s += line;
+            }
+        }
+        s
+    }
+}
+
+fn run_seed(seed: u64, trace: bool) -> Result<Sim, String> {
+    let mut sim = Sim::new(seed, trace);
+    let result = (|| -> Result<(), String> {
+        for i in 0..sim.nodes.len() {
+            sim.start_agent(i);
+        }
+        // The cluster forms and takes writes before the faults begin.
+        let formed = sim.now + sim.unit * 3;
+        sim.after(sim.unit * 2, Ev::ClientWrite);
+        sim.run_until(formed)?;
+        let chaos_len = Duration::from_secs(sim.rng.range(15, 45));
+        sim.chaos_until = Some(sim.now + chaos_len);
+        sim.after(ms(100), Ev::Chaos);
+        let end = sim.now + chaos_len;
+        sim.run_until(end)?;
+        sim.heal();
+        let settled = sim.now + sim.unit * 6 + Duration::from_secs(15);
+        sim.run_until(settled)?;
+        sim.check_settled()
+    })();
+    match result {
+        Ok(()) => Ok(sim),
+        Err(e) => Err(format!("{e}\n{}", sim.describe())),
+    }
+}
+
+#[test]
+fn random_clusters_keep_every_acknowledged_write() {
+    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
+    let runs = env("FAILOVER_SIM_RUNS").unwrap_or(RUNS);
+    // `FAILOVER_SIM_FIRST` moves the window, for long searches beyond the usual seeds.
+    let first = env("FAILOVER_SIM_FIRST").unwrap_or(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    /// Per worker: its first failing seed, if any, and the writes acknowledged and sent.
+    type Worker = (Option<(u64, String)>, u64, u64);
+    let results: Vec<Worker> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|w| {
+                s.spawn(move || {
+                    let (mut acked, mut writes) = (0, 0);
+                    for seed in (first + w..first + runs).step_by(threads as usize) {
+                        match run_seed(seed, false) {
+                            Ok(sim) => {
+                                acked += sim.acked.len() as u64;
+                                writes += sim.writes_sent;
+                            }
+                            Err(e) => return (Some((seed, e)), acked, writes),
+                        }
+                    }
+                    (None, acked, writes)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker panicked"))
+            .collect()
+    });
+    let acked: u64 = results.iter().map(|r| r.1).sum();
+    let failures: Vec<&(u64, String)> = results.iter().filter_map(|r| r.0.as_ref()).collect();
+    if let Some((seed, _)) = failures.iter().min_by_key(|f| f.0) {
+        let detail = run_seed(*seed, true).err().unwrap_or_default();
+        panic!(
+            "{} worker(s) found a failing seed ({:?}); replay with FAILOVER_SIM_SEED={seed}:\n{detail}",
+            failures.len(),
+            failures.iter().map(|f| f.0).collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        acked > runs * 50,
+        "the client hardly wrote: {acked} acknowledged writes in {runs} runs"
+    );
+}
+
+/// Replays one seed with its trace.
+#[test]
+#[ignore = "set FAILOVER_SIM_SEED"]
+fn replay() {
+    let seed: u64 = std::env::var("FAILOVER_SIM_SEED")
+        .expect("FAILOVER_SIM_SEED")
+        .parse()
+        .expect("a number");
+    match run_seed(seed, true) {
+        Ok(sim) => println!("{}\n{} events", sim.describe(), sim.steps),
+        Err(e) => panic!("{e}"),
+    }
+}

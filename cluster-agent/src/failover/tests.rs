@@ -256,7 +256,7 @@ fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
         }),
         peers: vec![PeerReport {
             addr: B,
-            result: Err("timed out".into()),
+            result: Err(Fault::Other("timed out".into())),
         }],
     });
     let v = t.c.db_view().unwrap();
@@ -280,7 +280,7 @@ fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
         }),
         peers: vec![PeerReport {
             addr: B,
-            result: Err("timed out".into()),
+            result: Err(Fault::Other("timed out".into())),
         }],
     });
     assert!(matches!(t.pending_op(), Some(DbOp::Promote { .. })));
@@ -324,13 +324,14 @@ fn a_current_replica_promotes_after_the_master_dies() {
         }),
         peers: vec![PeerReport {
             addr: B,
-            result: Err("skipped".into()),
+            result: Err(Fault::Other("skipped".into())),
         }],
     });
     assert_eq!(
         t.pending_op(),
         Some(DbOp::Promote {
-            target: g("0-2-25")
+            target: g("0-2-25"),
+            recheck: vec![]
         })
     );
     t.db_done(DbOutcome::Promoted(Ok(())));
@@ -380,7 +381,7 @@ fn a_zombie_master_is_waited_for() {
         }),
         peers: vec![PeerReport {
             addr: B,
-            result: Err("timed out".into()),
+            result: Err(Fault::Other("timed out".into())),
         }],
     });
     let v = t.c.db_view().unwrap();

@@ -195,7 +195,17 @@ fn master_yields_to_lower_interval_with_one_last_advert() {
 fn master_reannounces_when_a_worse_master_is_heard() {
     let (mut m, at) = master_at(params(1, 10, false));
     m.handle(at + ms(10), advert(PEER, 1, 50));
-    assert_eq!(drain(&mut m), vec![Action::SendGarp]);
+    // An advert at once, so the worse master stands down now rather than an interval later.
+    assert_eq!(
+        drain(&mut m),
+        vec![
+            Action::SendAdvert {
+                advbase: 1,
+                advskew: 10
+            },
+            Action::SendGarp
+        ]
+    );
     assert_eq!(m.state(), State::Master);
     // and a second GARP after two more adverts
     let mut garps = 0;
@@ -311,7 +321,16 @@ fn switchover_bows_out_and_holds_off_preemption() {
 fn demotion_raises_advertised_skew_and_lets_a_preempting_peer_win() {
     let (mut m, at) = master_at(params(1, 10, false));
     m.handle(at, Input::SetDemoted(true));
+    // The new skew is announced at once, and on every advert after.
+    assert_eq!(
+        drain(&mut m),
+        vec![Action::SendAdvert {
+            advbase: 1,
+            advskew: DEMOTED_SKEW
+        }]
+    );
     let next = m.poll_timeout().unwrap();
+    assert_eq!(next, at + interval(1, DEMOTED_SKEW));
     m.handle_timeout(next);
     assert_eq!(
         drain(&mut m),

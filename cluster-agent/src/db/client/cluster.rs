@@ -55,6 +55,31 @@ pub fn fault(e: &DbError) -> Fault {
     }
 }
 
+/// How long a bare TCP connection may take to tell a stalled server from a dead host.
+const HOST_CHECK: Duration = Duration::from_millis(100);
+
+impl Db {
+    /// Classifies a failure to reach the server at `addr`: when it did not answer in time, a
+    /// bare TCP connection to its port tells a host that still accepts connections (the server
+    /// is stalled and may resume, writable) from one that does not (powered off, cut off).
+    async fn classify(&self, addr: Ipv4Addr, e: &DbError) -> Fault {
+        let f = fault(e);
+        if !matches!(f, Fault::Other(_)) || !matches!(e, DbError::Timeout { .. }) {
+            return f;
+        }
+        let connect = tokio::net::TcpStream::connect((addr, self.cfg.port));
+        match tokio::time::timeout(HOST_CHECK, connect).await {
+            Ok(Ok(_)) => Fault::Stalled(format!(
+                "{e}; its host accepts connections: the server is stalled, not gone"
+            )),
+            Ok(Err(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Fault::Refused(format!("{e}; nothing listens on its port now"))
+            }
+            _ => f,
+        }
+    }
+}
+
 fn parse(f: Flavour, text: &str) -> Result<Gtids, DbError> {
     Gtids::parse(f, text).map_err(|e: GtidParseError| DbError::Protocol(e.to_string()))
 }
@@ -174,21 +199,25 @@ impl Db {
 
     /// One look at the master at `addr`: semi-sync state and what it logged.
     pub async fn observe_master(&self, addr: Ipv4Addr) -> Result<MasterDb, Fault> {
-        self.with_remote(
-            &self.watch,
-            IpAddr::V4(addr),
-            self.cfg.op_timeout,
-            "observe master",
-            async |s| {
-                Ok(MasterDb {
-                    read_only: read_read_only(s).await?,
-                    semi_sync: read_semi_sync(s).await?,
-                    logged: read_logged(s).await?,
-                })
-            },
-        )
-        .await
-        .map_err(|e| fault(&e))
+        let res = self
+            .with_remote(
+                &self.watch,
+                IpAddr::V4(addr),
+                self.cfg.op_timeout.min(Duration::from_secs(1)),
+                "observe master",
+                async |s| {
+                    Ok(MasterDb {
+                        read_only: read_read_only(s).await?,
+                        semi_sync: read_semi_sync(s).await?,
+                        logged: read_logged(s).await?,
+                    })
+                },
+            )
+            .await;
+        match res {
+            Ok(m) => Ok(m),
+            Err(e) => Err(self.classify(addr, &e).await),
+        }
     }
 
     /// Fences every reachable peer that is writable, then reports what each peer and this
@@ -206,7 +235,9 @@ impl Db {
                 if p.skip {
                     return PeerReport {
                         addr: p.addr,
-                        result: Err("its server has not answered for a while".into()),
+                        result: Err(Fault::Other(
+                            "its server has not answered for a while".into(),
+                        )),
                     };
                 }
                 let limit = probe_timeout + self.cfg.op_timeout;
@@ -242,9 +273,13 @@ impl Db {
                         },
                     )
                     .await;
+                let result = match res {
+                    Ok(state) => Ok(state),
+                    Err(e) => Err(self.classify(p.addr, &e).await),
+                };
                 PeerReport {
                     addr: p.addr,
-                    result: res.map_err(|e| e.to_string()),
+                    result,
                 }
             }
         });
@@ -262,6 +297,63 @@ impl Db {
         };
         let (own, peers) = tokio::join!(own, futures::future::join_all(asks));
         (own, peers)
+    }
+
+    /// The first of `peers` whose database is writable; peers that do not answer within
+    /// `limit` are passed over (they answered the prepare step read-only moments ago).
+    async fn writable_peer(&self, peers: &[Ipv4Addr], limit: Duration) -> Option<Ipv4Addr> {
+        self.writable_among(&self.peers, peers, limit)
+            .await
+            .into_iter()
+            .next()
+    }
+
+    /// Every one of `peers` whose database answers, within `limit`, that it is writable. For
+    /// the master's look for a second writer.
+    pub async fn writable_peers(&self, peers: &[Ipv4Addr], limit: Duration) -> Vec<Ipv4Addr> {
+        self.writable_among(&self.guard, peers, limit).await
+    }
+
+    async fn writable_among(
+        &self,
+        remote: &Remote,
+        peers: &[Ipv4Addr],
+        limit: Duration,
+    ) -> Vec<Ipv4Addr> {
+        let asks = peers.iter().map(|&p| async move {
+            let ro = self
+                .with_remote(remote, IpAddr::V4(p), limit, "peer read_only", async |s| {
+                    read_read_only(s).await
+                })
+                .await;
+            matches!(ro, Ok(false)).then_some(p)
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Fences each of `peers` (client sessions ended, `read_only` on).
+    pub async fn fence_peers(&self, peers: &[Ipv4Addr]) -> Vec<(Ipv4Addr, Result<(), String>)> {
+        let (admin, repl) = (self.cfg.admin_user.clone(), self.cfg.repl_user.clone());
+        let asks = peers.iter().map(|&p| {
+            let (admin, repl) = (admin.clone(), repl.clone());
+            async move {
+                let r = self
+                    .with_remote(
+                        &self.peers,
+                        IpAddr::V4(p),
+                        self.cfg.op_timeout,
+                        "fence peer",
+                        async |s| super::fence(s, &admin, &repl).await,
+                    )
+                    .await;
+                (p, r.map(drop).map_err(|e| e.to_string()))
+            }
+        });
+        futures::future::join_all(asks).await
     }
 
     /// Replicates from `from` until `target` is applied (at most `timeout`), so that this
@@ -300,9 +392,15 @@ impl Db {
     /// Promotes as [`Db::promote`] does, but only if what is then applied covers `target`:
     /// the prepare step found that much on the reachable nodes, and opening with less would
     /// lose some of it.
+    ///
+    /// Just before it opens, the peers in `recheck` (those that answered the prepare step) are
+    /// asked again whether they are read-only: another node that won the election at the same
+    /// moment may have opened meanwhile, and two writers must not follow.
     pub async fn promote_covering(
         &self,
         target: &Gtids,
+        recheck: &[Ipv4Addr],
+        probe_timeout: Duration,
         timeout: Duration,
     ) -> Result<super::Promoted, DbError> {
         let limit = timeout + self.cfg.op_timeout;
@@ -322,6 +420,11 @@ impl Db {
                 if !missing.is_empty() {
                     return Err(DbError::Protocol(format!(
                         "after applying everything received this node still lacks {missing}"
+                    )));
+                }
+                if let Some(peer) = self.writable_peer(recheck, probe_timeout).await {
+                    return Err(DbError::Protocol(format!(
+                        "{peer} became writable while this node prepared"
                     )));
                 }
                 super::open_for_writes(s, drained).await
