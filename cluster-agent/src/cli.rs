@@ -153,11 +153,12 @@ pub fn main() -> ExitCode {
                 println!("users SQL: {} (run on every node)", b.users_sql.display());
                 for n in &b.nodes {
                     println!(
-                        "node {} ({}, server_id {}): {}",
+                        "node {} ({}, server_id {}): {} (agent settings: {})",
                         n.name,
                         n.addr,
                         n.server_id,
-                        n.dir.display()
+                        n.dir.display(),
+                        n.agent_toml.display()
                     );
                 }
                 Ok(())

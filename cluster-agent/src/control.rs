@@ -29,6 +29,9 @@ pub struct Status {
     pub counters: Counters,
     /// The local database, when the agent manages one.
     pub database: Option<DbView>,
+    /// Accounts that can write through `read_only` (fencing cannot stop them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only_bypass: Vec<String>,
     /// Why the last change of the VIP failed, while it stays failed.
     pub vip_error: Option<String>,
     /// Why the last write of the XDP role failed.
@@ -210,6 +213,12 @@ impl Status {
             if let Some(e) = &db.last_error {
                 s += &format!("db error:     {e}\n");
             }
+        }
+        if !self.read_only_bypass.is_empty() {
+            s += &format!(
+                "UNFENCEABLE:  {} can write through read_only\n",
+                self.read_only_bypass.join(", ")
+            );
         }
         if let Some(e) = &self.vip_error {
             s += &format!("VIP ERROR:    {e}\n");

@@ -51,6 +51,18 @@ impl AdvertReceiver {
     }
 }
 
+impl AdvertReceiver {
+    /// The next packet if one is already waiting, without blocking.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        // SAFETY: as in `recv`.
+        let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        match self.fd.get_ref().recv(uninit) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
+    }
+}
+
 /// Sends adverts: one prebuilt IPv4 packet per call.
 pub enum AdvertSender {
     Multicast { socket: Socket, group: Ipv4Addr },

@@ -36,6 +36,12 @@ const RETRY: Duration = Duration::from_secs(1);
 const MARGIN: Duration = Duration::from_millis(100);
 /// How long a peer may take to answer before a promotion treats it as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// A timer this late means the process did not run: take in queued input before acting on it.
+const LATE_TIMER: Duration = Duration::from_millis(20);
+/// Most queued packets taken in before a late timer is acted on.
+const QUEUED_MAX: usize = 4096;
+/// How often the accounts that can write through `read_only` are listed again.
+const ACCOUNTS_CHECK: Duration = Duration::from_secs(60);
 /// Longest wait at shutdown for the fence, the bow-out and the VIP removal.
 const STOP_BOUND: Duration = Duration::from_secs(10);
 
@@ -64,6 +70,8 @@ struct Agent {
 struct DbLink {
     ops: mpsc::UnboundedSender<DbOp>,
     watch: watch::Sender<Option<Ipv4Addr>>,
+    /// Accounts that can write through `read_only`, as last listed.
+    bypass: watch::Receiver<Vec<String>>,
 }
 
 type DbAnswers = (
@@ -225,6 +233,13 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 break;
             }
             _ = async { tokio::time::sleep_until(sleep.expect("guarded")).await }, if sleep.is_some() => {
+                let now = Mono::now();
+                // Far too late: this process was stopped or starved. What arrived meanwhile
+                // (the master's adverts, above all) comes first, or a master that never went
+                // away would be taken over on a stale timer.
+                if coord.poll_timeout().is_some_and(|t| now.saturating_since(t) > LATE_TIMER) {
+                    agent.take_in_queued(&mut coord, &receiver, &mut events, &mut buf);
+                }
                 coord.handle_timeout(Mono::now());
             }
             r = receiver.recv(&mut buf), if events.is_none() => match r {
@@ -300,6 +315,7 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
     let (watch, mut watch_rx) = watch::channel::<Option<Ipv4Addr>>(None);
     let (obs_tx, observations) = mpsc::unbounded_channel();
     let (db_for_guard, obs_tx_guard) = (db.clone(), obs_tx.clone());
+    let accounts_db = db.clone();
     let interval = settings.check_interval;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -345,7 +361,26 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
             }
         }
     });
-    (DbLink { ops, watch }, (outcomes, observations))
+    // Accounts that fencing cannot stop are named, once at start and whenever they change.
+    let (bypass_tx, bypass) = watch::channel(Vec::new());
+    let accounts_db = accounts_db;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ACCOUNTS_CHECK);
+        loop {
+            tick.tick().await;
+            if let Ok(found) = accounts_db.read_only_bypass_accounts().await
+                && *bypass_tx.borrow() != found
+            {
+                if !found.is_empty() {
+                    tracing::warn!(accounts = %found.join(","), "these accounts can write through read_only, so fencing cannot stop them: revoke READ_ONLY ADMIN (and SUPER granted before 10.11, ALL ON *.*) from application and operator accounts");
+                }
+                if bypass_tx.send(found).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (DbLink { ops, watch, bypass }, (outcomes, observations))
 }
 
 async fn run_op(db: &Db, op: DbOp, promote_timeout: Duration) -> DbOutcome {
@@ -442,6 +477,34 @@ impl Agent {
                 if once_per_second(&mut self.last_send_error_log) {
                     tracing::warn!(vhid = self.s.vhid, %error, "advert send failed");
                 }
+            }
+        }
+    }
+
+    /// Feeds whatever adverts already wait in the ring buffer or the socket.
+    fn take_in_queued(
+        &mut self,
+        coord: &mut Coordinator,
+        receiver: &AdvertReceiver,
+        events: &mut Option<XdpEvents>,
+        buf: &mut [u8],
+    ) {
+        for _ in 0..QUEUED_MAX {
+            match events.as_mut() {
+                Some(ring) => match ring.try_next() {
+                    Some(Ok(XdpEvent::Advert { ktime_ns, packet })) => {
+                        self.on_packet(coord, &packet, Mono::from_nanos(ktime_ns))
+                    }
+                    Some(Ok(XdpEvent::Conflict { mac, ip, reply, .. })) => {
+                        self.on_conflict(mac, ip, reply)
+                    }
+                    Some(Err(_)) => self.counters.bad_packets += 1,
+                    None => return,
+                },
+                None => match receiver.try_recv(buf) {
+                    Some(Ok(n)) => self.on_packet(coord, &buf[..n], Mono::now()),
+                    Some(Err(_)) | None => return,
+                },
             }
         }
     }
@@ -554,6 +617,11 @@ impl Agent {
             xdp: self.xdp.as_ref().map_or("off", |x| x.mode()).to_string(),
             counters: self.counters,
             database: coord.db_view(),
+            read_only_bypass: self
+                .db
+                .as_ref()
+                .map(|d| d.bypass.borrow().clone())
+                .unwrap_or_default(),
             vip_error: coord.vip_error().map(str::to_string),
             xdp_error: self.xdp_error.clone(),
             last_conflict_mac: self.last_conflict.clone(),

@@ -17,6 +17,8 @@
 //! OUT/nodes/NAME/client-cert.pem  client certificate (the agent, and replication)
 //! OUT/nodes/NAME/client-key.pem   (0600)
 //! OUT/nodes/NAME/cluster-agent.cnf  MariaDB settings for the node
+//! OUT/nodes/NAME/agent.toml       the agent's `[mysql]` section for the node, with every node
+//!                                 listed (append it to the agent's TOML file)
 //! ```
 //!
 //! `users.sql` holds only `mysql_native_password` hashes, so applying it never puts a
@@ -44,6 +46,13 @@ use super::secret::Secret;
 pub const DEFAULT_REPL_USER: &str = "cluster_repl";
 /// Default name of the agent's admin user.
 pub const DEFAULT_ADMIN_USER: &str = "cluster_agent";
+/// How long a master waits for a replica's acknowledgement before it goes on alone. A replica
+/// can be promoted automatically after its master's power failure only if the master cannot
+/// have gone on alone unseen: this must exceed the master's advert interval plus two sample
+/// intervals of the agent (1 s + 255/256 s + 2 x 200 ms with the defaults), or replicas refuse.
+pub const DEFAULT_SEMI_SYNC_TIMEOUT_MS: u32 = 3000;
+/// Where `agent.toml` expects the password files on a node (with `--install-dir`).
+pub const NODE_SECRETS_DIR: &str = "/etc/cluster-agent";
 /// Years a generated certificate stays valid.
 const VALID_YEARS: i32 = 10;
 
@@ -110,7 +119,7 @@ impl BootstrapOptions {
             repl_user: DEFAULT_REPL_USER.to_string(),
             admin_user: DEFAULT_ADMIN_USER.to_string(),
             first_server_id: 1,
-            semi_sync_timeout_ms: 2000,
+            semi_sync_timeout_ms: DEFAULT_SEMI_SYNC_TIMEOUT_MS,
         }
     }
 }
@@ -128,6 +137,8 @@ pub struct NodeFiles {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// The agent's `[mysql]` section for this node.
+    pub agent_toml: PathBuf,
 }
 
 /// What [`bootstrap`] wrote.
@@ -227,6 +238,7 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Bootstrap, BootstrapError> {
             server_key: dir.join("server-key.pem"),
             client_cert: dir.join("client-cert.pem"),
             client_key: dir.join("client-key.pem"),
+            agent_toml: dir.join("agent.toml"),
             dir,
         };
         write_file(&files.ca, ca_pem.as_bytes(), 0o644)?;
@@ -243,6 +255,15 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Bootstrap, BootstrapError> {
         write_file(
             &files.cnf,
             node_cnf(&files, &installed, opts.semi_sync_timeout_ms).as_bytes(),
+            0o644,
+        )?;
+        let secrets_on_node = match &opts.install_dir {
+            Some(_) => PathBuf::from(NODE_SECRETS_DIR),
+            None => secrets.clone(),
+        };
+        write_file(
+            &files.agent_toml,
+            agent_toml(opts, &files, &installed, &secrets_on_node).as_bytes(),
             0o644,
         )?;
         tracing::info!(node = %node.name, addr = %node.addr, server_id = files.server_id, dir = %files.dir.display(), "node certificates and settings written");
@@ -377,6 +398,51 @@ fn users_sql_text(
     )
 }
 
+/// The agent's `[mysql]` section for one node: paths as they will be on the node, and every
+/// node of the cluster, which a node needs to show that nobody holds more before it opens.
+fn agent_toml(
+    opts: &BootstrapOptions,
+    files: &NodeFiles,
+    installed: &Path,
+    secrets: &Path,
+) -> String {
+    let p = |f: &Path| {
+        installed
+            .join(f.file_name().expect("file name"))
+            .display()
+            .to_string()
+    };
+    let nodes: Vec<String> = opts
+        .nodes
+        .iter()
+        .map(|n| format!("\"{}\"", n.addr))
+        .collect();
+    format!(
+        "# The agent's database settings for node {name} ({addr}), written by\n\
+         # `cluster-agent db bootstrap`: append to the agent's TOML file. The password files are\n\
+         # copies of secrets/admin.pass and secrets/replication.pass (mode 0600).\n\
+         [mysql]\n\
+         ca = \"{ca}\"\n\
+         client-cert = \"{cert}\"\n\
+         client-key = \"{key}\"\n\
+         admin-user = \"{admin}\"\n\
+         admin-password-file = \"{secrets}/admin.pass\"\n\
+         repl-user = \"{repl}\"\n\
+         repl-password-file = \"{secrets}/replication.pass\"\n\
+         # Every database node of the cluster, this one included.\n\
+         nodes = [{nodes}]\n",
+        name = files.name,
+        addr = files.addr,
+        ca = p(&files.ca),
+        cert = p(&files.client_cert),
+        key = p(&files.client_key),
+        admin = opts.admin_user,
+        repl = opts.repl_user,
+        secrets = secrets.display(),
+        nodes = nodes.join(", "),
+    )
+}
+
 fn node_cnf(files: &NodeFiles, installed: &Path, semi_sync_timeout_ms: u32) -> String {
     let p = |f: &Path| {
         installed
@@ -408,12 +474,25 @@ fn node_cnf(files: &NodeFiles, installed: &Path, semi_sync_timeout_ms: u32) -> S
          require_secure_transport = ON\n\
          tls_version = TLSv1.2,TLSv1.3\n\
          # Semi-sync with the lossless wait point: a commit is acknowledged to its client only\n\
-         # after a replica has it. The agent switches the master side on when it promotes.\n\
+         # after a replica has it, until a replica fails to answer within the timeout; then the\n\
+         # master goes on alone (the agent sees it and will not promote a replica automatically\n\
+         # until one has caught up). The agent switches the master side on when it promotes.\n\
          rpl_semi_sync_master_enabled = OFF\n\
          rpl_semi_sync_slave_enabled = ON\n\
          rpl_semi_sync_master_wait_point = AFTER_SYNC\n\
          rpl_semi_sync_master_timeout = {semi_sync_timeout_ms}\n\
-         rpl_semi_sync_master_wait_no_slave = OFF\n",
+         rpl_semi_sync_master_wait_no_slave = OFF\n\
+         # STOP SLAVE on a replica of a dead master waits this long (s) trying to reach it.\n\
+         rpl_semi_sync_slave_kill_conn_timeout = 1\n\
+         # Durable before acknowledged: the binary log and the relay log reach the disk before a\n\
+         # commit or an acknowledgement is reported.\n\
+         sync_binlog = 1\n\
+         innodb_flush_log_at_trx_commit = 1\n\
+         sync_relay_log = 1\n\
+         # Every node starts as a replica: crash recovery removes from the binary log what a\n\
+         # master had logged but no replica acknowledged (no client was told it committed), so\n\
+         # a crashed master comes back without transactions nobody else has.\n\
+         init_rpl_role = SLAVE\n",
         name = files.name,
         addr = files.addr,
         server_id = files.server_id,
@@ -515,10 +594,22 @@ mod tests {
             "log_slave_updates = ON",
             "binlog_format = ROW",
             "rpl_semi_sync_slave_enabled = ON",
+            "init_rpl_role = SLAVE",
+            "sync_binlog = 1",
+            "sync_relay_log = 1",
+            "rpl_semi_sync_master_wait_point = AFTER_SYNC",
         ] {
             assert!(cnf.contains(want), "cnf lacks {want:?}:\n{cnf}");
         }
         assert!(cnf.contains(&format!("ssl_key = {}", b.nodes[1].server_key.display())));
+        // The agent's section names every node and parses as the agent's own settings.
+        let toml_text = std::fs::read_to_string(&b.nodes[1].agent_toml).unwrap();
+        assert!(
+            toml_text.contains("nodes = [\"10.1.0.1\", \"10.1.0.2\"]"),
+            "{toml_text}"
+        );
+        let parsed: crate::config::RunArgs = toml::from_str(&toml_text).unwrap();
+        assert_eq!(parsed.mysql.nodes.len(), 2);
         let sql = std::fs::read_to_string(&b.users_sql).unwrap();
         let pw = Secret::from_file(&b.repl_password_file).unwrap();
         assert!(

@@ -418,6 +418,26 @@ impl Db {
         res
     }
 
+    /// The accounts, other than the agent's, replication's and the server's own local ones,
+    /// that can write through `read_only` (see [`Flavour::read_only_bypass_accounts`]).
+    pub async fn read_only_bypass_accounts(&self) -> Result<Vec<String>, DbError> {
+        let own = [
+            format!("{}@%", self.cfg.admin_user),
+            format!("{}@%", self.cfg.repl_user),
+            "root@localhost".to_string(),
+            "mariadb.sys@localhost".to_string(),
+            "mysql@localhost".to_string(),
+        ];
+        self.with_ops("list accounts", self.cfg.op_timeout, async |s| {
+            let Some(stmt) = s.flavour.read_only_bypass_accounts() else {
+                return Ok(Vec::new());
+            };
+            let rows: Vec<String> = s.conn.query(stmt).await.map_err(sql_err(stmt))?;
+            Ok(rows.into_iter().filter(|a| !own.contains(a)).collect())
+        })
+        .await
+    }
+
     /// Replicates from the master at `master` (the source address of its adverts; the port is
     /// the cluster's).
     ///
@@ -530,6 +550,7 @@ fn statement_name(stmt: &str) -> &'static str {
         "SET GLOBAL rpl_semi_sync",
         "SHOW GLOBAL STATUS",
         "SELECT @@GLOBAL",
+        "WITH RECURSIVE",
     ];
     NAMES
         .iter()

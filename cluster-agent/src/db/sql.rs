@@ -208,6 +208,30 @@ impl Flavour {
         )
     }
 
+    /// Accounts that can write through `read_only` (`user@host`, one per row), directly or
+    /// through a role: READ_ONLY ADMIN, or SUPER granted before 10.11, or ALL on `*.*`.
+    /// Fencing cannot stop them; `status` names them. MariaDB only (MySQL's `super_read_only`
+    /// stops everyone): `None` for MySQL.
+    pub fn read_only_bypass_accounts(self) -> Option<&'static str> {
+        match self {
+            Flavour::MariaDb => Some(
+                "WITH RECURSIVE \
+                 p AS (SELECT User, Host, CAST(JSON_VALUE(Priv, '$.access') AS UNSIGNED) acc, \
+                   CAST(IFNULL(JSON_VALUE(Priv, '$.version_id'), 0) AS UNSIGNED) ver, \
+                   IFNULL(JSON_VALUE(Priv, '$.is_role'), 'false') IN ('true', '1') is_role \
+                   FROM mysql.global_priv), \
+                 d AS (SELECT User, Host, is_role FROM p \
+                   WHERE (acc & (1 << 33)) <> 0 OR ((acc & (1 << 15)) <> 0 AND ver < 101100)), \
+                 r AS (SELECT User AS role FROM d WHERE is_role \
+                   UNION SELECT m.User FROM mysql.roles_mapping m JOIN r ON m.Role = r.role WHERE m.Host = '') \
+                 SELECT CONCAT(User, '@', Host) FROM d WHERE NOT is_role \
+                 UNION SELECT CONCAT(m.User, '@', m.Host) FROM mysql.roles_mapping m \
+                   JOIN r ON m.Role = r.role WHERE m.Host <> ''",
+            ),
+            Flavour::MySql => None,
+        }
+    }
+
     pub fn kill_connection(self, id: u64) -> String {
         format!("KILL CONNECTION {id}")
     }

@@ -876,7 +876,8 @@ impl Sim {
         s.pending.clear();
         s.semi_enabled = false;
         s.semi_on = false;
-        if s.source != Some(m) || !s.io {
+        // As the agent does: unchanged only if it already receives from this master.
+        if s.source != Some(m) || !s.io || s.connected != Some(m) {
             // A new receiving thread purges relay logs and starts from what is applied.
             s.relay.clear();
             s.received = None;
