@@ -4,6 +4,8 @@
 //! `#[repr(C)]` without implicit padding, and implements `aya::Pod` behind the `user` feature.
 #![no_std]
 
+pub mod sha1;
+
 /// CARP as UCARP 1.5.2 puts it on the wire.
 pub mod carp {
     /// IP protocol number of CARP (shared with VRRP).
