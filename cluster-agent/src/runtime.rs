@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::carp::machine::{Action, Input, Machine, Params, State};
+use crate::carp::replay::ReplayGuard;
 use crate::carp::time::Mono;
 use crate::carp::wire::{self, Counter, Expect, WireError};
 use crate::config::Settings;
@@ -36,8 +37,8 @@ struct Agent {
     last_send_error_log: Option<Mono>,
     last_conflict_log: Option<Mono>,
     last_conflict: Option<String>,
-    /// The master last written into the XDP config as exempt from the advert limits.
-    xdp_master: Option<Ipv4Addr>,
+    replay: ReplayGuard,
+    last_replay_log: Option<Mono>,
     /// The local database, when `[mysql]` is configured.
     db: Option<DbRole>,
 }
@@ -86,7 +87,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     // stays open only for its multicast group membership.
     let mut events = match xdp.as_mut() {
         Some(x) => {
-            x.configure(s.vhid, s.vip, s.group, mac, s.fence, s.advert_rate_limit)
+            x.configure(&s.password, s.vhid, s.vip, s.group, mac, s.fence)
                 .context("configuring the XDP program")?;
             x.set_role(false).context("configuring the XDP program")?;
             // A virtual interface (veth) in native mode loses XDP_TX unless its peer is set up
@@ -171,7 +172,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         last_send_error_log: None,
         last_conflict_log: None,
         last_conflict: None,
-        xdp_master: None,
+        replay: ReplayGuard::default(),
+        last_replay_log: None,
         db: None,
     };
     let mut db_events = None;
@@ -383,6 +385,12 @@ impl Agent {
 
     fn send_advert(&mut self, advbase: u8, advskew: u8) {
         let counter = self.counter.next(rand::random());
+        self.replay.remember_sent(counter);
+        if let Some(Err(error)) = self.xdp.as_mut().map(|x| x.remember_sent(counter))
+            && once_per_second(&mut self.last_send_error_log)
+        {
+            tracing::error!(vhid = self.s.vhid, %error, "cannot update the XDP replay guard");
+        }
         let carp = wire::encode_carp(
             &self.s.password,
             self.s.vip,
@@ -424,6 +432,12 @@ impl Agent {
             password: &self.s.password,
         };
         match wire::verify(&rx, &expect) {
+            Ok(()) if !self.replay.accept(rx.advert.counter) => {
+                self.counters.replayed += 1;
+                if once_per_second(&mut self.last_replay_log) {
+                    tracing::warn!(vhid = self.s.vhid, peer = %rx.src, replayed = self.counters.replayed, "replayed advert dropped");
+                }
+            }
             Ok(()) => {
                 self.counters.adverts_received += 1;
                 self.counter.on_receive(rx.advert.counter);
@@ -456,7 +470,7 @@ impl Agent {
         }
     }
 
-    /// Keeps XDP's flood guard from ever limiting the master this BACKUP follows.
+    /// Points the database at the master this BACKUP follows.
     fn sync_followed_master(&mut self, machine: &Machine) {
         let followed = match machine.state() {
             State::Backup => machine.master(),
@@ -466,17 +480,6 @@ impl Agent {
             && db.following != Some(master)
         {
             db.send(DbCommand::Follow(master));
-        }
-        if followed == self.xdp_master {
-            return;
-        }
-        if let Some(x) = self.xdp.as_mut() {
-            match x.set_master(followed) {
-                Ok(()) => self.xdp_master = followed,
-                Err(error) => {
-                    tracing::error!(vhid = self.s.vhid, %error, "cannot update the XDP config")
-                }
-            }
         }
     }
 

@@ -73,6 +73,13 @@ impl ReplayGuard {
     }
 }
 
+impl Default for ReplayGuard {
+    /// As large as the kernel's guard, so both refuse a captured advert for as long.
+    fn default() -> ReplayGuard {
+        ReplayGuard::new(cluster_common::xdp::REPLAY_ENTRIES as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +144,12 @@ mod tests {
         assert!(!guard.accept(1));
         assert!(guard.accept(2));
         assert!(guard.accept(1));
+    }
+
+    #[test]
+    fn default_matches_the_kernel() {
+        let guard = ReplayGuard::default();
+        assert_eq!(guard.capacity, cluster_common::xdp::REPLAY_ENTRIES as usize);
     }
 
     #[test]
