@@ -52,7 +52,9 @@ pub mod xdp {
     /// sets how far back a captured advert stays refused. Legitimate traffic is one advert per
     /// interval from the master (at most 256 per second, the fastest interval CARP can
     /// express), so 65 536 entries cover 18 hours at UCARP's usual one per second and over four
-    /// minutes at the extreme; in the kernel that costs a few MiB of locked memory.
+    /// minutes at the extreme. The kernel charges the preallocated LRU hash 80 bytes an entry,
+    /// 5 MiB in all (measured with kernel 6.18): cheap for that window, where 16 384 entries
+    /// would save 4 MiB and forget a captured advert four times sooner.
     pub const REPLAY_ENTRIES: u32 = 65_536;
 
     /// IPv4 + CARP bytes of an advert: exactly what the agent needs to verify it.
