@@ -356,6 +356,17 @@ mod tests {
         let key = HmacKey::new(b"love").unwrap();
         let text = std::format!("{key:?}");
         assert_eq!(text, "HmacKey(<redacted>)");
+        // Nor does the XDP configuration that carries them.
+        let config = crate::xdp::Config {
+            key,
+            ..Default::default()
+        };
+        let text = std::format!("{config:?}");
+        for word in key.inner.iter().chain(&key.outer) {
+            assert!(!text.contains(&std::format!("{word}")), "{text}");
+            assert!(!text.contains(&std::format!("{word:x}")), "{text}");
+        }
+        assert!(text.contains("HmacKey(<redacted>)"), "{text}");
     }
 
     fn hex20(text: &str) -> [u8; 20] {

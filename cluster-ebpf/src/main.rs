@@ -24,8 +24,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    bindings::xdp_action,
+    bindings::{BPF_NOEXIST, xdp_action},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
