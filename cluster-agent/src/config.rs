@@ -103,9 +103,6 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(default)]
     pub no_fence: bool,
-    /// Adverts per second accepted from one source before XDP drops the rest (flood guard).
-    #[arg(long, value_name = "N")]
-    pub advert_rate_limit: Option<u32>,
     /// The local MySQL/MariaDB follows the VIP (`[mysql]` in the TOML file).
     #[command(flatten)]
     #[serde(default)]
@@ -373,7 +370,6 @@ pub struct Settings {
     pub control_socket: PathBuf,
     pub xdp: XdpMode,
     pub fence: bool,
-    pub advert_rate_limit: u32,
     pub db: Option<DbSettings>,
 }
 
@@ -475,7 +471,6 @@ impl RunArgs {
             control_socket: self.control_socket.or(file.control_socket),
             xdp: self.xdp.or(file.xdp),
             no_fence: self.no_fence || file.no_fence,
-            advert_rate_limit: self.advert_rate_limit.or(file.advert_rate_limit),
             mysql: self.mysql.merge(file.mysql),
         })
     }
@@ -541,16 +536,6 @@ impl RunArgs {
                 _ => return Err(invalid("mcastip", s, "must be an IPv4 multicast address")),
             },
         };
-        let advert_rate_limit = args
-            .advert_rate_limit
-            .unwrap_or(cluster_common::xdp::DEFAULT_RATE_LIMIT_PER_SEC);
-        if advert_rate_limit == 0 {
-            return Err(invalid(
-                "advert-rate-limit",
-                advert_rate_limit,
-                "must be at least 1 advert per second",
-            ));
-        }
         let db = args.mysql.validate(src)?;
         let interface = args
             .interface
@@ -587,7 +572,6 @@ impl RunArgs {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
             xdp: args.xdp.unwrap_or_default(),
             fence: !args.no_fence,
-            advert_rate_limit,
             db,
         })
     }

@@ -49,6 +49,9 @@ pub struct Counters {
     pub adverts_sent: u64,
     pub adverts_received: u64,
     pub auth_failures: u64,
+    /// Authentic adverts refused because their counter was already seen (see `carp::replay`).
+    #[serde(default)]
+    pub replayed: u64,
     pub bad_packets: u64,
     pub transitions: u64,
     pub arp_conflicts: u64,
@@ -163,8 +166,13 @@ impl Status {
         s += &format!("xdp:          {}\n", self.xdp);
         let c = &self.counters;
         s += &format!(
-            "adverts:      sent {} received {}\nrejected:     auth {} malformed {}\ntransitions:  {}\n",
-            c.adverts_sent, c.adverts_received, c.auth_failures, c.bad_packets, c.transitions
+            "adverts:      sent {} received {}\nrejected:     auth {} replayed {} malformed {}\ntransitions:  {}\n",
+            c.adverts_sent,
+            c.adverts_received,
+            c.auth_failures,
+            c.replayed,
+            c.bad_packets,
+            c.transitions
         );
         if c.arp_conflicts > 0 {
             s += &format!(

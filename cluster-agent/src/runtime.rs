@@ -16,6 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::carp::machine::{Params, State};
+use crate::carp::replay::ReplayGuard;
 use crate::carp::time::Mono;
 use crate::carp::wire::{self, Counter, Expect, WireError};
 use crate::config::{DbSettings, Settings};
@@ -62,6 +63,10 @@ struct Agent {
     last_conflict_log: Option<Mono>,
     last_conflict: Option<String>,
     xdp_error: Option<String>,
+    /// Counters of accepted and sent adverts: a replayed one is dropped (XDP does the same
+    /// before the ring buffer; this covers `--xdp off`).
+    replay: ReplayGuard,
+    last_replay_log: Option<Mono>,
     db: Option<DbLink>,
 }
 
@@ -99,7 +104,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     // stays open only for its multicast group membership.
     let mut events = match xdp.as_mut() {
         Some(x) => {
-            x.configure(s.vhid, s.vip, s.group, mac, s.fence, s.advert_rate_limit)
+            x.configure(&s.password, s.vhid, s.vip, s.group, mac, s.fence)
                 .context("configuring the XDP program")?;
             x.set_role(false).context("configuring the XDP program")?;
             // A virtual interface (veth) in native mode loses XDP_TX unless its peer is set up
@@ -202,6 +207,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         last_conflict_log: None,
         last_conflict: None,
         xdp_error: None,
+        replay: ReplayGuard::default(),
+        last_replay_log: None,
         db,
     };
     let mut buf = vec![0u8; 2048];
@@ -461,6 +468,13 @@ impl Agent {
 
     fn send_advert(&mut self, advbase: u8, advskew: u8) {
         let counter = self.counter.next(rand::random());
+        // Our own counter coming back from elsewhere is a replay too.
+        self.replay.remember_sent(counter);
+        if let Some(Err(error)) = self.xdp.as_mut().map(|x| x.remember_sent(counter))
+            && once_per_second(&mut self.last_send_error_log)
+        {
+            tracing::error!(vhid = self.s.vhid, %error, "cannot update the XDP replay guard");
+        }
         let carp = wire::encode_carp(
             &self.s.password,
             self.s.vip,
@@ -530,6 +544,12 @@ impl Agent {
             password: &self.s.password,
         };
         match wire::verify(&rx, &expect) {
+            Ok(()) if !self.replay.accept(rx.advert.counter) => {
+                self.counters.replayed += 1;
+                if once_per_second(&mut self.last_replay_log) {
+                    tracing::warn!(vhid = self.s.vhid, peer = %rx.src, replayed = self.counters.replayed, "replayed advert dropped");
+                }
+            }
             Ok(()) => {
                 self.counters.adverts_received += 1;
                 self.counter.on_receive(rx.advert.counter);

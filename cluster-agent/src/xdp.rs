@@ -4,10 +4,11 @@
 //! tries the kernel fast path and quietly degrades instead of refusing to start. The explicit
 //! modes exist for operators (and tests) who need to know which path is in use, and fail loudly.
 //!
-//! Once attached, the program only counts until [`XdpHandle::configure`] tells it the vhid and
-//! VIP. From then on it hands adverts for that vhid to the agent through [`XdpEvents`] (and drops
-//! them, so the raw socket stays silent), answers or drops ARP for the VIP according to the role
-//! set with [`XdpHandle::set_role`], and fences the VIP while BACKUP.
+//! Once attached, the program only counts until [`XdpHandle::configure`] tells it the vhid, the
+//! VIP and the HMAC key. From then on it authenticates adverts for that vhid, refuses replayed
+//! ones, hands the rest to the agent through [`XdpEvents`] (and drops them all, so the raw socket
+//! stays silent), answers or drops ARP for the VIP according to the role set with
+//! [`XdpHandle::set_role`], and fences the VIP while BACKUP.
 
 mod events;
 
@@ -15,13 +16,18 @@ use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode as AyaXdpMode},
 };
-use cluster_common::xdp::{
-    CONFIG_MAP, COUNTER_NAMES, COUNTERS_LEN, COUNTERS_MAP, Config, EVENTS_MAP, FLAG_ARP_VIA_STACK,
-    FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, PROGRAM,
+use cluster_common::{
+    sha1::HmacKey,
+    xdp::{
+        CONFIG_MAP, COUNTER_NAMES, COUNTERS_LEN, COUNTERS_MAP, Config, EVENTS_MAP,
+        FLAG_ARP_VIA_STACK, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, PROGRAM, REPLAY_MAP,
+    },
 };
+
+use crate::carp::wire::MAX_PASSWORD_LEN;
 
 pub use events::{XdpEvent, XdpEvents};
 
@@ -75,8 +81,12 @@ pub enum XdpError {
     Counters(#[source] aya::maps::MapError),
     #[error("vhid 0 is not a CARP vhid (1-255)")]
     InvalidVhid,
+    #[error("the password is longer than {MAX_PASSWORD_LEN} bytes")]
+    PasswordTooLong,
     #[error("writing the XDP configuration")]
     Config(#[source] aya::maps::MapError),
+    #[error("adding a sent counter to the XDP replay guard")]
+    Replay(#[source] aya::maps::MapError),
     #[error("the XDP event reader was already taken")]
     EventsTaken,
     #[error("opening the XDP event ring buffer")]
@@ -193,27 +203,31 @@ impl XdpHandle {
             .collect()
     }
 
-    /// Tells the program which adverts are ours and which address it answers and fences for.
+    /// Tells the program which adverts are ours, how to authenticate them, and which address it
+    /// answers and fences for.
     ///
-    /// `group` is where peers send adverts (224.0.0.18, or the broadcast address without
-    /// multicast); adverts to anything else are left to the stack. `mac` is the interface's own
-    /// MAC: the sender of ARP replies, and how our own announcements are told apart from a
-    /// conflicting claim. `rate_limit_per_sec` caps the adverts one source may send per second
-    /// before XDP drops them (0 disables the cap; see
-    /// [`cluster_common::xdp::DEFAULT_RATE_LIMIT_PER_SEC`]). The role set by [`Self::set_role`] is
-    /// kept, and so is the choice made with [`Self::set_arp_via_stack`].
+    /// The program receives the HMAC-SHA1 states derived from `password`, not the password
+    /// itself; they are as secret (see [`HmacKey`]). `group` is where peers send adverts
+    /// (224.0.0.18, or the broadcast address without multicast); adverts to anything else are
+    /// left to the stack. `mac` is the interface's own MAC: the sender of ARP replies, and how
+    /// our own announcements are told apart from a conflicting claim. The role set by
+    /// [`Self::set_role`] is kept, and so is the choice made with [`Self::set_arp_via_stack`].
     pub fn configure(
         &mut self,
+        password: &[u8],
         vhid: u8,
         vip: Ipv4Addr,
         group: Ipv4Addr,
         mac: [u8; 6],
         fence: bool,
-        rate_limit_per_sec: u32,
     ) -> Result<(), XdpError> {
         if vhid == 0 {
             return Err(XdpError::InvalidVhid);
         }
+        if password.len() > MAX_PASSWORD_LEN {
+            return Err(XdpError::PasswordTooLong);
+        }
+        let key = HmacKey::new(password).ok_or(XdpError::PasswordTooLong)?;
         let mut flags = FLAG_ENABLED | (self.config.flags & (FLAG_MASTER | FLAG_ARP_VIA_STACK));
         if fence {
             flags |= FLAG_FENCE;
@@ -224,17 +238,22 @@ impl XdpHandle {
             mac,
             vhid,
             flags,
-            rate_limit_per_sec,
-            master: self.config.master,
+            key,
         })
     }
 
-    /// The master a BACKUP follows, exempt from the advert limits; `None` while there is none
-    /// or while we are MASTER ourselves.
-    pub fn set_master(&mut self, master: Option<Ipv4Addr>) -> Result<(), XdpError> {
-        let mut config = self.config;
-        config.master = master.map_or([0; 4], |a| a.octets());
-        self.write_config(config)
+    /// Adds the counter of an advert this node sends to the program's replay guard.
+    ///
+    /// The program never sees our own adverts, yet a copy of one, sent back to us from another
+    /// source and with a better skew, would authenticate and could push this node out of
+    /// MASTER: remembering what we sent refuses it like any other replay.
+    pub fn remember_sent(&mut self, counter: u64) -> Result<(), XdpError> {
+        let map = self
+            .ebpf
+            .map_mut(REPLAY_MAP)
+            .ok_or(XdpError::MissingMap(REPLAY_MAP))?;
+        let mut replay = HashMap::<_, u64, u8>::try_from(map).map_err(XdpError::Replay)?;
+        replay.insert(counter, 0, 0).map_err(XdpError::Replay)
     }
 
     /// Switches ARP answering and fencing to the new role.
@@ -292,8 +311,9 @@ impl XdpHandle {
     /// Average nanoseconds the program spends on `frame`, over `repeat` runs in the kernel
     /// (BPF_PROG_TEST_RUN; root only), for benchmarks.
     ///
-    /// It runs the real program against the real maps: counters advance, an advert is recorded
-    /// (until the ring buffer is full) and counts against its source's rate limit.
+    /// It runs the real program against the real maps: counters advance, and an authentic advert
+    /// enters the replay guard on the first run (so later runs measure the replay path) and is
+    /// recorded (until the ring buffer is full).
     pub fn test_run_ns_per_packet(&self, frame: &[u8], repeat: u32) -> Result<u64, XdpError> {
         let mut options = TestRunOptions::new();
         options.data_in = Some(frame);

@@ -4,6 +4,8 @@
 //! `#[repr(C)]` without implicit padding, and implements `aya::Pod` behind the `user` feature.
 #![no_std]
 
+pub mod sha1;
+
 /// CARP as UCARP 1.5.2 puts it on the wire.
 pub mod carp {
     /// IP protocol number of CARP (shared with VRRP).
@@ -26,7 +28,7 @@ pub mod carp {
 
 /// Layout of the maps and ring-buffer records the XDP program shares with the agent.
 pub mod xdp {
-    use crate::carp;
+    use crate::{carp, sha1::HmacKey};
 
     /// Name of the XDP program in the object file.
     pub const PROGRAM: &str = "cluster_xdp";
@@ -34,28 +36,26 @@ pub mod xdp {
     pub const COUNTERS_MAP: &str = "COUNTERS";
     /// Name of the one-entry array holding [`Config`] at index 0.
     pub const CONFIG_MAP: &str = "CONFIG";
-    /// Name of the LRU hash of [`RateState`] keyed by an advert's IPv4 source address.
-    pub const RATE_MAP: &str = "RATE";
-    /// Name of the one-entry array holding the window shared by all sources but the master: a
-    /// flood spread over more sources than [`RATE_ENTRIES`] would otherwise evict its own
-    /// windows and pass unlimited.
-    pub const RATE_ALL_MAP: &str = "RATE_ALL";
+    /// Name of the LRU hash whose keys are the counters of adverts that passed authentication
+    /// (and of the adverts this node sent); the values carry no meaning.
+    pub const REPLAY_MAP: &str = "REPLAY";
     /// Name of the ring buffer carrying [`AdvertRecord`] and [`ConflictRecord`] to the agent.
     pub const EVENTS_MAP: &str = "EVENTS";
 
-    /// Ring-buffer size in bytes (a power of two, as the kernel requires). Legitimate adverts
-    /// arrive a few per second; the room is for bursts the agent has not drained yet, such as
-    /// a flood from many spoofed sources, each of which stays under the per-source limit.
+    /// Ring-buffer size in bytes (a power of two, as the kernel requires). Only authenticated,
+    /// fresh adverts and ARP conflicts reach it, a few per second; the room is for bursts the
+    /// agent has not drained yet.
     pub const EVENTS_BYTES: u32 = 256 * 1024;
-    /// Sources tracked by the rate limiter. The map is LRU, so a flood of spoofed sources evicts
-    /// old entries instead of failing; real peers re-enter with a fresh window.
-    pub const RATE_ENTRIES: u32 = 1024;
-    /// Adverts per second one source may send before XDP drops the rest of that second. The
-    /// shortest interval CARP can express (advbase 0, advskew 1) is 1/256 s, so 300 never limits
-    /// a real peer, yet caps the HMAC work one flooding source can cause.
-    pub const DEFAULT_RATE_LIMIT_PER_SEC: u32 = 300;
-    /// Length of the window the rate limit counts in.
-    pub const RATE_WINDOW_NS: u64 = 1_000_000_000;
+    /// Counters remembered by the replay guard, in the kernel and in the agent.
+    ///
+    /// Only key holders' adverts enter, so nobody without the password can flush it; the size
+    /// sets how far back a captured advert stays refused. Legitimate traffic is one advert per
+    /// interval from the master (at most 256 per second, the fastest interval CARP can
+    /// express), so 65 536 entries cover 18 hours at UCARP's usual one per second and over four
+    /// minutes at the extreme. The kernel charges the preallocated LRU hash 80 bytes an entry,
+    /// 5 MiB in all (measured with kernel 6.18): cheap for that window, where 16 384 entries
+    /// would save 4 MiB and forget a captured advert four times sooner.
+    pub const REPLAY_ENTRIES: u32 = 65_536;
 
     /// IPv4 + CARP bytes of an advert: exactly what the agent needs to verify it.
     pub const ADVERT_LEN: usize = carp::IPV4_HEADER_LEN + carp::HEADER_LEN;
@@ -77,20 +77,24 @@ pub mod xdp {
     pub const CTR_UNKNOWN_VHID: u32 = 6;
     /// Adverts for our vhid sent to an address other than the configured group.
     pub const CTR_WRONG_GROUP: u32 = 7;
-    /// Adverts dropped because their source exceeded the per-source rate limit.
-    pub const CTR_RATE_LIMITED: u32 = 8;
+    /// Adverts for our vhid whose counter was already accepted (or sent by this node): a
+    /// captured advert sent again, perhaps from another source or with another skew.
+    pub const CTR_REPLAYED: u32 = 8;
+    /// Adverts for our vhid whose HMAC does not match: forged, or a peer with another password
+    /// or VIP.
+    pub const CTR_AUTH_FAILED: u32 = 9;
     /// Records lost because the agent had not drained the ring buffer.
-    pub const CTR_RINGBUF_FULL: u32 = 9;
+    pub const CTR_RINGBUF_FULL: u32 = 10;
     /// ARP requests for the VIP answered from XDP while MASTER.
-    pub const CTR_ARP_ANSWERED: u32 = 10;
+    pub const CTR_ARP_ANSWERED: u32 = 11;
     /// ARP requests for the VIP dropped while BACKUP.
-    pub const CTR_ARP_DROPPED: u32 = 11;
+    pub const CTR_ARP_DROPPED: u32 = 12;
     /// ARP frames claiming the VIP from another MAC while MASTER.
-    pub const CTR_ARP_CONFLICT: u32 = 12;
+    pub const CTR_ARP_CONFLICT: u32 = 13;
     /// IPv4 frames to the VIP dropped while BACKUP with fencing on.
-    pub const CTR_FENCED: u32 = 13;
+    pub const CTR_FENCED: u32 = 14;
     /// Number of counters in the map.
-    pub const COUNTERS_LEN: u32 = 14;
+    pub const COUNTERS_LEN: u32 = 15;
 
     /// Human names of the counters, in index order, for `status`.
     pub const COUNTER_NAMES: [&str; COUNTERS_LEN as usize] = [
@@ -102,7 +106,8 @@ pub mod xdp {
         "bad_version",
         "unknown_vhid",
         "wrong_group",
-        "rate_limited",
+        "replayed",
+        "auth_failed",
         "ringbuf_full",
         "arp_answered",
         "arp_dropped",
@@ -138,26 +143,9 @@ pub mod xdp {
         pub vhid: u8,
         /// `FLAG_*` bits.
         pub flags: u8,
-        /// Adverts per second and source before dropping, and also the budget per second for
-        /// all sources together other than `master`; 0 disables both.
-        pub rate_limit_per_sec: u32,
-        /// The master this BACKUP follows (network order; zero when none): exempt from the
-        /// limits, so a flood from spoofed sources can never crowd its adverts out.
-        pub master: [u8; 4],
-    }
-
-    /// Per-source state of the rate limiter: a fixed one-second window.
-    ///
-    /// Updated without atomics from whichever CPU receives the advert, so concurrent adverts
-    /// from one source may lose an increment; the limit is a flood guard, not an exact quota.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct RateState {
-        /// `bpf_ktime_get_ns` of the first advert of the current window.
-        pub window_start_ns: u64,
-        /// Adverts seen in the current window.
-        pub count: u32,
-        pub reserved: u32,
+        /// HMAC-SHA1 states derived from the password, so the program authenticates adverts
+        /// itself: a secret, redacted from `Debug`.
+        pub key: HmacKey,
     }
 
     /// [`RecordHeader::kind`] of an [`AdvertRecord`].
@@ -176,7 +164,8 @@ pub mod xdp {
         pub ktime_ns: u64,
     }
 
-    /// An advert that passed the kernel's checks; the agent still verifies its HMAC.
+    /// An advert that passed the kernel's checks, authentication and replay guard included;
+    /// the agent checks it once more, as it does adverts from its raw socket.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct AdvertRecord {
@@ -207,8 +196,8 @@ pub mod xdp {
 
     // The sizes equal the sum of the fields: proof there is no implicit padding for either side
     // to disagree on. Records are 8-byte multiples because the ring buffer aligns to 8.
-    const _: () = assert!(size_of::<Config>() == 4 + 4 + 6 + 1 + 1 + 4 + 4);
-    const _: () = assert!(size_of::<RateState>() == 16);
+    const _: () = assert!(size_of::<HmacKey>() == 2 * 5 * 4);
+    const _: () = assert!(size_of::<Config>() == 4 + 4 + 6 + 1 + 1 + size_of::<HmacKey>());
     const _: () = assert!(size_of::<RecordHeader>() == 16);
     const _: () = assert!(size_of::<AdvertRecord>() == 16 + ADVERT_LEN);
     const _: () = assert!(size_of::<AdvertRecord>().is_multiple_of(8));
@@ -220,7 +209,6 @@ pub mod xdp {
         // SAFETY: all of these are `#[repr(C)]`, contain only integers and byte arrays, and have
         // no padding (asserted above), so every bit pattern is a valid value.
         unsafe impl aya::Pod for super::Config {}
-        unsafe impl aya::Pod for super::RateState {}
         unsafe impl aya::Pod for super::RecordHeader {}
         unsafe impl aya::Pod for super::AdvertRecord {}
         unsafe impl aya::Pod for super::ConflictRecord {}

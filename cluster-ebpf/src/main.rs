@@ -1,11 +1,15 @@
 //! XDP program of the cluster agent.
 //!
 //! It does the per-packet work of the CARP agent before the network stack sees the frame:
-//! - CARP adverts for the configured vhid go to the agent through a ring buffer, stamped with
-//!   the kernel receive time, and are then dropped. The agent reads adverts from the ring buffer
-//!   only while XDP is on, so passing them as well would make the stack deliver each advert a
-//!   second time to a socket nobody reads. Nothing here decides the election: the agent checks
-//!   the HMAC and runs the state machine.
+//! - CARP adverts for the configured vhid are authenticated here (HMAC-SHA1 with states the
+//!   agent derives from the password) and checked against a replay guard; only fresh adverts
+//!   from key holders go to the agent through a ring buffer, stamped with the kernel receive
+//!   time. Every advert for the vhid is then dropped: the agent reads adverts from the ring
+//!   buffer only while XDP is on, so passing them would make the stack deliver each one a
+//!   second time to a socket nobody reads. Nothing here decides the election; the agent checks
+//!   each advert again and runs the state machine. There is no rate limit: a limit keyed on
+//!   anything a forger controls (source address, arrival rate) lets the forger choose whose
+//!   genuine adverts it crowds out, while authentication lets nothing of theirs through at all.
 //! - ARP requests for the VIP are answered here while MASTER and dropped while BACKUP, so the
 //!   answer follows the agent's role at once, whatever the kernel's address list says during a
 //!   transition. ARP frames claiming the VIP from another MAC while MASTER are reported.
@@ -20,7 +24,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_NOEXIST, xdp_action},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -28,9 +32,10 @@ use aya_ebpf::{
 };
 use cluster_common::{
     carp,
+    sha1::{self, HmacKey},
     xdp::{
         self as layout, ADVERT_LEN, AdvertRecord, Config, ConflictRecord, FLAG_ARP_VIA_STACK,
-        FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, RateState, RecordHeader,
+        FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, RecordHeader,
     },
 };
 
@@ -42,13 +47,10 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(layout::COUNTE
 #[map(name = "CONFIG")]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
-/// `cluster_common::xdp::RATE_MAP`: per-source advert windows.
-#[map(name = "RATE")]
-static RATE: LruHashMap<[u8; 4], RateState> = LruHashMap::with_max_entries(layout::RATE_ENTRIES, 0);
-
-/// `cluster_common::xdp::RATE_ALL_MAP`: the window shared by every source but the master.
-#[map(name = "RATE_ALL")]
-static RATE_ALL: Array<RateState> = Array::with_max_entries(1, 0);
+/// `cluster_common::xdp::REPLAY_MAP`: counters of authenticated adverts (and of our own, which
+/// the agent adds). LRU, so the oldest counters make room; only key holders can add any.
+#[map(name = "REPLAY")]
+static REPLAY: LruHashMap<u64, u8> = LruHashMap::with_max_entries(layout::REPLAY_ENTRIES, 0);
 
 /// `cluster_common::xdp::EVENTS_MAP`: adverts and conflicts for the agent.
 #[map(name = "EVENTS")]
@@ -62,6 +64,8 @@ const IPV4_VIHL: u8 = 0x45;
 /// More-fragments flag and fragment offset; the reserved and don't-fragment bits are ignored.
 const IPV4_FRAGMENT_MASK: u16 = 0x3fff;
 const ARP_HTYPE_ETHERNET: u16 = 1;
+/// What a map insert with `BPF_NOEXIST` returns when the key is already there.
+const EEXIST: i32 = 17;
 
 #[repr(C)]
 struct EthHdr {
@@ -84,12 +88,18 @@ struct Ipv4Hdr {
     dst: [u8; 4],
 }
 
-/// The CARP header fields the kernel looks at; the rest is the agent's business.
+/// The CARP header (UCARP's `struct carp_header`).
 #[repr(C)]
 struct CarpHdr {
     version_type: u8,
     vhid: u8,
-    rest: [u8; carp::HEADER_LEN - 2],
+    advskew: u8,
+    authlen: u8,
+    demote: u8,
+    advbase: u8,
+    checksum: [u8; 2],
+    counter: [u8; 8],
+    md: [u8; sha1::DIGEST_LEN],
 }
 
 /// IPv4 + CARP as one struct, so a single bounds check covers every byte that is copied out.
@@ -116,6 +126,7 @@ struct ArpFrame {
 
 const _: () = assert!(size_of::<EthHdr>() == ETH_LEN);
 const _: () = assert!(size_of::<Ipv4Hdr>() == carp::IPV4_HEADER_LEN);
+const _: () = assert!(size_of::<CarpHdr>() == carp::HEADER_LEN);
 const _: () = assert!(size_of::<Advert>() == ADVERT_LEN);
 const _: () = assert!(size_of::<ArpFrame>() == ETH_LEN + 28);
 
@@ -167,7 +178,8 @@ fn ipv4(ctx: &XdpContext) -> (u32, u32) {
     pass()
 }
 
-/// UCARP's receive checks that need no key, in its order, then the rate limit.
+/// UCARP's receive checks in its order (HMAC included; the checksums are left to the agent),
+/// with the replay guard around the HMAC.
 #[inline(always)]
 fn advert(ctx: &XdpContext) -> (u32, u32) {
     let Some(packet) = ptr_at::<Advert>(ctx, ETH_LEN) else {
@@ -189,36 +201,47 @@ fn advert(ctx: &XdpContext) -> (u32, u32) {
     if ip.ttl != carp::TTL {
         return (xdp_action::XDP_PASS, layout::CTR_BAD_TTL);
     }
-    if advert.carp.version_type >> 4 != carp::VERSION {
+    let carp_hdr = &advert.carp;
+    if carp_hdr.version_type >> 4 != carp::VERSION {
         return (xdp_action::XDP_PASS, layout::CTR_BAD_VERSION);
     }
     let Some(config) = CONFIG.get(0) else {
         return (xdp_action::XDP_PASS, layout::CTR_UNKNOWN_VHID);
     };
-    if config.flags & FLAG_ENABLED == 0 || advert.carp.vhid != config.vhid {
+    if config.flags & FLAG_ENABLED == 0 || carp_hdr.vhid != config.vhid {
         return (xdp_action::XDP_PASS, layout::CTR_UNKNOWN_VHID);
     }
     if addr(&ip.dst) != addr(&config.group) {
         return (xdp_action::XDP_PASS, layout::CTR_WRONG_GROUP);
     }
 
+    // A counter already accepted is refused before the HMAC is even computed: replays of a
+    // captured advert are the cheap case, and the HMAC covers neither the source address nor
+    // the timing fields, so a replay could otherwise claim any of them.
+    let counter = u64::from_be_bytes(carp_hdr.counter);
+    // SAFETY: the value is only tested for presence, never read.
+    if unsafe { REPLAY.get(counter) }.is_some() {
+        return (xdp_action::XDP_DROP, layout::CTR_REPLAYED);
+    }
+    let expected = expected_md(&config.key, carp_hdr.vhid, addr(&config.vip), counter);
+    if !sha1::digests_equal(&expected, &sha1::digest_words(&carp_hdr.md)) {
+        return (xdp_action::XDP_DROP, layout::CTR_AUTH_FAILED);
+    }
+    // Only now may the counter enter the guard: UCARP's counters are predictable (the last one
+    // heard plus one), so remembering unauthenticated ones would let a forger refuse genuine
+    // adverts in advance. NOEXIST settles two copies racing on two CPUs: one of them loses.
+    // Any other failure lets the advert through; the agent's own guard still stands behind.
+    if let Err(error) = REPLAY.insert(counter, 0, u64::from(BPF_NOEXIST))
+        && error == -EEXIST
+    {
+        return (xdp_action::XDP_DROP, layout::CTR_REPLAYED);
+    }
+
     // SAFETY: a helper without arguments or side effects.
     let now = unsafe { bpf_ktime_get_ns() };
-    // The followed master is never limited; everyone else is limited per source and, together,
-    // by one shared budget, so neither one loud source nor many spoofed ones reach the agent
-    // faster than it can reject them.
-    if addr(&ip.src) != addr(&config.master)
-        && (rate_limited(&ip.src, now, config.rate_limit_per_sec)
-            || RATE_ALL
-                .get_ptr_mut(0)
-                // SAFETY: index 0 exists in the one-entry array; the slot stays valid for the run.
-                .is_some_and(|state| window_full(unsafe { &mut *state }, now, config.rate_limit_per_sec)))
-    {
-        return (xdp_action::XDP_DROP, layout::CTR_RATE_LIMITED);
-    }
     let Some(mut entry) = EVENTS.reserve::<AdvertRecord>(0) else {
-        // Only a stalled agent lets the ring fill, given the limits above; the raw socket is not
-        // read while XDP runs, so passing the frame on would not help.
+        // Only a stalled agent lets the ring fill with authenticated adverts; the raw socket is
+        // not read while XDP runs, so passing the frame on would not help.
         return (xdp_action::XDP_DROP, layout::CTR_RINGBUF_FULL);
     };
     let record = entry.as_mut_ptr();
@@ -241,44 +264,15 @@ fn advert(ctx: &XdpContext) -> (u32, u32) {
     (xdp_action::XDP_DROP, layout::CTR_ADVERT)
 }
 
-/// Fixed one-second windows per source: cheaper than a token bucket (no division), and the
-/// burst a window boundary allows (twice the limit) is harmless for a flood guard.
-#[inline(always)]
-fn rate_limited(src: &[u8; 4], now: u64, limit: u32) -> bool {
-    if limit == 0 {
-        return false;
-    }
-    match RATE.get_ptr_mut(src) {
-        // SAFETY: the pointer is the map's value slot, valid for the program's run; a
-        // concurrent update from another CPU can at worst lose one increment.
-        Some(state) => window_full(unsafe { &mut *state }, now, limit),
-        None => {
-            let fresh = RateState {
-                window_start_ns: now,
-                count: 1,
-                reserved: 0,
-            };
-            // Failing to track a source only means it is not limited this time.
-            let _ = RATE.insert(src, fresh, 0);
-            false
-        }
-    }
-}
-
-/// Counts one advert into a fixed one-second window; true when the window is over `limit`.
-#[inline(always)]
-fn window_full(state: &mut RateState, now: u64, limit: u32) -> bool {
-    if limit == 0 {
-        return false;
-    }
-    if now.wrapping_sub(state.window_start_ns) >= layout::RATE_WINDOW_NS {
-        state.window_start_ns = now;
-        state.count = 1;
-        false
-    } else {
-        state.count = state.count.saturating_add(1);
-        state.count > limit
-    }
+/// The HMAC an advert for `vhid` with `counter` must carry, as five big-endian words.
+///
+/// A function of its own in the object (a BPF-to-BPF call), so that its thousands of SHA-1
+/// instructions and their stack slots stay out of the path every other frame takes. Everything
+/// crosses the call by value or as a map pointer: the verifier refuses the arithmetic LLVM
+/// emits on a packet pointer passed to another function.
+#[inline(never)]
+fn expected_md(key: &HmacKey, vhid: u8, vip: u32, counter: u64) -> [u32; 5] {
+    key.advert_md(vhid, &vip.to_ne_bytes(), &counter.to_be_bytes())
 }
 
 #[inline(always)]

@@ -108,6 +108,8 @@ pub struct Counters {
     pub adverts_sent: u64,
     pub adverts_received: u64,
     pub auth_failures: u64,
+    #[serde(default)]
+    pub replayed: u64,
     pub bad_packets: u64,
     pub transitions: u64,
     #[serde(default)]

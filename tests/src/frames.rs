@@ -190,6 +190,41 @@ pub fn carp_frame(src: Ipv4Addr, group: Ipv4Addr, ttl: u8, id: u16, carp: &[u8])
     f
 }
 
+/// A captured CARP advert sent again: the source and, if given, advbase and advskew replaced,
+/// both checksums made valid again. The HMAC covers none of these, so for a receiver without a
+/// replay guard the result is as authentic as the original. `None` when `captured` is not an
+/// Ethernet frame holding IPv4 (no options) and a whole CARP header.
+pub fn replayed(
+    captured: &[u8],
+    src: Ipv4Addr,
+    advbase: Option<u8>,
+    advskew: Option<u8>,
+) -> Option<Vec<u8>> {
+    if captured.len() < ADVERT_FRAME_LEN
+        || captured[12..14] != 0x0800u16.to_be_bytes()
+        || captured[14] != 0x45
+        || captured[23] != IPPROTO_CARP
+    {
+        return None;
+    }
+    let mut f = captured[..ADVERT_FRAME_LEN].to_vec();
+    f[26..30].copy_from_slice(&src.octets());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let sum = checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&sum.to_be_bytes());
+    let carp = &mut f[34..];
+    if let Some(skew) = advskew {
+        carp[2] = skew;
+    }
+    if let Some(base) = advbase {
+        carp[5] = base;
+    }
+    carp[6..8].copy_from_slice(&[0, 0]);
+    let sum = checksum(carp);
+    carp[6..8].copy_from_slice(&sum.to_be_bytes());
+    Some(f)
+}
+
 /// A VRRPv2 advert (RFC 3768) with one address and simple-password authentication.
 pub fn vrrp_v2(vrid: u8, priority: u8, adver_int: u8, addr: Ipv4Addr, pass: [u8; 8]) -> [u8; 20] {
     let mut v = [0u8; 20];
@@ -367,6 +402,36 @@ mod tests {
                 Err(wire::WireError::BadVersion(_))
             ));
         }
+    }
+
+    #[test]
+    fn a_replay_still_authenticates_from_anywhere_with_any_timing() {
+        let carp = wire::encode_carp(b"love", VIP, 42, 1, 100, 0xfeed);
+        let packet = wire::encode_packet(SRC, GROUP, 7, &carp);
+        let mut captured =
+            wire::ether_frame(wire::multicast_mac(GROUP), [2, 0, 0, 0, 0, 9], &packet).to_vec();
+        // Ethernet padding on the capture is not sent again.
+        captured.extend_from_slice(&[0; 4]);
+        let expect = wire::Expect {
+            vhid: 42,
+            group: GROUP,
+            vip: VIP,
+            password: b"love",
+        };
+        let other = Ipv4Addr::new(10, 99, 1, 0);
+        for (base, skew, want) in [(None, None, (1, 100)), (Some(255), Some(255), (255, 255))] {
+            let f = replayed(&captured, other, base, skew).unwrap();
+            assert_eq!(f.len(), ADVERT_FRAME_LEN);
+            let rx = wire::decode(&f[14..]).unwrap();
+            assert_eq!(rx.src, other);
+            assert_eq!((rx.advert.advbase, rx.advert.advskew), want);
+            assert_eq!(rx.advert.counter, 0xfeed);
+            wire::verify(&rx, &expect).unwrap();
+        }
+        assert!(replayed(&captured[..ADVERT_FRAME_LEN - 1], other, None, None).is_none());
+        let mut arp = captured.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(replayed(&arp, other, None, None).is_none());
     }
 
     #[test]

@@ -47,8 +47,7 @@ pub struct BenchXdpArgs {
     /// Length of each flood, seconds.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
-    /// Forged source addresses the flood cycles through (to test the budget the XDP program
-    /// shares among all sources but the followed master).
+    /// Forged source addresses the flood cycles through.
     #[arg(long, default_value_t = 1)]
     pub sources: u32,
     /// Implementations, comma-separated: agent-xdp, agent-xdp-off, ucarp, keepalived.
@@ -157,7 +156,8 @@ struct FloodRow {
     /// Agents: the longest the backup went without a valid advert from the master.
     longest_silence_ms: Option<u64>,
     auth_failures: Option<u64>,
-    rate_limited: Option<u64>,
+    /// Agent with XDP: forged adverts the XDP program dropped (they never reach the agent).
+    xdp_auth_failed: Option<u64>,
     ringbuf_full: Option<u64>,
     error: Option<String>,
 }
@@ -385,7 +385,7 @@ fn empty_row(imp: Imp, rate: u64, sources: u32) -> FloodRow {
         softirq_pct: 0.0,
         longest_silence_ms: None,
         auth_failures: None,
-        rate_limited: None,
+        xdp_auth_failed: None,
         ringbuf_full: None,
         error: None,
     }
@@ -536,10 +536,10 @@ fn softirq_ticks() -> u64 {
         .unwrap_or(0)
 }
 
-/// The backup agent's status with its `rate_limited` and `ringbuf_full` XDP counters.
+/// The backup agent's status with its `auth_failed` and `ringbuf_full` XDP counters.
 fn agent_numbers(rig: &Rig) -> Option<(tests::Status, u64, u64)> {
     let s = tests::agent::query_status(&rig.agent_socket(1)).ok()?;
-    let rl = s.xdp_counters.get("rate_limited").copied().unwrap_or(0);
+    let rl = s.xdp_counters.get("auth_failed").copied().unwrap_or(0);
     let rf = s.xdp_counters.get("ringbuf_full").copied().unwrap_or(0);
     Some((s, rl, rf))
 }
@@ -655,7 +655,7 @@ fn flood(bins: &Bins, imp: Imp, rate: u64, args: &BenchXdpArgs) -> Result<FloodR
         row.longest_silence_ms = longest_silence;
         row.auth_failures = Some(s.counters.auth_failures - b.counters.auth_failures);
         if imp == Imp::AgentXdp {
-            row.rate_limited = Some(rl - rl0);
+            row.xdp_auth_failed = Some(rl - rl0);
             row.ringbuf_full = Some(rf - rf0);
         }
         // Transitions come in pairs when the backup takes over and is pushed back.
@@ -757,7 +757,7 @@ fn markdown(r: &Report, args: &BenchXdpArgs) -> String {
              `backup CPU` is user+system time of every process in the backup's namespace, % of one \
              core; `softirq` is the whole machine's softirq time (where XDP and the network stack \
              run, shared by all nodes and the injector), % of one core.\n\n\
-             | implementation | target/s | achieved/s | false takeovers | backup CPU % | softirq % | longest silence ms | auth failures | rate-limited | ringbuf full | error |\n\
+             | implementation | target/s | achieved/s | false takeovers | backup CPU % | softirq % | longest silence ms | auth failures | XDP auth failed | ringbuf full | error |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
             args.sources, args.seconds
         ));
@@ -772,7 +772,7 @@ fn markdown(r: &Report, args: &BenchXdpArgs) -> String {
                 f.softirq_pct,
                 opt(&f.longest_silence_ms),
                 opt(&f.auth_failures),
-                opt(&f.rate_limited),
+                opt(&f.xdp_auth_failed),
                 opt(&f.ringbuf_full),
                 f.error.as_deref().unwrap_or("")
             ));

@@ -237,22 +237,29 @@ pub fn authentic(advert: &Advert, password: &[u8], vip: Ipv4Addr) -> bool {
     mac.verify_slice(&advert.md).is_ok()
 }
 
-/// UCARP's counter rule: random until a valid advert has been heard, then last heard + 1.
-/// It is not a replay counter; receivers never require it to grow.
+/// UCARP's counter rule: random until a valid advert has been heard, then one more than the
+/// last counter sent or heard (`carp_prepare_ad`: `sc_counter++`, after `packethandler` set it
+/// to the received one). It is not a replay counter and receivers never require it to grow, but
+/// genuine adverts never repeat a counter, which is what the replay guard relies on.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counter {
-    last_received: Option<u64>,
+    last: Option<u64>,
 }
 
 impl Counter {
     pub fn on_receive(&mut self, counter: u64) {
-        self.last_received = Some(counter);
+        self.last = Some(counter);
     }
 
-    /// The counter for the next advert; `random` is drawn by the caller so this stays pure.
-    pub fn next(&self, random: u64) -> u64 {
-        match self.last_received {
-            Some(c) => c.wrapping_add(1),
+    /// The counter for the next advert, which becomes the last one sent; `random` is drawn by
+    /// the caller so this stays pure.
+    pub fn next(&mut self, random: u64) -> u64 {
+        match self.last {
+            Some(c) => {
+                let next = c.wrapping_add(1);
+                self.last = Some(next);
+                next
+            }
             None => random,
         }
     }
@@ -436,10 +443,24 @@ mod tests {
     fn counter_is_random_until_heard_then_follows() {
         let mut c = Counter::default();
         assert_eq!(c.next(77), 77);
+        assert_eq!(c.next(78), 78, "still random: nothing heard yet");
         c.on_receive(u64::MAX);
         assert_eq!(c.next(77), 0);
         c.on_receive(5);
         assert_eq!(c.next(77), 6);
+    }
+
+    #[test]
+    fn counter_never_repeats_between_receives() {
+        // A master that heard one advert and then nothing more (its backups are silent) must
+        // still send a new counter every time, as UCARP does, or the backups' replay guards
+        // would refuse every advert after the first.
+        let mut c = Counter::default();
+        c.on_receive(41);
+        let sent: Vec<u64> = (0..5).map(|_| c.next(0)).collect();
+        assert_eq!(sent, [42, 43, 44, 45, 46]);
+        c.on_receive(100);
+        assert_eq!(c.next(0), 101);
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Sends crafted protocol-112 frames out of one interface at a given rate, for a bounded time
-//! and count, and prints how many it sent as one JSON line on stdout.
+//! and count, and prints how many it sent as one JSON line on stdout. With `--replay` it sends
+//! captured adverts again instead, from the given sources and with the given timing.
 //!
 //! Run it inside a namespace (`ip netns exec <ns> carp-inject ...`): it writes whole Ethernet
 //! frames to an AF_PACKET socket, so whatever it sends reaches that segment only.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -16,6 +19,14 @@ const MAX_DURATION: Duration = Duration::from_secs(600);
 /// Frames handed to the kernel per `sendmmsg` call.
 const BATCH: usize = 64;
 
+/// Set by SIGINT or SIGTERM: the run ends early, with its report, so a caller can stop a flood
+/// once it has seen what it needed and still learn the rate reached.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "Inject crafted CARP/VRRP frames on an interface (bounded)")]
 struct Args {
@@ -23,8 +34,12 @@ struct Args {
     #[arg(long, default_value = "eth0")]
     interface: String,
     /// forged | garbage | truncated | bad-ttl | unknown-vhid | vrrp
-    #[arg(long, value_parser = parse_kind)]
-    kind: Kind,
+    #[arg(long, value_parser = parse_kind, required_unless_present = "replay")]
+    kind: Option<Kind>,
+    /// Send the CARP adverts for --vhid in this pcap file again (cycling through them) instead
+    /// of crafted frames: the source from --src, advbase and advskew changed only if given.
+    #[arg(long, value_name = "PCAP", conflicts_with = "kind")]
+    replay: Option<PathBuf>,
     /// The vhid (or VRRP vrid) under attack.
     #[arg(long)]
     vhid: u8,
@@ -49,12 +64,12 @@ struct Args {
     /// Stop after this many milliseconds (at most 600 000).
     #[arg(long)]
     duration_ms: Option<u64>,
-    /// advbase of forged CARP adverts (also the VRRP advert interval).
-    #[arg(long, default_value_t = 1)]
-    advbase: u8,
-    /// advskew of forged CARP adverts.
-    #[arg(long, default_value_t = 0)]
-    advskew: u8,
+    /// advbase of forged CARP adverts (also the VRRP advert interval); default 1.
+    #[arg(long)]
+    advbase: Option<u8>,
+    /// advskew of forged CARP adverts; default 0.
+    #[arg(long)]
+    advskew: Option<u8>,
     /// Priority of forged VRRP adverts.
     #[arg(long, default_value_t = 150)]
     priority: u8,
@@ -161,6 +176,23 @@ impl PacketSocket {
     }
 }
 
+/// The CARP adverts for `vhid` in a pcap file, as whole Ethernet frames.
+fn captured_adverts(path: &std::path::Path, vhid: u8) -> Result<Vec<Vec<u8>>> {
+    let adverts: Vec<Vec<u8>> = tests::read_pcap(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .into_iter()
+        .filter(|f| {
+            frames::replayed(f, Ipv4Addr::UNSPECIFIED, None, None).is_some() && f[35] == vhid
+        })
+        .collect();
+    ensure!(
+        !adverts.is_empty(),
+        "{} holds no CARP advert for vhid {vhid}",
+        path.display()
+    );
+    Ok(adverts)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.count.is_none() && args.duration_ms.is_none() {
@@ -182,14 +214,23 @@ fn main() -> Result<()> {
             n: args.sources,
         }
     };
+    let replay = match &args.replay {
+        Some(path) => Some(captured_adverts(path, args.vhid)?),
+        None => None,
+    };
     let spec = Spec {
-        kind: args.kind,
+        kind: args.kind.unwrap_or(Kind::Forged),
         vhid: args.vhid,
         vip: args.vip,
         group: args.group,
-        advbase: args.advbase,
-        advskew: args.advskew,
+        advbase: args.advbase.unwrap_or(1),
+        advskew: args.advskew.unwrap_or(0),
         priority: args.priority,
+    };
+    let kind = if replay.is_some() {
+        "replay"
+    } else {
+        spec.kind.name()
     };
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -199,6 +240,10 @@ fn main() -> Result<()> {
     });
     let mut rng = Rng::new(seed);
     let socket = PacketSocket::open(&args.interface)?;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
+    }
 
     let start = Instant::now();
     let mut sent: u64 = 0;
@@ -209,7 +254,7 @@ fn main() -> Result<()> {
     let max_passes = count.min(u64::MAX / 2) + duration.as_micros() as u64 / 20 + 1000;
     for _ in 0..max_passes {
         let elapsed = start.elapsed();
-        if sent >= count || elapsed >= duration {
+        if sent >= count || elapsed >= duration || STOP.load(Ordering::Relaxed) {
             break;
         }
         let due = if args.rate == 0 {
@@ -226,8 +271,18 @@ fn main() -> Result<()> {
         }
         batch.clear();
         for k in 0..want {
-            let src = source.pick(sent + k as u64, &mut rng);
-            batch.push(frames::build(&spec, src, &mut rng));
+            let i = sent + k as u64;
+            let src = source.pick(i, &mut rng);
+            match &replay {
+                Some(adverts) => {
+                    let captured = &adverts[(i % adverts.len() as u64) as usize];
+                    // Every stored advert passed this same rewrite when it was loaded.
+                    if let Some(f) = frames::replayed(captured, src, args.advbase, args.advskew) {
+                        batch.push(f);
+                    }
+                }
+                None => batch.push(frames::build(&spec, src, &mut rng)),
+            }
         }
         let n = socket.send_batch(&batch)?;
         if n == 0 {
@@ -239,14 +294,13 @@ fn main() -> Result<()> {
     let elapsed = start.elapsed();
     let rate = sent as f64 / elapsed.as_secs_f64().max(1e-9);
     eprintln!(
-        "carp-inject: sent {sent} {} frames in {:.3} s ({rate:.0}/s), kernel busy {busy} times",
-        args.kind.name(),
+        "carp-inject: sent {sent} {kind} frames in {:.3} s ({rate:.0}/s), kernel busy {busy} times",
         elapsed.as_secs_f64()
     );
     println!(
         "{}",
         serde_json::json!({
-            "kind": args.kind.name(),
+            "kind": kind,
             "sent": sent,
             "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
             "rate": rate,

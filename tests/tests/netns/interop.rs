@@ -259,7 +259,8 @@ fn graceful_stop_hands_over_to_ucarp_fast() {
     }
 }
 
-/// Different passwords: the agent counts authentication failures and neither side falls over.
+/// Different passwords: the agent counts authentication failures (its XDP program does, when it
+/// runs) and neither side falls over.
 #[test]
 fn wrong_password_counts_auth_failures() {
     if !netns_available() {
@@ -268,12 +269,15 @@ fn wrong_password_counts_auth_failures() {
     let rig = Rig::new(RigConfig::nodes(2));
     let mut ucarp = rig.spawn_ucarp(1, &UcarpOpts::new(5, "other-pass", VIP).advskew(0));
     let mut agent = rig.start_agent(0, &AgentOpts::new(5, PASS, VIP24).advskew(50));
+    let failures = |s: &tests::Status| {
+        s.counters.auth_failures + s.xdp_counters.get("auth_failed").copied().unwrap_or(0)
+    };
     let (n, _) = tests::wait_for(ELECTION, "auth failures counted", || {
         let s = agent.status().ok()?;
-        (s.counters.auth_failures >= 2).then_some(s.counters.auth_failures)
+        (failures(&s) >= 2).then_some(failures(&s))
     });
     wait_until(Duration::from_secs(4), "auth failures keep growing", || {
-        agent.status().is_ok_and(|s| s.counters.auth_failures > n)
+        agent.status().is_ok_and(|s| failures(&s) > n)
     });
     // Neither accepts the other, so each is master of its own view.
     wait_until(

@@ -12,5 +12,6 @@ mod flood;
 mod golden;
 mod hooks;
 mod interop;
+mod junk;
 mod rig_sanity;
 mod xdp;

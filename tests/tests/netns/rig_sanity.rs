@@ -82,6 +82,11 @@ fn partition_and_power_fail_cut_a_node_off() {
         reach(&rig, 0, b)
     });
     let sleeper = rig.spawn(1, "sleeper", &["sleep", "600"]);
+    // `ip netns exec` enters the namespace after the spawn returns; a power failure before that
+    // finds nothing to kill, and the sleeper turns up afterwards.
+    wait_until(Duration::from_secs(5), "the sleeper runs in node1", || {
+        !tests::rig::pids_in(rig.ns(1)).is_empty()
+    });
     rig.power_fail(1);
     assert!(
         !reach(&rig, 0, b),
