@@ -237,10 +237,13 @@ pub fn authentic(advert: &Advert, password: &[u8], vip: Ipv4Addr) -> bool {
     mac.verify_slice(&advert.md).is_ok()
 }
 
-/// UCARP's counter rule: random until a valid advert has been heard, then one more than the
-/// last counter sent or heard (`carp_prepare_ad`: `sc_counter++`, after `packethandler` set it
-/// to the received one). It is not a replay counter and receivers never require it to grow, but
-/// genuine adverts never repeat a counter, which is what the replay guard relies on.
+/// The advert counter. UCARP's rule is random until a valid advert has been heard, then one
+/// more than the last counter sent or heard (`carp_prepare_ad`: `sc_counter++`, after
+/// `packethandler` set it to the received one). It is not a replay counter and receivers never
+/// require it to grow, so we step by a random amount of at least two instead of one: the replay
+/// guard remembers our own counters (a reflected advert of ours must not count), and a peer that
+/// adopted our counter sends exactly one more, which must never be one we sent ourselves, or two
+/// masters would drop each other's adverts for good. Genuine adverts never repeat a counter.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counter {
     last: Option<u64>,
@@ -256,7 +259,7 @@ impl Counter {
     pub fn next(&mut self, random: u64) -> u64 {
         match self.last {
             Some(c) => {
-                let next = c.wrapping_add(1);
+                let next = c.wrapping_add(2 + (random & 0xffff_ffff));
                 self.last = Some(next);
                 next
             }
@@ -445,22 +448,27 @@ mod tests {
         assert_eq!(c.next(77), 77);
         assert_eq!(c.next(78), 78, "still random: nothing heard yet");
         c.on_receive(u64::MAX);
-        assert_eq!(c.next(77), 0);
+        assert_eq!(c.next(0), 1, "wraps");
         c.on_receive(5);
-        assert_eq!(c.next(77), 6);
+        assert_eq!(c.next(3), 10);
     }
 
     #[test]
-    fn counter_never_repeats_between_receives() {
+    fn counter_never_repeats_and_never_takes_the_one_a_peer_adopting_ours_sends() {
         // A master that heard one advert and then nothing more (its backups are silent) must
-        // still send a new counter every time, as UCARP does, or the backups' replay guards
-        // would refuse every advert after the first.
+        // still send a new counter every time, or the backups' replay guards would refuse every
+        // advert after the first; and never exactly one more than its last, which is what a
+        // UCARP peer that adopted that counter sends next.
         let mut c = Counter::default();
         c.on_receive(41);
-        let sent: Vec<u64> = (0..5).map(|_| c.next(0)).collect();
-        assert_eq!(sent, [42, 43, 44, 45, 46]);
+        let mut last = 41;
+        for r in [0, 1, 0xffff_ffff, u64::MAX, 7] {
+            let n = c.next(r);
+            assert!(n >= last + 2, "{n} after {last}");
+            last = n;
+        }
         c.on_receive(100);
-        assert_eq!(c.next(0), 101);
+        assert_eq!(c.next(0), 102);
     }
 
     #[test]

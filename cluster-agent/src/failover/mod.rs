@@ -325,6 +325,8 @@ struct DbSide {
     took_over_live: bool,
     /// The peers that answered the last prepare step.
     reached: Vec<Ipv4Addr>,
+    /// The election's master, when it is not a database node (warned about once).
+    stranger: Option<Ipv4Addr>,
 }
 
 struct VipSide {
@@ -409,6 +411,7 @@ impl Coordinator {
                 stop_fence_tried: false,
                 took_over_live: false,
                 reached: Vec::new(),
+                stranger: None,
             }),
             vip: VipSide {
                 want_seen: false,
@@ -566,9 +569,20 @@ impl Coordinator {
             State::Backup => self.machine.master(),
             State::Master => None,
         };
-        if let Some(db) = self.db.as_mut()
-            && db.watching != watch
-        {
+        if let Some(db) = self.db.as_mut() {
+            // A master that is not one of the cluster's database nodes (a misconfigured list,
+            // or a replayed advert under a stranger's address) has no database to follow.
+            let watch = watch.filter(|m| {
+                let known = db.policy.peers.contains(m);
+                if !known && db.stranger != Some(*m) {
+                    tracing::warn!(master = %m, "the election's master is not in the database nodes (`[mysql] nodes`): not following it");
+                }
+                db.stranger = (!known).then_some(*m);
+                known
+            });
+            if db.watching == watch {
+                return;
+            }
             db.watching = watch;
             // Winning keeps what was learnt of the old master: the promotion is judged by it.
             if watch.is_some() {
@@ -1000,7 +1014,6 @@ impl Coordinator {
 
     fn drive_db(&mut self, now: Mono) {
         let state = self.machine.state();
-        let master = self.machine.master();
         let started = self.started;
         let stopping = self.stopping && !self.stopped;
         let Some(db) = self.db.as_mut() else { return };
@@ -1014,7 +1027,7 @@ impl Coordinator {
         } else {
             match (state, db.role) {
                 (_, Role::Unknown) | (State::Backup, Role::Writable) => Some(DbOp::Fence),
-                (State::Backup, Role::Fenced | Role::Replica(_)) => match master {
+                (State::Backup, Role::Fenced | Role::Replica(_)) => match db.watching {
                     Some(m) if m != db.policy.own && db.role != Role::Replica(m) => {
                         Some(DbOp::Follow { master: m })
                     }
@@ -1028,7 +1041,6 @@ impl Coordinator {
                         .policy
                         .peers
                         .iter()
-                        .chain(followed.iter())
                         .filter(|a| **a != db.policy.own)
                         .map(|&addr| Probe {
                             addr,

@@ -32,7 +32,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::*;
+use crate::carp::replay::ReplayGuard;
 use crate::carp::sim::Rng;
+use crate::carp::wire::Counter;
 
 /// Seeds per run of [`random_clusters_keep_every_acknowledged_write`]; `FAILOVER_SIM_RUNS`
 /// overrides it.
@@ -85,6 +87,9 @@ struct Server {
     id: u32,
     up: bool,
     stalled: bool,
+    /// Writable and stalled when a partition healed: it is a leftover of the partition until
+    /// it resumes and is fenced (its writes then are the partition's, not the cluster's).
+    partition_leftover: bool,
     read_only: bool,
     log: Vec<Tx>,
     /// Highest sequence per origin in `log`, kept alongside for cheap GTID states.
@@ -116,6 +121,7 @@ impl Server {
             id,
             up: true,
             stalled: false,
+            partition_leftover: false,
             read_only: true,
             log: Vec::new(),
             origins: BTreeMap::new(),
@@ -187,6 +193,10 @@ struct AgentProc {
     stopping: bool,
     /// The state and skew last traced.
     seen: (State, u8),
+    /// UCARP's advert counter and the guard against replays, as the runtime keeps them: both
+    /// live and die with the process.
+    counter: Counter,
+    guard: ReplayGuard,
 }
 
 #[derive(Clone, Debug)]
@@ -218,9 +228,12 @@ struct Node {
 enum Ev {
     Advert {
         to: usize,
-        from: usize,
+        src: Ipv4Addr,
         advbase: u8,
         advskew: u8,
+        counter: u64,
+        /// False for junk: a wrong HMAC, which authentication drops before anything else.
+        authentic: bool,
     },
     Work {
         node: usize,
@@ -281,6 +294,8 @@ struct Sim {
     nodes: Vec<Node>,
     events: BinaryHeap<Reverse<(Mono, u64, usize)>>,
     store: Vec<Option<Ev>>,
+    /// Slots of `store` whose event has run, for reuse.
+    free: Vec<usize>,
     seq: u64,
     loss: u64,
     delay: (Duration, Duration),
@@ -295,7 +310,11 @@ struct Sim {
     /// Until when two writers are excused (a partition and its aftermath).
     excused_until: Option<Mono>,
     partitions: u64,
-    truncate_unacked: bool,
+    /// The last adverts on the wire, for the adversary to replay.
+    captured: VecDeque<(Ipv4Addr, u8, u8, u64)>,
+    replays_sent: u64,
+    replays_dropped: u64,
+    junk_sent: u64,
     steps: u64,
     trace: Option<Vec<String>>,
     /// Trace every advert too (`FAILOVER_SIM_ADVERTS=1` with a replay).
@@ -344,12 +363,16 @@ impl Sim {
         };
         Sim {
             seed,
-            truncate_unacked: true,
+            captured: VecDeque::new(),
+            replays_sent: 0,
+            replays_dropped: 0,
+            junk_sent: 0,
             rng,
             now: Mono(0),
             nodes,
             events: BinaryHeap::new(),
             store: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             loss: 0,
             delay: (ms(0), ms(1)),
@@ -376,8 +399,16 @@ impl Sim {
 
     fn at(&mut self, t: Mono, ev: Ev) {
         self.seq += 1;
-        let idx = self.store.len();
-        self.store.push(Some(ev));
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.store[i] = Some(ev);
+                i
+            }
+            None => {
+                self.store.push(Some(ev));
+                self.store.len() - 1
+            }
+        };
         self.events.push(Reverse((t, self.seq, idx)));
     }
 
@@ -438,6 +469,9 @@ impl Sim {
             obs_scheduled: false,
             stopping: false,
             seen: (State::Backup, 0),
+            counter: Counter::default(),
+            // The agent's guard is bigger; nothing in a run comes near either size.
+            guard: ReplayGuard::new(4096),
         });
         self.log(|| format!("n{i} agent starts (run {run})"));
         self.after(CHECK_INTERVAL, Ev::Observe { node: i, run });
@@ -487,8 +521,20 @@ impl Sim {
             let run = a.run;
             match e {
                 Effect::Advert { advbase, advskew } => {
+                    let random = self.rng.next();
+                    let counter = self.nodes[i].agent.as_mut().map_or(0, |a| {
+                        let c = a.counter.next(random);
+                        a.guard.remember_sent(c);
+                        c
+                    });
                     if self.trace_adverts {
                         self.log(|| format!("n{i} advert {advbase}/{advskew}"));
+                    }
+                    let src = self.nodes[i].addr;
+                    // What an adversary on the segment may capture and send again.
+                    self.captured.push_back((src, advbase, advskew, counter));
+                    if self.captured.len() > 64 {
+                        self.captured.pop_front();
                     }
                     for to in 0..self.nodes.len() {
                         if to != i && self.linked(i, to) && !self.rng.chance(self.loss, 1000) {
@@ -497,9 +543,11 @@ impl Sim {
                                 d,
                                 Ev::Advert {
                                     to,
-                                    from: i,
+                                    src,
                                     advbase,
                                     advskew,
+                                    counter,
+                                    authentic: true,
                                 },
                             );
                         }
@@ -839,6 +887,7 @@ impl Sim {
     fn fence(&mut self, i: usize) {
         let s = &mut self.nodes[i].server;
         s.read_only = true;
+        s.partition_leftover = false;
         s.no_tx += s.pending.len() as u64;
         s.pending.clear();
     }
@@ -1158,9 +1207,10 @@ impl Sim {
         }
         s.up = false;
         s.stalled = false;
+        s.partition_leftover = false;
         s.deferred.clear();
         // Crash recovery as a replica truncates what no replica acknowledged.
-        if self.truncate_unacked {
+        {
             let unacked: Vec<Tx> = s.pending.iter().map(|p| p.0).collect();
             s.log.retain(|t| !unacked.contains(t));
             s.origins.clear();
@@ -1383,6 +1433,7 @@ impl Sim {
                 None => {
                     let Reverse((_, _, idx)) = self.events.pop().expect("peeked");
                     let ev = self.store[idx].take().expect("each event runs once");
+                    self.free.push(idx);
                     self.dispatch(ev);
                 }
             }
@@ -1395,12 +1446,30 @@ impl Sim {
         match ev {
             Ev::Advert {
                 to,
-                from,
+                src,
                 advbase,
                 advskew,
+                counter,
+                authentic,
             } => {
-                if self.linked(to, from) {
-                    let src = self.nodes[from].addr;
+                if !authentic {
+                    return;
+                }
+                let from = self.index_of(src);
+                let reaches = match from {
+                    Some(f) => self.linked(to, f),
+                    // An adversary's frame: it reaches whoever is on the segment.
+                    None => self.nodes[to].powered && !self.nodes[to].isolated,
+                };
+                let accepted = reaches
+                    && self.nodes[to].agent.as_mut().is_some_and(|a| {
+                        let fresh = a.guard.accept(counter);
+                        if fresh {
+                            a.counter.on_receive(counter);
+                        }
+                        fresh
+                    });
+                if accepted {
                     self.input(
                         to,
                         Input::Advert {
@@ -1409,6 +1478,8 @@ impl Sim {
                             advskew,
                         },
                     );
+                } else if reaches {
+                    self.replays_dropped += 1;
                 }
             }
             Ev::Work { node, work } => self.work(node, work),
@@ -1478,7 +1549,8 @@ impl Sim {
             Ev::ClientAck { node, write } => {
                 if self.client_reaches(node) {
                     let exempt = self.excused_until.is_some_and(|t| t >= self.now)
-                        || self.nodes.iter().any(|n| n.isolated);
+                        || self.nodes.iter().any(|n| n.isolated)
+                        || self.nodes[node].server.partition_leftover;
                     self.acked.insert(write, (node, self.now, exempt));
                 }
             }
@@ -1536,7 +1608,7 @@ impl Sim {
         let writers: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| {
                 let n = &self.nodes[i];
-                n.powered && n.server.up && !n.server.read_only
+                n.powered && n.server.up && !n.server.read_only && !n.server.partition_leftover
             })
             .collect();
         if writers.len() > 1
@@ -1561,7 +1633,7 @@ impl Sim {
         let i = self.rng.below(n as u64) as usize;
         let back = self.rng.duration(ms(300), ms(8000));
         let agent_ok = self.nodes[i].agent.as_ref().is_some_and(|a| !a.stalled);
-        match self.rng.below(12) {
+        match self.rng.below(15) {
             0 if self.nodes[i].powered => {
                 self.log(|| format!("CHAOS n{i} power cut"));
                 self.power_cut(i);
@@ -1606,6 +1678,66 @@ impl Sim {
             7 if agent_ok => {
                 self.log(|| format!("CHAOS n{i} switchover"));
                 self.input(i, Input::Switchover);
+            }
+            9..=10 if !self.captured.is_empty() => {
+                // Replays a captured advert to everyone, from a spoofed source (a node's or a
+                // stranger's) with a skew of the adversary's choosing, a few times over.
+                let k = self.rng.below(self.captured.len() as u64) as usize;
+                let (_, advbase, _, counter) = self.captured[k];
+                let src = if self.rng.chance(1, 3) {
+                    Ipv4Addr::new(10, 0, 0, 200)
+                } else {
+                    self.nodes[self.rng.below(n as u64) as usize].addr
+                };
+                let (advbase, advskew) = match self.rng.below(3) {
+                    0 => (255, 255),
+                    1 => (advbase, 0),
+                    _ => (advbase, self.rng.below(256) as u8),
+                };
+                self.log(|| {
+                    format!("CHAOS replay of counter {counter:#x} as {src} {advbase}/{advskew}")
+                });
+                for _ in 0..self.rng.range(1, 5) {
+                    for to in 0..n {
+                        self.replays_sent += 1;
+                        let d = self.net_delay();
+                        self.after(
+                            d,
+                            Ev::Advert {
+                                to,
+                                src,
+                                advbase,
+                                advskew,
+                                counter,
+                                authentic: true,
+                            },
+                        );
+                    }
+                }
+            }
+            11 => {
+                // Junk: forged adverts with the counters genuine ones will carry next, from any
+                // source, with the best skew. Authentication drops them first, so they can
+                // neither win nor poison the replay guard.
+                let next = self.captured.back().map_or(0, |c| c.3);
+                for k in 1..=self.rng.range(1, 50) {
+                    let src = self.nodes[self.rng.below(n as u64) as usize].addr;
+                    for to in 0..n {
+                        self.junk_sent += 1;
+                        let d = self.net_delay();
+                        self.after(
+                            d,
+                            Ev::Advert {
+                                to,
+                                src,
+                                advbase: 0,
+                                advskew: 1,
+                                counter: next.wrapping_add(k),
+                                authentic: false,
+                            },
+                        );
+                    }
+                }
             }
             8 => {
                 self.loss = self.rng.range(0, 100);
@@ -1659,6 +1791,11 @@ impl Sim {
     fn excuse_after_partition(&mut self) {
         let until = self.now + self.unit * 2 + ms(500);
         self.excused_until = Some(self.excused_until.map_or(until, |t| t.max(until)));
+        for n in &mut self.nodes {
+            if n.server.up && n.server.stalled && !n.server.read_only {
+                n.server.partition_leftover = true;
+            }
+        }
     }
 
     /// Ends every fault and lets the cluster settle.
@@ -1757,13 +1894,15 @@ impl Sim {
 
     fn describe(&self) -> String {
         let mut s = format!(
-            "seed {}: {} nodes, semi-sync timeout {:?}, truncate unacknowledged {}, writes sent {}, acknowledged {}",
+            "seed {}: {} nodes, semi-sync timeout {:?}, writes sent {}, acknowledged {}, replays sent {} (dropped {}), junk sent {}",
             self.seed,
             self.nodes.len(),
             self.nodes[0].server.timeout,
-            self.truncate_unacked,
             self.writes_sent,
-            self.acked.len()
+            self.acked.len(),
+            self.replays_sent,
+            self.replays_dropped,
+            self.junk_sent
         );
         for (i, n) in self.nodes.iter().enumerate() {
             let sv = &n.server;
