@@ -1,10 +1,11 @@
 //! Self-tests of the harness: the rig forwards multicast, partitions and power cuts cut a node
-//! off, and two real `ucarp` peers fail over on it.
+//! off, process faults hit the processes they name, and two real `ucarp` peers fail over on
+//! it.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 use tests::{Rig, RigConfig, Timed, UcarpOpts, hold_for, netns_test, wait_until};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
@@ -106,6 +107,45 @@ fn partition_and_power_cut_cut_a_node_off() -> Result<()> {
     })
 }
 
+/// The process faults: freeze, thaw and kill by command name, and a power cut that stops a
+/// node's processes at the instant it reports.
+#[test]
+fn processes_are_frozen_thawed_and_killed_by_name() -> Result<()> {
+    netns_test(|| {
+        let rig = Rig::new(RigConfig::nodes(1))?;
+        let mut sleeper = rig.spawn(0, "sleeper", &["sleep", "600"])?;
+        let pid = sleeper.pid() as libc::pid_t;
+        let state = || tests::proc::process_state(pid);
+        wait_until(Duration::from_secs(5), "sleep runs", || {
+            Ok(rig.pids_named(0, "sleep")? == [pid])
+        })?;
+        assert_eq!(rig.freeze(0, "sleep")?, 1);
+        wait_until(Duration::from_secs(5), "sleep stopped", || {
+            state() == Some('T')
+        })?;
+        rig.thaw(0, "sleep")?;
+        wait_until(Duration::from_secs(5), "sleep runs again", || {
+            state() == Some('S')
+        })?;
+        assert!(rig.freeze(0, "no-such-program").is_err());
+        rig.kill(0, "sleep")?;
+        let st = sleeper.wait_exit(Duration::from_secs(5))?;
+        ensure!(!st.success(), "sleep survived SIGKILL: {st}");
+
+        let _again = rig.spawn(0, "sleeper", &["sleep", "600"])?;
+        let before = tests::wait::mono_ns();
+        let t = rig.power_cut(0)?;
+        let after = tests::wait::mono_ns();
+        assert!((before..=after).contains(&t), "{before} <= {t} <= {after}");
+        assert!(rig.pids(0)?.is_empty(), "processes survived the power cut");
+        assert!(!rig.port_state(0).powered);
+        assert!(rig.vip_sample(VIP)?.holders().is_empty());
+        rig.power_on(0)?;
+        assert!(rig.port_state(0).powered);
+        Ok(())
+    })
+}
+
 #[test]
 fn rig_is_removed_even_when_the_test_panics() -> Result<()> {
     netns_test(|| {
@@ -125,6 +165,35 @@ fn rig_is_removed_even_when_the_test_panics() -> Result<()> {
         for n in &names {
             assert!(!list.contains(n.as_str()), "namespace {n} left behind");
         }
+        Ok(())
+    })
+}
+
+/// A test that fails by returning an error: its namespaces go at once, its directory (with
+/// the logs of what it ran) stays for a look.
+#[test]
+fn rig_is_removed_when_the_test_returns_an_error() -> Result<()> {
+    netns_test(|| {
+        let mut names = Vec::new();
+        let mut dir = None;
+        let r = netns_test(|| {
+            let rig = Rig::new(RigConfig::nodes(1))?;
+            names = vec![rig.switch_ns().to_string(), rig.ns(0).to_string()];
+            dir = Some(rig.dir().to_path_buf());
+            let _p = rig.spawn(0, "sleeper", &["sleep", "600"])?;
+            anyhow::bail!("deliberate failure inside a rig")
+        });
+        assert!(r.is_err());
+        let list = tests::cmd::ip(&["netns", "list"])?;
+        for n in &names {
+            assert!(!list.contains(n.as_str()), "namespace {n} left behind");
+        }
+        let dir = dir.expect("the rig was built");
+        assert!(
+            dir.join("sleeper-n0.log").is_file(),
+            "the failed test's files were not kept"
+        );
+        std::fs::remove_dir_all(&dir)?;
         Ok(())
     })
 }
