@@ -8,6 +8,7 @@
 //! is the master, the others replicate from it" means the same thing everywhere.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -16,7 +17,7 @@ use crate::agent::{Agent, AgentOpts, Status};
 use crate::keepalived::KeepalivedOpts;
 use crate::mariadb::{self, APP_SQL, ClusterFiles, MariaDb, PORT, VipClient};
 use crate::proc::Proc;
-use crate::rig::{Rig, RigConfig};
+use crate::rig::{Rig, RigConfig, VipSample};
 use crate::timing::{Timed, Timing};
 use crate::ucarp::UcarpOpts;
 use crate::wait::{mono_ns, wait_until};
@@ -329,6 +330,15 @@ impl Cluster {
         self.daemons[i] = None;
     }
 
+    /// Stops node `i`'s daemon gracefully (SIGTERM, bounded), as an orderly shutdown does,
+    /// unlike a crash: a master may announce that it leaves (the agent bows out).
+    pub fn stop_daemon(&mut self, i: usize, timeout: Duration) -> Result<ExitStatus> {
+        let mut d = self.daemons[i]
+            .take()
+            .with_context(|| format!("no daemon running on node{i}"))?;
+        d.proc_mut().stop(timeout)
+    }
+
     pub fn daemon(&self, i: usize) -> Option<&Daemon> {
         self.daemons[i].as_ref()
     }
@@ -373,6 +383,11 @@ impl Cluster {
     /// [`Cluster::check_daemon`] for every node.
     pub fn check_daemons(&self) -> Result<()> {
         (0..self.nodes()).try_for_each(|i| self.check_daemon(i))
+    }
+
+    /// Who holds the VIP now, node by node (see [`Rig::vip_sample`]).
+    pub fn vip_sample(&self) -> Result<VipSample> {
+        self.rig.vip_sample(VIP)
     }
 
     /// The powered nodes holding the VIP (a dead node is not asked: the demo polls this to

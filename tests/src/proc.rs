@@ -183,7 +183,8 @@ pub fn file_tail(path: &Path, max: u64) -> String {
     text
 }
 
-/// Sends `sig` to `pid`.
+/// Sends `sig` to a process that is not necessarily our child (one found in a node's
+/// namespace); [`Proc::signal`] is the safer way for our own children.
 pub fn signal_pid(pid: libc::pid_t, sig: libc::c_int) -> Result<()> {
     // SAFETY: kill(2) has no memory-safety preconditions; callers pass pids of processes they
     // started or found in a namespace they created.
