@@ -1,40 +1,56 @@
 //! The agent under test: starting it in a rig node, reading its status over the control
 //! socket, running its offline commands.
+//!
+//! [`Status`] is the harness's own reading of `status --json`, written from the documented
+//! contract rather than taken from the agent's crate, so a change of the JSON breaks the tests.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::cmd;
 use crate::env::agent_bin;
+use crate::mariadb::AgentDb;
 use crate::proc::Proc;
 use crate::rig::{NODE_IF, Rig};
-use crate::wait::POLL;
+use crate::timing::{Timed, Timing};
+use crate::wait::wait_for;
 
 /// How long one `status` call may take before it counts as a hang.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a started agent may take to answer on its control socket.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Settings of one agent. Defaults: advbase 1, advskew 0, deadratio 3, no preempt, the XDP
-/// mode left to the agent.
+/// Settings of one agent: [`Timing`] defaults, the XDP mode left to the agent unless the
+/// test run asks for one (`CLUSTER_TEST_XDP`), no database.
 #[derive(Clone, Debug)]
 pub struct AgentOpts {
     pub vhid: u8,
     pub pass: String,
     /// VIP with its prefix length, as passed to `-a`.
     pub vip: String,
-    pub advbase: u8,
-    pub advskew: u8,
-    pub deadratio: u32,
-    pub preempt: bool,
+    pub timing: Timing,
     pub xdp: Option<String>,
     /// Source address; the node's own address when `None`.
     pub src: Option<Ipv4Addr>,
+    /// The `[mysql]` settings, when the agent moves a database with the VIP.
+    pub db: Option<AgentDb>,
     pub extra: Vec<String>,
+}
+
+impl Timed for AgentOpts {
+    fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
+    fn timing_mut(&mut self) -> &mut Timing {
+        &mut self.timing
+    }
 }
 
 impl AgentOpts {
@@ -44,41 +60,24 @@ impl AgentOpts {
             vhid,
             pass: pass.to_string(),
             vip: vip.to_string(),
-            advbase: 1,
-            advskew: 0,
-            deadratio: 3,
-            preempt: false,
+            timing: Timing::default(),
             // `cargo xtask test` runs the suite once per data-plane mode through this variable.
             xdp: std::env::var("CLUSTER_TEST_XDP")
                 .ok()
                 .filter(|m| !m.is_empty()),
             src: None,
+            db: None,
             extra: Vec::new(),
         }
     }
 
-    pub fn advbase(mut self, v: u8) -> Self {
-        self.advbase = v;
-        self
-    }
-
-    pub fn advskew(mut self, v: u8) -> Self {
-        self.advskew = v;
-        self
-    }
-
-    pub fn deadratio(mut self, v: u32) -> Self {
-        self.deadratio = v;
-        self
-    }
-
-    pub fn preempt(mut self, v: bool) -> Self {
-        self.preempt = v;
-        self
-    }
-
     pub fn xdp(mut self, mode: &str) -> Self {
         self.xdp = Some(mode.to_string());
+        self
+    }
+
+    pub fn db(mut self, db: AgentDb) -> Self {
+        self.db = Some(db);
         self
     }
 
@@ -88,17 +87,12 @@ impl AgentOpts {
     }
 
     /// The VIP address without its prefix.
-    pub fn vip_addr(&self) -> Ipv4Addr {
+    pub fn vip_addr(&self) -> Result<Ipv4Addr> {
         self.vip
             .split('/')
             .next()
             .and_then(|a| a.parse().ok())
-            .expect("VIP is an IPv4 address")
-    }
-
-    /// Master-down time in BACKUP: `advbase * deadratio + advskew / 256` seconds.
-    pub fn master_down(&self) -> Duration {
-        crate::ucarp::master_down(self.advbase, self.advskew, self.deadratio)
+            .with_context(|| format!("VIP {:?} is not an IPv4 address", self.vip))
     }
 }
 
@@ -116,6 +110,16 @@ pub struct Counters {
     pub arp_conflicts: u64,
 }
 
+/// What `status --json` says about the database.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DbStatus {
+    pub role: String,
+    pub gate: Option<String>,
+    #[serde(default)]
+    pub errant: Vec<String>,
+    pub last_error: Option<String>,
+}
+
 /// `cluster-agent status --json`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Status {
@@ -125,13 +129,16 @@ pub struct Status {
     pub interface: String,
     pub master: Option<String>,
     pub since_last_advert_ms: Option<u64>,
+    /// The skew advertised now: the configured one, or the demoted one (240).
+    pub advskew: u8,
+    pub demoted: bool,
     pub xdp: String,
     pub counters: Counters,
     #[serde(default)]
     pub xdp_counters: BTreeMap<String, u64>,
     /// Present when the agent manages a database.
     #[serde(default)]
-    pub database: Option<crate::mariadb::DbStatus>,
+    pub database: Option<DbStatus>,
 }
 
 impl Status {
@@ -141,6 +148,11 @@ impl Status {
 
     pub fn is_backup(&self) -> bool {
         self.state == "BACKUP"
+    }
+
+    /// The database's role (`master`, `replica`, `fenced`), empty without a database.
+    pub fn db_role(&self) -> &str {
+        self.database.as_ref().map_or("", |d| d.role.as_str())
     }
 }
 
@@ -165,14 +177,8 @@ pub struct Agent {
 
 impl Agent {
     /// Queries the agent's status over its control socket.
-    pub fn status(&self) -> anyhow::Result<Status> {
-        query_status(&self.socket)
-    }
-
-    /// The status, or a panic naming the agent and the error.
-    pub fn status_now(&self) -> Status {
-        self.status()
-            .unwrap_or_else(|e| panic!("status of {}: {e:#}", self.proc.name()))
+    pub fn status(&self) -> Result<Status> {
+        query_status(&self.socket).with_context(|| format!("status of {}", self.proc.name()))
     }
 
     /// True if the agent answers and reports MASTER.
@@ -185,76 +191,86 @@ impl Agent {
         self.status().is_ok_and(|s| s.is_backup())
     }
 
-    /// Waits until the control socket answers; returns the first status. Panics with the
-    /// last error if it does not answer within `timeout`, or if the agent exits meanwhile.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Status {
-        let start = std::time::Instant::now();
+    /// Waits until the control socket answers; returns the first status. An error if it does
+    /// not answer within `timeout` (with the last error), or if the agent exits meanwhile.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<Status> {
         let mut last_err = String::from("no attempt");
-        for _ in 0..timeout.as_millis() / POLL.as_millis() + 2 {
-            if let Some(st) = self.proc.try_status() {
-                panic!("{} exited during start-up with {st}", self.proc.name());
-            }
+        let what = format!("{} answers on its control socket", self.proc.name());
+        wait_for(timeout, &what, || {
+            self.proc.check_alive()?;
             match self.status() {
-                Ok(s) => return s,
-                Err(e) => last_err = format!("{e:#}"),
+                Ok(s) => Ok(Some(s)),
+                Err(e) => {
+                    last_err = format!("{e:#}");
+                    Ok(None)
+                }
             }
-            if start.elapsed() > timeout {
-                break;
-            }
-            std::thread::sleep(POLL);
-        }
-        panic!(
-            "{} did not answer status within {timeout:?}: {last_err}",
-            self.proc.name()
-        );
+        })
+        .with_context(|| format!("last error: {last_err}"))
+    }
+
+    /// SIGSTOP: the agent hangs, its sockets and XDP program in place.
+    pub fn freeze(&mut self) -> Result<()> {
+        self.proc.freeze()
+    }
+
+    pub fn thaw(&mut self) -> Result<()> {
+        self.proc.thaw()
+    }
+
+    /// SIGTERM and a bounded wait: a MASTER bows out, removes the VIP and runs its down script.
+    pub fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.proc.stop(timeout)
+    }
+
+    /// SIGKILL: the agent crashes, leaving its VIP and its database's state behind.
+    pub fn kill(&mut self) {
+        self.proc.kill()
     }
 }
 
 /// Runs `cluster-agent status --json --control-socket <socket>`.
-pub fn query_status(socket: &Path) -> anyhow::Result<Status> {
-    let mut c = Command::new(agent_bin());
-    c.args(["status", "--json", "--control-socket"]).arg(socket);
-    let out = cmd::output_timeout(&mut c, STATUS_TIMEOUT)
-        .with_context(|| format!("`status` did not answer within {STATUS_TIMEOUT:?}"))?;
+pub fn query_status(socket: &Path) -> Result<Status> {
+    let socket = socket.to_string_lossy();
+    agent_json(
+        &["status", "--json", "--control-socket", &socket],
+        STATUS_TIMEOUT,
+    )
+}
+
+/// Runs `cluster-agent inspect --json -p <pass> -a <vip> <pcap>`.
+pub fn inspect(pcap: &Path, pass: &str, vip: Ipv4Addr) -> Result<Vec<Inspected>> {
+    let (vip, pcap) = (vip.to_string(), pcap.to_string_lossy());
+    agent_json(
+        &["inspect", "--json", "-p", pass, "-a", &vip, &pcap],
+        Duration::from_secs(10),
+    )
+}
+
+/// Runs one of the agent's offline commands (in the host) and reads its JSON answer.
+fn agent_json<T: serde::de::DeserializeOwned>(args: &[&str], timeout: Duration) -> Result<T> {
+    let what = args.first().copied().unwrap_or_default();
+    let out = run_agent_cmd(None, args, timeout)?
+        .with_context(|| format!("`{what}` did not answer within {timeout:?}"))?;
     if !out.status.success() {
         bail!(
-            "`status` failed ({}): {}",
+            "`{what}` failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     serde_json::from_slice(&out.stdout).with_context(|| {
         format!(
-            "`status --json` output is not the expected JSON: {}",
+            "`{what} --json` output is not the expected JSON: {}",
             String::from_utf8_lossy(&out.stdout).trim()
         )
     })
 }
 
-/// Runs `cluster-agent inspect --json -p <pass> -a <vip> <pcap>`.
-pub fn inspect(pcap: &Path, pass: &str, vip: Ipv4Addr) -> Vec<Inspected> {
-    let mut c = Command::new(agent_bin());
-    c.args(["inspect", "--json", "-p", pass, "-a", &vip.to_string()])
-        .arg(pcap);
-    let out = cmd::output_timeout(&mut c, Duration::from_secs(10)).expect("inspect hangs");
-    assert!(
-        out.status.success(),
-        "inspect failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "inspect --json output is not a JSON array of adverts ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 /// Runs the agent binary with `args` (in namespace `ns` if given) and a time limit.
-/// Returns `None` if it was still running at the limit (and has been killed).
-pub fn run_agent_cmd(ns: Option<&str>, args: &[&str], timeout: Duration) -> Option<Output> {
-    let bin = agent_bin();
+/// `Ok(None)` if it was still running at the limit (and has been killed).
+pub fn run_agent_cmd(ns: Option<&str>, args: &[&str], timeout: Duration) -> Result<Option<Output>> {
+    let bin = agent_bin()?;
     let mut c = match ns {
         Some(ns) => cmd::netns_command(ns, &bin, args),
         None => {
@@ -275,6 +291,7 @@ impl Rig {
     /// The `run` arguments for `o` on node `i`.
     pub fn agent_args(&self, node: usize, o: &AgentOpts) -> Vec<String> {
         let src = o.src.unwrap_or_else(|| self.addr(node));
+        let t = &o.timing;
         let mut a: Vec<String> = [
             "run",
             "-i",
@@ -288,33 +305,35 @@ impl Rig {
             "-a",
             &o.vip,
             "-b",
-            &o.advbase.to_string(),
+            &t.advbase.to_string(),
             "-k",
-            &o.advskew.to_string(),
+            &t.advskew.to_string(),
             "-r",
-            &o.deadratio.to_string(),
+            &t.deadratio.to_string(),
             "--control-socket",
             &self.agent_socket(node).to_string_lossy(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        if o.preempt {
+        if t.preempt {
             a.push("-P".into());
         }
         if let Some(x) = &o.xdp {
             a.push("--xdp".into());
             a.push(x.clone());
         }
+        if let Some(db) = &o.db {
+            a.extend(db.flags());
+        }
         a.extend(o.extra.iter().cloned());
         a
     }
 
     /// Starts the agent on node `i` (not waiting for it to answer).
-    pub fn spawn_agent(&self, node: usize, o: &AgentOpts) -> Agent {
-        let bin = agent_bin();
+    pub fn spawn_agent(&self, node: usize, o: &AgentOpts) -> Result<Agent> {
         let args = self.agent_args(node, o);
-        let mut c = cmd::netns_command(self.ns(node), &bin, &args);
+        let mut c = cmd::netns_command(self.ns(node), agent_bin()?, &args);
         if std::env::var_os("RUST_LOG").is_none() {
             c.env("RUST_LOG", "debug");
         }
@@ -322,20 +341,20 @@ impl Rig {
             format!("agent@node{node}"),
             c,
             &self.log_path(&format!("agent-n{node}")),
-        );
-        Agent {
+        )?;
+        Ok(Agent {
             proc,
             socket: self.agent_socket(node),
             opts: o.clone(),
             node,
-        }
+        })
     }
 
     /// Starts the agent on node `i` and waits until its control socket answers.
-    pub fn start_agent(&self, node: usize, o: &AgentOpts) -> Agent {
-        let mut a = self.spawn_agent(node, o);
-        a.wait_ready(Duration::from_secs(10));
-        a
+    pub fn start_agent(&self, node: usize, o: &AgentOpts) -> Result<Agent> {
+        let mut a = self.spawn_agent(node, o)?;
+        a.wait_ready(READY_TIMEOUT)?;
+        Ok(a)
     }
 }
 

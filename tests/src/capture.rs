@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::{Result, ensure};
+
 use crate::env::tcpdump_bin;
 use crate::proc::Proc;
 use crate::rig::{NODE_IF, Rig};
@@ -16,11 +18,11 @@ pub struct Capture {
 
 impl Rig {
     /// Starts capturing `ip proto 112` on node `i` and waits until tcpdump listens.
-    pub fn capture(&self, node: usize, name: &str) -> Capture {
+    pub fn capture(&self, node: usize, name: &str) -> Result<Capture> {
         let path = self.dir().join(format!("{name}.pcap"));
-        let bin = tcpdump_bin();
+        let bin = tcpdump_bin()?;
         let p = path.to_string_lossy().into_owned();
-        let mut proc = self.spawn(
+        let proc = self.spawn(
             node,
             &format!("tcpdump-{name}"),
             &[
@@ -36,12 +38,12 @@ impl Rig {
                 "--immediate-mode",
                 "ip proto 112",
             ],
-        );
+        )?;
         wait_until(Duration::from_secs(5), "tcpdump listens", || {
-            assert!(proc.is_running(), "tcpdump exited: {}", proc.log());
-            proc.log().contains("listening on")
-        });
-        Capture { proc, path }
+            proc.check_alive()?;
+            Ok(proc.log().contains("listening on"))
+        })?;
+        Ok(Capture { proc, path })
     }
 }
 
@@ -61,22 +63,22 @@ impl Capture {
     }
 
     /// Stops tcpdump (which flushes the file) and returns the file's path.
-    pub fn stop(mut self) -> PathBuf {
-        self.proc.signal(libc::SIGINT);
-        let st = self.proc.wait_exit(Duration::from_secs(5));
+    pub fn stop(mut self) -> Result<PathBuf> {
+        self.proc.signal(libc::SIGINT)?;
+        let st = self.proc.wait_exit(Duration::from_secs(5))?;
         // tcpdump exits 0 on SIGINT after writing its statistics.
-        assert!(
+        ensure!(
             st.success() || st.code().is_none(),
             "tcpdump failed ({st}): {}",
             self.proc.log()
         );
-        self.path.clone()
+        Ok(self.path.clone())
     }
 }
 
 /// Reads the frames of a classic pcap file (any byte order, micro- or nanosecond stamps).
 /// A truncated trailing record (capture still being written) is ignored.
-pub fn read_pcap(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
     Ok(read_pcap_records(path)?
         .into_iter()
         .map(|r| r.frame)
@@ -91,7 +93,7 @@ pub struct Record {
 }
 
 /// As [`read_pcap`], with capture times.
-pub fn read_pcap_records(path: &Path) -> anyhow::Result<Vec<Record>> {
+pub fn read_pcap_records(path: &Path) -> Result<Vec<Record>> {
     let data = std::fs::read(path)?;
     anyhow::ensure!(data.len() >= 24, "pcap file shorter than its header");
     let magic = [data[0], data[1], data[2], data[3]];

@@ -1,19 +1,23 @@
-//! Real MariaDB servers for the database tests: one `mariadbd` per node namespace, listening
-//! on the node's address with the TLS settings, certificates and users that
-//! `cluster_agent::db::bootstrap` generates, each with its own data directory and socket.
+//! Real MariaDB servers: one `mariadbd` per node namespace, listening on every address of its
+//! node with the TLS settings, certificates and users that `cluster-agent db bootstrap`
+//! generates, each with its own data directory, socket and temporary directory.
 //!
 //! Data directories are copied from a template made once by `mariadb-install-db` and kept in
 //! the target directory (a build cache like any other), since a fresh installation takes
 //! seconds and a copy milliseconds.
 //!
-//! Tests talk to a server as `root` over its Unix socket with the `mariadb` client (setting
-//! up, writing rows, inspecting); statements go to the client's stdin, never its command line.
+//! The harness talks to a server as `root` over its Unix socket with the `mariadb` client
+//! (setting up, writing rows, inspecting); statements go to the client's stdin, never its
+//! command line.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use crate::cmd;
 use crate::proc::Proc;
@@ -25,78 +29,95 @@ pub const PORT: u16 = 3306;
 /// How long a server may take to accept connections after it is started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one `mariadb` client call.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn mariadbd_bin() -> PathBuf {
+/// The application's account and table (`t.rows`) on every server of a
+/// [`crate::cluster::Cluster`].
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-agent-test-password";
+/// Creates them; run outside the binary log, so no server holds a GTID the others lack.
+pub const APP_SQL: &str = "CREATE DATABASE t;\n\
+     CREATE TABLE t.rows (id BIGINT PRIMARY KEY, note VARCHAR(32)) ENGINE=InnoDB;\n\
+     CREATE USER 'app'@'%' IDENTIFIED BY 'app-agent-test-password' REQUIRE SSL;\n\
+     GRANT SELECT, INSERT, UPDATE, DELETE ON t.* TO 'app'@'%';\n\
+     CREATE USER 'app'@'localhost' IDENTIFIED BY 'app-agent-test-password';\n\
+     GRANT SELECT, INSERT, UPDATE, DELETE ON t.* TO 'app'@'localhost';\n";
+
+fn mariadbd_bin() -> Result<PathBuf> {
     ["/usr/sbin/mariadbd", "/usr/bin/mariadbd"]
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .expect("`mariadbd` is not installed (Debian package mariadb-server); the database tests need it")
+        .context("`mariadbd` is not installed (Debian package mariadb-server)")
 }
 
 /// The `mariadb` command-line client.
-pub fn client_bin() -> PathBuf {
+pub fn client_bin() -> Result<PathBuf> {
     ["/usr/bin/mariadb", "/usr/bin/mysql"]
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .expect("the `mariadb` client is not installed (Debian package mariadb-client)")
+        .context("the `mariadb` client is not installed (Debian package mariadb-client)")
 }
 
 /// The template data directory, made once per machine (and per server version).
-fn template() -> &'static Path {
-    static T: OnceLock<PathBuf> = OnceLock::new();
-    T.get_or_init(|| {
-        let version = cmd::run(Command::new(mariadbd_bin()).arg("--version"));
-        let tag: String = version
-            .split_whitespace()
-            .nth(2)
-            .unwrap_or("unknown")
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
-            .collect();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::env::workspace_root().join("target"));
-        let dir = target
-            .join("test-cache")
-            .join(format!("mariadb-datadir-{tag}"));
-        if dir.join("mysql").is_dir() {
-            return dir;
-        }
-        // Built aside and renamed into place, so parallel test processes never see half a
-        // template.
-        let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+fn template() -> Result<PathBuf> {
+    // Threads of one test process wait for the one that makes it (they would share its
+    // temporary directory); a failure is not remembered, so the next caller tries again.
+    static T: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut t = T.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(dir) = &*t {
+        return Ok(dir.clone());
+    }
+    let dir = make_template()?;
+    *t = Some(dir.clone());
+    Ok(dir)
+}
+
+fn make_template() -> Result<PathBuf> {
+    let version = cmd::run(Command::new(mariadbd_bin()?).arg("--version"))?;
+    let tag: String = version
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("unknown")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+        .collect();
+    let dir = crate::env::target_dir()
+        .join("test-cache")
+        .join(format!("mariadb-datadir-{tag}"));
+    if dir.join("mysql").is_dir() {
+        return Ok(dir);
+    }
+    // Built aside and renamed into place, so parallel test processes never see half a
+    // template.
+    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    if let Some(parent) = tmp.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    cmd::run(
+        Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", tmp.display()))
+            .arg("--user=root")
+            .arg("--auth-root-authentication-method=socket")
+            .arg("--skip-test-db")
+            .arg("--innodb-log-file-size=4M")
+            .arg("--innodb-buffer-pool-size=16M"),
+    )
+    .context("mariadb-install-db failed")?;
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another process won the race; its template is as good as ours.
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(tmp.parent().expect("parent")).expect("create test cache");
-        let out = cmd::output(
-            Command::new("mariadb-install-db")
-                .arg("--no-defaults")
-                .arg(format!("--datadir={}", tmp.display()))
-                .arg("--user=root")
-                .arg("--auth-root-authentication-method=socket")
-                .arg("--skip-test-db")
-                .arg("--innodb-log-file-size=4M")
-                .arg("--innodb-buffer-pool-size=16M"),
-        );
-        assert!(
-            out.status.success(),
-            "mariadb-install-db failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        if std::fs::rename(&tmp, &dir).is_err() {
-            // Another process won the race; its template is as good as ours.
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        assert!(
-            dir.join("mysql").is_dir(),
-            "no template at {}",
-            dir.display()
-        );
-        dir
-    })
+    }
+    ensure!(
+        dir.join("mysql").is_dir(),
+        "no template at {}",
+        dir.display()
+    );
+    Ok(dir)
 }
 
 /// One `mariadbd` in one node of a rig.
@@ -115,7 +136,7 @@ impl MariaDb {
     /// Starts a server in node `node` of `rig`, listening on `addr` with the settings of
     /// `node_cnf` (the node's `cluster-agent.cnf` from bootstrap) included, on a fresh copy of
     /// the template data directory, and waits until it answers.
-    pub fn start(rig: &Rig, node: usize, addr: IpAddr, node_cnf: &Path) -> MariaDb {
+    pub fn start(rig: &Rig, node: usize, addr: IpAddr, node_cnf: &Path) -> Result<MariaDb> {
         MariaDb::start_with(rig, node, addr, node_cnf, "")
     }
 
@@ -126,16 +147,16 @@ impl MariaDb {
         addr: IpAddr,
         node_cnf: &Path,
         overrides: &str,
-    ) -> MariaDb {
+    ) -> Result<MariaDb> {
         let dir = rig.dir().join(format!("mariadb-n{node}"));
         let data = dir.join("data");
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create server directory");
-        cmd::run(Command::new("cp").arg("-a").arg(template()).arg(&data));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        cmd::run(Command::new("cp").arg("-a").arg(template()?).arg(&data))?;
         let socket = dir.join("mysqld.sock");
         // A private temporary directory: servers of parallel tests never share /tmp files.
         let tmp = dir.join("tmp");
-        std::fs::create_dir_all(&tmp).expect("create server tmpdir");
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let cnf = dir.join("my.cnf");
         std::fs::write(
             &cnf,
@@ -160,7 +181,7 @@ impl MariaDb {
                 node_cnf = node_cnf.display(),
             ),
         )
-        .expect("write my.cnf");
+        .with_context(|| format!("writing {}", cnf.display()))?;
         let mut m = MariaDb {
             ns: rig.ns(node).to_string(),
             node,
@@ -171,14 +192,14 @@ impl MariaDb {
             log_dir: rig.dir().to_path_buf(),
             proc: None,
         };
-        m.launch();
-        m
+        m.launch()?;
+        Ok(m)
     }
 
-    fn launch(&mut self) {
+    fn launch(&mut self) -> Result<()> {
         let c = cmd::netns_command(
             &self.ns,
-            mariadbd_bin(),
+            mariadbd_bin()?,
             &[format!("--defaults-file={}", self.cnf.display())],
         );
         let mut log = self.log_dir.join(format!("mariadbd-n{}.log", self.node));
@@ -190,22 +211,23 @@ impl MariaDb {
                 .log_dir
                 .join(format!("mariadbd-n{}.{k}.log", self.node));
         }
-        self.proc = Some(Proc::spawn(format!("mariadbd@node{}", self.node), c, &log));
-        let socket = self.socket.clone();
+        let proc = self
+            .proc
+            .insert(Proc::spawn(format!("mariadbd@node{}", self.node), c, &log)?);
+        let proc = &*proc;
+        let socket = &self.socket;
         wait_until(
             START_TIMEOUT,
             &format!("mariadbd on node{} accepts connections", self.node),
             || {
-                let p = self.proc.as_mut().expect("just spawned");
-                assert!(
-                    p.is_running(),
-                    "mariadbd on node{} exited at start:\n{}",
-                    self.node,
-                    p.log()
-                );
-                socket.exists() && self.try_sql("SELECT 1").is_ok()
+                proc.check_alive()?;
+                Ok(
+                    socket.exists()
+                        && run_client(client_command(socket, None)?, "SELECT 1").is_ok(),
+                )
             },
-        );
+        )?;
+        Ok(())
     }
 
     /// Kills the server (SIGKILL: a crash, nothing flushed beyond what it already wrote).
@@ -215,16 +237,51 @@ impl MariaDb {
         }
     }
 
-    /// Starts the server again on its data directory (after [`MariaDb::kill`] or a rig power
-    /// failure).
-    pub fn restart(&mut self) {
+    /// Stops the server cleanly (SIGTERM: it flushes and shuts down), waiting up to `timeout`.
+    pub fn stop(&mut self, timeout: Duration) -> Result<()> {
+        if let Some(mut p) = self.proc.take() {
+            let st = p.stop(timeout)?;
+            ensure!(
+                st.success(),
+                "mariadbd on node{} stopped with {st}",
+                self.node
+            );
+        }
+        Ok(())
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open and every statement hangs, as on a
+    /// server stuck on its disk.
+    pub fn stall(&mut self) -> Result<()> {
+        self.running_proc()?.freeze()
+    }
+
+    /// Lets a [`MariaDb::stall`]ed server go on (SIGCONT).
+    pub fn resume(&mut self) -> Result<()> {
+        self.running_proc()?.thaw()
+    }
+
+    fn running_proc(&mut self) -> Result<&mut Proc> {
+        let node = self.node;
+        self.proc
+            .as_mut()
+            .with_context(|| format!("mariadbd on node{node} is not running"))
+    }
+
+    /// Starts the server again on its data directory (after [`MariaDb::kill`], a stop or a
+    /// power cut): crash recovery, as after a reboot.
+    pub fn restart(&mut self) -> Result<()> {
         self.kill();
         let _ = std::fs::remove_file(&self.socket);
-        self.launch();
+        self.launch()
     }
 
     pub fn is_running(&mut self) -> bool {
         self.proc.as_mut().is_some_and(|p| p.is_running())
+    }
+
+    pub fn proc(&self) -> Option<&Proc> {
+        self.proc.as_ref()
     }
 
     pub fn addr(&self) -> IpAddr {
@@ -241,66 +298,81 @@ impl MariaDb {
 
     /// A `mariadb` client command on the server's socket (statements go to its stdin, so
     /// nothing secret is ever on a command line). `user`: `None` for root.
-    pub fn client(&self, user: Option<&str>) -> Command {
-        let mut c = Command::new(client_bin());
-        c.arg("--no-defaults")
-            .arg(format!("--socket={}", self.socket.display()))
-            .arg(format!("--user={}", user.unwrap_or("root")))
-            .arg("--batch")
-            .arg("--skip-column-names");
-        c
+    pub fn client(&self, user: Option<&str>) -> Result<Command> {
+        client_command(&self.socket, user)
     }
 
-    /// Runs `sql` as root; tab-separated rows or the client's error.
-    pub fn try_sql(&self, sql: &str) -> Result<String, String> {
-        run_client(self.client(None), sql)
-    }
-
-    /// Runs `sql` as root, panicking with the error if it fails.
-    pub fn sql(&self, sql: &str) -> String {
-        self.try_sql(sql)
-            .unwrap_or_else(|e| panic!("SQL on node{} failed: {e}\nSQL: {sql}", self.node))
+    /// Runs `sql` as root; the tab-separated rows.
+    pub fn sql(&self, sql: &str) -> Result<String> {
+        run_client(self.client(None)?, sql)
+            .with_context(|| format!("SQL on node{}: {sql}", self.node))
     }
 
     /// The first column of the first row, if any.
-    pub fn scalar(&self, sql: &str) -> Option<String> {
-        self.sql(sql)
+    pub fn scalar(&self, sql: &str) -> Result<Option<String>> {
+        Ok(self
+            .sql(sql)?
             .lines()
             .next()
-            .map(|l| l.split('\t').next().unwrap_or("").to_string())
+            .map(|l| l.split('\t').next().unwrap_or("").to_string()))
     }
 
     /// `SHOW SLAVE STATUS` as column -> value (empty when not a replica).
-    pub fn slave_status(&self) -> std::collections::BTreeMap<String, String> {
-        let out = run_client(
-            {
-                let mut c = Command::new(client_bin());
-                c.arg("--no-defaults")
-                    .arg(format!("--socket={}", self.socket.display()))
-                    .arg("--user=root")
-                    .arg("--vertical");
-                c
-            },
-            "SHOW SLAVE STATUS",
-        )
-        .unwrap_or_else(|e| panic!("SHOW SLAVE STATUS on node{}: {e}", self.node));
-        out.lines()
+    pub fn slave_status(&self) -> Result<BTreeMap<String, String>> {
+        let mut c = Command::new(client_bin()?);
+        c.arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg("--user=root")
+            .arg("--vertical");
+        let out = run_client(c, "SHOW SLAVE STATUS")
+            .with_context(|| format!("SHOW SLAVE STATUS on node{}", self.node))?;
+        Ok(out
+            .lines()
             .filter_map(|l| {
                 let (k, v) = l.split_once(':')?;
                 Some((k.trim().to_string(), v.trim().to_string()))
             })
-            .collect()
+            .collect())
+    }
+
+    /// A shell command line running `sql` as root on this server, for the scripts of a UCARP
+    /// or keepalived cluster.
+    pub fn shell_command(&self, sql: &str) -> Result<String> {
+        Ok(format!(
+            "{} --no-defaults --socket={} --user=root -e \"{sql}\"",
+            client_bin()?.display(),
+            self.socket.display()
+        ))
+    }
+}
+
+fn client_command(socket: &Path, user: Option<&str>) -> Result<Command> {
+    let mut c = Command::new(client_bin()?);
+    c.arg("--no-defaults")
+        .arg(format!("--socket={}", socket.display()))
+        .arg(format!("--user={}", user.unwrap_or("root")))
+        .arg("--batch")
+        .arg("--skip-column-names");
+    Ok(c)
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        self.kill();
+        if !crate::scope::keep_files() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
 /// Runs a `mariadb` client command with `sql` on its stdin, bounded in time; its output, or
-/// its error message.
-pub fn run_client(c: Command, sql: &str) -> Result<String, String> {
+/// an error with the client's message.
+pub fn run_client(c: Command, sql: &str) -> Result<String> {
     run_client_within(c, sql, CLIENT_TIMEOUT)
 }
 
 /// As [`run_client`], killing the client after `limit` (an error: nothing was acknowledged).
-pub fn run_client_within(mut c: Command, sql: &str, limit: Duration) -> Result<String, String> {
+pub fn run_client_within(mut c: Command, sql: &str, limit: Duration) -> Result<String> {
     use std::io::Write;
     use std::process::Stdio;
     let mut child = c
@@ -308,14 +380,14 @@ pub fn run_client_within(mut c: Command, sql: &str, limit: Duration) -> Result<S
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run the mariadb client: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
+        .context("cannot run the mariadb client")?;
+    let mut stdin = child.stdin.take().context("piped stdin")?;
     let sql = sql.to_string();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(sql.as_bytes());
     });
     let pid = child.id();
-    // A watchdog bounds the call: a server that hangs must fail the test, not stall it.
+    // A watchdog bounds the call: a server that hangs must fail the caller, not stall it.
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
         if done_rx.recv_timeout(limit).is_err() {
@@ -327,24 +399,94 @@ pub fn run_client_within(mut c: Command, sql: &str, limit: Duration) -> Result<S
     let _ = done_tx.send(());
     let _ = watchdog.join();
     let _ = writer.join();
-    let out = out.map_err(|e| format!("waiting for the mariadb client: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
+    let out = out.context("waiting for the mariadb client")?;
+    if !out.status.success() {
+        bail!(
             "{} ({})",
             String::from_utf8_lossy(&out.stderr).trim(),
             out.status
-        ))
+        );
     }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-impl Drop for MariaDb {
-    fn drop(&mut self) {
-        self.kill();
-        if !std::thread::panicking() && std::env::var_os("CLUSTER_KEEP_RIG").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
+/// The agent's `[mysql]` settings for one node.
+///
+/// [`AgentDb::settings`] is the one place that names them; the command-line flags and the
+/// TOML section are both made from it, so a new setting is a field here and a line there.
+#[derive(Clone, Debug)]
+pub struct AgentDb {
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub admin_password_file: PathBuf,
+    pub repl_password_file: PathBuf,
+    pub check_interval_ms: u64,
+    pub promote_timeout_s: u64,
+    pub max_lag_s: u64,
+    /// Every database node of the cluster.
+    pub nodes: Vec<std::net::Ipv4Addr>,
+}
+
+/// The value of one `[mysql]` setting: TOML quotes text and not numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Text(String),
+    Number(u64),
+    /// A list: a TOML array, and the flag once per item.
+    List(Vec<String>),
+}
+
+impl AgentDb {
+    /// Every setting as (key in `[mysql]`, value); the flag is `--mysql-<key>`, for a list the
+    /// key without its plural `s`, repeated.
+    pub fn settings(&self) -> Vec<(&'static str, Setting)> {
+        let path = |p: &Path| Setting::Text(p.to_string_lossy().into_owned());
+        vec![
+            ("ca", path(&self.ca)),
+            ("client-cert", path(&self.client_cert)),
+            ("client-key", path(&self.client_key)),
+            ("admin-password-file", path(&self.admin_password_file)),
+            ("repl-password-file", path(&self.repl_password_file)),
+            ("check-interval", Setting::Number(self.check_interval_ms)),
+            ("promote-timeout", Setting::Number(self.promote_timeout_s)),
+            ("max-lag", Setting::Number(self.max_lag_s)),
+            (
+                "nodes",
+                Setting::List(self.nodes.iter().map(ToString::to_string).collect()),
+            ),
+        ]
+    }
+
+    /// The settings as `run` flags.
+    pub fn flags(&self) -> Vec<String> {
+        self.settings()
+            .into_iter()
+            .flat_map(|(k, v)| match v {
+                Setting::Text(s) => vec![format!("--mysql-{k}"), s],
+                Setting::Number(n) => vec![format!("--mysql-{k}"), n.to_string()],
+                Setting::List(items) => {
+                    let flag = format!("--mysql-{}", k.trim_end_matches('s'));
+                    items.into_iter().flat_map(|i| [flag.clone(), i]).collect()
+                }
+            })
+            .collect()
+    }
+
+    /// The settings as the `[mysql]` section of the agent's TOML file.
+    pub fn toml(&self) -> String {
+        let mut s = String::from("[mysql]\n");
+        for (k, v) in self.settings() {
+            match v {
+                Setting::Text(t) => s.push_str(&format!("{k} = {t:?}\n")),
+                Setting::Number(n) => s.push_str(&format!("{k} = {n}\n")),
+                Setting::List(items) => {
+                    let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+                    s.push_str(&format!("{k} = [{}]\n", quoted.join(", ")));
+                }
+            }
         }
+        s
     }
 }
 
@@ -357,30 +499,34 @@ pub struct ClusterFiles {
     pub admin_password_file: PathBuf,
     pub repl_password_file: PathBuf,
     pub nodes: Vec<NodeFiles>,
+    /// The nodes' addresses, in order.
+    pub addrs: Vec<std::net::Ipv4Addr>,
 }
 
 impl ClusterFiles {
-    /// `o` with the `[mysql]` flags for node `i`: bootstrap's certificates and secrets, a
-    /// 100 ms health check.
-    pub fn agent_flags(&self, i: usize, mut o: crate::agent::AgentOpts) -> crate::agent::AgentOpts {
+    /// Node `i`'s `[mysql]` settings: bootstrap's certificates and secrets, a 100 ms health
+    /// check, a 10 s promotion limit, 5 s of tolerated lag.
+    pub fn agent_db(&self, i: usize) -> AgentDb {
         let f = &self.nodes[i];
-        let path = |p: &Path| p.to_string_lossy().into_owned();
-        for (flag, value) in [
-            ("--mysql-ca", path(&f.ca)),
-            ("--mysql-client-cert", path(&f.client_cert)),
-            ("--mysql-client-key", path(&f.client_key)),
-            (
-                "--mysql-admin-password-file",
-                path(&self.admin_password_file),
-            ),
-            ("--mysql-repl-password-file", path(&self.repl_password_file)),
-            ("--mysql-check-interval", "100".into()),
-            ("--mysql-promote-timeout", "10".into()),
-            ("--mysql-max-lag", "5".into()),
-        ] {
-            o = o.arg(flag).arg(&value);
+        AgentDb {
+            ca: f.ca.clone(),
+            client_cert: f.client_cert.clone(),
+            client_key: f.client_key.clone(),
+            admin_password_file: self.admin_password_file.clone(),
+            repl_password_file: self.repl_password_file.clone(),
+            check_interval_ms: 100,
+            promote_timeout_s: 10,
+            max_lag_s: 5,
+            nodes: self.addrs.clone(),
         }
-        o
+    }
+
+    /// The replication password (for replication set up by hand).
+    pub fn repl_password(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(&self.repl_password_file)
+            .with_context(|| format!("reading {}", self.repl_password_file.display()))?
+            .trim_end()
+            .to_string())
     }
 }
 
@@ -395,14 +541,14 @@ pub struct NodeFiles {
 }
 
 /// Runs `cluster-agent db bootstrap` for every node of `rig` (named `node<i>`) into `out`.
-pub fn bootstrap_cli(rig: &Rig, out: &Path) -> ClusterFiles {
-    let mut c = Command::new(crate::env::agent_bin());
+pub fn bootstrap_cli(rig: &Rig, out: &Path) -> Result<ClusterFiles> {
+    let mut c = Command::new(crate::env::agent_bin()?);
     c.args(["db", "bootstrap", "--out"]).arg(out);
     for i in 0..rig.node_count() {
         c.arg("--node").arg(format!("node{i}={}", rig.addr(i)));
     }
-    let o = cmd::output_timeout(&mut c, Duration::from_secs(30)).expect("db bootstrap hangs");
-    assert!(
+    let o = cmd::output_within(&mut c, Duration::from_secs(30))?;
+    ensure!(
         o.status.success(),
         "cluster-agent db bootstrap failed ({}): {}",
         o.status,
@@ -427,277 +573,12 @@ pub fn bootstrap_cli(rig: &Rig, out: &Path) -> ClusterFiles {
         admin_password_file: out.join("secrets").join("admin.pass"),
         repl_password_file: out.join("secrets").join("replication.pass"),
         nodes,
+        addrs: (0..rig.node_count()).map(|i| rig.addr(i)).collect(),
     };
     for f in [&files.ca, &files.users_sql, &files.admin_password_file] {
-        assert!(f.is_file(), "bootstrap wrote no {}", f.display());
+        ensure!(f.is_file(), "bootstrap wrote no {}", f.display());
     }
-    files
-}
-
-/// The application's account and table on every server of an [`AgentDbCluster`].
-pub const APP_USER: &str = "app";
-pub const APP_PASSWORD: &str = "app-agent-test-password";
-
-/// What `status --json` says about the database (see the agent's control module).
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-pub struct DbStatus {
-    pub role: String,
-    pub gate: Option<String>,
-    #[serde(default)]
-    pub errant: Vec<String>,
-    pub last_error: Option<String>,
-}
-
-/// The parts of `status --json` the database tests look at.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct AgentDbStatus {
-    pub state: String,
-    pub master: Option<String>,
-    pub advskew: u8,
-    pub demoted: bool,
-    pub database: Option<DbStatus>,
-}
-
-impl AgentDbStatus {
-    pub fn is_master(&self) -> bool {
-        self.state == "MASTER"
-    }
-
-    pub fn db_role(&self) -> &str {
-        self.database.as_ref().map_or("", |d| d.role.as_str())
-    }
-}
-
-/// Agents with `[mysql]` on every node of a rig, each with its own MariaDB (TLS required,
-/// bootstrapped by the agent's own command), and a client namespace that reaches the database
-/// only through the VIP.
-pub struct AgentDbCluster {
-    // Fields drop in order: agents, then servers, then the rig's namespaces.
-    agents: Vec<Option<crate::agent::Agent>>,
-    servers: Vec<MariaDb>,
-    pub files: ClusterFiles,
-    pub rig: Rig,
-}
-
-/// The VIP every [`AgentDbCluster`] moves, its CARP settings, and the client's address.
-pub const VIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 99, 0, 100);
-pub const VHID: u8 = 31;
-pub const CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 99, 0, 200);
-
-impl AgentDbCluster {
-    /// A rig of `n` nodes and a client, every node's MariaDB up (read-only, as bootstrap
-    /// leaves it) with the users, an empty table `t.rows` and the application account; no
-    /// agent yet.
-    pub fn start(n: usize) -> AgentDbCluster {
-        let t0 = std::time::Instant::now();
-        let rig = Rig::new(crate::rig::RigConfig::nodes(n).client(CLIENT));
-        let files = bootstrap_cli(&rig, &rig.dir().join("db-bootstrap"));
-        let users = std::fs::read_to_string(&files.users_sql).expect("read users.sql");
-        let mut servers = Vec::new();
-        for i in 0..n {
-            let s = MariaDb::start_with(&rig, i, IpAddr::V4(rig.addr(i)), &files.nodes[i].cnf, "");
-            s.sql(&users);
-            // Outside the binary log: no server holds a GTID the others lack.
-            s.sql(&format!(
-                "SET SESSION sql_log_bin = 0;\n\
-                 CREATE DATABASE t;\n\
-                 CREATE TABLE t.rows (id BIGINT PRIMARY KEY, note VARCHAR(32)) ENGINE=InnoDB;\n\
-                 CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}' REQUIRE SSL;\n\
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON t.* TO '{APP_USER}'@'%';\n\
-                 CREATE USER '{APP_USER}'@'localhost' IDENTIFIED BY '{APP_PASSWORD}';\n\
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON t.* TO '{APP_USER}'@'localhost';\n"
-            ));
-            servers.push(s);
-        }
-        eprintln!("{n} MariaDB servers bootstrapped in {:?}", t0.elapsed());
-        AgentDbCluster {
-            agents: (0..n).map(|_| None).collect(),
-            servers,
-            files,
-            rig,
-        }
-    }
-
-    pub fn server(&self, i: usize) -> &MariaDb {
-        &self.servers[i]
-    }
-
-    pub fn server_mut(&mut self, i: usize) -> &mut MariaDb {
-        &mut self.servers[i]
-    }
-
-    /// Agent settings for node `i`: fast mode (advbase 0) with `advskew`, deadratio 3, the
-    /// `[mysql]` flags from bootstrap's files, a 100 ms health check.
-    pub fn agent_opts(&self, i: usize, advskew: u8) -> crate::agent::AgentOpts {
-        let o = crate::agent::AgentOpts::new(VHID, "dbtest", &format!("{VIP}/24"))
-            .advbase(0)
-            .advskew(advskew)
-            .deadratio(3);
-        self.files.agent_flags(i, o)
-    }
-
-    /// Starts the agent on node `i` and waits until it answers.
-    pub fn start_agent(&mut self, i: usize, o: &crate::agent::AgentOpts) {
-        self.agents[i] = Some(self.rig.start_agent(i, o));
-    }
-
-    /// Stops the agent on node `i` (SIGKILL, as a crash would).
-    pub fn kill_agent(&mut self, i: usize) {
-        self.agents[i] = None;
-    }
-
-    pub fn agent(&self, i: usize) -> &crate::agent::Agent {
-        self.agents[i]
-            .as_ref()
-            .unwrap_or_else(|| panic!("no agent running on node{i}"))
-    }
-
-    /// The agent's status on node `i`.
-    pub fn status(&self, i: usize) -> anyhow::Result<AgentDbStatus> {
-        use anyhow::Context;
-        let socket = &self.agent(i).socket;
-        let mut c = Command::new(crate::env::agent_bin());
-        c.args(["status", "--json", "--control-socket"]).arg(socket);
-        let out = cmd::output_timeout(&mut c, Duration::from_secs(2))
-            .context("`status` did not answer within 2 s")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "`status` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "unexpected status JSON: {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    }
-
-    /// The agent's status on node `i`, panicking if it does not answer.
-    pub fn status_now(&self, i: usize) -> AgentDbStatus {
-        self.status(i)
-            .unwrap_or_else(|e| panic!("status of the agent on node{i}: {e:#}"))
-    }
-
-    /// Nodes with a running agent that hold the VIP.
-    pub fn vip_holders(&self) -> Vec<usize> {
-        let live: Vec<usize> = (0..self.agents.len())
-            .filter(|&i| self.agents[i].is_some())
-            .collect();
-        self.rig.holders(VIP, &live)
-    }
-
-    /// Node `i` is the one master: its agent is MASTER with the database promoted, it alone
-    /// holds the VIP, and its server is writable.
-    pub fn is_sole_master(&self, i: usize) -> bool {
-        self.status(i)
-            .is_ok_and(|s| s.is_master() && s.db_role() == "master")
-            && self.vip_holders() == [i]
-            && self.servers[i]
-                .try_sql("SELECT @@read_only")
-                .ok()
-                .as_deref()
-                == Some("0\n")
-    }
-
-    /// Waits until node `i` is the sole master; returns how long that took.
-    pub fn wait_sole_master(&self, i: usize, timeout: Duration) -> Duration {
-        wait_until(timeout, &format!("node{i} is the sole master"), || {
-            self.check_agents();
-            self.is_sole_master(i)
-        })
-    }
-
-    /// Node `i` is a BACKUP whose server is read-only and replicates from `master` over
-    /// verified TLS, both threads running.
-    pub fn is_replica_of(&self, i: usize, master: usize) -> bool {
-        let Ok(s) = self.status(i) else { return false };
-        if s.is_master() || s.db_role() != "replica" {
-            return false;
-        }
-        let st = self.servers[i].slave_status();
-        let is = |k: &str, v: &str| st.get(k).map(String::as_str) == Some(v);
-        self.servers[i]
-            .try_sql("SELECT @@read_only")
-            .ok()
-            .as_deref()
-            == Some("1\n")
-            && is("Master_Host", &self.rig.addr(master).to_string())
-            && is("Slave_IO_Running", "Yes")
-            && is("Slave_SQL_Running", "Yes")
-            && is("Master_SSL_Allowed", "Yes")
-            && is("Master_SSL_Verify_Server_Cert", "Yes")
-            && is("Using_Gtid", "Slave_Pos")
-    }
-
-    pub fn wait_replica_of(&self, i: usize, master: usize, timeout: Duration) -> Duration {
-        wait_until(
-            timeout,
-            &format!("node{i} replicates from node{master} over verified TLS"),
-            || {
-                self.check_agents();
-                self.is_replica_of(i, master)
-            },
-        )
-    }
-
-    /// Panics (with the agent's log) if an agent that should run has exited.
-    pub fn check_agents(&self) {
-        for a in self.agents.iter().flatten() {
-            // An exited child stays a zombie until reaped: state `Z` in /proc/PID/stat.
-            let stat =
-                std::fs::read_to_string(format!("/proc/{}/stat", a.proc.pid())).unwrap_or_default();
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next());
-            if matches!(state, None | Some("Z" | "X")) {
-                panic!("{} exited:\n{}", a.proc.name(), a.proc.log());
-            }
-        }
-    }
-
-    /// The application's view: the database through the VIP, from the client namespace.
-    pub fn vip(&self) -> VipClient {
-        VipClient {
-            ns: self
-                .rig
-                .client_ns()
-                .expect("the rig has a client")
-                .to_string(),
-            ca: self.files.ca.clone(),
-            host: VIP.to_string(),
-            port: PORT,
-        }
-    }
-
-    /// The ids in `t.rows` on node `i`'s server (as root, on its socket).
-    pub fn ids(&self, i: usize) -> Vec<i64> {
-        self.servers[i]
-            .sql("SELECT id FROM t.rows ORDER BY id")
-            .lines()
-            .map(|l| l.trim().parse().expect("integer id"))
-            .collect()
-    }
-
-    /// Power failure of node `i`: its agent, its server and everything else in it die at
-    /// once, its switch port goes down.
-    pub fn power_fail(&mut self, i: usize) {
-        self.rig.power_fail(i);
-        self.agents[i] = None;
-        self.servers[i].kill();
-    }
-
-    /// Node `i` boots again: port up, own address back, its server restarted on its data
-    /// (crash recovery); the agent is left to the caller.
-    pub fn power_on(&mut self, i: usize) {
-        self.rig.power_on(i);
-        self.servers[i].restart();
-    }
-
-    /// The agent's log on node `i` so far.
-    pub fn agent_log(&self, i: usize) -> String {
-        self.agent(i).proc.log()
-    }
+    Ok(files)
 }
 
 /// The application: a `mariadb` client in the client namespace, connected to the VIP over TLS
@@ -713,10 +594,10 @@ pub struct VipClient {
 }
 
 impl VipClient {
-    pub fn command(&self) -> Command {
+    pub fn command(&self) -> Result<Command> {
         let mut c = cmd::netns_command(
             &self.ns,
-            client_bin(),
+            client_bin()?,
             &[
                 "--no-defaults".to_string(),
                 format!("--host={}", self.host),
@@ -730,36 +611,37 @@ impl VipClient {
         );
         // The client reads it from the environment: never a password on a command line.
         c.env("MYSQL_PWD", APP_PASSWORD);
-        c
+        Ok(c)
     }
 
     /// Runs `sql` through the VIP, giving up after `limit`.
-    pub fn sql(&self, sql: &str, limit: Duration) -> Result<String, String> {
-        run_client_within(self.command(), sql, limit)
+    pub fn sql(&self, sql: &str, limit: Duration) -> Result<String> {
+        run_client_within(self.command()?, sql, limit)
     }
 
     /// Inserts row `id` through the VIP; `Ok` only if the commit was acknowledged.
-    pub fn insert(&self, id: i64, limit: Duration) -> Result<(), String> {
+    pub fn insert(&self, id: i64, limit: Duration) -> Result<()> {
         self.sql(&format!("INSERT INTO t.rows VALUES ({id}, 'vip')"), limit)
             .map(drop)
     }
 
     /// Inserts row `id` and returns the `server_id` of the server that acknowledged it.
-    pub fn insert_where(&self, id: i64, limit: Duration) -> Result<u32, String> {
+    pub fn insert_where(&self, id: i64, limit: Duration) -> Result<u32> {
         let out = self.sql(
             &format!("INSERT INTO t.rows VALUES ({id}, 'vip'); SELECT @@server_id;"),
             limit,
         )?;
         out.trim()
             .parse()
-            .map_err(|_| format!("unexpected answer {out:?}"))
+            .map_err(|_| anyhow!("unexpected answer {out:?}"))
     }
 
-    /// Inserts every id of `ids`, panicking at the first failure.
-    pub fn insert_all(&self, ids: std::ops::RangeInclusive<i64>) {
+    /// Inserts every id of `ids`, stopping at the first failure.
+    pub fn insert_all(&self, ids: std::ops::RangeInclusive<i64>) -> Result<()> {
         for id in ids {
             self.insert(id, CLIENT_TIMEOUT)
-                .unwrap_or_else(|e| panic!("insert {id} through the VIP: {e}"));
+                .with_context(|| format!("insert {id} through the VIP"))?;
         }
+        Ok(())
     }
 }

@@ -1,24 +1,39 @@
-//! Real `ucarp` peers inside rig nodes, with up/down scripts that add and remove the VIP.
+//! Real `ucarp` peers inside rig nodes, with up/down scripts that add and remove the VIP (and
+//! whatever else a cluster's scripts do, e.g. promote a database).
 
 use std::net::Ipv4Addr;
 
+use anyhow::Result;
+
 use crate::env::ucarp_bin;
 use crate::proc::Proc;
-use crate::rig::Rig;
+use crate::rig::{NODE_IF, Rig};
+use crate::timing::{Timed, Timing};
 
-/// Settings of one `ucarp` instance. Defaults: advbase 1, advskew 0, deadratio 3, no preempt.
+/// Settings of one `ucarp` instance: [`Timing`] defaults, scripts that only move the VIP.
 #[derive(Clone, Debug)]
 pub struct UcarpOpts {
     pub vhid: u8,
     pub pass: String,
     pub vip: Ipv4Addr,
-    pub advbase: u8,
-    pub advskew: u8,
-    pub deadratio: u32,
-    pub preempt: bool,
+    pub timing: Timing,
     /// Source address; the node's own address when `None`.
     pub src: Option<Ipv4Addr>,
+    /// Shell lines the up script runs after adding the VIP.
+    pub up: Vec<String>,
+    /// Shell lines the down script runs after removing the VIP.
+    pub down: Vec<String>,
     pub extra: Vec<String>,
+}
+
+impl Timed for UcarpOpts {
+    fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
+    fn timing_mut(&mut self) -> &mut Timing {
+        &mut self.timing
+    }
 }
 
 impl UcarpOpts {
@@ -27,32 +42,21 @@ impl UcarpOpts {
             vhid,
             pass: pass.to_string(),
             vip,
-            advbase: 1,
-            advskew: 0,
-            deadratio: 3,
-            preempt: false,
+            timing: Timing::default(),
             src: None,
+            up: Vec::new(),
+            down: Vec::new(),
             extra: Vec::new(),
         }
     }
 
-    pub fn advbase(mut self, v: u8) -> Self {
-        self.advbase = v;
+    pub fn on_up(mut self, line: &str) -> Self {
+        self.up.push(line.to_string());
         self
     }
 
-    pub fn advskew(mut self, v: u8) -> Self {
-        self.advskew = v;
-        self
-    }
-
-    pub fn deadratio(mut self, v: u32) -> Self {
-        self.deadratio = v;
-        self
-    }
-
-    pub fn preempt(mut self, v: bool) -> Self {
-        self.preempt = v;
+    pub fn on_down(mut self, line: &str) -> Self {
+        self.down.push(line.to_string());
         self
     }
 
@@ -60,49 +64,37 @@ impl UcarpOpts {
         self.extra.push(a.to_string());
         self
     }
-
-    /// Master-down time in BACKUP: `advbase * deadratio + advskew / 256` seconds.
-    pub fn master_down(&self) -> std::time::Duration {
-        master_down(self.advbase, self.advskew, self.deadratio)
-    }
-}
-
-/// `advbase * deadratio + advskew / 256` seconds, as UCARP computes it.
-pub fn master_down(advbase: u8, advskew: u8, deadratio: u32) -> std::time::Duration {
-    std::time::Duration::from_micros(
-        u64::from(advbase) * u64::from(deadratio) * 1_000_000
-            + u64::from(advskew) * 1_000_000 / 256,
-    )
 }
 
 impl Rig {
-    /// Starts `ucarp` on node `i`. Its hooks add/remove the VIP with the rig's prefix length
-    /// and log each call to the ucarp log.
-    pub fn spawn_ucarp(&self, node: usize, o: &UcarpOpts) -> Proc {
+    /// Starts `ucarp` on node `i`. Its scripts log each call to the ucarp log and add/remove
+    /// the VIP with the rig's prefix length before their own lines.
+    pub fn spawn_ucarp(&self, node: usize, o: &UcarpOpts) -> Result<Proc> {
         let tag = format!("n{node}-v{}", o.vhid);
+        let p = self.prefix();
         let up = self.write_script(
             &format!("ucarp-up-{tag}.sh"),
             &format!(
-                "echo \"hook: up $*\"\nexec ip addr add \"$2/{p}\" dev \"$1\"",
-                p = self.prefix()
+                "echo \"hook: up $*\"\nip addr add \"$2/{p}\" dev \"$1\"\n{}\nexit 0",
+                o.up.join("\n")
             ),
-        );
+        )?;
         let down = self.write_script(
             &format!("ucarp-down-{tag}.sh"),
             &format!(
-                "echo \"hook: down $*\"\nip addr del \"$2/{p}\" dev \"$1\" 2>/dev/null\nexit 0",
-                p = self.prefix()
+                "echo \"hook: down $*\"\nip addr del \"$2/{p}\" dev \"$1\" 2>/dev/null\n{}\nexit 0",
+                o.down.join("\n")
             ),
-        );
+        )?;
         let src = o.src.unwrap_or_else(|| self.addr(node)).to_string();
-        let bin = ucarp_bin();
+        let t = &o.timing;
         let mut argv: Vec<String> = vec![
-            // Line-buffered stdout so the log is current when a test prints it.
+            // Line-buffered stdout so the log is current when a test reads it.
             "stdbuf".into(),
             "-oL".into(),
-            bin.to_string_lossy().into_owned(),
+            ucarp_bin()?.to_string_lossy().into_owned(),
             "-i".into(),
-            crate::rig::NODE_IF.into(),
+            NODE_IF.into(),
             "-s".into(),
             src,
             "-v".into(),
@@ -112,18 +104,18 @@ impl Rig {
             "-a".into(),
             o.vip.to_string(),
             "-b".into(),
-            o.advbase.to_string(),
+            t.advbase.to_string(),
             "-k".into(),
-            o.advskew.to_string(),
+            t.advskew.to_string(),
             "-r".into(),
-            o.deadratio.to_string(),
+            t.deadratio.to_string(),
             "-u".into(),
             up.to_string_lossy().into_owned(),
             "-d".into(),
             down.to_string_lossy().into_owned(),
             "-z".into(),
         ];
-        if o.preempt {
+        if t.preempt {
             argv.push("-P".into());
         }
         argv.extend(o.extra.iter().cloned());

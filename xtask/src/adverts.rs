@@ -11,9 +11,10 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use crate::scenario::mono_ns;
+use ::tests::packet::PacketSocket;
+use ::tests::wait::mono_ns;
 
 /// Arguments of the hidden `advert-watch` subcommand.
 #[derive(clap::Args, Debug)]
@@ -39,7 +40,8 @@ pub fn watch(args: WatchArgs) -> Result<()> {
         .append(true)
         .open(&args.out)
         .with_context(|| format!("opening {}", args.out.display()))?;
-    let socket = PacketSocket::open(&args.interface)?;
+    // A receive timeout lets the loop look at its deadline while the port is quiet.
+    let socket = PacketSocket::receiver(&args.interface, Duration::from_millis(200))?;
     println!("ready: watching {}", args.interface);
     std::io::stdout().flush()?;
     let limit = Duration::from_secs(args.max_seconds);
@@ -62,85 +64,6 @@ pub fn watch(args: WatchArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// An `AF_PACKET` socket receiving every frame of one interface, both directions.
-struct PacketSocket {
-    fd: libc::c_int,
-}
-
-impl PacketSocket {
-    fn open(interface: &str) -> Result<PacketSocket> {
-        let name = std::ffi::CString::new(interface).context("interface name")?;
-        // SAFETY: if_nametoindex reads a NUL-terminated string we own.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            bail!("no interface {interface}");
-        }
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket(2); the descriptor is owned by the returned value.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto)) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
-        }
-        let socket = PacketSocket { fd };
-        // SAFETY: sockaddr_ll is plain data; all-zero is a valid starting value.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = proto;
-        addr.sll_ifindex = ifindex as i32;
-        // SAFETY: bind(2) with a correctly sized sockaddr_ll.
-        let rc = unsafe {
-            libc::bind(
-                socket.fd,
-                (&raw const addr).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error()).context("bind(AF_PACKET)");
-        }
-        // A receive timeout lets the loop look at its deadline while the port is quiet.
-        let timeout = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 200_000,
-        };
-        // SAFETY: setsockopt(2) with a timeval of the right size.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const timeout).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error()).context("SO_RCVTIMEO");
-        }
-        Ok(socket)
-    }
-
-    /// One frame, or `None` when the receive timeout passed first.
-    fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>> {
-        // SAFETY: recv(2) into a buffer we own, at most its length.
-        let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN | libc::EINTR) => Ok(None),
-            _ => Err(e).context("recv(AF_PACKET)"),
-        }
-    }
-}
-
-impl Drop for PacketSocket {
-    fn drop(&mut self) {
-        // SAFETY: closing the descriptor this value owns, once.
-        unsafe { libc::close(self.fd) };
-    }
 }
 
 /// The fields of an advert that timing analysis needs.

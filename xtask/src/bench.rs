@@ -22,12 +22,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
+use tests::cluster::{Implementation, Rank};
+use tests::wait::{check_interrupt, install_signal_handlers, mono_ns, ms_between};
+
 use crate::cmd::say;
 use crate::report::{Stats, Table, ms, signed_ms, utc_stamp};
-use crate::scenario::{
-    self, Implementation, Rank, Scenario, Timing, WatchPort, catch, check_interrupt, mono_ns,
-    ms_between, node_name, wait_for,
-};
+use crate::scenario::{self, POLL, Pinned, Scenario, Timing, WatchPort, node_name};
 use crate::timeline::GapSeries;
 
 #[derive(clap::Args, Debug)]
@@ -131,11 +131,14 @@ impl Config {
     fn describe(&self) -> String {
         match &self.imp {
             Implementation::Agent { xdp } if self.fast => format!(
-                "cluster-agent --xdp {xdp}, advbase 0, advskew {:?}, deadratio {}",
-                FAST_SKEW, self.timing.deadratio
+                "cluster-agent --xdp {}, advbase 0, advskew {:?}, deadratio {}",
+                xdp.as_deref().unwrap_or("auto"),
+                FAST_SKEW,
+                self.timing.deadratio
             ),
             Implementation::Agent { xdp } => format!(
-                "cluster-agent --xdp {xdp}, advbase 1, advskew {COMPAT_SKEW:?}, deadratio 3"
+                "cluster-agent --xdp {}, advbase 1, advskew {COMPAT_SKEW:?}, deadratio 3",
+                xdp.as_deref().unwrap_or("auto")
             ),
             Implementation::Ucarp => format!(
                 "ucarp -b 1 -r 3 -k {COMPAT_SKEW:?}, up/down scripts: ip addr, arping -U, mysql client promotion"
@@ -158,7 +161,9 @@ fn agent(xdp: &str, fast: bool) -> Config {
             if fast { " fast" } else { "" },
             if xdp == "off" { "no-XDP" } else { "XDP" }
         ),
-        imp: Implementation::Agent { xdp: xdp.into() },
+        imp: Implementation::Agent {
+            xdp: Some(xdp.into()),
+        },
         timing: if fast { FAST } else { COMPAT },
         fast,
     }
@@ -233,8 +238,8 @@ fn compare(args: CompareArgs) -> Result<()> {
         "--search-seconds must be between 5 and 3600"
     );
     let built = crate::tasks::build(true)?;
-    let _pinned = scenario::PinnedAgent::new(&built.agent_bin)?;
-    scenario::install_signal_handlers();
+    let _pinned = Pinned::new(&built.agent_bin, &[])?;
+    install_signal_handlers();
     let started = mono_ns();
 
     // The smallest keepalived VRRPv3 interval that holds still under the client's load.
@@ -247,7 +252,7 @@ fn compare(args: CompareArgs) -> Result<()> {
             args.search_seconds
         ));
         let cfg = keepalived_v3(ms);
-        let soak = catch(|| soak(&cfg, args.search_seconds));
+        let soak = soak(&cfg, args.search_seconds);
         let line = match &soak {
             Ok(s) => format!("{ms} ms: {} flaps in {:.0} s", s.flaps, s.seconds),
             Err(e) => format!("{ms} ms: failed: {e:#}"),
@@ -302,7 +307,7 @@ fn compare(args: CompareArgs) -> Result<()> {
                 "failover run {run}/{} of {}",
                 args.runs, cfg.name
             ));
-            match catch(|| one_run(cfg, run)) {
+            match one_run(cfg, run) {
                 Ok(r) => {
                     say(format_args!(
                         "  {}: gap {} ms (excess over theory {} ms), writable after {} ms, {} failed requests, {} of {} acknowledged writes lost",
@@ -335,7 +340,7 @@ fn compare(args: CompareArgs) -> Result<()> {
             .iter()
             .map(|&i| {
                 let cfg = &configs[i];
-                scope.spawn(move || catch(|| soak(cfg, args.soak_seconds)))
+                scope.spawn(move || soak(cfg, args.soak_seconds))
             })
             .collect();
         handles
@@ -420,50 +425,26 @@ fn compare(args: CompareArgs) -> Result<()> {
     Ok(())
 }
 
-/// The cluster of `cfg` up: node0 master (its database writable), the others backups that
-/// have heard node0 at least twice and (for the agent) replicate. Recorder on node1's port.
+/// The cluster of `cfg` up: node0 master (its database writable), the others replicating
+/// from it, backups that have heard node0 at least twice. Recorder on node1's port.
 fn start_cluster(cfg: &Config) -> Result<Scenario> {
-    let mut s = Scenario::new(NODES, cfg.imp.clone(), cfg.timing, WatchPort::Node(1), true)?;
-    s.start_daemon(0, cfg.rank(0))?;
-    let agent = cfg.imp.is_agent();
-    wait_for(Duration::from_secs(20), "node0 is master", || {
-        s.check_daemon(0)?;
-        let db_ready = !agent
-            || s.agent_status(0).is_some_and(|st| {
-                st.is_master() && st.database.is_some_and(|d| d.role == "master")
-            });
-        Ok((db_ready && s.holders()? == [0]).then_some(()))
-    })?;
-    if !agent {
-        s.start_static_replication(0)?;
-    }
-    let started = mono_ns();
-    for i in 1..NODES {
-        s.start_daemon(i, cfg.rank(i))?;
-    }
-    let a_addr = s.rig.addr(0);
-    wait_for(
+    let mut s = Scenario::new(NODES, cfg.imp.clone(), cfg.timing, WatchPort::Node(1))?;
+    let ranks: Vec<Rank> = (0..NODES).map(|i| cfg.rank(i)).collect();
+    let up = s.c.bring_up(&ranks, Duration::from_secs(20))?;
+    let a_addr = s.c.rig.addr(0);
+    POLL.wait_until(
         Duration::from_secs(20),
         "the backups settle behind node0",
         || {
             s.refresh()?;
-            for i in 1..NODES {
-                s.check_daemon(i)?;
-                if agent
-                    && !s.agent_status(i).is_some_and(|st| {
-                        st.is_backup() && st.database.is_some_and(|d| d.role == "replica")
-                    })
-                {
-                    return Ok(None);
-                }
-            }
-            let heard = s.adverts.sent_by_since(a_addr, started).count() >= 2;
-            Ok((heard && s.holders()? == [0]).then_some(()))
+            s.c.check_daemons()?;
+            let heard = s.adverts.sent_by_since(a_addr, up.backups_started).count() >= 2;
+            Ok(heard && s.c.holders()? == [0])
         },
     )?;
     s.start_probe(PROBE_INTERVAL_US, WRITE_EVERY)?;
     let since = mono_ns();
-    wait_for(
+    POLL.wait_until(
         Duration::from_secs(10),
         "writes acknowledged by node0",
         || {
@@ -473,7 +454,7 @@ fn start_cluster(cfg: &Config) -> Result<Scenario> {
                 .ended_since(since)
                 .filter(|x| x.ok_from("node0") && x.write.as_ref().is_some_and(|w| w.1.is_some()))
                 .count();
-            Ok((acked >= 50).then_some(()))
+            Ok(acked >= 50)
         },
     )?;
     Ok(s)
@@ -486,11 +467,11 @@ fn one_run(cfg: &Config, run: usize) -> Result<RunResult> {
     // an advert (the settle condition ends on one).
     let interval_ms = if cfg.fast { 50 } else { 1000 };
     let fail_at = mono_ns() + scenario::jitter(interval_ms) * 1_000_000;
-    wait_for(Duration::from_secs(2), "the chosen failure instant", || {
-        s.check_daemon(0)?;
-        Ok((mono_ns() >= fail_at).then_some(()))
+    POLL.wait_until(Duration::from_secs(2), "the chosen failure instant", || {
+        s.c.check_daemon(0)?;
+        Ok(mono_ns() >= fail_at)
     })?;
-    let t_fail = s.power_fail(0)?;
+    let t_fail = s.power_cut(0)?;
     let timeout = Duration::from_secs_f64(cfg.theory_ms() / 1e3) + Duration::from_secs(10);
     let f = s.measure_failover(0, t_fail, timeout)?;
     // A resignation (VRRP priority 0, CARP bow-out advskew 255) is a graceful stop.
@@ -503,18 +484,21 @@ fn one_run(cfg: &Config, run: usize) -> Result<RunResult> {
         bail!("node0's last advert was a resignation, so this was no silent power failure");
     }
     let new_name = node_name(f.new);
-    let writable = wait_for(
-        Duration::from_secs(10),
-        &format!("a write acknowledged by {new_name}"),
-        || {
-            s.refresh()?;
-            Ok(s.probe_log
-                .ended_since(t_fail)
-                .find(|x| x.ok_from(&new_name) && x.write.as_ref().is_some_and(|w| w.1.is_some()))
-                .map(|x| x.end_ns))
-        },
-    )
-    .ok();
+    let writable = POLL
+        .wait_for(
+            Duration::from_secs(10),
+            &format!("a write acknowledged by {new_name}"),
+            || {
+                s.refresh()?;
+                Ok(s.probe_log
+                    .ended_since(t_fail)
+                    .find(|x| {
+                        x.ok_from(&new_name) && x.write.as_ref().is_some_and(|w| w.1.is_some())
+                    })
+                    .map(|x| x.end_ns))
+            },
+        )
+        .ok();
     let check = s.check_writes(f.new)?;
     if !check.lost.is_empty() {
         say(format_args!(
@@ -544,24 +528,24 @@ fn soak(cfg: &Config, seconds: u64) -> Result<Soak> {
     let mut s = start_cluster(cfg)?;
     let t0 = mono_ns();
     let end = t0 + seconds * 1_000_000_000;
-    let master = s.rig.addr(0);
+    let master = s.c.rig.addr(0);
     let mut flaps = 0;
     let mut in_flap = false;
     let mut seen = 0;
-    wait_for(Duration::from_secs(seconds + 5), "the soak to end", || {
+    POLL.wait_until(Duration::from_secs(seconds + 5), "the soak to end", || {
         s.refresh()?;
-        s.check_daemon(0)?;
+        s.c.check_daemon(0)?;
         let foreign = s.adverts.adverts[seen..]
             .iter()
             .any(|a| a.src != master && a.t_ns >= t0);
         seen = s.adverts.adverts.len();
-        let wrong = foreign || s.holders()? != [0];
+        let wrong = foreign || s.c.holders()? != [0];
         if wrong && !in_flap {
             flaps += 1;
         }
         in_flap = wrong;
         // Paced by the advert record, not a timer: the next check comes after the poll.
-        Ok((mono_ns() >= end).then_some(()))
+        Ok(mono_ns() >= end)
     })?;
     let samples = &s.probe_log.samples;
     Ok(Soak {

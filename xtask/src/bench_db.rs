@@ -28,13 +28,15 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ::tests::mariadb::{AgentDbCluster, PORT, VIP, VipClient};
+use ::tests::cluster::{Cluster, ClusterConfig, VIP};
+use ::tests::mariadb::{PORT, VipClient};
+use ::tests::wait::{check_interrupt, install_signal_handlers};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde::Serialize;
 
 use crate::cmd::say;
 use crate::report::{Stats, Table, ms, utc_stamp};
-use crate::scenario::{self, catch, check_interrupt};
+use crate::scenario::{POLL, Pinned};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchDbArgs {
@@ -159,8 +161,8 @@ pub fn run(args: BenchDbArgs) -> Result<()> {
         .map(|s| Failure::parse(s))
         .collect::<Result<Vec<_>>>()?;
     let built = crate::tasks::build(true)?;
-    let _pinned = scenario::PinnedAgent::new(&built.agent_bin)?;
-    scenario::install_signal_handlers();
+    let _pinned = Pinned::new(&built.agent_bin, &[])?;
+    install_signal_handlers();
 
     let mut results: Vec<KindResult> = kinds
         .iter()
@@ -189,7 +191,7 @@ pub fn run(args: BenchDbArgs) -> Result<()> {
                 args.runs,
                 kind.describe()
             ));
-            match catch(|| one_run(kind, run)) {
+            match one_run(kind, run) {
                 Ok(r) => {
                     say(format_args!(
                         "  transition -> first write {} ms (promoted {} ms, stop receiving {} ms, TCP {} ms); outage {} ms; {} acknowledged, {} lost",
@@ -278,36 +280,28 @@ struct Write {
 }
 
 fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
-    let mut c = AgentDbCluster::start(2);
-    let o = c.agent_opts(0, SKEW[0]);
-    c.start_agent(0, &o);
-    c.wait_sole_master(0, START_LIMIT);
-    let o = c.agent_opts(1, SKEW[1]);
-    c.start_agent(1, &o);
-    c.wait_replica_of(1, 0, START_LIMIT);
-    scenario::wait_for(START_LIMIT, "node0 has a semi-sync replica", || {
-        let out = c
-            .server(0)
-            .sql("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_clients'");
-        Ok((out.split_whitespace().nth(1) == Some("1")).then_some(()))
-    })?;
+    let mut c = Cluster::start(ClusterConfig::new(2))?;
+    // node0 master, node1 its semi-sync replica.
+    c.bring_up(&[SKEW[0].into(), SKEW[1].into()], START_LIMIT)?;
 
     let relay = Relay::start(
-        c.rig.client_ns().expect("client namespace"),
+        c.rig.client_ns().context("client namespace")?,
         SocketAddr::from((VIP, PORT)),
     )?;
-    let mut app = c.vip();
+    let mut app = c.vip()?;
     app.host = Ipv4Addr::LOCALHOST.to_string();
     app.port = relay.port;
     let writer = Writer::start(app);
     let new_server = 2; // node1's server_id, as bootstrap numbers them
-    scenario::wait_for(FAILOVER_LIMIT, "writes acknowledged by node0", || {
-        Ok((writer.acknowledged_by(1) >= ROWS_BEFORE).then_some(()))
+    POLL.wait_until(FAILOVER_LIMIT, "writes acknowledged by node0", || {
+        writer.acknowledged_by(1) >= ROWS_BEFORE
     })?;
 
     let t_fail = wall_ns();
     match kind {
-        Failure::Power => c.power_fail(0),
+        Failure::Power => {
+            c.power_cut(0)?;
+        }
         Failure::Database => c.server_mut(0).kill(),
         Failure::Switchover => {
             let out = ::tests::agent::run_agent_cmd(
@@ -315,10 +309,10 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
                 &[
                     "switchover",
                     "--control-socket",
-                    &c.agent(0).socket.to_string_lossy(),
+                    &c.agent(0)?.socket.to_string_lossy(),
                 ],
                 Duration::from_secs(5),
-            )
+            )?
             .ok_or_else(|| anyhow!("switchover did not answer"))?;
             ensure!(
                 out.status.success(),
@@ -327,13 +321,13 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
             );
         }
     }
-    scenario::wait_for(FAILOVER_LIMIT, "writes acknowledged by node1", || {
-        Ok((writer.acknowledged_by(new_server) >= ROWS_AFTER).then_some(()))
+    POLL.wait_until(FAILOVER_LIMIT, "writes acknowledged by node1", || {
+        writer.acknowledged_by(new_server) >= ROWS_AFTER
     })?;
     let writes = writer.stop();
     let tcp_connects = relay.stop();
 
-    let log = c.agent_log(1);
+    let log = c.agent_log(1)?;
     let transition = log_times(&log, |l| {
         l.contains("state change") && l.contains("state=MASTER")
     })
@@ -356,7 +350,7 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
         .ok_or_else(|| anyhow!("no write acknowledged by node1"))?;
     let tcp = promoted.and_then(|p| tcp_connects.iter().copied().find(|t| *t >= p));
 
-    let on_new: std::collections::BTreeSet<i64> = c.ids(1).into_iter().collect();
+    let on_new: std::collections::BTreeSet<i64> = c.ids(1)?.into_iter().collect();
     let lost: Vec<i64> = writes
         .iter()
         .filter(|w| w.server.is_some() && !on_new.contains(&w.id))
@@ -457,19 +451,6 @@ struct Relay {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn enter_netns(ns: &str) -> Result<()> {
-    let f = std::fs::File::open(format!("/run/netns/{ns}"))
-        .with_context(|| format!("opening namespace {ns}"))?;
-    // SAFETY: setns(2) on a namespace file we just opened; it moves only the calling thread.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    ensure!(
-        rc == 0,
-        "setns into {ns}: {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
-}
-
 impl Relay {
     fn start(ns: &str, target: SocketAddr) -> Result<Relay> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -479,7 +460,7 @@ impl Relay {
             let (ns, stop, connected) = (ns.to_string(), stop.clone(), connected.clone());
             std::thread::spawn(move || {
                 // Threads started from here share the namespace: every socket lives there.
-                let listener = enter_netns(&ns).and_then(|()| {
+                let listener = ::tests::netns::enter(&ns).and_then(|()| {
                     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the relay")
                 });
                 let listener = match listener {

@@ -12,14 +12,15 @@
 //! Results go to `<out>/xdp-<date>.md` and `.json`, and the markdown to stdout.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
-use tests::{AgentOpts, Proc, Rig, RigConfig, UcarpOpts};
+use tests::{AgentOpts, KeepalivedOpts, Poller, Proc, Rig, RigConfig, Timed, Timing, UcarpOpts};
 
 use crate::cmd::{self, say};
+use crate::scenario::Pinned;
 
 const VHID: u8 = 42;
 const PASS: &str = "fl00d";
@@ -114,8 +115,12 @@ impl Imp {
     /// priority 100.
     fn master_down(self) -> Duration {
         match self {
-            Imp::Keepalived => Duration::from_micros(3_000_000 + 156 * 1_000_000 / 256),
-            _ => tests::ucarp::master_down(1, 100, 3),
+            Imp::Keepalived => keepalived(100).master_down(),
+            _ => Timing {
+                advskew: 100,
+                ..Timing::default()
+            }
+            .master_down(),
         }
     }
 
@@ -173,20 +178,6 @@ struct Report {
     summary: Vec<String>,
 }
 
-/// Binaries copied out of the workspace for the session, so a concurrent build cannot swap them.
-struct Bins {
-    dir: PathBuf,
-    agent: PathBuf,
-    inject: PathBuf,
-    cost: PathBuf,
-}
-
-impl Drop for Bins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 pub fn run(args: BenchXdpArgs) -> Result<()> {
     ensure!(
         // SAFETY: geteuid has no preconditions.
@@ -204,8 +195,6 @@ pub fn run(args: BenchXdpArgs) -> Result<()> {
     );
     ensure!(args.rounds >= 1, "--rounds must be at least 1");
     let bins = build()?;
-    // SAFETY: no other thread runs yet; the test harness reads this variable.
-    unsafe { std::env::set_var(crate::tasks::AGENT_BIN_VAR, &bins.agent) };
 
     let mut report = Report {
         date: utc_date(),
@@ -272,8 +261,9 @@ pub fn run(args: BenchXdpArgs) -> Result<()> {
     Ok(())
 }
 
-/// Builds the release agent with the XDP object, and the injector and cost helper.
-fn build() -> Result<Bins> {
+/// Builds the release agent with the XDP object, and the injector and cost helper; pins
+/// copies of all three.
+fn build() -> Result<Pinned> {
     let built = crate::tasks::build(true)?;
     say("building the frame injector and the XDP cost helper");
     cmd::run(
@@ -298,30 +288,16 @@ fn build() -> Result<Bins> {
         .parent()
         .context("agent binary has no directory")?
         .to_path_buf();
-    let dir = std::env::temp_dir().join(format!("cluster-bench-xdp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let copy = |from: &Path, name: &str| -> Result<PathBuf> {
-        let to = dir.join(name);
-        std::fs::copy(from, &to)
-            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-        Ok(to)
-    };
-    Ok(Bins {
-        agent: copy(&built.agent_bin, "cluster-agent")?,
-        inject: copy(&release.join("carp-inject"), "carp-inject")?,
-        cost: copy(&release.join("xdp-cost"), "xdp-cost")?,
-        dir,
-    })
+    Pinned::new(
+        &built.agent_bin,
+        &[
+            (&release.join("carp-inject"), "carp-inject"),
+            (&release.join("xdp-cost"), "xdp-cost"),
+        ],
+    )
 }
 
-/// Rig construction panics on failure; turn that into an error so one bad run does not end
-/// the benchmark.
-fn new_rig(nodes: usize) -> Result<Rig> {
-    std::panic::catch_unwind(|| Rig::new(RigConfig::nodes(nodes)))
-        .map_err(|_| anyhow::anyhow!("could not build a {nodes}-node rig"))
-}
-
-fn cost(bins: &Bins, args: &BenchXdpArgs) -> Result<(String, Vec<CostCase>)> {
+fn cost(bins: &Pinned, args: &BenchXdpArgs) -> Result<(String, Vec<CostCase>)> {
     #[derive(serde::Deserialize)]
     struct Out {
         attach_mode: String,
@@ -334,15 +310,15 @@ fn cost(bins: &Bins, args: &BenchXdpArgs) -> Result<(String, Vec<CostCase>)> {
         rounds_ns: Vec<u64>,
         counter: String,
     }
-    let rig = new_rig(1)?;
+    let rig = Rig::new(RigConfig::nodes(1))?;
     let repeat = args.repeat.to_string();
     let rounds = args.rounds.to_string();
     let mut c = tests::cmd::netns_command(
         rig.ns(0),
-        &bins.cost,
+        bins.path("xdp-cost"),
         &["--repeat", &repeat, "--rounds", &rounds],
     );
-    let out = tests::cmd::output_timeout(&mut c, COST_TIMEOUT)
+    let out = tests::cmd::output_timeout(&mut c, COST_TIMEOUT)?
         .context("the XDP cost helper overran its time limit")?;
     ensure!(
         out.status.success(),
@@ -398,32 +374,34 @@ struct Pair {
 }
 
 fn start_pair(rig: &Rig, imp: Imp) -> Result<Pair> {
+    // Polled every 50 ms: a quicker poll would only add load to the machine being measured.
+    let master_up = || {
+        Poller::every(Duration::from_millis(50)).wait_until(
+            Duration::from_secs(10),
+            "node0 holds the VIP",
+            || rig.node_has_addr(0, VIP),
+        )
+    };
     let pair = match imp {
         Imp::AgentXdp | Imp::AgentXdpOff => {
             let mode = if imp == Imp::AgentXdp { "auto" } else { "off" };
             let base = AgentOpts::new(VHID, PASS, VIP24).xdp(mode);
-            let master = rig.spawn_agent(0, &base.clone().preempt(true)).proc;
-            wait(Duration::from_secs(10), "node0 holds the VIP", || {
-                rig.node_has_addr(0, VIP)
-            })?;
-            let backup = rig.spawn_agent(1, &base.advskew(100)).proc;
+            let master = rig.spawn_agent(0, &base.clone().preempt(true))?.proc;
+            master_up()?;
+            let backup = rig.spawn_agent(1, &base.advskew(100))?.proc;
             Pair { master, backup }
         }
         Imp::Ucarp => {
             let o = UcarpOpts::new(VHID, PASS, VIP);
-            let master = rig.spawn_ucarp(0, &o.clone().preempt(true));
-            wait(Duration::from_secs(10), "node0 holds the VIP", || {
-                rig.node_has_addr(0, VIP)
-            })?;
-            let backup = rig.spawn_ucarp(1, &o.advskew(100));
+            let master = rig.spawn_ucarp(0, &o.clone().preempt(true))?;
+            master_up()?;
+            let backup = rig.spawn_ucarp(1, &o.advskew(100))?;
             Pair { master, backup }
         }
         Imp::Keepalived => {
-            let master = spawn_keepalived(rig, 0, 200)?;
-            wait(Duration::from_secs(10), "node0 holds the VIP", || {
-                rig.node_has_addr(0, VIP)
-            })?;
-            let backup = spawn_keepalived(rig, 1, 100)?;
+            let master = rig.spawn_keepalived(0, &keepalived(200))?;
+            master_up()?;
+            let backup = rig.spawn_keepalived(1, &keepalived(100))?;
             Pair { master, backup }
         }
     };
@@ -432,74 +410,8 @@ fn start_pair(rig: &Rig, imp: Imp) -> Result<Pair> {
 
 /// keepalived, VRRPv2, advert_int 1, simple-password authentication (so that forged adverts
 /// have something to fail, as forged CARP adverts fail the HMAC).
-fn spawn_keepalived(rig: &Rig, node: usize, priority: u8) -> Result<Proc> {
-    let dir = rig.dir();
-    let conf = dir.join(format!("keepalived-n{node}.conf"));
-    let state = if priority >= 200 { "MASTER" } else { "BACKUP" };
-    let text = format!(
-        "global_defs {{\n  router_id node{node}\n  vrrp_version 2\n}}\n\
-         vrrp_instance flood {{\n  state {state}\n  interface eth0\n  virtual_router_id {VHID}\n\
-         \x20 priority {priority}\n  advert_int 1\n\
-         \x20 authentication {{\n    auth_type PASS\n    auth_pass {PASS}\n  }}\n\
-         \x20 virtual_ipaddress {{\n    {VIP24} dev eth0\n  }}\n}}\n"
-    );
-    std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
-    let pid = |what: &str| {
-        dir.join(format!("keepalived-{what}-n{node}.pid"))
-            .to_string_lossy()
-            .into_owned()
-    };
-    let (main_pid, vrrp_pid) = (pid("main"), pid("vrrp"));
-    let conf = conf.to_string_lossy().into_owned();
-    Ok(rig.spawn(
-        node,
-        "keepalived",
-        &[
-            "keepalived",
-            "--dont-fork",
-            "--log-console",
-            "--no-syslog",
-            "--vrrp",
-            "--use-file",
-            &conf,
-            "--pid",
-            &main_pid,
-            "--vrrp_pid",
-            &vrrp_pid,
-        ],
-    ))
-}
-
-/// Polls `cond` every 50 ms until it holds; an error after `timeout`.
-fn wait(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    for _ in 0..timeout.as_millis() / 50 + 2 {
-        if cond() {
-            return Ok(());
-        }
-        if start.elapsed() > timeout {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("timed out after {timeout:?} waiting for: {what}")
-}
-
-/// Checks `cond` every 100 ms for `duration`; an error as soon as it fails.
-fn hold(duration: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    for _ in 0..duration.as_millis() / 100 + 2 {
-        ensure!(
-            cond(),
-            "stopped holding after {:?}: {what}",
-            start.elapsed()
-        );
-        if start.elapsed() >= duration {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
+fn keepalived(priority: u8) -> KeepalivedOpts {
+    KeepalivedOpts::new(VHID, VIP, priority).auth(PASS)
 }
 
 fn ticks_per_second() -> f64 {
@@ -548,15 +460,15 @@ fn count_markers(p: &Proc, marker: &str) -> u64 {
     p.log().matches(marker).count() as u64
 }
 
-fn flood(bins: &Bins, imp: Imp, rate: u64, args: &BenchXdpArgs) -> Result<FloodRow> {
-    let rig = new_rig(3)?;
+fn flood(bins: &Pinned, imp: Imp, rate: u64, args: &BenchXdpArgs) -> Result<FloodRow> {
+    let rig = Rig::new(RigConfig::nodes(3))?;
     let mut pair = start_pair(&rig, imp)?;
     // Steady state: the backup has been up for a full master-down time and the VIP is still
     // only on node0.
-    hold(
+    Poller::every(Duration::from_millis(100)).hold_for(
         imp.master_down() + Duration::from_secs(1),
         "the VIP is on node0 only before the flood",
-        || rig.holders(VIP, &[0, 1]) == [0],
+        || Ok(rig.holders(VIP, &[0, 1])? == [0]),
     )?;
     let base = if imp.is_agent() {
         let numbers = agent_numbers(&rig).context("the backup agent does not answer")?;
@@ -574,7 +486,7 @@ fn flood(bins: &Bins, imp: Imp, rate: u64, args: &BenchXdpArgs) -> Result<FloodR
     } else {
         count_markers(&pair.backup, imp.master_marker())
     };
-    let pids = tests::rig::pids_in(rig.ns(1));
+    let pids = rig.pids(1)?;
     let cpu0: u64 = pids.iter().map(|&p| pid_ticks(p)).sum();
     let soft0 = softirq_ticks();
     let t0 = Instant::now();
@@ -585,7 +497,7 @@ fn flood(bins: &Bins, imp: Imp, rate: u64, args: &BenchXdpArgs) -> Result<FloodR
         (args.seconds * 1000).to_string(),
         args.sources.to_string(),
     );
-    let inject = bins.inject.to_string_lossy().into_owned();
+    let inject = bins.path("carp-inject").to_string_lossy().into_owned();
     let mut injector = rig.spawn(
         2,
         "inject",
@@ -606,7 +518,7 @@ fn flood(bins: &Bins, imp: Imp, rate: u64, args: &BenchXdpArgs) -> Result<FloodR
             "--sources",
             &sources,
         ],
-    );
+    )?;
     let limit = Duration::from_secs(args.seconds + 10);
     let mut vip_seen_on_backup = false;
     let mut longest_silence: Option<u64> = None;
@@ -614,7 +526,7 @@ fn flood(bins: &Bins, imp: Imp, rate: u64, args: &BenchXdpArgs) -> Result<FloodR
         if !injector.is_running() || t0.elapsed() > limit {
             break;
         }
-        vip_seen_on_backup |= rig.node_has_addr(1, VIP);
+        vip_seen_on_backup |= rig.node_has_addr(1, VIP)?;
         if imp.is_agent()
             && let Some((s, _, _)) = agent_numbers(&rig)
         {
@@ -623,7 +535,7 @@ fn flood(bins: &Bins, imp: Imp, rate: u64, args: &BenchXdpArgs) -> Result<FloodR
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let st = injector.wait_exit(Duration::from_secs(5));
+    let st = injector.wait_exit(Duration::from_secs(5))?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu1: u64 = pids.iter().map(|&p| pid_ticks(p)).sum();
     let soft1 = softirq_ticks();

@@ -17,12 +17,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use tests::cluster::{Implementation, Rank, VIP};
+use tests::wait::{check_interrupt, install_signal_handlers, interrupted, mono_ns, ms_between};
+
 use crate::cmd::say;
 use crate::report::ms;
-use crate::scenario::{
-    self, Failover, Implementation, Rank, Scenario, Timing, WatchPort, WriteCheck, check_interrupt,
-    mono_ns, ms_between, node_name, wait_for,
-};
+use crate::scenario::{Failover, POLL, Pinned, Scenario, Timing, WatchPort, WriteCheck, node_name};
 use crate::timeline::{Marker, Point};
 
 /// Arguments of `cargo xtask demo`.
@@ -71,10 +71,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     let imp = Implementation::parse(&format!("agent-xdp-{}", args.xdp))?;
     let built = crate::tasks::build(true)?;
-    let _pinned = scenario::PinnedAgent::new(&built.agent_bin)?;
-    scenario::install_signal_handlers();
+    let _pinned = Pinned::new(&built.agent_bin, &[])?;
+    install_signal_handlers();
     let outcome = Demo::new(args, imp).and_then(|d| d.play());
-    if scenario::interrupted() {
+    if interrupted() {
         say("interrupted; the rig has been removed");
     }
     let report = outcome?;
@@ -144,7 +144,7 @@ impl Demo {
             "building a {n}-node web cluster: MariaDB + cluster-agent + guestbook per node; advbase {} s, deadratio {}, advskew step {}, xdp {}",
             args.advbase, args.deadratio, args.advskew_step, args.xdp
         ));
-        let s = Scenario::new(n, imp, timing, WatchPort::Client, true)?;
+        let s = Scenario::new(n, imp, timing, WatchPort::Client)?;
         Ok(Demo {
             args,
             timing,
@@ -166,7 +166,7 @@ impl Demo {
     }
 
     fn master_down(&self, i: usize) -> Duration {
-        self.timing.master_down(&self.s.imp, self.rank(i))
+        self.timing.master_down(&self.s.c.config.imp, self.rank(i))
     }
 
     fn secs(&self, t: u64) -> f64 {
@@ -205,7 +205,7 @@ impl Demo {
         }
         let states: Vec<String> = (0..self.s.nodes())
             .map(|i| {
-                let st = self.s.agent_status(i).map_or_else(
+                let st = self.s.c.status(i).ok().map_or_else(
                     || "down".to_string(),
                     |st| {
                         let db = st.database.map(|d| d.role).unwrap_or_default();
@@ -215,7 +215,7 @@ impl Demo {
                 format!("{}={st}", node_name(i))
             })
             .collect();
-        let holders = self.s.holders()?;
+        let holders = self.s.c.holders()?;
         let vip = if holders.is_empty() {
             "nobody".to_string()
         } else {
@@ -236,22 +236,10 @@ impl Demo {
         what: &str,
         mut cond: impl FnMut(&mut Demo) -> Result<Option<T>>,
     ) -> Result<T> {
-        // `wait_for` cannot lend `self` to the condition, so the loop is spelled out here.
-        let start = mono_ns();
-        let limit = timeout.as_nanos() as u64;
-        let polls = timeout.as_millis() / 5 + 2;
-        for _ in 0..polls {
-            check_interrupt()?;
+        POLL.wait_for(timeout, what, || {
             self.tick()?;
-            if let Some(v) = cond(self)? {
-                return Ok(v);
-            }
-            if mono_ns() - start > limit {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        bail!("timed out after {timeout:?} waiting for: {what}")
+            cond(self)
+        })
     }
 
     /// Keeps printing progress until demo time `t` (in `mono_ns`).
@@ -262,60 +250,24 @@ impl Demo {
         })
     }
 
-    /// Node `i`'s agent is MASTER with its database promoted.
-    fn is_db_master(&self, i: usize) -> bool {
-        self.s
-            .agent_status(i)
-            .is_some_and(|st| st.is_master() && st.database.is_some_and(|d| d.role == "master"))
-    }
-
-    /// Node `i`'s agent is BACKUP, follows a master, and its database replicates.
-    fn is_db_replica(&self, i: usize) -> bool {
-        self.s.agent_status(i).is_some_and(|st| {
-            st.is_backup()
-                && st.master.is_some()
-                && st.database.is_some_and(|d| d.role == "replica")
-        })
-    }
-
     fn play(mut self) -> Result<Report> {
         let n = self.s.nodes();
         // node0 starts alone so that it is certainly the first master.
-        self.s.start_daemon(0, self.rank(0))?;
-        let limit = self.master_down(0) + Duration::from_secs(15);
-        let started = mono_ns();
-        wait_for(limit, "node0 is MASTER with its database promoted", || {
-            self.s.check_daemon(0)?;
-            Ok((self.is_db_master(0) && self.s.holders()? == [0]).then_some(()))
-        })?;
+        let ranks: Vec<Rank> = (0..n).map(|i| self.rank(i)).collect();
+        let limit = (self.master_down(0) + Duration::from_secs(15)).max(Duration::from_secs(20));
+        let up = self.s.c.bring_up(&ranks, limit)?;
         say(format_args!(
-            "node0 is MASTER, its database writable, after {:.2} s (an agent starts as BACKUP and waits one master-down time)",
-            ms_between(started, mono_ns()) / 1e3
+            "node0 became MASTER, its database writable, after {:.2} s (an agent starts as BACKUP and waits one master-down time); every other node replicates from it",
+            up.master_after.as_secs_f64()
         ));
-        for i in 1..n {
-            self.s.start_daemon(i, self.rank(i))?;
-        }
-        wait_for(
-            Duration::from_secs(20),
-            "every other node is BACKUP with a replicating database",
-            || {
-                for i in 1..n {
-                    self.s.check_daemon(i)?;
-                    if !self.is_db_replica(i) {
-                        return Ok(None);
-                    }
-                }
-                Ok(Some(()))
-            },
-        )?;
-        if let Some(st) = self.s.agent_status(0) {
+        if let Ok(st) = self.s.c.status(0) {
             say(format_args!("XDP mode reported by node0: {}", st.xdp));
         }
         self.s.start_probe(PROBE_INTERVAL_US, WRITE_EVERY)?;
         self.t0 = mono_ns();
         self.event(format!(
             "client: a request to http://{}/ every {} ms (fresh TCP connection each), every {WRITE_EVERY}th a guestbook write",
-            scenario::VIP,
+            VIP,
             PROBE_INTERVAL_US / 1000
         ));
         self.wait(
@@ -333,14 +285,14 @@ impl Demo {
         self.run_until(mono_ns() + STEADY.as_nanos() as u64)?;
 
         // Power failure of whoever is master now.
-        let holders = self.s.holders()?;
+        let holders = self.s.c.holders()?;
         let [old] = holders[..] else {
             bail!("before the failure the VIP is on {holders:?}, not on exactly one node");
         };
-        let t_fail = self.s.power_fail(old)?;
+        let t_fail = self.s.power_cut(old)?;
         self.mark(t_fail, "power failure");
         self.event(format!(
-            "POWER FAILURE of {} (processes killed, switch port down)",
+            "POWER FAILURE of {} (every process frozen, switch port down, processes killed)",
             node_name(old)
         ));
         let old_name = node_name(old);
@@ -354,7 +306,7 @@ impl Demo {
             "a new master acknowledges a write",
             |d| {
                 if vip_moved.is_none() {
-                    let h = d.s.holders()?;
+                    let h = d.s.c.holders()?;
                     if h.len() == 1 && h[0] != old {
                         vip_moved = Some(mono_ns());
                     }
@@ -387,7 +339,7 @@ impl Demo {
 
         // The failed node comes back.
         self.s.power_on(old)?;
-        self.s.start_daemon(old, self.rank(old))?;
+        self.s.c.start_daemon(old, self.rank(old))?;
         let t_on = mono_ns();
         self.mark(t_on, "old master back");
         self.event(format!(
@@ -397,17 +349,17 @@ impl Demo {
         let expect_back = self.args.preempt && old < f.new;
         let rejoin_limit = self.master_down(old) * 2 + Duration::from_secs(20);
         let rejoined = self.wait(rejoin_limit, "the restarted node rejoins", |d| {
-            d.s.check_daemon(old)?;
+            d.s.c.check_daemon(old)?;
             let done = if expect_back {
-                d.is_db_master(old)
+                d.s.c.is_sole_master(old)
             } else {
-                d.is_db_replica(old)
+                d.s.c.is_replica_of(old, f.new)
             };
             Ok(done.then_some(()))
         });
         let rejoin = match &rejoined {
             Ok(()) => {
-                let st = self.s.agent_status(old);
+                let st = self.s.c.status(old).ok();
                 let state = st.map(|s| s.state).unwrap_or_default();
                 self.event(format!(
                     "{} rejoined as {state} after {:.2} s",
@@ -420,7 +372,9 @@ impl Demo {
                 check_interrupt()?;
                 let db = self
                     .s
-                    .agent_status(old)
+                    .c
+                    .status(old)
+                    .ok()
                     .and_then(|s| s.database)
                     .map(|d| format!("{d:?}"))
                     .unwrap_or_default();
@@ -443,9 +397,9 @@ impl Demo {
         rejoin: String,
     ) -> Result<Report> {
         self.s.refresh()?;
-        let holders = self.s.holders()?;
+        let holders = self.s.c.holders()?;
         let masters: Vec<usize> = (0..self.s.nodes())
-            .filter(|&i| self.s.agent_status(i).is_some_and(|st| st.is_master()))
+            .filter(|&i| self.s.c.status(i).is_ok_and(|st| st.is_master()))
             .collect();
         let survivor = match holders[..] {
             [m] => m,
@@ -485,7 +439,8 @@ impl Demo {
             xdp_reported: (0..self.s.nodes())
                 .map(|i| {
                     self.s
-                        .agent_status(i)
+                        .c
+                        .status(i)
                         .map_or("?".into(), |st| format!("{}={}", node_name(i), st.xdp))
                 })
                 .collect(),

@@ -1,6 +1,6 @@
-//! The plain web service (for runs without a database) and the client that probes the VIP.
+//! The client that probes the VIP.
 //!
-//! The service answers every request with the name of the node it runs on, so the client can
+//! The guestbook on every node answers with the name of the node it runs on, so the client can
 //! tell which node holds the VIP. The probe opens a fresh TCP connection for every request and
 //! starts one request per interval, whether or not earlier ones have finished, so an outage is
 //! resolved to about one interval even while requests time out. With `--write-every N` every
@@ -13,7 +13,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,25 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::scenario::mono_ns;
+use ::tests::wait::mono_ns;
 
-/// Largest request head the service reads.
-const MAX_REQUEST: usize = 4096;
 /// Largest response the probe reads.
 const MAX_RESPONSE: usize = 4096;
-
-/// Arguments of the hidden `http-serve` subcommand.
-#[derive(clap::Args, Debug)]
-pub struct ServeArgs {
-    /// The name returned in every response body.
-    #[arg(long)]
-    pub name: String,
-    #[arg(long, default_value = "0.0.0.0:80")]
-    pub listen: SocketAddr,
-    /// The service exits after this long whatever happens.
-    #[arg(long, default_value_t = 3600)]
-    pub max_seconds: u64,
-}
 
 /// Arguments of the hidden `http-probe` subcommand.
 #[derive(clap::Args, Debug)]
@@ -65,72 +50,6 @@ pub struct ProbeArgs {
     /// The probe exits after this long whatever happens.
     #[arg(long, default_value_t = 3600)]
     pub max_seconds: u64,
-}
-
-/// Runs the service until `max_seconds` have passed (or it is killed).
-pub fn serve(args: ServeArgs) -> Result<()> {
-    let listener =
-        TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
-    // A timer thread ends the process: a blocking accept() cannot be given a deadline.
-    let limit = Duration::from_secs(args.max_seconds);
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        std::process::exit(0);
-    });
-    println!("listening on {} as {}", args.listen, args.name);
-    std::io::stdout().flush()?;
-    let body: Arc<[u8]> = Arc::from(format!("{}\n", args.name).into_bytes());
-    // At most one connection per microsecond for the whole lifetime bounds the loop.
-    let max_connections = args.max_seconds.saturating_mul(1_000_000);
-    for _ in 0..max_connections {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if is_transient_accept_error(&e) => continue,
-            Err(e) => return Err(e).context("accept"),
-        };
-        let body = Arc::clone(&body);
-        std::thread::spawn(move || {
-            let _ = answer(stream, &body);
-        });
-    }
-    Ok(())
-}
-
-fn is_transient_accept_error(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ECONNABORTED | libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
-/// Reads one request head and answers it; the service closes first, so the TIME_WAIT state
-/// stays on the node and the client's ports are free again at once.
-fn answer(mut stream: TcpStream, body: &[u8]) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(1)))?;
-    stream.set_nodelay(true)?;
-    let mut head = Vec::with_capacity(256);
-    let mut buf = [0u8; 1024];
-    // Each read adds at least one byte or ends the loop, so MAX_REQUEST bounds it.
-    for _ in 0..MAX_REQUEST {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.len() >= MAX_REQUEST {
-            break;
-        }
-    }
-    let mut response = format!(
-        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    response.extend_from_slice(body);
-    stream.write_all(&response)?;
-    stream.shutdown(Shutdown::Write)
 }
 
 /// Runs the probe until `max_seconds` have passed (or it is killed).

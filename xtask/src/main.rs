@@ -55,9 +55,6 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a benchmark.
     Bench(bench::BenchArgs),
-    /// The demo web service, run inside a node namespace by `demo` and `bench`.
-    #[command(hide = true)]
-    HttpServe(http::ServeArgs),
     /// The demo's guestbook service, run inside a node namespace by `demo` and `bench`.
     #[command(hide = true)]
     GuestbookServe(guestbook::ServeArgs),
@@ -88,7 +85,6 @@ fn main() -> Result<()> {
             setup::ensure()?;
             bench::run(args)
         }
-        Command::HttpServe(args) => http::serve(args),
         Command::GuestbookServe(args) => guestbook::serve(args),
         Command::HttpProbe(args) => http::probe(args),
         Command::AdvertWatch(args) => adverts::watch(args),

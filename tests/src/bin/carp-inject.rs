@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use tests::frames::{self, GROUP, Kind, Rng, Spec};
+use tests::packet::PacketSocket;
 
 /// Longest run the injector agrees to, whatever it is asked.
 const MAX_DURATION: Duration = Duration::from_secs(600);
@@ -101,81 +102,6 @@ impl Source {
     }
 }
 
-struct PacketSocket {
-    fd: std::os::fd::OwnedFd,
-    addr: libc::sockaddr_ll,
-}
-
-impl PacketSocket {
-    fn open(interface: &str) -> Result<PacketSocket> {
-        use std::os::fd::FromRawFd;
-        let name = std::ffi::CString::new(interface).context("interface name")?;
-        // SAFETY: a NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        ensure!(ifindex != 0, "no interface {interface} in this namespace");
-        // Protocol 0: a send-only socket that never queues received frames.
-        // SAFETY: plain socket(2).
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
-        }
-        // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        Ok(PacketSocket { fd, addr })
-    }
-
-    /// Sends as many of `frames` as the kernel takes in one call; `Ok(0)` when it is busy.
-    fn send_batch(&self, frames: &[Vec<u8>]) -> Result<usize> {
-        use std::os::fd::AsRawFd;
-        let mut iovs: Vec<libc::iovec> = frames
-            .iter()
-            .map(|f| libc::iovec {
-                iov_base: f.as_ptr() as *mut libc::c_void,
-                iov_len: f.len(),
-            })
-            .collect();
-        let mut addr = self.addr;
-        let addr_ptr = (&raw mut addr).cast::<libc::c_void>();
-        let mut msgs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .map(|iov| {
-                // SAFETY: msghdr is plain data; all-zero is a valid value.
-                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-                hdr.msg_name = addr_ptr;
-                hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
-                hdr.msg_iov = iov;
-                hdr.msg_iovlen = 1;
-                libc::mmsghdr {
-                    msg_hdr: hdr,
-                    msg_len: 0,
-                }
-            })
-            .collect();
-        // SAFETY: every header points at a live iovec, frame and address for the whole call.
-        let n = unsafe {
-            libc::sendmmsg(
-                self.fd.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                msgs.len() as libc::c_uint,
-                0,
-            )
-        };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::ENOBUFS | libc::EAGAIN | libc::EINTR) => Ok(0),
-                _ => Err(err).context("sendmmsg"),
-            };
-        }
-        Ok(n as usize)
-    }
-}
-
 /// The CARP adverts for `vhid` in a pcap file, as whole Ethernet frames.
 fn captured_adverts(path: &std::path::Path, vhid: u8) -> Result<Vec<Vec<u8>>> {
     let adverts: Vec<Vec<u8>> = tests::read_pcap(path)
@@ -239,7 +165,7 @@ fn main() -> Result<()> {
             ^ u64::from(std::process::id())
     });
     let mut rng = Rng::new(seed);
-    let socket = PacketSocket::open(&args.interface)?;
+    let socket = PacketSocket::sender(&args.interface)?;
     for signal in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };

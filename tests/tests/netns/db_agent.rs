@@ -7,8 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::mariadb::{self, APP_PASSWORD, APP_USER, AgentDbCluster};
-use tests::{hold_for, netns_available, wait_for, wait_until};
+use anyhow::{Context, Result};
+use tests::mariadb::{self, APP_PASSWORD, APP_USER};
+use tests::{Cluster, ClusterConfig, Rank, hold_for, netns_test, wait_timed, wait_until};
 
 /// First election, promotion and replication set-up of a fresh cluster.
 const START: Duration = Duration::from_secs(30);
@@ -32,53 +33,28 @@ fn range(a: i64, b: i64) -> Vec<i64> {
     (a..=b).collect()
 }
 
-/// node0 master, the other `n - 1` nodes replicating from it, no preemption.
-fn cluster(n: usize) -> AgentDbCluster {
-    let mut c = AgentDbCluster::start(n);
+/// node0 master, the other `n - 1` nodes replicating from it (semi-sync), no preemption.
+fn cluster(n: usize) -> Result<Cluster> {
+    let mut c = Cluster::start(ClusterConfig::new(n))?;
     let t0 = Instant::now();
-    let o = c.agent_opts(0, SKEW[0]);
-    c.start_agent(0, &o);
-    c.wait_sole_master(0, START);
-    for (i, skew) in SKEW.iter().enumerate().take(n).skip(1) {
-        let o = c.agent_opts(i, *skew);
-        c.start_agent(i, &o);
-    }
-    for i in 1..n {
-        c.wait_replica_of(i, 0, START);
-    }
-    wait_semi_sync_clients(&c, 0, n - 1);
+    let ranks: Vec<Rank> = SKEW[..n].iter().map(|&s| Rank::from(s)).collect();
+    c.bring_up(&ranks, START)?;
     let served_by = c
-        .vip()
+        .vip()?
         .sql("SELECT @@server_id", Duration::from_secs(10))
-        .unwrap_or_else(|e| {
-            panic!("the application cannot reach the database through the VIP: {e}")
-        });
+        .context("the application cannot reach the database through the VIP")?;
     assert_eq!(
         served_by.trim(),
         "1",
         "the VIP does not lead to node0's server"
     );
     eprintln!("cluster of {n} agents settled in {:?}", t0.elapsed());
-    c
+    Ok(c)
 }
 
-/// Waits until `master` has `n` semi-sync replicas connected.
-fn wait_semi_sync_clients(c: &AgentDbCluster, master: usize, n: usize) {
-    wait_until(
-        REPLICATE,
-        &format!("node{master} has {n} semi-sync replica(s)"),
-        || {
-            let out = c
-                .server(master)
-                .sql("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_clients'");
-            out.split_whitespace().nth(1) == Some(n.to_string().as_str())
-        },
-    );
-}
-
-fn wait_ids(c: &AgentDbCluster, i: usize, want: &[i64]) -> Duration {
+fn wait_ids(c: &Cluster, i: usize, want: &[i64]) -> Result<Duration> {
     wait_until(REPLICATE, &format!("node{i} holds ids {want:?}"), || {
-        c.ids(i) == want
+        Ok(c.ids(i)? == want)
     })
 }
 
@@ -86,188 +62,189 @@ fn wait_ids(c: &AgentDbCluster, i: usize, want: &[i64]) -> Duration {
 /// the backup's agent becomes MASTER with its database promoted, holds every row the client
 /// saw acknowledged, and writes through the VIP resume.
 #[test]
-fn failover_under_write_load_keeps_every_acknowledged_row() {
-    if !netns_available() {
-        return;
-    }
-    let mut c = cluster(2);
-    let vip = c.vip();
-    let acked = Mutex::new(Vec::<(i64, Instant)>::new());
-    let attempted = AtomicI64::new(0);
-    let stop = AtomicBool::new(false);
-    let last_error = Mutex::new(String::new());
-    let (t_fail, t_master) = std::thread::scope(|s| {
-        // The writer stops when the scenario ends, also when a wait below fails.
-        let _stop = StopOnDrop(&stop);
-        let writer = s.spawn(|| {
-            // Bounded: the scenario ends long before this many rows.
-            for id in 1..=100_000i64 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
+fn failover_under_write_load_keeps_every_acknowledged_row() -> Result<()> {
+    netns_test(|| {
+        let mut c = cluster(2)?;
+        let vip = c.vip()?;
+        let acked = Mutex::new(Vec::<(i64, Instant)>::new());
+        let attempted = AtomicI64::new(0);
+        let stop = AtomicBool::new(false);
+        let last_error = Mutex::new(String::new());
+        let (t_fail, t_master) = std::thread::scope(|s| {
+            // The writer stops when the scenario ends, also when a wait below fails.
+            let _stop = StopOnDrop(&stop);
+            let writer = s.spawn(|| {
+                // Bounded: the scenario ends long before this many rows.
+                for id in 1..=100_000i64 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    attempted.store(id, Ordering::SeqCst);
+                    // A write whose answer does not come within the limit is not acknowledged.
+                    match vip.insert(id, Duration::from_secs(2)) {
+                        Ok(()) => acked.lock().unwrap().push((id, Instant::now())),
+                        Err(e) => *last_error.lock().unwrap() = format!("{e:#}"),
+                    }
                 }
-                attempted.store(id, Ordering::SeqCst);
-                // A write whose answer does not come within the limit is not acknowledged.
-                match vip.insert(id, Duration::from_secs(2)) {
-                    Ok(()) => acked.lock().unwrap().push((id, Instant::now())),
-                    Err(e) => *last_error.lock().unwrap() = e,
-                }
-            }
-        });
-        let acks = || acked.lock().unwrap().len();
-        wait_until(REPLICATE, "40 rows acknowledged through the VIP", || {
-            let e = last_error.lock().unwrap();
-            assert!(e.is_empty(), "a write failed before the power failure: {e}");
-            acks() >= 40
-        });
-        let t_fail = Instant::now();
-        c.power_fail(0);
-        let took = c.wait_sole_master(1, FAILOVER);
-        let t_master = Instant::now();
-        eprintln!("node1 is the sole master {took:?} after the power failure");
-        let before = acks();
-        wait_until(FAILOVER, "20 more rows acknowledged", || {
-            acks() >= before + 20 || writer.is_finished()
-        });
-        (t_fail, t_master)
-    });
-    let acked = acked.into_inner().unwrap();
-    let attempted = attempted.into_inner();
-    let last_before = acked.iter().rfind(|(_, t)| *t < t_fail).map(|a| a.0);
-    let first_after = acked.iter().find(|(_, t)| *t > t_fail);
-    eprintln!(
-        "{} rows acknowledged of {attempted} attempted; last before the failure {last_before:?}, \
+            });
+            let acks = || acked.lock().unwrap().len();
+            wait_until(REPLICATE, "40 rows acknowledged through the VIP", || {
+                let e = last_error.lock().unwrap();
+                assert!(e.is_empty(), "a write failed before the power failure: {e}");
+                acks() >= 40
+            })?;
+            let t_fail = Instant::now();
+            c.power_cut(0)?;
+            let took = c.wait_sole_master(1, FAILOVER)?;
+            let t_master = Instant::now();
+            eprintln!("node1 is the sole master {took:?} after the power failure");
+            let before = acks();
+            wait_until(FAILOVER, "20 more rows acknowledged", || {
+                acks() >= before + 20 || writer.is_finished()
+            })?;
+            Ok::<_, anyhow::Error>((t_fail, t_master))
+        })?;
+        let acked = acked.into_inner().unwrap();
+        let attempted = attempted.into_inner();
+        let last_before = acked.iter().rfind(|(_, t)| *t < t_fail).map(|a| a.0);
+        let first_after = acked.iter().find(|(_, t)| *t > t_fail);
+        eprintln!(
+            "{} rows acknowledged of {attempted} attempted; last before the failure {last_before:?}, \
          first after: {:?} at +{:?} ({:?} after node1 was seen as master)",
-        acked.len(),
-        first_after.map(|a| a.0),
-        first_after.map(|a| a.1 - t_fail),
-        first_after.map(|a| a.1.saturating_duration_since(t_master)),
-    );
-    assert!(
-        acked.iter().any(|(_, t)| *t > t_master),
-        "no write acknowledged through the VIP after the failover"
-    );
+            acked.len(),
+            first_after.map(|a| a.0),
+            first_after.map(|a| a.1 - t_fail),
+            first_after.map(|a| a.1.saturating_duration_since(t_master)),
+        );
+        assert!(
+            acked.iter().any(|(_, t)| *t > t_master),
+            "no write acknowledged through the VIP after the failover"
+        );
 
-    let st = c.status_now(1);
-    assert!(st.is_master() && st.db_role() == "master", "{st:?}");
-    assert_eq!(
-        c.server(1).scalar("SELECT @@read_only").as_deref(),
-        Some("0")
-    );
-    assert!(
-        c.server(1).slave_status().is_empty(),
-        "the promoted server still has a replication configuration"
-    );
-    let on_new = c.ids(1);
-    let missing: Vec<i64> = acked
-        .iter()
-        .map(|a| a.0)
-        .filter(|id| on_new.binary_search(id).is_err())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged rows lost in the failover: {missing:?}"
-    );
-    assert!(
-        on_new.iter().all(|id| (1..=attempted).contains(id)),
-        "rows nobody wrote: {on_new:?}"
-    );
+        let st = c.status(1)?;
+        assert!(st.is_master() && st.db_role() == "master", "{st:?}");
+        assert_eq!(
+            c.server(1).scalar("SELECT @@read_only")?.as_deref(),
+            Some("0")
+        );
+        assert!(
+            c.server(1).slave_status()?.is_empty(),
+            "the promoted server still has a replication configuration"
+        );
+        let on_new = c.ids(1)?;
+        let missing: Vec<i64> = acked
+            .iter()
+            .map(|a| a.0)
+            .filter(|id| on_new.binary_search(id).is_err())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "acknowledged rows lost in the failover: {missing:?}"
+        );
+        assert!(
+            on_new.iter().all(|id| (1..=attempted).contains(id)),
+            "rows nobody wrote: {on_new:?}"
+        );
+        Ok(())
+    })
 }
 
 /// Test 3. After a failover the old master returns (server restarted on its data, agent
 /// started): it is fenced, replicates from the new master over verified TLS, catches up and
 /// holds exactly the same rows; it does not take the VIP back.
 #[test]
-fn returning_master_is_fenced_and_rejoins_as_a_replica() {
-    if !netns_available() {
-        return;
-    }
-    let mut c = cluster(2);
-    let vip = c.vip();
-    vip.insert_all(1..=10);
-    wait_ids(&c, 1, &range(1, 10));
-    c.power_fail(0);
-    c.wait_sole_master(1, FAILOVER);
-    vip.insert_all(11..=20);
+fn returning_master_is_fenced_and_rejoins_as_a_replica() -> Result<()> {
+    netns_test(|| {
+        let mut c = cluster(2)?;
+        let vip = c.vip()?;
+        vip.insert_all(1..=10)?;
+        wait_ids(&c, 1, &range(1, 10))?;
+        c.power_cut(0)?;
+        c.wait_sole_master(1, FAILOVER)?;
+        vip.insert_all(11..=20)?;
 
-    c.power_on(0);
-    // Fenced before the agent runs: bootstrap's settings start the server read-only.
-    assert_eq!(
-        c.server(0).scalar("SELECT @@read_only").as_deref(),
-        Some("1")
-    );
-    let t0 = Instant::now();
-    let o = c.agent_opts(0, SKEW[0]);
-    c.start_agent(0, &o);
-    let took = c.wait_replica_of(0, 1, START);
-    eprintln!("the old master replicates from the new one {took:?} after its agent started");
-    let t = wait_ids(&c, 0, &range(1, 20));
-    eprintln!(
-        "caught up {:?} after its agent started",
-        t0.elapsed().max(t)
-    );
-    vip.insert_all(21..=30);
-    wait_ids(&c, 0, &range(1, 30));
-    assert_eq!(c.ids(0), c.ids(1));
-    let gtid = |i: usize| c.server(i).scalar("SELECT @@gtid_current_pos");
-    wait_until(REPLICATE, "both servers at the same GTID position", || {
-        gtid(0) == gtid(1)
-    });
+        c.power_on(0)?;
+        // Fenced before the agent runs: bootstrap's settings start the server read-only.
+        assert_eq!(
+            c.server(0).scalar("SELECT @@read_only")?.as_deref(),
+            Some("1")
+        );
+        let t0 = Instant::now();
+        let o = c.agent_opts(0, SKEW[0]);
+        c.start_agent(0, &o)?;
+        let took = c.wait_replica_of(0, 1, START)?;
+        eprintln!("the old master replicates from the new one {took:?} after its agent started");
+        let t = wait_ids(&c, 0, &range(1, 20))?;
+        eprintln!(
+            "caught up {:?} after its agent started",
+            t0.elapsed().max(t)
+        );
+        vip.insert_all(21..=30)?;
+        wait_ids(&c, 0, &range(1, 30))?;
+        assert_eq!(c.ids(0)?, c.ids(1)?);
+        let gtid = |i: usize| c.server(i).scalar("SELECT @@gtid_current_pos");
+        wait_until(REPLICATE, "both servers at the same GTID position", || {
+            Ok(gtid(0)? == gtid(1)?)
+        })?;
 
-    let st = c.status_now(0);
-    assert!(!st.is_master(), "{st:?}");
-    let db = st.database.expect("database status");
-    assert_eq!(db.role, "replica");
-    assert!(db.errant.is_empty() && db.gate.is_none(), "{db:?}");
-    // The application cannot write on the replica.
-    let mut local = c.server(0).client(Some(APP_USER));
-    local.env("MYSQL_PWD", APP_PASSWORD);
-    let err = mariadb::run_client(local, "INSERT INTO t.rows VALUES (1000, 'x')")
-        .expect_err("a write on the fenced old master succeeded");
-    assert!(err.contains("read-only"), "unexpected error: {err}");
-    hold_for(
-        Duration::from_secs(2),
-        "node1 stays the sole master after node0's return",
-        || c.is_sole_master(1),
-    );
+        let st = c.status(0)?;
+        assert!(!st.is_master(), "{st:?}");
+        let db = st.database.expect("database status");
+        assert_eq!(db.role, "replica");
+        assert!(db.errant.is_empty() && db.gate.is_none(), "{db:?}");
+        // The application cannot write on the replica.
+        let mut local = c.server(0).client(Some(APP_USER))?;
+        local.env("MYSQL_PWD", APP_PASSWORD);
+        let err = mariadb::run_client(local, "INSERT INTO t.rows VALUES (1000, 'x')")
+            .expect_err("a write on the fenced old master succeeded")
+            .to_string();
+        assert!(err.contains("read-only"), "unexpected error: {err}");
+        hold_for(
+            Duration::from_secs(2),
+            "node1 stays the sole master after node0's return",
+            || c.is_sole_master(1),
+        )?;
+        Ok(())
+    })
 }
 
 /// Test 6. The master's database dies (its server killed, the agent alive): the agent hands
 /// over, the replica's agent takes the VIP with its database promoted and every row present;
 /// when the server is back the old master rejoins as a replica.
 #[test]
-fn database_down_on_the_master_hands_over() {
-    if !netns_available() {
-        return;
-    }
-    let mut c = cluster(2);
-    let vip = c.vip();
-    vip.insert_all(1..=10);
-    wait_ids(&c, 1, &range(1, 10));
+fn database_down_on_the_master_hands_over() -> Result<()> {
+    netns_test(|| {
+        let mut c = cluster(2)?;
+        let vip = c.vip()?;
+        vip.insert_all(1..=10)?;
+        wait_ids(&c, 1, &range(1, 10))?;
 
-    let t0 = Instant::now();
-    c.server_mut(0).kill();
-    let took = c.wait_sole_master(1, FAILOVER);
-    eprintln!("node1 is the sole master {took:?} after node0's database died");
-    assert!(t0.elapsed() < FAILOVER);
-    let st = c.status_now(0);
-    assert!(!st.is_master() && st.demoted, "{st:?}");
-    let db = st.database.clone().expect("database status");
-    assert!(db.gate.is_some(), "no reason for the demotion: {st:?}");
-    assert_eq!(c.ids(1), range(1, 10));
-    vip.insert_all(11..=15);
-    assert!(
-        c.agent_log(0).contains("database down on the MASTER"),
-        "the agent did not say why it handed over"
-    );
+        let t0 = Instant::now();
+        c.server_mut(0).kill();
+        let took = c.wait_sole_master(1, FAILOVER)?;
+        eprintln!("node1 is the sole master {took:?} after node0's database died");
+        assert!(t0.elapsed() < FAILOVER);
+        let st = c.status(0)?;
+        assert!(!st.is_master() && st.demoted, "{st:?}");
+        let db = st.database.clone().expect("database status");
+        assert!(db.gate.is_some(), "no reason for the demotion: {st:?}");
+        assert_eq!(c.ids(1)?, range(1, 10));
+        vip.insert_all(11..=15)?;
+        assert!(
+            c.agent_log(0)?.contains("database down on the MASTER"),
+            "the agent did not say why it handed over"
+        );
 
-    // Its server back, node0 rejoins as a replica and stays one.
-    c.server_mut(0).restart();
-    c.wait_replica_of(0, 1, START);
-    wait_ids(&c, 0, &range(1, 15));
-    wait_until(REPLICATE, "node0's gate opens again", || {
-        c.status(0).is_ok_and(|s| !s.demoted)
-    });
-    assert!(c.is_sole_master(1));
+        // Its server back, node0 rejoins as a replica and stays one.
+        c.server_mut(0).restart()?;
+        c.wait_replica_of(0, 1, START)?;
+        wait_ids(&c, 0, &range(1, 15))?;
+        wait_until(REPLICATE, "node0's gate opens again", || {
+            c.status(0).is_ok_and(|s| !s.demoted)
+        })?;
+        assert!(c.is_sole_master(1));
+        Ok(())
+    })
 }
 
 /// Test 4. The master is cut off (its switch port detached) while an application on the
@@ -275,134 +252,128 @@ fn database_down_on_the_master_hands_over() {
 /// return the old master holds transactions the new master lacks: it is refused, reports the
 /// GTIDs, stays fenced and demoted, and never becomes master.
 #[test]
-fn errant_transactions_keep_a_returning_master_fenced() {
-    if !netns_available() {
-        return;
-    }
-    // node1 is the preferred node but starts second, without preemption: node0 is master
-    // first, and on return it defers to node1.
-    let mut c = AgentDbCluster::start(2);
-    let o = c.agent_opts(0, SKEW[1]);
-    c.start_agent(0, &o);
-    c.wait_sole_master(0, START);
-    let o = c.agent_opts(1, SKEW[0]);
-    c.start_agent(1, &o);
-    c.wait_replica_of(1, 0, START);
-    wait_semi_sync_clients(&c, 0, 1);
-    let vip = c.vip();
-    vip.insert_all(1..=5);
-    wait_ids(&c, 1, &range(1, 5));
-    let gtid_before = c.server(0).scalar("SELECT @@gtid_binlog_pos");
+fn errant_transactions_keep_a_returning_master_fenced() -> Result<()> {
+    netns_test(|| {
+        // node1 is the preferred node but starts second, without preemption: node0 is master
+        // first, and on return it defers to node1.
+        let mut c = Cluster::start(ClusterConfig::new(2))?;
+        c.bring_up(&[SKEW[1].into(), SKEW[0].into()], START)?;
+        let vip = c.vip()?;
+        vip.insert_all(1..=5)?;
+        wait_ids(&c, 1, &range(1, 5))?;
+        let gtid_before = c.server(0).scalar("SELECT @@gtid_binlog_pos")?;
 
-    c.rig.partition(0);
-    wait_until(FAILOVER, "node1 takes over during the partition", || {
-        c.status(1)
-            .is_ok_and(|s| s.is_master() && s.db_role() == "master")
-    });
-    // Both sides are master now; node0 alone does not know.
-    assert!(c.status_now(0).is_master());
-    // An application on node0 writes there (the first commit waits out the semi-sync timeout).
-    for id in [100, 101] {
-        let mut local = c.server(0).client(Some(APP_USER));
-        local.env("MYSQL_PWD", APP_PASSWORD);
-        mariadb::run_client(
-            local,
-            &format!("INSERT INTO t.rows VALUES ({id}, 'cut off')"),
-        )
-        .unwrap_or_else(|e| panic!("local write {id} on the cut-off master: {e}"));
-    }
-    let gtid_errant = c.server(0).scalar("SELECT @@gtid_binlog_pos");
-    eprintln!("node0 binlog moved from {gtid_before:?} to {gtid_errant:?} while cut off");
-    vip.insert_all(6..=10);
+        c.rig.partition(0)?;
+        wait_until(FAILOVER, "node1 takes over during the partition", || {
+            c.status(1)
+                .is_ok_and(|s| s.is_master() && s.db_role() == "master")
+        })?;
+        // Both sides are master now; node0 alone does not know.
+        assert!(c.status(0)?.is_master());
+        // An application on node0 writes there (the first commit waits out the semi-sync timeout).
+        for id in [100, 101] {
+            let mut local = c.server(0).client(Some(APP_USER))?;
+            local.env("MYSQL_PWD", APP_PASSWORD);
+            mariadb::run_client(
+                local,
+                &format!("INSERT INTO t.rows VALUES ({id}, 'cut off')"),
+            )
+            .with_context(|| format!("local write {id} on the cut-off master"))?;
+        }
+        let gtid_errant = c.server(0).scalar("SELECT @@gtid_binlog_pos")?;
+        eprintln!("node0 binlog moved from {gtid_before:?} to {gtid_errant:?} while cut off");
+        vip.insert_all(6..=10)?;
 
-    c.rig.heal(0);
-    let (st, took) = wait_for(FAILOVER, "node0 reports errant transactions", || {
-        c.status(0)
-            .ok()
-            .filter(|s| s.database.as_ref().is_some_and(|d| !d.errant.is_empty()))
-    });
-    eprintln!("node0 refused to rejoin {took:?} after the heal: {st:?}");
-    let db = st.database.clone().unwrap();
-    // node0 is server 1; as master it logged rows 1-5 as 0-1-1..5, then the two cut-off
-    // writes as 0-1-6 and 0-1-7.
-    assert_eq!(db.errant, vec!["0-1-6..7".to_string()], "{st:?}");
-    assert_eq!(db.role, "fenced", "{st:?}");
-    wait_until(
-        FAILOVER,
-        "node0 is demoted and node1 the sole master",
-        || c.status(0).is_ok_and(|s| !s.is_master() && s.demoted) && c.is_sole_master(1),
-    );
-    let log = c.agent_log(0);
-    assert!(
-        log.lines()
-            .any(|l| l.contains("errant") && l.contains("0-1-6..7")),
-        "the agent's log does not name the errant GTIDs"
-    );
-    // It stays that way: fenced, not replicating, its rows untouched, never master.
-    hold_for(
-        Duration::from_secs(3),
-        "node0 stays fenced and demoted, node1 the sole master",
-        || {
-            c.status(0).is_ok_and(|s| {
-                !s.is_master()
-                    && s.demoted
-                    && s.db_role() == "fenced"
-                    && !s.database.as_ref().unwrap().errant.is_empty()
-            }) && c.is_sole_master(1)
-        },
-    );
-    assert_eq!(
-        c.server(0).scalar("SELECT @@read_only").as_deref(),
-        Some("1")
-    );
-    let slave = c.server(0).slave_status();
-    assert!(
-        slave.get("Slave_SQL_Running").map(String::as_str) != Some("Yes"),
-        "node0 replicates despite its errant transactions: {slave:#?}"
-    );
-    let mut want0 = range(1, 5);
-    want0.extend([100, 101]);
-    assert_eq!(c.ids(0), want0);
-    assert_eq!(c.ids(1), range(1, 10));
+        c.rig.heal(0)?;
+        let (st, took) = wait_timed(FAILOVER, "node0 reports errant transactions", || {
+            c.status(0)
+                .ok()
+                .filter(|s| s.database.as_ref().is_some_and(|d| !d.errant.is_empty()))
+        })?;
+        eprintln!("node0 refused to rejoin {took:?} after the heal: {st:?}");
+        let db = st.database.clone().unwrap();
+        // node0 is server 1; as master it logged rows 1-5 as 0-1-1..5, then the two cut-off
+        // writes as 0-1-6 and 0-1-7.
+        assert_eq!(db.errant, vec!["0-1-6..7".to_string()], "{st:?}");
+        assert_eq!(db.role, "fenced", "{st:?}");
+        wait_until(
+            FAILOVER,
+            "node0 is demoted and node1 the sole master",
+            || c.status(0).is_ok_and(|s| !s.is_master() && s.demoted) && c.is_sole_master(1),
+        )?;
+        let log = c.agent_log(0)?;
+        assert!(
+            log.lines()
+                .any(|l| l.contains("errant") && l.contains("0-1-6..7")),
+            "the agent's log does not name the errant GTIDs"
+        );
+        // It stays that way: fenced, not replicating, its rows untouched, never master.
+        hold_for(
+            Duration::from_secs(3),
+            "node0 stays fenced and demoted, node1 the sole master",
+            || {
+                c.status(0).is_ok_and(|s| {
+                    !s.is_master()
+                        && s.demoted
+                        && s.db_role() == "fenced"
+                        && !s.database.as_ref().unwrap().errant.is_empty()
+                }) && c.is_sole_master(1)
+            },
+        )?;
+        assert_eq!(
+            c.server(0).scalar("SELECT @@read_only")?.as_deref(),
+            Some("1")
+        );
+        let slave = c.server(0).slave_status()?;
+        assert!(
+            slave.get("Slave_SQL_Running").map(String::as_str) != Some("Yes"),
+            "node0 replicates despite its errant transactions: {slave:#?}"
+        );
+        let mut want0 = range(1, 5);
+        want0.extend([100, 101]);
+        assert_eq!(c.ids(0)?, want0);
+        assert_eq!(c.ids(1)?, range(1, 10));
+        Ok(())
+    })
 }
 
 /// Test 5. Three nodes; the preferred replica stops applying (its SQL thread stopped) while
 /// the master goes on writing. Its agent advertises the demoted skew, so when the master
 /// loses power the healthy, less preferred replica takes the VIP.
 #[test]
-fn a_replica_that_stopped_applying_does_not_take_the_vip() {
-    if !netns_available() {
-        return;
-    }
-    let mut c = cluster(3);
-    let vip = c.vip();
-    vip.insert_all(1..=5);
-    wait_ids(&c, 1, &range(1, 5));
-    wait_ids(&c, 2, &range(1, 5));
+fn a_replica_that_stopped_applying_does_not_take_the_vip() -> Result<()> {
+    netns_test(|| {
+        let mut c = cluster(3)?;
+        let vip = c.vip()?;
+        vip.insert_all(1..=5)?;
+        wait_ids(&c, 1, &range(1, 5))?;
+        wait_ids(&c, 2, &range(1, 5))?;
 
-    c.server(1).sql("STOP SLAVE SQL_THREAD");
-    vip.insert_all(6..=10);
-    wait_ids(&c, 2, &range(1, 10));
-    let (st, took) = wait_for(REPLICATE, "node1 advertises the demoted skew", || {
-        c.status(1).ok().filter(|s| s.demoted && s.advskew == 240)
-    });
-    eprintln!("node1 demoted {took:?} after its SQL thread stopped: {st:?}");
-    assert!(
-        st.database.as_ref().is_some_and(|d| d.gate.is_some()),
-        "{st:?}"
-    );
-    assert_eq!(c.ids(1), range(1, 5), "the stopped replica applied rows");
-    assert!(c.status(2).is_ok_and(|s| !s.demoted));
+        c.server(1).sql("STOP SLAVE SQL_THREAD")?;
+        vip.insert_all(6..=10)?;
+        wait_ids(&c, 2, &range(1, 10))?;
+        let (st, took) = wait_timed(REPLICATE, "node1 advertises the demoted skew", || {
+            c.status(1).ok().filter(|s| s.demoted && s.advskew == 240)
+        })?;
+        eprintln!("node1 demoted {took:?} after its SQL thread stopped: {st:?}");
+        assert!(
+            st.database.as_ref().is_some_and(|d| d.gate.is_some()),
+            "{st:?}"
+        );
+        assert_eq!(c.ids(1)?, range(1, 5), "the stopped replica applied rows");
+        assert!(c.status(2).is_ok_and(|s| !s.demoted));
 
-    c.power_fail(0);
-    let took = c.wait_sole_master(2, FAILOVER);
-    eprintln!("node2 (healthy) is the sole master {took:?} after the power failure");
-    assert!(!c.status_now(1).is_master());
-    assert_eq!(c.ids(2), range(1, 10));
-    vip.insert_all(11..=12);
-    // node1 follows the new master (which restarts its replication) and catches up; without
-    // preemption it stays a replica.
-    c.wait_replica_of(1, 2, START);
-    wait_ids(&c, 1, &range(1, 12));
-    assert!(c.is_sole_master(2));
+        c.power_cut(0)?;
+        let took = c.wait_sole_master(2, FAILOVER)?;
+        eprintln!("node2 (healthy) is the sole master {took:?} after the power failure");
+        assert!(!c.status(1)?.is_master());
+        assert_eq!(c.ids(2)?, range(1, 10));
+        vip.insert_all(11..=12)?;
+        // node1 follows the new master (which restarts its replication) and catches up; without
+        // preemption it stays a replica.
+        c.wait_replica_of(1, 2, START)?;
+        wait_ids(&c, 1, &range(1, 12))?;
+        assert!(c.is_sole_master(2));
+        Ok(())
+    })
 }

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tests::{Agent, AgentOpts, Rig, RigConfig, Status, netns_available, wait_until};
+use anyhow::{Context, Result, ensure};
+use tests::{Agent, AgentOpts, Rig, RigConfig, Status, Timed, netns_test, wait_until};
 
 const VHID: u8 = 23;
 const PASS: &str = "fl00d";
@@ -22,14 +23,13 @@ fn injector() -> &'static str {
 }
 
 /// Runs the injector in node `node` to completion; returns how many frames it sent.
-fn inject(rig: &Rig, node: usize, kind: &str, extra: &[&str]) -> u64 {
+fn inject(rig: &Rig, node: usize, kind: &str, extra: &[&str]) -> Result<u64> {
     let vhid = VHID.to_string();
     let mut argv = vec!["--kind", kind, "--vhid", &vhid];
     argv.extend_from_slice(extra);
     let mut c = tests::cmd::netns_command(rig.ns(node), injector(), &argv);
-    let out = tests::cmd::output_timeout(&mut c, Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("injector {argv:?} overran its time limit"));
-    assert!(
+    let out = tests::cmd::output_within(&mut c, Duration::from_secs(60))?;
+    ensure!(
         out.status.success(),
         "injector {argv:?} failed ({}): {}",
         out.status,
@@ -39,13 +39,13 @@ fn inject(rig: &Rig, node: usize, kind: &str, extra: &[&str]) -> u64 {
 }
 
 /// The `sent` field of the injector's JSON report.
-fn sent_of(stdout: &str) -> u64 {
+fn sent_of(stdout: &str) -> Result<u64> {
     stdout
         .lines()
         .rev()
         .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .and_then(|v| v["sent"].as_u64())
-        .unwrap_or_else(|| panic!("no injector report in {stdout:?}"))
+        .with_context(|| format!("no injector report in {stdout:?}"))
 }
 
 fn xc(s: &Status, name: &str) -> u64 {
@@ -81,17 +81,17 @@ fn settle(
     agent: &Agent,
     before: &Status,
     done: impl Fn(&BTreeMap<String, u64>) -> bool,
-) -> BTreeMap<String, u64> {
+) -> Result<BTreeMap<String, u64>> {
     let start = Instant::now();
     let mut last = BTreeMap::new();
     for _ in 0..60 {
-        last = deltas(before, &agent.status_now());
+        last = deltas(before, &agent.status()?);
         if done(&last) || start.elapsed() > Duration::from_secs(3) {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    last
+    Ok(last)
 }
 
 fn get(d: &BTreeMap<String, u64>, k: &str) -> u64 {
@@ -108,18 +108,18 @@ fn assert_about(what: &str, got: u64, sent: u64, d: &BTreeMap<String, u64>) {
 
 /// A MASTER agent on node0, a BACKUP agent with `backup_xdp` on node1 following it, and node2
 /// free for the injector.
-fn cluster(backup_xdp: &str) -> (Rig, Agent, Agent) {
-    let rig = Rig::new(RigConfig::nodes(3));
-    let master = rig.start_agent(0, &AgentOpts::new(VHID, PASS, VIP24).preempt(true));
+fn cluster(backup_xdp: &str) -> Result<(Rig, Agent, Agent)> {
+    let rig = Rig::new(RigConfig::nodes(3))?;
+    let master = rig.start_agent(0, &AgentOpts::new(VHID, PASS, VIP24).preempt(true))?;
     wait_until(Duration::from_secs(10), "node0 MASTER", || {
         master.is_master()
-    });
+    })?;
     let backup = rig.start_agent(
         1,
         &AgentOpts::new(VHID, PASS, VIP24)
             .advskew(100)
             .xdp(backup_xdp),
-    );
+    )?;
     let node0 = rig.addr(0).to_string();
     wait_until(Duration::from_secs(5), "node1 BACKUP of node0", || {
         backup.status().is_ok_and(|s| {
@@ -127,17 +127,23 @@ fn cluster(backup_xdp: &str) -> (Rig, Agent, Agent) {
                 && s.master.as_deref() == Some(node0.as_str())
                 && s.counters.adverts_received >= 1
         })
-    });
-    (rig, master, backup)
+    })?;
+    Ok((rig, master, backup))
 }
 
 /// After the injections: both agents alive, in their roles, the backup still hearing node0, and
 /// no transition counted by either since `m0`/`b0`.
-fn assert_undisturbed(rig: &Rig, master: &mut Agent, backup: &mut Agent, m0: &Status, b0: &Status) {
+fn assert_undisturbed(
+    rig: &Rig,
+    master: &mut Agent,
+    backup: &mut Agent,
+    m0: &Status,
+    b0: &Status,
+) -> Result<()> {
     assert!(master.proc.is_running(), "the MASTER agent died");
     assert!(backup.proc.is_running(), "the BACKUP agent died");
-    let m = master.status_now();
-    let b = backup.status_now();
+    let m = master.status()?;
+    let b = backup.status()?;
     assert!(m.is_master(), "node0 left MASTER: {m:?}");
     assert_eq!(
         m.counters.transitions, m0.counters.transitions,
@@ -159,7 +165,8 @@ fn assert_undisturbed(rig: &Rig, master: &mut Agent, backup: &mut Agent, m0: &St
         b.counters.adverts_received > b0.counters.adverts_received,
         "node1 stopped receiving node0's adverts: {b:?}"
     );
-    assert!(!rig.node_has_addr(1, "10.99.0.100".parse().unwrap()));
+    assert!(!rig.node_has_addr(1, "10.99.0.100".parse()?)?);
+    Ok(())
 }
 
 /// The reasons XDP counts for a rejected advert (a frame that fails one check bumps exactly one
@@ -178,128 +185,127 @@ const REASONS: [&str; 8] = [
 /// With XDP, each kind of bad frame is counted in the kernel under its own reason and never
 /// reaches the agent, forged adverts included: they fail authentication in XDP.
 #[test]
-fn bad_input_is_counted_by_reason_in_xdp() {
-    if !netns_available() {
-        return;
-    }
-    let (rig, mut master, mut backup) = cluster("auto");
-    let b0 = backup.status_now();
-    assert_ne!(b0.xdp, "off", "the backup runs without XDP: {b0:?}");
-    let m0 = master.status_now();
-    let paced = ["--count", "2000", "--rate", "5000", "--src", FORGED_SRC];
+fn bad_input_is_counted_by_reason_in_xdp() -> Result<()> {
+    netns_test(|| {
+        let (rig, mut master, mut backup) = cluster("auto")?;
+        let b0 = backup.status()?;
+        assert_ne!(b0.xdp, "off", "the backup runs without XDP: {b0:?}");
+        let m0 = master.status()?;
+        let paced = ["--count", "2000", "--rate", "5000", "--src", FORGED_SRC];
 
-    for (kind, reason) in [
-        ("truncated", "carp_malformed"),
-        ("garbage", "bad_version"),
-        ("bad-ttl", "bad_ttl"),
-        ("unknown-vhid", "unknown_vhid"),
-    ] {
-        let before = backup.status_now();
-        let sent = inject(&rig, INJECTOR, kind, &paced);
-        assert_eq!(sent, 2000, "{kind}: injector sent {sent}");
-        let d = settle(&backup, &before, |d| get(d, reason) >= sent);
-        assert_about(&format!("{kind} under {reason}"), get(&d, reason), sent, &d);
-        for other in REASONS.iter().filter(|r| **r != reason) {
-            assert_eq!(
-                get(&d, other),
-                0,
-                "{kind} also counted under {other}: {d:?}"
+        for (kind, reason) in [
+            ("truncated", "carp_malformed"),
+            ("garbage", "bad_version"),
+            ("bad-ttl", "bad_ttl"),
+            ("unknown-vhid", "unknown_vhid"),
+        ] {
+            let before = backup.status()?;
+            let sent = inject(&rig, INJECTOR, kind, &paced)?;
+            assert_eq!(sent, 2000, "{kind}: injector sent {sent}");
+            let d = settle(&backup, &before, |d| get(d, reason) >= sent)?;
+            assert_about(&format!("{kind} under {reason}"), get(&d, reason), sent, &d);
+            for other in REASONS.iter().filter(|r| **r != reason) {
+                assert_eq!(
+                    get(&d, other),
+                    0,
+                    "{kind} also counted under {other}: {d:?}"
+                );
+            }
+            assert_eq!(get(&d, "agent.auth_failures"), 0, "{kind}: {d:?}");
+            assert_eq!(get(&d, "agent.bad_packets"), 0, "{kind}: {d:?}");
+        }
+
+        // Forged adverts, from one source or from 100, all fail authentication in XDP; only the
+        // master's genuine adverts reach the agent.
+        for (what, src, sources) in [
+            ("one source", FORGED_SRC, "1"),
+            ("100 sources", MANY_SRC, "100"),
+        ] {
+            let before = backup.status()?;
+            let args = [
+                "--count",
+                "2000",
+                "--rate",
+                "5000",
+                "--src",
+                src,
+                "--sources",
+                sources,
+            ];
+            let sent = inject(&rig, INJECTOR, "forged", &args)?;
+            assert_eq!(sent, 2000, "{what}: injector sent {sent}");
+            let d = settle(&backup, &before, |d| {
+                get(d, "auth_failed") >= sent
+                    && get(d, "advert") == get(d, "agent.adverts_received")
+            })?;
+            assert_about(
+                &format!("forged adverts from {what} under auth_failed"),
+                get(&d, "auth_failed"),
+                sent,
+                &d,
             );
+            for other in REASONS.iter().filter(|r| **r != "auth_failed") {
+                assert_eq!(get(&d, other), 0, "{what}: counted under {other}: {d:?}");
+            }
+            assert_eq!(
+                get(&d, "advert"),
+                get(&d, "agent.adverts_received"),
+                "{what}: every advert XDP passed is a genuine one the agent accepted: {d:?}"
+            );
+            assert_eq!(get(&d, "agent.auth_failures"), 0, "{what}: {d:?}");
+            assert_eq!(get(&d, "agent.bad_packets"), 0, "{what}: {d:?}");
         }
-        assert_eq!(get(&d, "agent.auth_failures"), 0, "{kind}: {d:?}");
-        assert_eq!(get(&d, "agent.bad_packets"), 0, "{kind}: {d:?}");
-    }
 
-    // Forged adverts, from one source or from 100, all fail authentication in XDP; only the
-    // master's genuine adverts reach the agent.
-    for (what, src, sources) in [
-        ("one source", FORGED_SRC, "1"),
-        ("100 sources", MANY_SRC, "100"),
-    ] {
-        let before = backup.status_now();
-        let args = [
-            "--count",
-            "2000",
-            "--rate",
-            "5000",
-            "--src",
-            src,
-            "--sources",
-            sources,
-        ];
-        let sent = inject(&rig, INJECTOR, "forged", &args);
-        assert_eq!(sent, 2000, "{what}: injector sent {sent}");
-        let d = settle(&backup, &before, |d| {
-            get(d, "auth_failed") >= sent && get(d, "advert") == get(d, "agent.adverts_received")
-        });
-        assert_about(
-            &format!("forged adverts from {what} under auth_failed"),
-            get(&d, "auth_failed"),
-            sent,
-            &d,
-        );
-        for other in REASONS.iter().filter(|r| **r != "auth_failed") {
-            assert_eq!(get(&d, other), 0, "{what}: counted under {other}: {d:?}");
-        }
-        assert_eq!(
-            get(&d, "advert"),
-            get(&d, "agent.adverts_received"),
-            "{what}: every advert XDP passed is a genuine one the agent accepted: {d:?}"
-        );
-        assert_eq!(get(&d, "agent.auth_failures"), 0, "{what}: {d:?}");
-        assert_eq!(get(&d, "agent.bad_packets"), 0, "{what}: {d:?}");
-    }
-
-    assert_undisturbed(&rig, &mut master, &mut backup, &m0, &b0);
+        assert_undisturbed(&rig, &mut master, &mut backup, &m0, &b0)
+    })
 }
 
 /// Without XDP the agent sees every frame on its raw socket: malformed, misrouted and
 /// wrong-version frames count as bad packets, other vhids are ignored, forged adverts count as
 /// authentication failures, every one of them.
 #[test]
-fn bad_input_is_counted_by_the_agent_without_xdp() {
-    if !netns_available() {
-        return;
-    }
-    let (rig, mut master, mut backup) = cluster("off");
-    let b0 = backup.status_now();
-    assert_eq!(b0.xdp, "off");
-    assert!(b0.xdp_counters.is_empty(), "{b0:?}");
-    let m0 = master.status_now();
-    let paced = ["--count", "1000", "--rate", "2000", "--src", FORGED_SRC];
+fn bad_input_is_counted_by_the_agent_without_xdp() -> Result<()> {
+    netns_test(|| {
+        let (rig, mut master, mut backup) = cluster("off")?;
+        let b0 = backup.status()?;
+        assert_eq!(b0.xdp, "off");
+        assert!(b0.xdp_counters.is_empty(), "{b0:?}");
+        let m0 = master.status()?;
+        let paced = ["--count", "1000", "--rate", "2000", "--src", FORGED_SRC];
 
-    for (kind, counter) in [
-        ("truncated", Some("agent.bad_packets")),
-        ("garbage", Some("agent.bad_packets")),
-        ("bad-ttl", Some("agent.bad_packets")),
-        ("unknown-vhid", None),
-        ("forged", Some("agent.auth_failures")),
-    ] {
-        let before = backup.status_now();
-        let sent = inject(&rig, INJECTOR, kind, &paced);
-        assert_eq!(sent, 1000, "{kind}: injector sent {sent}");
-        let d = settle(&backup, &before, |d| {
-            counter.is_some_and(|c| get(d, c) >= sent)
-        });
-        for c in ["agent.bad_packets", "agent.auth_failures"] {
-            if Some(c) == counter {
-                assert_about(&format!("{kind} under {c}"), get(&d, c), sent, &d);
-            } else {
-                assert_eq!(get(&d, c), 0, "{kind} counted under {c}: {d:?}");
+        for (kind, counter) in [
+            ("truncated", Some("agent.bad_packets")),
+            ("garbage", Some("agent.bad_packets")),
+            ("bad-ttl", Some("agent.bad_packets")),
+            ("unknown-vhid", None),
+            ("forged", Some("agent.auth_failures")),
+        ] {
+            let before = backup.status()?;
+            let sent = inject(&rig, INJECTOR, kind, &paced)?;
+            assert_eq!(sent, 1000, "{kind}: injector sent {sent}");
+            let d = settle(&backup, &before, |d| {
+                counter.is_some_and(|c| get(d, c) >= sent)
+            })?;
+            for c in ["agent.bad_packets", "agent.auth_failures"] {
+                if Some(c) == counter {
+                    assert_about(&format!("{kind} under {c}"), get(&d, c), sent, &d);
+                } else {
+                    assert_eq!(get(&d, c), 0, "{kind} counted under {c}: {d:?}");
+                }
             }
         }
-    }
-    assert_undisturbed(&rig, &mut master, &mut backup, &m0, &b0);
+        assert_undisturbed(&rig, &mut master, &mut backup, &m0, &b0)
+    })
 }
 
 /// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
+fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+        .with_context(|| format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start at field 3 (state).
-    let rest = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+    let rest = &stat[stat.rfind(')').context("stat has a command name")? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
 }
 
 fn ticks_per_second() -> u64 {
@@ -309,7 +315,13 @@ fn ticks_per_second() -> u64 {
 
 /// One flood from node2 while node1 is watched: returns (frames sent, CPU % of a core used by
 /// node1's agent over the flood, longest silence from node0 seen).
-fn flood(rig: &Rig, backup: &Agent, rate: u64, ms: u64, sources: &[&str]) -> (u64, f64, u64) {
+fn flood(
+    rig: &Rig,
+    backup: &Agent,
+    rate: u64,
+    ms: u64,
+    sources: &[&str],
+) -> Result<(u64, f64, u64)> {
     let vhid = VHID.to_string();
     let (rate_s, ms_s) = (rate.to_string(), ms.to_string());
     let mut argv = vec![
@@ -328,8 +340,8 @@ fn flood(rig: &Rig, backup: &Agent, rate: u64, ms: u64, sources: &[&str]) -> (u6
     let down = backup.opts.master_down();
     let pid = backup.proc.pid();
     let t0 = Instant::now();
-    let c0 = cpu_ticks(pid);
-    let mut inj = rig.spawn(INJECTOR, "inject", &argv);
+    let c0 = cpu_ticks(pid)?;
+    let mut inj = rig.spawn(INJECTOR, "inject", &argv)?;
     let mut worst = 0;
     let limit = Duration::from_millis(ms) + Duration::from_secs(10);
     // Watch the backup while the injector runs (a status every ~100 ms, bounded).
@@ -337,7 +349,7 @@ fn flood(rig: &Rig, backup: &Agent, rate: u64, ms: u64, sources: &[&str]) -> (u6
         if !inj.is_running() || t0.elapsed() > limit {
             break;
         }
-        let s = backup.status_now();
+        let s = backup.status()?;
         assert!(
             s.is_backup() && s.master.as_deref() == Some(node0.as_str()),
             "node1 lost track of node0 {:?} into the flood: {s:?}",
@@ -351,12 +363,12 @@ fn flood(rig: &Rig, backup: &Agent, rate: u64, ms: u64, sources: &[&str]) -> (u6
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let st = inj.wait_exit(Duration::from_secs(5));
-    let (c1, wall) = (cpu_ticks(pid), t0.elapsed());
+    let st = inj.wait_exit(Duration::from_secs(5))?;
+    let (c1, wall) = (cpu_ticks(pid)?, t0.elapsed());
     assert!(st.success(), "injector failed: {}", inj.log());
-    let sent = sent_of(&inj.log());
+    let sent = sent_of(&inj.log())?;
     let cpu = (c1 - c0) as f64 / ticks_per_second() as f64 / wall.as_secs_f64() * 100.0;
-    (sent, cpu, worst)
+    Ok((sent, cpu, worst))
 }
 
 /// Flood rate and length of the flood tests.
@@ -366,59 +378,63 @@ const FLOOD_MS: u64 = 5_000;
 /// A forged-advert flood from one source (20 000 frames/s for 5 s) fails authentication in XDP:
 /// the backup keeps following the real master and its agent stays nearly idle.
 #[test]
-fn forged_flood_from_one_source_is_cheap_and_harmless() {
-    if !netns_available() {
-        return;
-    }
-    let (rig, mut master, mut backup) = cluster("auto");
-    let b0 = backup.status_now();
-    assert_ne!(b0.xdp, "off", "the backup runs without XDP: {b0:?}");
-    let m0 = master.status_now();
-    let (sent, cpu, worst) = flood(&rig, &backup, FLOOD_RATE, FLOOD_MS, &["--src", FORGED_SRC]);
-    let d = deltas(&b0, &backup.status_now());
-    eprintln!("one source: sent {sent}, agent CPU {cpu:.1} %, longest silence {worst} ms, {d:?}");
-    assert!(
-        sent >= FLOOD_RATE * FLOOD_MS / 1000 / 2,
-        "the injector sent only {sent} frames"
-    );
-    assert!(
-        cpu < 20.0,
-        "the agent used {cpu:.1} % of a core during the flood"
-    );
-    assert!(get(&d, "auth_failed") * 10 >= sent * 9, "{d:?}");
-    assert_eq!(get(&d, "agent.auth_failures"), 0, "{d:?}");
-    assert_undisturbed(&rig, &mut master, &mut backup, &m0, &b0);
+fn forged_flood_from_one_source_is_cheap_and_harmless() -> Result<()> {
+    netns_test(|| {
+        let (rig, mut master, mut backup) = cluster("auto")?;
+        let b0 = backup.status()?;
+        assert_ne!(b0.xdp, "off", "the backup runs without XDP: {b0:?}");
+        let m0 = master.status()?;
+        let (sent, cpu, worst) =
+            flood(&rig, &backup, FLOOD_RATE, FLOOD_MS, &["--src", FORGED_SRC])?;
+        let d = deltas(&b0, &backup.status()?);
+        eprintln!(
+            "one source: sent {sent}, agent CPU {cpu:.1} %, longest silence {worst} ms, {d:?}"
+        );
+        assert!(
+            sent >= FLOOD_RATE * FLOOD_MS / 1000 / 2,
+            "the injector sent only {sent} frames"
+        );
+        assert!(
+            cpu < 20.0,
+            "the agent used {cpu:.1} % of a core during the flood"
+        );
+        assert!(get(&d, "auth_failed") * 10 >= sent * 9, "{d:?}");
+        assert_eq!(get(&d, "agent.auth_failures"), 0, "{d:?}");
+        assert_undisturbed(&rig, &mut master, &mut backup, &m0, &b0)
+    })
 }
 
 /// The same flood from 5000 spoofed sources: authentication does not care where a forgery comes
 /// from, so the backup still follows the real master and its agent stays nearly idle.
 #[test]
-fn forged_flood_from_many_sources_keeps_the_backup_following_the_master() {
-    if !netns_available() {
-        return;
-    }
-    let (rig, mut master, mut backup) = cluster("auto");
-    let b0 = backup.status_now();
-    assert_ne!(b0.xdp, "off", "the backup runs without XDP: {b0:?}");
-    let m0 = master.status_now();
-    let (sent, cpu, worst) = flood(
-        &rig,
-        &backup,
-        FLOOD_RATE,
-        FLOOD_MS,
-        &["--src", "10.99.64.0", "--sources", "5000"],
-    );
-    let d = deltas(&b0, &backup.status_now());
-    eprintln!("5000 sources: sent {sent}, agent CPU {cpu:.1} %, longest silence {worst} ms, {d:?}");
-    assert!(
-        sent >= FLOOD_RATE * FLOOD_MS / 1000 / 2,
-        "the injector sent only {sent} frames"
-    );
-    assert!(get(&d, "auth_failed") * 10 >= sent * 9, "{d:?}");
-    assert_eq!(get(&d, "agent.auth_failures"), 0, "{d:?}");
-    assert_undisturbed(&rig, &mut master, &mut backup, &m0, &b0);
-    assert!(
-        cpu < 20.0,
-        "the agent used {cpu:.1} % of a core during the flood"
-    );
+fn forged_flood_from_many_sources_keeps_the_backup_following_the_master() -> Result<()> {
+    netns_test(|| {
+        let (rig, mut master, mut backup) = cluster("auto")?;
+        let b0 = backup.status()?;
+        assert_ne!(b0.xdp, "off", "the backup runs without XDP: {b0:?}");
+        let m0 = master.status()?;
+        let (sent, cpu, worst) = flood(
+            &rig,
+            &backup,
+            FLOOD_RATE,
+            FLOOD_MS,
+            &["--src", "10.99.64.0", "--sources", "5000"],
+        )?;
+        let d = deltas(&b0, &backup.status()?);
+        eprintln!(
+            "5000 sources: sent {sent}, agent CPU {cpu:.1} %, longest silence {worst} ms, {d:?}"
+        );
+        assert!(
+            sent >= FLOOD_RATE * FLOOD_MS / 1000 / 2,
+            "the injector sent only {sent} frames"
+        );
+        assert!(get(&d, "auth_failed") * 10 >= sent * 9, "{d:?}");
+        assert_eq!(get(&d, "agent.auth_failures"), 0, "{d:?}");
+        assert_undisturbed(&rig, &mut master, &mut backup, &m0, &b0)?;
+        assert!(
+            cpu < 20.0,
+            "the agent used {cpu:.1} % of a core during the flood"
+        );
+        Ok(())
+    })
 }

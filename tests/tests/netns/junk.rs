@@ -23,7 +23,8 @@ use std::net::Ipv4Addr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tests::{AgentOpts, Proc, Rig, RigConfig, Status, netns_available, wait_until};
+use anyhow::{Context, Result, bail, ensure};
+use tests::{AgentOpts, Proc, Rig, RigConfig, Status, Timed, netns_test, wait_until};
 
 const VHID: u8 = 31;
 const PASS: &str = "junk";
@@ -62,7 +63,8 @@ fn injector() -> &'static str {
 
 /// Advert interval: `advbase + advskew / 256` seconds.
 fn interval(o: &AgentOpts) -> Duration {
-    Duration::from_micros(u64::from(o.advbase) * 1_000_000 + u64::from(o.advskew) * 1_000_000 / 256)
+    let t = &o.timing;
+    Duration::from_micros(u64::from(t.advbase) * 1_000_000 + u64::from(t.advskew) * 1_000_000 / 256)
 }
 
 /// The injector flooding from node2 as fast as it can, for at most [`FLOOD_LIMIT`].
@@ -71,7 +73,7 @@ struct Flood {
 }
 
 impl Flood {
-    fn start(rig: &Rig, name: &str, args: &[&str]) -> Flood {
+    fn start(rig: &Rig, name: &str, args: &[&str]) -> Result<Flood> {
         let vhid = VHID.to_string();
         let limit = FLOOD_LIMIT.as_millis().to_string();
         let rate = flood_rate();
@@ -85,26 +87,27 @@ impl Flood {
             &limit,
         ];
         argv.extend_from_slice(args);
-        Flood {
-            proc: rig.spawn(INJECTOR, name, &argv),
-        }
+        Ok(Flood {
+            proc: rig.spawn(INJECTOR, name, &argv)?,
+        })
     }
 
-    fn assert_running(&mut self) {
-        assert!(
+    fn check_running(&mut self) -> Result<()> {
+        ensure!(
             self.proc.is_running(),
             "the flood ended early: {}",
             self.proc.log()
         );
+        Ok(())
     }
 
     /// Stops the flood (the injector ends its run on SIGINT and reports) and returns the rate
     /// it reached, which must be a flood's.
-    fn stop(mut self) -> f64 {
-        self.assert_running();
-        self.proc.signal(libc::SIGINT);
-        let st = self.proc.wait_exit(Duration::from_secs(5));
-        assert!(
+    fn stop(mut self) -> Result<f64> {
+        self.check_running()?;
+        self.proc.signal(libc::SIGINT)?;
+        let st = self.proc.wait_exit(Duration::from_secs(5))?;
+        ensure!(
             st.success(),
             "the injector failed ({st}): {}",
             self.proc.log()
@@ -114,17 +117,17 @@ impl Flood {
             .lines()
             .rev()
             .find_map(|l| serde_json::from_str(l).ok())
-            .unwrap_or_else(|| panic!("no injector report in {log:?}"));
+            .with_context(|| format!("no injector report in {log:?}"))?;
         let rate = report["rate"].as_f64().unwrap_or(0.0);
         eprintln!(
             "flood: {} {} frames, {rate:.0}/s",
             report["sent"], report["kind"]
         );
-        assert!(
+        ensure!(
             rate >= MIN_RATE,
             "the injector reached only {rate:.0} frames/s: {report}"
         );
-        rate
+        Ok(rate)
     }
 }
 
@@ -160,99 +163,97 @@ fn ip(rig: &Rig, node: usize) -> String {
 
 /// A is MASTER (advskew 100) holding the VIP; B (advskew 0, preempt) is started while forged
 /// adverts from `sources` flood the segment, and must take over within the protocol's time.
-fn preferred_node_takes_over_during_a_forged_flood(sources: impl FnOnce(&Rig) -> Vec<String>) {
-    if !netns_available() {
-        return;
-    }
-    let _one_flood = FLOODS.lock().unwrap_or_else(|e| e.into_inner());
-    let rig = Rig::new(RigConfig::nodes(3));
-    let a_opts = AgentOpts::new(VHID, PASS, VIP24).advskew(100);
-    let b_opts = AgentOpts::new(VHID, PASS, VIP24).advskew(0).preempt(true);
-    let a = rig.start_agent(A, &a_opts);
-    wait_until(
-        a_opts.master_down() + SLACK,
-        "A MASTER, holding the VIP",
-        || a.is_master() && rig.holders(VIP, &[A, B]) == [A],
-    );
-    let a0 = a.status_now();
+fn preferred_node_takes_over_during_a_forged_flood(
+    sources: impl FnOnce(&Rig) -> Vec<String>,
+) -> Result<()> {
+    netns_test(|| {
+        let _one_flood = FLOODS.lock().unwrap_or_else(|e| e.into_inner());
+        let rig = Rig::new(RigConfig::nodes(3))?;
+        let a_opts = AgentOpts::new(VHID, PASS, VIP24).advskew(100);
+        let b_opts = AgentOpts::new(VHID, PASS, VIP24).advskew(0).preempt(true);
+        let a = rig.start_agent(A, &a_opts)?;
+        wait_until(
+            a_opts.timing.master_down() + SLACK,
+            "A MASTER, holding the VIP",
+            || Ok(a.is_master() && rig.holders(VIP, &[A, B])? == [A]),
+        )?;
+        let a0 = a.status()?;
 
-    let sources = sources(&rig);
-    let mut args = vec!["--kind", "forged"];
-    args.extend(sources.iter().map(String::as_str));
-    let mut flood = Flood::start(&rig, "forged-flood", &args);
-    wait_until(SLACK, "the flood reaches A", || {
-        flood.assert_running();
-        seen(&a.status_now()) >= seen(&a0) + 1000
-    });
+        let sources = sources(&rig);
+        let mut args = vec!["--kind", "forged"];
+        args.extend(sources.iter().map(String::as_str));
+        let mut flood = Flood::start(&rig, "forged-flood", &args)?;
+        wait_until(SLACK, "the flood reaches A", || {
+            flood.check_running()?;
+            Ok(seen(&a.status()?) >= seen(&a0) + 1000)
+        })?;
 
-    let b = rig.start_agent(B, &b_opts);
-    let b_started = Instant::now();
-    let b0 = b.status_now();
-    // B hears A's next advert (within A's interval) and preempts; if it heard nothing it would
-    // still become MASTER when its master-down timer ran out, which is why A's step down,
-    // on B's first advert, is what shows the two hear each other.
-    wait_until(b_opts.master_down() + SLACK, "B MASTER", || {
-        flood.assert_running();
-        b.is_master()
-    });
-    wait_until(interval(&b_opts) + SLACK, "A BACKUP behind B", || {
-        flood.assert_running();
-        let (sa, sb) = (a.status_now(), b.status_now());
-        sa.is_backup() && sa.master.as_deref() == Some(ip(&rig, B).as_str()) && sb.is_master()
-    });
-    let took = b_started.elapsed();
-    wait_until(SLACK, "the VIP on B only", || {
-        rig.holders(VIP, &[A, B]) == [B]
-    });
+        let b = rig.start_agent(B, &b_opts)?;
+        let b_started = Instant::now();
+        let b0 = b.status()?;
+        // B hears A's next advert (within A's interval) and preempts; if it heard nothing it
+        // would still become MASTER when its master-down timer ran out, which is why A's step
+        // down, on B's first advert, is what shows the two hear each other.
+        wait_until(b_opts.timing.master_down() + SLACK, "B MASTER", || {
+            flood.check_running()?;
+            Ok(b.is_master())
+        })?;
+        wait_until(interval(&b_opts) + SLACK, "A BACKUP behind B", || {
+            flood.check_running()?;
+            let (sa, sb) = (a.status()?, b.status()?);
+            Ok(sa.is_backup()
+                && sa.master.as_deref() == Some(ip(&rig, B).as_str())
+                && sb.is_master())
+        })?;
+        let took = b_started.elapsed();
+        wait_until(SLACK, "the VIP on B only", || {
+            Ok(rig.holders(VIP, &[A, B])? == [B])
+        })?;
 
-    // From the completed takeover on, for a while longer than A's master-down time (so A would
-    // have taken over again had it stopped hearing B), the flood changes nothing.
-    let watch = a_opts.master_down() + interval(&b_opts);
-    assert_roles_hold(&rig, &mut flood, watch, || {
-        let (sa, sb) = (a.status_now(), b.status_now());
-        check_roles(&rig, &sa, &sb, B)
-    });
-    let (a1, b1) = (a.status_now(), b.status_now());
-    let rate = flood.stop();
-    eprintln!(
-        "takeover completed {took:?} after B answered; A rejected {} forged adverts",
-        auth_failures(&a1) - auth_failures(&a0)
-    );
-    assert_eq!(
-        a1.counters.transitions,
-        a0.counters.transitions + 1,
-        "A changed state more than once: {a1:?}"
-    );
-    assert_eq!(
-        b1.counters.transitions,
-        b0.counters.transitions + 1,
-        "B changed state more than once: {b1:?}"
-    );
-    let forged = (auth_failures(&a1) - auth_failures(&a0)) as f64;
-    assert!(
-        forged >= 1000.0,
-        "A saw only {forged} forged adverts (flood at {rate:.0}/s)"
-    );
+        // From the completed takeover on, for a while longer than A's master-down time (so A
+        // would have taken over again had it stopped hearing B), the flood changes nothing.
+        let watch = a_opts.timing.master_down() + interval(&b_opts);
+        assert_roles_hold(&rig, &mut flood, watch, || {
+            let (sa, sb) = (a.status()?, b.status()?);
+            check_roles(&rig, &sa, &sb, B)
+        })?;
+        let (a1, b1) = (a.status()?, b.status()?);
+        let rate = flood.stop()?;
+        eprintln!(
+            "takeover completed {took:?} after B answered; A rejected {} forged adverts",
+            auth_failures(&a1) - auth_failures(&a0)
+        );
+        ensure!(
+            a1.counters.transitions == a0.counters.transitions + 1,
+            "A changed state more than once: {a1:?}"
+        );
+        ensure!(
+            b1.counters.transitions == b0.counters.transitions + 1,
+            "B changed state more than once: {b1:?}"
+        );
+        let forged = (auth_failures(&a1) - auth_failures(&a0)) as f64;
+        ensure!(
+            forged >= 1000.0,
+            "A saw only {forged} forged adverts (flood at {rate:.0}/s)"
+        );
+        Ok(())
+    })
 }
 
 /// Both roles as they should be, and the VIP on `master` only; `Err` says what is wrong.
-fn check_roles(rig: &Rig, a: &Status, b: &Status, master: usize) -> Result<(), String> {
+fn check_roles(rig: &Rig, a: &Status, b: &Status, master: usize) -> Result<()> {
     let (m, s) = if master == A { (a, b) } else { (b, a) };
     let backup = if master == A { B } else { A };
-    if !m.is_master() {
-        return Err(format!("node{master} left MASTER: {m:?}"));
-    }
-    if !s.is_backup() || s.master.as_deref() != Some(ip(rig, master).as_str()) {
-        return Err(format!(
-            "node{backup} is not a BACKUP of node{master}: {s:?}"
-        ));
-    }
-    let holders = rig.holders(VIP, &[A, B]);
-    if holders != [master] {
-        return Err(format!(
-            "the VIP is on {holders:?}, not on node{master} alone"
-        ));
-    }
+    ensure!(m.is_master(), "node{master} left MASTER: {m:?}");
+    ensure!(
+        s.is_backup() && s.master.as_deref() == Some(ip(rig, master).as_str()),
+        "node{backup} is not a BACKUP of node{master}: {s:?}"
+    );
+    let holders = rig.holders(VIP, &[A, B])?;
+    ensure!(
+        holders == [master],
+        "the VIP is on {holders:?}, not on node{master} alone"
+    );
     Ok(())
 }
 
@@ -262,16 +263,16 @@ fn assert_roles_hold(
     rig: &Rig,
     flood: &mut Flood,
     watch: Duration,
-    mut check: impl FnMut() -> Result<(), String>,
-) {
+    mut check: impl FnMut() -> Result<()>,
+) -> Result<()> {
     let start = Instant::now();
     let mut samples = 0u32;
     // A sample takes at least a few milliseconds (two status calls, two `ip` calls): bounded.
     for _ in 0..watch.as_millis() / 5 + 2 {
-        flood.assert_running();
+        flood.check_running()?;
         if let Err(what) = check() {
-            panic!(
-                "{:?} into the watch ({samples} good samples before): {what} (rig {})",
+            bail!(
+                "{:?} into the watch ({samples} good samples before): {what:#} (rig {})",
                 start.elapsed(),
                 rig.dir().display()
             );
@@ -281,22 +282,23 @@ fn assert_roles_hold(
             break;
         }
     }
-    assert!(samples >= 10, "only {samples} samples in {watch:?}");
+    ensure!(samples >= 10, "only {samples} samples in {watch:?}");
+    Ok(())
 }
 
 #[test]
-fn forged_flood_from_random_sources_does_not_stop_a_takeover() {
-    preferred_node_takes_over_during_a_forged_flood(|_| vec!["--src".into(), "random".into()]);
+fn forged_flood_from_random_sources_does_not_stop_a_takeover() -> Result<()> {
+    preferred_node_takes_over_during_a_forged_flood(|_| vec!["--src".into(), "random".into()])
 }
 
 #[test]
-fn forged_flood_from_one_source_does_not_stop_a_takeover() {
-    preferred_node_takes_over_during_a_forged_flood(|_| vec!["--src".into(), "10.99.0.77".into()]);
+fn forged_flood_from_one_source_does_not_stop_a_takeover() -> Result<()> {
+    preferred_node_takes_over_during_a_forged_flood(|_| vec!["--src".into(), "10.99.0.77".into()])
 }
 
 #[test]
-fn forged_flood_from_the_preferred_nodes_address_does_not_stop_a_takeover() {
-    preferred_node_takes_over_during_a_forged_flood(|rig| vec!["--src".into(), ip(rig, B)]);
+fn forged_flood_from_the_preferred_nodes_address_does_not_stop_a_takeover() -> Result<()> {
+    preferred_node_takes_over_during_a_forged_flood(|rig| vec!["--src".into(), ip(rig, B)])
 }
 
 /// A is MASTER (advskew 100), B BACKUP (advskew 200, no preempt). A's adverts, captured on the
@@ -304,113 +306,123 @@ fn forged_flood_from_the_preferred_nodes_address_does_not_stop_a_takeover() {
 /// master that believed them would step down for a better one), then as bow-outs (any backup
 /// that believed them would take over at once). Neither node may change state.
 #[test]
-fn replayed_adverts_change_nothing() {
-    if !netns_available() {
-        return;
-    }
-    let _one_flood = FLOODS.lock().unwrap_or_else(|e| e.into_inner());
-    let rig = Rig::new(RigConfig::nodes(3));
-    let a_opts = AgentOpts::new(VHID, PASS, VIP24).advskew(100);
-    let b_opts = AgentOpts::new(VHID, PASS, VIP24).advskew(200);
-    let a = rig.start_agent(A, &a_opts);
-    wait_until(a_opts.master_down() + SLACK, "A MASTER", || a.is_master());
-    let b = rig.start_agent(B, &b_opts);
-    wait_until(interval(&a_opts) + SLACK, "B BACKUP of A", || {
-        b.status().is_ok_and(|s| {
-            s.is_backup()
-                && s.master.as_deref() == Some(ip(&rig, A).as_str())
-                && s.counters.adverts_received >= 1
-        })
-    });
+fn replayed_adverts_change_nothing() -> Result<()> {
+    netns_test(|| {
+        let _one_flood = FLOODS.lock().unwrap_or_else(|e| e.into_inner());
+        let rig = Rig::new(RigConfig::nodes(3))?;
+        let a_opts = AgentOpts::new(VHID, PASS, VIP24).advskew(100);
+        let b_opts = AgentOpts::new(VHID, PASS, VIP24).advskew(200);
+        let a = rig.start_agent(A, &a_opts)?;
+        wait_until(a_opts.timing.master_down() + SLACK, "A MASTER", || {
+            a.is_master()
+        })?;
+        let b = rig.start_agent(B, &b_opts)?;
+        wait_until(interval(&a_opts) + SLACK, "B BACKUP of A", || {
+            b.status().is_ok_and(|s| {
+                s.is_backup()
+                    && s.master.as_deref() == Some(ip(&rig, A).as_str())
+                    && s.counters.adverts_received >= 1
+            })
+        })?;
 
-    // Capture a few of A's adverts on the injector's node, and make sure B accepted them all:
-    // they are replays for B (and for A, which sent them) from then on.
-    const CAPTURED: u64 = 3;
-    let capture = rig.capture(INJECTOR, "genuine");
-    let received0 = b.status_now().counters.adverts_received;
-    wait_until(
-        interval(&a_opts) * (CAPTURED as u32 + 1) + SLACK,
-        "A's adverts captured",
-        || capture.frames().len() as u64 >= CAPTURED,
-    );
-    let pcap = capture.stop();
-    let captured = tests::read_pcap(&pcap).expect("the capture is readable");
-    assert!(
-        captured
-            .iter()
-            .all(|f| f.len() >= 34 && f[26..30] == rig.addr(A).octets()),
-        "something other than A advertised"
-    );
-    wait_until(
-        interval(&a_opts) * 2 + SLACK,
-        "B accepted every captured advert",
-        || b.status_now().counters.adverts_received >= received0 + captured.len() as u64,
-    );
-    let (a0, b0) = (a.status_now(), b.status_now());
-    check_roles(&rig, &a0, &b0, A).unwrap();
-
-    let pcap = pcap.to_string_lossy().into_owned();
-    let phases: [(&str, &[&str]); 2] = [
-        // From B's address and 249 more (A's is not among them), with the best skew.
-        (
-            "better skew",
-            &[
-                "--src",
-                "10.99.0.2",
-                "--sources",
-                "250",
-                "--advbase",
-                "1",
-                "--advskew",
-                "0",
-            ],
-        ),
-        (
-            "bow-out",
-            &["--src", "random", "--advbase", "255", "--advskew", "255"],
-        ),
-    ];
-    for (what, timing) in phases {
-        let (sa, sb) = (a.status_now(), b.status_now());
-        let mut args = vec!["--replay", pcap.as_str()];
-        args.extend_from_slice(timing);
-        let mut flood = Flood::start(&rig, &format!("replay-{}", what.replace(' ', "-")), &args);
-        wait_until(SLACK, "the replays reach both nodes", || {
-            flood.assert_running();
-            seen(&a.status_now()) >= seen(&sa) + 1000 && seen(&b.status_now()) >= seen(&sb) + 1000
-        });
-        // Longer than B's master-down time: B must keep hearing A, and nothing else.
-        assert_roles_hold(&rig, &mut flood, b_opts.master_down() + SLACK, || {
-            let (sa, sb) = (a.status_now(), b.status_now());
-            check_roles(&rig, &sa, &sb, A)?;
-            let silent = sb.since_last_advert_ms.unwrap_or(u64::MAX);
-            if u128::from(silent) >= b_opts.master_down().as_millis() {
-                return Err(format!("B has not heard A for {silent} ms: {sb:?}"));
-            }
-            Ok(())
-        });
-        flood.stop();
-        let (a1, b1) = (a.status_now(), b.status_now());
-        eprintln!(
-            "{what} replays: A refused {}, B refused {}",
-            replays(&a1) - replays(&sa),
-            replays(&b1) - replays(&sb)
+        // Capture a few of A's adverts on the injector's node, and make sure B accepted them
+        // all: they are replays for B (and for A, which sent them) from then on.
+        const CAPTURED: u64 = 3;
+        let capture = rig.capture(INJECTOR, "genuine")?;
+        let received0 = b.status()?.counters.adverts_received;
+        wait_until(
+            interval(&a_opts) * (CAPTURED as u32 + 1) + SLACK,
+            "A's adverts captured",
+            || capture.frames().len() as u64 >= CAPTURED,
+        )?;
+        let pcap = capture.stop()?;
+        let captured = tests::read_pcap(&pcap)?;
+        ensure!(
+            captured
+                .iter()
+                .all(|f| f.len() >= 34 && f[26..30] == rig.addr(A).octets()),
+            "something other than A advertised"
         );
-        for (name, before, after) in [("A", &sa, &a1), ("B", &sb, &b1)] {
-            assert_eq!(
-                after.counters.transitions, before.counters.transitions,
-                "{what}: {name} changed state: {after:?}"
+        wait_until(
+            interval(&a_opts) * 2 + SLACK,
+            "B accepted every captured advert",
+            || Ok(b.status()?.counters.adverts_received >= received0 + captured.len() as u64),
+        )?;
+        let (a0, b0) = (a.status()?, b.status()?);
+        check_roles(&rig, &a0, &b0, A)?;
+
+        let pcap = pcap.to_string_lossy().into_owned();
+        let phases: [(&str, &[&str]); 2] = [
+            // From B's address and 249 more (A's is not among them), with the best skew.
+            (
+                "better skew",
+                &[
+                    "--src",
+                    "10.99.0.2",
+                    "--sources",
+                    "250",
+                    "--advbase",
+                    "1",
+                    "--advskew",
+                    "0",
+                ],
+            ),
+            (
+                "bow-out",
+                &["--src", "random", "--advbase", "255", "--advskew", "255"],
+            ),
+        ];
+        for (what, timing) in phases {
+            let (sa, sb) = (a.status()?, b.status()?);
+            let mut args = vec!["--replay", pcap.as_str()];
+            args.extend_from_slice(timing);
+            let mut flood =
+                Flood::start(&rig, &format!("replay-{}", what.replace(' ', "-")), &args)?;
+            wait_until(SLACK, "the replays reach both nodes", || {
+                flood.check_running()?;
+                Ok(
+                    seen(&a.status()?) >= seen(&sa) + 1000
+                        && seen(&b.status()?) >= seen(&sb) + 1000,
+                )
+            })?;
+            // Longer than B's master-down time: B must keep hearing A, and nothing else.
+            assert_roles_hold(
+                &rig,
+                &mut flood,
+                b_opts.timing.master_down() + SLACK,
+                || {
+                    let (sa, sb) = (a.status()?, b.status()?);
+                    check_roles(&rig, &sa, &sb, A)?;
+                    let silent = sb.since_last_advert_ms.unwrap_or(u64::MAX);
+                    ensure!(
+                        u128::from(silent) < b_opts.timing.master_down().as_millis(),
+                        "B has not heard A for {silent} ms: {sb:?}"
+                    );
+                    Ok(())
+                },
+            )?;
+            flood.stop()?;
+            let (a1, b1) = (a.status()?, b.status()?);
+            eprintln!(
+                "{what} replays: A refused {}, B refused {}",
+                replays(&a1) - replays(&sa),
+                replays(&b1) - replays(&sb)
             );
-            assert!(
-                replays(after) >= replays(before) + 1000,
-                "{what}: {name} refused too few replays: {after:?}"
-            );
-            assert_eq!(
-                auth_failures(after),
-                auth_failures(before),
-                "{what}: a replay failed authentication at {name}, so it was not a true replay"
-            );
+            for (name, before, after) in [("A", &sa, &a1), ("B", &sb, &b1)] {
+                ensure!(
+                    after.counters.transitions == before.counters.transitions,
+                    "{what}: {name} changed state: {after:?}"
+                );
+                ensure!(
+                    replays(after) >= replays(before) + 1000,
+                    "{what}: {name} refused too few replays: {after:?}"
+                );
+                ensure!(
+                    auth_failures(after) == auth_failures(before),
+                    "{what}: a replay failed authentication at {name}, so it was not a true replay"
+                );
+            }
         }
-    }
-    check_roles(&rig, &a.status_now(), &b.status_now(), A).unwrap();
+        check_roles(&rig, &a.status()?, &b.status()?, A)
+    })
 }
