@@ -635,7 +635,10 @@ impl Agent {
             advskew: machine.effective_skew(),
             demoted: machine.demoted(),
             xdp: self.xdp.as_ref().map_or("off", |x| x.mode()).to_string(),
-            counters: self.counters,
+            counters: Counters {
+                transitions: coord.transitions(),
+                ..self.counters
+            },
             database: coord.db_view(),
             read_only_bypass: self
                 .db

@@ -38,6 +38,7 @@ pub mod scope;
 pub mod timing;
 pub mod ucarp;
 pub mod wait;
+pub mod watch;
 
 pub use agent::{Agent, AgentOpts, Inspected, Status, masters};
 pub use capture::{Capture, Record, read_pcap, read_pcap_records};

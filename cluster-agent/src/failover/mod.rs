@@ -344,6 +344,8 @@ struct VipSide {
 pub struct Coordinator {
     params: Params,
     machine: Machine,
+    /// Election state changes so far.
+    transitions: u64,
     started: bool,
     link_up: bool,
     stopping: bool,
@@ -386,6 +388,7 @@ impl Coordinator {
         let mut c = Coordinator {
             params: cfg.carp,
             machine: Machine::new(cfg.carp, now),
+            transitions: 0,
             started: cfg.db.is_none(),
             link_up: true,
             stopping: false,
@@ -594,6 +597,7 @@ impl Coordinator {
 
     fn on_transition(&mut self, now: Mono, from: State, to: State, reason: Reason) {
         tracing::info!(%from, state = %to, ?reason, "state change");
+        self.transitions += 1;
         match to {
             State::Master => {
                 self.vip.up_ran = false;
@@ -1133,6 +1137,11 @@ impl Coordinator {
             fence_error: db.fence_error.clone(),
             last_error: db.last_error.clone(),
         })
+    }
+
+    /// Election state changes so far.
+    pub fn transitions(&self) -> u64 {
+        self.transitions
     }
 
     /// The VIP error, if the last change failed.

@@ -135,7 +135,15 @@ async fn read_local(s: &mut Session) -> Result<LocalDb, DbError> {
             sql_running: r.sql_running,
             received: parse(f, &r.gtid_io_pos)?,
             verified_tls: r.using_tls && r.verify_server_cert,
-            sql_error: (!r.sql_running && !r.last_sql_error.is_empty()).then_some(r.last_sql_error),
+            // A stopped applier makes a poor candidate even without an error: what it
+            // received would never reach its binary log.
+            sql_error: (!r.sql_running).then(|| {
+                if r.last_sql_error.is_empty() {
+                    "the SQL thread is stopped".to_string()
+                } else {
+                    r.last_sql_error
+                }
+            }),
             lag_secs: r.lag_secs,
         }),
     };

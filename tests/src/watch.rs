@@ -1,0 +1,405 @@
+//! Watching the invariants while faults happen: a writer that records every write the
+//! database acknowledged through the VIP (no acknowledged write may ever be missing from the
+//! master), and a watch on every server's `read_only` (never two writable at once outside a
+//! partition). The fault tests and `cargo xtask chaos` both use them.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::mariadb::{VipClient, client_bin};
+use crate::wait::mono_ns;
+
+/// Rows the writer inserts, at most; far more than any run needs.
+const MAX_WRITES: i64 = 10_000_000;
+
+/// What the writer saw.
+#[derive(Clone, Debug, Default)]
+pub struct Writes {
+    /// Ids whose insert was acknowledged, with the instant (`mono_ns`) of the acknowledgement.
+    pub acked: Vec<(i64, u64)>,
+    /// Inserts that failed or went unanswered (not acknowledged: they may or may not exist).
+    pub failed: u64,
+    pub last_error: Option<String>,
+}
+
+impl Writes {
+    /// Acknowledged ids that `held` (sorted) lacks.
+    pub fn missing_from(&self, held: &[i64]) -> Vec<i64> {
+        self.acked
+            .iter()
+            .map(|a| a.0)
+            .filter(|id| held.binary_search(id).is_err())
+            .collect()
+    }
+}
+
+/// Inserts numbered rows into `t.rows` through the VIP, one after the other, and records which
+/// were acknowledged.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    writes: Arc<Mutex<Writes>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts writing ids from `first` on, each insert bounded by `limit`, a pause of `gap`
+    /// between two.
+    pub fn start(vip: VipClient, first: i64, gap: Duration, limit: Duration) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(Mutex::new(Writes::default()));
+        let (s, w) = (stop.clone(), writes.clone());
+        let thread = std::thread::spawn(move || {
+            for id in first..first + MAX_WRITES {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let r = vip.insert(id, limit);
+                let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+                match r {
+                    Ok(()) => w.acked.push((id, mono_ns())),
+                    Err(e) => {
+                        w.failed += 1;
+                        w.last_error = Some(format!("{e:#}"));
+                    }
+                }
+                drop(w);
+                // Pacing, not a condition: the writer is a load.
+                std::thread::sleep(gap);
+            }
+        });
+        Writer {
+            stop,
+            writes,
+            thread: Some(thread),
+        }
+    }
+
+    /// What it has seen so far.
+    pub fn writes(&self) -> Writes {
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn acked(&self) -> usize {
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .acked
+            .len()
+    }
+
+    /// Stops writing (after the insert in progress) and returns what it saw.
+    pub fn stop(mut self) -> Writes {
+        self.halt();
+        self.writes()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// One look at one server: `Some(true)` writable, `Some(false)` read-only, `None` no answer.
+pub type Sample = (u64, Option<bool>);
+
+/// Samples every server's `read_only` on its own thread (over its socket, as root), every
+/// `every`, through one long-lived client each, so a stalled server holds up only its own
+/// samples.
+pub struct WritableWatch {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Vec<Sample>>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl WritableWatch {
+    pub fn start(sockets: Vec<PathBuf>, every: Duration) -> Result<WritableWatch> {
+        let client = client_bin()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(vec![Vec::new(); sockets.len()]));
+        let threads = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, socket)| {
+                let (stop, samples, client) = (stop.clone(), samples.clone(), client.clone());
+                std::thread::spawn(move || sample_loop(i, &client, &socket, every, &stop, &samples))
+            })
+            .collect();
+        Ok(WritableWatch {
+            stop,
+            samples,
+            threads,
+        })
+    }
+
+    /// Everything seen so far.
+    pub fn timeline(&self) -> Timeline {
+        Timeline(
+            self.samples
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+
+    pub fn stop(mut self) -> Timeline {
+        self.halt();
+        self.timeline()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WritableWatch {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// A client reading statements from its stdin, answering one line each.
+struct Probe {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Probe {
+    fn open(client: &Path, socket: &Path) -> Result<Probe> {
+        let mut child = Command::new(client)
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+            ])
+            .arg("--unbuffered")
+            .arg(format!("--socket={}", socket.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting a mariadb client")?;
+        let stdin = child.stdin.take().context("client stdin")?;
+        let stdout = child.stdout.take().context("client stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Probe {
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    fn ask(&mut self) -> Result<()> {
+        self.stdin.write_all(b"SELECT @@GLOBAL.read_only;\n")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sample_loop(
+    i: usize,
+    client: &Path,
+    socket: &Path,
+    every: Duration,
+    stop: &AtomicBool,
+    samples: &Mutex<Vec<Vec<Sample>>>,
+) {
+    let record = |s: Option<bool>| {
+        if let Some(v) = samples.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
+            v.push((mono_ns(), s));
+        }
+    };
+    let mut probe: Option<Probe> = None;
+    let mut waiting = false;
+    // Bounded by the owner's stop flag; the count only guards against a runaway loop.
+    for _ in 0..u64::MAX / 2 {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if probe.is_none() {
+            probe = Probe::open(client, socket).ok();
+            waiting = false;
+        }
+        let Some(p) = probe.as_mut() else {
+            record(None);
+            std::thread::sleep(every.max(Duration::from_millis(20)));
+            continue;
+        };
+        // One question at a time: a stalled server answers them all when it resumes, late.
+        if !waiting {
+            if p.ask().is_err() {
+                probe = None;
+                record(None);
+                continue;
+            }
+            waiting = true;
+        }
+        match p.lines.recv_timeout(every.max(Duration::from_millis(20))) {
+            Ok(line) => {
+                waiting = false;
+                record(match line.trim() {
+                    "0" => Some(true),
+                    "1" => Some(false),
+                    _ => None,
+                });
+                std::thread::sleep(every);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => record(None),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                probe = None;
+                record(None);
+                std::thread::sleep(every.max(Duration::from_millis(20)));
+            }
+        }
+    }
+}
+
+/// Every server's samples, in time order per server.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline(pub Vec<Vec<Sample>>);
+
+/// A stretch of time in which more than one server answered that it was writable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TwoWriters {
+    pub from_ns: u64,
+    pub to_ns: u64,
+    pub nodes: Vec<usize>,
+}
+
+impl Timeline {
+    /// The stretches in which two or more servers were writable, outside `excused` ranges of
+    /// `mono_ns` (partitions). A server counts as writable from a sample that says so until its
+    /// next sample, whatever that says; a server that does not answer is not writable (it
+    /// accepts nothing while it does not answer).
+    pub fn two_writers(&self, excused: &[(u64, u64)]) -> Vec<TwoWriters> {
+        let mut spans: Vec<(u64, u64, usize)> = Vec::new();
+        for (node, samples) in self.0.iter().enumerate() {
+            for w in samples.windows(2) {
+                if w[0].1 == Some(true) {
+                    spans.push((w[0].0, w[1].0, node));
+                }
+            }
+            if let Some(&(t, Some(true))) = samples.last() {
+                spans.push((t, t, node));
+            }
+        }
+        let mut edges: Vec<u64> = spans.iter().flat_map(|s| [s.0, s.1]).collect();
+        edges.sort_unstable();
+        edges.dedup();
+        let mut out: Vec<TwoWriters> = Vec::new();
+        for w in edges.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let mut nodes: Vec<usize> = spans
+                .iter()
+                .filter(|s| s.0 <= a && s.1 >= b && s.0 < s.1)
+                .map(|s| s.2)
+                .collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            if nodes.len() < 2 || excused.iter().any(|&(x, y)| a >= x && b <= y) {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if last.to_ns == a && last.nodes == nodes => last.to_ns = b,
+                _ => out.push(TwoWriters {
+                    from_ns: a,
+                    to_ns: b,
+                    nodes,
+                }),
+            }
+        }
+        out
+    }
+
+    /// Samples taken, per server.
+    pub fn counts(&self) -> Vec<usize> {
+        self.0.iter().map(Vec::len).collect()
+    }
+}
+
+/// A watch on a cluster's servers: their sockets.
+pub fn sockets(servers: &[&crate::mariadb::MariaDb]) -> Vec<PathBuf> {
+    servers.iter().map(|s| s.socket().to_path_buf()).collect()
+}
+
+/// How long ago (`mono_ns`) an instant was.
+pub fn since(t_ns: u64) -> Duration {
+    Duration::from_nanos(mono_ns().saturating_sub(t_ns))
+}
+
+/// Waits for the writer to have `n` more acknowledged writes than `before`, for at most
+/// `limit`.
+pub fn wait_more_acks(w: &Writer, before: usize, n: usize, limit: Duration) -> Result<usize> {
+    let start = Instant::now();
+    crate::wait::wait_until(limit, &format!("{n} more writes acknowledged"), || {
+        w.acked() >= before + n
+    })?;
+    let _ = start;
+    Ok(w.acked())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_writable_stretches_are_found_and_excused() {
+        let t = Timeline(vec![
+            vec![(0, Some(true)), (10, Some(true)), (20, Some(false))],
+            vec![(5, Some(false)), (15, Some(true)), (25, Some(false))],
+        ]);
+        assert_eq!(
+            t.two_writers(&[]),
+            vec![TwoWriters {
+                from_ns: 15,
+                to_ns: 20,
+                nodes: vec![0, 1]
+            }]
+        );
+        assert!(t.two_writers(&[(14, 21)]).is_empty());
+        // No answer is not writable.
+        let t = Timeline(vec![
+            vec![(0, Some(true)), (30, Some(false))],
+            vec![(5, None), (10, None), (40, None)],
+        ]);
+        assert!(t.two_writers(&[]).is_empty());
+    }
+}
