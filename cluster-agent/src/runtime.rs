@@ -372,19 +372,30 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
     let (bypass_tx, bypass) = watch::channel(Vec::new());
     let accounts_db = accounts_db;
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(ACCOUNTS_CHECK);
+        let mut failed_before = false;
         loop {
-            tick.tick().await;
-            if let Ok(found) = accounts_db.read_only_bypass_accounts().await
-                && *bypass_tx.borrow() != found
-            {
-                if !found.is_empty() {
-                    tracing::warn!(accounts = %found.join(","), "these accounts can write through read_only, so fencing cannot stop them: revoke READ_ONLY ADMIN (and SUPER granted before 10.11, ALL ON *.*) from application and operator accounts");
+            let wait = match accounts_db.read_only_bypass_accounts().await {
+                Ok(found) => {
+                    failed_before = false;
+                    if *bypass_tx.borrow() != found {
+                        if !found.is_empty() {
+                            tracing::warn!(accounts = %found.join(","), "these accounts can write through read_only, so fencing cannot stop them: revoke READ_ONLY ADMIN (and SUPER granted before 10.11, ALL ON *.*) from application and operator accounts");
+                        }
+                        if bypass_tx.send(found).is_err() {
+                            return;
+                        }
+                    }
+                    ACCOUNTS_CHECK
                 }
-                if bypass_tx.send(found).is_err() {
-                    return;
+                Err(error) => {
+                    if !failed_before {
+                        tracing::warn!(%error, "cannot list the accounts that can write through read_only (the agent's account needs SELECT on mysql.global_priv and mysql.roles_mapping)");
+                    }
+                    failed_before = true;
+                    RETRY * 5
                 }
-            }
+            };
+            tokio::time::sleep(wait).await;
         }
     });
     (DbLink { ops, watch, bypass }, (outcomes, observations))

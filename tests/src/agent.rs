@@ -118,6 +118,26 @@ pub struct DbStatus {
     #[serde(default)]
     pub errant: Vec<String>,
     pub last_error: Option<String>,
+    /// Known to hold every write the master acknowledged.
+    #[serde(default)]
+    pub current: bool,
+    /// Why a MASTER keeps its database closed.
+    #[serde(default)]
+    pub refused: Option<String>,
+    #[serde(default)]
+    pub semi_sync: Option<SemiSync>,
+    #[serde(default)]
+    pub semi_sync_fallbacks: u64,
+    #[serde(default)]
+    pub fence_error: Option<String>,
+}
+
+/// The master side of semi-sync as `status --json` reports it.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct SemiSync {
+    pub on: bool,
+    pub no_tx: u64,
+    pub clients: u32,
 }
 
 /// `cluster-agent status --json`.
@@ -139,6 +159,9 @@ pub struct Status {
     /// Present when the agent manages a database.
     #[serde(default)]
     pub database: Option<DbStatus>,
+    /// Accounts that can write through `read_only`.
+    #[serde(default)]
+    pub read_only_bypass: Vec<String>,
 }
 
 impl Status {

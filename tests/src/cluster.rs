@@ -553,6 +553,65 @@ impl Cluster {
         self.servers[i].restart()
     }
 
+    /// Rebuilds node `i`'s database from node `master`'s, as an operator does with a node the
+    /// agent refuses as errant: a consistent dump of the application's schema and its GTID
+    /// position, loaded outside the binary log after this node's binary log and replication
+    /// are reset. Node `i`'s daemon must be stopped; start it again afterwards.
+    pub fn rebuild_from(&mut self, i: usize, master: usize) -> Result<()> {
+        ensure!(
+            self.daemons[i].is_none(),
+            "stop node{i}'s daemon before rebuilding its database"
+        );
+        let dump_bin = ["/usr/bin/mariadb-dump", "/usr/bin/mysqldump"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+            .context("mariadb-dump is not installed (Debian package mariadb-client)")?;
+        let out = crate::cmd::output_within(
+            std::process::Command::new(dump_bin)
+                .arg("--no-defaults")
+                .arg(format!(
+                    "--socket={}",
+                    self.servers[master].socket().display()
+                ))
+                .args([
+                    "--user=root",
+                    "--single-transaction",
+                    "--gtid",
+                    "--master-data=2",
+                    "--databases",
+                    "t",
+                ]),
+            Duration::from_secs(60),
+        )?;
+        ensure!(
+            out.status.success(),
+            "dumping node{master}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dump = String::from_utf8(out.stdout).context("the dump is not UTF-8")?;
+        // `--master-data=2 --gtid` writes the position as a comment.
+        let pos = dump
+            .lines()
+            .find_map(|l| {
+                let rest = l.split("gtid_slave_pos='").nth(1)?;
+                Some(rest.split('\'').next()?.to_string())
+            })
+            .context("the dump names no GTID position")?;
+        let sql = format!(
+            "SET SESSION sql_log_bin = 0;\n\
+             STOP SLAVE;\n\
+             RESET SLAVE ALL;\n\
+             SET GLOBAL read_only = ON;\n\
+             DROP DATABASE IF EXISTS t;\n\
+             RESET MASTER;\n\
+             {dump}\n\
+             SET GLOBAL gtid_slave_pos = '{pos}';\n"
+        );
+        self.servers[i].sql(&sql)?;
+        Ok(())
+    }
+
     /// The application's view: the database through the VIP, from the client namespace.
     pub fn vip(&self) -> Result<VipClient> {
         Ok(VipClient {

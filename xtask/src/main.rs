@@ -8,6 +8,7 @@ mod adverts;
 mod bench;
 mod bench_db;
 mod bench_xdp;
+mod chaos;
 mod cmd;
 mod demo;
 mod ebpf;
@@ -55,6 +56,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a benchmark.
     Bench(bench::BenchArgs),
+    /// Inject random faults into a real cluster under write load and check that no
+    /// acknowledged write is lost and no two databases are writable at once.
+    Chaos(chaos::ChaosArgs),
     /// The demo's guestbook service, run inside a node namespace by `demo` and `bench`.
     #[command(hide = true)]
     GuestbookServe(guestbook::ServeArgs),
@@ -84,6 +88,10 @@ fn main() -> Result<()> {
         Command::Bench(args) => {
             setup::ensure()?;
             bench::run(args)
+        }
+        Command::Chaos(args) => {
+            setup::ensure()?;
+            chaos::run(args)
         }
         Command::GuestbookServe(args) => guestbook::serve(args),
         Command::HttpProbe(args) => http::probe(args),

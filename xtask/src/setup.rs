@@ -30,6 +30,7 @@ const TEST_PACKAGES: &[&str] = &[
     "tcpdump",
     "ethtool",
     "procps",
+    "iptables",
 ];
 
 /// The bpf-linker release checked against Debian's LLVM 22.

@@ -55,6 +55,22 @@ pub fn build(release: bool) -> Result<Built> {
     })
 }
 
+/// Builds one of the `tests` package's helper binaries (debug) and returns its path.
+pub fn tests_bin(name: &str) -> Result<PathBuf> {
+    let mut command = cmd::cargo();
+    command
+        .args(["build", "--package", "tests", "--bin", name])
+        .current_dir(cmd::root());
+    cmd::run(&mut command)?;
+    let bin = target_dir().join("debug").join(name);
+    ensure!(
+        bin.is_file(),
+        "the build succeeded but {} is missing",
+        bin.display()
+    );
+    Ok(bin)
+}
+
 /// Builds, then runs the whole workspace's tests against the agent with XDP.
 pub fn test(release: bool, args: &[String]) -> Result<()> {
     let built = build(release)?;

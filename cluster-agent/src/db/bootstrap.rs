@@ -394,6 +394,9 @@ fn users_sql_text(
          CREATE OR REPLACE USER '{admin_user}'@'%' IDENTIFIED BY PASSWORD '{admin_hash}' REQUIRE SSL;\n\
          GRANT PROCESS, RELOAD, SUPER, CONNECTION ADMIN, READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, \
          REPLICATION MASTER ADMIN, BINLOG ADMIN, BINLOG MONITOR, SLAVE MONITOR ON *.* TO '{admin_user}'@'%';\n\
+         -- To name the accounts that can write through read_only (fencing cannot stop them).\n\
+         GRANT SELECT ON mysql.global_priv TO '{admin_user}'@'%';\n\
+         GRANT SELECT ON mysql.roles_mapping TO '{admin_user}'@'%';\n\
          SET SESSION sql_log_bin = 1;\n"
     )
 }

@@ -882,15 +882,24 @@ async fn replicate(
     }
     exec(&mut s.conn, f.stop_replica()).await?;
     if f == Flavour::MariaDb {
-        // Start from what this node has logged, including what it wrote as master: its own
-        // transactions are in the new master's log too (the errant check proved it), and
-        // asking for them again would apply them twice.
+        // Start from the furthest of what this node has logged (including what it wrote as
+        // master: those transactions are in the new master's log too, the errant check proved
+        // it, and asking for them again would apply them twice) and what it has applied (a
+        // node rebuilt from a dump has applied what it never logged).
         let binlog_pos = scalar(&mut s.conn, "SELECT @@GLOBAL.gtid_binlog_pos")
             .await?
             .unwrap_or_default();
+        let slave_pos = scalar(&mut s.conn, "SELECT @@GLOBAL.gtid_slave_pos")
+            .await?
+            .unwrap_or_default();
+        let parse = |p: &str| {
+            p.parse::<GtidList>()
+                .map_err(|e: gtid::GtidParseError| DbError::Protocol(e.to_string()))
+        };
+        let start = gtid::furthest(&parse(&binlog_pos)?, &parse(&slave_pos)?);
         let stmt = format!(
             "SET GLOBAL gtid_slave_pos = {}",
-            super::sql::quote(&binlog_pos)
+            super::sql::quote(&start.to_string())
         );
         exec(&mut s.conn, &stmt).await?;
     }

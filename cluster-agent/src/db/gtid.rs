@@ -103,6 +103,18 @@ impl GtidList {
     }
 }
 
+/// Per domain, the later of two positions (one GTID per domain, as MariaDB positions are).
+pub fn furthest(a: &GtidList, b: &GtidList) -> GtidList {
+    let mut by_domain: BTreeMap<u32, Gtid> = BTreeMap::new();
+    for g in a.0.iter().chain(&b.0) {
+        let e = by_domain.entry(g.domain).or_insert(*g);
+        if g.seq > e.seq {
+            *e = *g;
+        }
+    }
+    GtidList(by_domain.into_values().collect())
+}
+
 /// A run of transactions the local server holds and the master does not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Errant {
@@ -470,6 +482,15 @@ mod tests {
             Compare::Diverged { .. }
         ));
         assert_eq!(compare(&g(""), &g("")), Compare::Covers);
+    }
+
+    #[test]
+    fn the_furthest_position_is_per_domain() {
+        assert_eq!(
+            furthest(&l("0-1-10,1-1-3"), &l("0-2-12")).to_string(),
+            "0-2-12,1-1-3"
+        );
+        assert_eq!(furthest(&l(""), &l("0-1-5")).to_string(), "0-1-5");
     }
 
     #[test]

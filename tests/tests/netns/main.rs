@@ -14,4 +14,5 @@ mod hooks;
 mod interop;
 mod junk;
 mod rig_sanity;
+mod safety;
 mod xdp;

@@ -248,39 +248,50 @@ impl Db {
                         )),
                     };
                 }
-                let limit = probe_timeout + self.cfg.op_timeout;
-                let res = self
+                // Reachability first, connection included, within the short bound: a dead
+                // host must not cost a promotion a whole connect timeout.
+                let reach = self
                     .with_remote(
                         &self.peers,
                         IpAddr::V4(p.addr),
-                        limit,
-                        "prepare peer",
-                        async |s| {
-                            // Reachability first, within the short bound.
-                            let ro = bounded("reach peer", probe_timeout, read_read_only(s))
-                                .await?;
-                            let writable = if ro {
-                                false
-                            } else {
-                                tracing::warn!(peer = %p.addr, "a peer's database is writable: fencing it before opening ours");
-                                match super::fence(s, &admin, &repl).await {
-                                    Ok(killed) => {
-                                        tracing::info!(peer = %p.addr, killed, "peer database fenced");
-                                        false
-                                    }
-                                    Err(e) => {
-                                        tracing::error!(peer = %p.addr, error = %e, "cannot fence a writable peer");
-                                        !read_read_only(s).await.unwrap_or(false)
-                                    }
-                                }
-                            };
-                            Ok(PeerState {
-                                holdings: read_holdings(s).await?,
-                                writable,
-                            })
-                        },
+                        probe_timeout,
+                        "reach peer",
+                        async |s| read_read_only(s).await,
                     )
                     .await;
+                let res = match reach {
+                    Err(e) => Err(e),
+                    Ok(ro) => {
+                        self.with_remote(
+                            &self.peers,
+                            IpAddr::V4(p.addr),
+                            self.cfg.op_timeout,
+                            "prepare peer",
+                            async |s| {
+                                let writable = if ro {
+                                    false
+                                } else {
+                                    tracing::warn!(peer = %p.addr, "a peer's database is writable: fencing it before opening ours");
+                                    match super::fence(s, &admin, &repl).await {
+                                        Ok(killed) => {
+                                            tracing::info!(peer = %p.addr, killed, "peer database fenced");
+                                            false
+                                        }
+                                        Err(e) => {
+                                            tracing::error!(peer = %p.addr, error = %e, "cannot fence a writable peer");
+                                            !read_read_only(s).await.unwrap_or(false)
+                                        }
+                                    }
+                                };
+                                Ok(PeerState {
+                                    holdings: read_holdings(s).await?,
+                                    writable,
+                                })
+                            },
+                        )
+                        .await
+                    }
+                };
                 let result = match res {
                     Ok(state) => Ok(state),
                     Err(e) => Err(self.classify(p.addr, &e).await),

@@ -1,0 +1,361 @@
+//! Safety under faults, end to end: real agents (fast mode) with real MariaDB servers in
+//! network namespaces, a writer that commits numbered rows through the VIP and records which
+//! were acknowledged, and a watch on every server's `read_only`. Every test injects its fault
+//! for real (power cut, stall, graceful stop) and then checks the invariants: no acknowledged
+//! write missing on the master (I1), never two writable servers (I2), and that what was
+//! refused was said (I4).
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use tests::mariadb::MariaDb;
+use tests::watch::{Timeline, WritableWatch, Writer, Writes, sockets};
+use tests::{Cluster, ClusterConfig, Rank, Status, hold_for, netns_test, wait_for, wait_until};
+
+/// First election, promotion and replication of a fresh cluster.
+const START: Duration = Duration::from_secs(30);
+/// A failover: detection (well under a second in fast mode), prepare, promotion, the VIP.
+const FAILOVER: Duration = Duration::from_secs(20);
+/// A node's return: crash recovery, its agent's start, catching up, a preemption.
+const RETURN: Duration = Duration::from_secs(60);
+/// How long one insert through the VIP may take before it counts as unanswered.
+const INSERT_LIMIT: Duration = Duration::from_secs(2);
+/// Pause between two inserts, and between two looks at a server's `read_only`.
+const GAP: Duration = Duration::from_millis(5);
+/// `db bootstrap`'s semi-sync timeout: a stalled replica is given up after it.
+const SEMI_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
+const PREFERRED: Rank = Rank {
+    advskew: 10,
+    priority: 200,
+    preempt: true,
+};
+
+/// A cluster of `n` with node0 master, the writer and the watch running.
+fn running(n: usize, ranks: &[Rank], extra_sql: &str) -> Result<(Cluster, Writer, WritableWatch)> {
+    let mut cfg = ClusterConfig::new(n);
+    cfg.extra_sql = extra_sql.to_string();
+    let mut c = Cluster::start(cfg)?;
+    c.bring_up(ranks, START)?;
+    let servers: Vec<&MariaDb> = (0..n).map(|i| c.server(i)).collect();
+    let watch = WritableWatch::start(sockets(&servers), GAP)?;
+    let writer = Writer::start(c.vip()?, 1, GAP, INSERT_LIMIT);
+    Ok((c, writer, watch))
+}
+
+fn more_acks(w: &Writer, n: usize) -> Result<()> {
+    let before = w.acked();
+    wait_until(FAILOVER, &format!("{n} more writes acknowledged"), || {
+        w.acked() >= before + n
+    })?;
+    Ok(())
+}
+
+fn status(c: &Cluster, i: usize) -> Option<Status> {
+    c.status(i).ok()
+}
+
+fn read_only(c: &Cluster, i: usize) -> Result<bool> {
+    Ok(c.server(i).scalar("SELECT @@read_only")?.as_deref() == Some("1"))
+}
+
+/// I1 on `master` and I2 over the whole run.
+fn check_invariants(
+    c: &Cluster,
+    master: usize,
+    writes: &Writes,
+    timeline: &Timeline,
+) -> Result<()> {
+    let held = c.ids(master)?;
+    let missing = writes.missing_from(&held);
+    eprintln!(
+        "{} writes acknowledged, {} failed; {} rows on node{master}; read_only samples {:?}",
+        writes.acked.len(),
+        writes.failed,
+        held.len(),
+        timeline.counts()
+    );
+    ensure!(
+        missing.is_empty(),
+        "I1: {} acknowledged write(s) missing on node{master}, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    let both = timeline.two_writers(&[]);
+    ensure!(
+        both.is_empty(),
+        "I2: two writable servers {} time(s), first {:?}",
+        both.len(),
+        both.first()
+    );
+    ensure!(
+        timeline.counts().iter().all(|n| *n > 20),
+        "too few samples of read_only: {:?}",
+        timeline.counts()
+    );
+    Ok(())
+}
+
+/// Item 1. The preferred node (skew 10, preempt) loses power; node1 takes over and takes
+/// writes; the preferred node comes back (crash recovery, agent restarted). It must not open
+/// until it holds everything node1 acknowledged: it follows node1, catches up, and only then
+/// preempts, and node1 is fenced before it opens.
+#[test]
+fn a_returning_preferred_master_waits_for_the_data() -> Result<()> {
+    netns_test(|| {
+        let ranks = [PREFERRED, Rank::from(100)];
+        let (mut c, writer, watch) = running(2, &ranks, "")?;
+        more_acks(&writer, 30)?;
+        c.power_cut(0)?;
+        c.wait_sole_master(1, FAILOVER)?;
+        more_acks(&writer, 30)?;
+
+        c.power_on(0)?;
+        c.start_daemon(0, ranks[0])?;
+        let (_, took) = tests::wait_timed(RETURN, "node0 the sole master again", || {
+            c.is_sole_master(0)
+        })?;
+        eprintln!("node0 is the sole master again {took:?} after its return");
+        // It became current as node1's replica before it preempted, and it opened only after
+        // fencing node1 and catching up (its log says so in this order).
+        let log = c.agent_log(0)?;
+        let pos = |what: &str| log.rfind(what);
+        let (replicating, preempted, opened) = (
+            pos("database replicating from the master over verified TLS master=10.99.0.2"),
+            pos("state=MASTER reason=Preempt"),
+            pos("database open for writes"),
+        );
+        ensure!(
+            replicating.is_some()
+                && preempted.is_some()
+                && opened.is_some()
+                && replicating < preempted
+                && preempted < opened,
+            "node0 did not replicate, preempt and open in that order:\n{log}"
+        );
+        more_acks(&writer, 20)?;
+        c.wait_replica_of(1, 0, FAILOVER)?;
+        let (writes, timeline) = (writer.stop(), watch.stop());
+        check_invariants(&c, 0, &writes, &timeline)
+    })
+}
+
+/// Item 3. The replica's server stalls past the semi-sync timeout while writes go on: the
+/// master goes on alone and says so. Then the master loses power and the replica resumes: it
+/// wins the election but must refuse to open (it lacks writes the master acknowledged alone),
+/// and say why. When the old master returns, the cluster opens again with every write.
+#[test]
+fn a_stale_replica_is_not_promoted_after_a_semi_sync_fallback() -> Result<()> {
+    netns_test(|| {
+        let ranks = [Rank::from(10), Rank::from(100)];
+        let (mut c, writer, watch) = running(2, &ranks, "")?;
+        more_acks(&writer, 30)?;
+        c.server_mut(1).stall()?;
+        let st = wait_for(
+            SEMI_SYNC_TIMEOUT * 4,
+            "node0 reports the fall-back to asynchronous replication",
+            || {
+                status(&c, 0).filter(|s| {
+                    s.database
+                        .as_ref()
+                        .is_some_and(|d| d.semi_sync_fallbacks >= 1)
+                })
+            },
+        )?;
+        eprintln!("master after the fall-back: {:?}", st.database);
+        more_acks(&writer, 20)?;
+        c.power_cut(0)?;
+        c.server_mut(1).resume()?;
+
+        let st = wait_for(FAILOVER, "node1 MASTER but refusing to open", || {
+            status(&c, 1).filter(|s| {
+                s.is_master() && s.database.as_ref().is_some_and(|d| d.refused.is_some())
+            })
+        })?;
+        eprintln!(
+            "node1 refuses: {:?}",
+            st.database.as_ref().and_then(|d| d.refused.clone())
+        );
+        hold_for(Duration::from_secs(3), "node1 stays read-only", || {
+            read_only(&c, 1)
+        })?;
+
+        c.power_on(0)?;
+        c.start_daemon(0, ranks[0])?;
+        let master = wait_for(RETURN, "a sole master with every write", || {
+            (0..2).find(|&i| c.is_sole_master(i))
+        })?;
+        more_acks(&writer, 10)?;
+        let (writes, timeline) = (writer.stop(), watch.stop());
+        check_invariants(&c, master, &writes, &timeline)
+    })
+}
+
+/// Item 4. Three nodes, both replicas semi-sync: the master and one replica lose power
+/// together. The remaining replica wins but cannot know whether the other acknowledged
+/// writes it lacks: it refuses, naming that node. When that node returns, it catches up from
+/// it if needed and opens with every acknowledged write.
+#[test]
+fn with_three_nodes_a_replica_waits_for_the_one_that_may_hold_more() -> Result<()> {
+    netns_test(|| {
+        let ranks = [Rank::from(10), Rank::from(100), Rank::from(200)];
+        let (mut c, writer, watch) = running(3, &ranks, "")?;
+        c.wait_semi_sync_clients(0, 2, START)?;
+        more_acks(&writer, 40)?;
+        c.power_cut(0)?;
+        c.power_cut(2)?;
+        let node2 = c.rig.addr(2).to_string();
+        let st = wait_for(FAILOVER, "node1 MASTER but refusing to open", || {
+            status(&c, 1).filter(|s| {
+                s.is_master()
+                    && s.database
+                        .as_ref()
+                        .and_then(|d| d.refused.as_deref())
+                        .is_some_and(|r| r.contains(&node2))
+            })
+        })?;
+        eprintln!(
+            "node1 refuses: {:?}",
+            st.database.as_ref().and_then(|d| d.refused.clone())
+        );
+        hold_for(Duration::from_secs(2), "node1 stays read-only", || {
+            read_only(&c, 1)
+        })?;
+
+        c.power_on(2)?;
+        c.start_daemon(2, ranks[2])?;
+        c.wait_sole_master(1, RETURN)?;
+        more_acks(&writer, 10)?;
+        c.wait_replica_of(2, 1, RETURN)?;
+        let (writes, timeline) = (writer.stop(), watch.stop());
+        check_invariants(&c, 1, &writes, &timeline)
+    })
+}
+
+/// Item 5. SIGTERM to the master's agent: its database is read-only before the agent exits,
+/// and stays so; the peer takes over; nothing is lost and there are never two writers.
+#[test]
+fn a_graceful_stop_fences_the_old_master() -> Result<()> {
+    netns_test(|| {
+        let ranks = [Rank::from(10), Rank::from(100)];
+        let (mut c, writer, watch) = running(2, &ranks, "")?;
+        more_acks(&writer, 30)?;
+        let st = c.stop_daemon(0, Duration::from_secs(15))?;
+        ensure!(st.success(), "the agent exited with {st}");
+        ensure!(
+            read_only(&c, 0)?,
+            "node0's database is still writable after its agent stopped"
+        );
+        c.wait_sole_master(1, FAILOVER)?;
+        more_acks(&writer, 20)?;
+        hold_for(Duration::from_secs(2), "node0 stays read-only", || {
+            read_only(&c, 0)
+        })?;
+        let (writes, timeline) = (writer.stop(), watch.stop());
+        check_invariants(&c, 1, &writes, &timeline)
+    })
+}
+
+/// Item 5. The master crashes while a commit waits for the replica's acknowledgement (the
+/// replication stream to the replica is cut, so the replica never gets it): the transaction is
+/// in the master's binary log and no client was told it committed. Crash recovery as a replica
+/// removes it, so the old master rejoins instead of being refused as errant.
+#[test]
+fn a_master_that_crashed_mid_commit_rejoins() -> Result<()> {
+    netns_test(|| {
+        let ranks = [Rank::from(10), Rank::from(100)];
+        let mut c = Cluster::start(ClusterConfig::new(2))?;
+        c.bring_up(&ranks, START)?;
+        let vip = c.vip()?;
+        vip.insert_all(1..=5)?;
+        // Nothing from node0's server reaches node1 any more (adverts still do).
+        let block = [
+            "iptables", "-I", "INPUT", "-p", "tcp", "--sport", "3306", "-j", "DROP",
+        ];
+        let out = c.rig.exec(1, &block)?;
+        ensure!(
+            out.status.success(),
+            "iptables: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pending = std::thread::spawn({
+            let vip = c.vip()?;
+            move || vip.insert(1000, Duration::from_secs(10))
+        });
+        wait_until(
+            SEMI_SYNC_TIMEOUT,
+            "the commit waits for the replica",
+            || {
+                let out = c
+                    .server(0)
+                    .sql("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'")?;
+                Ok(out.split_whitespace().nth(1).is_some_and(|n| n != "0"))
+            },
+        )?;
+        c.power_cut(0)?;
+        ensure!(
+            pending.join().ok().is_none_or(|r| r.is_err()),
+            "the commit was acknowledged although no replica had it"
+        );
+        let unblock = [
+            "iptables", "-D", "INPUT", "-p", "tcp", "--sport", "3306", "-j", "DROP",
+        ];
+        c.rig.exec(1, &unblock)?;
+        c.power_on(0)?;
+        c.start_daemon(0, ranks[0])?;
+        let master = wait_for(RETURN, "one master, the other its replica", || {
+            [(0, 1), (1, 0)]
+                .into_iter()
+                .find(|&(m, r)| c.is_sole_master(m) && c.is_replica_of(r, m))
+                .map(|p| p.0)
+        })?;
+        for i in 0..2 {
+            let st = c.status(i)?;
+            let errant = st
+                .database
+                .as_ref()
+                .map(|d| d.errant.clone())
+                .unwrap_or_default();
+            ensure!(errant.is_empty(), "node{i} reports errant {errant:?}");
+        }
+        let want: Vec<i64> = (1..=5).collect();
+        ensure!(
+            c.ids(master)? == want,
+            "the master holds {:?}",
+            c.ids(master)?
+        );
+        wait_until(RETURN, "the replica holds the same rows", || {
+            Ok(c.ids(1 - master)? == want)
+        })?;
+        Ok(())
+    })
+}
+
+/// Item 5. Accounts that write through `read_only` are named, since fencing cannot stop them.
+#[test]
+fn accounts_that_write_through_read_only_are_named() -> Result<()> {
+    netns_test(|| {
+        let sql = "CREATE USER 'ops'@'%' IDENTIFIED BY 'ops-pass' REQUIRE SSL;\n\
+                   GRANT ALL PRIVILEGES ON *.* TO 'ops'@'%';\n";
+        let mut cfg = ClusterConfig::new(2);
+        cfg.extra_sql = sql.to_string();
+        let mut c = Cluster::start(cfg)?;
+        c.bring_up(&[Rank::from(10), Rank::from(100)], START)?;
+        for i in 0..2 {
+            let st = wait_for(FAILOVER, &format!("node{i} names the account"), || {
+                status(&c, i).filter(|s| s.read_only_bypass.iter().any(|a| a == "ops@%"))
+            })?;
+            ensure!(
+                !st.read_only_bypass.iter().any(|a| a.starts_with("app@")),
+                "the application account is named too: {:?}",
+                st.read_only_bypass
+            );
+        }
+        let log = c.agent_log(0)?;
+        ensure!(
+            log.contains("can write through read_only") && log.contains("ops@%"),
+            "the agent's log does not name it"
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,544 @@
+//! `cargo xtask chaos`: a real cluster (agents with XDP, MariaDB with TLS and semi-sync, in
+//! network namespaces) under write load through the VIP, and a seeded random schedule of
+//! faults: power cut and return of any node (the preferred one included), kill -9 of an agent,
+//! kill of a server, SIGSTOP of an agent or of a server for longer than the master-down time,
+//! a replica stalled past the semi-sync timeout, partition and heal, floods of forged adverts,
+//! graceful stops and switchovers.
+//!
+//! After every fault it waits for the cluster to heal (one master, the others its replicas;
+//! a node the agents refuse as errant is rebuilt from the master, as the README tells an
+//! operator to) and checks that every write the database acknowledged is on the master (I1).
+//! Throughout, every server's `read_only` is sampled every few milliseconds: two writable at
+//! once outside a partition is a failure (I2). During a flood of forged adverts nothing may
+//! change state (I3). The run fails on any of these, or if the cluster does not heal, and
+//! prints the seed that replays its schedule.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use tests::cluster::{Cluster, ClusterConfig, Implementation, Rank};
+use tests::mariadb::MariaDb;
+use tests::wait::{check_interrupt, install_signal_handlers, interrupted, mono_ns};
+use tests::watch::{TwoWriters, WritableWatch, Writer, sockets};
+
+use crate::cmd::say;
+use crate::scenario::Pinned;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChaosArgs {
+    /// Seed of the fault schedule (default: from the clock); printed, to replay a run.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// How long to inject faults.
+    #[arg(long, default_value_t = 5.0)]
+    pub minutes: f64,
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub nodes: u8,
+    /// Advert base interval of the agents (0: fast mode).
+    #[arg(long, default_value_t = 1)]
+    pub advbase: u8,
+    /// XDP mode of the agents.
+    #[arg(long, default_value = "auto")]
+    pub xdp: String,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// How long the cluster may take to heal after a fault is repaired: crash recovery, an
+/// agent's start, an election in compatible mode, catching up.
+const HEAL: Duration = Duration::from_secs(90);
+/// How long one insert through the VIP may take before it counts as unanswered.
+const INSERT_LIMIT: Duration = Duration::from_secs(2);
+/// Pause between two inserts, and between two looks at a server's `read_only`.
+const GAP: Duration = Duration::from_millis(5);
+/// `db bootstrap`'s semi-sync timeout.
+const SEMI_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// splitmix64: the schedule is a function of the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n.max(1))) >> 64) as u64
+    }
+
+    fn duration(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let (lo, hi) = (lo.as_millis() as u64, hi.as_millis() as u64);
+        Duration::from_millis(lo + self.below(hi.saturating_sub(lo) + 1))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Fault {
+    PowerCut,
+    KillAgent,
+    KillServer,
+    StopAgent,
+    StopServer,
+    StallReplica,
+    Partition,
+    JunkFlood,
+    GracefulStop,
+    Switchover,
+}
+
+const FAULTS: [Fault; 10] = [
+    Fault::PowerCut,
+    Fault::KillAgent,
+    Fault::KillServer,
+    Fault::StopAgent,
+    Fault::StopServer,
+    Fault::StallReplica,
+    Fault::Partition,
+    Fault::JunkFlood,
+    Fault::GracefulStop,
+    Fault::Switchover,
+];
+
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    seed: u64,
+    nodes: u8,
+    advbase: u8,
+    minutes: f64,
+    faults: BTreeMap<Fault, u64>,
+    faults_total: u64,
+    writes_acknowledged: usize,
+    writes_failed: u64,
+    lost: usize,
+    lost_examples: Vec<i64>,
+    two_writers: usize,
+    two_writers_ms: f64,
+    two_writers_examples: Vec<String>,
+    excused_partition_ms: f64,
+    read_only_samples: Vec<usize>,
+    flood_state_changes: u64,
+    rebuilds: u64,
+    heal_ms_max: f64,
+    failures: Vec<String>,
+}
+
+pub fn run(args: ChaosArgs) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the chaos suite needs root (network namespaces, XDP); run it as root");
+    }
+    let seed = args
+        .seed
+        .unwrap_or_else(|| mono_ns() ^ u64::from(std::process::id()));
+    let built = crate::tasks::build(false)?;
+    let inject = crate::tasks::tests_bin("carp-inject")?;
+    let pinned = Pinned::new(&built.agent_bin, &[(&inject, "carp-inject")])?;
+    install_signal_handlers();
+    say(format_args!(
+        "chaos: seed {seed}, {} nodes, advbase {}, {} minutes (replay with --seed {seed})",
+        args.nodes, args.advbase, args.minutes
+    ));
+    let mut report = Report {
+        seed,
+        nodes: args.nodes,
+        advbase: args.advbase,
+        minutes: args.minutes,
+        ..Report::default()
+    };
+    let outcome = Chaos::new(&args, seed, pinned.path("carp-inject"))
+        .and_then(|mut c| c.play(&args, &mut report));
+    if interrupted() {
+        say("chaos: interrupted; the rig has been removed");
+    }
+    if let Err(e) = outcome {
+        report.failures.push(format!("{e:#}"));
+    }
+    print_report(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !report.failures.is_empty() || report.lost > 0 || report.two_writers > 0 {
+        bail!(
+            "chaos: FAILED (seed {seed}): {}",
+            report.failures.join("; ")
+        );
+    }
+    Ok(())
+}
+
+fn print_report(r: &Report) {
+    say(format_args!(
+        "chaos: seed {}: {} faults {:?}; {} writes acknowledged ({} failed), {} lost{}; \
+         {} stretches with two writable databases ({:.1} ms) outside partitions \
+         ({:.0} ms excused during partitions); {} state changes during junk floods; \
+         {} errant nodes rebuilt; slowest heal {:.0} ms; read_only samples {:?}",
+        r.seed,
+        r.faults_total,
+        r.faults,
+        r.writes_acknowledged,
+        r.writes_failed,
+        r.lost,
+        if r.lost_examples.is_empty() {
+            String::new()
+        } else {
+            format!(" (e.g. {:?})", r.lost_examples)
+        },
+        r.two_writers,
+        r.two_writers_ms,
+        r.excused_partition_ms,
+        r.flood_state_changes,
+        r.rebuilds,
+        r.heal_ms_max,
+        r.read_only_samples,
+    ));
+    for f in &r.failures {
+        say(format_args!("chaos: FAILURE: {f}"));
+    }
+}
+
+struct Chaos {
+    c: Cluster,
+    ranks: Vec<Rank>,
+    rng: Rng,
+    inject: PathBuf,
+    /// Partitions: from the cut to the end of the election that follows the heal.
+    excused: Vec<(u64, u64)>,
+}
+
+impl Chaos {
+    fn new(args: &ChaosArgs, seed: u64, inject: PathBuf) -> Result<Chaos> {
+        let n = usize::from(args.nodes);
+        let mut cfg = ClusterConfig::new(n);
+        cfg.imp = Implementation::parse(&format!("agent-xdp-{}", args.xdp))?;
+        cfg.advbase = args.advbase;
+        let c = Cluster::start(cfg)?;
+        // node0 preferred and preempting: its returns are the case a preferring node must get
+        // right; the others ranked behind it.
+        let step = if args.advbase == 0 { 2 } else { 100 };
+        let ranks: Vec<Rank> = (0..n)
+            .map(|i| Rank {
+                advskew: (1 + step * i) as u8,
+                priority: 200 - 50 * i as u8,
+                preempt: i == 0,
+            })
+            .collect();
+        Ok(Chaos {
+            c,
+            ranks,
+            rng: Rng(seed),
+            inject,
+            excused: Vec::new(),
+        })
+    }
+
+    fn nodes(&self) -> usize {
+        self.c.nodes()
+    }
+
+    fn master_down(&self) -> Duration {
+        (0..self.nodes())
+            .map(|i| self.c.master_down(self.ranks[i]))
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn play(&mut self, args: &ChaosArgs, report: &mut Report) -> Result<()> {
+        let limit = HEAL;
+        self.c.bring_up(&self.ranks, limit)?;
+        let servers: Vec<&MariaDb> = (0..self.nodes()).map(|i| self.c.server(i)).collect();
+        let watch = WritableWatch::start(sockets(&servers), GAP)?;
+        let writer = Writer::start(self.c.vip()?, 1, GAP, INSERT_LIMIT);
+        let end = Instant::now() + Duration::from_secs_f64(args.minutes * 60.0);
+        let t0 = Instant::now();
+        // Bounded by the time limit; the count only guards against a runaway loop.
+        for k in 0..100_000u64 {
+            check_interrupt()?;
+            if Instant::now() >= end {
+                break;
+            }
+            let fault = FAULTS[self.rng.below(FAULTS.len() as u64) as usize];
+            let master = self.heal(report)?;
+            self.check_writes(&writer, master, report)?;
+            say(format_args!(
+                "chaos: {:>6.1}s fault {k}: {fault:?} (master node{master})",
+                t0.elapsed().as_secs_f64()
+            ));
+            self.inject(fault, master, report)?;
+            *report.faults.entry(fault).or_default() += 1;
+            report.faults_total += 1;
+        }
+        let master = self.heal(report)?;
+        let writes = writer.stop();
+        let timeline = watch.stop();
+        report.writes_acknowledged = writes.acked.len();
+        report.writes_failed = writes.failed;
+        self.check_writes_final(&writes, master, report)?;
+        report.read_only_samples = timeline.counts();
+        let both = timeline.two_writers(&self.excused);
+        report.two_writers = both.len();
+        report.two_writers_ms = both
+            .iter()
+            .map(|w| (w.to_ns - w.from_ns) as f64 / 1e6)
+            .sum();
+        report.two_writers_examples = both.iter().take(5).map(describe).collect();
+        report.excused_partition_ms = self.excused.iter().map(|(a, b)| (b - a) as f64 / 1e6).sum();
+        Ok(())
+    }
+
+    /// Waits until one node is the sole master and every other its replica, rebuilding nodes
+    /// refused as errant on the way; returns the master.
+    fn heal(&mut self, report: &mut Report) -> Result<usize> {
+        let start = Instant::now();
+        let n = self.nodes();
+        // Bounded by HEAL and by the rebuilds (at most one per node per heal).
+        for _ in 0..n + 2 {
+            let found = tests::wait::wait_for(HEAL, "the cluster heals", || {
+                let Some(m) = (0..n).find(|&m| self.c.is_sole_master(m)) else {
+                    return Ok(None);
+                };
+                let errant: Vec<usize> = (0..n)
+                    .filter(|&i| {
+                        i != m
+                            && self
+                                .c
+                                .status(i)
+                                .ok()
+                                .and_then(|s| s.database)
+                                .is_some_and(|d| !d.errant.is_empty())
+                    })
+                    .collect();
+                if (0..n).all(|i| i == m || self.c.is_replica_of(i, m)) {
+                    return Ok(Some((m, Vec::new())));
+                }
+                Ok((!errant.is_empty()).then_some((m, errant)))
+            });
+            let (m, errant) = match found {
+                Ok(x) => x,
+                Err(e) => {
+                    let states: Vec<String> = (0..n)
+                        .map(|i| {
+                            format!(
+                                "node{i}: {:?}",
+                                self.c.status(i).map(|s| (s.state, s.database))
+                            )
+                        })
+                        .collect();
+                    bail!("{e:#}; {}", states.join("; "));
+                }
+            };
+            if errant.is_empty() {
+                report.heal_ms_max = report
+                    .heal_ms_max
+                    .max(start.elapsed().as_secs_f64() * 1000.0);
+                return Ok(m);
+            }
+            for i in errant {
+                say(format_args!(
+                    "chaos: node{i} is refused as errant (a partition's leftovers): rebuilding it from node{m}, as an operator would"
+                ));
+                self.c.stop_daemon(i, Duration::from_secs(15))?;
+                self.c.rebuild_from(i, m)?;
+                self.c.start_daemon(i, self.ranks[i])?;
+                report.rebuilds += 1;
+            }
+        }
+        bail!("the cluster did not heal after rebuilding its errant nodes")
+    }
+
+    /// I1 so far: every acknowledged write is on the master.
+    fn check_writes(&self, writer: &Writer, master: usize, report: &mut Report) -> Result<()> {
+        let writes = writer.writes();
+        // Writes acknowledged in the last moments may still be on their way to a replica that
+        // just became master; they are checked at the next heal.
+        let held = self.c.ids(master)?;
+        let missing = writes.missing_from(&held);
+        if !missing.is_empty() {
+            report.lost = missing.len();
+            report.lost_examples = missing.iter().take(10).copied().collect();
+            bail!(
+                "I1: {} acknowledged write(s) missing on the master node{master}, e.g. {:?}",
+                missing.len(),
+                report.lost_examples
+            );
+        }
+        Ok(())
+    }
+
+    fn check_writes_final(
+        &self,
+        writes: &tests::watch::Writes,
+        master: usize,
+        report: &mut Report,
+    ) -> Result<()> {
+        let held = self.c.ids(master)?;
+        let missing = writes.missing_from(&held);
+        report.lost = missing.len();
+        report.lost_examples = missing.iter().take(10).copied().collect();
+        if !missing.is_empty() {
+            bail!(
+                "I1: {} acknowledged write(s) missing on the final master node{master}",
+                missing.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Injects `fault`, holds it for a random time, repairs it.
+    fn inject(&mut self, fault: Fault, master: usize, report: &mut Report) -> Result<()> {
+        let n = self.nodes();
+        let any = self.rng.below(n as u64) as usize;
+        let replica = (master + 1 + self.rng.below(n as u64 - 1) as usize) % n;
+        let down = self.master_down();
+        // Some faults shorter than the master-down time, most longer.
+        let hold = self
+            .rng
+            .duration(down / 3, down * 3 + Duration::from_secs(2));
+        match fault {
+            Fault::PowerCut => {
+                self.c.power_cut(any)?;
+                sleep(hold)?;
+                self.c.power_on(any)?;
+                self.c.start_daemon(any, self.ranks[any])?;
+            }
+            Fault::KillAgent => {
+                self.c.kill_daemon(any);
+                sleep(hold)?;
+                self.c.start_daemon(any, self.ranks[any])?;
+            }
+            Fault::KillServer => {
+                self.c.server_mut(any).kill();
+                sleep(hold)?;
+                self.c.server_mut(any).restart()?;
+            }
+            Fault::StopAgent => {
+                self.c.agent_mut(any)?.freeze()?;
+                sleep(hold)?;
+                self.c.agent_mut(any)?.thaw()?;
+            }
+            Fault::StopServer => {
+                self.c.server_mut(any).stall()?;
+                sleep(hold)?;
+                self.c.server_mut(any).resume()?;
+            }
+            Fault::StallReplica => {
+                self.c.server_mut(replica).stall()?;
+                sleep(
+                    SEMI_SYNC_TIMEOUT
+                        + self
+                            .rng
+                            .duration(Duration::from_millis(500), Duration::from_secs(4)),
+                )?;
+                self.c.server_mut(replica).resume()?;
+            }
+            Fault::Partition => {
+                let from = mono_ns();
+                self.c.rig.partition(any)?;
+                sleep(hold)?;
+                self.c.rig.heal(any)?;
+                // Until both sides have heard each other and the loser has fenced itself.
+                let settle = down * 2 + Duration::from_secs(3);
+                self.excused
+                    .push((from, mono_ns() + settle.as_nanos() as u64));
+            }
+            Fault::JunkFlood => self.junk_flood(report)?,
+            Fault::GracefulStop => {
+                self.c.stop_daemon(any, Duration::from_secs(15))?;
+                sleep(hold)?;
+                self.c.start_daemon(any, self.ranks[any])?;
+            }
+            Fault::Switchover => {
+                let socket = self.c.rig.agent_socket(master);
+                let socket = socket.to_string_lossy().into_owned();
+                tests::agent::run_agent_cmd(
+                    Some(self.c.rig.ns(master)),
+                    &["switchover", "--control-socket", &socket],
+                    Duration::from_secs(10),
+                )?
+                .context("switchover timed out")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forged adverts from random sources, as fast as the injector goes, for a few seconds:
+    /// no agent may change state meanwhile (I3).
+    fn junk_flood(&mut self, report: &mut Report) -> Result<()> {
+        let n = self.nodes();
+        let before: Vec<u64> = (0..n)
+            .map(|i| self.c.status(i).map(|s| s.counters.transitions))
+            .collect::<Result<_>>()?;
+        let ms = self
+            .rng
+            .duration(Duration::from_secs(2), Duration::from_secs(6));
+        let vhid = self.c.config.vhid.to_string();
+        let limit = ms.as_millis().to_string();
+        let inject = self.inject.to_string_lossy().into_owned();
+        let mut flood = self.c.rig.spawn_client(
+            "junk-flood",
+            &[
+                &inject,
+                "--vhid",
+                &vhid,
+                "--kind",
+                "forged",
+                "--src",
+                "random",
+                "--rate",
+                "0",
+                "--duration-ms",
+                &limit,
+            ],
+        )?;
+        let status = flood.wait_exit(ms + Duration::from_secs(10))?;
+        if !status.success() {
+            bail!("the junk injector failed: {}", flood.log_tail(2000));
+        }
+        let after: Vec<u64> = (0..n)
+            .map(|i| self.c.status(i).map(|s| s.counters.transitions))
+            .collect::<Result<_>>()?;
+        let changed: u64 = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| a.saturating_sub(*b))
+            .sum();
+        report.flood_state_changes += changed;
+        if changed > 0 {
+            bail!("I3: {changed} state change(s) during a flood of forged adverts");
+        }
+        Ok(())
+    }
+}
+
+fn describe(w: &TwoWriters) -> String {
+    format!(
+        "nodes {:?} both writable for {:.1} ms",
+        w.nodes,
+        (w.to_ns - w.from_ns) as f64 / 1e6
+    )
+}
+
+/// Holding a fault for a while (the fault's length, not a wait for a condition), in steps
+/// that notice Ctrl-C.
+fn sleep(d: Duration) -> Result<()> {
+    let end = Instant::now() + d;
+    for _ in 0..d.as_millis() / 50 + 2 {
+        check_interrupt()?;
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+    Ok(())
+}
