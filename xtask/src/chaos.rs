@@ -287,12 +287,11 @@ impl Chaos {
         report.read_only_samples = timeline.counts();
         let both = timeline.two_writers(&self.excused);
         report.two_writers = both.len();
-        report.two_writers_ms = both
-            .iter()
-            .map(|w| (w.to_ns - w.from_ns) as f64 / 1e6)
-            .sum();
+        // In whole nanoseconds: a float sum of nothing is -0.0.
+        report.two_writers_ms = both.iter().map(|w| w.to_ns - w.from_ns).sum::<u64>() as f64 / 1e6;
         report.two_writers_examples = both.iter().take(5).map(describe).collect();
-        report.excused_partition_ms = self.excused.iter().map(|(a, b)| (b - a) as f64 / 1e6).sum();
+        report.excused_partition_ms =
+            self.excused.iter().map(|(a, b)| b - a).sum::<u64>() as f64 / 1e6;
         Ok(())
     }
 

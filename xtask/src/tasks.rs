@@ -112,9 +112,28 @@ pub fn test(release: bool, args: &[String]) -> Result<()> {
         }
         command.args(["--", "--test-threads=4", "--skip", "xdp::"]);
         cmd::run(&mut command)?;
+        // Faults at random instants under write load, with the invariants checked after each:
+        // fixed seeds so a failure here replays with `cargo xtask chaos --seed`.
+        for (seed, nodes) in CHAOS_RUNS {
+            say(format_args!(
+                "running the chaos suite: seed {seed}, {nodes} nodes, {CHAOS_MINUTES} minutes"
+            ));
+            crate::chaos::run(crate::chaos::ChaosArgs {
+                seed: Some(seed),
+                minutes: CHAOS_MINUTES,
+                nodes,
+                advbase: 1,
+                xdp: "auto".into(),
+                json: None,
+            })?;
+        }
     }
     Ok(())
 }
+
+/// The chaos runs of `cargo xtask test`: (seed, nodes).
+const CHAOS_RUNS: [(u64, u8); 2] = [(1, 3), (2, 2)];
+const CHAOS_MINUTES: f64 = 3.0;
 
 /// `--workspace` would override a `-p` the caller passed to narrow the run.
 fn selects_packages(args: &[String]) -> bool {
