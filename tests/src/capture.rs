@@ -19,26 +19,40 @@ pub struct Capture {
 impl Rig {
     /// Starts capturing `ip proto 112` on node `i` and waits until tcpdump listens.
     pub fn capture(&self, node: usize, name: &str) -> Result<Capture> {
+        self.start_capture(name, |argv| {
+            self.spawn(node, &format!("tcpdump-{name}"), argv)
+        })
+    }
+
+    /// As [`Rig::capture`], on the client's port: it runs no agent, so no XDP program takes
+    /// the adverts before tcpdump sees them.
+    pub fn capture_on_client(&self, name: &str) -> Result<Capture> {
+        self.start_capture(name, |argv| {
+            self.spawn_client(&format!("tcpdump-{name}"), argv)
+        })
+    }
+
+    fn start_capture(
+        &self,
+        name: &str,
+        spawn: impl FnOnce(&[&str]) -> Result<Proc>,
+    ) -> Result<Capture> {
         let path = self.dir().join(format!("{name}.pcap"));
         let bin = tcpdump_bin()?;
         let p = path.to_string_lossy().into_owned();
-        let proc = self.spawn(
-            node,
-            &format!("tcpdump-{name}"),
-            &[
-                &bin.to_string_lossy(),
-                "-Z",
-                "root",
-                "-n",
-                "-i",
-                NODE_IF,
-                "-w",
-                &p,
-                "-U",
-                "--immediate-mode",
-                "ip proto 112",
-            ],
-        )?;
+        let proc = spawn(&[
+            &bin.to_string_lossy(),
+            "-Z",
+            "root",
+            "-n",
+            "-i",
+            NODE_IF,
+            "-w",
+            &p,
+            "-U",
+            "--immediate-mode",
+            "ip proto 112",
+        ])?;
         wait_until(Duration::from_secs(5), "tcpdump listens", || {
             proc.check_alive()?;
             Ok(proc.log().contains("listening on"))

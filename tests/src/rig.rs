@@ -513,6 +513,9 @@ impl Rig {
         ip(&["-n", &self.switch, "link", "set", self.port(node), "down"])?;
         self.ports_mut()[node].powered = false;
         kill_all_in(&ns)?;
+        // A machine without power holds no address: the VIP it held is gone now, not at the
+        // next power-on (the port is down, so this says nothing to anyone).
+        ip(&["-n", &ns, "addr", "flush", "dev", NODE_IF])?;
         Ok(t)
     }
 

@@ -62,6 +62,29 @@ pub fn netns_test(f: impl FnOnce() -> Result<()>) -> Result<()> {
     r
 }
 
+/// Runs `f` (a long run such as the chaos suite); if it returns an error, the rig directories
+/// of everything it dropped (every process's log, scripts, captures, data) are kept and their
+/// place printed, without printing the logs themselves.
+pub fn keep_on_error<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let outer = PENDING.with(|p| p.borrow_mut().replace(Pending::default()));
+    let mut guard = Guard {
+        outer: Some(outer),
+        done: false,
+    };
+    let r = f();
+    let pending = guard.finish();
+    if r.is_ok() && std::env::var_os(KEEP_ENV).is_none() {
+        for (_, dir) in &pending.rigs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    } else {
+        for (state, dir) in &pending.rigs {
+            eprintln!("{state}----- files kept in {} -----", dir.display());
+        }
+    }
+    r
+}
+
 /// Restores the enclosing state however the test ends; on a panic, reports what the test
 /// dropped before it panicked (what it still owned reports itself while unwinding).
 struct Guard {

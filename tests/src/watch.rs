@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -292,6 +292,168 @@ fn sample_loop(
     }
 }
 
+/// Who holds the VIP, node by node, from the kernels' own address events: each node's
+/// namespace gets a netlink socket subscribed to IPv4 address changes, read on its own thread,
+/// so every add and remove is seen with the instant it arrived, however short the stretch.
+/// A powered-off node holds nothing (the rig's power cut flushes its addresses).
+pub struct VipWatch {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Vec<Sample>>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl VipWatch {
+    pub fn start(rig: &crate::rig::Rig, vip: std::net::Ipv4Addr) -> Result<VipWatch> {
+        let n = rig.node_count();
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(vec![Vec::new(); n]));
+        let mut threads = Vec::new();
+        for i in 0..n {
+            let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+            let ns = rig.ns(i).to_string();
+            let (stop, samples) = (stop.clone(), samples.clone());
+            threads.push(std::thread::spawn(move || {
+                let socket = match address_events(&ns) {
+                    Ok(s) => {
+                        let _ = ready_tx.send(Ok(()));
+                        s
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                vip_loop(i, &socket, vip, &stop, &samples);
+            }));
+            ready_rx
+                .recv_timeout(Duration::from_secs(5))
+                .context("the VIP watch thread did not start")??;
+        }
+        // Subscribed first, then the state now: a change in between shows up as an event
+        // after this sample, so the timeline ends right.
+        for i in 0..n {
+            let t = mono_ns();
+            let held = rig.node_has_addr(i, vip)?;
+            samples.lock().unwrap_or_else(|e| e.into_inner())[i].insert(0, (t, Some(held)));
+        }
+        Ok(VipWatch {
+            stop,
+            samples,
+            threads,
+        })
+    }
+
+    /// Stops watching; every node's last state lasts until now.
+    pub fn stop(mut self) -> Timeline {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let now = mono_ns();
+        let mut all = self
+            .samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for node in &mut all {
+            node.sort_by_key(|s| s.0);
+            if let Some(&(_, held)) = node.last() {
+                node.push((now, held));
+            }
+        }
+        Timeline(all)
+    }
+}
+
+impl Drop for VipWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A netlink socket in namespace `ns` subscribed to IPv4 address changes, with a receive
+/// timeout so its reader notices a stop. The calling thread stays in `ns`.
+fn address_events(ns: &str) -> Result<netlink_sys::Socket> {
+    use std::os::fd::AsRawFd;
+    crate::netns::enter(ns)?;
+    let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)
+        .context("netlink socket")?;
+    socket.bind_auto().context("binding the netlink socket")?;
+    socket
+        .add_membership(libc::RTNLGRP_IPV4_IFADDR)
+        .context("subscribing to address changes")?;
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    // SAFETY: setsockopt on a socket we own, with a timeval of the size we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("SO_RCVTIMEO");
+    }
+    Ok(socket)
+}
+
+fn vip_loop(
+    node: usize,
+    socket: &netlink_sys::Socket,
+    vip: std::net::Ipv4Addr,
+    stop: &AtomicBool,
+    samples: &Mutex<Vec<Vec<Sample>>>,
+) {
+    use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::address::AddressAttribute;
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(len) = socket.recv(&mut &mut buf[..], 0) else {
+            continue;
+        };
+        let t = mono_ns();
+        let mut off = 0;
+        // Each message is at least its 16-byte header: bounded by the datagram's length.
+        while off + 16 <= len {
+            let Ok(header) = NetlinkBuffer::new_checked(&buf[off..len]) else {
+                break;
+            };
+            let size = (header.length() as usize).max(16);
+            if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..len]) {
+                let change = match msg.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) => {
+                        Some((true, a))
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => {
+                        Some((false, a))
+                    }
+                    _ => None,
+                };
+                if let Some((held, a)) = change {
+                    let is_vip = a.attributes.iter().any(|attr| {
+                        matches!(attr, AddressAttribute::Local(ip) | AddressAttribute::Address(ip)
+                            if *ip == std::net::IpAddr::V4(vip))
+                    });
+                    if is_vip {
+                        samples.lock().unwrap_or_else(|e| e.into_inner())[node]
+                            .push((t, Some(held)));
+                    }
+                }
+            }
+            off += (size + 3) & !3;
+        }
+    }
+}
+
 /// Every server's samples, in time order per server.
 #[derive(Clone, Debug, Default)]
 pub struct Timeline(pub Vec<Vec<Sample>>);
@@ -305,7 +467,8 @@ pub struct TwoWriters {
 }
 
 impl Timeline {
-    /// The stretches in which two or more servers were writable, outside `excused` ranges of
+    /// The stretches in which two or more servers were writable (or, for a [`VipWatch`]'s
+    /// timeline, two or more nodes held the VIP), outside `excused` ranges of
     /// `mono_ns` (partitions). A server counts as writable from a sample that says so until its
     /// next sample, whatever that says; a server that does not answer is not writable (it
     /// accepts nothing while it does not answer).
@@ -368,11 +531,9 @@ pub fn since(t_ns: u64) -> Duration {
 /// Waits for the writer to have `n` more acknowledged writes than `before`, for at most
 /// `limit`.
 pub fn wait_more_acks(w: &Writer, before: usize, n: usize, limit: Duration) -> Result<usize> {
-    let start = Instant::now();
     crate::wait::wait_until(limit, &format!("{n} more writes acknowledged"), || {
         w.acked() >= before + n
     })?;
-    let _ = start;
     Ok(w.acked())
 }
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 use tests::cluster::{Cluster, ClusterConfig, Implementation, Rank};
 use tests::mariadb::MariaDb;
 use tests::wait::{check_interrupt, install_signal_handlers, interrupted, mono_ns};
-use tests::watch::{TwoWriters, WritableWatch, Writer, sockets};
+use tests::watch::{TwoWriters, VipWatch, WritableWatch, Writer, sockets};
 
 use crate::cmd::say;
 use crate::scenario::Pinned;
@@ -58,6 +58,9 @@ const INSERT_LIMIT: Duration = Duration::from_secs(2);
 const GAP: Duration = Duration::from_millis(5);
 /// `db bootstrap`'s semi-sync timeout.
 const SEMI_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A node's state, whether it is demoted, and its transition count.
+type Settled = (String, bool, u64);
 
 /// splitmix64: the schedule is a function of the seed.
 struct Rng(u64);
@@ -124,6 +127,13 @@ struct Report {
     two_writers: usize,
     two_writers_ms: f64,
     two_writers_examples: Vec<String>,
+    vip_two_holders: usize,
+    vip_two_holders_ms: f64,
+    vip_two_holders_max_ms: f64,
+    vip_two_holders_examples: Vec<String>,
+    vip_two_holders_agent_down: usize,
+    vip_two_holders_agent_down_max_ms: f64,
+    vip_changes: usize,
     excused_partition_ms: f64,
     read_only_samples: Vec<usize>,
     flood_state_changes: u64,
@@ -155,8 +165,10 @@ pub fn run(args: ChaosArgs) -> Result<()> {
         minutes: args.minutes,
         ..Report::default()
     };
-    let outcome = Chaos::new(&args, seed, pinned.path("carp-inject"))
-        .and_then(|mut c| c.play(&args, &mut report));
+    let outcome = tests::scope::keep_on_error(|| {
+        Chaos::new(&args, seed, pinned.path("carp-inject"))
+            .and_then(|mut c| c.play(&args, &mut report))
+    });
     if interrupted() {
         say("chaos: interrupted; the rig has been removed");
     }
@@ -168,7 +180,11 @@ pub fn run(args: ChaosArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if !report.failures.is_empty() || report.lost > 0 || report.two_writers > 0 {
+    if !report.failures.is_empty()
+        || report.lost > 0
+        || report.two_writers > 0
+        || report.vip_two_holders > 0
+    {
         bail!(
             "chaos: FAILED (seed {seed}): {}",
             report.failures.join("; ")
@@ -181,7 +197,9 @@ fn print_report(r: &Report) {
     say(format_args!(
         "chaos: seed {}: {} faults {:?}; {} writes acknowledged ({} failed), {} lost{}; \
          {} stretches with two writable databases ({:.1} ms) outside partitions \
-         ({:.0} ms excused during partitions); {} state changes during junk floods; \
+         ({:.0} ms excused during partitions); {} VIP address changes, {} stretches with two VIP holders \
+         outside partitions ({:.1} ms, longest {:.1} ms{}) and {} while an agent was killed or frozen \
+         (longest {:.0} ms); {} state changes during junk floods; \
          {} errant nodes rebuilt; slowest heal {:.0} ms; read_only samples {:?}",
         r.seed,
         r.faults_total,
@@ -197,6 +215,17 @@ fn print_report(r: &Report) {
         r.two_writers,
         r.two_writers_ms,
         r.excused_partition_ms,
+        r.vip_changes,
+        r.vip_two_holders,
+        r.vip_two_holders_ms,
+        r.vip_two_holders_max_ms,
+        if r.vip_two_holders_examples.is_empty() {
+            String::new()
+        } else {
+            format!(", e.g. {:?}", r.vip_two_holders_examples)
+        },
+        r.vip_two_holders_agent_down,
+        r.vip_two_holders_agent_down_max_ms,
         r.flood_state_changes,
         r.rebuilds,
         r.heal_ms_max,
@@ -214,6 +243,9 @@ struct Chaos {
     inject: PathBuf,
     /// Partitions: from the cut to the end of the election that follows the heal.
     excused: Vec<(u64, u64)>,
+    /// An agent killed or frozen: (node, from, until the cluster had healed). Its node keeps
+    /// the VIP on its interface meanwhile; nothing can remove it but the agent.
+    agent_down: Vec<(usize, u64, Option<u64>)>,
 }
 
 impl Chaos {
@@ -239,6 +271,7 @@ impl Chaos {
             rng: Rng(seed),
             inject,
             excused: Vec::new(),
+            agent_down: Vec::new(),
         })
     }
 
@@ -258,6 +291,7 @@ impl Chaos {
         self.c.bring_up(&self.ranks, limit)?;
         let servers: Vec<&MariaDb> = (0..self.nodes()).map(|i| self.c.server(i)).collect();
         let watch = WritableWatch::start(sockets(&servers), GAP)?;
+        let vips = VipWatch::start(&self.c.rig, tests::cluster::VIP)?;
         let writer = Writer::start(self.c.vip()?, 1, GAP, INSERT_LIMIT);
         let end = Instant::now() + Duration::from_secs_f64(args.minutes * 60.0);
         let t0 = Instant::now();
@@ -269,18 +303,26 @@ impl Chaos {
             }
             let fault = FAULTS[self.rng.below(FAULTS.len() as u64) as usize];
             let master = self.heal(report)?;
+            self.close_agent_down();
             self.check_writes(&writer, master, report)?;
             say(format_args!(
                 "chaos: {:>6.1}s fault {k}: {fault:?} (master node{master})",
                 t0.elapsed().as_secs_f64()
             ));
+            let master = if fault == Fault::JunkFlood {
+                self.settle()?
+            } else {
+                master
+            };
             self.inject(fault, master, report)?;
             *report.faults.entry(fault).or_default() += 1;
             report.faults_total += 1;
         }
         let master = self.heal(report)?;
+        self.close_agent_down();
         let writes = writer.stop();
         let timeline = watch.stop();
+        let vip_timeline = vips.stop();
         report.writes_acknowledged = writes.acked.len();
         report.writes_failed = writes.failed;
         self.check_writes_final(&writes, master, report)?;
@@ -289,9 +331,53 @@ impl Chaos {
         report.two_writers = both.len();
         // In whole nanoseconds: a float sum of nothing is -0.0.
         report.two_writers_ms = both.iter().map(|w| w.to_ns - w.from_ns).sum::<u64>() as f64 / 1e6;
-        report.two_writers_examples = both.iter().take(5).map(describe).collect();
+        report.two_writers_examples = both
+            .iter()
+            .take(5)
+            .map(|w| describe(w, "writable"))
+            .collect();
+        let (agent_down, both): (Vec<TwoWriters>, Vec<TwoWriters>) = vip_timeline
+            .two_writers(&self.excused)
+            .into_iter()
+            .partition(|w| {
+                self.agent_down.iter().any(|&(node, from, to)| {
+                    w.nodes.contains(&node) && w.from_ns >= from && to.is_none_or(|t| w.to_ns <= t)
+                })
+            });
+        report.vip_two_holders_agent_down = agent_down.len();
+        report.vip_two_holders_agent_down_max_ms = agent_down
+            .iter()
+            .map(|w| w.to_ns - w.from_ns)
+            .max()
+            .unwrap_or(0) as f64
+            / 1e6;
+        report.vip_two_holders = both.len();
+        report.vip_two_holders_ms =
+            both.iter().map(|w| w.to_ns - w.from_ns).sum::<u64>() as f64 / 1e6;
+        report.vip_two_holders_max_ms =
+            both.iter().map(|w| w.to_ns - w.from_ns).max().unwrap_or(0) as f64 / 1e6;
+        report.vip_two_holders_examples = both
+            .iter()
+            .take(5)
+            .map(|w| describe(w, "held the VIP"))
+            .collect();
+        report.vip_changes = vip_timeline
+            .counts()
+            .iter()
+            .map(|c| c.saturating_sub(2))
+            .sum();
         report.excused_partition_ms =
             self.excused.iter().map(|(a, b)| b - a).sum::<u64>() as f64 / 1e6;
+        if report.two_writers > 0 {
+            report
+                .failures
+                .push("I2: two writable databases outside a partition".into());
+        }
+        if report.vip_two_holders > 0 {
+            report.failures.push(
+                "two nodes held the VIP outside a partition and with every agent running".into(),
+            );
+        }
         Ok(())
     }
 
@@ -355,6 +441,42 @@ impl Chaos {
         bail!("the cluster did not heal after rebuilding its errant nodes")
     }
 
+    /// Waits until nothing is left to change: one master, every other node its replica, no
+    /// node demoted (a demoted node that becomes current may preempt), and no node's state,
+    /// demotion or transition count moving for three advert intervals (a node that could
+    /// preempt has heard the master by then; one that does not is holding off after a
+    /// switchover). A flood starts from such a cluster, so any change during it is the flood's.
+    fn settle(&self) -> Result<usize> {
+        let n = self.nodes();
+        let quiet = Duration::from_secs(3 * u64::from(self.c.config.advbase.max(1)));
+        // Each node's (state, demoted, transitions), and since when they have not changed.
+        let mut last: Option<(Vec<Settled>, Instant)> = None;
+        tests::wait::wait_for(HEAL, "the cluster settles", || {
+            let Some(m) = (0..n).find(|&m| self.c.is_sole_master(m)) else {
+                last = None;
+                return Ok(None);
+            };
+            let seen: Vec<Settled> = (0..n)
+                .map(|i| {
+                    self.c
+                        .status(i)
+                        .map(|s| (s.state, s.demoted, s.counters.transitions))
+                })
+                .collect::<Result<_>>()?;
+            let healthy =
+                seen.iter().all(|s| !s.1) && (0..n).all(|i| i == m || self.c.is_replica_of(i, m));
+            match &last {
+                Some((before, since)) if healthy && *before == seen => {
+                    Ok((since.elapsed() >= quiet).then_some(m))
+                }
+                _ => {
+                    last = healthy.then(|| (seen, Instant::now()));
+                    Ok(None)
+                }
+            }
+        })
+    }
+
     /// I1 so far: every acknowledged write is on the master.
     fn check_writes(&self, writer: &Writer, master: usize, report: &mut Report) -> Result<()> {
         let writes = writer.writes();
@@ -393,6 +515,13 @@ impl Chaos {
         Ok(())
     }
 
+    fn close_agent_down(&mut self) {
+        let now = mono_ns();
+        for w in &mut self.agent_down {
+            w.2.get_or_insert(now);
+        }
+    }
+
     /// Injects `fault`, holds it for a random time, repairs it.
     fn inject(&mut self, fault: Fault, master: usize, report: &mut Report) -> Result<()> {
         let n = self.nodes();
@@ -411,6 +540,7 @@ impl Chaos {
                 self.c.start_daemon(any, self.ranks[any])?;
             }
             Fault::KillAgent => {
+                self.agent_down.push((any, mono_ns(), None));
                 self.c.kill_daemon(any);
                 sleep(hold)?;
                 self.c.start_daemon(any, self.ranks[any])?;
@@ -421,6 +551,7 @@ impl Chaos {
                 self.c.server_mut(any).restart()?;
             }
             Fault::StopAgent => {
+                self.agent_down.push((any, mono_ns(), None));
                 self.c.agent_mut(any)?.freeze()?;
                 sleep(hold)?;
                 self.c.agent_mut(any)?.thaw()?;
@@ -450,7 +581,7 @@ impl Chaos {
                 self.excused
                     .push((from, mono_ns() + settle.as_nanos() as u64));
             }
-            Fault::JunkFlood => self.junk_flood(report)?,
+            Fault::JunkFlood => self.junk_flood(master, report)?,
             Fault::GracefulStop => {
                 self.c.stop_daemon(any, Duration::from_secs(15))?;
                 sleep(hold)?;
@@ -470,35 +601,67 @@ impl Chaos {
         Ok(())
     }
 
-    /// Forged adverts from random sources, as fast as the injector goes, for a few seconds:
-    /// no agent may change state meanwhile (I3).
-    fn junk_flood(&mut self, report: &mut Report) -> Result<()> {
+    /// A few of the master's adverts, captured on the client's port (every node has accepted
+    /// them by then): the path of the pcap file.
+    fn capture_adverts(&self, master: usize) -> Result<String> {
+        let capture = self
+            .c
+            .rig
+            .capture_on_client(&format!("adverts-of-node{master}"))?;
+        let want = 3;
+        tests::wait::wait_until(
+            Duration::from_secs(u64::from(self.c.config.advbase.max(1)) * (want + 2)),
+            "the master's adverts captured",
+            || Ok(capture.frames().len() as u64 >= want),
+        )?;
+        let path = capture.stop()?;
+        Ok(path.to_string_lossy().into_owned())
+    }
+
+    /// Junk adverts from random sources, as fast as the injector goes, for a few seconds:
+    /// forged ones (wrong HMAC), or the master's own adverts captured a moment earlier and sent
+    /// again with the best skew or as bow-outs (authentic, but replays). No agent may change
+    /// state meanwhile (I3).
+    fn junk_flood(&mut self, master: usize, report: &mut Report) -> Result<()> {
         let n = self.nodes();
-        let before: Vec<u64> = (0..n)
-            .map(|i| self.c.status(i).map(|s| s.counters.transitions))
-            .collect::<Result<_>>()?;
         let ms = self
             .rng
             .duration(Duration::from_secs(2), Duration::from_secs(6));
+        let timing: &[&str] = match self.rng.below(3) {
+            0 => &[],
+            1 => &["--advbase", "1", "--advskew", "0"],
+            _ => &["--advbase", "255", "--advskew", "255"],
+        };
+        let pcap = if timing.is_empty() {
+            None
+        } else {
+            Some(self.capture_adverts(master)?)
+        };
+        let before: Vec<u64> = (0..n)
+            .map(|i| self.c.status(i).map(|s| s.counters.transitions))
+            .collect::<Result<_>>()?;
         let vhid = self.c.config.vhid.to_string();
         let limit = ms.as_millis().to_string();
         let inject = self.inject.to_string_lossy().into_owned();
-        let mut flood = self.c.rig.spawn_client(
-            "junk-flood",
-            &[
-                &inject,
-                "--vhid",
-                &vhid,
-                "--kind",
-                "forged",
-                "--src",
-                "random",
-                "--rate",
-                "0",
-                "--duration-ms",
-                &limit,
-            ],
-        )?;
+        let mut argv = vec![
+            inject.as_str(),
+            "--vhid",
+            &vhid,
+            "--src",
+            "random",
+            "--rate",
+            "0",
+            "--duration-ms",
+            &limit,
+        ];
+        match &pcap {
+            None => argv.extend(["--kind", "forged"]),
+            Some(p) => {
+                argv.extend(["--replay", p.as_str()]);
+                argv.extend_from_slice(timing);
+            }
+        }
+        let mut flood = self.c.rig.spawn_client("junk-flood", &argv)?;
         let status = flood.wait_exit(ms + Duration::from_secs(10))?;
         if !status.success() {
             bail!("the junk injector failed: {}", flood.log_tail(2000));
@@ -519,9 +682,9 @@ impl Chaos {
     }
 }
 
-fn describe(w: &TwoWriters) -> String {
+fn describe(w: &TwoWriters, what: &str) -> String {
     format!(
-        "nodes {:?} both writable for {:.1} ms",
+        "nodes {:?} both {what} for {:.1} ms",
         w.nodes,
         (w.to_ns - w.from_ns) as f64 / 1e6
     )

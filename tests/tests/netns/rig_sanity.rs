@@ -202,3 +202,47 @@ fn rig_is_removed_when_the_test_returns_an_error() -> Result<()> {
         Ok(())
     })
 }
+
+/// The VIP watch sees every add and remove of the VIP on every node, a stretch of two holders
+/// however short, and a power cut as the end of holding.
+#[test]
+fn vip_watch_sees_holders_and_power_cuts() -> Result<()> {
+    netns_test(|| {
+        let rig = Rig::new(RigConfig::nodes(2))?;
+        let cidr = format!("{VIP}/32");
+        let watch = tests::watch::VipWatch::start(&rig, VIP)?;
+        let add = |i: usize| rig.exec(i, &["ip", "addr", "add", &cidr, "dev", "eth0"]);
+        let del = |i: usize| rig.exec(i, &["ip", "addr", "del", &cidr, "dev", "eth0"]);
+        ensure!(add(0)?.status.success(), "adding the VIP on node0");
+        ensure!(add(1)?.status.success(), "adding the VIP on node1");
+        ensure!(del(1)?.status.success(), "removing the VIP on node1");
+        rig.power_cut(0)?;
+        ensure!(
+            !rig.node_has_addr(0, VIP)?,
+            "a powered-off node still holds the VIP"
+        );
+        let timeline = watch.stop();
+        let held: Vec<Vec<Option<bool>>> = timeline
+            .0
+            .iter()
+            .map(|node| node.iter().map(|s| s.1).collect())
+            .collect();
+        // Per node: the state at the start, each change, the state at the end.
+        ensure!(
+            held[0] == [Some(false), Some(true), Some(false), Some(false)],
+            "node0: {:?}",
+            held[0]
+        );
+        ensure!(
+            held[1] == [Some(false), Some(true), Some(false), Some(false)],
+            "node1: {:?}",
+            held[1]
+        );
+        let both = timeline.two_writers(&[]);
+        ensure!(
+            both.len() == 1 && both[0].nodes == [0, 1] && both[0].to_ns > both[0].from_ns,
+            "one stretch with both holding expected: {both:?}"
+        );
+        Ok(())
+    })
+}
