@@ -502,8 +502,9 @@ fn one_run(cfg: &Config, run: usize) -> Result<RunResult> {
     let check = s.check_writes(f.new)?;
     if !check.lost.is_empty() {
         say(format_args!(
-            "  run {run}: acknowledged writes missing on {new_name}: {:?}",
-            check.lost
+            "  run {run}: {} acknowledged write(s) missing on {new_name}, e.g. {:?}",
+            check.lost.len(),
+            &check.lost[..check.lost.len().min(10)]
         ));
     }
     Ok(RunResult {

@@ -358,7 +358,9 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
         .collect();
     if !lost.is_empty() {
         say(format_args!(
-            "  run {run}: acknowledged writes missing on the new master: {lost:?}"
+            "  run {run}: {} acknowledged write(s) missing on the new master, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
         ));
     }
     Ok(RunResult {

@@ -600,7 +600,17 @@ fn render(r: &Report) -> String {
         if r.writes.lost.is_empty() {
             String::new()
         } else {
-            format!(": {}", r.writes.lost.join(" "))
+            // A count and a few examples; every id is in the JSON report.
+            let shown: Vec<&str> = r.writes.lost.iter().take(10).map(String::as_str).collect();
+            format!(
+                ", e.g. {}{}",
+                shown.join(" "),
+                if r.writes.lost.len() > shown.len() {
+                    " ..."
+                } else {
+                    ""
+                }
+            )
         }
     ));
     line(format!("old master rejoined: {}", r.rejoin));
