@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::failover::DbView;
+use crate::failover::takeover::Takeover;
 
 /// What `cluster-agent status` reports.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -39,6 +40,9 @@ pub struct Status {
     /// MAC of the last host that claimed the VIP while we were MASTER (split-brain signal).
     pub last_conflict_mac: Option<String>,
     pub xdp_counters: BTreeMap<String, u64>,
+    /// The last transition to MASTER and each step after it, with CLOCK_MONOTONIC instants.
+    #[serde(default)]
+    pub last_takeover: Option<Takeover>,
     /// Why the request (e.g. a forced promotion) was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -236,6 +240,25 @@ impl Status {
         }
         for (k, v) in &self.xdp_counters {
             s += &format!("xdp {k}: {v}\n");
+        }
+        if let Some(t) = &self.last_takeover {
+            let steps: Vec<String> = t
+                .steps
+                .iter()
+                .map(|st| {
+                    format!(
+                        "{} +{:.1} ms",
+                        st.name,
+                        st.at_ns.saturating_sub(t.at_ns) as f64 / 1e6
+                    )
+                })
+                .collect();
+            s += &format!(
+                "last takeover: {}{}: {}\n",
+                t.reason,
+                if t.complete { "" } else { " (in progress)" },
+                steps.join(", ")
+            );
         }
         s
     }

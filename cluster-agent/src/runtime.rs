@@ -422,7 +422,7 @@ async fn run_op(db: &Db, op: DbOp, promote_timeout: Duration) -> DbOutcome {
         DbOp::Promote { target, recheck } => DbOutcome::Promoted(
             db.promote_covering(&target, &recheck, PROBE_TIMEOUT, promote_timeout)
                 .await
-                .map(drop)
+                .map(|p| p.steps)
                 .map_err(|e| e.to_string()),
         ),
     }
@@ -660,6 +660,7 @@ impl Agent {
             xdp_error: self.xdp_error.clone(),
             last_conflict_mac: self.last_conflict.clone(),
             xdp_counters,
+            last_takeover: coord.takeover().cloned(),
             error,
         }
     }

@@ -162,6 +162,35 @@ pub struct Status {
     /// Accounts that can write through `read_only`.
     #[serde(default)]
     pub read_only_bypass: Vec<String>,
+    /// The last transition to MASTER, step by step.
+    #[serde(default)]
+    pub last_takeover: Option<Takeover>,
+}
+
+/// A takeover as `status --json` reports it: CLOCK_MONOTONIC instants (comparable with
+/// [`crate::wait::mono_ns`]).
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+pub struct Takeover {
+    pub reason: String,
+    pub at_ns: u64,
+    pub steps: Vec<TakeoverStep>,
+    pub complete: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+pub struct TakeoverStep {
+    pub name: String,
+    pub at_ns: u64,
+}
+
+impl Takeover {
+    /// Milliseconds from the transition to the first step named `name`.
+    pub fn after_ms(&self, name: &str) -> Option<f64> {
+        self.steps
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.at_ns.saturating_sub(self.at_ns) as f64 / 1e6)
+    }
 }
 
 impl Status {

@@ -193,6 +193,8 @@ struct RunResult {
     acknowledged_writes: usize,
     lost_writes: Vec<String>,
     new_master: String,
+    /// Where the time went, from the new master's takeover record (agents only).
+    breakdown: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -319,6 +321,9 @@ fn compare(args: CompareArgs) -> Result<()> {
                         r.lost_writes.len(),
                         r.acknowledged_writes
                     ));
+                    if let Some(b) = &r.breakdown {
+                        say(format_args!("    {b}"));
+                    }
                     res.runs.push(r);
                 }
                 Err(e) => {
@@ -519,6 +524,7 @@ fn one_run(cfg: &Config, run: usize) -> Result<RunResult> {
         acknowledged_writes: check.acknowledged,
         lost_writes: check.lost,
         new_master: new_name,
+        breakdown: f.breakdown(),
     })
 }
 

@@ -108,6 +108,8 @@ struct Report {
     client_gap_ms: f64,
     /// Last answer before the failure to the first after it.
     client_outage_ms: Option<f64>,
+    /// The new master's takeover, step by step.
+    breakdown: Option<String>,
     failed_requests_during_failover: usize,
     requests: usize,
     failed_requests: usize,
@@ -453,6 +455,7 @@ impl Demo {
             database_writable_ms: Some(ms_between(f.t_fail, first_write)),
             client_gap_ms: f.gap_from_fail_ms(),
             client_outage_ms: f.outage_ms(),
+            breakdown: f.breakdown(),
             failed_requests_during_failover: f.failed,
             requests: samples.len(),
             failed_requests: samples.iter().filter(|s| !s.is_ok()).count(),
@@ -571,6 +574,9 @@ fn render(r: &Report) -> String {
         ms(Some(r.client_gap_ms)),
         ms(r.client_outage_ms)
     ));
+    if let Some(b) = &r.breakdown {
+        line(format!("  where the time went: {b}"));
+    }
     line(format!(
         "  failed requests during the failover: {}",
         r.failed_requests_during_failover

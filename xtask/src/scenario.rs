@@ -395,9 +395,29 @@ impl Scenario {
             .iter()
             .filter(|s| !s.is_ok() && s.end_ns >= t_fail && s.end_ns <= first_ok)
             .count();
+        // The agent's own account of its takeover: where the time between the transition
+        // and the first answer went.
+        let takeover = if self.c.config.imp.is_agent() {
+            POLL.wait_for(
+                Duration::from_secs(3),
+                &format!("{new}'s takeover record"),
+                || {
+                    Ok(self
+                        .c
+                        .status(new_idx)
+                        .ok()
+                        .and_then(|s| s.last_takeover)
+                        .filter(|t| t.complete && t.at_ns >= t_fail))
+                },
+            )
+            .ok()
+        } else {
+            None
+        };
         Ok(Failover {
             old,
             new: new_idx,
+            takeover,
             t_fail,
             last_advert_old,
             last_advert_old_skew,
@@ -439,6 +459,8 @@ pub struct Failover {
     pub first_ok_new: u64,
     /// Requests that failed between the failure and `first_ok_new`.
     pub failed: usize,
+    /// The new master's record of its takeover (agents only).
+    pub takeover: Option<tests::agent::Takeover>,
 }
 
 impl Failover {
@@ -455,6 +477,27 @@ impl Failover {
     /// Last advert of the old master to the first advert of the new one.
     pub fn detection_ms(&self) -> Option<f64> {
         Some(ms_between(self.last_advert_old?, self.first_advert_new))
+    }
+
+    /// Where the time went, as one line: the old master's last advert to the new master's
+    /// transition, then each step after the transition, then the first answer (agents only).
+    pub fn breakdown(&self) -> Option<String> {
+        let t = self.takeover.as_ref()?;
+        let mut parts = Vec::new();
+        if let Some(last) = self.last_advert_old {
+            parts.push(format!(
+                "MASTER {:.1} ms after the last advert",
+                ms_between(last, t.at_ns)
+            ));
+        }
+        for s in &t.steps {
+            parts.push(format!("{} +{:.1}", s.name, ms_between(t.at_ns, s.at_ns)));
+        }
+        parts.push(format!(
+            "first answer +{:.1} ms",
+            ms_between(t.at_ns, self.first_ok_new)
+        ));
+        Some(parts.join(", "))
     }
 
     /// Last answer before the failure to the first one after it: the outage the client saw.

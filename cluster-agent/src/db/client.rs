@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::carp::time::Mono;
 use mysql_async::prelude::Queryable;
 use mysql_async::{ClientIdentity, Conn, OptsBuilder, Row, SslOpts, Value};
 use tokio::sync::Mutex;
@@ -222,6 +223,8 @@ pub struct Promoted {
     pub applied: String,
     /// It was a replica (false: it was already writable, nothing to stop).
     pub was_replica: bool,
+    /// Each statement of the promotion and the instant it returned.
+    pub steps: Vec<(&'static str, Mono)>,
 }
 
 /// What replicate_from did.
@@ -668,10 +671,11 @@ async fn read_health(s: &mut Session) -> Result<Health, DbError> {
 }
 
 /// What draining replication did, for [`open_for_writes`].
-struct Drained {
+pub(crate) struct Drained {
     waited: Duration,
     applied: String,
     was_replica: bool,
+    pub(crate) steps: Vec<(&'static str, Mono)>,
 }
 
 /// Stops receiving, waits up to `timeout` until everything received is applied, then drops the
@@ -684,6 +688,7 @@ async fn drain_replication(s: &mut Session, timeout: Duration) -> Result<Drained
             waited: Duration::ZERO,
             applied: String::new(),
             was_replica: false,
+            steps: vec![("replication status read", Mono::now())],
         });
     };
     if !r.sql_running && !r.caught_up {
@@ -695,6 +700,7 @@ async fn drain_replication(s: &mut Session, timeout: Duration) -> Result<Drained
     }
     // A fixed target: nothing more arrives while we wait for it to be applied.
     stop_receiving(s).await?;
+    let mut steps = vec![("receiving stopped", Mono::now())];
     tracing::debug!(
         elapsed_ms = start.elapsed().as_millis() as u64,
         "promote: receiving stopped"
@@ -704,6 +710,7 @@ async fn drain_replication(s: &mut Session, timeout: Duration) -> Result<Drained
         let stmt = f.wait_applied(&r.gtid_io_pos, timeout);
         let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
         tracing::debug!(elapsed_ms = start.elapsed().as_millis() as u64, pos = %r.gtid_io_pos, "promote: relay log wait returned");
+        steps.push(("relay log applied", Mono::now()));
         if !f.wait_succeeded(res) {
             let now = read_replica(s).await?.unwrap_or(r.clone());
             // Keep receiving, so that a later attempt has the data.
@@ -718,20 +725,25 @@ async fn drain_replication(s: &mut Session, timeout: Duration) -> Result<Drained
         }
     }
     exec(&mut s.conn, f.stop_replica()).await?;
+    steps.push(("replication stopped", Mono::now()));
     exec(&mut s.conn, f.reset_replica_all()).await?;
+    steps.push(("replication reset", Mono::now()));
     Ok(Drained {
         waited: start.elapsed(),
         applied: r.gtid_io_pos,
         was_replica: true,
+        steps,
     })
 }
 
 /// Semi-sync master on (before the first write can arrive), then `read_only` off: the last
 /// step, so that any failure before it leaves the server fenced.
-async fn open_for_writes(s: &mut Session, d: Drained) -> Result<Promoted, DbError> {
+async fn open_for_writes(s: &mut Session, mut d: Drained) -> Result<Promoted, DbError> {
     let f = s.flavour;
     exec(&mut s.conn, f.semi_sync_master(true)).await?;
+    d.steps.push(("semi-sync master on", Mono::now()));
     exec(&mut s.conn, f.read_only_off()).await?;
+    d.steps.push(("read_only off", Mono::now()));
     let applied = if d.applied.is_empty() {
         scalar(&mut s.conn, f.select_gtid_state())
             .await?
@@ -743,6 +755,7 @@ async fn open_for_writes(s: &mut Session, d: Drained) -> Result<Promoted, DbErro
         waited: d.waited,
         applied,
         was_replica: d.was_replica,
+        steps: d.steps,
     })
 }
 

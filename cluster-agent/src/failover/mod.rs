@@ -25,6 +25,7 @@ pub mod current;
 pub mod plan;
 #[cfg(test)]
 mod sim;
+pub mod takeover;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +41,7 @@ use crate::db::gtid::Gtids;
 use crate::hooks::Hook;
 use current::{Currentness, NotCurrent};
 use plan::Decision;
+use takeover::Takeover;
 
 /// Why the database could not be reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,7 +209,8 @@ pub enum DbOutcome {
     },
     CaughtUp(Result<(), String>),
     PeersFenced(Vec<(Ipv4Addr, Result<(), String>)>),
-    Promoted(Result<(), String>),
+    /// Open for writes, with the instant each statement of the opening returned.
+    Promoted(Result<Vec<(&'static str, Mono)>, String>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -352,6 +355,8 @@ pub struct Coordinator {
     stopped: bool,
     db: Option<DbSide>,
     vip: VipSide,
+    /// The last takeover, step by step.
+    takeover: Option<Takeover>,
     effects: VecDeque<Effect>,
 }
 
@@ -425,10 +430,29 @@ impl Coordinator {
                 error: None,
                 up_ran: false,
             },
+            takeover: None,
             effects: VecDeque::new(),
         };
         c.drive(now);
         c
+    }
+
+    /// The last takeover, step by step (see [`takeover`]).
+    pub fn takeover(&self) -> Option<&Takeover> {
+        self.takeover.as_ref()
+    }
+
+    /// Records a takeover step; the takeover is complete once the node serves: VIP added and
+    /// announced, and the database (if any) open.
+    fn takeover_step(&mut self, name: &str, now: Mono) {
+        let open = self.db.as_ref().is_none_or(|d| d.role == Role::Writable);
+        let Some(t) = self.takeover.as_mut() else {
+            return;
+        };
+        t.step(name, now);
+        if open && t.after("vip").is_some() && t.after("garp").is_some() {
+            t.finish();
+        }
     }
 
     pub fn machine(&self) -> &Machine {
@@ -600,6 +624,7 @@ impl Coordinator {
         self.transitions += 1;
         match to {
             State::Master => {
+                self.takeover = Some(Takeover::new(reason, now));
                 self.vip.up_ran = false;
                 if let Some(db) = self.db.as_mut() {
                     db.refused = None;
@@ -758,6 +783,16 @@ impl Coordinator {
         db.op_done_at = now;
         let retry = db.policy.retry;
         let was_fence = op == DbOp::Fence;
+        let step = match &outcome {
+            DbOutcome::Fenced(_) => "fenced",
+            DbOutcome::Followed(_) => "followed",
+            DbOutcome::Prepared { .. } => "prepared",
+            DbOutcome::CaughtUp(Ok(())) => "caught up",
+            DbOutcome::CaughtUp(Err(_)) => "catch-up failed",
+            DbOutcome::PeersFenced(_) => "peers fenced",
+            DbOutcome::Promoted(Ok(_)) => "open",
+            DbOutcome::Promoted(Err(_)) => "open failed",
+        };
         match outcome {
             DbOutcome::Fenced(Ok(())) => {
                 if db.role == Role::Writable {
@@ -883,9 +918,14 @@ impl Coordinator {
                     }
                 }
             }
-            DbOutcome::Promoted(Ok(())) => {
+            DbOutcome::Promoted(Ok(statements)) => {
                 tracing::info!("database open for writes, semi-sync master on");
                 db.role = Role::Writable;
+                if let Some(t) = self.takeover.as_mut() {
+                    for (name, at) in statements {
+                        t.step(format!("open: {name}"), at);
+                    }
+                }
                 // Whatever we knew of the old master has served its purpose.
                 db.current.follow(None);
                 db.refused = None;
@@ -899,6 +939,9 @@ impl Coordinator {
                 db.refused = Some(format!("promotion failed: {e}"));
                 db.retry_at = Some(now + retry);
             }
+        }
+        if state == State::Master {
+            self.takeover_step(step, now);
         }
         if !self.started && was_fence {
             self.start(now);
@@ -922,8 +965,10 @@ impl Coordinator {
                 self.vip.failures = 0;
                 self.vip.error = None;
                 if add && self.machine.state() == State::Master {
+                    self.takeover_step("vip", now);
                     // The takeover announcement went out before the address existed.
                     self.effects.push_back(Effect::Garp);
+                    self.takeover_step("garp", now);
                     if !self.vip.up_ran {
                         self.vip.up_ran = true;
                         self.effects.push_back(Effect::Hook(Hook::Up));

@@ -850,7 +850,7 @@ impl Sim {
                     }
                 }
                 self.open(i);
-                Some(DbOutcome::Promoted(Ok(())))
+                Some(DbOutcome::Promoted(Ok(Vec::new())))
             }
         }
     }

@@ -334,9 +334,28 @@ fn a_current_replica_promotes_after_the_master_dies() {
             recheck: vec![]
         })
     );
-    t.db_done(DbOutcome::Promoted(Ok(())));
+    let open_at = t.now;
+    t.db_done(DbOutcome::Promoted(Ok(vec![("read_only off", open_at)])));
     assert!(t.c.writable());
     assert!(t.take().contains(&Effect::Vip(true)));
+    t.advance(ms(2));
+    t.input(Input::VipDone {
+        add: true,
+        result: Ok(()),
+    });
+    // The takeover, step by step, for status and the benches.
+    let took = t.c.takeover().expect("a takeover is recorded").clone();
+    assert_eq!(took.reason, "MasterDown");
+    let names: Vec<&str> = took.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["prepared", "open: read_only off", "open", "vip", "garp"]
+    );
+    assert!(took.complete);
+    assert_eq!(
+        took.after("vip"),
+        Some(took.after("open").unwrap() + 2_000_000)
+    );
 }
 
 #[test]
@@ -408,7 +427,7 @@ fn graceful_stop_fences_before_the_bow_out() {
             }),
         }],
     });
-    t.db_done(DbOutcome::Promoted(Ok(())));
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
     t.input(Input::VipDone {
         add: true,
         result: Ok(()),
@@ -465,7 +484,7 @@ fn a_master_that_cannot_add_the_vip_hands_over() {
         own: Ok(Holdings::default()),
         peers: vec![],
     });
-    t.db_done(DbOutcome::Promoted(Ok(())));
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
     for _ in 0..3 {
         assert!(t.take().contains(&Effect::Vip(true)));
         t.input(Input::VipDone {
@@ -502,7 +521,7 @@ fn an_external_fence_of_the_master_makes_it_prepare_again() {
             },
         ],
     });
-    t.db_done(DbOutcome::Promoted(Ok(())));
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
     assert!(t.c.writable());
     t.advance(ms(10));
     let mut local = LocalDb {
@@ -529,7 +548,7 @@ fn semi_sync_fallback_on_the_master_is_counted() {
         own: Ok(Holdings::default()),
         peers: vec![],
     });
-    t.db_done(DbOutcome::Promoted(Ok(())));
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
     let local = |on| LocalDb {
         semi_sync: semi(on, 0),
         ..LocalDb::default()

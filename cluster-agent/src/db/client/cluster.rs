@@ -16,6 +16,7 @@ use mysql_async::prelude::Queryable;
 use tokio::sync::Mutex;
 
 use super::{Db, DbError, Session, bounded, read_replica, scalar, sql_err, value_string};
+use crate::carp::time::Mono;
 use crate::db::gtid::{GtidParseError, Gtids};
 use crate::db::sql::Flavour;
 use crate::failover::{
@@ -426,7 +427,7 @@ impl Db {
         let target = target.clone();
         let res = self
             .with_ops("promote", limit, async |s| {
-                let drained = super::drain_replication(s, timeout).await?;
+                let mut drained = super::drain_replication(s, timeout).await?;
                 let f = s.flavour;
                 let logged = read_logged(s).await?;
                 let applied = parse(
@@ -441,11 +442,13 @@ impl Db {
                         "after applying everything received this node still lacks {missing}"
                     )));
                 }
+                drained.steps.push(("coverage checked", Mono::now()));
                 if let Some(peer) = self.writable_peer(recheck, probe_timeout).await {
                     return Err(DbError::Protocol(format!(
                         "{peer} became writable while this node prepared"
                     )));
                 }
+                drained.steps.push(("peers rechecked", Mono::now()));
                 super::open_for_writes(s, drained).await
             })
             .await;
