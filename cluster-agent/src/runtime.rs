@@ -314,8 +314,13 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
     tokio::spawn(async move {
         while let Some(op) = op_rx.recv().await {
             let outcome = run_op(&exec_db, op, promote_timeout).await;
+            let promoted = matches!(outcome, DbOutcome::Promoted(Ok(_)));
             if out_tx.send(outcome).is_err() {
                 return;
+            }
+            // Open first, tidy up after: the next operation waits for this, the clients not.
+            if promoted {
+                let _ = exec_db.forget_replication().await;
             }
         }
     });

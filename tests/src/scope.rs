@@ -63,9 +63,10 @@ pub fn netns_test(f: impl FnOnce() -> Result<()>) -> Result<()> {
 }
 
 /// Runs `f` (a long run such as the chaos suite); if it returns an error, the rig directories
-/// of everything it dropped (every process's log, scripts, captures, data) are kept and their
-/// place printed, without printing the logs themselves.
-pub fn keep_on_error<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// of everything it dropped (every process's log, scripts, captures, data) are moved under
+/// `keep` (the next rig would remove them from the temporary directory once their owner has
+/// exited) and their place printed, without printing the logs themselves.
+pub fn keep_on_error<T>(keep: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let outer = PENDING.with(|p| p.borrow_mut().replace(Pending::default()));
     let mut guard = Guard {
         outer: Some(outer),
@@ -79,7 +80,16 @@ pub fn keep_on_error<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
         }
     } else {
         for (state, dir) in &pending.rigs {
-            eprintln!("{state}----- files kept in {} -----", dir.display());
+            let kept = dir
+                .file_name()
+                .map(|n| keep.join(n))
+                .filter(|to| {
+                    std::fs::create_dir_all(keep).is_ok()
+                        && crate::cmd::output(std::process::Command::new("mv").arg(dir).arg(to))
+                            .is_ok_and(|o| o.status.success())
+                })
+                .unwrap_or_else(|| dir.clone());
+            eprintln!("{state}----- files kept in {} -----", kept.display());
         }
     }
     r

@@ -59,6 +59,23 @@ const GAP: Duration = Duration::from_millis(5);
 /// `db bootstrap`'s semi-sync timeout.
 const SEMI_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What a heal found.
+enum Repair {
+    /// One master, every other node its replica.
+    Healed(usize),
+    /// A master, and nodes refused as errant.
+    Errant(usize, Vec<usize>),
+    /// A master refusing to open because histories diverged.
+    Diverged,
+}
+
+/// The acknowledged ids so far, sorted.
+fn acked_ids(w: &Writer) -> Vec<i64> {
+    let mut ids: Vec<i64> = w.writes().acked.iter().map(|a| a.0).collect();
+    ids.sort_unstable();
+    ids
+}
+
 /// A node's state, whether it is demoted, and its transition count.
 type Settled = (String, bool, u64);
 
@@ -165,7 +182,10 @@ pub fn run(args: ChaosArgs) -> Result<()> {
         minutes: args.minutes,
         ..Report::default()
     };
-    let outcome = tests::scope::keep_on_error(|| {
+    let keep = crate::cmd::root()
+        .join("results")
+        .join(format!("chaos-{seed}-failed"));
+    let outcome = tests::scope::keep_on_error(&keep, || {
         Chaos::new(&args, seed, pinned.path("carp-inject"))
             .and_then(|mut c| c.play(&args, &mut report))
     });
@@ -302,7 +322,7 @@ impl Chaos {
                 break;
             }
             let fault = FAULTS[self.rng.below(FAULTS.len() as u64) as usize];
-            let master = self.heal(report)?;
+            let master = self.heal(&acked_ids(&writer), report)?;
             self.close_agent_down();
             self.check_writes(&writer, master, report)?;
             say(format_args!(
@@ -318,7 +338,7 @@ impl Chaos {
             *report.faults.entry(fault).or_default() += 1;
             report.faults_total += 1;
         }
-        let master = self.heal(report)?;
+        let master = self.heal(&acked_ids(&writer), report)?;
         self.close_agent_down();
         let writes = writer.stop();
         let timeline = watch.stop();
@@ -381,14 +401,28 @@ impl Chaos {
         Ok(())
     }
 
-    /// Waits until one node is the sole master and every other its replica, rebuilding nodes
-    /// refused as errant on the way; returns the master.
-    fn heal(&mut self, report: &mut Report) -> Result<usize> {
+    /// Waits until one node is the sole master and every other its replica, repairing what
+    /// the agents leave to an operator on the way: a node refused as errant is rebuilt from
+    /// the master; when the master refuses because histories diverged (a partition with
+    /// writes on both sides), the history holding the acknowledged writes is kept and the
+    /// nodes with transactions it lacks are rebuilt from it. Returns the master.
+    fn heal(&mut self, acked: &[i64], report: &mut Report) -> Result<usize> {
         let start = Instant::now();
         let n = self.nodes();
-        // Bounded by HEAL and by the rebuilds (at most one per node per heal).
+        // Bounded by HEAL and by the repairs (at most one round per node per heal).
         for _ in 0..n + 2 {
             let found = tests::wait::wait_for(HEAL, "the cluster heals", || {
+                let diverged = (0..n).any(|i| {
+                    self.c.status(i).ok().is_some_and(|s| {
+                        s.is_master()
+                            && s.database
+                                .and_then(|d| d.refused)
+                                .is_some_and(|r| r.starts_with("diverged"))
+                    })
+                });
+                if diverged {
+                    return Ok(Some(Repair::Diverged));
+                }
                 let Some(m) = (0..n).find(|&m| self.c.is_sole_master(m)) else {
                     return Ok(None);
                 };
@@ -404,11 +438,11 @@ impl Chaos {
                     })
                     .collect();
                 if (0..n).all(|i| i == m || self.c.is_replica_of(i, m)) {
-                    return Ok(Some((m, Vec::new())));
+                    return Ok(Some(Repair::Healed(m)));
                 }
-                Ok((!errant.is_empty()).then_some((m, errant)))
+                Ok((!errant.is_empty()).then_some(Repair::Errant(m, errant)))
             });
-            let (m, errant) = match found {
+            let repair = match found {
                 Ok(x) => x,
                 Err(e) => {
                     let states: Vec<String> = (0..n)
@@ -422,23 +456,67 @@ impl Chaos {
                     bail!("{e:#}; {}", states.join("; "));
                 }
             };
-            if errant.is_empty() {
-                report.heal_ms_max = report
-                    .heal_ms_max
-                    .max(start.elapsed().as_secs_f64() * 1000.0);
-                return Ok(m);
-            }
-            for i in errant {
-                say(format_args!(
-                    "chaos: node{i} is refused as errant (a partition's leftovers): rebuilding it from node{m}, as an operator would"
-                ));
-                self.c.stop_daemon(i, Duration::from_secs(15))?;
-                self.c.rebuild_from(i, m)?;
-                self.c.start_daemon(i, self.ranks[i])?;
-                report.rebuilds += 1;
+            match repair {
+                Repair::Healed(m) => {
+                    report.heal_ms_max = report
+                        .heal_ms_max
+                        .max(start.elapsed().as_secs_f64() * 1000.0);
+                    return Ok(m);
+                }
+                Repair::Errant(m, errant) => {
+                    for i in errant {
+                        say(format_args!(
+                            "chaos: node{i} is refused as errant (a partition's leftovers): rebuilding it from node{m}, as an operator would"
+                        ));
+                        self.rebuild(i, m, report)?;
+                    }
+                }
+                Repair::Diverged => self.keep_acknowledged_history(acked, report)?,
             }
         }
         bail!("the cluster did not heal after rebuilding its errant nodes")
+    }
+
+    /// What an operator does when histories diverged: keep the node holding the most
+    /// acknowledged writes, rebuild every node holding a row it lacks.
+    fn keep_acknowledged_history(&mut self, acked: &[i64], report: &mut Report) -> Result<()> {
+        let n = self.nodes();
+        let ids: Vec<Vec<i64>> = (0..n).map(|i| self.c.ids(i)).collect::<Result<_>>()?;
+        let holds = |i: usize| {
+            acked
+                .iter()
+                .filter(|a| ids[i].binary_search(a).is_ok())
+                .count()
+        };
+        let keeper = (0..n).max_by_key(|&i| holds(i)).unwrap_or(0);
+        let others: Vec<usize> = (0..n)
+            .filter(|&i| {
+                i != keeper
+                    && ids[i]
+                        .iter()
+                        .any(|id| ids[keeper].binary_search(id).is_err())
+            })
+            .collect();
+        if others.is_empty() {
+            bail!("the master refuses as diverged, but no node holds a row node{keeper} lacks");
+        }
+        for i in others {
+            say(format_args!(
+                "chaos: histories diverged (a partition with writes on both sides): keeping node{keeper}'s, which holds {} of the {} acknowledged writes, and rebuilding node{i} from it, as an operator would",
+                holds(keeper),
+                acked.len()
+            ));
+            self.rebuild(i, keeper, report)?;
+        }
+        Ok(())
+    }
+
+    fn rebuild(&mut self, i: usize, from: usize, report: &mut Report) -> Result<()> {
+        self.c.stop_daemon(i, Duration::from_secs(15))?;
+        self.c.rebuild_from(i, from)?;
+        self.c.start_daemon(i, self.ranks[i])?;
+        report.rebuilds += 1;
+        Ok(())
     }
 
     /// Waits until nothing is left to change: one master, every other node its replica, no

@@ -382,11 +382,11 @@ impl Db {
 
     /// Makes the local server the writable master.
     ///
-    /// Stops receiving, waits up to `timeout` until everything received is applied (a relay
-    /// log thrown away is acknowledged writes lost), then drops the replication configuration,
-    /// switches semi-sync master on (before the first write can arrive) and clears
-    /// `read_only`. On timeout nothing is changed but that receiving resumes: the caller stays
-    /// BACKUP.
+    /// Waits up to `timeout` until everything received is applied (a relay log thrown away
+    /// is acknowledged writes lost), stops applying, switches semi-sync master on (before the
+    /// first write can arrive) and clears `read_only`; then removes the replication
+    /// configuration ([`Db::forget_replication`]). On timeout nothing is changed: the caller
+    /// stays BACKUP and the node goes on replicating.
     pub async fn promote(&self, timeout: Duration) -> Result<Promoted, DbError> {
         let limit = timeout + self.cfg.op_timeout;
         let res = self
@@ -400,6 +400,42 @@ impl Db {
                 "database promoted: writable, semi-sync master on"
             ),
             Err(e) => tracing::warn!(error = %e, "database not promoted"),
+        }
+        if res.is_ok() {
+            // Failure is logged there; the node is open either way.
+            let _ = self.forget_replication().await;
+        }
+        res
+    }
+
+    /// After a promotion: stops the receiving thread and removes the replication
+    /// configuration. Run after the node has opened, because stopping a receiver that is
+    /// reconnecting to a dead master can take a second or two; applying stopped before the
+    /// node opened, so nothing it receives meanwhile is applied.
+    pub async fn forget_replication(&self) -> Result<(), DbError> {
+        let start = Instant::now();
+        let res = self
+            .with_ops(
+                "forget replication",
+                self.cfg.op_timeout + Duration::from_secs(5),
+                async |s| {
+                    let f = s.flavour;
+                    if read_replica(s).await?.is_none() {
+                        return Ok(());
+                    }
+                    exec(&mut s.conn, f.stop_replica()).await?;
+                    exec(&mut s.conn, f.reset_replica_all()).await
+                },
+            )
+            .await;
+        match &res {
+            Ok(()) => tracing::debug!(
+                elapsed_ms = start.elapsed().as_millis() as u64,
+                "replication configuration removed"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot remove the replication configuration after the promotion")
+            }
         }
         res
     }
@@ -671,15 +707,24 @@ async fn read_health(s: &mut Session) -> Result<Health, DbError> {
 }
 
 /// What draining replication did, for [`open_for_writes`].
-pub(crate) struct Drained {
+struct Drained {
     waited: Duration,
     applied: String,
     was_replica: bool,
-    pub(crate) steps: Vec<(&'static str, Mono)>,
+    steps: Vec<(&'static str, Mono)>,
 }
 
-/// Stops receiving, waits up to `timeout` until everything received is applied, then drops the
-/// replication configuration. On timeout receiving resumes and nothing else changes.
+/// Waits up to `timeout` until everything received is applied, then stops applying, so the
+/// node holds a fixed, fully applied history it can open with.
+///
+/// The receiving thread is not waited for: stopping it can take a second or two when it is
+/// reconnecting to a dead master (see [`Db::forget_replication`], which removes it once the
+/// node is open). It must acknowledge nothing more, though: should the old master resume
+/// (a paused machine), commits it acknowledged would count as safe while this node no longer
+/// applies them. So semi-sync is switched off for its next connection, and its current
+/// connection is ended (a receiver in the middle of connecting ignores that, but its next
+/// connection is asynchronous). Everything it acknowledged before is in the relay log and is
+/// applied before the node opens. On failure applying and acknowledging resume.
 async fn drain_replication(s: &mut Session, timeout: Duration) -> Result<Drained, DbError> {
     let f = s.flavour;
     let start = Instant::now();
@@ -698,42 +743,84 @@ async fn drain_replication(s: &mut Session, timeout: Duration) -> Result<Drained
             r.last_sql_error
         }));
     }
-    // A fixed target: nothing more arrives while we wait for it to be applied.
-    stop_receiving(s).await?;
-    let mut steps = vec![("receiving stopped", Mono::now())];
-    tracing::debug!(
-        elapsed_ms = start.elapsed().as_millis() as u64,
-        "promote: receiving stopped"
-    );
-    let r = read_replica(s).await?.unwrap_or(r);
-    if !r.gtid_io_pos.is_empty() {
-        let stmt = f.wait_applied(&r.gtid_io_pos, timeout);
-        let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
-        tracing::debug!(elapsed_ms = start.elapsed().as_millis() as u64, pos = %r.gtid_io_pos, "promote: relay log wait returned");
-        steps.push(("relay log applied", Mono::now()));
-        if !f.wait_succeeded(res) {
-            let now = read_replica(s).await?.unwrap_or(r.clone());
-            // Keep receiving, so that a later attempt has the data.
-            if let Err(e) = exec(&mut s.conn, f.start_io_thread()).await {
-                tracing::warn!(error = %e, "restarting replication after a failed promotion");
-            }
-            return Err(DbError::PromoteTimeout {
-                waited: start.elapsed(),
-                received: r.gtid_io_pos,
-                applied: now.gtid_slave_pos,
-            });
+    exec(&mut s.conn, f.semi_sync_replica(false)).await?;
+    let ids: Vec<u64> = s
+        .conn
+        .query(f.select_io_threads())
+        .await
+        .map_err(sql_err(f.select_io_threads()))?;
+    for id in ids {
+        // Gone already is fine: the point is that it is gone.
+        let _ = s.conn.query_drop(f.kill_connection(id)).await;
+    }
+    let mut steps = vec![("receiver acknowledges no more", Mono::now())];
+    let res = apply_all_received(s, r, timeout, start, &mut steps).await;
+    match res {
+        Ok(applied) => Ok(Drained {
+            waited: start.elapsed(),
+            applied,
+            was_replica: true,
+            steps,
+        }),
+        Err(e) => {
+            resume_replication(s).await;
+            Err(e)
         }
     }
-    exec(&mut s.conn, f.stop_replica()).await?;
-    steps.push(("replication stopped", Mono::now()));
-    exec(&mut s.conn, f.reset_replica_all()).await?;
-    steps.push(("replication reset", Mono::now()));
-    Ok(Drained {
-        waited: start.elapsed(),
-        applied: r.gtid_io_pos,
-        was_replica: true,
-        steps,
-    })
+}
+
+/// After a promotion that did not open: stay the replica this node was, applying, and
+/// acknowledging after the receiver's next connection.
+async fn resume_replication(s: &mut Session) {
+    let f = s.flavour;
+    // Both threads: the receiver was ended, the applier stopped.
+    for stmt in [f.semi_sync_replica(true), f.start_replica()] {
+        if let Err(e) = exec(&mut s.conn, stmt).await {
+            tracing::warn!(error = %e, "resuming replication after a promotion that did not open");
+        }
+    }
+}
+
+/// Applies what was received, stops the applier, and checks that nothing new arrived in
+/// between (bounded rounds); returns the applied position.
+async fn apply_all_received(
+    s: &mut Session,
+    mut r: ReplicaStatus,
+    timeout: Duration,
+    start: Instant,
+    steps: &mut Vec<(&'static str, Mono)>,
+) -> Result<String, DbError> {
+    let f = s.flavour;
+    for _ in 0..3 {
+        if !r.gtid_io_pos.is_empty() {
+            let left = timeout.saturating_sub(start.elapsed());
+            let stmt = f.wait_applied(&r.gtid_io_pos, left);
+            let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
+            if !f.wait_succeeded(res) {
+                let now = read_replica(s).await?.unwrap_or(r.clone());
+                return Err(DbError::PromoteTimeout {
+                    waited: start.elapsed(),
+                    received: r.gtid_io_pos,
+                    applied: now.gtid_slave_pos,
+                });
+            }
+            steps.push(("relay log applied", Mono::now()));
+        }
+        exec(&mut s.conn, f.stop_sql_thread()).await?;
+        steps.push(("applier stopped", Mono::now()));
+        let now = read_replica(s).await?.unwrap_or(r.clone());
+        if now.caught_up {
+            return Ok(now.gtid_io_pos);
+        }
+        // Something was still on its way (the receiver had it before it ended, or its next
+        // connection brought it): apply that too.
+        exec(&mut s.conn, f.start_sql_thread()).await?;
+        r = now;
+    }
+    Err(DbError::Protocol(
+        "the old master is still sending: more kept arriving while the relay log was applied"
+            .into(),
+    ))
 }
 
 /// Semi-sync master on (before the first write can arrive), then `read_only` off: the last
@@ -762,27 +849,6 @@ async fn open_for_writes(s: &mut Session, mut d: Drained) -> Result<Promoted, Db
 async fn promote(s: &mut Session, timeout: Duration) -> Result<Promoted, DbError> {
     let drained = drain_replication(s, timeout).await?;
     open_for_writes(s, drained).await
-}
-
-/// Stops the receiving thread, first ending its connection so a receiver blocked on a dead
-/// master does not hold the stop up; a receiver that restarts meanwhile is ended again.
-async fn stop_receiving(s: &mut Session) -> Result<(), DbError> {
-    let f = s.flavour;
-    for _ in 0..3 {
-        let ids: Vec<u64> = s
-            .conn
-            .query(f.select_io_threads())
-            .await
-            .map_err(sql_err(f.select_io_threads()))?;
-        if ids.is_empty() {
-            break;
-        }
-        for id in ids {
-            // Gone already is fine: the point is that it is gone.
-            let _ = s.conn.query_drop(format!("KILL CONNECTION {id}")).await;
-        }
-    }
-    exec(&mut s.conn, f.stop_io_thread()).await
 }
 
 /// Ends every session that is not the agent's, replication's or the server's own.

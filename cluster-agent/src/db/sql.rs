@@ -42,16 +42,17 @@ impl Flavour {
         }
     }
 
-    pub fn stop_io_thread(self) -> &'static str {
+    /// Stops applying only. The receiving thread is left alone: stopping it waits for it,
+    /// and a receiver in the middle of reconnecting to a dead master ignores the stop for up
+    /// to `rpl_semi_sync_slave_kill_conn_timeout` (or STOP's own 2 s re-signal).
+    pub fn stop_sql_thread(self) -> &'static str {
         match self {
-            Flavour::MariaDb => "STOP SLAVE IO_THREAD",
-            Flavour::MySql => "STOP REPLICA IO_THREAD",
+            Flavour::MariaDb => "STOP SLAVE SQL_THREAD",
+            Flavour::MySql => "STOP REPLICA SQL_THREAD",
         }
     }
 
-    /// The connection ids of the threads receiving from the master. Ending them first lets the
-    /// stop return at once when the master vanished mid-read (MariaDB otherwise waits about 2 s
-    /// for a receiver blocked on a dead TLS connection).
+    /// The connection ids of the threads receiving from the master.
     pub fn select_io_threads(self) -> &'static str {
         match self {
             Flavour::MariaDb => {
@@ -63,10 +64,10 @@ impl Flavour {
         }
     }
 
-    pub fn start_io_thread(self) -> &'static str {
+    pub fn start_sql_thread(self) -> &'static str {
         match self {
-            Flavour::MariaDb => "START SLAVE IO_THREAD",
-            Flavour::MySql => "START REPLICA IO_THREAD",
+            Flavour::MariaDb => "START SLAVE SQL_THREAD",
+            Flavour::MySql => "START REPLICA SQL_THREAD",
         }
     }
 

@@ -840,13 +840,20 @@ impl Sim {
                 if !missing.is_empty() {
                     return Some(DbOutcome::Promoted(Err(format!("still lacks {missing}"))));
                 }
+                let held = s.logged();
                 for addr in recheck {
-                    if let Some(j) = self.index_of(addr)
-                        && self.linked(i, j)
-                        && self.nodes[j].server.accepts_work()
-                        && !self.nodes[j].server.read_only
-                    {
+                    let Some(j) = self.index_of(addr) else {
+                        continue;
+                    };
+                    if !self.linked(i, j) || !self.nodes[j].server.accepts_work() {
+                        continue;
+                    }
+                    if !self.nodes[j].server.read_only {
                         return Some(DbOutcome::Promoted(Err(format!("{addr} became writable"))));
+                    }
+                    let more = held.missing(&self.holdings(j).all());
+                    if !more.is_empty() {
+                        return Some(DbOutcome::Promoted(Err(format!("{addr} gained {more}"))));
                     }
                 }
                 self.open(i);

@@ -359,3 +359,52 @@ fn accounts_that_write_through_read_only_are_named() -> Result<()> {
         Ok(())
     })
 }
+
+/// The promotion does not wait for a receiving thread that is reconnecting to a dead master.
+/// node0's agent is frozen (so it cannot hand over) and its server killed: node1's receiver
+/// starts reconnecting, refused at once each time. Then node0 loses power, so the next
+/// attempt hangs on a host that no longer answers. Stopping such a receiver waits for the
+/// semi-sync kill connection's timeout or STOP's 2 s re-signal; node1 must open without it,
+/// and remove the replication configuration afterwards.
+#[test]
+fn a_receiver_reconnecting_to_a_dead_master_does_not_hold_up_the_promotion() -> Result<()> {
+    netns_test(|| {
+        let ranks = [Rank::from(10), Rank::from(100)];
+        let (mut c, writer, watch) = running(2, &ranks, "")?;
+        more_acks(&writer, 30)?;
+        c.agent_mut(0)?.freeze()?;
+        c.server_mut(0).kill();
+        wait_until(FAILOVER, "node1's receiver reconnecting", || {
+            Ok(c.server(1)
+                .slave_status()?
+                .get("Slave_IO_Running")
+                .map(String::as_str)
+                == Some("Connecting"))
+        })?;
+        c.power_cut(0)?;
+        c.wait_sole_master(1, FAILOVER)?;
+        let took = wait_for(FAILOVER, "node1's complete takeover record", || {
+            status(&c, 1)
+                .and_then(|s| s.last_takeover)
+                .filter(|t| t.complete)
+        })?;
+        eprintln!("node1's takeover: {took:?}");
+        let open = took
+            .after_ms("open")
+            .ok_or_else(|| anyhow::anyhow!("no open step in {took:?}"))?;
+        // Without the receiver in the way the whole promotion takes a few tens of
+        // milliseconds; stopping it would take a second or more.
+        ensure!(
+            open < 500.0,
+            "node1 opened {open:.1} ms after its transition: {took:?}"
+        );
+        wait_until(
+            FAILOVER,
+            "node1's replication configuration removed",
+            || Ok(c.server(1).slave_status()?.is_empty()),
+        )?;
+        more_acks(&writer, 20)?;
+        let (writes, timeline) = (writer.stop(), watch.stop());
+        check_invariants(&c, 1, &writes, &timeline)
+    })
+}

@@ -319,12 +319,43 @@ impl Db {
         (own, peers)
     }
 
-    /// The first of `peers` whose database is writable; peers that do not answer within
-    /// `limit` are passed over (they answered the prepare step read-only moments ago).
-    async fn writable_peer(&self, peers: &[Ipv4Addr], limit: Duration) -> Option<Ipv4Addr> {
-        self.writable_among(&self.peers, peers, limit)
+    /// The last look before opening: why not to open, if one of `peers` is writable again
+    /// or holds a transaction `held` lacks. Between the prepare step and now another node
+    /// that still believed itself master may have opened, taken writes and been fenced again;
+    /// its writes (and the replicas that acknowledged them) must not be left behind. Peers
+    /// that do not answer within `limit` are passed over: they answered the prepare step
+    /// moments ago or were accounted for then.
+    async fn recheck_peers(
+        &self,
+        peers: &[Ipv4Addr],
+        limit: Duration,
+        held: &Gtids,
+    ) -> Option<String> {
+        let asks = peers.iter().map(|&p| async move {
+            let state = self
+                .with_remote(
+                    &self.peers,
+                    IpAddr::V4(p),
+                    limit,
+                    "recheck peer",
+                    async |s| Ok((read_read_only(s).await?, read_holdings(s).await?)),
+                )
+                .await;
+            match state {
+                Ok((false, _)) => Some(format!("{p} became writable while this node prepared")),
+                Ok((true, h)) => {
+                    let more = held.missing(&h.all());
+                    (!more.is_empty()).then(|| {
+                        format!("{p} gained {more} while this node prepared: preparing again")
+                    })
+                }
+                Err(_) => None,
+            }
+        });
+        futures::future::join_all(asks)
             .await
             .into_iter()
+            .flatten()
             .next()
     }
 
@@ -409,13 +440,46 @@ impl Db {
         .await
     }
 
+    /// After the drain: what is applied must cover `target`, and no peer may be writable or
+    /// hold more. Returns the steps' instants.
+    async fn check_before_opening(
+        &self,
+        s: &mut Session,
+        target: &Gtids,
+        recheck: &[Ipv4Addr],
+        probe_timeout: Duration,
+    ) -> Result<Vec<(&'static str, Mono)>, DbError> {
+        let f = s.flavour;
+        let logged = read_logged(s).await?;
+        let applied = parse(
+            f,
+            &scalar(&mut s.conn, f.select_applied_pos())
+                .await?
+                .unwrap_or_default(),
+        )?;
+        let held = logged.union(&applied);
+        let missing = held.missing(target);
+        if !missing.is_empty() {
+            return Err(DbError::Protocol(format!(
+                "after applying everything received this node still lacks {missing}"
+            )));
+        }
+        let mut steps = vec![("coverage checked", Mono::now())];
+        if let Some(why) = self.recheck_peers(recheck, probe_timeout, &held).await {
+            return Err(DbError::Protocol(why));
+        }
+        steps.push(("peers rechecked", Mono::now()));
+        Ok(steps)
+    }
+
     /// Promotes as [`Db::promote`] does, but only if what is then applied covers `target`:
     /// the prepare step found that much on the reachable nodes, and opening with less would
     /// lose some of it.
     ///
     /// Just before it opens, the peers in `recheck` (those that answered the prepare step) are
-    /// asked again whether they are read-only: another node that won the election at the same
-    /// moment may have opened meanwhile, and two writers must not follow.
+    /// asked again whether they are read-only and hold nothing this node lacks: another node
+    /// that won the election at the same moment may have opened meanwhile. When it does not
+    /// open, a replica goes on replicating.
     pub async fn promote_covering(
         &self,
         target: &Gtids,
@@ -428,27 +492,18 @@ impl Db {
         let res = self
             .with_ops("promote", limit, async |s| {
                 let mut drained = super::drain_replication(s, timeout).await?;
-                let f = s.flavour;
-                let logged = read_logged(s).await?;
-                let applied = parse(
-                    f,
-                    &scalar(&mut s.conn, f.select_applied_pos())
-                        .await?
-                        .unwrap_or_default(),
-                )?;
-                let missing = logged.union(&applied).missing(&target);
-                if !missing.is_empty() {
-                    return Err(DbError::Protocol(format!(
-                        "after applying everything received this node still lacks {missing}"
-                    )));
+                let checked = self
+                    .check_before_opening(s, &target, recheck, probe_timeout)
+                    .await;
+                match checked {
+                    Ok(steps) => drained.steps.extend(steps),
+                    Err(e) => {
+                        if drained.was_replica {
+                            super::resume_replication(s).await;
+                        }
+                        return Err(e);
+                    }
                 }
-                drained.steps.push(("coverage checked", Mono::now()));
-                if let Some(peer) = self.writable_peer(recheck, probe_timeout).await {
-                    return Err(DbError::Protocol(format!(
-                        "{peer} became writable while this node prepared"
-                    )));
-                }
-                drained.steps.push(("peers rechecked", Mono::now()));
                 super::open_for_writes(s, drained).await
             })
             .await;
