@@ -330,6 +330,8 @@ struct DbSide {
     reached: Vec<Ipv4Addr>,
     /// The election's master, when it is not a database node (warned about once).
     stranger: Option<Ipv4Addr>,
+    /// Since when a peer has been seen writable while this node is the writer.
+    second_writer_since: Option<Mono>,
 }
 
 struct VipSide {
@@ -420,6 +422,7 @@ impl Coordinator {
                 took_over_live: false,
                 reached: Vec::new(),
                 stranger: None,
+                second_writer_since: None,
             }),
             vip: VipSide {
                 want_seen: false,
@@ -762,11 +765,27 @@ impl Coordinator {
 
     /// A writable peer while this node is the writer: a second writer (an agent that died
     /// while its node was cut off, an operator's hand). Fence it; never leave it be.
+    ///
+    /// Not at first sight: when a partition heals, both sides are MASTER until their adverts
+    /// meet, and the side that loses the election fences itself. Fencing the peer before the
+    /// election has had a master-down interval to settle would let a cut-off master fence the
+    /// rightful one, which then could not reopen past the cut-off master's extra transactions.
     fn on_peers_writable(&mut self, at: Mono, peers: Vec<Ipv4Addr>) {
+        let settle = self.machine.master_down();
         let Some(db) = self.db.as_mut() else { return };
-        if peers.is_empty() || db.role != Role::Writable || db.op.is_some() || at < db.op_done_at {
+        if peers.is_empty() || db.role != Role::Writable {
+            db.second_writer_since = None;
             return;
         }
+        if db.op.is_some() || at < db.op_done_at {
+            return;
+        }
+        let since = *db.second_writer_since.get_or_insert(at);
+        if at.saturating_since(since) < settle {
+            tracing::warn!(peers = ?peers, "another database is writable while this node is the master: fencing it unless the election settles it first");
+            return;
+        }
+        db.second_writer_since = None;
         tracing::error!(peers = ?peers, "another database is writable while this node is the master: fencing it");
         let op = DbOp::FencePeers { peers };
         db.op = Some(op.clone());
@@ -921,6 +940,7 @@ impl Coordinator {
             DbOutcome::Promoted(Ok(statements)) => {
                 tracing::info!("database open for writes, semi-sync master on");
                 db.role = Role::Writable;
+                db.second_writer_since = None;
                 if let Some(t) = self.takeover.as_mut() {
                     for (name, at) in statements {
                         t.step(format!("open: {name}"), at);

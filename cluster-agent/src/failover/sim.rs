@@ -267,6 +267,8 @@ enum Ev {
     ClientAck {
         node: usize,
         write: u64,
+        /// A server left writable by a partition sent it (a fence may land before it arrives).
+        leftover: bool,
     },
     SemiTimeout {
         node: usize,
@@ -1204,7 +1206,15 @@ impl Sim {
 
     fn client_ack(&mut self, node: usize, write: u64) {
         let d = self.net_delay();
-        self.after(d, Ev::ClientAck { node, write });
+        let leftover = self.nodes[node].server.partition_leftover;
+        self.after(
+            d,
+            Ev::ClientAck {
+                node,
+                write,
+                leftover,
+            },
+        );
     }
 
     fn crash_server(&mut self, i: usize) {
@@ -1553,10 +1563,15 @@ impl Sim {
                 }
             }
             Ev::ClientWrite => self.client_write(),
-            Ev::ClientAck { node, write } => {
+            Ev::ClientAck {
+                node,
+                write,
+                leftover,
+            } => {
                 if self.client_reaches(node) {
                     let exempt = self.excused_until.is_some_and(|t| t >= self.now)
                         || self.nodes.iter().any(|n| n.isolated)
+                        || leftover
                         || self.nodes[node].server.partition_leftover;
                     self.acked.insert(write, (node, self.now, exempt));
                 }

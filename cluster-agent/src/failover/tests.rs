@@ -538,6 +538,89 @@ fn an_external_fence_of_the_master_makes_it_prepare_again() {
     assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
 }
 
+/// A healed partition leaves two masters until their adverts meet: the writer does not fence
+/// a writable peer at first sight (the peer may be the rightful master), only when the
+/// election has had a master-down interval and the peer is still writable.
+#[test]
+fn a_writable_peer_is_fenced_only_once_the_election_had_time_to_settle() {
+    let mut t = T::new(A, 0, false, &[B]);
+    t.take();
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    t.advance(Duration::from_secs(4));
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings::default()),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Ok(PeerState {
+                holdings: Holdings::default(),
+                writable: false,
+            }),
+        }],
+    });
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
+    assert!(t.c.writable());
+    t.advance(ms(10));
+    t.input(Input::PeersWritable {
+        at: t.now,
+        peers: vec![B],
+    });
+    assert_eq!(t.pending_op(), None, "fenced the peer at first sight");
+    // The peer goes on writable, no better master heard: after the master-down interval the
+    // peer is fenced.
+    for _ in 0..3 {
+        t.advance(ms(1000));
+        t.input(Input::PeersWritable {
+            at: t.now,
+            peers: vec![B],
+        });
+    }
+    assert_eq!(t.pending_op(), Some(DbOp::FencePeers { peers: vec![B] }));
+    // A peer that fenced itself in between starts the wait again.
+    t.db_done(DbOutcome::PeersFenced(vec![(B, Ok(()))]));
+    t.advance(ms(10));
+    t.input(Input::PeersWritable {
+        at: t.now,
+        peers: vec![],
+    });
+    t.advance(ms(10));
+    t.input(Input::PeersWritable {
+        at: t.now,
+        peers: vec![B],
+    });
+    assert_eq!(t.pending_op(), None);
+}
+
+/// The other side of the same heal: the cut-off master hears the rightful master's better
+/// advert before its grace runs out and steps down, fencing itself rather than the peer.
+#[test]
+fn a_cut_off_master_steps_down_instead_of_fencing_the_rightful_one() {
+    let mut t = T::new(A, 100, false, &[B]);
+    t.take();
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    t.advance(Duration::from_secs(4));
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings::default()),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Ok(PeerState {
+                holdings: Holdings::default(),
+                writable: false,
+            }),
+        }],
+    });
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
+    assert!(t.c.writable());
+    t.advance(ms(10));
+    t.input(Input::PeersWritable {
+        at: t.now,
+        peers: vec![B],
+    });
+    t.advance(ms(40));
+    t.advert(B, 0);
+    assert_eq!(t.c.state(), State::Backup);
+    assert_eq!(t.pending_op(), Some(DbOp::Fence));
+}
+
 #[test]
 fn semi_sync_fallback_on_the_master_is_counted() {
     let mut t = T::new(A, 0, false, &[]);
