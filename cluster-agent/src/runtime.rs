@@ -350,8 +350,8 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
             }
         }
     });
-    // A second writer is looked for on its own task: a dead peer's timeouts must not hold up
-    // the samples above.
+    // The peers are looked at on their own task (a second writer, a history this node lacks):
+    // a dead peer's timeouts must not hold up the samples above.
     let (guard_db, guard_tx, peers) = (db_for_guard, obs_tx_guard, settings.nodes.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -359,13 +359,14 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
         loop {
             tick.tick().await;
             let at = Mono::now();
-            let writable = guard_db
-                .writable_peers(&peers, interval.max(PROBE_TIMEOUT))
+            let (seen, own) = guard_db
+                .look_at_peers(&peers, interval.max(PROBE_TIMEOUT))
                 .await;
             if guard_tx
-                .send(Input::PeersWritable {
+                .send(Input::PeersSeen {
                     at,
-                    peers: writable,
+                    peers: seen,
+                    own,
                 })
                 .is_err()
             {

@@ -141,6 +141,14 @@ pub struct PeerState {
     pub writable: bool,
 }
 
+/// A peer as the master's periodic look found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSeen {
+    pub addr: Ipv4Addr,
+    pub holdings: Holdings,
+    pub writable: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerReport {
     pub addr: Ipv4Addr,
@@ -244,10 +252,13 @@ pub enum Input {
     Switchover,
     Shutdown,
     Observed(Observation),
-    /// The peers whose databases were found writable by a look that began at `at`.
-    PeersWritable {
+    /// The master's look at its peers, begun at `at`: what each that answered holds and
+    /// whether it is writable, then what this node has logged (read after the peers, so a
+    /// replica can never seem to hold more than its master).
+    PeersSeen {
         at: Mono,
-        peers: Vec<Ipv4Addr>,
+        peers: Vec<PeerSeen>,
+        own: Option<Gtids>,
     },
     DbDone(DbOutcome),
     VipDone {
@@ -545,7 +556,7 @@ impl Coordinator {
                 self.stopping = true;
             }
             Input::Observed(obs) => self.on_observation(now, obs),
-            Input::PeersWritable { at, peers } => self.on_peers_writable(at, peers),
+            Input::PeersSeen { at, peers, own } => self.on_peers_seen(at, peers, own),
             Input::DbDone(outcome) => self.on_db_done(now, outcome),
             Input::VipDone { add, result } => self.on_vip_done(now, add, result),
         }
@@ -763,21 +774,50 @@ impl Coordinator {
         }
     }
 
-    /// A writable peer while this node is the writer: a second writer (an agent that died
-    /// while its node was cut off, an operator's hand). Fence it; never leave it be.
+    /// The master's look at its peers.
     ///
-    /// Not at first sight: when a partition heals, both sides are MASTER until their adverts
-    /// meet, and the side that loses the election fences itself. Fencing the peer before the
-    /// election has had a master-down interval to settle would let a cut-off master fence the
-    /// rightful one, which then could not reopen past the cut-off master's extra transactions.
-    fn on_peers_writable(&mut self, at: Mono, peers: Vec<Ipv4Addr>) {
+    /// A peer holding transactions this node lacks (a master cut off by a partition that
+    /// went on alone, a node written to by hand) may have acknowledged them: this node stops
+    /// taking writes at once and prepares again, as a new master would, so it opens again
+    /// only if it covers every reachable history (after catching up from a peer that is
+    /// simply ahead) and otherwise refuses, naming the diverged transactions for an operator.
+    ///
+    /// A writable peer (an agent that died while its node was cut off, an operator's hand) is
+    /// fenced, but not at first sight: when a partition heals both sides are MASTER until
+    /// their adverts meet, and the side that loses the election fences itself; fencing the
+    /// peer at once would let a cut-off master fence the rightful one.
+    fn on_peers_seen(&mut self, at: Mono, seen: Vec<PeerSeen>, own: Option<Gtids>) {
         let settle = self.machine.master_down();
         let Some(db) = self.db.as_mut() else { return };
-        if peers.is_empty() || db.role != Role::Writable {
+        if db.role != Role::Writable {
             db.second_writer_since = None;
             return;
         }
         if db.op.is_some() || at < db.op_done_at {
+            return;
+        }
+        if let Some(own) = &own {
+            for p in &seen {
+                let theirs = own.missing(&p.holdings.all());
+                if !theirs.is_empty() {
+                    tracing::error!(
+                        peer = %p.addr,
+                        gtids = %theirs,
+                        "a peer holds transactions this node lacks, which may have been acknowledged: no more writes here until every history is compared"
+                    );
+                    db.last_error = Some(format!(
+                        "{} holds {theirs} that this node lacks: writes stopped to compare histories",
+                        p.addr
+                    ));
+                    db.role = Role::Unknown;
+                    db.second_writer_since = None;
+                    return;
+                }
+            }
+        }
+        let peers: Vec<Ipv4Addr> = seen.iter().filter(|p| p.writable).map(|p| p.addr).collect();
+        if peers.is_empty() {
+            db.second_writer_since = None;
             return;
         }
         let since = *db.second_writer_since.get_or_insert(at);

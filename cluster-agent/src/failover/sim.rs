@@ -257,11 +257,12 @@ enum Ev {
         run: u64,
         obs: Observation,
     },
-    PeersWritable {
+    PeersSeen {
         node: usize,
         run: u64,
         at: Mono,
-        peers: Vec<Ipv4Addr>,
+        peers: Vec<PeerSeen>,
+        own: Option<Gtids>,
     },
     ClientWrite,
     ClientAck {
@@ -1380,25 +1381,29 @@ impl Sim {
             slow |= matches!(r, Err(Fault::Other(_) | Fault::Stalled(_)));
             (addr, r)
         });
-        // The master also looks at every peer for a second writer.
-        let writable: Vec<Ipv4Addr> = (0..self.nodes.len())
-            .filter(|&j| {
-                j != i
-                    && self.linked(i, j)
-                    && self.nodes[j].server.accepts_work()
-                    && !self.nodes[j].server.read_only
+        // The master also looks at every peer: a second writer, a history it lacks.
+        let seen: Vec<PeerSeen> = (0..self.nodes.len())
+            .filter(|&j| j != i && self.linked(i, j) && self.nodes[j].server.accepts_work())
+            .map(|j| PeerSeen {
+                addr: self.nodes[j].addr,
+                holdings: self.holdings(j),
+                writable: !self.nodes[j].server.read_only,
             })
-            .map(|j| self.nodes[j].addr)
             .collect();
+        let own = self.nodes[i]
+            .server
+            .accepts_work()
+            .then(|| self.nodes[i].server.logged());
         let at = self.now;
         let d = self.rng.duration(ms(0), ms(2));
         self.after(
             d,
-            Ev::PeersWritable {
+            Ev::PeersSeen {
                 node: i,
                 run,
                 at,
-                peers: writable,
+                peers: seen,
+                own,
             },
         );
         // A sample that timed out reports a second later; the next one follows its report.
@@ -1548,18 +1553,19 @@ impl Sim {
                     self.input(node, Input::Observed(obs));
                 }
             }
-            Ev::PeersWritable {
+            Ev::PeersSeen {
                 node,
                 run,
                 at,
                 peers,
+                own,
             } => {
                 if self.nodes[node]
                     .agent
                     .as_ref()
                     .is_some_and(|a| a.run == run)
                 {
-                    self.input(node, Input::PeersWritable { at, peers });
+                    self.input(node, Input::PeersSeen { at, peers, own });
                 }
             }
             Ev::ClientWrite => self.client_write(),

@@ -538,6 +538,85 @@ fn an_external_fence_of_the_master_makes_it_prepare_again() {
     assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
 }
 
+/// The master's look at its peers: (address, writable, logged) each, then its own log.
+fn peers_seen(at: Mono, peers: &[(Ipv4Addr, bool, &str)], own: &str) -> Input {
+    Input::PeersSeen {
+        at,
+        peers: peers
+            .iter()
+            .map(|&(addr, writable, logged)| PeerSeen {
+                addr,
+                holdings: Holdings {
+                    logged: g(logged),
+                    received: Gtids::default(),
+                },
+                writable,
+            })
+            .collect(),
+        own: Some(g(own)),
+    }
+}
+
+/// A writer that finds a peer holding transactions it lacks (a cut-off master that went on
+/// alone, seen after the partition healed) stops taking writes and prepares again: it
+/// refuses as diverged when each side holds what the other lacks, and never fences the peer
+/// on the way.
+#[test]
+fn a_writer_that_finds_a_history_it_lacks_stops_and_compares() {
+    let mut t = T::new(A, 0, false, &[B]);
+    t.take();
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    t.advance(Duration::from_secs(4));
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings::default()),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Ok(PeerState {
+                holdings: Holdings::default(),
+                writable: false,
+            }),
+        }],
+    });
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
+    assert!(t.c.writable());
+    t.advance(ms(10));
+    // A replica that holds a part of what we logged changes nothing.
+    t.input(peers_seen(t.now, &[(B, false, "0-1-5")], "0-1-9"));
+    assert!(t.c.writable());
+    assert_eq!(t.pending_op(), None);
+    // B holds 0-2-1..3, which we lack.
+    t.advance(ms(100));
+    t.input(peers_seen(t.now, &[(B, true, "0-1-5,0-2-3")], "0-1-9"));
+    assert!(!t.c.writable());
+    assert_eq!(t.pending_op(), Some(DbOp::Fence));
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings {
+            logged: g("0-1-9"),
+            received: Gtids::default(),
+        }),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Ok(PeerState {
+                holdings: Holdings {
+                    logged: g("0-1-5,0-2-3"),
+                    received: Gtids::default(),
+                },
+                writable: false,
+            }),
+        }],
+    });
+    assert!(!t.c.writable());
+    let view = t.c.db_view().unwrap();
+    assert!(
+        view.refused
+            .as_deref()
+            .is_some_and(|r| r.starts_with("diverged")),
+        "{view:?}"
+    );
+}
+
 /// A healed partition leaves two masters until their adverts meet: the writer does not fence
 /// a writable peer at first sight (the peer may be the rightful master), only when the
 /// election has had a master-down interval and the peer is still writable.
@@ -560,33 +639,21 @@ fn a_writable_peer_is_fenced_only_once_the_election_had_time_to_settle() {
     t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
     assert!(t.c.writable());
     t.advance(ms(10));
-    t.input(Input::PeersWritable {
-        at: t.now,
-        peers: vec![B],
-    });
+    t.input(peers_seen(t.now, &[(B, true, "")], ""));
     assert_eq!(t.pending_op(), None, "fenced the peer at first sight");
     // The peer goes on writable, no better master heard: after the master-down interval the
     // peer is fenced.
     for _ in 0..3 {
         t.advance(ms(1000));
-        t.input(Input::PeersWritable {
-            at: t.now,
-            peers: vec![B],
-        });
+        t.input(peers_seen(t.now, &[(B, true, "")], ""));
     }
     assert_eq!(t.pending_op(), Some(DbOp::FencePeers { peers: vec![B] }));
     // A peer that fenced itself in between starts the wait again.
     t.db_done(DbOutcome::PeersFenced(vec![(B, Ok(()))]));
     t.advance(ms(10));
-    t.input(Input::PeersWritable {
-        at: t.now,
-        peers: vec![],
-    });
+    t.input(peers_seen(t.now, &[(B, false, "")], ""));
     t.advance(ms(10));
-    t.input(Input::PeersWritable {
-        at: t.now,
-        peers: vec![B],
-    });
+    t.input(peers_seen(t.now, &[(B, true, "")], ""));
     assert_eq!(t.pending_op(), None);
 }
 
@@ -611,10 +678,7 @@ fn a_cut_off_master_steps_down_instead_of_fencing_the_rightful_one() {
     t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
     assert!(t.c.writable());
     t.advance(ms(10));
-    t.input(Input::PeersWritable {
-        at: t.now,
-        peers: vec![B],
-    });
+    t.input(peers_seen(t.now, &[(B, true, "")], ""));
     t.advance(ms(40));
     t.advert(B, 0);
     assert_eq!(t.c.state(), State::Backup);

@@ -249,10 +249,12 @@ fn database_down_on_the_master_hands_over() -> Result<()> {
 
 /// Test 4. The master is cut off (its switch port detached) while an application on the
 /// same node keeps writing to it; the backup takes over and takes writes through the VIP. On
-/// return the old master holds transactions the new master lacks: it is refused, reports the
-/// GTIDs, stays fenced and demoted, and never becomes master.
+/// return each side holds acknowledged writes the other lacks: each stops taking writes when
+/// it sees the other's history, and the one the election keeps as MASTER refuses as
+/// diverged, naming both sides. Nobody writes until an operator keeps one history (here
+/// node1's: node0 is rebuilt from it, as the README tells), then node1 opens again.
 #[test]
-fn errant_transactions_keep_a_returning_master_fenced() -> Result<()> {
+fn diverged_histories_after_a_partition_stop_every_writer() -> Result<()> {
     netns_test(|| {
         // node1 is the preferred node but starts second, without preemption: node0 is master
         // first, and on return it defers to node1.
@@ -285,54 +287,67 @@ fn errant_transactions_keep_a_returning_master_fenced() -> Result<()> {
         vip.insert_all(6..=10)?;
 
         c.rig.heal(0)?;
-        let (st, took) = wait_timed(FAILOVER, "node0 reports errant transactions", || {
-            c.status(0)
-                .ok()
-                .filter(|s| s.database.as_ref().is_some_and(|d| !d.errant.is_empty()))
+        // Both sides refuse and advertise the demoted skew, so which one stays MASTER is
+        // the election's tie-break; either way it refuses as diverged.
+        let ((m, st), took) = wait_timed(FAILOVER, "the master refuses as diverged", || {
+            (0..2).find_map(|i| {
+                c.status(i)
+                    .ok()
+                    .filter(|s| {
+                        s.is_master()
+                            && s.database
+                                .as_ref()
+                                .and_then(|d| d.refused.as_deref())
+                                .is_some_and(|r| r.starts_with("diverged"))
+                    })
+                    .map(|s| (i, s))
+            })
         })?;
-        eprintln!("node0 refused to rejoin {took:?} after the heal: {st:?}");
-        let db = st.database.clone().unwrap();
+        eprintln!("node{m} refused {took:?} after the heal: {st:?}");
         // node0 is server 1; as master it logged rows 1-5 as 0-1-1..5, then the two cut-off
         // writes as 0-1-6 and 0-1-7.
-        assert_eq!(db.errant, vec!["0-1-6..7".to_string()], "{st:?}");
-        assert_eq!(db.role, "fenced", "{st:?}");
-        wait_until(
-            FAILOVER,
-            "node0 is demoted and node1 the sole master",
-            || c.status(0).is_ok_and(|s| !s.is_master() && s.demoted) && c.is_sole_master(1),
-        )?;
-        let log = c.agent_log(0)?;
+        let refused = st
+            .database
+            .as_ref()
+            .and_then(|d| d.refused.clone())
+            .unwrap();
+        assert!(
+            refused.contains("0-1-6..7") && refused.contains("0-2-"),
+            "the refusal does not name both sides: {refused}"
+        );
+        let log = c.agent_log(m)?;
         assert!(
             log.lines()
-                .any(|l| l.contains("errant") && l.contains("0-1-6..7")),
-            "the agent's log does not name the errant GTIDs"
+                .any(|l| l.contains("diverged") && l.contains("0-1-6..7")),
+            "the agent's log does not name the diverged GTIDs"
         );
-        // It stays that way: fenced, not replicating, its rows untouched, never master.
+        // It stays that way: nobody writable, both histories untouched.
         hold_for(
             Duration::from_secs(3),
-            "node0 stays fenced and demoted, node1 the sole master",
+            "both databases stay read-only, the backup fenced",
             || {
-                c.status(0).is_ok_and(|s| {
-                    !s.is_master()
-                        && s.demoted
-                        && s.db_role() == "fenced"
-                        && !s.database.as_ref().unwrap().errant.is_empty()
-                }) && c.is_sole_master(1)
+                c.status(1 - m)
+                    .is_ok_and(|s| !s.is_master() && s.db_role() == "fenced")
+                    && (0..2).all(|i| {
+                        c.server(i)
+                            .scalar("SELECT @@read_only")
+                            .is_ok_and(|v| v.as_deref() == Some("1"))
+                    })
             },
         )?;
-        assert_eq!(
-            c.server(0).scalar("SELECT @@read_only")?.as_deref(),
-            Some("1")
-        );
-        let slave = c.server(0).slave_status()?;
-        assert!(
-            slave.get("Slave_SQL_Running").map(String::as_str) != Some("Yes"),
-            "node0 replicates despite its errant transactions: {slave:#?}"
-        );
         let mut want0 = range(1, 5);
         want0.extend([100, 101]);
         assert_eq!(c.ids(0)?, want0);
         assert_eq!(c.ids(1)?, range(1, 10));
+
+        // The operator keeps node1's history: node0 is rebuilt from it.
+        c.stop_daemon(0, Duration::from_secs(15))?;
+        c.rebuild_from(0, 1)?;
+        c.start_daemon(0, SKEW[1])?;
+        c.wait_sole_master(1, FAILOVER)?;
+        c.wait_replica_of(0, 1, REPLICATE)?;
+        vip.insert_all(11..=12)?;
+        wait_ids(&c, 0, &range(1, 12))?;
         Ok(())
     })
 }

@@ -20,7 +20,7 @@ use crate::carp::time::Mono;
 use crate::db::gtid::{GtidParseError, Gtids};
 use crate::db::sql::Flavour;
 use crate::failover::{
-    Fault, Holdings, LocalDb, MasterDb, PeerReport, PeerState, Probe, Replica, SemiSync,
+    Fault, Holdings, LocalDb, MasterDb, PeerReport, PeerSeen, PeerState, Probe, Replica, SemiSync,
 };
 
 /// Sessions to other servers, one per address, each used by one caller at a time.
@@ -359,31 +359,46 @@ impl Db {
             .next()
     }
 
-    /// Every one of `peers` whose database answers, within `limit`, that it is writable. For
-    /// the master's look for a second writer.
-    pub async fn writable_peers(&self, peers: &[Ipv4Addr], limit: Duration) -> Vec<Ipv4Addr> {
-        self.writable_among(&self.guard, peers, limit).await
-    }
-
-    async fn writable_among(
+    /// The master's look at its peers: what each that answers within `limit` holds and
+    /// whether it is writable; then what this node has logged, read after them, so that a
+    /// replica of ours can never seem to hold more than we do.
+    pub async fn look_at_peers(
         &self,
-        remote: &Remote,
         peers: &[Ipv4Addr],
         limit: Duration,
-    ) -> Vec<Ipv4Addr> {
+    ) -> (Vec<PeerSeen>, Option<Gtids>) {
         let asks = peers.iter().map(|&p| async move {
-            let ro = self
-                .with_remote(remote, IpAddr::V4(p), limit, "peer read_only", async |s| {
-                    read_read_only(s).await
-                })
-                .await;
-            matches!(ro, Ok(false)).then_some(p)
+            self.with_remote(
+                &self.guard,
+                IpAddr::V4(p),
+                limit,
+                "look at peer",
+                async |s| {
+                    Ok(PeerSeen {
+                        addr: p,
+                        writable: !read_read_only(s).await?,
+                        holdings: read_holdings(s).await?,
+                    })
+                },
+            )
+            .await
+            .ok()
         });
-        futures::future::join_all(asks)
+        let seen: Vec<PeerSeen> = futures::future::join_all(asks)
             .await
             .into_iter()
             .flatten()
-            .collect()
+            .collect();
+        let mut g = self.probe.lock().await;
+        let own = async {
+            let s = self.session(&mut g).await?;
+            bounded("own position", limit, read_logged(s)).await
+        }
+        .await;
+        if own.is_err() {
+            *g = None;
+        }
+        (seen, own.ok())
     }
 
     /// Fences each of `peers` (client sessions ended, `read_only` on).
