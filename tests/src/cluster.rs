@@ -7,6 +7,7 @@
 //! The integration tests, the demo and the benches build their clusters here, so that "node0
 //! is the master, the others replicate from it" means the same thing everywhere.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -562,6 +563,12 @@ impl Cluster {
             self.daemons[i].is_none(),
             "stop node{i}'s daemon before rebuilding its database"
         );
+        // Everything the source logged before the dump; the dump's position adds what came
+        // after. Without it the rebuilt node's log would seem to lack every transaction the
+        // dump brought, and a node catching up from it could never get them.
+        let state_before = self.servers[master]
+            .scalar("SELECT @@gtid_binlog_state")?
+            .unwrap_or_default();
         let dump_bin = ["/usr/bin/mariadb-dump", "/usr/bin/mysqldump"]
             .iter()
             .map(std::path::PathBuf::from)
@@ -598,6 +605,7 @@ impl Cluster {
                 Some(rest.split('\'').next()?.to_string())
             })
             .context("the dump names no GTID position")?;
+        let state = binlog_state_at(&state_before, &pos)?;
         let sql = format!(
             "SET SESSION sql_log_bin = 0;\n\
              STOP SLAVE;\n\
@@ -606,6 +614,7 @@ impl Cluster {
              DROP DATABASE IF EXISTS t;\n\
              RESET MASTER;\n\
              {dump}\n\
+             SET GLOBAL gtid_binlog_state = '{state}';\n\
              SET GLOBAL gtid_slave_pos = '{pos}';\n"
         );
         self.servers[i].sql(&sql)?;
@@ -637,5 +646,57 @@ impl Cluster {
                     .with_context(|| format!("id {l:?} on node{i}"))
             })
             .collect()
+    }
+}
+
+/// A MariaDB binary log state (`domain-server-seq` per domain and server) as of a dump: the
+/// state read before it, with the dump's position (the last GTID of each domain) added, and
+/// each domain's position last, as MariaDB takes the last entry of a domain for its position.
+fn binlog_state_at(before: &str, pos: &str) -> Result<String> {
+    let parse = |s: &str| -> Result<Vec<(u32, u32, u64)>> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(|g| {
+                let mut it = g.split('-');
+                let mut next = || it.next().with_context(|| format!("bad GTID {g:?}"));
+                Ok((next()?.parse()?, next()?.parse()?, next()?.parse()?))
+            })
+            .collect()
+    };
+    let last = parse(pos)?;
+    let mut state: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    for (d, srv, n) in parse(before)?.into_iter().chain(last.iter().copied()) {
+        let e = state.entry((d, srv)).or_insert(n);
+        *e = (*e).max(n);
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (&(d, srv), &n) in &state {
+        if !last.iter().any(|l| l.0 == d && l.1 == srv) {
+            out.push(format!("{d}-{srv}-{n}"));
+        }
+    }
+    for (d, srv, _) in &last {
+        out.push(format!("{d}-{srv}-{}", state[&(*d, *srv)]));
+    }
+    Ok(out.join(","))
+}
+
+#[cfg(test)]
+mod binlog_state_tests {
+    use super::binlog_state_at;
+
+    #[test]
+    fn the_dump_position_is_added_and_last_in_its_domain() {
+        assert_eq!(
+            binlog_state_at("0-1-16541,0-3-17145,0-2-17000", "0-2-17200").unwrap(),
+            "0-1-16541,0-3-17145,0-2-17200"
+        );
+        assert_eq!(binlog_state_at("", "0-1-5").unwrap(), "0-1-5");
+        assert_eq!(
+            binlog_state_at("0-1-9,1-2-3", "0-1-9,1-2-4").unwrap(),
+            "0-1-9,1-2-4"
+        );
+        assert!(binlog_state_at("0-x-1", "0-1-1").is_err());
     }
 }

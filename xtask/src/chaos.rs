@@ -6,8 +6,8 @@
 //! graceful stops and switchovers.
 //!
 //! After every fault it waits for the cluster to heal (one master, the others its replicas;
-//! a node the agents refuse as errant is rebuilt from the master, as the README tells an
-//! operator to) and checks that every write the database acknowledged is on the master (I1).
+//! when histories diverged, the one holding the acknowledged writes is kept and the other
+//! nodes are rebuilt from it, as the README tells an operator to) and checks that every write the database acknowledged is on the master (I1).
 //! Throughout, every server's `read_only` is sampled every few milliseconds: two writable at
 //! once outside a partition is a failure (I2). During a flood of forged adverts nothing may
 //! change state (I3). The run fails on any of these, or if the cluster does not heal, and
@@ -402,10 +402,10 @@ impl Chaos {
     }
 
     /// Waits until one node is the sole master and every other its replica, repairing what
-    /// the agents leave to an operator on the way: a node refused as errant is rebuilt from
-    /// the master; when the master refuses because histories diverged (a partition with
-    /// writes on both sides), the history holding the acknowledged writes is kept and the
-    /// nodes with transactions it lacks are rebuilt from it. Returns the master.
+    /// the agents leave to an operator on the way: when histories diverged (a partition with
+    /// writes on both sides: the master refuses, or a node is refused as errant), the history
+    /// holding the acknowledged writes is kept and the nodes with rows it lacks are rebuilt
+    /// from it. Returns the master.
     fn heal(&mut self, acked: &[i64], report: &mut Report) -> Result<usize> {
         let start = Instant::now();
         let n = self.nodes();
@@ -463,23 +463,35 @@ impl Chaos {
                         .max(start.elapsed().as_secs_f64() * 1000.0);
                     return Ok(m);
                 }
+                // The master stops at its next look at the errant node; an operator keeps the
+                // history with the acknowledged writes either way.
                 Repair::Errant(m, errant) => {
-                    for i in errant {
-                        say(format_args!(
-                            "chaos: node{i} is refused as errant (a partition's leftovers): rebuilding it from node{m}, as an operator would"
-                        ));
-                        self.rebuild(i, m, report)?;
+                    if !self.keep_acknowledged_history(acked, report)? {
+                        // The errant transactions hold no row: nothing acknowledged is there.
+                        for i in errant {
+                            say(format_args!(
+                                "chaos: node{i} is refused as errant without a row of its own: rebuilding it from node{m}, as an operator would"
+                            ));
+                            self.rebuild(i, m, report)?;
+                        }
                     }
                 }
-                Repair::Diverged => self.keep_acknowledged_history(acked, report)?,
+                Repair::Diverged => {
+                    if !self.keep_acknowledged_history(acked, report)? {
+                        bail!(
+                            "the master refuses as diverged, but no node holds a row another lacks"
+                        );
+                    }
+                }
             }
         }
         bail!("the cluster did not heal after rebuilding its errant nodes")
     }
 
     /// What an operator does when histories diverged: keep the node holding the most
-    /// acknowledged writes, rebuild every node holding a row it lacks.
-    fn keep_acknowledged_history(&mut self, acked: &[i64], report: &mut Report) -> Result<()> {
+    /// acknowledged writes, rebuild every node holding a row it lacks. False if no node holds
+    /// a row the keeper lacks.
+    fn keep_acknowledged_history(&mut self, acked: &[i64], report: &mut Report) -> Result<bool> {
         let n = self.nodes();
         let ids: Vec<Vec<i64>> = (0..n).map(|i| self.c.ids(i)).collect::<Result<_>>()?;
         let holds = |i: usize| {
@@ -498,7 +510,7 @@ impl Chaos {
             })
             .collect();
         if others.is_empty() {
-            bail!("the master refuses as diverged, but no node holds a row node{keeper} lacks");
+            return Ok(false);
         }
         for i in others {
             say(format_args!(
@@ -508,7 +520,7 @@ impl Chaos {
             ));
             self.rebuild(i, keeper, report)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn rebuild(&mut self, i: usize, from: usize, report: &mut Report) -> Result<()> {
