@@ -500,30 +500,7 @@ fn a_master_that_cannot_add_the_vip_hands_over() {
 
 #[test]
 fn an_external_fence_of_the_master_makes_it_prepare_again() {
-    let mut t = T::new(A, 0, false, &[B, C]);
-    t.take();
-    t.db_done(DbOutcome::Fenced(Ok(())));
-    t.advance(Duration::from_secs(4));
-    let ok = |h: Holdings| PeerState {
-        holdings: h,
-        writable: false,
-    };
-    t.db_done(DbOutcome::Prepared {
-        own: Ok(Holdings::default()),
-        peers: vec![
-            PeerReport {
-                addr: B,
-                result: Ok(ok(Holdings::default())),
-            },
-            PeerReport {
-                addr: C,
-                result: Ok(ok(Holdings::default())),
-            },
-        ],
-    });
-    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
-    assert!(t.c.writable());
-    t.advance(ms(10));
+    let mut t = writable_master(0, &[B, C]);
     let mut local = LocalDb {
         read_only: true,
         ..LocalDb::default()
@@ -536,6 +513,31 @@ fn an_external_fence_of_the_master_makes_it_prepare_again() {
     }));
     assert!(!t.c.writable());
     assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
+}
+
+/// Node A, elected with `skew` and open for writes after a clean prepare with `peers`.
+fn writable_master(skew: u8, peers: &[Ipv4Addr]) -> T {
+    let mut t = T::new(A, skew, false, peers);
+    t.take();
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    t.advance(Duration::from_secs(4));
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings::default()),
+        peers: peers
+            .iter()
+            .map(|&addr| PeerReport {
+                addr,
+                result: Ok(PeerState {
+                    holdings: Holdings::default(),
+                    writable: false,
+                }),
+            })
+            .collect(),
+    });
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
+    assert!(t.c.writable());
+    t.advance(ms(10));
+    t
 }
 
 /// The master's look at its peers: (address, writable, logged) each, then its own log.
@@ -563,23 +565,7 @@ fn peers_seen(at: Mono, peers: &[(Ipv4Addr, bool, &str)], own: &str) -> Input {
 /// on the way.
 #[test]
 fn a_writer_that_finds_a_history_it_lacks_stops_and_compares() {
-    let mut t = T::new(A, 0, false, &[B]);
-    t.take();
-    t.db_done(DbOutcome::Fenced(Ok(())));
-    t.advance(Duration::from_secs(4));
-    t.db_done(DbOutcome::Prepared {
-        own: Ok(Holdings::default()),
-        peers: vec![PeerReport {
-            addr: B,
-            result: Ok(PeerState {
-                holdings: Holdings::default(),
-                writable: false,
-            }),
-        }],
-    });
-    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
-    assert!(t.c.writable());
-    t.advance(ms(10));
+    let mut t = writable_master(0, &[B]);
     // A replica that holds a part of what we logged changes nothing.
     t.input(peers_seen(t.now, &[(B, false, "0-1-5")], "0-1-9"));
     assert!(t.c.writable());
@@ -622,23 +608,7 @@ fn a_writer_that_finds_a_history_it_lacks_stops_and_compares() {
 /// election has had a master-down interval and the peer is still writable.
 #[test]
 fn a_writable_peer_is_fenced_only_once_the_election_had_time_to_settle() {
-    let mut t = T::new(A, 0, false, &[B]);
-    t.take();
-    t.db_done(DbOutcome::Fenced(Ok(())));
-    t.advance(Duration::from_secs(4));
-    t.db_done(DbOutcome::Prepared {
-        own: Ok(Holdings::default()),
-        peers: vec![PeerReport {
-            addr: B,
-            result: Ok(PeerState {
-                holdings: Holdings::default(),
-                writable: false,
-            }),
-        }],
-    });
-    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
-    assert!(t.c.writable());
-    t.advance(ms(10));
+    let mut t = writable_master(0, &[B]);
     t.input(peers_seen(t.now, &[(B, true, "")], ""));
     assert_eq!(t.pending_op(), None, "fenced the peer at first sight");
     // The peer goes on writable, no better master heard: after the master-down interval the
@@ -661,23 +631,7 @@ fn a_writable_peer_is_fenced_only_once_the_election_had_time_to_settle() {
 /// advert before its grace runs out and steps down, fencing itself rather than the peer.
 #[test]
 fn a_cut_off_master_steps_down_instead_of_fencing_the_rightful_one() {
-    let mut t = T::new(A, 100, false, &[B]);
-    t.take();
-    t.db_done(DbOutcome::Fenced(Ok(())));
-    t.advance(Duration::from_secs(4));
-    t.db_done(DbOutcome::Prepared {
-        own: Ok(Holdings::default()),
-        peers: vec![PeerReport {
-            addr: B,
-            result: Ok(PeerState {
-                holdings: Holdings::default(),
-                writable: false,
-            }),
-        }],
-    });
-    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
-    assert!(t.c.writable());
-    t.advance(ms(10));
+    let mut t = writable_master(100, &[B]);
     t.input(peers_seen(t.now, &[(B, true, "")], ""));
     t.advance(ms(40));
     t.advert(B, 0);
