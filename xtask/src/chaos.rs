@@ -56,6 +56,8 @@ const HEAL: Duration = Duration::from_secs(90);
 const INSERT_LIMIT: Duration = Duration::from_secs(2);
 /// Pause between two inserts, and between two looks at a server's `read_only`.
 const GAP: Duration = Duration::from_millis(5);
+/// Longer than the agents' retry of a refused promotion (every second).
+const REFUSAL_RETRY: Duration = Duration::from_secs(3);
 /// `db bootstrap`'s semi-sync timeout.
 const SEMI_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -409,17 +411,24 @@ impl Chaos {
     fn heal(&mut self, acked: &[i64], report: &mut Report) -> Result<usize> {
         let start = Instant::now();
         let n = self.nodes();
-        // Bounded by HEAL and by the repairs (at most one round per node per heal).
-        for _ in 0..n + 2 {
+        // A refusal seen right after a repair may predate it: the master says so until its
+        // next attempt, about a second later.
+        let mut quiet_until: Option<Instant> = None;
+        let mut fruitless = 0;
+        // Bounded by HEAL and by the repairs (at most one round per node per heal, and a few
+        // that found nothing to repair).
+        for _ in 0..n + 4 {
             let found = tests::wait::wait_for(HEAL, "the cluster heals", || {
-                let diverged = (0..n).any(|i| {
-                    self.c.status(i).ok().is_some_and(|s| {
-                        s.is_master()
-                            && s.database
-                                .and_then(|d| d.refused)
-                                .is_some_and(|r| r.starts_with("diverged"))
-                    })
-                });
+                let settled = quiet_until.is_none_or(|t| Instant::now() >= t);
+                let diverged = settled
+                    && (0..n).any(|i| {
+                        self.c.status(i).ok().is_some_and(|s| {
+                            s.is_master()
+                                && s.database
+                                    .and_then(|d| d.refused)
+                                    .is_some_and(|r| r.starts_with("diverged"))
+                        })
+                    });
                 if diverged {
                     return Ok(Some(Repair::Diverged));
                 }
@@ -466,6 +475,7 @@ impl Chaos {
                 // The master stops at its next look at the errant node; an operator keeps the
                 // history with the acknowledged writes either way.
                 Repair::Errant(m, errant) => {
+                    quiet_until = Some(Instant::now() + REFUSAL_RETRY);
                     if !self.keep_acknowledged_history(acked, report)? {
                         // The errant transactions hold no row: nothing acknowledged is there.
                         for i in errant {
@@ -477,10 +487,14 @@ impl Chaos {
                     }
                 }
                 Repair::Diverged => {
+                    quiet_until = Some(Instant::now() + REFUSAL_RETRY);
                     if !self.keep_acknowledged_history(acked, report)? {
-                        bail!(
-                            "the master refuses as diverged, but no node holds a row another lacks"
-                        );
+                        fruitless += 1;
+                        if fruitless > 2 {
+                            bail!(
+                                "the master refuses as diverged, but no node holds a row another lacks"
+                            );
+                        }
                     }
                 }
             }
