@@ -157,6 +157,8 @@ struct Report {
     read_only_samples: Vec<usize>,
     flood_state_changes: u64,
     rebuilds: u64,
+    /// Rows of a discarded history re-applied on the kept one before the rebuild.
+    rows_reapplied: usize,
     heal_ms_max: f64,
     failures: Vec<String>,
 }
@@ -222,7 +224,7 @@ fn print_report(r: &Report) {
          ({:.0} ms excused during partitions); {} VIP address changes, {} stretches with two VIP holders \
          outside partitions ({:.1} ms, longest {:.1} ms{}) and {} while an agent was killed or frozen \
          (longest {:.0} ms); {} state changes during junk floods; \
-         {} errant nodes rebuilt; slowest heal {:.0} ms; read_only samples {:?}",
+         {} nodes rebuilt after diverged histories ({} rows re-applied); slowest heal {:.0} ms;          read_only samples {:?}",
         r.seed,
         r.faults_total,
         r.faults,
@@ -250,6 +252,7 @@ fn print_report(r: &Report) {
         r.vip_two_holders_agent_down_max_ms,
         r.flood_state_changes,
         r.rebuilds,
+        r.rows_reapplied,
         r.heal_ms_max,
         r.read_only_samples,
     ));
@@ -503,8 +506,10 @@ impl Chaos {
     }
 
     /// What an operator does when histories diverged: keep the node holding the most
-    /// acknowledged writes, rebuild every node holding a row it lacks. False if no node holds
-    /// a row the keeper lacks.
+    /// acknowledged writes, re-apply there every row only another node holds (the other side
+    /// may have acknowledged it too: a cut-off master's commits complete once its semi-sync
+    /// timeout passes), then rebuild those nodes from it. False if no node holds a row the
+    /// keeper lacks.
     fn keep_acknowledged_history(&mut self, acked: &[i64], report: &mut Report) -> Result<bool> {
         let n = self.nodes();
         let ids: Vec<Vec<i64>> = (0..n).map(|i| self.c.ids(i)).collect::<Result<_>>()?;
@@ -526,12 +531,25 @@ impl Chaos {
         if others.is_empty() {
             return Ok(false);
         }
+        let mut extra: Vec<i64> = others
+            .iter()
+            .flat_map(|&i| ids[i].iter().copied())
+            .filter(|id| ids[keeper].binary_search(id).is_err())
+            .collect();
+        extra.sort_unstable();
+        extra.dedup();
+        say(format_args!(
+            "chaos: histories diverged (a partition with writes on both sides): keeping node{keeper}'s, which holds {} of the {} acknowledged writes so far, re-applying there the {} rows only nodes {others:?} hold, and rebuilding those from it, as an operator would",
+            holds(keeper),
+            acked.len(),
+            extra.len()
+        ));
+        let values: Vec<String> = extra.iter().map(|id| format!("({id}, 'merged')")).collect();
+        self.c
+            .server(keeper)
+            .sql(&format!("INSERT INTO t.rows VALUES {};", values.join(", ")))?;
+        report.rows_reapplied += extra.len();
         for i in others {
-            say(format_args!(
-                "chaos: histories diverged (a partition with writes on both sides): keeping node{keeper}'s, which holds {} of the {} acknowledged writes, and rebuilding node{i} from it, as an operator would",
-                holds(keeper),
-                acked.len()
-            ));
             self.rebuild(i, keeper, report)?;
         }
         Ok(true)
