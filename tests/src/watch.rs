@@ -484,19 +484,31 @@ impl Timeline {
                 spans.push((t, t, node));
             }
         }
-        let mut edges: Vec<u64> = spans.iter().flat_map(|s| [s.0, s.1]).collect();
-        edges.sort_unstable();
-        edges.dedup();
+        // A sweep over the spans' ends (and the excused ranges' ends, so that an interval is
+        // either wholly excused or not): linear after the sort, for hours of samples.
+        let mut events: Vec<(u64, i32, usize)> = spans
+            .iter()
+            .filter(|s| s.0 < s.1)
+            .flat_map(|s| [(s.0, 1, s.2), (s.1, -1, s.2)])
+            .chain(excused.iter().flat_map(|&(x, y)| [(x, 0, 0), (y, 0, 0)]))
+            .collect();
+        // At one instant, ends before starts: [a, b) and [b, c) do not overlap.
+        events.sort_unstable();
+        let mut active = vec![0i32; self.0.len()];
         let mut out: Vec<TwoWriters> = Vec::new();
-        for w in edges.windows(2) {
-            let (a, b) = (w[0], w[1]);
-            let mut nodes: Vec<usize> = spans
-                .iter()
-                .filter(|s| s.0 <= a && s.1 >= b && s.0 < s.1)
-                .map(|s| s.2)
-                .collect();
-            nodes.sort_unstable();
-            nodes.dedup();
+        let mut i = 0;
+        while i < events.len() {
+            let a = events[i].0;
+            while i < events.len() && events[i].0 == a {
+                if let Some(n) = active.get_mut(events[i].2) {
+                    *n += events[i].1;
+                }
+                i += 1;
+            }
+            let Some(&(b, _, _)) = events.get(i) else {
+                break;
+            };
+            let nodes: Vec<usize> = (0..active.len()).filter(|&n| active[n] > 0).collect();
             if nodes.len() < 2 || excused.iter().any(|&(x, y)| a >= x && b <= y) {
                 continue;
             }
