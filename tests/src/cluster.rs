@@ -637,9 +637,24 @@ impl Cluster {
 
     /// The ids in `t.rows` on node `i`'s server (as root, on its socket).
     pub fn ids(&self, i: usize) -> Result<Vec<i64>> {
-        self.servers[i]
-            .sql("SELECT id FROM t.rows ORDER BY id")?
-            .lines()
+        // An agent that fences its server ends every client session, ours too: read again.
+        let mut last = None;
+        let rows = crate::wait::wait_for(
+            Duration::from_secs(10),
+            &format!("node{i}'s rows"),
+            || match self.servers[i].sql("SELECT id FROM t.rows ORDER BY id") {
+                Ok(rows) => Ok(Some(rows)),
+                Err(e) => {
+                    last = Some(e);
+                    Ok(None)
+                }
+            },
+        )
+        .map_err(|e| {
+            last.take()
+                .map_or(e, |l| l.context("reading the rows kept failing"))
+        })?;
+        rows.lines()
             .map(|l| {
                 l.trim()
                     .parse()
