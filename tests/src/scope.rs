@@ -39,21 +39,9 @@ pub fn netns_test(f: impl FnOnce() -> Result<()>) -> Result<()> {
     if !crate::env::netns_available()? {
         return Ok(());
     }
-    let outer = PENDING.with(|p| p.borrow_mut().replace(Pending::default()));
-    let mut guard = Guard {
-        outer: Some(outer),
-        done: false,
-    };
-    let r = f();
-    let pending = guard.finish();
+    let (r, pending) = watched(f);
     match &r {
-        Ok(()) => {
-            if std::env::var_os(KEEP_ENV).is_none() {
-                for (_, dir) in &pending.rigs {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-            }
-        }
+        Ok(()) => remove_rigs(&pending),
         Err(e) => {
             report(&pending);
             eprintln!("test failed: {e:#}");
@@ -67,17 +55,9 @@ pub fn netns_test(f: impl FnOnce() -> Result<()>) -> Result<()> {
 /// `keep` (the next rig would remove them from the temporary directory once their owner has
 /// exited) and their place printed, without printing the logs themselves.
 pub fn keep_on_error<T>(keep: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let outer = PENDING.with(|p| p.borrow_mut().replace(Pending::default()));
-    let mut guard = Guard {
-        outer: Some(outer),
-        done: false,
-    };
-    let r = f();
-    let pending = guard.finish();
-    if r.is_ok() && std::env::var_os(KEEP_ENV).is_none() {
-        for (_, dir) in &pending.rigs {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+    let (r, pending) = watched(f);
+    if r.is_ok() {
+        remove_rigs(&pending);
     } else {
         for (state, dir) in &pending.rigs {
             let kept = dir
@@ -93,6 +73,26 @@ pub fn keep_on_error<T>(keep: &Path, f: impl FnOnce() -> Result<T>) -> Result<T>
         }
     }
     r
+}
+
+/// Runs `f` with what it drops collected, and returns that with its result.
+fn watched<T>(f: impl FnOnce() -> Result<T>) -> (Result<T>, Pending) {
+    let outer = PENDING.with(|p| p.borrow_mut().replace(Pending::default()));
+    let mut guard = Guard {
+        outer: Some(outer),
+        done: false,
+    };
+    let r = f();
+    (r, guard.finish())
+}
+
+/// Removes the rig directories of a run that passed, unless asked to keep them.
+fn remove_rigs(pending: &Pending) {
+    if std::env::var_os(KEEP_ENV).is_none() {
+        for (_, dir) in &pending.rigs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// Restores the enclosing state however the test ends; on a panic, reports what the test
