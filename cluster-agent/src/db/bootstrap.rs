@@ -488,9 +488,13 @@ fn node_cnf(files: &NodeFiles, installed: &Path, semi_sync_timeout_ms: u32) -> S
          # STOP SLAVE on a replica of a dead master waits this long (s) trying to reach it.\n\
          rpl_semi_sync_slave_kill_conn_timeout = 1\n\
          # Durable before acknowledged: the binary log and the relay log reach the disk before a\n\
-         # commit or an acknowledgement is reported.\n\
+         # commit or an acknowledgement is reported, and so does InnoDB's commit record (3, not\n\
+         # 1: with 1, InnoDB leaves a commit to be redone from the binary log after a crash, but\n\
+         # crash recovery as a replica (below) removes instead every transaction InnoDB has only\n\
+         # prepared, and after a semi-sync fall-back that can be a write its client was told had\n\
+         # committed and no replica has).\n\
          sync_binlog = 1\n\
-         innodb_flush_log_at_trx_commit = 1\n\
+         innodb_flush_log_at_trx_commit = 3\n\
          sync_relay_log = 1\n\
          # Every node starts as a replica: crash recovery removes from the binary log what a\n\
          # master had logged but no replica acknowledged (no client was told it committed), so\n\
@@ -599,6 +603,7 @@ mod tests {
             "rpl_semi_sync_slave_enabled = ON",
             "init_rpl_role = SLAVE",
             "sync_binlog = 1",
+            "innodb_flush_log_at_trx_commit = 3",
             "sync_relay_log = 1",
             "rpl_semi_sync_master_wait_point = AFTER_SYNC",
         ] {

@@ -331,6 +331,48 @@ fn a_master_that_crashed_mid_commit_rejoins() -> Result<()> {
     })
 }
 
+/// Item 3, I1. After a semi-sync fall-back the master acknowledges writes that no replica has,
+/// and its server crashes right after the last of them. Crash recovery as a replica removes
+/// every transaction InnoDB had only prepared, so each acknowledged one must have been committed
+/// in InnoDB, not left to be redone from the binary log (`innodb_flush_log_at_trx_commit = 3`):
+/// the returning server holds them all, and the cluster opens again with them.
+#[test]
+fn writes_acknowledged_alone_survive_a_crash_of_the_master() -> Result<()> {
+    netns_test(|| {
+        let ranks = [Rank::from(10), Rank::from(100)];
+        let mut c = Cluster::start(ClusterConfig::new(2))?;
+        c.bring_up(&ranks, START)?;
+        let vip = c.vip()?;
+        vip.insert_all(1..=5)?;
+        c.server_mut(1).stall()?;
+        // The first waits out the semi-sync timeout; the rest are acknowledged at once.
+        vip.insert(100, SEMI_SYNC_TIMEOUT * 3)?;
+        vip.insert_all(101..=110)?;
+        c.server_mut(0).kill();
+        let want: Vec<i64> = (1..=5).chain(100..=110).collect();
+
+        c.server_mut(0).restart()?;
+        let held = c.ids(0)?;
+        ensure!(
+            held == want,
+            "after crash recovery node0 holds {held:?}, acknowledged were {want:?}"
+        );
+        c.server_mut(1).resume()?;
+        let master = wait_for(RETURN, "one master, the other its replica", || {
+            [(0, 1), (1, 0)]
+                .into_iter()
+                .find(|&(m, r)| c.is_sole_master(m) && c.is_replica_of(r, m))
+                .map(|p| p.0)
+        })?;
+        let held = c.ids(master)?;
+        ensure!(
+            want.iter().all(|id| held.contains(id)),
+            "I1: the master node{master} holds {held:?}, acknowledged were {want:?}"
+        );
+        Ok(())
+    })
+}
+
 /// Item 5. Accounts that write through `read_only` are named, since fencing cannot stop them.
 #[test]
 fn accounts_that_write_through_read_only_are_named() -> Result<()> {
