@@ -33,6 +33,9 @@ pub struct Status {
     /// Accounts that can write through `read_only` (fencing cannot stop them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_only_bypass: Vec<String>,
+    /// Durability settings of the local server that can lose acknowledged writes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsafe_settings: Vec<String>,
     /// Why the last change of the VIP failed, while it stays failed.
     pub vip_error: Option<String>,
     /// Why the last write of the XDP role failed.
@@ -231,6 +234,9 @@ impl Status {
                 "UNFENCEABLE:  {} can write through read_only\n",
                 self.read_only_bypass.join(", ")
             );
+        }
+        for setting in &self.unsafe_settings {
+            s += &format!("UNSAFE:       {setting}\n");
         }
         if let Some(e) = &self.vip_error {
             s += &format!("VIP ERROR:    {e}\n");

@@ -41,8 +41,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 const LATE_TIMER: Duration = Duration::from_millis(20);
 /// Most queued packets taken in before a late timer is acted on.
 const QUEUED_MAX: usize = 4096;
-/// How often the accounts that can write through `read_only` are listed again.
-const ACCOUNTS_CHECK: Duration = Duration::from_secs(60);
+/// How often the accounts that can write through `read_only` and the durability settings are
+/// read again.
+const AUDIT_EVERY: Duration = Duration::from_secs(60);
 /// Longest wait at shutdown for the fence, the bow-out and the VIP removal.
 const STOP_BOUND: Duration = Duration::from_secs(10);
 
@@ -75,8 +76,18 @@ struct Agent {
 struct DbLink {
     ops: mpsc::UnboundedSender<DbOp>,
     watch: watch::Sender<Option<Ipv4Addr>>,
-    /// Accounts that can write through `read_only`, as last listed.
-    bypass: watch::Receiver<Vec<String>>,
+    /// What the server's accounts and settings leave unprotected, as last read.
+    audit: watch::Receiver<Audit>,
+}
+
+/// What fencing and durability cannot cover on this server, read at start and every
+/// [`AUDIT_EVERY`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Audit {
+    /// Accounts that can write through `read_only`.
+    bypass: Vec<String>,
+    /// Durability settings that differ from what acknowledged writes need.
+    unsafe_settings: Vec<String>,
 }
 
 type DbAnswers = (
@@ -327,7 +338,7 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
     let (watch, mut watch_rx) = watch::channel::<Option<Ipv4Addr>>(None);
     let (obs_tx, observations) = mpsc::unbounded_channel();
     let (db_for_guard, obs_tx_guard) = (db.clone(), obs_tx.clone());
-    let accounts_db = db.clone();
+    let audit_db = db.clone();
     let interval = settings.check_interval;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -374,28 +385,37 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
             }
         }
     });
-    // Accounts that fencing cannot stop are named, once at start and whenever they change.
-    let (bypass_tx, bypass) = watch::channel(Vec::new());
-    let accounts_db = accounts_db;
+    // Accounts that fencing cannot stop and unsafe settings are named, once at start and
+    // whenever they change.
+    let (audit_tx, audit) = watch::channel(Audit::default());
     tokio::spawn(async move {
         let mut failed_before = false;
         loop {
-            let wait = match accounts_db.read_only_bypass_accounts().await {
+            let read = async {
+                Ok::<_, crate::db::DbError>(Audit {
+                    bypass: audit_db.read_only_bypass_accounts().await?,
+                    unsafe_settings: audit_db.unsafe_settings().await?,
+                })
+            };
+            let wait = match read.await {
                 Ok(found) => {
                     failed_before = false;
-                    if *bypass_tx.borrow() != found {
-                        if !found.is_empty() {
-                            tracing::warn!(accounts = %found.join(","), "these accounts can write through read_only, so fencing cannot stop them: revoke READ_ONLY ADMIN (and SUPER granted before 10.11, ALL ON *.*) from application and operator accounts");
+                    if *audit_tx.borrow() != found {
+                        if !found.bypass.is_empty() {
+                            tracing::warn!(accounts = %found.bypass.join(","), "these accounts can write through read_only, so fencing cannot stop them: revoke READ_ONLY ADMIN (and SUPER granted before 10.11, ALL ON *.*) from application and operator accounts");
                         }
-                        if bypass_tx.send(found).is_err() {
+                        for setting in &found.unsafe_settings {
+                            tracing::error!(%setting, "the server's settings can lose acknowledged writes: use the ones `db bootstrap` writes");
+                        }
+                        if audit_tx.send(found).is_err() {
                             return;
                         }
                     }
-                    ACCOUNTS_CHECK
+                    AUDIT_EVERY
                 }
                 Err(error) => {
                     if !failed_before {
-                        tracing::warn!(%error, "cannot list the accounts that can write through read_only (the agent's account needs SELECT on mysql.global_priv and mysql.roles_mapping)");
+                        tracing::warn!(%error, "cannot read the accounts that can write through read_only or the durability settings (the agent's account needs SELECT on mysql.global_priv and mysql.roles_mapping)");
                     }
                     failed_before = true;
                     RETRY * 5
@@ -404,7 +424,7 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
             tokio::time::sleep(wait).await;
         }
     });
-    (DbLink { ops, watch, bypass }, (outcomes, observations))
+    (DbLink { ops, watch, audit }, (outcomes, observations))
 }
 
 async fn run_op(db: &Db, op: DbOp, promote_timeout: Duration) -> DbOutcome {
@@ -660,7 +680,12 @@ impl Agent {
             read_only_bypass: self
                 .db
                 .as_ref()
-                .map(|d| d.bypass.borrow().clone())
+                .map(|d| d.audit.borrow().bypass.clone())
+                .unwrap_or_default(),
+            unsafe_settings: self
+                .db
+                .as_ref()
+                .map(|d| d.audit.borrow().unsafe_settings.clone())
                 .unwrap_or_default(),
             vip_error: coord.vip_error().map(str::to_string),
             xdp_error: self.xdp_error.clone(),

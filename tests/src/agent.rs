@@ -162,6 +162,9 @@ pub struct Status {
     /// Accounts that can write through `read_only`.
     #[serde(default)]
     pub read_only_bypass: Vec<String>,
+    /// Durability settings of the local server that can lose acknowledged writes.
+    #[serde(default)]
+    pub unsafe_settings: Vec<String>,
     /// The last transition to MASTER, step by step.
     #[serde(default)]
     pub last_takeover: Option<Takeover>,

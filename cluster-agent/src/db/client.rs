@@ -477,6 +477,24 @@ impl Db {
         .await
     }
 
+    /// The durability settings that differ from what acknowledged writes need (see
+    /// [`super::settings`]). MariaDB only: MySQL's names and recovery differ, so it is not
+    /// judged here.
+    pub async fn unsafe_settings(&self) -> Result<Vec<String>, DbError> {
+        self.with_ops("read settings", self.cfg.op_timeout, async |s| {
+            if s.flavour != Flavour::MariaDb {
+                return Ok(Vec::new());
+            }
+            let stmt = super::settings::select();
+            let row: Option<Row> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
+            let values: Vec<Option<String>> = row
+                .map(|r| (0..r.len()).map(|i| value_string(r.as_ref(i))).collect())
+                .unwrap_or_default();
+            Ok(super::settings::deviations(&values))
+        })
+        .await
+    }
+
     /// Replicates from the master at `master` (the source address of its adverts; the port is
     /// the cluster's).
     ///

@@ -5,11 +5,13 @@
 //! - [`bootstrap`]: the CA, certificates, server settings and users a cluster needs first.
 //! - [`Db`]: the agent's handle on its local server: health, promote, fence, replicate.
 //! - [`gtid`]: GTID sets, to find errant transactions before a node rejoins.
+//! - [`settings`]: the server settings acknowledged writes rest on.
 //! - [`sql`]: the statements, per server flavour.
 
 pub mod bootstrap;
 pub mod gtid;
 pub mod secret;
+pub mod settings;
 pub mod sql;
 
 mod client;

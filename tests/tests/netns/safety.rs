@@ -373,12 +373,15 @@ fn writes_acknowledged_alone_survive_a_crash_of_the_master() -> Result<()> {
     })
 }
 
-/// Item 5. Accounts that write through `read_only` are named, since fencing cannot stop them.
+/// Item 5. Accounts that write through `read_only` are named, since fencing cannot stop them;
+/// so are durability settings that can lose acknowledged writes (here one left as MariaDB's
+/// default), and none of those `db bootstrap` writes.
 #[test]
-fn accounts_that_write_through_read_only_are_named() -> Result<()> {
+fn accounts_and_settings_that_leave_writes_unprotected_are_named() -> Result<()> {
     netns_test(|| {
         let sql = "CREATE USER 'ops'@'%' IDENTIFIED BY 'ops-pass' REQUIRE SSL;\n\
-                   GRANT ALL PRIVILEGES ON *.* TO 'ops'@'%';\n";
+                   GRANT ALL PRIVILEGES ON *.* TO 'ops'@'%';\n\
+                   SET GLOBAL innodb_flush_log_at_trx_commit = 1;\n";
         let mut cfg = ClusterConfig::new(2);
         cfg.extra_sql = sql.to_string();
         let mut c = Cluster::start(cfg)?;
@@ -392,11 +395,22 @@ fn accounts_that_write_through_read_only_are_named() -> Result<()> {
                 "the application account is named too: {:?}",
                 st.read_only_bypass
             );
+            ensure!(
+                st.unsafe_settings.len() == 1
+                    && st.unsafe_settings[0].starts_with("innodb_flush_log_at_trx_commit = 1"),
+                "node{i} names these unsafe settings: {:?}",
+                st.unsafe_settings
+            );
         }
         let log = c.agent_log(0)?;
         ensure!(
             log.contains("can write through read_only") && log.contains("ops@%"),
-            "the agent's log does not name it"
+            "the agent's log does not name the account"
+        );
+        ensure!(
+            log.contains("can lose acknowledged writes")
+                && log.contains("innodb_flush_log_at_trx_commit"),
+            "the agent's log does not name the setting"
         );
         Ok(())
     })
