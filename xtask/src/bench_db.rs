@@ -127,6 +127,8 @@ struct RunResult {
     acknowledged: usize,
     failed_writes: usize,
     lost_acknowledged: Vec<i64>,
+    /// Why the new master first refused to open, when it did (it retries a second later).
+    refused: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -203,6 +205,11 @@ pub fn run(args: BenchDbArgs) -> Result<()> {
                         r.acknowledged,
                         r.lost_acknowledged.len()
                     ));
+                    if let Some(why) = &r.refused {
+                        say(format_args!(
+                            "  the new master first refused to open: {why}"
+                        ));
+                    }
                     res.runs.push(r);
                 }
                 Err(e) => {
@@ -349,6 +356,7 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
         .find(|w| w.server == Some(new_server) && w.end_ns >= t_fail)
         .ok_or_else(|| anyhow!("no write acknowledged by node1"))?;
     let tcp = promoted.and_then(|p| tcp_connects.iter().copied().find(|t| *t >= p));
+    let refused = log_text(&log, transition, "not opening the database", "reason=");
 
     let on_new: std::collections::BTreeSet<i64> = c.ids(1)?.into_iter().collect();
     let lost: Vec<i64> = writes
@@ -376,6 +384,7 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
         acknowledged: writes.iter().filter(|w| w.server.is_some()).count(),
         failed_writes: writes.iter().filter(|w| w.server.is_none()).count(),
         lost_acknowledged: lost,
+        refused,
     })
 }
 
@@ -617,6 +626,19 @@ fn log_field(log: &str, since: i64, what: &str, field: &str) -> Option<f64> {
                 .find_map(|w| w.strip_prefix(&format!("{field}=")))
                 .and_then(|v| v.parse().ok())
         })
+}
+
+/// The rest of the first line at or after `since` that contains `what`, from `marker` on.
+fn log_text(log: &str, since: i64, what: &str, marker: &str) -> Option<String> {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(parse_log_time)
+                .is_some_and(|t| t >= since)
+        })
+        .find_map(|l| l.find(marker).map(|i| l[i + marker.len()..].to_string()))
 }
 
 /// `2026-11-25T14:39:26.847618Z` (the agent's log timestamps) as nanoseconds since the epoch.

@@ -58,6 +58,9 @@ const INSERT_LIMIT: Duration = Duration::from_secs(2);
 const GAP: Duration = Duration::from_millis(5);
 /// Longer than the agents' retry of a refused promotion (every second).
 const REFUSAL_RETRY: Duration = Duration::from_secs(3);
+/// How long a node's server may stay down after a fault was undone before it counts as having
+/// crashed on its own (crash recovery of a killed server takes well under this).
+const SERVER_RESTART_AFTER: Duration = Duration::from_secs(10);
 /// `db bootstrap`'s semi-sync timeout.
 const SEMI_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -69,6 +72,9 @@ enum Repair {
     Errant(usize, Vec<usize>),
     /// A master refusing to open because histories diverged.
     Diverged,
+    /// A node's server has been down since well after the fault was undone: it crashed on its
+    /// own.
+    ServerDown(usize),
 }
 
 /// The acknowledged ids so far, sorted.
@@ -159,6 +165,8 @@ struct Report {
     rebuilds: u64,
     /// Rows of a discarded history re-applied on the kept one before the rebuild.
     rows_reapplied: usize,
+    /// Servers that crashed on their own and were started again, as systemd would.
+    servers_restarted: usize,
     heal_ms_max: f64,
     failures: Vec<String>,
 }
@@ -224,7 +232,7 @@ fn print_report(r: &Report) {
          ({:.0} ms excused during partitions); {} VIP address changes, {} stretches with two VIP holders \
          outside partitions ({:.1} ms, longest {:.1} ms{}) and {} while an agent was killed or frozen \
          (longest {:.0} ms); {} state changes during junk floods; \
-         {} nodes rebuilt after diverged histories ({} rows re-applied); slowest heal {:.0} ms;          read_only samples {:?}",
+         {} nodes rebuilt after diverged histories ({} rows re-applied); {} servers restarted after crashing on their own; slowest heal {:.0} ms; read_only samples {:?}",
         r.seed,
         r.faults_total,
         r.faults,
@@ -253,6 +261,7 @@ fn print_report(r: &Report) {
         r.flood_state_changes,
         r.rebuilds,
         r.rows_reapplied,
+        r.servers_restarted,
         r.heal_ms_max,
         r.read_only_samples,
     ));
@@ -418,6 +427,8 @@ impl Chaos {
         // next attempt, about a second later.
         let mut quiet_until: Option<Instant> = None;
         let mut fruitless = 0;
+        // Since when each node's agent has reported its server down.
+        let mut down_since: Vec<Option<Instant>> = vec![None; n];
         // Bounded by HEAL and by the repairs (at most one round per node per heal, and a few
         // that found nothing to repair).
         for _ in 0..n + 4 {
@@ -434,6 +445,22 @@ impl Chaos {
                     });
                 if diverged {
                     return Ok(Some(Repair::Diverged));
+                }
+                for (i, since) in down_since.iter_mut().enumerate() {
+                    let down = self
+                        .c
+                        .status(i)
+                        .ok()
+                        .and_then(|s| s.database)
+                        .is_some_and(|d| d.gate.is_some_and(|g| g.starts_with("database down")));
+                    if !down {
+                        *since = None;
+                    } else if since.get_or_insert_with(Instant::now).elapsed()
+                        >= SERVER_RESTART_AFTER
+                    {
+                        *since = None;
+                        return Ok(Some(Repair::ServerDown(i)));
+                    }
                 }
                 let Some(m) = (0..n).find(|&m| self.c.is_sole_master(m)) else {
                     return Ok(None);
@@ -487,6 +514,20 @@ impl Chaos {
                             ));
                             self.rebuild(i, m, report)?;
                         }
+                    }
+                }
+                // Every fault is undone before the heal, so a server down this long crashed
+                // by itself (MariaDB has been seen to, on a KILL during its shutdown); a
+                // deployment's service manager starts it again.
+                Repair::ServerDown(i) => {
+                    if self.c.server_mut(i).is_running() {
+                        fruitless += 1;
+                    } else {
+                        say(format_args!(
+                            "chaos: node{i}'s server crashed on its own: starting it again, as systemd would"
+                        ));
+                        self.c.server_mut(i).restart()?;
+                        report.servers_restarted += 1;
                     }
                 }
                 Repair::Diverged => {
@@ -545,10 +586,16 @@ impl Chaos {
             extra.len()
         ));
         let values: Vec<String> = extra.iter().map(|id| format!("({id}, 'merged')")).collect();
-        self.c
-            .server(keeper)
-            .sql(&format!("INSERT INTO t.rows VALUES {};", values.join(", ")))?;
-        report.rows_reapplied += extra.len();
+        // The keeper may be catching up meanwhile and hold some of them by now.
+        let inserted = self.c.server(keeper).sql(&format!(
+            "INSERT IGNORE INTO t.rows VALUES {}; SELECT ROW_COUNT();",
+            values.join(", ")
+        ))?;
+        report.rows_reapplied += inserted
+            .split_whitespace()
+            .last()
+            .and_then(|v| v.parse::<usize>().ok())
+            .context("no count of the rows re-applied")?;
         for i in others {
             self.rebuild(i, keeper, report)?;
         }

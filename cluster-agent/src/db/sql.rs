@@ -198,11 +198,15 @@ impl Flavour {
     }
 
     /// Connections to end when fencing: every one but this session, the agent's and
-    /// replication's own, and the server's internal threads.
+    /// replication's own, the server's internal threads, and connections still in their
+    /// handshake. Those cannot hold a transaction or a lock, and once logged in they meet
+    /// `read_only`; ending them would end a peer agent's connection, mid-handshake, as it
+    /// comes to prepare its promotion after our bow-out, and cost it a retry.
     pub fn fence_victims(self, admin_user: &str, repl_user: &str) -> String {
         format!(
             "SELECT ID, USER FROM information_schema.PROCESSLIST \
-             WHERE ID <> CONNECTION_ID() AND USER NOT IN ({}, {}, 'system user', 'event_scheduler') \
+             WHERE ID <> CONNECTION_ID() \
+             AND USER NOT IN ({}, {}, 'system user', 'event_scheduler', 'unauthenticated user') \
              AND COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID', 'Slave_IO', 'Slave_SQL', 'Slave_worker')",
             quote(admin_user),
             quote(repl_user)
@@ -443,5 +447,6 @@ mod tests {
         let f = Flavour::MariaDb.fence_victims("agent", "repl");
         assert!(f.contains("USER NOT IN ('agent', 'repl'"));
         assert!(f.contains("ID <> CONNECTION_ID()"));
+        assert!(f.contains("'unauthenticated user')"));
     }
 }

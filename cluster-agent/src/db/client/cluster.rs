@@ -251,15 +251,29 @@ impl Db {
                 }
                 // Reachability first, connection included, within the short bound: a dead
                 // host must not cost a promotion a whole connect timeout.
-                let reach = self
-                    .with_remote(
+                let reach = async || {
+                    self.with_remote(
                         &self.peers,
                         IpAddr::V4(p.addr),
                         probe_timeout,
                         "reach peer",
                         async |s| read_read_only(s).await,
                     )
-                    .await;
+                    .await
+                };
+                // A failure that came at once (not a timeout, not a refusal) is a connection
+                // the peer ended: a kept session its server has since dropped (a restart),
+                // or a new one ended mid-handshake. One new connection answers it; a
+                // promotion must not wait a retry interval for that.
+                let reach = match reach().await {
+                    Err(e) if matches!(fault(&e), Fault::Other(_))
+                        && !matches!(e, DbError::Timeout { .. }) =>
+                    {
+                        tracing::debug!(peer = %p.addr, error = %e, "reaching a peer failed at once; trying a new connection");
+                        reach().await
+                    }
+                    r => r,
+                };
                 let res = match reach {
                     Err(e) => Err(e),
                     Ok(ro) => {
