@@ -611,33 +611,29 @@ fn log_times(log: &str, pick: impl Fn(&str) -> bool) -> Vec<i64> {
         .collect()
 }
 
-/// `field=<number>` of the first line at or after `since` that contains `what`.
-fn log_field(log: &str, since: i64, what: &str, field: &str) -> Option<f64> {
-    log.lines()
-        .filter(|l| l.contains(what))
-        .filter(|l| {
-            l.split_whitespace()
+/// The log lines at or after `since` that contain `what`.
+fn lines_since<'a>(log: &'a str, since: i64, what: &'a str) -> impl Iterator<Item = &'a str> {
+    log.lines().filter(move |l| {
+        l.contains(what)
+            && l.split_whitespace()
                 .next()
                 .and_then(parse_log_time)
                 .is_some_and(|t| t >= since)
-        })
-        .find_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{field}=")))
-                .and_then(|v| v.parse().ok())
-        })
+    })
+}
+
+/// `field=<number>` of the first line at or after `since` that contains `what`.
+fn log_field(log: &str, since: i64, what: &str, field: &str) -> Option<f64> {
+    lines_since(log, since, what).find_map(|l| {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{field}=")))
+            .and_then(|v| v.parse().ok())
+    })
 }
 
 /// The rest of the first line at or after `since` that contains `what`, from `marker` on.
 fn log_text(log: &str, since: i64, what: &str, marker: &str) -> Option<String> {
-    log.lines()
-        .filter(|l| l.contains(what))
-        .filter(|l| {
-            l.split_whitespace()
-                .next()
-                .and_then(parse_log_time)
-                .is_some_and(|t| t >= since)
-        })
+    lines_since(log, since, what)
         .find_map(|l| l.find(marker).map(|i| l[i + marker.len()..].to_string()))
 }
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use tests::mariadb::MariaDb;
+use tests::mariadb::{MariaDb, VipClient};
 use tests::watch::{Timeline, WritableWatch, Writer, Writes, sockets};
 use tests::{Cluster, ClusterConfig, Rank, Status, hold_for, netns_test, wait_for, wait_until};
 
@@ -41,6 +41,25 @@ fn running(n: usize, ranks: &[Rank], extra_sql: &str) -> Result<(Cluster, Writer
     let watch = WritableWatch::start(sockets(&servers), GAP)?;
     let writer = Writer::start(c.vip()?, 1, GAP, INSERT_LIMIT);
     Ok((c, writer, watch))
+}
+
+/// Two nodes brought up with `ranks`, node0 master, rows 1 to 5 written through the VIP.
+fn two_nodes_with_rows(ranks: &[Rank; 2]) -> Result<(Cluster, VipClient)> {
+    let mut c = Cluster::start(ClusterConfig::new(2))?;
+    c.bring_up(ranks, START)?;
+    let vip = c.vip()?;
+    vip.insert_all(1..=5)?;
+    Ok((c, vip))
+}
+
+/// Waits for one of two nodes to be the sole master with the other its replica; returns it.
+fn master_and_replica(c: &Cluster) -> Result<usize> {
+    wait_for(RETURN, "one master, the other its replica", || {
+        [(0, 1), (1, 0)]
+            .into_iter()
+            .find(|&(m, r)| c.is_sole_master(m) && c.is_replica_of(r, m))
+            .map(|p| p.0)
+    })
 }
 
 fn more_acks(w: &Writer, n: usize) -> Result<()> {
@@ -264,10 +283,7 @@ fn a_graceful_stop_fences_the_old_master() -> Result<()> {
 fn a_master_that_crashed_mid_commit_rejoins() -> Result<()> {
     netns_test(|| {
         let ranks = [Rank::from(10), Rank::from(100)];
-        let mut c = Cluster::start(ClusterConfig::new(2))?;
-        c.bring_up(&ranks, START)?;
-        let vip = c.vip()?;
-        vip.insert_all(1..=5)?;
+        let (mut c, vip) = two_nodes_with_rows(&ranks)?;
         // Nothing from node0's server reaches node1 any more (adverts still do).
         let block = [
             "iptables", "-I", "INPUT", "-p", "tcp", "--sport", "3306", "-j", "DROP",
@@ -278,10 +294,7 @@ fn a_master_that_crashed_mid_commit_rejoins() -> Result<()> {
             "iptables: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let pending = std::thread::spawn({
-            let vip = c.vip()?;
-            move || vip.insert(1000, Duration::from_secs(10))
-        });
+        let pending = std::thread::spawn(move || vip.insert(1000, Duration::from_secs(10)));
         wait_until(
             SEMI_SYNC_TIMEOUT,
             "the commit waits for the replica",
@@ -303,12 +316,7 @@ fn a_master_that_crashed_mid_commit_rejoins() -> Result<()> {
         c.rig.exec(1, &unblock)?;
         c.power_on(0)?;
         c.start_daemon(0, ranks[0])?;
-        let master = wait_for(RETURN, "one master, the other its replica", || {
-            [(0, 1), (1, 0)]
-                .into_iter()
-                .find(|&(m, r)| c.is_sole_master(m) && c.is_replica_of(r, m))
-                .map(|p| p.0)
-        })?;
+        let master = master_and_replica(&c)?;
         for i in 0..2 {
             let st = c.status(i)?;
             let errant = st
@@ -340,10 +348,7 @@ fn a_master_that_crashed_mid_commit_rejoins() -> Result<()> {
 fn writes_acknowledged_alone_survive_a_crash_of_the_master() -> Result<()> {
     netns_test(|| {
         let ranks = [Rank::from(10), Rank::from(100)];
-        let mut c = Cluster::start(ClusterConfig::new(2))?;
-        c.bring_up(&ranks, START)?;
-        let vip = c.vip()?;
-        vip.insert_all(1..=5)?;
+        let (mut c, vip) = two_nodes_with_rows(&ranks)?;
         c.server_mut(1).stall()?;
         // The first waits out the semi-sync timeout; the rest are acknowledged at once.
         vip.insert(100, SEMI_SYNC_TIMEOUT * 3)?;
@@ -358,12 +363,7 @@ fn writes_acknowledged_alone_survive_a_crash_of_the_master() -> Result<()> {
             "after crash recovery node0 holds {held:?}, acknowledged were {want:?}"
         );
         c.server_mut(1).resume()?;
-        let master = wait_for(RETURN, "one master, the other its replica", || {
-            [(0, 1), (1, 0)]
-                .into_iter()
-                .find(|&(m, r)| c.is_sole_master(m) && c.is_replica_of(r, m))
-                .map(|p| p.0)
-        })?;
+        let master = master_and_replica(&c)?;
         let held = c.ids(master)?;
         ensure!(
             want.iter().all(|id| held.contains(id)),
