@@ -251,6 +251,9 @@ pub struct Db {
     peers: cluster::Remote,
     /// Sessions to peers for the look for a second writer.
     guard: cluster::Remote,
+    /// Sessions that hold the opening lock on peers during a promotion, used for nothing
+    /// else, so that dropping them all releases every lock this node may still hold there.
+    locks: cluster::Remote,
 }
 
 impl Db {
@@ -264,6 +267,7 @@ impl Db {
             watch: cluster::Remote::default(),
             peers: cluster::Remote::default(),
             guard: cluster::Remote::default(),
+            locks: cluster::Remote::default(),
         }
     }
 

@@ -30,6 +30,14 @@ pub(super) struct Remote {
 }
 
 impl Remote {
+    /// Drops every session (closing each ends whatever it held on its server).
+    fn clear(&self) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
     fn slot(&self, addr: IpAddr) -> Arc<Mutex<Option<Session>>> {
         let mut map = self
             .sessions
@@ -58,6 +66,33 @@ pub fn fault(e: &DbError) -> Fault {
 
 /// How long a bare TCP connection may take to tell a stalled server from a dead host.
 const HOST_CHECK: Duration = Duration::from_millis(100);
+
+/// The named lock a node holds on every reachable server while it checks its peers and
+/// opens (see [`Db::lock_for_opening`]), and how long it waits for one another node holds.
+const OPENING_LOCK: &str = "cluster_agent_opening";
+const OPENING_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// True if this session now holds the opening lock, false if another kept it for
+/// [`OPENING_LOCK_WAIT`].
+async fn take_opening_lock(s: &mut Session) -> Result<bool, DbError> {
+    let stmt = format!(
+        "SELECT GET_LOCK('{OPENING_LOCK}', {})",
+        OPENING_LOCK_WAIT.as_secs()
+    );
+    match scalar(&mut s.conn, &stmt).await?.as_deref() {
+        Some("1") => Ok(true),
+        Some("0") => Ok(false),
+        other => Err(DbError::Protocol(format!("GET_LOCK answered {other:?}"))),
+    }
+}
+
+/// Releases every named lock of the session: a promotion cut short may have taken the
+/// opening lock more than once on a kept session.
+async fn release_opening_lock(s: &mut Session) -> Result<(), DbError> {
+    scalar(&mut s.conn, "SELECT RELEASE_ALL_LOCKS()")
+        .await
+        .map(drop)
+}
 
 impl Db {
     /// Classifies a failure to reach the server at `addr`: when it did not answer in time, a
@@ -469,6 +504,72 @@ impl Db {
         .await
     }
 
+    /// Takes the opening lock on this server and on every peer in `peers` that answers, in
+    /// address order, recording in `locked` where it holds it.
+    ///
+    /// Two nodes that both believe themselves master (one frozen and resumed, one that just
+    /// won) can prepare at once; each checks that the other is read-only and then opens, and
+    /// without a lock both checks can pass before either opens. With it, the second waits
+    /// until the first has opened and released the lock, and then its check sees the first
+    /// writable and it does not open. The same address order on every node leaves no
+    /// deadlock. A peer that does not answer is passed over, as the recheck passes it over.
+    async fn lock_for_opening(
+        &self,
+        s: &mut Session,
+        peers: &[Ipv4Addr],
+        limit: Duration,
+        locked: &mut Vec<IpAddr>,
+    ) -> Result<(), DbError> {
+        let mut all: Vec<IpAddr> = peers.iter().map(|&p| IpAddr::V4(p)).collect();
+        all.push(self.cfg.addr);
+        all.sort();
+        all.dedup();
+        for addr in all {
+            let got = if addr == self.cfg.addr {
+                take_opening_lock(s).await?
+            } else {
+                let asked = self
+                    .with_remote(
+                        &self.locks,
+                        addr,
+                        limit + OPENING_LOCK_WAIT,
+                        "lock peer",
+                        async |ps| take_opening_lock(ps).await,
+                    )
+                    .await;
+                match asked {
+                    Ok(got) => got,
+                    Err(_) => continue,
+                }
+            };
+            if !got {
+                return Err(DbError::Protocol(format!(
+                    "another node is opening its database (the opening lock on {addr} is taken)"
+                )));
+            }
+            locked.push(addr);
+        }
+        Ok(())
+    }
+
+    /// Releases the opening lock wherever [`Db::lock_for_opening`] took it. A peer's session
+    /// that fails is dropped, and a closed session releases its locks too.
+    async fn unlock_after_opening(&self, s: &mut Session, locked: &[IpAddr], limit: Duration) {
+        for &addr in locked {
+            let released = if addr == self.cfg.addr {
+                release_opening_lock(s).await
+            } else {
+                self.with_remote(&self.locks, addr, limit, "unlock peer", async |ps| {
+                    release_opening_lock(ps).await
+                })
+                .await
+            };
+            if let Err(error) = released {
+                tracing::warn!(%addr, %error, "cannot release the opening lock");
+            }
+        }
+    }
+
     /// After the drain: what is applied must cover `target`, and no peer may be writable or
     /// hold more. Returns the steps' instants.
     async fn check_before_opening(
@@ -521,21 +622,38 @@ impl Db {
         let res = self
             .with_ops("promote", limit, async |s| {
                 let mut drained = super::drain_replication(s, timeout).await?;
-                let checked = self
-                    .check_before_opening(s, &target, recheck, probe_timeout)
-                    .await;
-                match checked {
-                    Ok(steps) => drained.steps.extend(steps),
+                let mut locked = Vec::new();
+                let checked = match self
+                    .lock_for_opening(s, recheck, probe_timeout, &mut locked)
+                    .await
+                {
+                    Ok(()) => {
+                        drained.steps.push(("opening locked", Mono::now()));
+                        self.check_before_opening(s, &target, recheck, probe_timeout)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let res = match checked {
+                    Ok(steps) => {
+                        drained.steps.extend(steps);
+                        super::open_for_writes(s, drained).await
+                    }
                     Err(e) => {
                         if drained.was_replica {
                             super::resume_replication(s).await;
                         }
-                        return Err(e);
+                        Err(e)
                     }
-                }
-                super::open_for_writes(s, drained).await
+                };
+                self.unlock_after_opening(s, &locked, probe_timeout).await;
+                res
             })
             .await;
+        if matches!(res, Err(DbError::Timeout { .. })) {
+            // Cut short, perhaps between taking the opening lock on peers and releasing it.
+            self.locks.clear();
+        }
         match &res {
             Ok(p) => tracing::info!(
                 waited_ms = p.waited.as_millis() as u64,
