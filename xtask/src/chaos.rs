@@ -280,6 +280,8 @@ struct Chaos {
     /// An agent killed or frozen: (node, from, until the cluster had healed). Its node keeps
     /// the VIP on its interface meanwhile; nothing can remove it but the agent.
     agent_down: Vec<(usize, u64, Option<u64>)>,
+    /// When each fault began (`mono_ns`) and what it was, to place a stretch found at the end.
+    fault_log: Vec<(u64, String)>,
 }
 
 impl Chaos {
@@ -306,6 +308,7 @@ impl Chaos {
             inject,
             excused: Vec::new(),
             agent_down: Vec::new(),
+            fault_log: Vec::new(),
         })
     }
 
@@ -348,6 +351,10 @@ impl Chaos {
             } else {
                 master
             };
+            self.fault_log.push((
+                mono_ns(),
+                format!("fault {k}: {fault:?} (master node{master})"),
+            ));
             self.inject(fault, master, report)?;
             *report.faults.entry(fault).or_default() += 1;
             report.faults_total += 1;
@@ -368,7 +375,7 @@ impl Chaos {
         report.two_writers_examples = both
             .iter()
             .take(5)
-            .map(|w| describe(w, "writable"))
+            .map(|w| describe(w, "writable", &self.fault_log))
             .collect();
         let (agent_down, both): (Vec<TwoWriters>, Vec<TwoWriters>) = vip_timeline
             .two_writers(&self.excused)
@@ -393,7 +400,7 @@ impl Chaos {
         report.vip_two_holders_examples = both
             .iter()
             .take(5)
-            .map(|w| describe(w, "held the VIP"))
+            .map(|w| describe(w, "held the VIP", &self.fault_log))
             .collect();
         report.vip_changes = vip_timeline
             .counts()
@@ -851,9 +858,17 @@ impl Chaos {
     }
 }
 
-fn describe(w: &TwoWriters, what: &str) -> String {
+fn describe(w: &TwoWriters, what: &str, faults: &[(u64, String)]) -> String {
+    let during = faults
+        .iter()
+        .rev()
+        .find(|(at, _)| *at <= w.from_ns)
+        .map_or_else(
+            || "before the first fault".to_string(),
+            |(at, f)| format!("{:.1} s after {f} began", (w.from_ns - at) as f64 / 1e9),
+        );
     format!(
-        "nodes {:?} both {what} for {:.1} ms",
+        "nodes {:?} both {what} for {:.1} ms, {during}",
         w.nodes,
         (w.to_ns - w.from_ns) as f64 / 1e6
     )
