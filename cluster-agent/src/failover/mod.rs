@@ -357,6 +357,15 @@ struct VipSide {
 }
 
 /// See the module documentation.
+/// Why a MASTER bows out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HandOver {
+    /// Asked to (`switchover`), or it cannot serve (its database down, no VIP).
+    Switchover,
+    /// The agent stops.
+    Shutdown,
+}
+
 pub struct Coordinator {
     params: Params,
     machine: Machine,
@@ -366,6 +375,10 @@ pub struct Coordinator {
     link_up: bool,
     stopping: bool,
     stopped: bool,
+    /// A MASTER about to bow out (a switchover, a hand-over, a stop) releases the VIP first:
+    /// the bow-out makes a peer take the address at once, and the two must never hold it
+    /// together.
+    handing_over: Option<HandOver>,
     db: Option<DbSide>,
     vip: VipSide,
     /// The last takeover, step by step.
@@ -411,6 +424,7 @@ impl Coordinator {
             link_up: true,
             stopping: false,
             stopped: false,
+            handing_over: None,
             db: cfg.db.map(|policy| DbSide {
                 current: Currentness::new(policy.margin),
                 policy,
@@ -550,7 +564,7 @@ impl Coordinator {
                     );
                 }
             }
-            Input::Switchover => self.machine.handle(now, machine::Input::Switchover),
+            Input::Switchover => self.hand_over(now, HandOver::Switchover),
             Input::Shutdown => {
                 tracing::info!(state = %self.machine.state(), "stopping");
                 self.stopping = true;
@@ -687,7 +701,7 @@ impl Coordinator {
                     // Whatever it was, it must be fenced again when it returns.
                     if db.role == Role::Writable && state == State::Master {
                         tracing::error!(error = %fault, "database down on the MASTER: handing over");
-                        self.machine.handle(now, machine::Input::Switchover);
+                        self.handing_over.get_or_insert(HandOver::Switchover);
                     }
                     db.role = Role::Unknown;
                 }
@@ -1050,14 +1064,14 @@ impl Coordinator {
                     && self.machine.state() == State::Master
                 {
                     tracing::error!("MASTER without the VIP serves nobody: handing over");
-                    self.machine.handle(now, machine::Input::Switchover);
+                    self.hand_over(now, HandOver::Switchover);
                 }
             }
         }
     }
 
     fn want_vip(&self) -> bool {
-        if self.machine.state() != State::Master || self.stopped {
+        if self.machine.state() != State::Master || self.stopped || self.handing_over.is_some() {
             return false;
         }
         match &self.db {
@@ -1100,6 +1114,7 @@ impl Coordinator {
         self.pump(now);
         self.drive_db(now);
         self.drive_vip(now);
+        self.finish_hand_over(now);
         self.pump(now);
     }
 
@@ -1117,8 +1132,35 @@ impl Coordinator {
                 tracing::error!(error = ?db.fence_error, "stopping without a confirmed fence");
             }
         }
-        self.machine.handle(now, machine::Input::Shutdown);
-        self.stopped = true;
+        if self.handing_over.is_none() {
+            self.hand_over(now, HandOver::Shutdown);
+        }
+    }
+
+    /// Bows out once the VIP is gone (see [`Coordinator::handing_over`]): at once if this
+    /// node is not MASTER or holds no address, else after [`Coordinator::drive_vip`] removed
+    /// it, or failed to (a bow-out cannot wait on a broken netlink for ever).
+    fn hand_over(&mut self, now: Mono, how: HandOver) {
+        if self.handing_over.is_none() {
+            self.handing_over = Some(how);
+        }
+        self.finish_hand_over(now);
+    }
+
+    fn finish_hand_over(&mut self, now: Mono) {
+        let Some(how) = self.handing_over else { return };
+        let released = !self.vip.have || self.vip.error.is_some();
+        if self.machine.state() == State::Master && (self.vip.in_flight.is_some() || !released) {
+            return;
+        }
+        self.handing_over = None;
+        match how {
+            HandOver::Switchover => self.machine.handle(now, machine::Input::Switchover),
+            HandOver::Shutdown => {
+                self.machine.handle(now, machine::Input::Shutdown);
+                self.stopped = true;
+            }
+        }
     }
 
     fn drive_db(&mut self, now: Mono) {

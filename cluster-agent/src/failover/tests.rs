@@ -411,7 +411,7 @@ fn a_zombie_master_is_waited_for() {
 }
 
 #[test]
-fn graceful_stop_fences_before_the_bow_out() {
+fn graceful_stop_fences_then_releases_the_vip_then_bows_out() {
     let mut t = T::new(A, 0, false, &[B]);
     t.take();
     t.db_done(DbOutcome::Fenced(Ok(())));
@@ -443,20 +443,64 @@ fn graceful_stop_fences_before_the_bow_out() {
     assert_eq!(t.c.state(), State::Master);
     t.db_done(DbOutcome::Fenced(Ok(())));
     let e = t.take();
-    let bow = e
-        .iter()
-        .position(|e| matches!(e, Effect::Advert { advbase: 255, .. }))
-        .expect("bow-out");
-    let vip = e
-        .iter()
-        .position(|e| *e == Effect::Vip(false))
-        .expect("VIP removal");
-    assert!(bow < vip, "{e:?}");
+    assert!(e.contains(&Effect::Vip(false)), "{e:?}");
+    assert!(
+        !e.iter()
+            .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
+        "no bow-out while the VIP is still here: {e:?}"
+    );
     t.input(Input::VipDone {
         add: false,
         result: Ok(()),
     });
+    let e = t.take();
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
+        "bow-out once the VIP is gone: {e:?}"
+    );
     assert!(t.c.finished());
+}
+
+/// The bow-out makes a peer take the VIP at once: a switchover releases it first, so two
+/// nodes never hold it together; a failed release does not keep the bow-out back.
+#[test]
+fn a_switchover_releases_the_vip_before_the_bow_out() {
+    let mut t = T::new(A, 0, false, &[B]);
+    t.take();
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    t.advance(Duration::from_secs(4));
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings::default()),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Ok(PeerState {
+                holdings: Holdings::default(),
+                writable: false,
+            }),
+        }],
+    });
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
+    t.input(Input::VipDone {
+        add: true,
+        result: Ok(()),
+    });
+    t.take();
+    t.input(Input::Switchover);
+    let e = t.take();
+    assert_eq!(e, vec![Effect::XdpRole(false), Effect::Vip(false)]);
+    assert_eq!(t.c.state(), State::Master);
+    t.input(Input::VipDone {
+        add: false,
+        result: Err("netlink: busy".into()),
+    });
+    let e = t.take();
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
+        "{e:?}"
+    );
+    assert_eq!(t.c.state(), State::Backup);
 }
 
 #[test]
