@@ -412,22 +412,7 @@ fn a_zombie_master_is_waited_for() {
 
 #[test]
 fn graceful_stop_fences_then_releases_the_vip_then_bows_out() {
-    let mut t = T::new(A, 0, false, &[B]);
-    t.take();
-    t.db_done(DbOutcome::Fenced(Ok(())));
-    t.advance(Duration::from_secs(4));
-    assert_eq!(t.c.state(), State::Master);
-    t.db_done(DbOutcome::Prepared {
-        own: Ok(Holdings::default()),
-        peers: vec![PeerReport {
-            addr: B,
-            result: Ok(PeerState {
-                holdings: Holdings::default(),
-                writable: false,
-            }),
-        }],
-    });
-    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
+    let mut t = writable_master(0, &[B]);
     t.input(Input::VipDone {
         add: true,
         result: Ok(()),
@@ -466,21 +451,7 @@ fn graceful_stop_fences_then_releases_the_vip_then_bows_out() {
 /// nodes never hold it together; a failed release does not keep the bow-out back.
 #[test]
 fn a_switchover_releases_the_vip_before_the_bow_out() {
-    let mut t = T::new(A, 0, false, &[B]);
-    t.take();
-    t.db_done(DbOutcome::Fenced(Ok(())));
-    t.advance(Duration::from_secs(4));
-    t.db_done(DbOutcome::Prepared {
-        own: Ok(Holdings::default()),
-        peers: vec![PeerReport {
-            addr: B,
-            result: Ok(PeerState {
-                holdings: Holdings::default(),
-                writable: false,
-            }),
-        }],
-    });
-    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
+    let mut t = writable_master(0, &[B]);
     t.input(Input::VipDone {
         add: true,
         result: Ok(()),
