@@ -356,7 +356,6 @@ struct VipSide {
     up_ran: bool,
 }
 
-/// See the module documentation.
 /// Why a MASTER bows out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum HandOver {
@@ -366,6 +365,7 @@ enum HandOver {
     Shutdown,
 }
 
+/// See the module documentation.
 pub struct Coordinator {
     params: Params,
     machine: Machine,

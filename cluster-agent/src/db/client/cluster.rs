@@ -94,6 +94,23 @@ async fn release_opening_lock(s: &mut Session) -> Result<(), DbError> {
         .map(drop)
 }
 
+/// Runs `attempt` (one operation on a peer) and, if it failed at once (not a timeout, not a
+/// refusal), once more: such a failure is a connection the peer ended, a kept session its
+/// server has since dropped (a restart) or a new one ended mid-handshake, and a fresh
+/// connection answers it. A promotion must not wait a retry interval for that.
+async fn once_more_if_cut<T, F: Future<Output = Result<T, DbError>>>(
+    peer: impl std::fmt::Display,
+    attempt: impl Fn() -> F,
+) -> Result<T, DbError> {
+    match attempt().await {
+        Err(e) if matches!(fault(&e), Fault::Other(_)) && !matches!(e, DbError::Timeout { .. }) => {
+            tracing::debug!(%peer, error = %e, "a peer's connection failed at once; trying a new one");
+            attempt().await
+        }
+        r => r,
+    }
+}
+
 impl Db {
     /// Classifies a failure to reach the server at `addr`: when it did not answer in time, a
     /// bare TCP connection to its port tells a host that still accepts connections (the server
@@ -286,7 +303,7 @@ impl Db {
                 }
                 // Reachability first, connection included, within the short bound: a dead
                 // host must not cost a promotion a whole connect timeout.
-                let reach = async || {
+                let reach = || {
                     self.with_remote(
                         &self.peers,
                         IpAddr::V4(p.addr),
@@ -294,21 +311,8 @@ impl Db {
                         "reach peer",
                         async |s| read_read_only(s).await,
                     )
-                    .await
                 };
-                // A failure that came at once (not a timeout, not a refusal) is a connection
-                // the peer ended: a kept session its server has since dropped (a restart),
-                // or a new one ended mid-handshake. One new connection answers it; a
-                // promotion must not wait a retry interval for that.
-                let reach = match reach().await {
-                    Err(e) if matches!(fault(&e), Fault::Other(_))
-                        && !matches!(e, DbError::Timeout { .. }) =>
-                    {
-                        tracing::debug!(peer = %p.addr, error = %e, "reaching a peer failed at once; trying a new connection");
-                        reach().await
-                    }
-                    r => r,
-                };
+                let reach = once_more_if_cut(p.addr, reach).await;
                 let res = match reach {
                     Err(e) => Err(e),
                     Ok(ro) => {
@@ -528,16 +532,16 @@ impl Db {
             let got = if addr == self.cfg.addr {
                 take_opening_lock(s).await?
             } else {
-                let asked = self
-                    .with_remote(
+                let ask = || {
+                    self.with_remote(
                         &self.locks,
                         addr,
                         limit + OPENING_LOCK_WAIT,
                         "lock peer",
                         async |ps| take_opening_lock(ps).await,
                     )
-                    .await;
-                match asked {
+                };
+                match once_more_if_cut(addr, ask).await {
                     Ok(got) => got,
                     Err(_) => continue,
                 }
