@@ -121,20 +121,58 @@ impl Drop for Writer {
 /// One look at one server: `Some(true)` writable, `Some(false)` read-only, `None` no answer.
 pub type Sample = (u64, Option<bool>);
 
+/// Pause between two looks at one server's `read_only`. A fence on one server and an
+/// opening on another a few milliseconds later must not seem to overlap: a server counts as
+/// writable until the look that finds it read-only, so the pause is the watch's resolution.
+const LOOK_EVERY: Duration = Duration::from_millis(1);
+
 /// Samples every server's `read_only` on its own thread (over its socket, as root), every
-/// `every`, through one long-lived client each, so a stalled server holds up only its own
-/// samples.
+/// [`LOOK_EVERY`], through one long-lived client each, so a stalled server holds up only its
+/// own samples.
 pub struct WritableWatch {
     stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Vec<Sample>>>>,
+    samples: Arc<Mutex<Vec<Changes>>>,
     threads: Vec<JoinHandle<()>>,
 }
 
+/// One server's samples, kept where the answer changes: the last sample before a change and
+/// the first after it. The stretches they give are the same as with every sample kept (a
+/// server counts as writable until the sample that says otherwise), the memory is not, and
+/// the pair around each change says how precisely it was seen.
+#[derive(Clone, Debug, Default)]
+struct Changes {
+    kept: Vec<Sample>,
+    /// The latest sample, when it repeats the last one kept.
+    repeat: Option<Sample>,
+    taken: usize,
+}
+
+impl Changes {
+    fn record(&mut self, s: Sample) {
+        self.taken += 1;
+        if self.kept.last().is_some_and(|k| k.1 == s.1) {
+            self.repeat = Some(s);
+        } else {
+            self.kept.extend(self.repeat.take());
+            self.kept.push(s);
+        }
+    }
+
+    fn samples(&self) -> Vec<Sample> {
+        self.kept
+            .iter()
+            .chain(self.repeat.iter())
+            .copied()
+            .collect()
+    }
+}
+
 impl WritableWatch {
-    pub fn start(sockets: Vec<PathBuf>, every: Duration) -> Result<WritableWatch> {
+    pub fn start(sockets: Vec<PathBuf>) -> Result<WritableWatch> {
+        let every = LOOK_EVERY;
         let client = client_bin()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(vec![Vec::new(); sockets.len()]));
+        let samples = Arc::new(Mutex::new(vec![Changes::default(); sockets.len()]));
         let threads = sockets
             .into_iter()
             .enumerate()
@@ -152,12 +190,12 @@ impl WritableWatch {
 
     /// Everything seen so far.
     pub fn timeline(&self) -> Timeline {
-        Timeline(
-            self.samples
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        let all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        Timeline {
+            samples: all.iter().map(Changes::samples).collect(),
+            taken: all.iter().map(|c| c.taken).collect(),
+            exact: false,
+        }
     }
 
     pub fn stop(mut self) -> Timeline {
@@ -240,11 +278,11 @@ fn sample_loop(
     socket: &Path,
     every: Duration,
     stop: &AtomicBool,
-    samples: &Mutex<Vec<Vec<Sample>>>,
+    samples: &Mutex<Vec<Changes>>,
 ) {
     let record = |s: Option<bool>| {
-        if let Some(v) = samples.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
-            v.push((mono_ns(), s));
+        if let Some(c) = samples.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
+            c.record((mono_ns(), s));
         }
     };
     let mut probe: Option<Probe> = None;
@@ -361,7 +399,10 @@ impl VipWatch {
                 node.push((now, held));
             }
         }
-        Timeline(all)
+        Timeline {
+            exact: true,
+            ..Timeline::sampled(all)
+        }
     }
 }
 
@@ -456,7 +497,14 @@ fn vip_loop(
 
 /// Every server's samples, in time order per server.
 #[derive(Clone, Debug, Default)]
-pub struct Timeline(pub Vec<Vec<Sample>>);
+pub struct Timeline {
+    pub samples: Vec<Vec<Sample>>,
+    /// Samples taken per server (a [`WritableWatch`] keeps only those around changes).
+    pub taken: Vec<usize>,
+    /// Whether each sample is the instant of a change (a [`VipWatch`]'s kernel events), not a
+    /// look that found a state some time after it began.
+    pub exact: bool,
+}
 
 /// A stretch of time in which more than one server answered that it was writable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -464,70 +512,117 @@ pub struct TwoWriters {
     pub from_ns: u64,
     pub to_ns: u64,
     pub nodes: Vec<usize>,
+    /// Whether two servers were writable at once even counting each only up to its last
+    /// sample that said so. If not, the stretch lies within the spacing of the samples: one
+    /// server's fence and another's opening were seen too coarsely to be put in order.
+    pub certain: bool,
 }
 
 impl Timeline {
+    /// A timeline of looks, kept as they were taken.
+    pub fn sampled(samples: Vec<Vec<Sample>>) -> Timeline {
+        let taken = samples.iter().map(Vec::len).collect();
+        Timeline {
+            samples,
+            taken,
+            exact: false,
+        }
+    }
+
     /// The stretches in which two or more servers were writable (or, for a [`VipWatch`]'s
     /// timeline, two or more nodes held the VIP), outside `excused` ranges of
     /// `mono_ns` (partitions). A server counts as writable from a sample that says so until its
     /// next sample, whatever that says; a server that does not answer is not writable (it
     /// accepts nothing while it does not answer).
     pub fn two_writers(&self, excused: &[(u64, u64)]) -> Vec<TwoWriters> {
-        let mut spans: Vec<(u64, u64, usize)> = Vec::new();
-        for (node, samples) in self.0.iter().enumerate() {
-            for w in samples.windows(2) {
-                if w[0].1 == Some(true) {
-                    spans.push((w[0].0, w[1].0, node));
+        // Per writable run: (first sample, last sample saying writable, next sample).
+        let mut runs: Vec<(u64, u64, u64, usize)> = Vec::new();
+        for (node, samples) in self.samples.iter().enumerate() {
+            let mut run: Option<(u64, u64)> = None;
+            for &(t, v) in samples {
+                match (v == Some(true), run) {
+                    (true, None) => run = Some((t, t)),
+                    (true, Some((a, _))) => run = Some((a, t)),
+                    (false, Some((a, l))) => {
+                        runs.push((a, l, t, node));
+                        run = None;
+                    }
+                    (false, None) => {}
                 }
             }
-            if let Some(&(t, Some(true))) = samples.last() {
-                spans.push((t, t, node));
+            if let Some((a, l)) = run {
+                runs.push((a, l, l, node));
             }
         }
-        // A sweep over the spans' ends (and the excused ranges' ends, so that an interval is
-        // either wholly excused or not): linear after the sort, for hours of samples.
-        let mut events: Vec<(u64, i32, usize)> = spans
-            .iter()
-            .filter(|s| s.0 < s.1)
-            .flat_map(|s| [(s.0, 1, s.2), (s.1, -1, s.2)])
-            .chain(excused.iter().flat_map(|&(x, y)| [(x, 0, 0), (y, 0, 0)]))
-            .collect();
-        // At one instant, ends before starts: [a, b) and [b, c) do not overlap.
-        events.sort_unstable();
-        let mut active = vec![0i32; self.0.len()];
-        let mut out: Vec<TwoWriters> = Vec::new();
-        let mut i = 0;
-        while i < events.len() {
-            let a = events[i].0;
-            while i < events.len() && events[i].0 == a {
-                if let Some(n) = active.get_mut(events[i].2) {
-                    *n += events[i].1;
-                }
-                i += 1;
-            }
-            let Some(&(b, _, _)) = events.get(i) else {
-                break;
-            };
-            let nodes: Vec<usize> = (0..active.len()).filter(|&n| active[n] > 0).collect();
-            if nodes.len() < 2 || excused.iter().any(|&(x, y)| a >= x && b <= y) {
-                continue;
-            }
-            match out.last_mut() {
-                Some(last) if last.to_ns == a && last.nodes == nodes => last.to_ns = b,
-                _ => out.push(TwoWriters {
-                    from_ns: a,
-                    to_ns: b,
-                    nodes,
-                }),
+        if self.exact {
+            for r in &mut runs {
+                r.1 = r.2;
             }
         }
-        out
+        let n = self.samples.len();
+        let possible = sweep(n, runs.iter().map(|r| (r.0, r.2, r.3)), excused);
+        let certain = sweep(n, runs.iter().map(|r| (r.0, r.1, r.3)), excused);
+        possible
+            .into_iter()
+            .map(|mut w| {
+                w.certain = certain
+                    .iter()
+                    .any(|c| c.from_ns < w.to_ns && w.from_ns < c.to_ns);
+                w
+            })
+            .collect()
     }
 
     /// Samples taken, per server.
     pub fn counts(&self) -> Vec<usize> {
-        self.0.iter().map(Vec::len).collect()
+        self.taken.clone()
     }
+}
+
+/// The stretches in which two or more of `spans` (`[from, to)`, node) overlap, outside
+/// `excused`: a sweep over the spans' ends (and the excused ranges' ends, so that an interval
+/// is either wholly excused or not), linear after the sort, for hours of samples.
+fn sweep(
+    nodes: usize,
+    spans: impl Iterator<Item = (u64, u64, usize)>,
+    excused: &[(u64, u64)],
+) -> Vec<TwoWriters> {
+    let mut events: Vec<(u64, i32, usize)> = spans
+        .filter(|s| s.0 < s.1)
+        .flat_map(|s| [(s.0, 1, s.2), (s.1, -1, s.2)])
+        .chain(excused.iter().flat_map(|&(x, y)| [(x, 0, 0), (y, 0, 0)]))
+        .collect();
+    // At one instant, ends before starts: [a, b) and [b, c) do not overlap.
+    events.sort_unstable();
+    let mut active = vec![0i32; nodes];
+    let mut out: Vec<TwoWriters> = Vec::new();
+    let mut i = 0;
+    while i < events.len() {
+        let a = events[i].0;
+        while i < events.len() && events[i].0 == a {
+            if let Some(n) = active.get_mut(events[i].2) {
+                *n += events[i].1;
+            }
+            i += 1;
+        }
+        let Some(&(b, _, _)) = events.get(i) else {
+            break;
+        };
+        let nodes: Vec<usize> = (0..active.len()).filter(|&n| active[n] > 0).collect();
+        if nodes.len() < 2 || excused.iter().any(|&(x, y)| a >= x && b <= y) {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.to_ns == a && last.nodes == nodes => last.to_ns = b,
+            _ => out.push(TwoWriters {
+                from_ns: a,
+                to_ns: b,
+                nodes,
+                certain: false,
+            }),
+        }
+    }
+    out
 }
 
 /// A watch on a cluster's servers: their sockets.
@@ -555,7 +650,7 @@ mod tests {
 
     #[test]
     fn overlapping_writable_stretches_are_found_and_excused() {
-        let t = Timeline(vec![
+        let t = Timeline::sampled(vec![
             vec![(0, Some(true)), (10, Some(true)), (20, Some(false))],
             vec![(5, Some(false)), (15, Some(true)), (25, Some(false))],
         ]);
@@ -564,15 +659,66 @@ mod tests {
             vec![TwoWriters {
                 from_ns: 15,
                 to_ns: 20,
-                nodes: vec![0, 1]
+                nodes: vec![0, 1],
+                // Node 0 said writable last at 10, node 1 first at 15.
+                certain: false,
             }]
         );
         assert!(t.two_writers(&[(14, 21)]).is_empty());
         // No answer is not writable.
-        let t = Timeline(vec![
+        let t = Timeline::sampled(vec![
             vec![(0, Some(true)), (30, Some(false))],
             vec![(5, None), (10, None), (40, None)],
         ]);
         assert!(t.two_writers(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_stretch_both_servers_confirmed_is_certain() {
+        let t = Timeline::sampled(vec![
+            vec![(0, Some(true)), (18, Some(true)), (20, Some(false))],
+            vec![
+                (5, Some(false)),
+                (15, Some(true)),
+                (17, Some(true)),
+                (25, Some(false)),
+            ],
+        ]);
+        let both = t.two_writers(&[]);
+        assert_eq!(both.len(), 1);
+        assert!(both[0].certain, "{both:?}");
+    }
+
+    #[test]
+    fn keeping_only_changes_finds_the_same_stretches() {
+        let all = vec![
+            (0, Some(false)),
+            (5, Some(true)),
+            (10, Some(true)),
+            (15, Some(true)),
+            (20, None),
+            (25, Some(false)),
+            (30, Some(false)),
+        ];
+        let mut c = Changes::default();
+        for &s in &all {
+            c.record(s);
+        }
+        assert_eq!(c.taken, all.len());
+        assert_eq!(
+            c.samples(),
+            vec![
+                (0, Some(false)),
+                (5, Some(true)),
+                (15, Some(true)),
+                (20, None),
+                (25, Some(false)),
+                (30, Some(false))
+            ]
+        );
+        let other = vec![(0, Some(true)), (17, Some(false))];
+        let kept = Timeline::sampled(vec![c.samples(), other.clone()]);
+        let full = Timeline::sampled(vec![all, other]);
+        assert_eq!(kept.two_writers(&[]), full.two_writers(&[]));
     }
 }

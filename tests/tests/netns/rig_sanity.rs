@@ -223,7 +223,7 @@ fn vip_watch_sees_holders_and_power_cuts() -> Result<()> {
         );
         let timeline = watch.stop();
         let held: Vec<Vec<Option<bool>>> = timeline
-            .0
+            .samples
             .iter()
             .map(|node| node.iter().map(|s| s.1).collect())
             .collect();

@@ -38,7 +38,7 @@ fn running(n: usize, ranks: &[Rank], extra_sql: &str) -> Result<(Cluster, Writer
     let mut c = Cluster::start(cfg)?;
     c.bring_up(ranks, START)?;
     let servers: Vec<&MariaDb> = (0..n).map(|i| c.server(i)).collect();
-    let watch = WritableWatch::start(sockets(&servers), GAP)?;
+    let watch = WritableWatch::start(sockets(&servers))?;
     let writer = Writer::start(c.vip()?, 1, GAP, INSERT_LIMIT);
     Ok((c, writer, watch))
 }
@@ -100,7 +100,16 @@ fn check_invariants(
         missing.len(),
         &missing[..missing.len().min(10)]
     );
-    let both = timeline.two_writers(&[]);
+    let (both, unsure): (Vec<_>, Vec<_>) = timeline
+        .two_writers(&[])
+        .into_iter()
+        .partition(|w| w.certain);
+    if !unsure.is_empty() {
+        eprintln!(
+            "{} stretch(es) within the spacing of the looks at read_only (not two writers): {unsure:?}",
+            unsure.len()
+        );
+    }
     ensure!(
         both.is_empty(),
         "I2: two writable servers {} time(s), first {:?}",
