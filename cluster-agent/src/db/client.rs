@@ -91,6 +91,10 @@ pub enum DbError {
     #[error("database operation {what} did not finish within {limit:?}")]
     Timeout { what: &'static str, limit: Duration },
     #[error(
+        "database at {addr}: no answer, and its host did not complete a TCP handshake within {within:?}"
+    )]
+    HostSilent { addr: IpAddr, within: Duration },
+    #[error(
         "not promoted: relay log not applied within {waited:?} (received {received}, applied {applied})"
     )]
     PromoteTimeout {

@@ -66,6 +66,21 @@ pub fn fault(e: &DbError) -> Fault {
 
 /// How long a bare TCP connection may take to tell a stalled server from a dead host.
 const HOST_CHECK: Duration = Duration::from_millis(100);
+/// How long a peer's server may take to answer the prepare step's first question before its
+/// host is checked: far longer than a round trip on a segment, far shorter than the probe's
+/// bound.
+const HOST_CHECK_AFTER: Duration = Duration::from_millis(20);
+
+/// What a bare TCP connection to a server's port found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HostCheck {
+    /// The handshake completed: the host is up, whatever its server does.
+    Accepts,
+    /// Nothing listens on the port: the server is not running.
+    Refused,
+    /// No answer in time: the host is powered off or cut off.
+    Silent,
+}
 
 /// The named lock a node holds on every reachable server while it checks its peers and
 /// opens (see [`Db::lock_for_opening`]), and how long it waits for one another node holds.
@@ -120,15 +135,51 @@ impl Db {
         if !matches!(f, Fault::Other(_)) || !matches!(e, DbError::Timeout { .. }) {
             return f;
         }
-        let connect = tokio::net::TcpStream::connect((addr, self.cfg.port));
-        match tokio::time::timeout(HOST_CHECK, connect).await {
-            Ok(Ok(_)) => Fault::Stalled(format!(
+        match self.check_host(addr).await {
+            HostCheck::Accepts => Fault::Stalled(format!(
                 "{e}; its host accepts connections: the server is stalled, not gone"
             )),
-            Ok(Err(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                Fault::Refused(format!("{e}; nothing listens on its port now"))
-            }
-            _ => f,
+            HostCheck::Refused => Fault::Refused(format!("{e}; nothing listens on its port now")),
+            HostCheck::Silent => f,
+        }
+    }
+
+    /// A bare TCP connection to the server's port at `addr`, within [`HOST_CHECK`].
+    async fn check_host(&self, addr: Ipv4Addr) -> HostCheck {
+        let connect = tokio::net::TcpStream::connect((addr, self.cfg.port));
+        match tokio::time::timeout(HOST_CHECK, connect).await {
+            Ok(Ok(_)) => HostCheck::Accepts,
+            Ok(Err(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => HostCheck::Refused,
+            _ => HostCheck::Silent,
+        }
+    }
+
+    /// Runs `op` on the peer at `addr`, given up as soon as its host is found silent (see
+    /// [`Db::host_silent`]): a host that cannot complete a TCP handshake is gone for this
+    /// promotion, and the operation's whole bound need not pass to know it.
+    async fn or_host_silent<T>(
+        &self,
+        addr: Ipv4Addr,
+        op: impl Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        tokio::select! {
+            r = op => r,
+            () = self.host_silent(addr) => Err(DbError::HostSilent {
+                addr: IpAddr::V4(addr),
+                within: HOST_CHECK_AFTER + HOST_CHECK,
+            }),
+        }
+    }
+
+    /// Resolves only if the host at `addr` does not complete a TCP handshake within
+    /// [`HOST_CHECK`], tried after [`HOST_CHECK_AFTER`]: it is powered off or cut off, and no
+    /// server answer will come from it. Only a probe that is slow to answer pays for the
+    /// bare connection: the server counts each as a failed connection from our host, and
+    /// enough of them in a row would make it block us (`max_connect_errors`).
+    async fn host_silent(&self, addr: Ipv4Addr) {
+        tokio::time::sleep(HOST_CHECK_AFTER).await;
+        if self.check_host(addr).await != HostCheck::Silent {
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -231,17 +282,21 @@ impl Db {
     ) -> Result<T, DbError> {
         let slot = remote.slot(addr);
         let mut g = slot.lock().await;
-        let res = bounded(what, limit, async {
-            if g.is_none() {
-                *g = Some(self.open(addr).await?);
+        // The session is out of its slot while in use and goes back only after a success: one
+        // cut short (a timeout, a caller that stopped waiting) is dropped, never reused with
+        // an answer still pending on it.
+        bounded(what, limit, async {
+            let mut s = match g.take() {
+                Some(s) => s,
+                None => self.open(addr).await?,
+            };
+            let res = op(&mut s).await;
+            if res.is_ok() {
+                *g = Some(s);
             }
-            op(g.as_mut().expect("just opened")).await
+            res
         })
-        .await;
-        if res.is_err() {
-            *g = None;
-        }
-        res
+        .await
     }
 
     /// One look at the local server.
@@ -312,7 +367,9 @@ impl Db {
                         async |s| read_read_only(s).await,
                     )
                 };
-                let reach = once_more_if_cut(p.addr, reach).await;
+                let reach = self
+                    .or_host_silent(p.addr, once_more_if_cut(p.addr, reach))
+                    .await;
                 let res = match reach {
                     Err(e) => Err(e),
                     Ok(ro) => {
@@ -386,12 +443,15 @@ impl Db {
     ) -> Option<String> {
         let asks = peers.iter().map(|&p| async move {
             let state = self
-                .with_remote(
-                    &self.peers,
-                    IpAddr::V4(p),
-                    limit,
-                    "recheck peer",
-                    async |s| Ok((read_read_only(s).await?, read_holdings(s).await?)),
+                .or_host_silent(
+                    p,
+                    self.with_remote(
+                        &self.peers,
+                        IpAddr::V4(p),
+                        limit,
+                        "recheck peer",
+                        async |s| Ok((read_read_only(s).await?, read_holdings(s).await?)),
+                    ),
                 )
                 .await;
             match state {
@@ -541,7 +601,12 @@ impl Db {
                         async |ps| take_opening_lock(ps).await,
                     )
                 };
-                match once_more_if_cut(addr, ask).await {
+                let attempt = once_more_if_cut(addr, ask);
+                let got = match addr {
+                    IpAddr::V4(v4) => self.or_host_silent(v4, attempt).await,
+                    IpAddr::V6(_) => attempt.await,
+                };
+                match got {
                     Ok(got) => got,
                     Err(_) => continue,
                 }
