@@ -64,12 +64,13 @@ pub fn fault(e: &DbError) -> Fault {
     }
 }
 
-/// How long a bare TCP connection may take to tell a stalled server from a dead host.
-const HOST_CHECK: Duration = Duration::from_millis(100);
+/// How long a bare TCP connection may take to tell a stalled server from a dead host. Peers
+/// share a segment, where a handshake takes well under a millisecond and the kernel answers
+/// it even while the server itself is stalled.
+const HOST_CHECK: Duration = Duration::from_millis(50);
 /// How long a peer's server may take to answer the prepare step's first question before its
-/// host is checked: far longer than a round trip on a segment, far shorter than the probe's
-/// bound.
-const HOST_CHECK_AFTER: Duration = Duration::from_millis(20);
+/// host is checked: many round trips on a segment, far shorter than the probe's bound.
+const HOST_CHECK_AFTER: Duration = Duration::from_millis(10);
 
 /// What a bare TCP connection to a server's port found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
