@@ -536,7 +536,10 @@ impl RunArgs {
                 _ => return Err(invalid("mcastip", s, "must be an IPv4 multicast address")),
             },
         };
-        let db = args.mysql.validate(src)?;
+        let mut db = args.mysql.validate(src)?;
+        if let Some(d) = &mut db {
+            d.db.host_check = host_check(advbase, advskew, deadratio);
+        }
         let interface = args
             .interface
             .ok_or(ConfigError::Missing("interface (-i)"))?;
@@ -577,6 +580,17 @@ impl RunArgs {
     }
 }
 
+/// How long a bare TCP handshake with a peer's database port may take before the peer's host
+/// counts as gone: as long as a master's adverts may stay away (`deadratio` intervals), within
+/// 10-50 ms. Peers share a segment, where a handshake takes well under a millisecond and the
+/// kernel completes it even while the server itself is stalled; a host that cannot is as gone
+/// as one whose adverts stopped, and a promotion should not wait longer on it.
+fn host_check(advbase: u32, advskew: u32, deadratio: u32) -> Duration {
+    let interval =
+        Duration::from_secs(u64::from(advbase)) + Duration::from_secs(u64::from(advskew)) / 256;
+    (interval * deadratio).clamp(Duration::from_millis(10), Duration::from_millis(50))
+}
+
 /// `ADDR` or `ADDR/PREFIX`; only IPv4, since UCARP hashes exactly one IPv4 VIP per vhid.
 pub fn parse_vip(s: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
     let (addr, prefix) = match s.split_once('/') {
@@ -612,6 +626,17 @@ fn read_passfile(path: &Path) -> Result<Vec<u8>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_host_gets_as_long_as_a_master_s_adverts_within_bounds() {
+        // Fast mode, advskew 1: three intervals of 3.9 ms.
+        assert_eq!(host_check(0, 1, 3), Duration::from_secs(3) / 256);
+        // Two intervals of 3.9 ms: the floor.
+        assert_eq!(host_check(0, 1, 2), Duration::from_millis(10));
+        assert_eq!(host_check(0, 4, 3), Duration::from_secs(12) / 256);
+        assert_eq!(host_check(0, 80, 3), Duration::from_millis(50));
+        assert_eq!(host_check(1, 0, 3), Duration::from_millis(50));
+    }
 
     fn base() -> RunArgs {
         RunArgs {

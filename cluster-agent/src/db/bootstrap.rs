@@ -461,6 +461,10 @@ fn node_cnf(files: &NodeFiles, installed: &Path, semi_sync_timeout_ms: u32) -> S
          # Every address: applications reach the master on the VIP, which comes and goes;\n\
          # require_secure_transport keeps every connection on TLS.\n\
          bind_address = 0.0.0.0\n\
+         # The agents of the other nodes check that this host is up with a bare TCP connection\n\
+         # when this server is slow to answer them; the server counts each as a failed\n\
+         # connection from their host and by default blocks a host after 100 in a row.\n\
+         max_connect_errors = 1000000\n\
          # GTID replication; every node logs what it applies, so any replica can become master.\n\
          log_bin = mariadb-bin\n\
          log_slave_updates = ON\n\

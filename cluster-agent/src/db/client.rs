@@ -49,6 +49,9 @@ pub struct DbConfig {
     pub repl_ssl_key: Option<PathBuf>,
     /// Bound on connecting and on any one operation besides the promotion wait.
     pub op_timeout: Duration,
+    /// How long a bare TCP handshake with a peer's server may take before its host counts
+    /// as gone (powered off, cut off) rather than up with a stalled server.
+    pub host_check: Duration,
 }
 
 impl DbConfig {
@@ -74,6 +77,7 @@ impl DbConfig {
             repl_ssl_cert: None,
             repl_ssl_key: None,
             op_timeout: Duration::from_secs(5),
+            host_check: Duration::from_millis(50),
         }
     }
 }

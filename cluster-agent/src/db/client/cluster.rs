@@ -64,13 +64,10 @@ pub fn fault(e: &DbError) -> Fault {
     }
 }
 
-/// How long a bare TCP connection may take to tell a stalled server from a dead host. Peers
-/// share a segment, where a handshake takes well under a millisecond and the kernel answers
-/// it even while the server itself is stalled.
-const HOST_CHECK: Duration = Duration::from_millis(50);
-/// How long a peer's server may take to answer the prepare step's first question before its
-/// host is checked: many round trips on a segment, far shorter than the probe's bound.
-const HOST_CHECK_AFTER: Duration = Duration::from_millis(10);
+/// How long a peer's server may take to answer a question on a kept session before its host
+/// is checked: many round trips on a segment. Only a server slow to answer pays for the bare
+/// connection of the check, which it counts as a failed connection from our host.
+const HOST_CHECK_AFTER: Duration = Duration::from_millis(2);
 
 /// What a bare TCP connection to a server's port found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,10 +142,11 @@ impl Db {
         }
     }
 
-    /// A bare TCP connection to the server's port at `addr`, within [`HOST_CHECK`].
+    /// A bare TCP connection to the server's port at `addr`, within the configured
+    /// [`DbConfig::host_check`](super::DbConfig::host_check).
     async fn check_host(&self, addr: Ipv4Addr) -> HostCheck {
         let connect = tokio::net::TcpStream::connect((addr, self.cfg.port));
-        match tokio::time::timeout(HOST_CHECK, connect).await {
+        match tokio::time::timeout(self.cfg.host_check, connect).await {
             Ok(Ok(_)) => HostCheck::Accepts,
             Ok(Err(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => HostCheck::Refused,
             _ => HostCheck::Silent,
@@ -167,16 +165,14 @@ impl Db {
             r = op => r,
             () = self.host_silent(addr) => Err(DbError::HostSilent {
                 addr: IpAddr::V4(addr),
-                within: HOST_CHECK_AFTER + HOST_CHECK,
+                within: HOST_CHECK_AFTER + self.cfg.host_check,
             }),
         }
     }
 
-    /// Resolves only if the host at `addr` does not complete a TCP handshake within
-    /// [`HOST_CHECK`], tried after [`HOST_CHECK_AFTER`]: it is powered off or cut off, and no
-    /// server answer will come from it. Only a probe that is slow to answer pays for the
-    /// bare connection: the server counts each as a failed connection from our host, and
-    /// enough of them in a row would make it block us (`max_connect_errors`).
+    /// Resolves only if the host at `addr` does not complete a TCP handshake in time, tried
+    /// after [`HOST_CHECK_AFTER`] without an answer: it is powered off or cut off, and no
+    /// server answer will come from it.
     async fn host_silent(&self, addr: Ipv4Addr) {
         tokio::time::sleep(HOST_CHECK_AFTER).await;
         if self.check_host(addr).await != HostCheck::Silent {
