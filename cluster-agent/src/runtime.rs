@@ -37,13 +37,13 @@ const RETRY: Duration = Duration::from_secs(1);
 const MARGIN: Duration = Duration::from_millis(100);
 /// How long a peer may take to answer before a promotion treats it as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
-/// A timer this late means the process did not run: take in queued input before acting on it.
-const LATE_TIMER: Duration = Duration::from_millis(20);
-/// Most queued packets taken in before a late timer is acted on.
+/// Most queued packets taken in before a timer is acted on.
 const QUEUED_MAX: usize = 4096;
 /// How often the accounts that can write through `read_only` and the durability settings are
 /// read again.
 const AUDIT_EVERY: Duration = Duration::from_secs(60);
+/// How often sessions to the peers are checked and reopened (see `Db::warm_peers`).
+const WARM_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait at shutdown for the fence, the bow-out and the VIP removal.
 const STOP_BOUND: Duration = Duration::from_secs(10);
 
@@ -251,13 +251,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 break;
             }
             _ = async { tokio::time::sleep_until(sleep.expect("guarded")).await }, if sleep.is_some() => {
-                let now = Mono::now();
-                // Far too late: this process was stopped or starved. What arrived meanwhile
-                // (the master's adverts, above all) comes first, or a master that never went
-                // away would be taken over on a stale timer.
-                if coord.poll_timeout().is_some_and(|t| now.saturating_since(t) > LATE_TIMER) {
-                    agent.take_in_queued(&mut coord, &receiver, &mut events, &mut buf);
-                }
+                // What arrived before the timer is acted on comes first (the master's adverts,
+                // above all): this loop prefers timers, and a process woken a little late, or
+                // stopped or starved for longer, would otherwise take over from a master that
+                // never went away. In fast mode a few milliseconds of lateness are enough.
+                agent.take_in_queued(&mut coord, &receiver, &mut events, &mut buf);
                 coord.handle_timeout(Mono::now());
             }
             r = receiver.recv(&mut buf), if events.is_none() => match r {
@@ -339,6 +337,7 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
     let (obs_tx, observations) = mpsc::unbounded_channel();
     let (db_for_guard, obs_tx_guard) = (db.clone(), obs_tx.clone());
     let audit_db = db.clone();
+    let warm_db = db.clone();
     let interval = settings.check_interval;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -383,6 +382,16 @@ fn spawn_db(settings: DbSettings) -> (DbLink, DbAnswers) {
             {
                 return;
             }
+        }
+    });
+    // Sessions to every peer ready before they are needed: any node may have to promote.
+    let warm_peers = settings.nodes.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(WARM_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            warm_db.warm_peers(&warm_peers, PROBE_TIMEOUT).await;
         }
     });
     // Accounts that fencing cannot stop and unsafe settings are named, once at start and

@@ -246,31 +246,19 @@ fn print_report(r: &Report) {
         if r.lost_examples.is_empty() {
             String::new()
         } else {
-            format!(" (e.g. {:?})", r.lost_examples)
+            format!(" ({})", e_g(&r.lost_examples, ""))
         },
         r.two_writers,
         r.two_writers_ms,
-        if r.two_writers_examples.is_empty() {
-            String::new()
-        } else {
-            format!(", e.g. {:?}", r.two_writers_examples)
-        },
+        e_g(&r.two_writers_examples, ", "),
         r.two_writers_unsure,
-        if r.two_writers_unsure_examples.is_empty() {
-            String::new()
-        } else {
-            format!(", e.g. {:?}", r.two_writers_unsure_examples)
-        },
+        e_g(&r.two_writers_unsure_examples, ", "),
         r.excused_partition_ms,
         r.vip_changes,
         r.vip_two_holders,
         r.vip_two_holders_ms,
         r.vip_two_holders_max_ms,
-        if r.vip_two_holders_examples.is_empty() {
-            String::new()
-        } else {
-            format!(", e.g. {:?}", r.vip_two_holders_examples)
-        },
+        e_g(&r.vip_two_holders_examples, ", "),
         r.vip_two_holders_agent_down,
         r.vip_two_holders_agent_down_max_ms,
         r.flood_state_changes,
@@ -282,6 +270,15 @@ fn print_report(r: &Report) {
     ));
     for f in &r.failures {
         say(format_args!("chaos: FAILURE: {f}"));
+    }
+}
+
+/// `sep` and "e.g." with the examples, or nothing when there are none.
+fn e_g<T: std::fmt::Debug>(examples: &[T], sep: &str) -> String {
+    if examples.is_empty() {
+        String::new()
+    } else {
+        format!("{sep}e.g. {examples:?}")
     }
 }
 

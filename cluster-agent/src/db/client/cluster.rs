@@ -296,6 +296,50 @@ impl Db {
         .await
     }
 
+    /// Keeps a session to each of `peers` for the prepare step and for the opening lock, each
+    /// opened within `limit`: a promotion that starts with TLS handshakes to its peers waits
+    /// for them (a few milliseconds each, twice). A missing session is opened; a kept one for
+    /// the prepare is pinged and opened again if it failed. A kept lock session is left as it
+    /// is, since it may hold the lock of a promotion under way (one that died fails at once
+    /// when used, and a new one is opened then). A session in use is left alone and one being
+    /// pinged is out of its slot, so a promotion never waits for this; at worst it opens its
+    /// own session, as it would without this.
+    pub async fn warm_peers(&self, peers: &[Ipv4Addr], limit: Duration) {
+        let jobs = peers
+            .iter()
+            .flat_map(|&p| [(&self.peers, p, true), (&self.locks, p, false)])
+            .map(|(remote, p, ping)| async move {
+                let addr = IpAddr::V4(p);
+                let slot = remote.slot(addr);
+                let Ok(mut g) = slot.try_lock() else { return };
+                if g.is_some() && !ping {
+                    return;
+                }
+                let kept = g.take();
+                drop(g);
+                let live = bounded("warm peer session", limit, async {
+                    match kept {
+                        Some(mut s) => {
+                            s.conn.ping().await.map_err(|e| DbError::Sql {
+                                what: "ping",
+                                message: e.to_string(),
+                            })?;
+                            Ok(s)
+                        }
+                        None => self.open(addr).await,
+                    }
+                })
+                .await;
+                if let Ok(s) = live {
+                    let mut g = slot.lock().await;
+                    if g.is_none() {
+                        *g = Some(s);
+                    }
+                }
+            });
+        futures::future::join_all(jobs).await;
+    }
+
     /// One look at the local server.
     pub async fn observe_local(&self) -> Result<LocalDb, Fault> {
         let mut g = self.probe.lock().await;
