@@ -460,8 +460,8 @@ async fn run_op(db: &Db, op: DbOp, promote_timeout: Duration) -> DbOutcome {
             Err(crate::db::DbError::Errant { gtids, .. }) => Err(FollowError::Errant(gtids)),
             Err(e) => Err(FollowError::Failed(e.to_string())),
         }),
-        DbOp::Prepare { peers } => {
-            let (own, peers) = db.prepare(&peers, PROBE_TIMEOUT).await;
+        DbOp::Prepare { peers, fence } => {
+            let (own, peers) = db.prepare(&peers, PROBE_TIMEOUT, fence).await;
             DbOutcome::Prepared { own, peers }
         }
         DbOp::FencePeers { peers } => DbOutcome::PeersFenced(db.fence_peers(&peers).await),

@@ -171,8 +171,9 @@ pub enum DbOp {
     Fence,
     /// Fence, check for errant transactions, replicate from `master` over verified TLS.
     Follow { master: Ipv4Addr },
-    /// Fence every reachable peer that is writable and report what every node holds.
-    Prepare { peers: Vec<Probe> },
+    /// Report what every node holds; with `fence`, fence every reachable peer that is
+    /// writable first (without, such a peer is reported writable).
+    Prepare { peers: Vec<Probe>, fence: bool },
     /// Replicate from `from` until `target` is applied.
     CatchUp { from: Ipv4Addr, target: Gtids },
     /// Fence these peers' databases: found writable while this node is the writer.
@@ -309,6 +310,11 @@ const VIP_FAILURES_BEFORE_HANDOVER: u32 = 3;
 const LOCAL_MISSES_BEFORE_HANDOVER: u32 = 3;
 /// Errant transactions do not go away by themselves: look again this much more slowly.
 const ERRANT_RETRY_FACTOR: u32 = 10;
+/// Longest wait after becoming MASTER before a peer found writable is fenced (see
+/// `DbSide::fence_from`); otherwise one master-down interval, as long as a live master's
+/// next advert can take (fast mode's few milliseconds; compatible mode's second is not
+/// waited for, as a master silent for three seconds is not merely late).
+const FENCE_SETTLE_MAX: Duration = Duration::from_millis(50);
 
 struct DbSide {
     policy: DbPolicy,
@@ -339,6 +345,11 @@ struct DbSide {
     took_over_live: bool,
     /// The peers that answered the last prepare step.
     reached: Vec<Ipv4Addr>,
+    /// From when this mastership may fence a peer found writable: a master whose adverts
+    /// were only late (its process starved for a few milliseconds, in fast mode) answers our
+    /// first advert within its interval and the election ends this mastership; fencing it
+    /// meanwhile would stop its writes for nothing.
+    fence_from: Option<Mono>,
     /// The election's master, when it is not a database node (warned about once).
     stranger: Option<Ipv4Addr>,
     /// Since when a peer has been seen writable while this node is the writer.
@@ -445,6 +456,7 @@ impl Coordinator {
                 fence_error: None,
                 stop_fence_tried: false,
                 took_over_live: false,
+                fence_from: None,
                 reached: Vec::new(),
                 stranger: None,
                 second_writer_since: None,
@@ -650,6 +662,7 @@ impl Coordinator {
     fn on_transition(&mut self, now: Mono, from: State, to: State, reason: Reason) {
         tracing::info!(%from, state = %to, ?reason, "state change");
         self.transitions += 1;
+        let settle = self.machine.master_down().min(FENCE_SETTLE_MAX);
         match to {
             State::Master => {
                 self.takeover = Some(Takeover::new(reason, now));
@@ -658,6 +671,7 @@ impl Coordinator {
                     db.refused = None;
                     db.retry_at = None;
                     db.took_over_live = reason != Reason::MasterDown;
+                    db.fence_from = Some(now + settle);
                     db.current.won(now);
                 }
             }
@@ -912,6 +926,19 @@ impl Coordinator {
             }
             DbOutcome::Prepared { own, peers } => {
                 if state != State::Master || self.stopping {
+                    return;
+                }
+                let unfenced = matches!(op, DbOp::Prepare { fence: false, .. });
+                let writable = peers
+                    .iter()
+                    .any(|p| p.result.as_ref().is_ok_and(|p| p.writable));
+                if unfenced && writable {
+                    let at = db.fence_from.unwrap_or(now).max(now);
+                    tracing::warn!(
+                        wait_ms = at.saturating_since(now).as_millis() as u64,
+                        "a peer's database is still writable: fencing it unless its master's adverts end this mastership first"
+                    );
+                    db.retry_at = Some(at);
                     return;
                 }
                 let decision = match own {
@@ -1205,7 +1232,8 @@ impl Coordinator {
                         .collect();
                     peers.sort_by_key(|p| p.addr);
                     peers.dedup_by_key(|p| p.addr);
-                    Some(DbOp::Prepare { peers })
+                    let fence = db.fence_from.is_none_or(|t| now >= t);
+                    Some(DbOp::Prepare { peers, fence })
                 }
             }
         };

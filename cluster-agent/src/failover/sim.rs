@@ -605,7 +605,7 @@ impl Sim {
         let run = self.nodes[i].agent.as_ref().map_or(0, |a| a.run);
         let mut latency = self.rng.duration(ms(1), ms(4));
         match &op {
-            DbOp::Prepare { peers } => {
+            DbOp::Prepare { peers, .. } => {
                 let slow = peers.iter().any(|p| {
                     !p.skip
                         && self.index_of(p.addr).is_none_or(|j| {
@@ -702,7 +702,7 @@ impl Sim {
                 };
                 Some(DbOutcome::Followed(r))
             }
-            DbOp::Prepare { peers } => {
+            DbOp::Prepare { peers, fence } => {
                 let own = match local_err {
                     Some(e) => Err(e),
                     None => Ok(self.holdings(i)),
@@ -715,13 +715,14 @@ impl Sim {
                                 && self.linked(i, j)
                                 && self.nodes[j].server.accepts_work() =>
                         {
-                            if !self.nodes[j].server.read_only {
+                            let writable = !self.nodes[j].server.read_only;
+                            if writable && fence {
                                 self.log(|| format!("n{i} fences peer n{j}"));
                                 self.fence(j);
                             }
                             Ok(PeerState {
                                 holdings: self.holdings(j),
-                                writable: false,
+                                writable: writable && !fence,
                             })
                         }
                         Some(j) if !p.skip && self.linked(i, j) && !self.nodes[j].server.up => {

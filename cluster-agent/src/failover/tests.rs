@@ -208,7 +208,8 @@ fn a_returning_preferred_node_does_not_preempt_before_it_is_current() {
             peers: vec![Probe {
                 addr: B,
                 skip: false
-            }]
+            }],
+            fence: false
         })
     );
     assert!(
@@ -245,7 +246,7 @@ fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
     // The master dies; this node wins the election and must refuse to open.
     t.advance(Duration::from_secs(5));
     assert_eq!(t.c.state(), State::Master);
-    let Some(DbOp::Prepare { peers }) = t.pending_op() else {
+    let Some(DbOp::Prepare { peers, .. }) = t.pending_op() else {
         panic!("no prepare step: {:?}", t.pending_op())
     };
     assert_eq!(peers.len(), 1);
@@ -313,7 +314,7 @@ fn a_current_replica_promotes_after_the_master_dies() {
     }
     t.advance(Duration::from_secs(3));
     assert_eq!(t.c.state(), State::Master);
-    let Some(DbOp::Prepare { peers }) = t.pending_op() else {
+    let Some(DbOp::Prepare { peers, .. }) = t.pending_op() else {
         panic!("no prepare step")
     };
     assert!(peers[0].skip, "a master silent for 2 s is not waited for");
@@ -389,7 +390,7 @@ fn a_zombie_master_is_waited_for() {
         advskew: 255,
     });
     assert_eq!(t.c.state(), State::Master);
-    let Some(DbOp::Prepare { peers }) = t.pending_op() else {
+    let Some(DbOp::Prepare { peers, .. }) = t.pending_op() else {
         panic!("no prepare step")
     };
     assert!(!peers[0].skip);
@@ -680,4 +681,80 @@ fn semi_sync_fallback_on_the_master_is_counted() {
     let v = t.c.db_view().unwrap();
     assert_eq!(v.semi_sync_fallbacks, 2);
     assert!(!v.semi_sync.unwrap().on);
+}
+
+/// Up to the prepare step of a node that took over from `B` after a master-down interval
+/// of silence, `B`'s database found still writable (its agent starved, or frozen).
+fn took_over_from_a_silent_writable_master() -> T {
+    let mut t = T::new(A, 100, false, &[B]);
+    following(&mut t, B, 0);
+    t.sample(
+        B,
+        master_db("0-2-10", semi(true, 0)),
+        replica_of(B, "0-2-10"),
+    );
+    t.advance(ms(200));
+    t.advert(B, 0);
+    // To the instant of the takeover, where the prepare step starts.
+    for _ in 0..4000 {
+        if t.c.state() == State::Master {
+            break;
+        }
+        t.advance(ms(1));
+    }
+    assert_eq!(t.c.state(), State::Master);
+    let Some(DbOp::Prepare { fence: false, .. }) = t.pending_op() else {
+        panic!("the first prepare must not fence: {:?}", t.pending_op())
+    };
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings {
+            logged: g("0-2-10"),
+            received: g("0-2-10"),
+        }),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Ok(PeerState {
+                holdings: Holdings {
+                    logged: g("0-2-10"),
+                    received: Gtids::default(),
+                },
+                writable: true,
+            }),
+        }],
+    });
+    assert_eq!(
+        t.pending_op(),
+        None,
+        "nothing decided while the peer may be alive"
+    );
+    t
+}
+
+#[test]
+fn a_master_whose_adverts_were_only_late_is_not_fenced() {
+    let mut t = took_over_from_a_silent_writable_master();
+    // Its next advert ends this mastership before the settle time is up.
+    t.advance(ms(5));
+    t.advert(B, 0);
+    assert_eq!(t.c.state(), State::Backup);
+    t.advance(ms(200));
+    t.drain();
+    let fenced = t.effects.iter().any(|e| {
+        matches!(
+            e,
+            Effect::Db(DbOp::FencePeers { .. } | DbOp::Prepare { fence: true, .. })
+        )
+    });
+    assert!(!fenced, "{:?}", t.effects);
+}
+
+#[test]
+fn a_writable_master_that_stays_silent_is_fenced_after_the_settle_time() {
+    let mut t = took_over_from_a_silent_writable_master();
+    t.advance(FENCE_SETTLE_MAX);
+    assert!(
+        matches!(t.pending_op(), Some(DbOp::Prepare { fence: true, .. })),
+        "{:?}",
+        t.pending_op()
+    );
 }

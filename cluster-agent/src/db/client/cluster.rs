@@ -377,13 +377,15 @@ impl Db {
         }
     }
 
-    /// Fences every reachable peer that is writable, then reports what each peer and this
-    /// node hold. Peers are asked in parallel, each within `probe_timeout` (plus the fence's
-    /// own bound when one is needed): a promotion should not wait long on a dead node.
+    /// Fences every reachable peer that is writable (only reports it writable without
+    /// `fence`), then reports what each peer and this node hold. Peers are asked in parallel,
+    /// each within `probe_timeout` (plus the fence's own bound when one is needed): a
+    /// promotion should not wait long on a dead node.
     pub async fn prepare(
         &self,
         peers: &[Probe],
         probe_timeout: Duration,
+        fence: bool,
     ) -> (Result<Holdings, String>, Vec<PeerReport>) {
         let (admin, repl) = (self.cfg.admin_user.clone(), self.cfg.repl_user.clone());
         let asks = peers.iter().map(|p| {
@@ -422,6 +424,8 @@ impl Db {
                             async |s| {
                                 let writable = if ro {
                                     false
+                                } else if !fence {
+                                    true
                                 } else {
                                     tracing::warn!(peer = %p.addr, "a peer's database is writable: fencing it before opening ours");
                                     match super::fence(s, &admin, &repl).await {
