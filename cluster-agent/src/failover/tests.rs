@@ -159,6 +159,20 @@ fn following(t: &mut T, m: Ipv4Addr, m_skew: u8) {
     t.db_done(DbOutcome::Followed(Ok(())));
 }
 
+/// `A` (skew 100) replicating from master `B` (skew 0), one clean sample at `0-2-10`, 200 ms
+/// ago.
+fn replica_of_b() -> T {
+    let mut t = T::new(A, 100, false, &[B]);
+    following(&mut t, B, 0);
+    t.sample(
+        B,
+        master_db("0-2-10", semi(true, 0)),
+        replica_of(B, "0-2-10"),
+    );
+    t.advance(ms(200));
+    t
+}
+
 #[test]
 fn fences_before_it_elects() {
     let mut t = T::new(A, 0, false, &[B]);
@@ -220,14 +234,7 @@ fn a_returning_preferred_node_does_not_preempt_before_it_is_current() {
 
 #[test]
 fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
-    let mut t = T::new(A, 100, false, &[B]);
-    following(&mut t, B, 0);
-    t.sample(
-        B,
-        master_db("0-2-10", semi(true, 0)),
-        replica_of(B, "0-2-10"),
-    );
-    t.advance(ms(200));
+    let mut t = replica_of_b();
     t.sample(
         B,
         master_db("0-2-20", semi(true, 0)),
@@ -289,14 +296,7 @@ fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
 
 #[test]
 fn a_current_replica_promotes_after_the_master_dies() {
-    let mut t = T::new(A, 100, false, &[B]);
-    following(&mut t, B, 0);
-    t.sample(
-        B,
-        master_db("0-2-10", semi(true, 0)),
-        replica_of(B, "0-2-10"),
-    );
-    t.advance(ms(200));
+    let mut t = replica_of_b();
     t.advert(B, 0);
     t.sample(
         B,
@@ -363,14 +363,7 @@ fn a_current_replica_promotes_after_the_master_dies() {
 fn a_zombie_master_is_waited_for() {
     // The master's agent lives (its adverts go on) while its database does not answer: it may
     // come back writable, so the replica does not open until it can fence it.
-    let mut t = T::new(A, 100, false, &[B]);
-    following(&mut t, B, 0);
-    t.sample(
-        B,
-        master_db("0-2-10", semi(true, 0)),
-        replica_of(B, "0-2-10"),
-    );
-    t.advance(ms(200));
+    let mut t = replica_of_b();
     t.sample(
         B,
         master_db("0-2-20", semi(true, 0)),
@@ -686,14 +679,7 @@ fn semi_sync_fallback_on_the_master_is_counted() {
 /// Up to the prepare step of a node that took over from `B` after a master-down interval
 /// of silence, `B`'s database found still writable (its agent starved, or frozen).
 fn took_over_from_a_silent_writable_master() -> T {
-    let mut t = T::new(A, 100, false, &[B]);
-    following(&mut t, B, 0);
-    t.sample(
-        B,
-        master_db("0-2-10", semi(true, 0)),
-        replica_of(B, "0-2-10"),
-    );
-    t.advance(ms(200));
+    let mut t = replica_of_b();
     t.advert(B, 0);
     // To the instant of the takeover, where the prepare step starts.
     for _ in 0..4000 {
