@@ -671,7 +671,9 @@ impl Coordinator {
                     db.refused = None;
                     db.retry_at = None;
                     db.took_over_live = reason != Reason::MasterDown;
-                    db.fence_from = Some(now + settle);
+                    // Only a master that went silent may be merely late; one that bowed out
+                    // or was preempted steps down and fences itself.
+                    db.fence_from = (reason == Reason::MasterDown).then(|| now + settle);
                     db.current.won(now);
                 }
             }

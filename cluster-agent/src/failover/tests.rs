@@ -223,7 +223,8 @@ fn a_returning_preferred_node_does_not_preempt_before_it_is_current() {
                 addr: B,
                 skip: false
             }],
-            fence: false
+            // Preempted, not silent: no settle time.
+            fence: true
         })
     );
     assert!(
