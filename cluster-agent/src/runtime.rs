@@ -22,8 +22,10 @@ use crate::carp::wire::{self, Counter, Expect, WireError};
 use crate::config::{DbSettings, Settings};
 use crate::control::{self, Command, Counters, Status};
 use crate::db::Db;
+use crate::drain;
 use crate::failover::{
-    Config, Coordinator, DbOp, DbOutcome, DbPolicy, Effect, FollowError, Input, Observation,
+    Config, Coordinator, DRAIN_MAX, DbOp, DbOutcome, DbPolicy, Effect, FollowError, Input,
+    Observation,
 };
 
 use crate::hooks::{Hook, HookConfig, Hooks};
@@ -69,6 +71,8 @@ struct Agent {
     replay: ReplayGuard,
     last_replay_log: Option<Mono>,
     db: Option<DbLink>,
+    /// Where [`drain::watch`] says that no connection is left on the VIP.
+    drained: mpsc::UnboundedSender<()>,
 }
 
 /// The database tasks: one runs operations in order, one observes. Their answers come back
@@ -202,6 +206,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         Some((link, (o, obs))) => (Some(link), Some(o), Some(obs)),
         None => (None, None, None),
     };
+    let (drained_tx, mut drained_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
         s,
         mac,
@@ -221,6 +226,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         replay: ReplayGuard::default(),
         last_replay_log: None,
         db,
+        drained: drained_tx,
     };
     let mut buf = vec![0u8; 2048];
     let mut stop_deadline: Option<tokio::time::Instant> = None;
@@ -282,6 +288,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             }
             Some(outcome) = next(&mut outcomes) => coord.handle(Mono::now(), Input::DbDone(outcome)),
             Some(input) = next(&mut observations) => coord.handle(Mono::now(), input),
+            Some(()) = drained_rx.recv() => coord.handle(Mono::now(), Input::Drained),
             Some(req) = control.recv() => {
                 let reply = match req.command {
                     Command::Status => Ok(()),
@@ -515,6 +522,7 @@ impl Agent {
                         db.watch.send_replace(master);
                     }
                 }
+                Effect::Drain => self.drain(coord),
             }
         }
     }
@@ -641,6 +649,24 @@ impl Agent {
                 self.counters.bad_packets += 1;
                 tracing::debug!(vhid = self.s.vhid, peer = %rx.src, %error, "advert rejected");
             }
+        }
+    }
+
+    /// Holds off new connections to the VIP in XDP and watches the open ones end. Without
+    /// XDP nothing can hold them off, so there is nothing to wait for.
+    fn drain(&mut self, coord: &mut Coordinator) {
+        let held = match self.xdp.as_mut().map(|x| x.set_drain(true)) {
+            Some(Ok(())) => true,
+            Some(Err(error)) => {
+                tracing::error!(vhid = self.s.vhid, %error, "cannot hold off new connections to the VIP");
+                false
+            }
+            None => false,
+        };
+        if held {
+            drain::watch(self.s.vip, DRAIN_MAX, self.drained.clone());
+        } else {
+            coord.handle(Mono::now(), Input::Drained);
         }
     }
 

@@ -23,7 +23,7 @@ use cluster_common::{
     sha1::HmacKey,
     xdp::{
         CONFIG_MAP, COUNTER_NAMES, COUNTERS_LEN, COUNTERS_MAP, Config, EVENTS_MAP,
-        FLAG_ARP_VIA_STACK, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, PROGRAM, REPLAY_MAP,
+        FLAG_ARP_VIA_STACK, FLAG_DRAIN, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, PROGRAM, REPLAY_MAP,
     },
 };
 
@@ -262,7 +262,21 @@ impl XdpHandle {
     /// and traffic accepted the moment the address exists, and before removing the VIP when
     /// becoming BACKUP, so the address is fenced while it is still on the interface.
     pub fn set_role(&mut self, master: bool) -> Result<(), XdpError> {
-        self.set_flag(FLAG_MASTER, master)
+        // A drain belongs to one mastership: it ends with it, and a new one starts without.
+        let mut config = self.config;
+        config.flags &= !FLAG_DRAIN;
+        if master {
+            config.flags |= FLAG_MASTER;
+        } else {
+            config.flags &= !FLAG_MASTER;
+        }
+        self.write_config(config)
+    }
+
+    /// While MASTER, drop new TCP connections to the VIP (see `FLAG_DRAIN`); cleared by the
+    /// next [`XdpHandle::set_role`].
+    pub fn set_drain(&mut self, on: bool) -> Result<(), XdpError> {
+        self.set_flag(FLAG_DRAIN, on)
     }
 
     /// While MASTER, let the kernel answer ARP for the VIP instead of XDP (off by default).

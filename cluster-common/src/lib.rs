@@ -93,8 +93,10 @@ pub mod xdp {
     pub const CTR_ARP_CONFLICT: u32 = 13;
     /// IPv4 frames to the VIP dropped while BACKUP with fencing on.
     pub const CTR_FENCED: u32 = 14;
+    /// TCP connection requests (SYN without ACK) to the VIP dropped while MASTER and draining.
+    pub const CTR_DRAINED: u32 = 15;
     /// Number of counters in the map.
-    pub const COUNTERS_LEN: u32 = 15;
+    pub const COUNTERS_LEN: u32 = 16;
 
     /// Human names of the counters, in index order, for `status`.
     pub const COUNTER_NAMES: [&str; COUNTERS_LEN as usize] = [
@@ -113,6 +115,7 @@ pub mod xdp {
         "arp_dropped",
         "arp_conflict",
         "fenced",
+        "drained",
     ];
 
     /// [`Config::flags`]: the agent has written a configuration. Until then the program only
@@ -126,6 +129,10 @@ pub mod xdp {
     /// answering them with XDP_TX. For interfaces where XDP_TX is lost, such as a veth in native
     /// mode whose peer has neither an XDP program nor GRO.
     pub const FLAG_ARP_VIA_STACK: u8 = 1 << 3;
+    /// [`Config::flags`]: while MASTER, drop new TCP connections to the VIP (SYN without ACK),
+    /// so that a planned switchover can let the open ones finish before the VIP moves: the
+    /// clients' connection attempts are retried and reach the next master instead.
+    pub const FLAG_DRAIN: u8 = 1 << 4;
 
     /// What the agent tells the program, at index 0 of [`CONFIG_MAP`].
     ///

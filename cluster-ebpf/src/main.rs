@@ -35,7 +35,7 @@ use cluster_common::{
     sha1::{self, HmacKey},
     xdp::{
         self as layout, ADVERT_LEN, AdvertRecord, Config, ConflictRecord, FLAG_ARP_VIA_STACK,
-        FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, RecordHeader,
+        FLAG_DRAIN, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, RecordHeader,
     },
 };
 
@@ -61,6 +61,9 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
 /// IPv4 version 4 with a 20-byte header: CARP is never sent with IP options.
 const IPV4_VIHL: u8 = 0x45;
+const IPPROTO_TCP: u8 = 6;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 /// More-fragments flag and fragment offset; the reserved and don't-fragment bits are ignored.
 const IPV4_FRAGMENT_MASK: u16 = 0x3fff;
 const ARP_HTYPE_ETHERNET: u16 = 1;
@@ -107,6 +110,16 @@ struct CarpHdr {
 struct Advert {
     ip: Ipv4Hdr,
     carp: CarpHdr,
+}
+
+/// The start of a TCP header, up to its flags: all a drain needs to tell a connection request.
+#[repr(C)]
+struct TcpHead {
+    ports: [u8; 4],
+    seq: [u8; 4],
+    ack: [u8; 4],
+    offset: u8,
+    flags: u8,
 }
 
 /// An Ethernet frame carrying IPv4-over-Ethernet ARP, the only kind that can concern the VIP.
@@ -170,10 +183,23 @@ fn ipv4(ctx: &XdpContext) -> (u32, u32) {
     let Some(config) = CONFIG.get(0) else {
         return pass();
     };
-    if config.flags & (FLAG_ENABLED | FLAG_MASTER | FLAG_FENCE) == FLAG_ENABLED | FLAG_FENCE
-        && addr(&ip.dst) == addr(&config.vip)
-    {
+    if addr(&ip.dst) != addr(&config.vip) {
+        return pass();
+    }
+    if config.flags & (FLAG_ENABLED | FLAG_MASTER | FLAG_FENCE) == FLAG_ENABLED | FLAG_FENCE {
         return (xdp_action::XDP_DROP, layout::CTR_FENCED);
+    }
+    if config.flags & (FLAG_ENABLED | FLAG_MASTER | FLAG_DRAIN)
+        == FLAG_ENABLED | FLAG_MASTER | FLAG_DRAIN
+        && ip.proto == IPPROTO_TCP
+        && ip.vihl == IPV4_VIHL
+        && let Some(tcp) = ptr_at::<TcpHead>(ctx, ETH_LEN + carp::IPV4_HEADER_LEN)
+    {
+        // SAFETY: `ptr_at` proved the header lies inside the frame.
+        let flags = unsafe { (*tcp).flags };
+        if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            return (xdp_action::XDP_DROP, layout::CTR_DRAINED);
+        }
     }
     pass()
 }

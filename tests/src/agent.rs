@@ -231,6 +231,24 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Asks the agent for a planned switchover (`cluster-agent switchover`) and waits for its
+    /// answer: `Err` if it did not answer within `limit`, `Ok(Err(why))` if it refused.
+    pub fn switchover(&self, limit: Duration) -> Result<Result<(), String>> {
+        let socket = self.socket.to_string_lossy();
+        let out = run_agent_cmd(None, &["switchover", "--control-socket", &socket], limit)?
+            .with_context(|| format!("`switchover` on {} did not answer", self.proc.name()))?;
+        Ok(if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`switchover` on {} refused ({}): {}",
+                self.proc.name(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        })
+    }
+
     /// Queries the agent's status over its control socket.
     pub fn status(&self) -> Result<Status> {
         query_status(&self.socket).with_context(|| format!("status of {}", self.proc.name()))

@@ -8,7 +8,7 @@
 //! is the master, the others replicate from it" means the same thing everywhere.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use crate::agent::{Agent, AgentOpts, Status};
 use crate::keepalived::KeepalivedOpts;
 use crate::mariadb::{self, APP_SQL, ClusterFiles, MariaDb, PORT, VipClient};
 use crate::proc::Proc;
+use crate::relay::Relay;
 use crate::rig::{Rig, RigConfig, VipSample};
 use crate::timing::{Timed, Timing};
 use crate::ucarp::UcarpOpts;
@@ -633,6 +634,17 @@ impl Cluster {
             host: VIP.to_string(),
             port: PORT,
         })
+    }
+
+    /// A client of the database through the VIP by way of a [`Relay`] in the client
+    /// namespace (connections retried every few milliseconds, given up after `limit`).
+    pub fn vip_relayed(&self, limit: Duration) -> Result<(VipClient, Relay)> {
+        let ns = self.rig.client_ns().context("client namespace")?;
+        let relay = Relay::start(ns, SocketAddr::from((VIP, PORT)), limit)?;
+        let mut app = self.vip()?;
+        app.host = Ipv4Addr::LOCALHOST.to_string();
+        app.port = relay.port;
+        Ok((app, relay))
     }
 
     /// The ids in `t.rows` on node `i`'s server (as root, on its socket).

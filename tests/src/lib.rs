@@ -33,6 +33,7 @@ pub mod netns;
 pub mod oracle;
 pub mod packet;
 pub mod proc;
+pub mod relay;
 pub mod rig;
 pub mod scope;
 pub mod timing;

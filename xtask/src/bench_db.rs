@@ -20,16 +20,14 @@
 //! does in a coarse step. Each write is one `mariadb` client call with a time limit; a call that
 //! overruns it counts as not acknowledged.
 
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use ::tests::cluster::{Cluster, ClusterConfig, VIP};
-use ::tests::mariadb::{PORT, VipClient};
+use ::tests::cluster::{Cluster, ClusterConfig};
+use ::tests::mariadb::VipClient;
+use ::tests::relay::{RETRY_EVERY, wall_ns};
 use ::tests::wait::{check_interrupt, install_signal_handlers};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde::Serialize;
@@ -64,8 +62,6 @@ const ROWS_BEFORE: usize = 20;
 const ROWS_AFTER: usize = 10;
 /// Longest one write may take before the application gives up on it.
 const WRITE_LIMIT: Duration = Duration::from_millis(1500);
-/// How often the relay retries its connection to the VIP.
-const RETRY_EVERY: Duration = Duration::from_millis(5);
 /// Longest a run may take from the failure to the last write it waits for.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
 const START_LIMIT: Duration = Duration::from_secs(30);
@@ -266,13 +262,6 @@ pub fn run(args: BenchDbArgs) -> Result<()> {
     Ok(())
 }
 
-/// Wall-clock nanoseconds since the epoch: the clock the agent's log lines carry.
-fn wall_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 fn ms_between(from: i64, to: i64) -> f64 {
     (to - from) as f64 / 1e6
 }
@@ -291,13 +280,7 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
     // node0 master, node1 its semi-sync replica.
     c.bring_up(&[SKEW[0].into(), SKEW[1].into()], START_LIMIT)?;
 
-    let relay = Relay::start(
-        c.rig.client_ns().context("client namespace")?,
-        SocketAddr::from((VIP, PORT)),
-    )?;
-    let mut app = c.vip()?;
-    app.host = Ipv4Addr::LOCALHOST.to_string();
-    app.port = relay.port;
+    let (app, relay) = c.vip_relayed(WRITE_LIMIT)?;
     let writer = Writer::start(app);
     let new_server = 2; // node1's server_id, as bootstrap numbers them
     POLL.wait_until(FAILOVER_LIMIT, "writes acknowledged by node0", || {
@@ -310,23 +293,10 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
             c.power_cut(0)?;
         }
         Failure::Database => c.server_mut(0).kill(),
-        Failure::Switchover => {
-            let out = ::tests::agent::run_agent_cmd(
-                None,
-                &[
-                    "switchover",
-                    "--control-socket",
-                    &c.agent(0)?.socket.to_string_lossy(),
-                ],
-                Duration::from_secs(5),
-            )?
-            .ok_or_else(|| anyhow!("switchover did not answer"))?;
-            ensure!(
-                out.status.success(),
-                "switchover failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        Failure::Switchover => c
+            .agent(0)?
+            .switchover(Duration::from_secs(5))?
+            .map_err(|why| anyhow!(why))?,
     }
     POLL.wait_until(FAILOVER_LIMIT, "writes acknowledged by node1", || {
         writer.acknowledged_by(new_server) >= ROWS_AFTER
@@ -448,157 +418,6 @@ impl Drop for Writer {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-/// A TCP relay in the client namespace: each accepted connection is joined to a new
-/// connection to `target`, retried every [`RETRY_EVERY`] until it succeeds.
-struct Relay {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    /// When each upstream connection succeeded (wall clock).
-    connected: Arc<Mutex<Vec<i64>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Relay {
-    fn start(ns: &str, target: SocketAddr) -> Result<Relay> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let connected = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = {
-            let (ns, stop, connected) = (ns.to_string(), stop.clone(), connected.clone());
-            std::thread::spawn(move || {
-                // Threads started from here share the namespace: every socket lives there.
-                let listener = ::tests::netns::enter(&ns).and_then(|()| {
-                    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the relay")
-                });
-                let listener = match listener {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-                let _ = tx.send(Ok(port));
-                accept_loop(listener, target, &stop, &connected);
-            })
-        };
-        let port = rx
-            .recv_timeout(Duration::from_secs(5))
-            .map_err(|_| anyhow!("the relay did not start"))??;
-        Ok(Relay {
-            port,
-            stop,
-            connected,
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(mut self) -> Vec<i64> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        std::mem::take(&mut *self.connected.lock().unwrap())
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn accept_loop(
-    listener: TcpListener,
-    target: SocketAddr,
-    stop: &Arc<AtomicBool>,
-    connected: &Arc<Mutex<Vec<i64>>>,
-) {
-    let mut handlers = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
-        // Wait for a connection, looking at the stop flag every 100 ms.
-        let mut pfd = libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll(2) on one valid descriptor we own.
-        let n = unsafe { libc::poll(&mut pfd, 1, 100) };
-        if n <= 0 {
-            continue;
-        }
-        let Ok((client, _)) = listener.accept() else {
-            continue;
-        };
-        let (stop, connected) = (stop.clone(), connected.clone());
-        handlers.push(std::thread::spawn(move || {
-            relay_one(client, target, &stop, &connected)
-        }));
-        handlers.retain(|h| !h.is_finished());
-    }
-    for h in handlers {
-        let _ = h.join();
-    }
-}
-
-fn relay_one(
-    client: TcpStream,
-    target: SocketAddr,
-    stop: &AtomicBool,
-    connected: &Mutex<Vec<i64>>,
-) {
-    let deadline = Instant::now() + WRITE_LIMIT;
-    let upstream = loop {
-        if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
-            return;
-        }
-        let attempt = Instant::now();
-        match TcpStream::connect_timeout(&target, RETRY_EVERY) {
-            Ok(s) => break s,
-            // Refused or unreachable comes back at once: keep to the retry pace.
-            Err(_) => std::thread::sleep(RETRY_EVERY.saturating_sub(attempt.elapsed())),
-        }
-    };
-    connected.lock().unwrap().push(wall_ns());
-    let _ = upstream.set_nodelay(true);
-    let _ = client.set_nodelay(true);
-    // Both directions until either side closes; the write limit bounds a dead peer.
-    for s in [&upstream, &client] {
-        let _ = s.set_read_timeout(Some(WRITE_LIMIT));
-    }
-    let (Ok(mut up_r), Ok(mut cl_r)) = (upstream.try_clone(), client.try_clone()) else {
-        return;
-    };
-    let (mut up_w, mut cl_w) = (upstream, client);
-    let back = std::thread::spawn(move || {
-        pump(&mut up_r, &mut cl_w);
-        let _ = cl_w.shutdown(std::net::Shutdown::Both);
-    });
-    pump(&mut cl_r, &mut up_w);
-    let _ = up_w.shutdown(std::net::Shutdown::Both);
-    let _ = back.join();
-}
-
-/// Copies until end of stream, an error or a read timeout.
-fn pump(from: &mut TcpStream, to: &mut TcpStream) {
-    use std::io::Write as _;
-    let mut buf = [0u8; 16 * 1024];
-    // Bounded: a write's conversation is a few kilobytes.
-    for _ in 0..100_000 {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
         }
     }
 }

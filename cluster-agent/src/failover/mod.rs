@@ -238,6 +238,9 @@ pub enum Effect {
     Db(DbOp),
     /// Which master the observation task samples besides the local server.
     Watch(Option<Ipv4Addr>),
+    /// Hold off new connections to the VIP (XDP drops them; the clients retry) and answer with
+    /// [`Input::Drained`] once no connection on it is left open. Ends with the mastership.
+    Drain,
 }
 
 #[derive(Clone, Debug)]
@@ -251,6 +254,8 @@ pub enum Input {
     LinkUp,
     LinkDown,
     Switchover,
+    /// No connection on the VIP is left open (see [`Effect::Drain`]).
+    Drained,
     Shutdown,
     Observed(Observation),
     /// The master's look at its peers, begun at `at`: what each that answered holds and
@@ -315,6 +320,11 @@ const ERRANT_RETRY_FACTOR: u32 = 10;
 /// next advert can take (fast mode's few milliseconds; compatible mode's second is not
 /// waited for, as a master silent for three seconds is not merely late).
 const FENCE_SETTLE_MAX: Duration = Duration::from_millis(50);
+/// Longest a planned switchover waits for the connections open on the VIP to finish before it
+/// moves the address anyway (cutting them): new connections are held off meanwhile, so this
+/// bounds the clients' wait. Requests on a connection of its own end within milliseconds;
+/// an idle pooled connection would never end by itself.
+pub const DRAIN_MAX: Duration = Duration::from_millis(500);
 
 struct DbSide {
     policy: DbPolicy,
@@ -390,6 +400,9 @@ pub struct Coordinator {
     /// the bow-out makes a peer take the address at once, and the two must never hold it
     /// together.
     handing_over: Option<HandOver>,
+    /// A planned switchover waiting, until this deadline, for the connections on the VIP to
+    /// finish before the hand-over begins (see [`Effect::Drain`]).
+    draining: Option<Mono>,
     db: Option<DbSide>,
     vip: VipSide,
     /// The last takeover, step by step.
@@ -436,6 +449,7 @@ impl Coordinator {
             stopping: false,
             stopped: false,
             handing_over: None,
+            draining: None,
             db: cfg.db.map(|policy| DbSide {
                 current: Currentness::new(policy.margin),
                 policy,
@@ -523,10 +537,16 @@ impl Coordinator {
             .filter(|d| d.op.is_none())
             .and_then(|d| d.retry_at);
         let vip = self.vip.retry_at.filter(|_| self.vip.in_flight.is_none());
-        [machine, db, vip].into_iter().flatten().min()
+        [machine, db, vip, self.draining]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Mono) {
+        if self.draining.is_some_and(|t| t <= now) {
+            self.end_drain(now, false);
+        }
         if self.started {
             self.machine.handle_timeout(now);
             self.pump(now);
@@ -576,7 +596,8 @@ impl Coordinator {
                     );
                 }
             }
-            Input::Switchover => self.hand_over(now, HandOver::Switchover),
+            Input::Switchover => self.switchover(now),
+            Input::Drained => self.end_drain(now, true),
             Input::Shutdown => {
                 tracing::info!(state = %self.machine.state(), "stopping");
                 self.stopping = true;
@@ -1139,6 +1160,10 @@ impl Coordinator {
                 self.machine.handle(now, machine::Input::SetDemoted(demote));
             }
         }
+        if self.draining.is_some() && self.machine.state() != State::Master {
+            // The mastership ended on its own (preempted, link down): nothing left to hand over.
+            self.draining = None;
+        }
         self.drive_stop(now);
         self.pump(now);
         self.drive_db(now);
@@ -1163,6 +1188,42 @@ impl Coordinator {
         }
         if self.handing_over.is_none() {
             self.hand_over(now, HandOver::Shutdown);
+        }
+    }
+
+    /// A planned switchover: a MASTER holding the VIP first drains it (new connections held
+    /// off, open ones left to finish, at most [`DRAIN_MAX`]), then hands over; otherwise the
+    /// hand-over begins at once.
+    fn switchover(&mut self, now: Mono) {
+        if self.draining.is_some() || self.handing_over.is_some() {
+            return;
+        }
+        if self.machine.state() == State::Master && self.vip.have && !self.stopping {
+            tracing::info!(
+                limit_ms = DRAIN_MAX.as_millis() as u64,
+                "switchover: holding off new connections to the VIP until the open ones finish"
+            );
+            self.draining = Some(now + DRAIN_MAX);
+            self.effects.push_back(Effect::Drain);
+        } else {
+            self.hand_over(now, HandOver::Switchover);
+        }
+    }
+
+    fn end_drain(&mut self, now: Mono, drained: bool) {
+        if self.draining.take().is_none() {
+            return;
+        }
+        if drained {
+            tracing::info!("switchover: no connection left on the VIP, handing over");
+        } else {
+            tracing::warn!(
+                limit_ms = DRAIN_MAX.as_millis() as u64,
+                "switchover: connections still open on the VIP at the drain limit are cut"
+            );
+        }
+        if self.machine.state() == State::Master {
+            self.hand_over(now, HandOver::Switchover);
         }
     }
 

@@ -248,6 +248,12 @@ enum Ev {
         run: u64,
         add: bool,
     },
+    /// The connections on the VIP have ended (or never do, when this comes after the drain
+    /// limit and the coordinator has moved on).
+    Drained {
+        node: usize,
+        run: u64,
+    },
     Observe {
         node: usize,
         run: u64,
@@ -575,6 +581,11 @@ impl Sim {
                     if let Some(a) = self.nodes[i].agent.as_mut() {
                         a.watch = m;
                     }
+                }
+                Effect::Drain => {
+                    // Now and then later than the limit: both ends of the drain are exercised.
+                    let d = self.rng.duration(ms(0), super::DRAIN_MAX + ms(100));
+                    self.after(d, Ev::Drained { node: i, run });
                 }
             }
         }
@@ -1542,6 +1553,15 @@ impl Sim {
                             result: Ok(()),
                         },
                     );
+                }
+            }
+            Ev::Drained { node, run } => {
+                if self.nodes[node]
+                    .agent
+                    .as_ref()
+                    .is_some_and(|a| a.run == run)
+                {
+                    self.input(node, Input::Drained);
                 }
             }
             Ev::Observe { node, run } => self.observe(node, run),

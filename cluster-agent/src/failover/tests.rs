@@ -453,6 +453,8 @@ fn a_switchover_releases_the_vip_before_the_bow_out() {
     });
     t.take();
     t.input(Input::Switchover);
+    assert_eq!(t.take(), vec![Effect::Drain]);
+    t.input(Input::Drained);
     let e = t.take();
     assert_eq!(e, vec![Effect::XdpRole(false), Effect::Vip(false)]);
     assert_eq!(t.c.state(), State::Master);
@@ -467,6 +469,51 @@ fn a_switchover_releases_the_vip_before_the_bow_out() {
         "{e:?}"
     );
     assert_eq!(t.c.state(), State::Backup);
+}
+
+/// A planned switchover holds the VIP, with new connections held off, until the open ones
+/// finish or the drain limit passes; a second request meanwhile changes nothing.
+#[test]
+fn a_switchover_drains_the_vip_for_at_most_the_limit() {
+    let mut t = writable_master(0, &[B]);
+    t.input(Input::VipDone {
+        add: true,
+        result: Ok(()),
+    });
+    t.take();
+    t.input(Input::Switchover);
+    t.input(Input::Switchover);
+    assert_eq!(t.take(), vec![Effect::Drain], "one drain");
+    t.advance(DRAIN_MAX - ms(1));
+    let e = t.take();
+    assert!(
+        !e.contains(&Effect::Vip(false)),
+        "VIP released early: {e:?}"
+    );
+    assert_eq!(t.c.state(), State::Master);
+    t.advance(ms(1));
+    let e = t.take();
+    assert!(e.contains(&Effect::Vip(false)), "{e:?}");
+    // The watcher's late answer finds nothing left to do.
+    t.input(Input::Drained);
+    assert!(!t.take().contains(&Effect::Vip(false)));
+}
+
+/// Without the VIP (here its addition still in flight) there is nothing to drain: the
+/// hand-over begins at once and takes the address back as soon as it is there.
+#[test]
+fn a_switchover_without_the_vip_does_not_drain() {
+    let mut t = writable_master(0, &[B]);
+    t.take();
+    t.input(Input::Switchover);
+    assert!(!t.take().contains(&Effect::Drain));
+    t.input(Input::VipDone {
+        add: true,
+        result: Ok(()),
+    });
+    let e = t.take();
+    assert!(!e.contains(&Effect::Drain), "{e:?}");
+    assert!(e.contains(&Effect::Vip(false)), "{e:?}");
 }
 
 #[test]

@@ -125,6 +125,19 @@ fn udp_to(destination: Ipv4Addr) -> Vec<u8> {
     frame
 }
 
+/// A TCP segment from the peer to `destination` with the given flags (header only).
+fn tcp_to(destination: Ipv4Addr, flags: u8) -> Vec<u8> {
+    let mut frame = udp_to(destination);
+    frame.resize(14 + 20 + 20, 0);
+    frame[16..18].copy_from_slice(&40u16.to_be_bytes());
+    frame[23] = 6;
+    frame[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    frame[36..38].copy_from_slice(&3306u16.to_be_bytes());
+    frame[46] = 5 << 4;
+    frame[47] = flags;
+    frame
+}
+
 /// The loaded program, not attached anywhere, or None when the test cannot run here.
 ///
 /// A build asked to embed the object (`CLUSTER_EBPF_OBJ`, which `cargo xtask build` and
@@ -794,6 +807,31 @@ fn traffic_to_the_vip_is_fenced_while_backup() {
         .configure(PASSWORD, VHID, VIP, GROUP, OUR_MAC, false)
         .unwrap();
     expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
+}
+
+#[test]
+fn a_drain_holds_off_new_connections_to_the_vip_only() {
+    let Some(mut handle) = configured(true) else {
+        return;
+    };
+    let (syn, ack, syn_ack) = (0x02, 0x10, 0x12);
+    handle.set_role(true).unwrap();
+    handle.set_drain(true).unwrap();
+    expect(&handle, &tcp_to(VIP, syn), XDP_DROP, &[("drained", 1)]);
+    // The open connections carry on; other addresses and protocols are not concerned.
+    for frame in [
+        tcp_to(VIP, ack),
+        tcp_to(VIP, syn_ack),
+        tcp_to(Ipv4Addr::new(10, 99, 0, 1), syn),
+        udp_to(VIP),
+    ] {
+        expect(&handle, &frame, XDP_PASS, &[("passed_other", 1)]);
+    }
+    // The drain ends with the mastership, and a new one starts without it.
+    handle.set_role(false).unwrap();
+    expect(&handle, &tcp_to(VIP, syn), XDP_DROP, &[("fenced", 1)]);
+    handle.set_role(true).unwrap();
+    expect(&handle, &tcp_to(VIP, syn), XDP_PASS, &[("passed_other", 1)]);
 }
 
 #[tokio::test]

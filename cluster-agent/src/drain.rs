@@ -1,0 +1,97 @@
+//! The drain before a planned switchover: while XDP drops new connection requests to the
+//! VIP, the connections already open on it are counted until none is left, so that the VIP
+//! moves between two requests instead of in the middle of one.
+//!
+//! The count comes from the kernel's table of TCP sockets in this network namespace
+//! (`/proc/net/tcp`): it covers every service behind the VIP, the database and a web server
+//! alike, and needs nothing from them.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+/// How often the table is read while draining.
+const LOOK_EVERY: Duration = Duration::from_millis(1);
+
+/// Connections on `vip` that are open or being opened, in the text of `/proc/net/tcp`.
+/// Closing ones (the client has sent its FIN, or ours is out) are not waited for: their
+/// exchange is over.
+pub fn open_on(table: &str, vip: Ipv4Addr) -> usize {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let mut fields = line.split_whitespace();
+            let (Some(_slot), Some(local), Some(_remote), Some(state)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                return false;
+            };
+            // The address is the raw 32-bit word printed in hex, in host byte order.
+            let addr = local
+                .split_once(':')
+                .and_then(|(a, _)| u32::from_str_radix(a, 16).ok())
+                .map(|a| Ipv4Addr::from(a.to_ne_bytes()));
+            // 01 ESTABLISHED, 03 SYN_RECV.
+            addr == Some(vip) && matches!(state, "01" | "03")
+        })
+        .count()
+}
+
+/// Reads the table every [`LOOK_EVERY`] until no connection on `vip` is left, then sends
+/// once on `done`; gives up after `limit` (the coordinator has its own deadline and acts on
+/// it, this only bounds the task).
+pub fn watch(vip: Ipv4Addr, limit: Duration, done: mpsc::UnboundedSender<()>) {
+    tokio::spawn(async move {
+        let rounds = limit.as_millis() / LOOK_EVERY.as_millis() + 1;
+        for _ in 0..rounds {
+            match tokio::fs::read_to_string("/proc/net/tcp").await {
+                Ok(table) if open_on(&table, vip) == 0 => {
+                    let _ = done.send(());
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the TCP table; not draining");
+                    let _ = done.send(());
+                    return;
+                }
+            }
+            tokio::time::sleep(LOOK_EVERY).await;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000   106        0 1 1 0000000000000000 100 0 0 10 0
+   1: 6400630A:0CEA 0300630A:A1B2 01 00000000:00000000 00:00000000 00000000   106        0 2 1 0000000000000000 20 4 30 10 -1
+   2: 6400630A:0CEA 0300630A:A1B4 03 00000000:00000000 00:00000000 00000000   106        0 3 1 0000000000000000 20 4 30 10 -1
+   3: 6400630A:0CEA 0300630A:A1B6 06 00000000:00000000 00:00000000 00000000     0        0 0 3 0000000000000000
+   4: 6400630A:0CEA 0300630A:A1B8 08 00000000:00000000 00:00000000 00000000   106        0 4 1 0000000000000000 20 4 30 10 -1
+   5: 0100630A:0CEA 0200630A:A1BA 01 00000000:00000000 00:00000000 00000000   106        0 5 1 0000000000000000 20 4 30 10 -1
+";
+
+    #[test]
+    fn counts_open_and_opening_connections_on_the_vip_only() {
+        let vip = Ipv4Addr::from(u32::from_str_radix("6400630A", 16).unwrap().to_ne_bytes());
+        // Established and SYN_RECV on the VIP; not the listener, TIME_WAIT, CLOSE_WAIT, nor a
+        // connection on the node's own address.
+        assert_eq!(open_on(TABLE, vip), 2);
+        assert_eq!(open_on(TABLE, Ipv4Addr::new(192, 0, 2, 1)), 0);
+    }
+
+    #[test]
+    fn an_unreadable_table_counts_nothing() {
+        assert_eq!(open_on("", Ipv4Addr::LOCALHOST), 0);
+        assert_eq!(
+            open_on("header\nnonsense line\n  0: zz:zz", Ipv4Addr::LOCALHOST),
+            0
+        );
+    }
+}
