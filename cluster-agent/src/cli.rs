@@ -29,7 +29,8 @@ pub enum Cmd {
         #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONTROL_SOCKET)]
         control_socket: PathBuf,
     },
-    /// Ask a running MASTER to hand over to a peer (bow-out advert, then BACKUP).
+    /// Ask a running MASTER to hand over to a peer: drain the VIP (new connections held off
+    /// while the open ones finish, at most 500 ms), then fence, release the VIP and bow out.
     Switchover {
         #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONTROL_SOCKET)]
         control_socket: PathBuf,
