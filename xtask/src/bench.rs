@@ -28,6 +28,7 @@ use tests::wait::{check_interrupt, install_signal_handlers, mono_ns, ms_between}
 use crate::cmd::say;
 use crate::report::{Stats, Table, ms, signed_ms, utc_stamp};
 use crate::scenario::{self, POLL, Pinned, Scenario, Timing, WatchPort, node_name};
+use crate::stalls::{StallProbe, Stalls};
 use crate::timeline::GapSeries;
 
 #[derive(clap::Args, Debug)]
@@ -219,7 +220,16 @@ struct Soak {
     flaps: usize,
     requests: usize,
     failed_requests: usize,
+    /// When each flap was first seen (`mono_ns`): the first foreign advert, else the check.
+    #[serde(skip)]
+    flap_starts: Vec<u64>,
+    /// Flaps that began within [`STALL_EXPLAINS`] of the end of a machine stall.
+    after_stall: usize,
 }
+
+/// A flap this soon after the machine stood still is put down to the stall: the master's
+/// adverts could not be sent, or not read, for that long.
+const STALL_EXPLAINS: Duration = Duration::from_millis(40);
 
 fn compare(args: CompareArgs) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -340,6 +350,7 @@ fn compare(args: CompareArgs) -> Result<()> {
         args.soak_seconds
     ));
     let fast: Vec<usize> = (0..configs.len()).filter(|&i| configs[i].fast).collect();
+    let probe = StallProbe::start(Duration::from_secs(args.soak_seconds + 120));
     let soaks: Vec<Result<Soak>> = std::thread::scope(|scope| {
         let handles: Vec<_> = fast
             .iter()
@@ -353,12 +364,30 @@ fn compare(args: CompareArgs) -> Result<()> {
             .map(|h| h.join().unwrap_or_else(|_| bail!("soak thread panicked")))
             .collect()
     });
+    let stalls = probe.stop();
+    say(format_args!(
+        "  the machine stood still {} times for 10 ms or more (longest {:.1} ms; {:.0}% of the {} stalls of 5 ms or more end on one phase of a 100 ms period){}",
+        stalls.at_least(10.0),
+        stalls.longest_ms(),
+        stalls.on_grid_percent(),
+        stalls.stalls.len(),
+        if stalls.realtime {
+            ""
+        } else {
+            "; the probe did not get real-time priority"
+        }
+    ));
     for (&i, s) in fast.iter().zip(soaks) {
         match s {
-            Ok(s) => {
+            Ok(mut s) => {
+                s.after_stall = stalls.explain(&s.flap_starts, STALL_EXPLAINS);
                 say(format_args!(
-                    "  {}: {} flaps in {:.0} s",
-                    configs[i].name, s.flaps, s.seconds
+                    "  {}: {} flaps in {:.0} s, {} of them within {} ms of a machine stall",
+                    configs[i].name,
+                    s.flaps,
+                    s.seconds,
+                    s.after_stall,
+                    STALL_EXPLAINS.as_millis()
                 ));
                 results[i].soak = Some(s);
             }
@@ -382,7 +411,7 @@ fn compare(args: CompareArgs) -> Result<()> {
     }
     let stamp = utc_stamp();
     let elapsed_min = ms_between(started, mono_ns()) / 60_000.0;
-    let markdown = render(&results, &stamp, &args, &search, elapsed_min);
+    let markdown = render(&results, &stamp, &args, &search, &stalls, elapsed_min);
     println!("{markdown}");
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -397,6 +426,7 @@ fn compare(args: CompareArgs) -> Result<()> {
         "nodes": NODES,
         "runs_per_configuration": args.runs,
         "soak_seconds": args.soak_seconds,
+        "soak_machine_stalls": stalls,
         "keepalived_v3_search": search,
         "configurations": results,
     });
@@ -536,7 +566,7 @@ fn soak(cfg: &Config, seconds: u64) -> Result<Soak> {
     let t0 = mono_ns();
     let end = t0 + seconds * 1_000_000_000;
     let master = s.c.rig.addr(0);
-    let mut flaps = 0;
+    let mut flap_starts = Vec::new();
     let mut in_flap = false;
     let mut seen = 0;
     POLL.wait_until(Duration::from_secs(seconds + 5), "the soak to end", || {
@@ -544,11 +574,12 @@ fn soak(cfg: &Config, seconds: u64) -> Result<Soak> {
         s.c.check_daemon(0)?;
         let foreign = s.adverts.adverts[seen..]
             .iter()
-            .any(|a| a.src != master && a.t_ns >= t0);
+            .find(|a| a.src != master && a.t_ns >= t0)
+            .map(|a| a.t_ns);
         seen = s.adverts.adverts.len();
-        let wrong = foreign || s.c.holders()? != [0];
+        let wrong = foreign.is_some() || s.c.holders()? != [0];
         if wrong && !in_flap {
-            flaps += 1;
+            flap_starts.push(foreign.unwrap_or_else(mono_ns));
         }
         in_flap = wrong;
         // Paced by the advert record, not a timer: the next check comes after the poll.
@@ -557,9 +588,11 @@ fn soak(cfg: &Config, seconds: u64) -> Result<Soak> {
     let samples = &s.probe_log.samples;
     Ok(Soak {
         seconds: ms_between(t0, mono_ns()) / 1e3,
-        flaps,
+        flaps: flap_starts.len(),
         requests: samples.len(),
         failed_requests: samples.iter().filter(|x| !x.is_ok()).count(),
+        flap_starts,
+        after_stall: 0,
     })
 }
 
@@ -583,6 +616,7 @@ fn render(
     stamp: &str,
     args: &CompareArgs,
     search: &[String],
+    stalls: &Stalls,
     elapsed_min: f64,
 ) -> String {
     let mut md = format!(
@@ -667,13 +701,38 @@ fn render(
         search.join("; ")
     ));
     md.push_str("\n## Fast mode under load\n\n");
-    let mut t = Table::new(&["configuration", "seconds", "flaps", "requests", "failed"]);
+    md.push_str(&format!(
+        "Both clusters at once. Meanwhile a thread at real-time priority, which nothing on \
+         the machine outranks, saw it stand still {} times for 10 ms or more (longest {:.1} ms; \
+         {:.0}% of its {} stalls of 5 ms or more ended on one phase of a 100 ms period, the \
+         mark of a CPU quota of the host running out){}. A flap that began within {} ms of the \
+         end of such a stall is counted as after a stall.\n\n",
+        stalls.at_least(10.0),
+        stalls.longest_ms(),
+        stalls.on_grid_percent(),
+        stalls.stalls.len(),
+        if stalls.realtime {
+            ""
+        } else {
+            " (the probe did not get real-time priority: guest load counts too)"
+        },
+        STALL_EXPLAINS.as_millis()
+    ));
+    let mut t = Table::new(&[
+        "configuration",
+        "seconds",
+        "flaps",
+        "after a stall",
+        "requests",
+        "failed",
+    ]);
     for r in results.iter().filter(|r| r.soak.is_some()) {
         let s = r.soak.as_ref().expect("filtered");
         t.row(vec![
             r.name.clone(),
             format!("{:.0}", s.seconds),
             s.flaps.to_string(),
+            s.after_stall.to_string(),
             s.requests.to_string(),
             s.failed_requests.to_string(),
         ]);

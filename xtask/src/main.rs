@@ -17,6 +17,7 @@ mod http;
 mod report;
 mod scenario;
 mod setup;
+mod stalls;
 mod tasks;
 mod timeline;
 
