@@ -62,6 +62,9 @@ pub struct Counters {
     pub bad_packets: u64,
     pub transitions: u64,
     pub arp_conflicts: u64,
+    /// Connection requests held during a switchover and handed to the next master.
+    #[serde(default)]
+    pub held_forwarded: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +184,12 @@ impl Status {
             c.bad_packets,
             c.transitions
         );
+        if c.held_forwarded > 0 {
+            s += &format!(
+                "handed on:    {} connection requests held by a switchover\n",
+                c.held_forwarded
+            );
+        }
         if c.arp_conflicts > 0 {
             s += &format!(
                 "CONFLICTS:    {} ARP claims on the VIP from another host, last from {}\n",

@@ -6,6 +6,7 @@ pub mod control;
 pub mod db;
 pub mod drain;
 pub mod failover;
+pub mod handoff;
 pub mod hooks;
 pub mod inspect;
 pub mod net;

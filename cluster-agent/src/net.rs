@@ -101,6 +101,31 @@ impl AdvertSender {
     }
 }
 
+/// A raw IPv4 socket for packets sent exactly as they were received (header included):
+/// connection requests held during a switchover, handed to the next master. The kernel
+/// routes each to its destination like any packet of this node, resolving the VIP with ARP,
+/// so it reaches whoever answers for the address now.
+pub struct ForwardSocket(Socket);
+
+impl ForwardSocket {
+    pub fn open(interface: &str) -> io::Result<Self> {
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_RAW)),
+        )?;
+        s.set_header_included_v4(true)?;
+        s.bind_device(Some(interface.as_bytes()))?;
+        s.set_nonblocking(true)?;
+        Ok(ForwardSocket(s))
+    }
+
+    pub fn send(&self, packet: &[u8], to: Ipv4Addr) -> io::Result<()> {
+        let to = SockAddr::from(SocketAddrV4::new(to, 0));
+        self.0.send_to(packet, &to).map(drop)
+    }
+}
+
 /// An AF_PACKET socket bound to one interface, for frames we build whole.
 pub struct PacketSocket {
     fd: OwnedFd,

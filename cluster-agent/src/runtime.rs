@@ -24,9 +24,10 @@ use crate::control::{self, Command, Counters, Status};
 use crate::db::Db;
 use crate::drain;
 use crate::failover::{
-    Config, Coordinator, DRAIN_MAX, DbOp, DbOutcome, DbPolicy, Effect, FollowError, Input,
-    Observation,
+    Config, Coordinator, DRAIN_MAX, DbOp, DbOutcome, DbPolicy, Effect, FollowError, HOLD_MAX,
+    Input, Observation,
 };
+use crate::handoff;
 
 use crate::hooks::{Hook, HookConfig, Hooks};
 use crate::net::{self, AdvertReceiver, AdvertSender, PacketSocket};
@@ -73,6 +74,22 @@ struct Agent {
     db: Option<DbLink>,
     /// Where [`drain::watch`] says that no connection is left on the VIP.
     drained: mpsc::UnboundedSender<()>,
+    held: Held,
+}
+
+/// Most connection requests held at once during a switchover; more are dropped (counted),
+/// and their clients send them again by themselves.
+const HELD_MAX: usize = 4096;
+
+/// Connection requests to the VIP held off by a switchover's drain (see [`Effect::Drain`]).
+#[derive(Default)]
+struct Held {
+    /// CLOCK_MONOTONIC stamp and IPv4 packet of each.
+    requests: Vec<(u64, Vec<u8>)>,
+    /// The next master announced the VIP: send each request on at once.
+    handing_off: bool,
+    dropped: u64,
+    socket: Option<net::ForwardSocket>,
 }
 
 /// The database tasks: one runs operations in order, one observes. Their answers come back
@@ -227,6 +244,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         last_replay_log: None,
         db,
         drained: drained_tx,
+        held: Held::default(),
     };
     let mut buf = vec![0u8; 2048];
     let mut stop_deadline: Option<tokio::time::Instant> = None;
@@ -269,10 +287,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 Err(error) => tracing::warn!(%error, "advert receive failed"),
             },
             ev = next_event(&mut events), if events.is_some() => match ev {
-                Ok(XdpEvent::Advert { ktime_ns, packet }) => {
-                    agent.on_packet(&mut coord, &packet, Mono::from_nanos(ktime_ns));
-                }
-                Ok(XdpEvent::Conflict { mac, ip, reply, .. }) => agent.on_conflict(mac, ip, reply),
+                Ok(ev) => agent.on_event(&mut coord, ev),
                 Err(error) => {
                     agent.counters.bad_packets += 1;
                     tracing::warn!(%error, "unreadable XDP record");
@@ -523,6 +538,8 @@ impl Agent {
                     }
                 }
                 Effect::Drain => self.drain(coord),
+                Effect::HandOffHeld => self.hand_off_held(),
+                Effect::EndHold => self.end_hold(),
             }
         }
     }
@@ -576,12 +593,7 @@ impl Agent {
         for _ in 0..QUEUED_MAX {
             match events.as_mut() {
                 Some(ring) => match ring.try_next() {
-                    Some(Ok(XdpEvent::Advert { ktime_ns, packet })) => {
-                        self.on_packet(coord, &packet, Mono::from_nanos(ktime_ns))
-                    }
-                    Some(Ok(XdpEvent::Conflict { mac, ip, reply, .. })) => {
-                        self.on_conflict(mac, ip, reply)
-                    }
+                    Some(Ok(ev)) => self.on_event(coord, ev),
                     Some(Err(_)) => self.counters.bad_packets += 1,
                     None => return,
                 },
@@ -590,6 +602,113 @@ impl Agent {
                     Some(Err(_)) | None => return,
                 },
             }
+        }
+    }
+
+    fn on_event(&mut self, coord: &mut Coordinator, ev: XdpEvent) {
+        match ev {
+            XdpEvent::Advert { ktime_ns, packet } => {
+                self.on_packet(coord, &packet, Mono::from_nanos(ktime_ns))
+            }
+            XdpEvent::Syn {
+                ktime_ns,
+                packet,
+                len,
+            } => self.on_held(ktime_ns, &packet[..len]),
+            XdpEvent::Conflict { mac, ip, reply, .. } => {
+                if coord.state() == State::Master {
+                    self.on_conflict(mac, ip, reply)
+                } else {
+                    // Reported while BACKUP only during a drain: the next master's announcement.
+                    coord.handle(Mono::now(), Input::VipClaimed)
+                }
+            }
+        }
+    }
+
+    /// A connection request held off by a drain: kept for the next master, or sent to it at
+    /// once when it has announced itself already.
+    fn on_held(&mut self, ktime_ns: u64, packet: &[u8]) {
+        if self.held.handing_off {
+            self.forward_held(packet);
+        } else if self.held.requests.len() < HELD_MAX {
+            self.held.requests.push((ktime_ns, packet.to_vec()));
+        } else {
+            self.held.dropped += 1;
+        }
+    }
+
+    fn hand_off_held(&mut self) {
+        if self.held.handing_off {
+            return;
+        }
+        self.held.handing_off = true;
+        let now = Mono::now().as_nanos();
+        let requests = std::mem::take(&mut self.held.requests);
+        let fresh = requests
+            .iter()
+            .filter(|(t, _)| now.saturating_sub(*t) < HOLD_MAX.as_nanos() as u64);
+        let mut sent = 0;
+        for (_, packet) in fresh {
+            sent += usize::from(self.forward_held(packet));
+        }
+        tracing::info!(
+            vhid = self.s.vhid,
+            held = requests.len(),
+            sent,
+            dropped = self.held.dropped,
+            "held connection requests handed to the next master"
+        );
+    }
+
+    /// Sends one held request to the VIP as it was received; the kernel resolves the VIP to
+    /// the node that answers for it now.
+    fn forward_held(&mut self, packet: &[u8]) -> bool {
+        let Some(packet) = handoff::with_tcp_checksum(packet) else {
+            self.counters.bad_packets += 1;
+            return false;
+        };
+        if self.held.socket.is_none() {
+            match net::ForwardSocket::open(&self.s.interface) {
+                Ok(socket) => self.held.socket = Some(socket),
+                Err(error) => {
+                    tracing::error!(vhid = self.s.vhid, %error, "cannot open a socket to hand held connection requests on");
+                    return false;
+                }
+            }
+        }
+        let sent = self
+            .held
+            .socket
+            .as_ref()
+            .map(|socket| socket.send(&packet, self.s.vip));
+        match sent {
+            Some(Ok(())) => {
+                self.counters.held_forwarded += 1;
+                true
+            }
+            Some(Err(error)) => {
+                if once_per_second(&mut self.last_send_error_log) {
+                    tracing::warn!(vhid = self.s.vhid, %error, "cannot hand a held connection request on");
+                }
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn end_hold(&mut self) {
+        let left = self.held.requests.len();
+        self.held = Held::default();
+        if let Some(Err(error)) = self.xdp.as_mut().map(|x| x.set_drain(false)) {
+            tracing::error!(vhid = self.s.vhid, %error, "cannot end holding connection requests to the VIP");
+        }
+        if left > 0 {
+            tracing::info!(
+                vhid = self.s.vhid,
+                left,
+                "held connection requests forgotten: their clients send them again"
+            );
         }
     }
 

@@ -262,19 +262,19 @@ impl XdpHandle {
     /// and traffic accepted the moment the address exists, and before removing the VIP when
     /// becoming BACKUP, so the address is fenced while it is still on the interface.
     pub fn set_role(&mut self, master: bool) -> Result<(), XdpError> {
-        // A drain belongs to one mastership: it ends with it, and a new one starts without.
+        // A drain outlasts the mastership it began in (the requests it holds wait for the
+        // next master), but a new mastership starts without one.
         let mut config = self.config;
-        config.flags &= !FLAG_DRAIN;
         if master {
-            config.flags |= FLAG_MASTER;
+            config.flags = (config.flags | FLAG_MASTER) & !FLAG_DRAIN;
         } else {
             config.flags &= !FLAG_MASTER;
         }
         self.write_config(config)
     }
 
-    /// While MASTER, drop new TCP connections to the VIP (see `FLAG_DRAIN`); cleared by the
-    /// next [`XdpHandle::set_role`].
+    /// Hold off new TCP connections to the VIP and report them (see `FLAG_DRAIN`); cleared
+    /// by this or by the next mastership ([`XdpHandle::set_role`]).
     pub fn set_drain(&mut self, on: bool) -> Result<(), XdpError> {
         self.set_flag(FLAG_DRAIN, on)
     }

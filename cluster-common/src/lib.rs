@@ -129,9 +129,11 @@ pub mod xdp {
     /// answering them with XDP_TX. For interfaces where XDP_TX is lost, such as a veth in native
     /// mode whose peer has neither an XDP program nor GRO.
     pub const FLAG_ARP_VIA_STACK: u8 = 1 << 3;
-    /// [`Config::flags`]: while MASTER, drop new TCP connections to the VIP (SYN without ACK),
-    /// so that a planned switchover can let the open ones finish before the VIP moves: the
-    /// clients' connection attempts are retried and reach the next master instead.
+    /// [`Config::flags`]: hold off new TCP connections to the VIP (SYN without ACK): drop
+    /// each, and report it as a [`SynRecord`], MASTER or BACKUP. A planned switchover sets it
+    /// so that the open connections can finish before the VIP moves, and the agent hands the
+    /// held requests to the next master. While it is set, ARP claiming the VIP from another
+    /// MAC is reported while BACKUP too: the next master announcing itself.
     pub const FLAG_DRAIN: u8 = 1 << 4;
 
     /// What the agent tells the program, at index 0 of [`CONFIG_MAP`].
@@ -159,6 +161,11 @@ pub mod xdp {
     pub const RECORD_ADVERT: u32 = 1;
     /// [`RecordHeader::kind`] of a [`ConflictRecord`].
     pub const RECORD_CONFLICT: u32 = 2;
+    /// [`RecordHeader::kind`] of a [`SynRecord`].
+    pub const RECORD_SYN: u32 = 3;
+    /// Longest IPv4 packet a [`SynRecord`] keeps: a 20-byte IPv4 header (no options) and a TCP
+    /// header with the most options (60 bytes).
+    pub const SYN_MAX: usize = 80;
 
     /// Leads every ring-buffer record, so the reader can tell the kind before trusting the size.
     #[repr(C)]
@@ -197,6 +204,20 @@ pub mod xdp {
         pub reserved: [u8; 6],
     }
 
+    /// A connection request to the VIP (TCP SYN without ACK) that a drain held off: the agent
+    /// hands it to the next master once that one is open, so the client need not wait for its
+    /// own retransmission (a second, for Linux).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SynRecord {
+        pub header: RecordHeader,
+        /// Bytes of `packet` that hold the IPv4 packet (its total length).
+        pub len: u32,
+        pub reserved: u32,
+        /// The IPv4 packet exactly as received, checksums included.
+        pub packet: [u8; SYN_MAX],
+    }
+
     /// ARP operation codes as they appear in [`ConflictRecord::op`].
     pub const ARP_OP_REQUEST: u16 = 1;
     pub const ARP_OP_REPLY: u16 = 2;
@@ -205,6 +226,7 @@ pub mod xdp {
     // to disagree on. Records are 8-byte multiples because the ring buffer aligns to 8.
     const _: () = assert!(size_of::<HmacKey>() == 2 * 5 * 4);
     const _: () = assert!(size_of::<Config>() == 4 + 4 + 6 + 1 + 1 + size_of::<HmacKey>());
+    const _: () = assert!(size_of::<SynRecord>() == size_of::<RecordHeader>() + 4 + 4 + SYN_MAX);
     const _: () = assert!(size_of::<RecordHeader>() == 16);
     const _: () = assert!(size_of::<AdvertRecord>() == 16 + ADVERT_LEN);
     const _: () = assert!(size_of::<AdvertRecord>().is_multiple_of(8));
@@ -219,5 +241,6 @@ pub mod xdp {
         unsafe impl aya::Pod for super::RecordHeader {}
         unsafe impl aya::Pod for super::AdvertRecord {}
         unsafe impl aya::Pod for super::ConflictRecord {}
+        unsafe impl aya::Pod for super::SynRecord {}
     }
 }

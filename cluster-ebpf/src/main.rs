@@ -35,7 +35,7 @@ use cluster_common::{
     sha1::{self, HmacKey},
     xdp::{
         self as layout, ADVERT_LEN, AdvertRecord, Config, ConflictRecord, FLAG_ARP_VIA_STACK,
-        FLAG_DRAIN, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, RecordHeader,
+        FLAG_DRAIN, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, RecordHeader, SynRecord,
     },
 };
 
@@ -186,11 +186,7 @@ fn ipv4(ctx: &XdpContext) -> (u32, u32) {
     if addr(&ip.dst) != addr(&config.vip) {
         return pass();
     }
-    if config.flags & (FLAG_ENABLED | FLAG_MASTER | FLAG_FENCE) == FLAG_ENABLED | FLAG_FENCE {
-        return (xdp_action::XDP_DROP, layout::CTR_FENCED);
-    }
-    if config.flags & (FLAG_ENABLED | FLAG_MASTER | FLAG_DRAIN)
-        == FLAG_ENABLED | FLAG_MASTER | FLAG_DRAIN
+    if config.flags & (FLAG_ENABLED | FLAG_DRAIN) == FLAG_ENABLED | FLAG_DRAIN
         && ip.proto == IPPROTO_TCP
         && ip.vihl == IPV4_VIHL
         && let Some(tcp) = ptr_at::<TcpHead>(ctx, ETH_LEN + carp::IPV4_HEADER_LEN)
@@ -198,10 +194,66 @@ fn ipv4(ctx: &XdpContext) -> (u32, u32) {
         // SAFETY: `ptr_at` proved the header lies inside the frame.
         let flags = unsafe { (*tcp).flags };
         if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            hold_syn(ctx, usize::from(u16::from_be_bytes(ip.tot_len)));
             return (xdp_action::XDP_DROP, layout::CTR_DRAINED);
         }
     }
+    if config.flags & (FLAG_ENABLED | FLAG_MASTER | FLAG_FENCE) == FLAG_ENABLED | FLAG_FENCE {
+        return (xdp_action::XDP_DROP, layout::CTR_FENCED);
+    }
     pass()
+}
+
+/// Reports a held connection request (see `FLAG_DRAIN`). TCP headers grow in 4-byte steps,
+/// so the packet is one of eleven lengths, each copied with a size the verifier can see; a
+/// request of any other length (one carrying data) is dropped unreported, and its client
+/// sends it again by itself.
+#[inline(always)]
+fn hold_syn(ctx: &XdpContext, tot_len: usize) {
+    match tot_len {
+        40 => copy_syn::<40>(ctx),
+        44 => copy_syn::<44>(ctx),
+        48 => copy_syn::<48>(ctx),
+        52 => copy_syn::<52>(ctx),
+        56 => copy_syn::<56>(ctx),
+        60 => copy_syn::<60>(ctx),
+        64 => copy_syn::<64>(ctx),
+        68 => copy_syn::<68>(ctx),
+        72 => copy_syn::<72>(ctx),
+        76 => copy_syn::<76>(ctx),
+        80 => copy_syn::<80>(ctx),
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn copy_syn<const N: usize>(ctx: &XdpContext) {
+    let Some(packet) = ptr_at::<[u8; N]>(ctx, ETH_LEN) else {
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<SynRecord>(0) else {
+        bump(layout::CTR_RINGBUF_FULL);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points at reserved, 8-byte aligned ring-buffer memory of the record's
+    // size, which we own until submit; zeroed word by word first (volatile, so that no
+    // `memset` call appears), then filled from the bounds-checked packet.
+    unsafe {
+        let words = record.cast::<u64>();
+        for word in 0..size_of::<SynRecord>() / 8 {
+            words.add(word).write_volatile(0);
+        }
+        (*record).header.kind = layout::RECORD_SYN;
+        (*record).header.ktime_ns = bpf_ktime_get_ns();
+        (*record).len = N as u32;
+        core::ptr::copy_nonoverlapping(
+            packet.cast::<u8>(),
+            (&raw mut (*record).packet).cast::<u8>(),
+            N,
+        );
+    }
+    entry.submit(0);
 }
 
 /// UCARP's receive checks in its order (HMAC included; the checksums are left to the agent),
@@ -328,9 +380,10 @@ fn arp(ctx: &XdpContext) -> (u32, u32) {
 
     if addr(&frame.spa) == vip {
         // Someone announces the VIP. While BACKUP that is the master doing its job; while MASTER
-        // from a MAC other than ours it is a split brain or a misconfigured host. The frame still
+        // from a MAC other than ours it is a split brain or a misconfigured host; while draining
+        // it is the next master, whom held connection requests wait for. The frame still
         // passes: the agent decides what to do, and other listeners may want to see it.
-        if master
+        if (master || config.flags & FLAG_DRAIN != 0)
             && (op == layout::ARP_OP_REQUEST || op == layout::ARP_OP_REPLY)
             && !same_mac(&frame.sha, &config.mac)
         {

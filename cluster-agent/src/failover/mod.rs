@@ -238,9 +238,15 @@ pub enum Effect {
     Db(DbOp),
     /// Which master the observation task samples besides the local server.
     Watch(Option<Ipv4Addr>),
-    /// Hold off new connections to the VIP (XDP drops them; the clients retry) and answer with
-    /// [`Input::Drained`] once no connection on it is left open. Ends with the mastership.
+    /// Hold off new connections to the VIP (XDP drops each request and reports it) and answer
+    /// with [`Input::Drained`] once no connection on it is left open.
     Drain,
+    /// The next master announced the VIP: send it the connection requests held so far, and
+    /// any held from now on, until [`Effect::EndHold`].
+    HandOffHeld,
+    /// Stop holding connection requests and forget those still held: their clients send
+    /// them again by themselves.
+    EndHold,
 }
 
 #[derive(Clone, Debug)]
@@ -256,6 +262,10 @@ pub enum Input {
     Switchover,
     /// No connection on the VIP is left open (see [`Effect::Drain`]).
     Drained,
+    /// Another MAC announced the VIP while connection requests are held: the next master's
+    /// gratuitous ARP, once its database is open. Unauthenticated, so it only counts once an
+    /// authenticated advert has named that master.
+    VipClaimed,
     Shutdown,
     Observed(Observation),
     /// The master's look at its peers, begun at `at`: what each that answered holds and
@@ -325,6 +335,10 @@ const FENCE_SETTLE_MAX: Duration = Duration::from_millis(50);
 /// bounds the clients' wait. Requests on a connection of its own end within milliseconds;
 /// an idle pooled connection would never end by itself.
 pub const DRAIN_MAX: Duration = Duration::from_millis(500);
+/// Longest connection requests are held from the start of a drain: by then their clients
+/// have sent them again (a second after the first attempt, for Linux), and holding them
+/// longer would only hand the next master duplicates.
+pub const HOLD_MAX: Duration = Duration::from_millis(1500);
 
 struct DbSide {
     policy: DbPolicy,
@@ -375,7 +389,14 @@ struct VipSide {
     error: Option<String>,
     /// The up hook ran for this mastership.
     up_ran: bool,
+    /// When to announce the VIP once more (see [`GARP_AGAIN_AFTER`]).
+    garp_again: Option<Mono>,
 }
+
+/// A host whose neighbour entry for the VIP changed less than its lock time ago (Linux: one
+/// second) ignores a gratuitous ARP: after two switchovers in quick succession its packets
+/// would still go to the old master. The new master announces the VIP once more after that.
+const GARP_AGAIN_AFTER: Duration = Duration::from_millis(1100);
 
 /// Why a MASTER bows out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,6 +424,9 @@ pub struct Coordinator {
     /// A planned switchover waiting, until this deadline, for the connections on the VIP to
     /// finish before the hand-over begins (see [`Effect::Drain`]).
     draining: Option<Mono>,
+    /// Connection requests to the VIP are held (from a drain on) until this deadline, and
+    /// handed to the next master when it announces the VIP ([`Effect::HandOffHeld`]).
+    holding: Option<Mono>,
     db: Option<DbSide>,
     vip: VipSide,
     /// The last takeover, step by step.
@@ -450,6 +474,7 @@ impl Coordinator {
             stopped: false,
             handing_over: None,
             draining: None,
+            holding: None,
             db: cfg.db.map(|policy| DbSide {
                 current: Currentness::new(policy.margin),
                 policy,
@@ -483,6 +508,7 @@ impl Coordinator {
                 retry_at: None,
                 error: None,
                 up_ran: false,
+                garp_again: None,
             },
             takeover: None,
             effects: VecDeque::new(),
@@ -537,15 +563,31 @@ impl Coordinator {
             .filter(|d| d.op.is_none())
             .and_then(|d| d.retry_at);
         let vip = self.vip.retry_at.filter(|_| self.vip.in_flight.is_none());
-        [machine, db, vip, self.draining]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            machine,
+            db,
+            vip,
+            self.draining,
+            self.holding,
+            self.vip.garp_again,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Mono) {
         if self.draining.is_some_and(|t| t <= now) {
             self.end_drain(now, false);
+        }
+        if self.holding.is_some_and(|t| t <= now) {
+            self.end_hold();
+        }
+        if self.vip.garp_again.is_some_and(|t| t <= now) {
+            self.vip.garp_again = None;
+            if self.vip.have && self.machine.state() == State::Master {
+                self.effects.push_back(Effect::Garp);
+            }
         }
         if self.started {
             self.machine.handle_timeout(now);
@@ -598,6 +640,16 @@ impl Coordinator {
             }
             Input::Switchover => self.switchover(now),
             Input::Drained => self.end_drain(now, true),
+            Input::VipClaimed => {
+                let own = self.params.src;
+                if self.holding.is_some()
+                    && self.machine.state() == State::Backup
+                    && self.machine.master().is_some_and(|m| m != own)
+                {
+                    tracing::info!(master = ?self.machine.master(), "switchover: the next master announced the VIP; handing it the held connection requests");
+                    self.effects.push_back(Effect::HandOffHeld);
+                }
+            }
             Input::Shutdown => {
                 tracing::info!(state = %self.machine.state(), "stopping");
                 self.stopping = true;
@@ -1093,6 +1145,7 @@ impl Coordinator {
                     // The takeover announcement went out before the address existed.
                     self.effects.push_back(Effect::Garp);
                     self.takeover_step("garp", now);
+                    self.vip.garp_again = Some(now + GARP_AGAIN_AFTER);
                     if !self.vip.up_ran {
                         self.vip.up_ran = true;
                         self.effects.push_back(Effect::Hook(Hook::Up));
@@ -1164,6 +1217,14 @@ impl Coordinator {
             // The mastership ended on its own (preempted, link down): nothing left to hand over.
             self.draining = None;
         }
+        if self.holding.is_some()
+            && self.draining.is_none()
+            && self.handing_over.is_none()
+            && self.machine.state() == State::Master
+        {
+            // Master again (no peer took over): new connections are ours to answer.
+            self.end_hold();
+        }
         self.drive_stop(now);
         self.pump(now);
         self.drive_db(now);
@@ -1204,9 +1265,16 @@ impl Coordinator {
                 "switchover: holding off new connections to the VIP until the open ones finish"
             );
             self.draining = Some(now + DRAIN_MAX);
+            self.holding = Some(now + HOLD_MAX);
             self.effects.push_back(Effect::Drain);
         } else {
             self.hand_over(now, HandOver::Switchover);
+        }
+    }
+
+    fn end_hold(&mut self) {
+        if self.holding.take().is_some() {
+            self.effects.push_back(Effect::EndHold);
         }
     }
 

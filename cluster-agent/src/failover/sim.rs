@@ -248,6 +248,10 @@ enum Ev {
         run: u64,
         add: bool,
     },
+    /// Another node's gratuitous ARP for the VIP reaches `to`.
+    Claimed {
+        to: usize,
+    },
     /// The connections on the VIP have ended (or never do, when this comes after the drain
     /// limit and the coordinator has moved on).
     Drained {
@@ -566,6 +570,13 @@ impl Sim {
                     if self.client_reaches(i) && self.nodes[i].vip {
                         self.client_arp = Some(i);
                     }
+                    // Peers that hold connection requests see the announcement too.
+                    for to in 0..self.nodes.len() {
+                        if to != i && self.linked(i, to) {
+                            let d = self.net_delay();
+                            self.after(d, Ev::Claimed { to });
+                        }
+                    }
                 }
                 Effect::Vip(add) => {
                     let d = self.rng.duration(ms(0), ms(2));
@@ -587,6 +598,8 @@ impl Sim {
                     let d = self.rng.duration(ms(0), super::DRAIN_MAX + ms(100));
                     self.after(d, Ev::Drained { node: i, run });
                 }
+                // Held connection requests are the clients' business, not the cluster's.
+                Effect::HandOffHeld | Effect::EndHold => {}
             }
         }
         let stopping_done = self.nodes[i]
@@ -1553,6 +1566,11 @@ impl Sim {
                             result: Ok(()),
                         },
                     );
+                }
+            }
+            Ev::Claimed { to } => {
+                if self.nodes[to].agent.is_some() {
+                    self.input(to, Input::VipClaimed);
                 }
             }
             Ev::Drained { node, run } => {

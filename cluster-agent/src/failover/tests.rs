@@ -499,6 +499,53 @@ fn a_switchover_drains_the_vip_for_at_most_the_limit() {
     assert!(!t.take().contains(&Effect::Vip(false)));
 }
 
+/// Connection requests held since the drain go to the next master only once an
+/// authenticated advert named it and it announced the VIP (its database open by then); they
+/// are given up at the hold limit.
+#[test]
+fn held_connection_requests_go_to_the_next_master_once_it_announces_the_vip() {
+    let mut t = writable_master(0, &[B]);
+    t.input(Input::VipDone {
+        add: true,
+        result: Ok(()),
+    });
+    t.input(Input::Switchover);
+    t.input(Input::Drained);
+    t.input(Input::VipDone {
+        add: false,
+        result: Ok(()),
+    });
+    assert_eq!(t.c.state(), State::Backup);
+    t.take();
+    // A claim before any advert names the next master is not believed.
+    t.input(Input::VipClaimed);
+    assert!(!t.take().contains(&Effect::HandOffHeld));
+    t.advert(B, 10);
+    t.input(Input::VipClaimed);
+    assert!(t.take().contains(&Effect::HandOffHeld));
+    t.advance(HOLD_MAX);
+    assert!(t.take().contains(&Effect::EndHold));
+    // Nothing is held any more: a later claim hands nothing on.
+    t.input(Input::VipClaimed);
+    assert!(!t.take().contains(&Effect::HandOffHeld));
+}
+
+/// The VIP is announced again after the neighbour lock time, for hosts that ignored the
+/// first announcement because their entry had just changed.
+#[test]
+fn the_vip_is_announced_again_after_the_neighbour_lock_time() {
+    let mut t = writable_master(0, &[B]);
+    t.input(Input::VipDone {
+        add: true,
+        result: Ok(()),
+    });
+    assert!(t.take().contains(&Effect::Garp));
+    t.advance(GARP_AGAIN_AFTER - ms(1));
+    assert!(!t.take().contains(&Effect::Garp));
+    t.advance(ms(1));
+    assert!(t.take().contains(&Effect::Garp));
+}
+
 /// Without the VIP (here its addition still in flight) there is nothing to drain: the
 /// hand-over begins at once and takes the address back as soon as it is there.
 #[test]

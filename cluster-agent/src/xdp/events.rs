@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use aya::maps::{MapData, RingBuf};
 use cluster_common::xdp::{
     ADVERT_LEN, ARP_OP_REPLY, AdvertRecord, ConflictRecord, RECORD_ADVERT, RECORD_CONFLICT,
-    RecordHeader,
+    RECORD_SYN, RecordHeader, SYN_MAX, SynRecord,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -21,7 +21,16 @@ pub enum XdpEvent {
         /// The IPv4 and CARP headers exactly as received.
         packet: [u8; ADVERT_LEN],
     },
-    /// An ARP frame claiming the VIP from a MAC other than ours while we were MASTER.
+    /// A connection request to the VIP held off by a drain (see `FLAG_DRAIN`).
+    Syn {
+        /// `CLOCK_MONOTONIC` nanoseconds at which the frame reached XDP.
+        ktime_ns: u64,
+        /// The IPv4 packet as received: the first `len` bytes.
+        packet: [u8; SYN_MAX],
+        len: usize,
+    },
+    /// An ARP frame claiming the VIP from a MAC other than ours while we were MASTER, or
+    /// while draining.
     Conflict {
         /// `CLOCK_MONOTONIC` nanoseconds at which the frame reached XDP.
         ktime_ns: u64,
@@ -67,6 +76,18 @@ impl XdpEvent {
                     eth_src: conflict.eth_src,
                     ip: Ipv4Addr::from(conflict.sender_ip),
                     reply: u16::from_be_bytes(conflict.op) == ARP_OP_REPLY,
+                })
+            }
+            RECORD_SYN => {
+                let syn: SynRecord = read_exact(record).ok_or_else(bad)?;
+                let len = syn.len as usize;
+                if !(40..=SYN_MAX).contains(&len) {
+                    return Err(bad());
+                }
+                Ok(Self::Syn {
+                    ktime_ns: syn.header.ktime_ns,
+                    packet: syn.packet,
+                    len,
                 })
             }
             _ => Err(bad()),

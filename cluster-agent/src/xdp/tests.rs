@@ -809,15 +809,32 @@ fn traffic_to_the_vip_is_fenced_while_backup() {
     expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
 }
 
-#[test]
-fn a_drain_holds_off_new_connections_to_the_vip_only() {
+#[tokio::test]
+async fn a_drain_holds_off_and_reports_new_connections_to_the_vip_only() {
     let Some(mut handle) = configured(true) else {
         return;
     };
+    let mut events = handle.take_events().unwrap();
     let (syn, ack, syn_ack) = (0x02, 0x10, 0x12);
     handle.set_role(true).unwrap();
     handle.set_drain(true).unwrap();
-    expect(&handle, &tcp_to(VIP, syn), XDP_DROP, &[("drained", 1)]);
+    // A request with the most TCP options: 80 bytes of IPv4 packet.
+    let mut request = tcp_to(VIP, syn);
+    request.resize(14 + 80, 0xab);
+    request[16..18].copy_from_slice(&80u16.to_be_bytes());
+    request[46] = 15 << 4;
+    for frame in [tcp_to(VIP, syn), request] {
+        expect(&handle, &frame, XDP_DROP, &[("drained", 1)]);
+        let event = next_event(&mut events).await;
+        let XdpEvent::Syn { packet, len, .. } = event else {
+            panic!("expected a held request, got {event:?}");
+        };
+        assert_eq!(
+            packet[..len],
+            frame[14..],
+            "the IPv4 packet exactly as received"
+        );
+    }
     // The open connections carry on; other addresses and protocols are not concerned.
     for frame in [
         tcp_to(VIP, ack),
@@ -827,11 +844,28 @@ fn a_drain_holds_off_new_connections_to_the_vip_only() {
     ] {
         expect(&handle, &frame, XDP_PASS, &[("passed_other", 1)]);
     }
-    // The drain ends with the mastership, and a new one starts without it.
+    assert_no_event(&mut events);
+    // The drain outlasts the mastership: requests are still held while BACKUP, and the next
+    // master announcing the VIP is reported.
     handle.set_role(false).unwrap();
+    expect(&handle, &tcp_to(VIP, syn), XDP_DROP, &[("drained", 1)]);
+    assert!(matches!(
+        next_event(&mut events).await,
+        XdpEvent::Syn { .. }
+    ));
+    expect(&handle, &udp_to(VIP), XDP_DROP, &[("fenced", 1)]);
+    expect(&handle, &hex(GOLDEN_GARP), XDP_PASS, &[("arp_conflict", 1)]);
+    assert!(matches!(
+        next_event(&mut events).await,
+        XdpEvent::Conflict { .. }
+    ));
+    // Ended, it fences as before; and a new mastership starts without it.
+    handle.set_drain(false).unwrap();
     expect(&handle, &tcp_to(VIP, syn), XDP_DROP, &[("fenced", 1)]);
+    handle.set_drain(true).unwrap();
     handle.set_role(true).unwrap();
     expect(&handle, &tcp_to(VIP, syn), XDP_PASS, &[("passed_other", 1)]);
+    assert_no_event(&mut events);
 }
 
 #[tokio::test]
