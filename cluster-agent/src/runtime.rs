@@ -223,6 +223,9 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         Some((link, (o, obs))) => (Some(link), Some(o), Some(obs)),
         None => (None, None, None),
     };
+    if s.advbase == 0 {
+        realtime_advert_thread();
+    }
     let (drained_tx, mut drained_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
         s,
@@ -339,6 +342,38 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
 /// answers and their parsing must never delay an advert or the reading of a peer's (3.9 ms
 /// apart in fast mode), as they did when every task shared this loop's thread. The thread
 /// lives as long as the process.
+/// Real-time priority of the advert thread in fast mode: low, like keepalived's
+/// `vrrp_rt_priority`, above every ordinary thread and below the kernel's own.
+const RT_PRIORITY: i32 = 10;
+
+/// In fast mode a master's adverts are a few milliseconds apart and its peers take over
+/// after three are missing: on a loaded machine an ordinary thread can wait longer than that
+/// for a CPU, and a peer takes over from a master that is alive. The thread that sends and
+/// reads adverts then runs under the real-time FIFO policy. What it starts later (the
+/// runtime's blocking threads, hook processes) does not inherit it, and the database's
+/// thread is already running. A machine whose host takes all its CPUs away now and then
+/// (see the bench's stall probe) can still stop it.
+fn realtime_advert_thread() {
+    let param = libc::sched_param {
+        sched_priority: RT_PRIORITY,
+    };
+    // SAFETY: sched_setscheduler(2) on the calling thread (0) with a valid parameter.
+    let r = unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+    };
+    if r == 0 {
+        tracing::info!(
+            priority = RT_PRIORITY,
+            "fast mode: adverts sent and read at real-time priority"
+        );
+    } else {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "fast mode: cannot raise the advert thread to real-time priority; on a loaded machine a peer may take over from a live master"
+        );
+    }
+}
+
 fn db_runtime() -> std::io::Result<tokio::runtime::Handle> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
