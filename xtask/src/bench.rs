@@ -365,18 +365,7 @@ fn compare(args: CompareArgs) -> Result<()> {
             .collect()
     });
     let stalls = probe.stop();
-    say(format_args!(
-        "  the machine stood still {} times for 10 ms or more (longest {:.1} ms; {:.0}% of the {} stalls of 5 ms or more end on one phase of a 100 ms period){}",
-        stalls.at_least(10.0),
-        stalls.longest_ms(),
-        stalls.on_grid_percent(),
-        stalls.stalls.len(),
-        if stalls.realtime {
-            ""
-        } else {
-            "; the probe did not get real-time priority"
-        }
-    ));
+    say(format_args!("  {}", stalls.summary()));
     for (&i, s) in fast.iter().zip(soaks) {
         match s {
             Ok(mut s) => {
@@ -717,19 +706,9 @@ fn render(
     md.push_str("\n## Fast mode under load\n\n");
     md.push_str(&format!(
         "Both clusters at once. Meanwhile a thread at real-time priority, which nothing on \
-         the machine outranks, saw it stand still {} times for 10 ms or more (longest {:.1} ms; \
-         {:.0}% of its {} stalls of 5 ms or more ended on one phase of a 100 ms period, the \
-         mark of a CPU quota of the host running out){}. A flap that began within {} ms of the \
-         end of such a stall is counted as after a stall.\n\n",
-        stalls.at_least(10.0),
-        stalls.longest_ms(),
-        stalls.on_grid_percent(),
-        stalls.stalls.len(),
-        if stalls.realtime {
-            ""
-        } else {
-            " (the probe did not get real-time priority: guest load counts too)"
-        },
+         the machine outranks, watched it: {}. A flap that began within {} ms of the end of \
+         such a stall is counted as after a stall.\n\n",
+        stalls.summary(),
         STALL_EXPLAINS.as_millis()
     ));
     let mut t = Table::new(&[

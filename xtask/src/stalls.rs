@@ -92,6 +92,24 @@ pub struct Stalls {
 }
 
 impl Stalls {
+    /// One sentence on the stalls, for the log and the report.
+    pub fn summary(&self) -> String {
+        format!(
+            "the machine stood still {} times for 10 ms or more (longest {:.1} ms; {:.0}% of \
+             the {} stalls of 5 ms or more ended on one phase of a 100 ms period, the mark of \
+             a CPU quota of the host running out){}",
+            self.at_least(10.0),
+            self.longest_ms(),
+            self.on_grid_percent(),
+            self.stalls.len(),
+            if self.realtime {
+                ""
+            } else {
+                " (the probe did not get real-time priority: guest load counts too)"
+            }
+        )
+    }
+
     /// Stalls of at least `ms`.
     pub fn at_least(&self, ms: f64) -> usize {
         self.stalls.iter().filter(|s| s.ms >= ms).count()

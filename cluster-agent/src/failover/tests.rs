@@ -407,11 +407,7 @@ fn a_zombie_master_is_waited_for() {
 
 #[test]
 fn graceful_stop_fences_then_releases_the_vip_then_bows_out() {
-    let mut t = writable_master(0, &[B]);
-    t.input(Input::VipDone {
-        add: true,
-        result: Ok(()),
-    });
+    let mut t = master_with_vip();
     t.take();
     t.input(Input::Shutdown);
     let e = t.take();
@@ -446,11 +442,7 @@ fn graceful_stop_fences_then_releases_the_vip_then_bows_out() {
 /// nodes never hold it together; a failed release does not keep the bow-out back.
 #[test]
 fn a_switchover_releases_the_vip_before_the_bow_out() {
-    let mut t = writable_master(0, &[B]);
-    t.input(Input::VipDone {
-        add: true,
-        result: Ok(()),
-    });
+    let mut t = master_with_vip();
     t.take();
     t.input(Input::Switchover);
     assert_eq!(t.take(), vec![Effect::Drain]);
@@ -475,11 +467,7 @@ fn a_switchover_releases_the_vip_before_the_bow_out() {
 /// finish or the drain limit passes; a second request meanwhile changes nothing.
 #[test]
 fn a_switchover_drains_the_vip_for_at_most_the_limit() {
-    let mut t = writable_master(0, &[B]);
-    t.input(Input::VipDone {
-        add: true,
-        result: Ok(()),
-    });
+    let mut t = master_with_vip();
     t.take();
     t.input(Input::Switchover);
     t.input(Input::Switchover);
@@ -504,11 +492,7 @@ fn a_switchover_drains_the_vip_for_at_most_the_limit() {
 /// are given up at the hold limit.
 #[test]
 fn held_connection_requests_go_to_the_next_master_once_it_announces_the_vip() {
-    let mut t = writable_master(0, &[B]);
-    t.input(Input::VipDone {
-        add: true,
-        result: Ok(()),
-    });
+    let mut t = master_with_vip();
     t.input(Input::Switchover);
     t.input(Input::Drained);
     t.input(Input::VipDone {
@@ -534,11 +518,7 @@ fn held_connection_requests_go_to_the_next_master_once_it_announces_the_vip() {
 /// first announcement because their entry had just changed.
 #[test]
 fn the_vip_is_announced_again_after_the_neighbour_lock_time() {
-    let mut t = writable_master(0, &[B]);
-    t.input(Input::VipDone {
-        add: true,
-        result: Ok(()),
-    });
+    let mut t = master_with_vip();
     assert!(t.take().contains(&Effect::Garp));
     t.advance(GARP_AGAIN_AFTER - ms(1));
     assert!(!t.take().contains(&Effect::Garp));
@@ -620,6 +600,16 @@ fn an_external_fence_of_the_master_makes_it_prepare_again() {
 }
 
 /// Node A, elected with `skew` and open for writes after a clean prepare with `peers`.
+/// [`writable_master`] with skew 0 and peer B, holding the VIP.
+fn master_with_vip() -> T {
+    let mut t = writable_master(0, &[B]);
+    t.input(Input::VipDone {
+        add: true,
+        result: Ok(()),
+    });
+    t
+}
+
 fn writable_master(skew: u8, peers: &[Ipv4Addr]) -> T {
     let mut t = T::new(A, skew, false, peers);
     t.take();

@@ -398,151 +398,158 @@ fn a_replica_that_stopped_applying_does_not_take_the_vip() -> Result<()> {
     })
 }
 
-/// One write of the application in [`planned_switchovers_under_write_load_fail_no_request`].
-struct Attempt {
-    id: i64,
-    start: Instant,
-    end: Instant,
-    /// `server_id` of the server that acknowledged it, or why it failed.
-    result: Result<u32, String>,
-}
+/// What needs the XDP data plane: without it a switchover cannot hold connection requests
+/// off and hand them on (the `--xdp off` pass skips these).
+mod xdp {
+    use super::*;
 
-/// Pauses between the planned switchovers, back and forth: some shorter than the client's
-/// neighbour lock time (1 s: a second gratuitous ARP within it is ignored), some longer.
-const SWITCHOVER_PAUSES: [Duration; 4] = [
-    Duration::from_millis(1500),
-    Duration::from_millis(200),
-    Duration::from_millis(600),
-    Duration::from_millis(100),
-];
+    /// One write of the application in [`planned_switchovers_under_write_load_fail_no_request`].
+    struct Attempt {
+        id: i64,
+        start: Instant,
+        end: Instant,
+        /// `server_id` of the server that acknowledged it, or why it failed.
+        result: Result<u32, String>,
+    }
 
-/// Test 7. Planned switchovers under write load, back and forth: the application opens a
-/// fresh connection for every row with a 1 s connect timeout and no retry of its own, and
-/// no write fails: none reaches a read-only server or is cut off by the hand-over, and no
-/// connection request waits for the kernel's retransmission (a second, here the connect
-/// timeout): those held during the hand-over go to the next master as soon as it announces
-/// the VIP. Every acknowledged row is on the last master.
-#[test]
-fn planned_switchovers_under_write_load_fail_no_request() -> Result<()> {
-    netns_test(|| {
-        let c = cluster(2)?;
-        let vip = c.vip()?;
-        let attempts = Mutex::new(Vec::<Attempt>::new());
-        let stop = AtomicBool::new(false);
-        let acked_by = |server: u32, since: Instant| {
-            attempts
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|a| a.end > since && a.result.as_ref().is_ok_and(|s| *s == server))
-                .count()
-        };
-        let mut switched = Vec::new();
-        std::thread::scope(|s| {
-            let _stop = StopOnDrop(&stop);
-            s.spawn(|| {
-                // Bounded: the scenario ends long before this many rows.
-                for id in 1..=100_000i64 {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
+    /// Pauses between the planned switchovers, back and forth: some shorter than the client's
+    /// neighbour lock time (1 s: a second gratuitous ARP within it is ignored), some longer.
+    const SWITCHOVER_PAUSES: [Duration; 4] = [
+        Duration::from_millis(1500),
+        Duration::from_millis(200),
+        Duration::from_millis(600),
+        Duration::from_millis(100),
+    ];
+
+    /// Test 7. Planned switchovers under write load, back and forth: the application opens a
+    /// fresh connection for every row with a 1 s connect timeout and no retry of its own, and
+    /// no write fails: none reaches a read-only server or is cut off by the hand-over, and no
+    /// connection request waits for the kernel's retransmission (a second, here the connect
+    /// timeout): those held during the hand-over go to the next master as soon as it announces
+    /// the VIP. Every acknowledged row is on the last master.
+    #[test]
+    fn planned_switchovers_under_write_load_fail_no_request() -> Result<()> {
+        netns_test(|| {
+            let c = cluster(2)?;
+            let vip = c.vip()?;
+            let attempts = Mutex::new(Vec::<Attempt>::new());
+            let stop = AtomicBool::new(false);
+            let acked_by = |server: u32, since: Instant| {
+                attempts
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|a| a.end > since && a.result.as_ref().is_ok_and(|s| *s == server))
+                    .count()
+            };
+            let mut switched = Vec::new();
+            std::thread::scope(|s| {
+                let _stop = StopOnDrop(&stop);
+                s.spawn(|| {
+                    // Bounded: the scenario ends long before this many rows.
+                    for id in 1..=100_000i64 {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let start = Instant::now();
+                        let result = vip
+                            .insert_where(id, Duration::from_secs(3))
+                            .map_err(|e| format!("{e:#}"));
+                        attempts.lock().unwrap().push(Attempt {
+                            id,
+                            start,
+                            end: Instant::now(),
+                            result,
+                        });
                     }
-                    let start = Instant::now();
-                    let result = vip
-                        .insert_where(id, Duration::from_secs(3))
-                        .map_err(|e| format!("{e:#}"));
-                    attempts.lock().unwrap().push(Attempt {
-                        id,
-                        start,
-                        end: Instant::now(),
-                        result,
-                    });
+                });
+                let t0 = Instant::now();
+                wait_until(REPLICATE, "20 rows acknowledged by node0", || {
+                    acked_by(1, t0) >= 20
+                })?;
+                for (k, pause) in SWITCHOVER_PAUSES.iter().enumerate() {
+                    let (from, to) = (k % 2, 1 - k % 2);
+                    // The successor must be a current replica, trusted to hold every write.
+                    c.wait_replica_of(to, from, START)?;
+                    wait_until(REPLICATE, &format!("node{to} not demoted"), || {
+                        c.status(to).is_ok_and(|s| !s.demoted)
+                    })?;
+                    let t = Instant::now();
+                    c.agent(from)?
+                        .switchover(Duration::from_secs(10))?
+                        .map_err(|why| anyhow::anyhow!(why))?;
+                    c.wait_sole_master(to, FAILOVER)?;
+                    wait_until(
+                        FAILOVER,
+                        &format!("5 rows acknowledged by node{to}"),
+                        || acked_by(to as u32 + 1, t) >= 5,
+                    )?;
+                    switched.push((from, to, t));
+                    eprintln!("switchover {k}: node{from} -> node{to}");
+                    hold_for(*pause, &format!("node{to} stays the sole master"), || {
+                        c.is_sole_master(to)
+                    })?;
                 }
-            });
-            let t0 = Instant::now();
-            wait_until(REPLICATE, "20 rows acknowledged by node0", || {
-                acked_by(1, t0) >= 20
+                Ok::<_, anyhow::Error>(())
             })?;
-            for (k, pause) in SWITCHOVER_PAUSES.iter().enumerate() {
-                let (from, to) = (k % 2, 1 - k % 2);
-                // The successor must be a current replica, trusted to hold every write.
-                c.wait_replica_of(to, from, START)?;
-                wait_until(REPLICATE, &format!("node{to} not demoted"), || {
-                    c.status(to).is_ok_and(|s| !s.demoted)
-                })?;
-                let t = Instant::now();
-                c.agent(from)?
-                    .switchover(Duration::from_secs(10))?
-                    .map_err(|why| anyhow::anyhow!(why))?;
-                c.wait_sole_master(to, FAILOVER)?;
-                wait_until(
-                    FAILOVER,
-                    &format!("5 rows acknowledged by node{to}"),
-                    || acked_by(to as u32 + 1, t) >= 5,
-                )?;
-                switched.push((from, to, t));
-                eprintln!("switchover {k}: node{from} -> node{to}");
-                hold_for(*pause, &format!("node{to} stays the sole master"), || {
-                    c.is_sole_master(to)
-                })?;
+            let attempts = attempts.into_inner().unwrap();
+            for (from, to, t) in &switched {
+                let by = |a: &Attempt, node: usize| {
+                    a.result.as_ref().is_ok_and(|s| *s == node as u32 + 1)
+                };
+                let first_new = attempts
+                    .iter()
+                    .find(|a| a.end > *t && by(a, *to))
+                    .map(|a| a.end);
+                let last_old = attempts
+                    .iter()
+                    .filter(|a| first_new.is_some_and(|f| a.end < f) && by(a, *from))
+                    .map(|a| a.end)
+                    .max();
+                eprintln!(
+                    "node{from} -> node{to}: from the last write acknowledged by node{from} to the \
+                     first by node{to}: {:?}",
+                    last_old.zip(first_new).map(|(a, b)| b - a),
+                );
             }
-            Ok::<_, anyhow::Error>(())
-        })?;
-        let attempts = attempts.into_inner().unwrap();
-        for (from, to, t) in &switched {
-            let by =
-                |a: &Attempt, node: usize| a.result.as_ref().is_ok_and(|s| *s == node as u32 + 1);
-            let first_new = attempts
+            let slowest = attempts
                 .iter()
-                .find(|a| a.end > *t && by(a, *to))
-                .map(|a| a.end);
-            let last_old = attempts
-                .iter()
-                .filter(|a| first_new.is_some_and(|f| a.end < f) && by(a, *from))
-                .map(|a| a.end)
-                .max();
+                .map(|a| (a.end - a.start, a.id))
+                .max()
+                .context("no write attempted")?;
             eprintln!(
-                "node{from} -> node{to}: from the last write acknowledged by node{from} to the \
-                 first by node{to}: {:?}",
-                last_old.zip(first_new).map(|(a, b)| b - a),
+                "{} writes; the slowest took {:?} (id {})",
+                attempts.len(),
+                slowest.0,
+                slowest.1
             );
-        }
-        let slowest = attempts
-            .iter()
-            .map(|a| (a.end - a.start, a.id))
-            .max()
-            .context("no write attempted")?;
-        eprintln!(
-            "{} writes; the slowest took {:?} (id {})",
-            attempts.len(),
-            slowest.0,
-            slowest.1
-        );
-        let failed: Vec<(i64, &String)> = attempts
-            .iter()
-            .filter_map(|a| a.result.as_ref().err().map(|e| (a.id, e)))
-            .collect();
-        assert!(
-            failed.is_empty(),
-            "{} of {} writes failed across the switchovers, e.g. {:?}",
-            failed.len(),
-            attempts.len(),
-            &failed[..failed.len().min(5)]
-        );
-        let last = switched.last().map_or(0, |s| s.1);
-        let on_last = c.ids(last)?;
-        let lost: Vec<i64> = attempts
-            .iter()
-            .filter(|a| a.result.is_ok() && on_last.binary_search(&a.id).is_err())
-            .map(|a| a.id)
-            .collect();
-        assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
-        // A request that had to wait for its client's own retransmission took a second.
-        assert!(
-            slowest.0 < Duration::from_millis(900),
-            "write {} took {:?}: its connection request was not handed on",
-            slowest.1,
-            slowest.0
-        );
-        Ok(())
-    })
+            let failed: Vec<(i64, &String)> = attempts
+                .iter()
+                .filter_map(|a| a.result.as_ref().err().map(|e| (a.id, e)))
+                .collect();
+            assert!(
+                failed.is_empty(),
+                "{} of {} writes failed across the switchovers, e.g. {:?}",
+                failed.len(),
+                attempts.len(),
+                &failed[..failed.len().min(5)]
+            );
+            let last = switched.last().map_or(0, |s| s.1);
+            let on_last = c.ids(last)?;
+            let lost: Vec<i64> = attempts
+                .iter()
+                .filter(|a| a.result.is_ok() && on_last.binary_search(&a.id).is_err())
+                .map(|a| a.id)
+                .collect();
+            assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+            // A request that had to wait for its client's own retransmission took a second.
+            assert!(
+                slowest.0 < Duration::from_millis(900),
+                "write {} took {:?}: its connection request was not handed on",
+                slowest.1,
+                slowest.0
+            );
+            Ok(())
+        })
+    }
 }
