@@ -2,11 +2,12 @@
 //! VIP, the connections already open on it are counted until none is left, so that the VIP
 //! moves between two requests instead of in the middle of one.
 //!
-//! The count comes from the kernel's table of TCP sockets in this network namespace
-//! (`/proc/net/tcp`): it covers every service behind the VIP, the database and a web server
-//! alike, and needs nothing from them.
+//! The count comes from the kernel's tables of TCP sockets in this network namespace
+//! (`/proc/net/tcp`, and `/proc/net/tcp6` for services listening on `::`, where connections
+//! to the VIP appear as IPv4-mapped addresses): it covers every service behind the VIP, the
+//! database and a web server alike, and needs nothing from them.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -14,9 +15,32 @@ use tokio::sync::mpsc;
 /// How often the table is read while draining.
 const LOOK_EVERY: Duration = Duration::from_millis(1);
 
-/// Connections on `vip` that are open or being opened, in the text of `/proc/net/tcp`.
-/// Closing ones (the client has sent its FIN, or ours is out) are not waited for: their
-/// exchange is over.
+/// The tables read, IPv4 and IPv6.
+const TABLES: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
+
+/// An address as these tables print it: 32-bit words in hex, each in host byte order.
+fn parse_addr(hex: &str) -> Option<Ipv4Addr> {
+    let word = |i: usize| {
+        hex.get(i * 8..i * 8 + 8)
+            .and_then(|w| u32::from_str_radix(w, 16).ok())
+            .map(u32::to_ne_bytes)
+    };
+    match hex.len() {
+        8 => word(0).map(Ipv4Addr::from),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            Ipv6Addr::from(bytes).to_ipv4_mapped()
+        }
+        _ => None,
+    }
+}
+
+/// Connections on `vip` that are open or being opened, in the text of `/proc/net/tcp` or
+/// `/proc/net/tcp6`. Closing ones (the client has sent its FIN, or ours is out) are not
+/// waited for: their exchange is over.
 pub fn open_on(table: &str, vip: Ipv4Addr) -> usize {
     table
         .lines()
@@ -28,11 +52,7 @@ pub fn open_on(table: &str, vip: Ipv4Addr) -> usize {
             else {
                 return false;
             };
-            // The address is the raw 32-bit word printed in hex, in host byte order.
-            let addr = local
-                .split_once(':')
-                .and_then(|(a, _)| u32::from_str_radix(a, 16).ok())
-                .map(|a| Ipv4Addr::from(a.to_ne_bytes()));
+            let addr = local.split_once(':').and_then(|(a, _)| parse_addr(a));
             // 01 ESTABLISHED, 03 SYN_RECV.
             addr == Some(vip) && matches!(state, "01" | "03")
         })
@@ -46,17 +66,22 @@ pub fn watch(vip: Ipv4Addr, limit: Duration, done: mpsc::UnboundedSender<()>) {
     tokio::spawn(async move {
         let rounds = limit.as_millis() / LOOK_EVERY.as_millis() + 1;
         for _ in 0..rounds {
-            match tokio::fs::read_to_string("/proc/net/tcp").await {
-                Ok(table) if open_on(&table, vip) == 0 => {
-                    let _ = done.send(());
-                    return;
+            let mut open = 0;
+            for path in TABLES {
+                match tokio::fs::read_to_string(path).await {
+                    Ok(table) => open += open_on(&table, vip),
+                    // No IPv6 in this kernel: nothing can listen on `::` either.
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => {
+                        tracing::warn!(%error, path, "cannot read the TCP table; not draining");
+                        let _ = done.send(());
+                        return;
+                    }
                 }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the TCP table; not draining");
-                    let _ = done.send(());
-                    return;
-                }
+            }
+            if open == 0 {
+                let _ = done.send(());
+                return;
             }
             tokio::time::sleep(LOOK_EVERY).await;
         }
@@ -84,6 +109,33 @@ mod tests {
         // connection on the node's own address.
         assert_eq!(open_on(TABLE, vip), 2);
         assert_eq!(open_on(TABLE, Ipv4Addr::new(192, 0, 2, 1)), 0);
+    }
+
+    #[test]
+    fn ipv4_mapped_connections_in_the_ipv6_table_count() {
+        // A server listening on `::`, one connection to 10.99.0.100 from 10.99.0.3, one
+        // from an IPv6 client to an IPv6 address.
+        let word = |b: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(b));
+        let mapped = |v4: [u8; 4]| {
+            format!(
+                "{}{}{}{}",
+                word([0; 4]),
+                word([0; 4]),
+                word([0, 0, 0xff, 0xff]),
+                word(v4)
+            )
+        };
+        let v6 = [[0x20, 1, 0xd, 0xb8], [0; 4], [0; 4], [0, 0, 0, 1]]
+            .map(word)
+            .concat();
+        let table = format!(
+            "  sl  local_address remote_address st\n   0: {}:0CEA {}:A1B2 01 0\n   1: {}:0CEA {}:A1B4 01 0\n",
+            mapped([10, 99, 0, 100]),
+            mapped([10, 99, 0, 3]),
+            v6,
+            mapped([10, 99, 0, 4]),
+        );
+        assert_eq!(open_on(&table, Ipv4Addr::new(10, 99, 0, 100)), 1);
     }
 
     #[test]
