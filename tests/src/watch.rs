@@ -457,8 +457,21 @@ fn vip_loop(
     use netlink_packet_route::RouteNetlinkMessage;
     use netlink_packet_route::address::AddressAttribute;
     let mut buf = vec![0u8; 64 * 1024];
-    while !stop.load(Ordering::SeqCst) {
+    // Asked to stop, it still reads what is queued (a change made just before the stop
+    // belongs in the timeline), until a read times out, and at most this many more.
+    let mut left_after_stop = 64;
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        if stopping {
+            if left_after_stop == 0 {
+                break;
+            }
+            left_after_stop -= 1;
+        }
         let Ok(len) = socket.recv(&mut &mut buf[..], 0) else {
+            if stopping {
+                break;
+            }
             continue;
         };
         let t = mono_ns();
