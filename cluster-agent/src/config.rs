@@ -107,6 +107,154 @@ pub struct RunArgs {
     #[command(flatten)]
     #[serde(default)]
     pub mysql: MysqlArgs,
+    /// The database opens for writes only under a quorum lease on etcd (`[quorum]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub quorum: QuorumArgs,
+}
+
+/// `[quorum]`: the master's database opens for writes only while it holds the cluster's
+/// leader key in etcd under a live lease, so a master cut off from the majority stops writing
+/// before anyone else starts. Without it nothing changes.
+#[derive(Args, Debug, Default, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuorumArgs {
+    /// An etcd member's client URL, `http://` on a trusted segment or `https://` (repeat the
+    /// flag for each member); setting one enables the section.
+    #[arg(id = "quorum-endpoint", long = "quorum-endpoint", value_name = "URL")]
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Key prefix of this cluster (default `/cluster-agent/vhid-<vhid>`); the leader key is
+    /// `<prefix>/leader`.
+    #[arg(id = "quorum-prefix", long = "quorum-prefix")]
+    pub prefix: Option<String>,
+    /// Lease TTL in seconds, 2-300 (default: the whole seconds of this node's master-down
+    /// time, at least 2).
+    #[arg(id = "quorum-ttl", long = "quorum-ttl", value_name = "SECS")]
+    pub ttl: Option<u64>,
+    /// CA that etcd's server certificates chain to (needed for `https://`).
+    #[arg(id = "quorum-ca", long = "quorum-ca", value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key, for etcd with `--client-cert-auth`.
+    #[arg(id = "quorum-cert", long = "quorum-cert", value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    #[arg(id = "quorum-key", long = "quorum-key", value_name = "PEM")]
+    pub key: Option<PathBuf>,
+}
+
+/// Validated `[quorum]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumSettings {
+    pub endpoints: Vec<String>,
+    /// The leader key.
+    pub key: String,
+    pub ttl: Duration,
+    pub ca: Option<PathBuf>,
+    /// Certificate and key.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl QuorumArgs {
+    fn merge(self, file: QuorumArgs) -> QuorumArgs {
+        QuorumArgs {
+            endpoints: if self.endpoints.is_empty() {
+                file.endpoints
+            } else {
+                self.endpoints
+            },
+            prefix: self.prefix.or(file.prefix),
+            ttl: self.ttl.or(file.ttl),
+            ca: self.ca.or(file.ca),
+            cert: self.cert.or(file.cert),
+            key: self.key.or(file.key),
+        }
+    }
+
+    /// `master_down`: this node's own, from which the default TTL comes.
+    fn validate(
+        self,
+        vhid: u32,
+        master_down: Duration,
+        db: bool,
+    ) -> Result<Option<QuorumSettings>, ConfigError> {
+        if self == QuorumArgs::default() {
+            return Ok(None);
+        }
+        if self.endpoints.is_empty() {
+            return Err(ConfigError::Missing(
+                "quorum endpoints (--quorum-endpoint, once per etcd member)",
+            ));
+        }
+        if !db {
+            return Err(invalid(
+                "quorum-endpoint",
+                self.endpoints.join(","),
+                "the quorum lease guards a database: it needs the [mysql] section",
+            ));
+        }
+        let mut tls = false;
+        for e in &self.endpoints {
+            match e.split_once("://") {
+                Some(("https", rest)) if !rest.is_empty() => tls = true,
+                Some(("http", rest)) if !rest.is_empty() => {}
+                _ => {
+                    return Err(invalid(
+                        "quorum-endpoint",
+                        e,
+                        "must be http://HOST:PORT or https://HOST:PORT",
+                    ));
+                }
+            }
+        }
+        if tls && self.ca.is_none() {
+            return Err(ConfigError::Missing(
+                "quorum ca (--quorum-ca): https endpoints are verified against it",
+            ));
+        }
+        let identity = match (self.cert, self.key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "quorum-cert",
+                    "one of --quorum-cert and --quorum-key",
+                    "give both or neither",
+                ));
+            }
+        };
+        if identity.is_some() && !tls {
+            return Err(invalid(
+                "quorum-cert",
+                self.endpoints.join(","),
+                "a client certificate needs https:// endpoints",
+            ));
+        }
+        let ttl = self.ttl.unwrap_or_else(|| master_down.as_secs().max(2));
+        if !(2..=300).contains(&ttl) {
+            return Err(invalid(
+                "quorum-ttl",
+                ttl,
+                "must be 2-300 s (etcd grants no shorter lease)",
+            ));
+        }
+        let prefix = self
+            .prefix
+            .unwrap_or_else(|| format!("/cluster-agent/vhid-{vhid}"));
+        if !prefix.starts_with('/') || prefix.ends_with('/') {
+            return Err(invalid(
+                "quorum-prefix",
+                prefix,
+                "must start with / and not end with one",
+            ));
+        }
+        Ok(Some(QuorumSettings {
+            endpoints: self.endpoints,
+            key: format!("{prefix}/leader"),
+            ttl: Duration::from_secs(ttl),
+            ca: self.ca,
+            identity,
+        }))
+    }
 }
 
 /// `[mysql]`: without it the agent is a pure VIP manager. Passwords come from files or the
@@ -371,6 +519,7 @@ pub struct Settings {
     pub xdp: XdpMode,
     pub fence: bool,
     pub db: Option<DbSettings>,
+    pub quorum: Option<QuorumSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -472,6 +621,7 @@ impl RunArgs {
             xdp: self.xdp.or(file.xdp),
             no_fence: self.no_fence || file.no_fence,
             mysql: self.mysql.merge(file.mysql),
+            quorum: self.quorum.merge(file.quorum),
         })
     }
 
@@ -540,6 +690,12 @@ impl RunArgs {
         if let Some(d) = &mut db {
             d.db.host_check = host_check(advbase, advskew, deadratio);
         }
+        let quorum =
+            args.quorum
+                .validate(vhid, master_down(advbase, advskew, deadratio), db.is_some())?;
+        if let (Some(d), Some(q)) = (&mut db, &quorum) {
+            d.db.semi_sync_min = Some(q.ttl);
+        }
         let interface = args
             .interface
             .ok_or(ConfigError::Missing("interface (-i)"))?;
@@ -576,6 +732,7 @@ impl RunArgs {
             xdp: args.xdp.unwrap_or_default(),
             fence: !args.no_fence,
             db,
+            quorum,
         })
     }
 }
@@ -589,6 +746,13 @@ fn host_check(advbase: u32, advskew: u32, deadratio: u32) -> Duration {
     let interval =
         Duration::from_secs(u64::from(advbase)) + Duration::from_secs(u64::from(advskew)) / 256;
     (interval * deadratio).clamp(Duration::from_millis(10), Duration::from_millis(50))
+}
+
+/// How long this node waits for a silent master before it takes over (as UCARP: `deadratio`
+/// base intervals and its own skew; fast mode's few milliseconds round to none).
+fn master_down(advbase: u32, advskew: u32, deadratio: u32) -> Duration {
+    Duration::from_secs(u64::from(advbase) * u64::from(deadratio))
+        + Duration::from_secs(u64::from(advskew)) / 256
 }
 
 /// `ADDR` or `ADDR/PREFIX`; only IPv4, since UCARP hashes exactly one IPv4 VIP per vhid.

@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::failover::DbView;
+use crate::failover::lease::QuorumView;
 use crate::failover::takeover::Takeover;
 
 /// What `cluster-agent status` reports.
@@ -46,6 +47,9 @@ pub struct Status {
     /// The last transition to MASTER and each step after it, with CLOCK_MONOTONIC instants.
     #[serde(default)]
     pub last_takeover: Option<Takeover>,
+    /// The quorum lease, with `[quorum]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumView>,
     /// Why the request (e.g. a forced promotion) was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -211,6 +215,12 @@ impl Status {
             if let Some(op) = &db.operation {
                 s += &format!("in progress:  {op}\n");
             }
+            if let Some(w) = &db.quorum_wait {
+                s += &format!(
+                    "WAITING:      {w} (writes fail on read_only meanwhile)
+"
+                );
+            }
             if let Some(r) = &db.refused {
                 s += &format!(
                     "REFUSED:      {r}\n              (`cluster-agent db promote --force` opens it anyway; see README)\n"
@@ -236,6 +246,24 @@ impl Status {
             }
             if let Some(e) = &db.last_error {
                 s += &format!("db error:     {e}\n");
+            }
+        }
+        if let Some(q) = &self.quorum {
+            s += &format!(
+                "quorum:       {}{}{}{}
+",
+                q.state,
+                q.holder
+                    .as_ref()
+                    .map_or(String::new(), |h| format!(" by {h}")),
+                q.epoch.map_or(String::new(), |e| format!(", epoch {e}")),
+                q.write_left_ms.map_or(String::new(), |ms| format!(
+                    ", writable for {ms} ms more without a renewal (ttl {} ms)",
+                    q.ttl_ms
+                ))
+            );
+            if let Some(e) = &q.error {
+                s += &format!("QUORUM ERROR: {e}\n");
             }
         }
         if !self.read_only_bypass.is_empty() {

@@ -10,6 +10,7 @@ pub mod handoff;
 pub mod hooks;
 pub mod inspect;
 pub mod net;
+pub mod quorum;
 pub mod runtime;
 pub mod vip;
 pub mod xdp;

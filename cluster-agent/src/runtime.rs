@@ -28,6 +28,7 @@ use crate::failover::{
     Input, Observation,
 };
 use crate::handoff;
+use crate::quorum;
 
 use crate::hooks::{Hook, HookConfig, Hooks};
 use crate::net::{self, AdvertReceiver, AdvertSender, PacketSocket};
@@ -75,6 +76,8 @@ struct Agent {
     /// Where [`drain::watch`] says that no connection is left on the VIP.
     drained: mpsc::UnboundedSender<()>,
     held: Held,
+    /// Whether the quorum task should hold the leader key.
+    lease_want: Option<watch::Sender<bool>>,
 }
 
 /// Most connection requests held at once during a switchover; more are dropped (counted),
@@ -196,6 +199,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         Config {
             carp: params,
             db: policy,
+            quorum: s.quorum.as_ref().map(|q| q.ttl),
         },
         Mono::now(),
     );
@@ -223,6 +227,15 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         Some((link, (o, obs))) => (Some(link), Some(o), Some(obs)),
         None => (None, None, None),
     };
+    // etcd's gRPC answers are parsed on a thread of their own too.
+    let (lease_want, mut lease_reports) = match s.quorum.clone() {
+        Some(q) => {
+            tracing::info!(endpoints = %q.endpoints.join(","), key = %q.key, ttl_s = q.ttl.as_secs(), "the database opens only under the quorum lease");
+            let (want, reports) = quorum::spawn(q, s.src.to_string(), &side_runtime("quorum")?);
+            (Some(want), Some(reports))
+        }
+        None => (None, None),
+    };
     if s.advbase == 0 {
         realtime_advert_thread();
     }
@@ -248,6 +261,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         db,
         drained: drained_tx,
         held: Held::default(),
+        lease_want,
     };
     let mut buf = vec![0u8; 2048];
     let mut stop_deadline: Option<tokio::time::Instant> = None;
@@ -307,6 +321,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             Some(outcome) = next(&mut outcomes) => coord.handle(Mono::now(), Input::DbDone(outcome)),
             Some(input) = next(&mut observations) => coord.handle(Mono::now(), input),
             Some(()) = drained_rx.recv() => coord.handle(Mono::now(), Input::Drained),
+            Some(report) = next(&mut lease_reports) => coord.handle(Mono::now(), Input::Lease(report)),
             Some(req) = control.recv() => {
                 let reply = match req.command {
                     Command::Status => Ok(()),
@@ -374,20 +389,20 @@ fn realtime_advert_thread() {
     }
 }
 
-fn db_runtime() -> std::io::Result<tokio::runtime::Handle> {
+fn side_runtime(name: &str) -> std::io::Result<tokio::runtime::Handle> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let handle = rt.handle().clone();
     std::thread::Builder::new()
-        .name("database".into())
+        .name(name.into())
         .spawn(move || rt.block_on(std::future::pending::<()>()))?;
     Ok(handle)
 }
 
 /// Starts the operation and observation tasks of the local database.
 fn spawn_db(settings: DbSettings) -> std::io::Result<(DbLink, DbAnswers)> {
-    let rt = db_runtime()?;
+    let rt = side_runtime("database")?;
     let db = Arc::new(Db::new(settings.db.clone()));
     let (ops, mut op_rx) = mpsc::unbounded_channel::<DbOp>();
     let (out_tx, outcomes) = mpsc::unbounded_channel();
@@ -575,6 +590,11 @@ impl Agent {
                 Effect::Drain => self.drain(coord),
                 Effect::HandOffHeld => self.hand_off_held(),
                 Effect::EndHold => self.end_hold(),
+                Effect::Lease(want) => {
+                    if let Some(tx) = &self.lease_want {
+                        tx.send_replace(want);
+                    }
+                }
             }
         }
     }
@@ -897,6 +917,7 @@ impl Agent {
             last_conflict_mac: self.last_conflict.clone(),
             xdp_counters,
             last_takeover: coord.takeover().cloned(),
+            quorum: coord.quorum_view(now),
             error,
         }
     }

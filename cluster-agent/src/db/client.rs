@@ -52,6 +52,10 @@ pub struct DbConfig {
     /// How long a bare TCP handshake with a peer's server may take before its host counts
     /// as gone (powered off, cut off) rather than up with a stalled server.
     pub host_check: Duration,
+    /// With a quorum lease: the shortest semi-sync timeout a master may run with. A master
+    /// cut off from its replicas and from etcd must not acknowledge a commit on its own
+    /// before it has fenced itself, which it does within the lease's TTL.
+    pub semi_sync_min: Option<Duration>,
 }
 
 impl DbConfig {
@@ -78,6 +82,7 @@ impl DbConfig {
             repl_ssl_key: None,
             op_timeout: Duration::from_secs(5),
             host_check: Duration::from_millis(50),
+            semi_sync_min: None,
         }
     }
 }
@@ -402,7 +407,9 @@ impl Db {
     pub async fn promote(&self, timeout: Duration) -> Result<Promoted, DbError> {
         let limit = timeout + self.cfg.op_timeout;
         let res = self
-            .with_ops("promote", limit, async |s| promote(s, timeout).await)
+            .with_ops("promote", limit, async |s| {
+                promote(s, timeout, self.cfg.semi_sync_min).await
+            })
             .await;
         match &res {
             Ok(p) => tracing::info!(
@@ -855,8 +862,16 @@ async fn apply_all_received(
 
 /// Semi-sync master on (before the first write can arrive), then `read_only` off: the last
 /// step, so that any failure before it leaves the server fenced.
-async fn open_for_writes(s: &mut Session, mut d: Drained) -> Result<Promoted, DbError> {
+async fn open_for_writes(
+    s: &mut Session,
+    mut d: Drained,
+    semi_sync_min: Option<Duration>,
+) -> Result<Promoted, DbError> {
     let f = s.flavour;
+    if let Some(min) = semi_sync_min {
+        exec(&mut s.conn, &f.raise_semi_sync_timeout(min)).await?;
+        d.steps.push(("semi-sync timeout raised", Mono::now()));
+    }
     exec(&mut s.conn, f.semi_sync_master(true)).await?;
     d.steps.push(("semi-sync master on", Mono::now()));
     exec(&mut s.conn, f.read_only_off()).await?;
@@ -876,9 +891,13 @@ async fn open_for_writes(s: &mut Session, mut d: Drained) -> Result<Promoted, Db
     })
 }
 
-async fn promote(s: &mut Session, timeout: Duration) -> Result<Promoted, DbError> {
+async fn promote(
+    s: &mut Session,
+    timeout: Duration,
+    semi_sync_min: Option<Duration>,
+) -> Result<Promoted, DbError> {
     let drained = drain_replication(s, timeout).await?;
-    open_for_writes(s, drained).await
+    open_for_writes(s, drained, semi_sync_min).await
 }
 
 /// Ends every session that is not the agent's, replication's or the server's own.

@@ -120,6 +120,18 @@ impl Flavour {
         }
     }
 
+    /// Raises the semi-sync timeout to at least `min` (never lowers an operator's choice).
+    pub fn raise_semi_sync_timeout(self, min: Duration) -> String {
+        let var = match self {
+            Flavour::MariaDb => "rpl_semi_sync_master_timeout",
+            Flavour::MySql => "rpl_semi_sync_source_timeout",
+        };
+        format!(
+            "SET GLOBAL {var} = GREATEST(@@GLOBAL.{var}, {})",
+            min.as_millis()
+        )
+    }
+
     pub fn semi_sync_replica(self, on: bool) -> &'static str {
         match (self, on) {
             (Flavour::MariaDb, true) => "SET GLOBAL rpl_semi_sync_slave_enabled = ON",

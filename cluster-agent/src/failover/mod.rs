@@ -22,6 +22,7 @@
 //! contradicts the confirmed role (someone else fenced or opened the server) resets it.
 
 pub mod current;
+pub mod lease;
 pub mod plan;
 #[cfg(test)]
 mod sim;
@@ -40,6 +41,7 @@ use crate::carp::time::Mono;
 use crate::db::gtid::Gtids;
 use crate::hooks::Hook;
 use current::{Currentness, NotCurrent};
+use lease::{Lease, LeaseReport, QuorumView};
 use plan::Decision;
 use takeover::Takeover;
 
@@ -247,6 +249,10 @@ pub enum Effect {
     /// Stop holding connection requests and forget those still held: their clients send
     /// them again by themselves.
     EndHold,
+    /// Hold the quorum's leader key (true) or release it (false); answer with
+    /// [`Input::Lease`] reports. Asked for by a MASTER, released only once its database is
+    /// confirmed read-only.
+    Lease(bool),
 }
 
 #[derive(Clone, Debug)]
@@ -281,6 +287,8 @@ pub enum Input {
         add: bool,
         result: Result<(), String>,
     },
+    /// What the quorum task learnt of the leader key.
+    Lease(LeaseReport),
 }
 
 /// The database part of the settings.
@@ -307,6 +315,8 @@ pub struct DbPolicy {
 pub struct Config {
     pub carp: Params,
     pub db: Option<DbPolicy>,
+    /// The quorum lease's TTL, with `[quorum]`: the database opens only under the leader key.
+    pub quorum: Option<Duration>,
 }
 
 /// The local database's confirmed role.
@@ -378,6 +388,9 @@ struct DbSide {
     stranger: Option<Ipv4Addr>,
     /// Since when a peer has been seen writable while this node is the writer.
     second_writer_since: Option<Mono>,
+    /// `refused` says why the quorum lease keeps the database closed (not a check's refusal:
+    /// it goes as soon as the lease is held).
+    lease_wait: bool,
 }
 
 struct VipSide {
@@ -428,6 +441,12 @@ pub struct Coordinator {
     /// handed to the next master when it announces the VIP ([`Effect::HandOffHeld`]).
     holding: Option<Mono>,
     db: Option<DbSide>,
+    /// The quorum lease, with `[quorum]` and a database.
+    lease: Option<Lease>,
+    /// The last [`Effect::Lease`] asked for.
+    lease_wanted: bool,
+    /// This mastership had its database open and lost the lease: it bows out once fenced.
+    lease_lost: bool,
     vip: VipSide,
     /// The last takeover, step by step.
     takeover: Option<Takeover>,
@@ -449,6 +468,9 @@ pub struct DbView {
     pub operation: Option<String>,
     /// Why this MASTER keeps its database closed.
     pub refused: Option<String>,
+    /// Why this MASTER waits for the quorum lease before it opens.
+    #[serde(default)]
+    pub quorum_wait: Option<String>,
     pub errant: Vec<String>,
     pub forced: bool,
     /// Semi-sync on this server while it is the master.
@@ -475,6 +497,9 @@ impl Coordinator {
             handing_over: None,
             draining: None,
             holding: None,
+            lease: cfg.quorum.filter(|_| cfg.db.is_some()).map(Lease::new),
+            lease_wanted: false,
+            lease_lost: false,
             db: cfg.db.map(|policy| DbSide {
                 current: Currentness::new(policy.margin),
                 policy,
@@ -499,6 +524,7 @@ impl Coordinator {
                 reached: Vec::new(),
                 stranger: None,
                 second_writer_since: None,
+                lease_wait: false,
             }),
             vip: VipSide {
                 want_seen: false,
@@ -563,10 +589,12 @@ impl Coordinator {
             .filter(|d| d.op.is_none())
             .and_then(|d| d.retry_at);
         let vip = self.vip.retry_at.filter(|_| self.vip.in_flight.is_none());
+        let lease = self.lease.as_ref().and_then(Lease::poll_timeout);
         [
             machine,
             db,
             vip,
+            lease,
             self.draining,
             self.holding,
             self.vip.garp_again,
@@ -577,6 +605,9 @@ impl Coordinator {
     }
 
     pub fn handle_timeout(&mut self, now: Mono) {
+        if let Some(l) = self.lease.as_mut() {
+            l.handle_timeout(now);
+        }
         if self.draining.is_some_and(|t| t <= now) {
             self.end_drain(now, false);
         }
@@ -658,6 +689,16 @@ impl Coordinator {
             Input::PeersSeen { at, peers, own } => self.on_peers_seen(at, peers, own),
             Input::DbDone(outcome) => self.on_db_done(now, outcome),
             Input::VipDone { add, result } => self.on_vip_done(now, add, result),
+            Input::Lease(report) => {
+                let held = matches!(report, LeaseReport::Held { .. });
+                if let Some(l) = self.lease.as_mut() {
+                    let first = held && !l.held();
+                    l.report(report);
+                    if first && self.machine.state() == State::Master && !self.writable() {
+                        self.takeover_step("lease", now);
+                    }
+                }
+            }
         }
         self.pump(now);
         self.drive(now);
@@ -740,6 +781,7 @@ impl Coordinator {
             State::Master => {
                 self.takeover = Some(Takeover::new(reason, now));
                 self.vip.up_ran = false;
+                self.lease_lost = false;
                 if let Some(db) = self.db.as_mut() {
                     db.refused = None;
                     db.retry_at = None;
@@ -756,8 +798,10 @@ impl Coordinator {
                 self.effects.push_back(Effect::Hook(Hook::Down));
                 self.vip.failures = 0;
                 self.vip.retry_at = None;
+                self.lease_lost = false;
                 if let Some(db) = self.db.as_mut() {
                     db.refused = None;
+                    db.lease_wait = false;
                     db.forced = false;
                     db.retry_at = None;
                 }
@@ -1041,6 +1085,10 @@ impl Coordinator {
                 db.reached = recheck.clone();
                 match decision {
                     Decision::Promote { target } => {
+                        if let Err(why) = lease_gate(&self.lease, now) {
+                            wait_for_lease(db, why);
+                            return;
+                        }
                         db.op = Some(DbOp::Promote { target, recheck });
                     }
                     Decision::CatchUp { from, target } => {
@@ -1066,6 +1114,10 @@ impl Coordinator {
                 db.role = Role::Replica(from);
                 match r {
                     Ok(()) if state == State::Master && !self.stopping => {
+                        if let Err(why) = lease_gate(&self.lease, now) {
+                            wait_for_lease(db, why);
+                            return;
+                        }
                         db.op = Some(DbOp::Promote {
                             target,
                             recheck: db.reached.clone(),
@@ -1228,9 +1280,43 @@ impl Coordinator {
         self.drive_stop(now);
         self.pump(now);
         self.drive_db(now);
+        self.drive_lease(now);
         self.drive_vip(now);
         self.finish_hand_over(now);
         self.pump(now);
+    }
+
+    /// Asks for the leader key while MASTER, and lets it go only once the database is
+    /// confirmed read-only (a key released earlier would let a peer open beside it). A master
+    /// that lost the lease with its database open bows out once the fence was tried.
+    fn drive_lease(&mut self, now: Mono) {
+        let (Some(lease), Some(db)) = (self.lease.as_ref(), self.db.as_ref()) else {
+            return;
+        };
+        let master = self.machine.state() == State::Master;
+        let read_only = matches!(db.role, Role::Fenced | Role::Replica(_));
+        let opening = matches!(db.op, Some(DbOp::Promote { .. }));
+        let want = (master
+            && self.started
+            && !self.stopping
+            && self.handing_over.is_none()
+            && !self.lease_lost)
+            || opening
+            || (lease.held() && !read_only);
+        if want != self.lease_wanted {
+            self.lease_wanted = want;
+            self.effects.push_back(Effect::Lease(want));
+        }
+        let fence_tried = read_only || db.fence_error.is_some();
+        if self.lease_lost
+            && master
+            && db.op.is_none()
+            && fence_tried
+            && self.handing_over.is_none()
+        {
+            tracing::warn!("quorum lease lost: bowing out");
+            self.hand_over(now, HandOver::Switchover);
+        }
     }
 
     /// Shutdown: fence first, so nothing is written here after the bow-out lets a peer open.
@@ -1326,6 +1412,16 @@ impl Coordinator {
         let started = self.started;
         let stopping = self.stopping && !self.stopped;
         let Some(db) = self.db.as_mut() else { return };
+        if db.op.is_none()
+            && state == State::Master
+            && db.role == Role::Writable
+            && let Err(why) = lease_gate(&self.lease, now)
+        {
+            // Not delayed by a retry: etcd gives the key away a third of the TTL from now.
+            tracing::error!(reason = %why, "closing the database before the quorum lease can run out: fencing, then bowing out");
+            self.lease_lost = true;
+            db.retry_at = None;
+        }
         if db.op.is_some() || db.retry_at.is_some_and(|t| t > now) {
             return;
         }
@@ -1342,8 +1438,22 @@ impl Coordinator {
                     }
                     _ => None,
                 },
+                (State::Master, Role::Writable) if self.lease_lost => Some(DbOp::Fence),
                 (State::Master, Role::Writable) => None,
+                (State::Master, Role::Fenced | Role::Replica(_)) if self.lease_lost => None,
+                (State::Master, Role::Fenced | Role::Replica(_))
+                    if lease_gate(&self.lease, now).is_err() =>
+                {
+                    let why = lease_gate(&self.lease, now).expect_err("guarded");
+                    wait_for_lease(db, why);
+                    None
+                }
                 (State::Master, Role::Fenced | Role::Replica(_)) => {
+                    if db.lease_wait {
+                        tracing::info!("quorum lease held: preparing to open the database");
+                        db.lease_wait = false;
+                        db.refused = None;
+                    }
                     let unanswered = db.current.unanswered_for(now);
                     let followed = db.current.master();
                     let mut peers: Vec<Probe> = db
@@ -1434,7 +1544,8 @@ impl Coordinator {
             current: verdict.is_ok(),
             gate,
             operation: db.op.as_ref().map(|o| o.name().to_string()),
-            refused: db.refused.clone(),
+            refused: db.refused.clone().filter(|_| !db.lease_wait),
+            quorum_wait: db.refused.clone().filter(|_| db.lease_wait),
             errant: db.errant.as_ref().map(|e| e.1.clone()).unwrap_or_default(),
             forced: db.forced,
             semi_sync: db.semi,
@@ -1460,8 +1571,28 @@ impl Coordinator {
         self.db.as_ref().is_some_and(|d| d.role == Role::Writable)
     }
 
+    /// The quorum lease for `status`, with `[quorum]`.
+    pub fn quorum_view(&self, now: Mono) -> Option<QuorumView> {
+        self.lease.as_ref().map(|l| l.view(now))
+    }
+
     /// Why the current advert skew is demoted, for logs.
     pub fn not_current(&self) -> Option<NotCurrent> {
         self.db.as_ref().and_then(|d| d.current.verdict().err())
     }
+}
+
+/// Ok when no quorum is configured or this node holds the lease with time to write left.
+fn lease_gate(lease: &Option<Lease>, now: Mono) -> Result<(), String> {
+    lease.as_ref().map_or(Ok(()), |l| l.gate(now))
+}
+
+/// A MASTER keeps its database closed until the quorum lease is held: reads go on through
+/// the VIP (as for a refusal), writes fail on `read_only`.
+fn wait_for_lease(db: &mut DbSide, why: String) {
+    if db.refused.as_deref() != Some(why.as_str()) {
+        tracing::warn!(reason = %why, "MASTER, but the database stays read-only until this node holds the quorum lease");
+    }
+    db.refused = Some(why);
+    db.lease_wait = true;
 }

@@ -468,6 +468,7 @@ impl Sim {
                 unreachable_after: ms(1000),
                 max_lag: Duration::from_secs(5),
             }),
+            quorum: None,
         };
         // Start-up removes a VIP left by an earlier run; XDP attaches as BACKUP.
         self.nodes[i].vip = false;
@@ -599,7 +600,7 @@ impl Sim {
                     self.after(d, Ev::Drained { node: i, run });
                 }
                 // Held connection requests are the clients' business, not the cluster's.
-                Effect::HandOffHeld | Effect::EndHold => {}
+                Effect::HandOffHeld | Effect::EndHold | Effect::Lease(_) => {}
             }
         }
         let stopping_done = self.nodes[i]

@@ -26,6 +26,16 @@ struct T {
 
 impl T {
     fn new(own: Ipv4Addr, skew: u8, preempt: bool, peers: &[Ipv4Addr]) -> T {
+        T::with_quorum(own, skew, preempt, peers, None)
+    }
+
+    fn with_quorum(
+        own: Ipv4Addr,
+        skew: u8,
+        preempt: bool,
+        peers: &[Ipv4Addr],
+        quorum: Option<Duration>,
+    ) -> T {
         let cfg = Config {
             carp: Params {
                 src: own,
@@ -44,6 +54,7 @@ impl T {
                 unreachable_after: ms(1000),
                 max_lag: Duration::from_secs(5),
             }),
+            quorum,
         };
         let mut t = T {
             c: Coordinator::new(cfg, at(0)),
@@ -828,4 +839,159 @@ fn a_writable_master_that_stays_silent_is_fenced_after_the_settle_time() {
         "{:?}",
         t.pending_op()
     );
+}
+
+const TTL: Duration = Duration::from_secs(3);
+
+/// Node A under a 3 s quorum lease, MASTER after a start with no peer's adverts, with the
+/// database still closed.
+fn quorum_master() -> T {
+    let mut t = T::with_quorum(A, 0, false, &[B], Some(TTL));
+    t.take();
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    assert!(
+        !t.take().contains(&Effect::Lease(true)),
+        "a BACKUP does not ask for the key"
+    );
+    t.advance(Duration::from_secs(4));
+    assert_eq!(t.c.state(), State::Master);
+    t
+}
+
+fn prepared_clean(t: &mut T) {
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings::default()),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Ok(PeerState {
+                holdings: Holdings::default(),
+                writable: false,
+            }),
+        }],
+    });
+}
+
+#[test]
+fn with_a_quorum_a_new_master_opens_only_under_the_lease() {
+    let mut t = quorum_master();
+    let effects = t.take();
+    assert!(effects.contains(&Effect::Lease(true)), "{effects:?}");
+    assert_eq!(t.pending_op(), None, "no prepare before the key is held");
+    let v = t.c.db_view().unwrap();
+    assert!(v.quorum_wait.is_some() && v.refused.is_none(), "{v:?}");
+    assert!(effects.contains(&Effect::Vip(true)), "reads go on");
+    // Another node holds the key: still closed, and it is named.
+    t.input(Input::Lease(LeaseReport::HeldBy {
+        holder: B.to_string(),
+        epoch: 5,
+    }));
+    assert_eq!(t.pending_op(), None);
+    let wait = t.c.db_view().unwrap().quorum_wait.unwrap();
+    assert!(wait.contains("10.0.0.2"), "{wait}");
+    // The key is ours: prepare, open.
+    t.input(Input::Lease(LeaseReport::Held {
+        sent: t.now,
+        epoch: 9,
+    }));
+    assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
+    prepared_clean(&mut t);
+    assert!(matches!(t.pending_op(), Some(DbOp::Promote { .. })));
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
+    assert!(t.c.writable());
+    assert_eq!(t.c.db_view().unwrap().quorum_wait, None);
+    let steps: Vec<String> =
+        t.c.takeover()
+            .unwrap()
+            .steps
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+    assert!(steps.contains(&"lease".to_string()), "{steps:?}");
+}
+
+#[test]
+fn a_lease_that_lapses_during_the_prepare_stops_the_promotion() {
+    let mut t = quorum_master();
+    t.input(Input::Lease(LeaseReport::Held {
+        sent: t.now,
+        epoch: 9,
+    }));
+    assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
+    t.advance(Duration::from_secs(2));
+    prepared_clean(&mut t);
+    assert_eq!(t.pending_op(), None, "no promotion without time left");
+    assert!(!t.c.writable());
+}
+
+#[test]
+fn a_master_that_cannot_renew_fences_before_the_lease_can_run_out_then_bows_out() {
+    let mut t = quorum_master();
+    let start = t.now;
+    t.input(Input::Lease(LeaseReport::Held {
+        sent: start,
+        epoch: 9,
+    }));
+    prepared_clean(&mut t);
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
+    t.input(Input::VipDone {
+        add: true,
+        result: Ok(()),
+    });
+    // One renewal succeeds, then etcd stops answering.
+    t.advance(ms(1000));
+    t.input(Input::Lease(LeaseReport::Held {
+        sent: t.now,
+        epoch: 9,
+    }));
+    t.input(Input::Lease(LeaseReport::Unreachable("timed out".into())));
+    t.take();
+    t.advance(ms(1999));
+    assert!(
+        t.c.writable(),
+        "open until 2/3 of the TTL after the last renewal"
+    );
+    assert_eq!(t.pending_op(), None);
+    t.advance(ms(1));
+    assert_eq!(t.pending_op(), Some(DbOp::Fence), "at the deadline exactly");
+    let effects = t.take();
+    assert!(
+        !effects.contains(&Effect::Lease(false)),
+        "the key is kept until the fence is confirmed: {effects:?}"
+    );
+    t.db_done(DbOutcome::Fenced(Ok(())));
+    let effects = t.take();
+    assert!(effects.contains(&Effect::Lease(false)), "{effects:?}");
+    assert!(effects.contains(&Effect::Vip(false)), "{effects:?}");
+    assert_eq!(
+        t.c.state(),
+        State::Master,
+        "the VIP goes before the bow-out"
+    );
+    t.input(Input::VipDone {
+        add: false,
+        result: Ok(()),
+    });
+    assert_eq!(t.c.state(), State::Backup);
+    let bow_out = Effect::Advert {
+        advbase: cluster_common::carp::BOW_OUT,
+        advskew: cluster_common::carp::BOW_OUT,
+    };
+    assert!(t.take().contains(&bow_out));
+}
+
+#[test]
+fn another_node_taking_the_key_closes_the_database_at_once() {
+    let mut t = quorum_master();
+    t.input(Input::Lease(LeaseReport::Held {
+        sent: t.now,
+        epoch: 9,
+    }));
+    prepared_clean(&mut t);
+    t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
+    t.advance(ms(100));
+    t.input(Input::Lease(LeaseReport::HeldBy {
+        holder: B.to_string(),
+        epoch: 12,
+    }));
+    assert_eq!(t.pending_op(), Some(DbOp::Fence));
 }

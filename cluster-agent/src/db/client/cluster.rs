@@ -751,7 +751,7 @@ impl Db {
                 let res = match checked {
                     Ok(steps) => {
                         drained.steps.extend(steps);
-                        super::open_for_writes(s, drained).await
+                        super::open_for_writes(s, drained, self.cfg.semi_sync_min).await
                     }
                     Err(e) => {
                         if drained.was_replica {
