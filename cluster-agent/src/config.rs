@@ -128,8 +128,9 @@ pub struct QuorumArgs {
     /// `<prefix>/leader`.
     #[arg(id = "quorum-prefix", long = "quorum-prefix")]
     pub prefix: Option<String>,
-    /// Lease TTL in seconds, 2-300 (default: the whole seconds of this node's master-down
-    /// time, at least 2).
+    /// Lease TTL in seconds, 3-300 (default: the whole seconds of this node's master-down
+    /// time, at least 5: the database may stay open two thirds of it without a renewal, which
+    /// must outlast an etcd leader election, up to two election timeouts).
     #[arg(id = "quorum-ttl", long = "quorum-ttl", value_name = "SECS")]
     pub ttl: Option<u64>,
     /// CA that etcd's server certificates chain to (needed for `https://`).
@@ -141,6 +142,11 @@ pub struct QuorumArgs {
     #[arg(id = "quorum-key", long = "quorum-key", value_name = "PEM")]
     pub key: Option<PathBuf>,
 }
+
+/// The shortest default lease TTL (s): two thirds of it, the time the database stays open
+/// without a renewal, outlasts an etcd leader election (one to two election timeouts, 1 s by
+/// default, and a round of votes) with a second to spare.
+const DEFAULT_MIN_TTL_SECS: u64 = 5;
 
 /// Validated `[quorum]` settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,12 +235,14 @@ impl QuorumArgs {
                 "a client certificate needs https:// endpoints",
             ));
         }
-        let ttl = self.ttl.unwrap_or_else(|| master_down.as_secs().max(2));
-        if !(2..=300).contains(&ttl) {
+        let ttl = self
+            .ttl
+            .unwrap_or_else(|| master_down.as_secs().max(DEFAULT_MIN_TTL_SECS));
+        if !(3..=300).contains(&ttl) {
             return Err(invalid(
                 "quorum-ttl",
                 ttl,
-                "must be 2-300 s (etcd grants no shorter lease)",
+                "must be 3-300 s (with less, an etcd leader election closes the database)",
             ));
         }
         let prefix = self
@@ -974,6 +982,74 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("bogus"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn quorum_section_from_toml_with_its_defaults_and_each_bad_setting_named() {
+        let dir = std::env::temp_dir().join(format!("carp-quorum-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("admin.pass"), "adm1n\n").unwrap();
+        std::fs::write(dir.join("repl.pass"), "r3pl\n").unwrap();
+        let f = dir.join("agent.toml");
+        let write = |quorum: &str| {
+            std::fs::write(
+                &f,
+                format!(
+                    "[mysql]\nca = \"/etc/ca.pem\"\nadmin-password-file = \"{0}/admin.pass\"\nrepl-password-file = \"{0}/repl.pass\"\nnodes = [\"10.0.0.1\", \"10.0.0.2\"]\n[quorum]\n{quorum}",
+                    dir.display()
+                ),
+            )
+            .unwrap();
+            RunArgs {
+                config: Some(f.clone()),
+                ..base()
+            }
+            .validate(known)
+        };
+        let q = write("endpoints = [\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n")
+            .unwrap()
+            .quorum
+            .expect("[quorum] enables the lease");
+        assert_eq!(q.key, "/cluster-agent/vhid-1/leader");
+        assert_eq!(
+            q.ttl,
+            Duration::from_secs(5),
+            "the floor above 3 s of master-down"
+        );
+        let s = write("endpoints = [\"http://10.0.0.1:2379\"]\n").unwrap();
+        assert_eq!(
+            s.db.unwrap().db.semi_sync_min,
+            Some(Duration::from_secs(5)),
+            "semi-sync outlasts the lease"
+        );
+        for (section, named) in [
+            ("ttl = 10\n", "quorum endpoints"),
+            ("endpoints = [\"10.0.0.1:2379\"]\n", "quorum-endpoint"),
+            ("endpoints = [\"https://10.0.0.1:2379\"]\n", "quorum ca"),
+            ("endpoints = [\"http://a:1\"]\nttl = 2\n", "quorum-ttl"),
+            ("endpoints = [\"http://a:1\"]\nttl = 301\n", "quorum-ttl"),
+            (
+                "endpoints = [\"http://a:1\"]\nprefix = \"x/\"\n",
+                "quorum-prefix",
+            ),
+            (
+                "endpoints = [\"https://a:1\"]\nca = \"/ca\"\ncert = \"/c\"\n",
+                "quorum-cert",
+            ),
+        ] {
+            let e = write(section).unwrap_err().to_string();
+            assert!(e.contains(named), "{section:?}: {e}");
+        }
+        // A quorum guards a database; without one it is a mistake, not a no-op.
+        let e = err(RunArgs {
+            quorum: QuorumArgs {
+                endpoints: vec!["http://10.0.0.1:2379".into()],
+                ..QuorumArgs::default()
+            },
+            ..base()
+        });
+        assert!(e.contains("[mysql]"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

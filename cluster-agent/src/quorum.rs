@@ -68,6 +68,8 @@ pub fn spawn(
             held: None,
             keeper: None,
             last: None,
+            endpoint: 0,
+            failing: false,
         }
         .run()
         .await
@@ -85,25 +87,36 @@ struct Task {
     keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
     /// The last report, so an unchanged state is not sent again.
     last: Option<LeaseReport>,
+    /// Which endpoint the next connection goes to. One at a time: a client balancing over
+    /// all of them kept sending renewals to a member that had died, and the lease lapsed
+    /// while two members were healthy.
+    endpoint: usize,
+    /// Since the last answer, a member failed (logged once).
+    failing: bool,
 }
 
 impl Task {
     async fn run(mut self) {
         let timeout = lease::request_timeout(self.s.ttl);
         loop {
-            let client = match self.connect().await {
-                Ok(c) => c,
-                Err(e) => {
-                    self.report(LeaseReport::Unreachable(e.to_string()));
-                    tokio::time::sleep(timeout).await;
-                    continue;
-                }
+            let e = match self.connect().await {
+                Ok(client) => self.session(client).await,
+                Err(e) => e,
             };
-            let e = self.session(client).await;
-            tracing::warn!(error = %e, "quorum: etcd unreachable; trying again");
+            let endpoint = &self.s.endpoints[self.endpoint % self.s.endpoints.len()];
+            if self.failing {
+                tracing::debug!(%endpoint, error = %e, "quorum: etcd member unreachable; trying the next");
+            } else {
+                tracing::warn!(%endpoint, error = %e, "quorum: etcd member unreachable; trying the next (further failures are logged at debug level until one answers)");
+                self.failing = true;
+            }
             self.keeper = None;
-            self.report(LeaseReport::Unreachable(e.to_string()));
-            tokio::time::sleep(ACQUIRE_RETRY).await;
+            self.report(LeaseReport::Unreachable(format!("{endpoint}: {e}")));
+            self.endpoint = (self.endpoint + 1) % self.s.endpoints.len();
+            if self.endpoint == 0 {
+                // Every member failed once: not faster than a member can answer.
+                tokio::time::sleep(ACQUIRE_RETRY.max(timeout / 5)).await;
+            }
         }
     }
 
@@ -122,7 +135,8 @@ impl Task {
             }
             options = options.with_tls(tls);
         }
-        within(timeout, Client::connect(&self.s.endpoints, Some(options))).await
+        let endpoint = &self.s.endpoints[self.endpoint % self.s.endpoints.len()];
+        within(timeout, Client::connect([endpoint], Some(options))).await
     }
 
     /// Serves the coordinator's wish until etcd fails to answer.
@@ -218,7 +232,18 @@ impl Task {
     async fn renew(&mut self, client: &mut Client, id: i64, epoch: i64) -> Result<(), QuorumError> {
         let timeout = lease::request_timeout(self.s.ttl);
         if self.keeper.is_none() {
-            self.keeper = Some(within(timeout, client.lease_keep_alive(id)).await?);
+            match within(timeout, client.lease_keep_alive(id)).await {
+                Ok(k) => self.keeper = Some(k),
+                // etcd answered that the lease is gone: it expired while no member that
+                // could renew it was reachable (a partition healed, etcd came back).
+                Err(QuorumError::Etcd(etcd_client::Error::LeaseKeepAliveError(e))) => {
+                    tracing::error!(key = %self.s.key, error = %e, "quorum: the lease ran out in etcd");
+                    self.held = None;
+                    self.report(LeaseReport::Free);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
         let (keeper, stream) = self.keeper.as_mut().expect("just opened");
         let sent = Mono::now();
@@ -264,6 +289,10 @@ impl Task {
     }
 
     fn report(&mut self, r: LeaseReport) {
+        if self.failing && !matches!(r, LeaseReport::Unreachable(_)) {
+            tracing::info!(endpoint = %self.s.endpoints[self.endpoint], "quorum: etcd answers again");
+            self.failing = false;
+        }
         // Renewals always go: each one moves the write deadline.
         let repeat = self.last.as_ref() == Some(&r) && !matches!(r, LeaseReport::Held { .. });
         if repeat {

@@ -130,6 +130,20 @@ pub struct DbStatus {
     pub semi_sync_fallbacks: u64,
     #[serde(default)]
     pub fence_error: Option<String>,
+    /// Why a MASTER waits for the quorum lease before it opens.
+    #[serde(default)]
+    pub quorum_wait: Option<String>,
+}
+
+/// The quorum lease as `status --json` reports it.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct QuorumStatus {
+    /// `held`, `held-by-other`, `free`, `unreachable` or `unknown`.
+    pub state: String,
+    pub holder: Option<String>,
+    pub epoch: Option<i64>,
+    pub write_left_ms: Option<u64>,
+    pub error: Option<String>,
 }
 
 /// The master side of semi-sync as `status --json` reports it.
@@ -168,6 +182,9 @@ pub struct Status {
     /// The last transition to MASTER, step by step.
     #[serde(default)]
     pub last_takeover: Option<Takeover>,
+    /// With `--quorum-endpoint`.
+    #[serde(default)]
+    pub quorum: Option<QuorumStatus>,
 }
 
 /// A takeover as `status --json` reports it: CLOCK_MONOTONIC instants (comparable with

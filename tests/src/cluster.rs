@@ -132,6 +132,8 @@ pub struct ClusterConfig {
     /// SQL run on every server after bootstrap's users and the application's table, outside
     /// the binary log (more schemas and accounts).
     pub extra_sql: String,
+    /// Flags every agent gets besides its own (e.g. `--quorum-endpoint`).
+    pub agent_args: Vec<String>,
 }
 
 impl ClusterConfig {
@@ -144,6 +146,7 @@ impl ClusterConfig {
             advbase: 0,
             deadratio: 3,
             extra_sql: String::new(),
+            agent_args: Vec::new(),
         }
     }
 }
@@ -267,6 +270,9 @@ impl Cluster {
             .db(self.files.agent_db(i));
         if let Implementation::Agent { xdp: Some(x) } = &c.imp {
             o = o.xdp(x);
+        }
+        for a in &c.agent_args {
+            o = o.arg(a);
         }
         o
     }

@@ -26,6 +26,7 @@ pub mod capture;
 pub mod cluster;
 pub mod cmd;
 pub mod env;
+pub mod etcd;
 pub mod frames;
 pub mod keepalived;
 pub mod mariadb;

@@ -17,6 +17,8 @@ const BUILD_PACKAGES: &[&str] = &[
     "libstd-rust-web-dev-bpf",
     "llvm-22-dev",
     "libpolly-22-dev",
+    // etcd-client compiles etcd's protocol definitions.
+    "protobuf-compiler",
 ];
 
 /// What the integration tests drive: databases, real UCARP/keepalived peers, network tooling.
@@ -31,6 +33,9 @@ const TEST_PACKAGES: &[&str] = &[
     "ethtool",
     "procps",
     "iptables",
+    // The quorum tests run a three-member etcd cluster.
+    "etcd-server",
+    "etcd-client",
 ];
 
 /// The bpf-linker release checked against Debian's LLVM 22.

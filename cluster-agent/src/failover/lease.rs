@@ -137,15 +137,17 @@ impl Lease {
     pub fn gate(&self, now: Mono) -> Result<(), String> {
         match self.write_until() {
             Some(t) if now < t => Ok(()),
+            // The error itself changes from try to try; `status` shows the last one.
             Some(_) => Err(format!(
                 "the quorum lease was not renewed in time{}",
-                self.error
-                    .as_ref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
+                if self.error.is_some() {
+                    " (etcd unreachable)"
+                } else {
+                    ""
+                }
             )),
             None => Err(match (&self.holder, &self.error) {
-                (_, Some(e)) => format!("waiting for the quorum lease: etcd unreachable: {e}"),
+                (_, Some(_)) => "waiting for the quorum lease: etcd unreachable".to_string(),
                 (Some(h), None) => {
                     format!("waiting for the quorum lease: {h} holds the leader key")
                 }
@@ -229,7 +231,8 @@ mod tests {
         });
         l.report(LeaseReport::Unreachable("timed out".into()));
         assert_eq!(l.write_until(), Some(at(3000)));
-        assert!(l.gate(at(3500)).unwrap_err().contains("timed out"));
+        assert!(l.gate(at(3500)).unwrap_err().contains("unreachable"));
+        assert_eq!(l.view(at(3500)).error.as_deref(), Some("timed out"));
         l.report(LeaseReport::Held {
             sent: at(2000),
             epoch: 7,

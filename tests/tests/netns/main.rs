@@ -13,6 +13,7 @@ mod golden;
 mod hooks;
 mod interop;
 mod junk;
+mod quorum;
 mod rig_sanity;
 mod safety;
 mod xdp;
