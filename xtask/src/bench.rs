@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
 use tests::cluster::{Implementation, Rank};
+use tests::etcd::Etcd;
 use tests::wait::{check_interrupt, install_signal_handlers, mono_ns, ms_between};
 
 use crate::cmd::say;
@@ -106,6 +107,8 @@ struct Config {
     imp: Implementation,
     timing: Timing,
     fast: bool,
+    /// The database opens only under a quorum lease on etcd (a member on every node).
+    quorum: bool,
 }
 
 impl Config {
@@ -138,8 +141,13 @@ impl Config {
                 self.timing.deadratio
             ),
             Implementation::Agent { xdp } => format!(
-                "cluster-agent --xdp {}, advbase 1, advskew {COMPAT_SKEW:?}, deadratio 3",
-                xdp.as_deref().unwrap_or("auto")
+                "cluster-agent --xdp {}, advbase 1, advskew {COMPAT_SKEW:?}, deadratio 3{}",
+                xdp.as_deref().unwrap_or("auto"),
+                if self.quorum {
+                    ", quorum lease on a three-member etcd (one per node), default TTL 5 s"
+                } else {
+                    ""
+                }
             ),
             Implementation::Ucarp => format!(
                 "ucarp -b 1 -r 3 -k {COMPAT_SKEW:?}, up/down scripts: ip addr, arping -U, mysql client promotion"
@@ -167,6 +175,7 @@ fn agent(xdp: &str, fast: bool) -> Config {
         },
         timing: if fast { FAST } else { COMPAT },
         fast,
+        quorum: false,
     }
 }
 
@@ -176,6 +185,7 @@ fn keepalived_v3(interval_ms: u32) -> Config {
         imp: Implementation::KeepalivedV3 { interval_ms },
         timing: FAST,
         fast: true,
+        quorum: false,
     }
 }
 
@@ -280,18 +290,25 @@ fn compare(args: CompareArgs) -> Result<()> {
 
     let configs = [
         agent("auto", false),
+        Config {
+            name: "agent quorum".into(),
+            quorum: true,
+            ..agent("auto", false)
+        },
         agent("off", false),
         Config {
             name: "ucarp".into(),
             imp: Implementation::Ucarp,
             timing: COMPAT,
             fast: false,
+            quorum: false,
         },
         Config {
             name: "keepalived".into(),
             imp: Implementation::Keepalived,
             timing: COMPAT,
             fast: false,
+            quorum: false,
         },
         agent("auto", true),
         keepalived_v3(v3),
@@ -454,6 +471,11 @@ fn compare(args: CompareArgs) -> Result<()> {
 /// (`writes`: acknowledging its writes). Recorder on node1's port.
 fn start_cluster(cfg: &Config, writes: bool) -> Result<Scenario> {
     let mut s = Scenario::new(NODES, cfg.imp.clone(), cfg.timing, WatchPort::Node(1))?;
+    if cfg.quorum {
+        let etcd = Etcd::start(&s.c.rig, Duration::from_secs(30))?;
+        s.c.config.agent_args = etcd.agent_args();
+        s.etcd = Some(etcd);
+    }
     let ranks: Vec<Rank> = (0..NODES).map(|i| cfg.rank(i)).collect();
     let up = s.c.bring_up(&ranks, Duration::from_secs(20))?;
     let a_addr = s.c.rig.addr(0);
@@ -758,6 +780,15 @@ fn render(
             flaps.map_or("–".into(), |f| f.to_string()),
             a.soak.as_ref().map_or("–".into(), |s| format!("{:.0}", s.seconds)),
             verdict(flaps == Some(0) && a.soak.as_ref().is_some_and(|s| s.seconds >= 600.0)),
+        ));
+    }
+    if let (Some(q), Some(a)) = (find("agent quorum"), find("agent XDP")) {
+        md.push_str(&format!(
+            "- agent quorum, the cost of the lease: writable {} ms after the failure at the median against {} ms without it; gap (first answer, reads included) {} against {} ms\n",
+            ms(median(q.writable)),
+            ms(median(a.writable)),
+            ms(median(q.gap)),
+            ms(median(a.gap)),
         ));
     }
     let agent_lost: usize = results

@@ -117,6 +117,8 @@ pub struct Scenario {
     pub adverts: AdvertLog,
     xtask: PathBuf,
     password_file: PathBuf,
+    /// The quorum's etcd members, when the agents use one.
+    pub etcd: Option<tests::etcd::Etcd>,
     /// Declared last: fields drop in order, and the cluster (databases, daemons, namespaces)
     /// must go after the processes above.
     pub c: Cluster,
@@ -205,6 +207,7 @@ impl Scenario {
             adverts: AdvertLog::new(&advert_file),
             xtask,
             password_file,
+            etcd: None,
             c,
         };
         POLL.wait_until(

@@ -114,9 +114,10 @@ pub fn test(release: bool, args: &[String]) -> Result<()> {
         cmd::run(&mut command)?;
         // Faults at random instants under write load, with the invariants checked after each:
         // fixed seeds so a failure here replays with `cargo xtask chaos --seed`.
-        for (seed, nodes) in CHAOS_RUNS {
+        for (seed, nodes, quorum) in CHAOS_RUNS {
             say(format_args!(
-                "running the chaos suite: seed {seed}, {nodes} nodes, {CHAOS_MINUTES} minutes"
+                "running the chaos suite: seed {seed}, {nodes} nodes{}, {CHAOS_MINUTES} minutes",
+                if quorum { ", quorum lease" } else { "" }
             ));
             crate::chaos::run(crate::chaos::ChaosArgs {
                 seed: Some(seed),
@@ -125,14 +126,15 @@ pub fn test(release: bool, args: &[String]) -> Result<()> {
                 advbase: 1,
                 xdp: "auto".into(),
                 json: None,
+                quorum,
             })?;
         }
     }
     Ok(())
 }
 
-/// The chaos runs of `cargo xtask test`: (seed, nodes).
-const CHAOS_RUNS: [(u64, u8); 2] = [(1, 3), (2, 2)];
+/// The chaos runs of `cargo xtask test`: (seed, nodes, quorum lease).
+const CHAOS_RUNS: [(u64, u8, bool); 3] = [(1, 3, false), (2, 2, false), (3, 3, true)];
 const CHAOS_MINUTES: f64 = 3.0;
 
 /// `--workspace` would override a `-p` the caller passed to narrow the run.
