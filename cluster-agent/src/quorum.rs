@@ -33,6 +33,9 @@ pub struct Holder {
     pub pid: u32,
     /// The lease the key is attached to.
     pub lease: i64,
+    /// What the node's server had logged when it took the key (`@@gtid_binlog_state`).
+    #[serde(default)]
+    pub gtid: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +54,11 @@ pub enum QuorumError {
 }
 
 /// Starts the task on `rt`; `want` says whether the key is wanted, reports come back on the
-/// receiver.
+/// receiver; `gtid` is the local server's last observed position, written into the key.
 pub fn spawn(
     settings: QuorumSettings,
     node: String,
+    gtid: watch::Receiver<String>,
     rt: &tokio::runtime::Handle,
 ) -> (watch::Sender<bool>, mpsc::UnboundedReceiver<LeaseReport>) {
     let (want_tx, want_rx) = watch::channel(false);
@@ -63,6 +67,7 @@ pub fn spawn(
         Task {
             s: settings,
             node,
+            gtid,
             want: want_rx,
             reports: report_tx,
             held: None,
@@ -80,6 +85,7 @@ pub fn spawn(
 struct Task {
     s: QuorumSettings,
     node: String,
+    gtid: watch::Receiver<String>,
     want: watch::Receiver<bool>,
     reports: mpsc::UnboundedSender<LeaseReport>,
     /// The lease and the key's creation revision, while this node holds the key.
@@ -204,6 +210,7 @@ impl Task {
             node: self.node.clone(),
             pid: std::process::id(),
             lease: id,
+            gtid: self.gtid.borrow().clone(),
         })
         .expect("plain struct");
         let key = self.s.key.as_str();
@@ -283,6 +290,7 @@ impl Task {
                 node: String::from_utf8_lossy(kv.value()).into_owned(),
                 pid: 0,
                 lease: kv.lease(),
+                gtid: String::new(),
             });
             (holder, kv.create_revision())
         }))

@@ -228,13 +228,15 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         None => (None, None, None),
     };
     // etcd's gRPC answers are parsed on a thread of their own too.
-    let (lease_want, mut lease_reports) = match s.quorum.clone() {
+    let (lease_want, lease_gtid, mut lease_reports) = match s.quorum.clone() {
         Some(q) => {
             tracing::info!(endpoints = %q.endpoints.join(","), key = %q.key, ttl_s = q.ttl.as_secs(), "the database opens only under the quorum lease");
-            let (want, reports) = quorum::spawn(q, s.src.to_string(), &side_runtime("quorum")?);
-            (Some(want), Some(reports))
+            let (gtid_tx, gtid_rx) = watch::channel(String::new());
+            let (want, reports) =
+                quorum::spawn(q, s.src.to_string(), gtid_rx, &side_runtime("quorum")?);
+            (Some(want), Some(gtid_tx), Some(reports))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     if s.advbase == 0 {
         realtime_advert_thread();
@@ -319,7 +321,14 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 }
             }
             Some(outcome) = next(&mut outcomes) => coord.handle(Mono::now(), Input::DbDone(outcome)),
-            Some(input) = next(&mut observations) => coord.handle(Mono::now(), input),
+            Some(input) = next(&mut observations) => {
+                if let (Input::Observed(obs), Some(tx)) = (&input, &lease_gtid)
+                    && let Ok(local) = &obs.local
+                {
+                    tx.send_replace(local.logged.to_string());
+                }
+                coord.handle(Mono::now(), input)
+            }
             Some(()) = drained_rx.recv() => coord.handle(Mono::now(), Input::Drained),
             Some(report) = next(&mut lease_reports) => coord.handle(Mono::now(), Input::Lease(report)),
             Some(req) = control.recv() => {

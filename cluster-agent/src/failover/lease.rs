@@ -157,6 +157,11 @@ impl Lease {
         }
     }
 
+    /// The last request to etcd failed: no node can take the key now.
+    pub fn unreachable(&self) -> bool {
+        self.error.is_some()
+    }
+
     /// The next instant the gate closes by itself, once.
     pub fn poll_timeout(&self) -> Option<Mono> {
         self.write_until().filter(|_| !self.lapsed)

@@ -1231,8 +1231,16 @@ impl Coordinator {
         }
         match &self.db {
             None => true,
-            // Refused: reads go on through the VIP, writes fail visibly on `read_only`.
-            Some(db) => db.policy.vip_first || db.role == Role::Writable || db.refused.is_some(),
+            // Refused: reads go on through the VIP, writes fail visibly on `read_only`. Not
+            // while waiting for the quorum's key, unless etcd cannot be reached at all: right
+            // after a bow-out two backups may both be MASTER for an advert or two, and only
+            // one will get the key.
+            Some(db) => {
+                let etcd_down = self.lease.as_ref().is_some_and(Lease::unreachable);
+                db.policy.vip_first
+                    || db.role == Role::Writable
+                    || (db.refused.is_some() && (!db.lease_wait || etcd_down))
+            }
         }
     }
 

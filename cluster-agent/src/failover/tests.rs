@@ -879,7 +879,17 @@ fn with_a_quorum_a_new_master_opens_only_under_the_lease() {
     assert_eq!(t.pending_op(), None, "no prepare before the key is held");
     let v = t.c.db_view().unwrap();
     assert!(v.quorum_wait.is_some() && v.refused.is_none(), "{v:?}");
-    assert!(effects.contains(&Effect::Vip(true)), "reads go on");
+    assert!(
+        !effects.contains(&Effect::Vip(true)),
+        "another new master may be about to get the key: no VIP yet"
+    );
+    // etcd cannot be reached: nobody can write, reads go on through the VIP.
+    t.input(Input::Lease(LeaseReport::Unreachable("no leader".into())));
+    assert!(t.take().contains(&Effect::Vip(true)));
+    t.input(Input::VipDone {
+        add: true,
+        result: Ok(()),
+    });
     // Another node holds the key: still closed, and it is named.
     t.input(Input::Lease(LeaseReport::HeldBy {
         holder: B.to_string(),
