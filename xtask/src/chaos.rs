@@ -370,7 +370,14 @@ impl Chaos {
             if Instant::now() >= end {
                 break;
             }
-            let fault = FAULTS[self.rng.below(FAULTS.len() as u64) as usize];
+            let mut fault = FAULTS[self.rng.below(FAULTS.len() as u64) as usize];
+            if fault == Fault::JunkFlood && self.etcd.is_some() {
+                // A flood at full speed takes both cores of a small machine and starves
+                // etcd's own heartbeats (members' connections time out for seconds): the
+                // master then loses its lease and closes, as it must. That is etcd's outage,
+                // which the quorum tests cover; the floods' own checks run without a quorum.
+                fault = Fault::PowerCut;
+            }
             let master = self.heal(&acked_ids(&writer), report)?;
             self.close_agent_down();
             self.check_writes(&writer, master, report)?;
