@@ -148,6 +148,8 @@ struct Report {
     seed: u64,
     nodes: u8,
     advbase: u8,
+    /// Under a quorum lease: two writers are not excused during partitions.
+    quorum: bool,
     minutes: f64,
     faults: BTreeMap<Fault, u64>,
     faults_total: u64,
@@ -201,6 +203,7 @@ pub fn run(args: ChaosArgs) -> Result<()> {
         seed,
         nodes: args.nodes,
         advbase: args.advbase,
+        quorum: args.quorum,
         minutes: args.minutes,
         ..Report::default()
     };
@@ -238,8 +241,8 @@ pub fn run(args: ChaosArgs) -> Result<()> {
 fn print_report(r: &Report) {
     say(format_args!(
         "chaos: seed {}: {} faults {:?}; {} writes acknowledged ({} failed), {} lost{}; \
-         {} stretches with two writable databases ({:.1} ms{}) outside partitions \
-         ({} more within the spacing of the looks at read_only{}) ({:.0} ms excused during partitions); {} VIP address changes, {} stretches with two VIP holders \
+         {} stretches with two writable databases ({:.1} ms{}) {} \
+         ({} more within the spacing of the looks at read_only{}) ({:.0} ms of partitions{}); {} VIP address changes, {} stretches with two VIP holders \
          outside partitions ({:.1} ms, longest {:.1} ms{}) and {} while an agent was killed or frozen \
          (longest {:.0} ms); {} state changes during junk floods; \
          {} nodes rebuilt after diverged histories ({} rows re-applied); {} servers restarted after crashing on their own; slowest heal {:.0} ms; read_only samples {:?}",
@@ -257,9 +260,19 @@ fn print_report(r: &Report) {
         r.two_writers,
         r.two_writers_ms,
         e_g(&r.two_writers_examples, ", "),
+        if r.quorum {
+            "at any instant (quorum: partitions included)"
+        } else {
+            "outside partitions"
+        },
         r.two_writers_unsure,
         e_g(&r.two_writers_unsure_examples, ", "),
         r.excused_partition_ms,
+        if r.quorum {
+            ", excused for two VIP holders only"
+        } else {
+            " excused"
+        },
         r.vip_changes,
         r.vip_two_holders,
         r.vip_two_holders_ms,
