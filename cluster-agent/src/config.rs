@@ -129,8 +129,8 @@ pub struct QuorumArgs {
     #[arg(id = "quorum-prefix", long = "quorum-prefix")]
     pub prefix: Option<String>,
     /// Lease TTL in seconds, 3-300 (default: the whole seconds of this node's master-down
-    /// time, at least 5: the database may stay open two thirds of it without a renewal, which
-    /// must outlast an etcd leader election, up to two election timeouts).
+    /// time, at least 5: the database may stay open two thirds of it without a renewal,
+    /// which must outlast an etcd leader election).
     #[arg(id = "quorum-ttl", long = "quorum-ttl", value_name = "SECS")]
     pub ttl: Option<u64>,
     /// CA that etcd's server certificates chain to (needed for `https://`).
@@ -144,9 +144,16 @@ pub struct QuorumArgs {
 }
 
 /// The shortest default lease TTL (s): two thirds of it, the time the database stays open
-/// without a renewal, outlasts an etcd leader election (one to two election timeouts, 1 s by
-/// default, and a round of votes) with a second to spare.
+/// without a renewal, outlasts an etcd leader election on an idle machine (one to two
+/// election timeouts, 1 s by default, and a round of votes). A loaded machine can take
+/// longer (over 3 s was seen): raise the TTL there.
 const DEFAULT_MIN_TTL_SECS: u64 = 5;
+
+/// The lease TTL when none is given: the master-down time in whole seconds, at least
+/// [`DEFAULT_MIN_TTL_SECS`].
+pub fn default_ttl(master_down: Duration) -> Duration {
+    Duration::from_secs(master_down.as_secs().max(DEFAULT_MIN_TTL_SECS))
+}
 
 /// Validated `[quorum]` settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,7 +244,7 @@ impl QuorumArgs {
         }
         let ttl = self
             .ttl
-            .unwrap_or_else(|| master_down.as_secs().max(DEFAULT_MIN_TTL_SECS));
+            .unwrap_or_else(|| default_ttl(master_down).as_secs());
         if !(3..=300).contains(&ttl) {
             return Err(invalid(
                 "quorum-ttl",
@@ -702,7 +709,10 @@ impl RunArgs {
             args.quorum
                 .validate(vhid, master_down(advbase, advskew, deadratio), db.is_some())?;
         if let (Some(d), Some(q)) = (&mut db, &quorum) {
-            d.db.semi_sync_min = Some(q.ttl);
+            // A replica promotes only if the old master's semi-sync timeout outlasts the
+            // moment the replica saw the key gone (up to a TTL after the master's last
+            // renewal, and a look later): twice the TTL.
+            d.db.semi_sync_min = Some(q.ttl * 2);
         }
         let interface = args
             .interface
@@ -758,7 +768,7 @@ fn host_check(advbase: u32, advskew: u32, deadratio: u32) -> Duration {
 
 /// How long this node waits for a silent master before it takes over (as UCARP: `deadratio`
 /// base intervals and its own skew; fast mode's few milliseconds round to none).
-fn master_down(advbase: u32, advskew: u32, deadratio: u32) -> Duration {
+pub fn master_down(advbase: u32, advskew: u32, deadratio: u32) -> Duration {
     Duration::from_secs(u64::from(advbase) * u64::from(deadratio))
         + Duration::from_secs(u64::from(advskew)) / 256
 }
@@ -1020,7 +1030,7 @@ mod tests {
         let s = write("endpoints = [\"http://10.0.0.1:2379\"]\n").unwrap();
         assert_eq!(
             s.db.unwrap().db.semi_sync_min,
-            Some(Duration::from_secs(5)),
+            Some(Duration::from_secs(10)),
             "semi-sync outlasts the lease"
         );
         for (section, named) in [

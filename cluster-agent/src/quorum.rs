@@ -159,15 +159,22 @@ impl Task {
                     .acquire(&mut client)
                     .await
                     .map(|held| if held { renew } else { ACQUIRE_RETRY }),
-                (false, Some((id, _))) => {
-                    within(timeout, client.lease_revoke(id)).await.map(|_| {
+                (false, Some((id, _))) => match within(timeout, client.lease_revoke(id)).await {
+                    Ok(_) => {
                         tracing::info!(key = %self.s.key, "quorum: leader key released");
-                        self.held = None;
-                        self.keeper = None;
-                        self.report(LeaseReport::Free);
-                        renew
-                    })
-                }
+                        self.released();
+                        Ok(renew)
+                    }
+                    // Ran out already: released too.
+                    Err(QuorumError::Etcd(etcd_client::Error::GRpcStatus(s)))
+                        if s.message().contains("lease not found") =>
+                    {
+                        tracing::info!(key = %self.s.key, "quorum: the lease had run out already");
+                        self.released();
+                        Ok(renew)
+                    }
+                    Err(e) => Err(e),
+                },
                 (false, None) => self.look(&mut client).await.map(|()| renew),
             };
             let wait = match step {
@@ -246,8 +253,9 @@ impl Task {
                 Err(QuorumError::Etcd(etcd_client::Error::LeaseKeepAliveError(e))) => {
                     tracing::error!(key = %self.s.key, error = %e, "quorum: the lease ran out in etcd");
                     self.held = None;
-                    self.report(LeaseReport::Free);
-                    return Ok(());
+                    // Who holds the key now, not merely that this node does not: a node back
+                    // from a partition must defer to the one that took over.
+                    return self.look(client).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -262,11 +270,17 @@ impl Task {
             tracing::error!(key = %self.s.key, "quorum: the lease ran out in etcd");
             self.held = None;
             self.keeper = None;
-            self.report(LeaseReport::Free);
+            return self.look(client).await;
         } else {
             self.report(LeaseReport::Held { sent, epoch });
         }
         Ok(())
+    }
+
+    fn released(&mut self) {
+        self.held = None;
+        self.keeper = None;
+        self.report(LeaseReport::Free);
     }
 
     /// Reports who holds the key.

@@ -2,12 +2,14 @@
 //! a node cut off from the others is cut off from the majority of etcd too.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::cmd;
+use crate::mariadb::ClusterFiles;
 use crate::proc::Proc;
 use crate::rig::Rig;
 use crate::wait::wait_until;
@@ -23,8 +25,19 @@ pub struct Etcd {
     members: Vec<Option<Proc>>,
     addrs: Vec<Ipv4Addr>,
     namespaces: Vec<String>,
-    data: std::path::PathBuf,
+    data: PathBuf,
     token: String,
+    tls: Option<Tls>,
+}
+
+/// Clients speak TLS to the members and must present a certificate of the cluster's CA: the
+/// certificates `cluster-agent db bootstrap` made for the databases (a server certificate per
+/// node naming its address, client certificates), as an operator may reuse them.
+struct Tls {
+    ca: PathBuf,
+    /// Per node: its server certificate and key.
+    servers: Vec<(PathBuf, PathBuf)>,
+    client: (PathBuf, PathBuf),
 }
 
 #[derive(Deserialize)]
@@ -47,8 +60,30 @@ struct Header {
 }
 
 impl Etcd {
-    /// Starts a member on every node of `rig` and waits until the cluster has a leader.
+    /// Starts a member on every node of `rig` (plain HTTP) and waits until the cluster has a
+    /// leader.
     pub fn start(rig: &Rig, limit: Duration) -> Result<Etcd> {
+        Etcd::start_with(rig, None, limit)
+    }
+
+    /// As [`Etcd::start`], with clients on TLS and client certificates required, from the
+    /// cluster's bootstrap `files`.
+    pub fn start_tls(rig: &Rig, files: &ClusterFiles, limit: Duration) -> Result<Etcd> {
+        let node = |i: usize, f: &str| files.nodes[i].dir.join(f);
+        let tls = Tls {
+            ca: files.ca.clone(),
+            servers: (0..rig.node_count())
+                .map(|i| (node(i, "server-cert.pem"), node(i, "server-key.pem")))
+                .collect(),
+            client: (
+                files.nodes[0].client_cert.clone(),
+                files.nodes[0].client_key.clone(),
+            ),
+        };
+        Etcd::start_with(rig, Some(tls), limit)
+    }
+
+    fn start_with(rig: &Rig, tls: Option<Tls>, limit: Duration) -> Result<Etcd> {
         let n = rig.node_count();
         let mut e = Etcd {
             members: (0..n).map(|_| None).collect(),
@@ -56,6 +91,7 @@ impl Etcd {
             namespaces: (0..n).map(|i| rig.ns(i).to_string()).collect(),
             data: rig.dir().join("etcd"),
             token: format!("quorum-{}", rig.id()),
+            tls,
         };
         for i in 0..n {
             e.start_member(rig, i, "new")?;
@@ -75,12 +111,13 @@ impl Etcd {
         let a = self.addrs[i];
         let dir = self.data.join(name(i));
         std::fs::create_dir_all(&self.data).context("creating etcd's data directory")?;
-        let args = [
+        let client_url = self.url(i);
+        let mut args = vec![
             "etcd".to_string(),
             format!("--name={}", name(i)),
             format!("--data-dir={}", dir.display()),
-            format!("--listen-client-urls=http://{a}:{CLIENT_PORT}"),
-            format!("--advertise-client-urls=http://{a}:{CLIENT_PORT}"),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
             format!("--listen-peer-urls=http://{a}:{PEER_PORT}"),
             format!("--initial-advertise-peer-urls=http://{a}:{PEER_PORT}"),
             format!("--initial-cluster={}", peers.join(",")),
@@ -90,30 +127,52 @@ impl Etcd {
             format!("--election-timeout={ELECTION_MS}"),
             "--log-level=warn".to_string(),
         ];
+        if let Some(t) = &self.tls {
+            args.extend([
+                format!("--cert-file={}", t.servers[i].0.display()),
+                format!("--key-file={}", t.servers[i].1.display()),
+                format!("--trusted-ca-file={}", t.ca.display()),
+                "--client-cert-auth".to_string(),
+            ]);
+        }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         self.members[i] = Some(rig.spawn(i, "etcd", &argv)?);
         Ok(())
     }
 
-    /// The agents' `--quorum-endpoint` flags.
+    /// The agents' `--quorum-*` flags.
     pub fn agent_args(&self) -> Vec<String> {
-        self.endpoints()
+        let mut args: Vec<String> = self
+            .endpoints()
             .into_iter()
             .map(|e| format!("--quorum-endpoint={e}"))
-            .collect()
+            .collect();
+        if let Some(t) = &self.tls {
+            args.push(format!("--quorum-ca={}", t.ca.display()));
+            args.push(format!("--quorum-cert={}", t.client.0.display()));
+            args.push(format!("--quorum-key={}", t.client.1.display()));
+        }
+        args
+    }
+
+    fn url(&self, i: usize) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{CLIENT_PORT}", self.addrs[i])
     }
 
     pub fn endpoints(&self) -> Vec<String> {
-        self.addrs
-            .iter()
-            .map(|a| format!("http://{a}:{CLIENT_PORT}"))
-            .collect()
+        (0..self.addrs.len()).map(|i| self.url(i)).collect()
     }
 
     /// `etcdctl` on node `i` against the members that run, or all of them.
     fn etcdctl(&self, i: usize, endpoints: &[String], args: &[&str]) -> Result<String> {
         let mut argv = vec![format!("--endpoints={}", endpoints.join(","))];
         argv.push("--command-timeout=2s".into());
+        if let Some(t) = &self.tls {
+            argv.push(format!("--cacert={}", t.ca.display()));
+            argv.push(format!("--cert={}", t.client.0.display()));
+            argv.push(format!("--key={}", t.client.1.display()));
+        }
         argv.extend(args.iter().map(|s| s.to_string()));
         let mut c = cmd::netns_command(&self.namespaces[i], "etcdctl", &argv);
         c.env("ETCDCTL_API", "3");
@@ -133,10 +192,7 @@ impl Etcd {
             let Some(&from) = up.first() else {
                 return false;
             };
-            let eps: Vec<String> = up
-                .iter()
-                .map(|&i| format!("http://{}:{CLIENT_PORT}", self.addrs[i]))
-                .collect();
+            let eps: Vec<String> = up.iter().map(|&i| self.url(i)).collect();
             self.etcdctl(from, &eps, &["endpoint", "health"]).is_ok() && self.leader().is_ok()
         })?;
         Ok(())
@@ -146,10 +202,7 @@ impl Etcd {
     pub fn leader(&self) -> Result<usize> {
         let up = self.running();
         let from = *up.first().context("no etcd member runs")?;
-        let eps: Vec<String> = up
-            .iter()
-            .map(|&i| format!("http://{}:{CLIENT_PORT}", self.addrs[i]))
-            .collect();
+        let eps: Vec<String> = up.iter().map(|&i| self.url(i)).collect();
         let out = self.etcdctl(from, &eps, &["endpoint", "status", "-w", "json"])?;
         let status: Vec<EndpointStatus> =
             serde_json::from_str(&out).with_context(|| format!("etcdctl status: {out}"))?;
@@ -181,7 +234,7 @@ impl Etcd {
 
     /// The value of `key` (`None`: absent), read through node `via`'s member.
     pub fn get(&self, via: usize, key: &str) -> Result<Option<String>> {
-        let ep = [format!("http://{}:{CLIENT_PORT}", self.addrs[via])];
+        let ep = [self.url(via)];
         let out = self.etcdctl(via, &ep, &["get", "--print-value-only", key])?;
         let v = out.trim();
         Ok((!v.is_empty()).then(|| v.to_string()))

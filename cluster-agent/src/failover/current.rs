@@ -121,6 +121,12 @@ pub struct Currentness {
     stalled: bool,
     /// When this node won the election from the followed master.
     won_at: Option<Mono>,
+    /// Under a quorum lease a master cut off from us is not dead: it writes on until its
+    /// lease runs out, so its life is bounded by the moment we learnt the key was no longer
+    /// its, not by its silence.
+    quorum: bool,
+    /// When this node first learnt that the followed master no longer held the key.
+    key_gone_at: Option<Mono>,
 }
 
 impl Currentness {
@@ -139,6 +145,26 @@ impl Currentness {
             bowed_out: false,
             stalled: false,
             won_at: None,
+            quorum: false,
+            key_gone_at: None,
+        }
+    }
+
+    /// Judges under a quorum lease (see [`Currentness::key_gone`]).
+    pub fn with_quorum(mut self) -> Currentness {
+        self.quorum = true;
+        self
+    }
+
+    /// The leader key is the followed master's (again).
+    pub fn key_held(&mut self) {
+        self.key_gone_at = None;
+    }
+
+    /// The leader key is not the followed master's: it wrote nothing after this instant.
+    pub fn key_gone(&mut self, at: Mono) {
+        if self.key_gone_at.is_none() {
+            self.key_gone_at = Some(at);
         }
     }
 
@@ -158,6 +184,7 @@ impl Currentness {
             } else {
                 NotCurrent::NoMaster
             }),
+            quorum: self.quorum,
             ..Currentness::new(self.margin)
         };
     }
@@ -306,13 +333,18 @@ impl Currentness {
 
     /// The latest instant the master may have been alive, as far as we can tell.
     fn alive_until(&self) -> Option<Mono> {
-        if let Some(r) = self.refused_at {
-            return Some(r);
-        }
-        let advert = self.last_advert.map(|t| t + self.master_interval);
-        match (advert, self.last_answer) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
+        let signs = if let Some(r) = self.refused_at {
+            Some(r)
+        } else {
+            let advert = self.last_advert.map(|t| t + self.master_interval);
+            match (advert, self.last_answer) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        match (signs, self.key_gone_at.filter(|_| self.quorum)) {
+            (Some(s), Some(k)) => Some(s.max(k)),
+            (s, k) => s.or(k),
         }
     }
 

@@ -57,7 +57,8 @@ pub enum LeaseReport {
 /// The lease's state for `status`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct QuorumView {
-    /// `held`, `held-by-other`, `free`, `unreachable` or `unknown` (no answer yet).
+    /// `held` (with time left to write), `lapsed` (not renewed in time), `held-by-other`,
+    /// `free`, `unreachable` or `unknown` (no answer yet).
     pub state: String,
     /// Who holds the leader key, as its value names the node.
     pub holder: Option<String>,
@@ -157,6 +158,12 @@ impl Lease {
         }
     }
 
+    /// Another node holds the key, as far as this node knows, or this node's own holding ran
+    /// out unrenewed (cut off: someone else may hold it now).
+    pub fn someone_else_may_hold(&self) -> bool {
+        (self.held_sent.is_none() && self.holder.is_some()) || (self.held() && self.lapsed)
+    }
+
     /// The last request to etcd failed: no node can take the key now.
     pub fn unreachable(&self) -> bool {
         self.error.is_some()
@@ -174,10 +181,13 @@ impl Lease {
     }
 
     pub fn view(&self, now: Mono) -> QuorumView {
-        let state = if self.held_sent.is_some() {
+        let open = self.write_until().is_some_and(|t| now < t);
+        let state = if open {
             "held"
         } else if self.error.is_some() {
             "unreachable"
+        } else if self.held_sent.is_some() {
+            "lapsed"
         } else if self.holder.is_some() {
             "held-by-other"
         } else if self.known {

@@ -14,7 +14,7 @@
 //!   appears or an operator forces it;
 //! - at most one writable database outside partitions: every node starts fenced, fences before
 //!   it listens or elects, fences before it lets go of the VIP, and a node about to open fences
-//!   every reachable peer first;
+//!   every reachable peer first; with a quorum lease ([`lease`]) partitions included;
 //! - every failure is visible: refused promotions and rejoins, failed fences, VIP errors and
 //!   semi-sync fallbacks are in [`Coordinator::status`] and the log.
 //!
@@ -501,7 +501,11 @@ impl Coordinator {
             lease_wanted: false,
             lease_lost: false,
             db: cfg.db.map(|policy| DbSide {
-                current: Currentness::new(policy.margin),
+                current: if cfg.quorum.is_some() {
+                    Currentness::new(policy.margin).with_quorum()
+                } else {
+                    Currentness::new(policy.margin)
+                },
                 policy,
                 role: Role::Unknown,
                 op: None,
@@ -691,6 +695,16 @@ impl Coordinator {
             Input::VipDone { add, result } => self.on_vip_done(now, add, result),
             Input::Lease(report) => {
                 let held = matches!(report, LeaseReport::Held { .. });
+                if let Some(db) = self.db.as_mut() {
+                    let master = db.current.master().map(|m| m.to_string());
+                    match &report {
+                        LeaseReport::HeldBy { holder, .. } if Some(holder) == master.as_ref() => {
+                            db.current.key_held()
+                        }
+                        LeaseReport::Unreachable(_) => {}
+                        _ => db.current.key_gone(now),
+                    }
+                }
                 if let Some(l) = self.lease.as_mut() {
                     let first = held && !l.held();
                     l.report(report);
@@ -1256,7 +1270,18 @@ impl Coordinator {
             return true;
         }
         match self.machine.state() {
-            State::Master => db.refused.is_some(),
+            // Waiting for the key: only while another node may hold it (that one should win
+            // the election, e.g. after a partition heals). Right after a bow-out several
+            // nodes may be MASTER at once with nobody holding it, and demoting each at once
+            // made them all step down again and again (found by the simulation).
+            State::Master => {
+                db.refused.is_some()
+                    && (!db.lease_wait
+                        || self
+                            .lease
+                            .as_ref()
+                            .is_some_and(Lease::someone_else_may_hold))
+            }
             // Only a node known to hold every acknowledged write may preempt or win early.
             State::Backup => {
                 !(matches!(db.role, Role::Replica(m) if Some(m) == db.watching)
@@ -1472,7 +1497,12 @@ impl Coordinator {
                         .map(|&addr| Probe {
                             addr,
                             // Only the first attempt skips: a retry asks everyone again.
+                            // Under a quorum the wait for the key has cost more than the
+                            // probe would: ask a silent master too (it may be writable with
+                            // a dead agent, after a partition this node was on the far side
+                            // of).
                             skip: Some(addr) == followed
+                                && self.lease.is_none()
                                 && db.refused.is_none()
                                 && !db.current.zombie()
                                 && !db.took_over_live
