@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use tests::etcd::Etcd;
 use tests::mariadb::MariaDb;
-use tests::watch::{Timeline, WritableWatch, Writer, Writes, sockets, wait_more_acks};
+use tests::watch::{WritableWatch, Writer, sockets, wait_more_acks};
+
+use crate::safety::check_invariants;
 use tests::{Cluster, ClusterConfig, Rank, hold_for, netns_test, wait_timed, wait_until};
 
 /// etcd up and its first leader elected.
@@ -86,45 +88,6 @@ fn writable_master(c: &Cluster, i: usize) -> bool {
         .is_ok_and(|s| s.is_master() && s.db_role() == "master")
 }
 
-/// No acknowledged write missing on `master`; never two writable servers, partitions
-/// included (nothing is excused).
-fn check(c: &Cluster, master: usize, writes: &Writes, timeline: &Timeline) -> Result<()> {
-    let held = c.ids(master)?;
-    let missing = writes.missing_from(&held);
-    eprintln!(
-        "{} writes acknowledged, {} failed; {} rows on node{master}; read_only samples {:?}",
-        writes.acked.len(),
-        writes.failed,
-        held.len(),
-        timeline.counts()
-    );
-    ensure!(
-        missing.is_empty(),
-        "{} acknowledged write(s) missing on node{master}, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    let (both, unsure): (Vec<_>, Vec<_>) = timeline
-        .two_writers(&[])
-        .into_iter()
-        .partition(|w| w.certain);
-    if !unsure.is_empty() {
-        eprintln!("stretches within the spacing of the looks: {unsure:?}");
-    }
-    ensure!(
-        both.is_empty(),
-        "two writable servers {} time(s), first {:?}",
-        both.len(),
-        both.first()
-    );
-    ensure!(
-        timeline.counts().iter().all(|n| *n > 20),
-        "too few looks at read_only: {:?}",
-        timeline.counts()
-    );
-    Ok(())
-}
-
 /// Every server holds the same transactions (none errant on either side).
 fn same_history(c: &Cluster) -> Result<()> {
     let state = |i: usize| c.server(i).scalar("SELECT @@gtid_binlog_state");
@@ -186,7 +149,7 @@ fn a_cut_off_master_stops_writing_before_the_other_side_opens() -> Result<()> {
         let (m, _) = wait_timed(RETURN, "one writable master", || {
             (0..3).find(|&i| writable_master(&c, i) && c.is_sole_master(i))
         })?;
-        check(&c, m, &writes, &timeline)?;
+        check_invariants(&c, m, &writes, &timeline)?;
         same_history(&c)?;
         ensure!(cut.elapsed() < Duration::from_secs(600), "bounded scenario");
         Ok(())
@@ -249,7 +212,7 @@ fn killing_etcds_leader_fails_nothing_over() -> Result<()> {
         );
         let writes = writer.stop();
         let timeline = watch.stop();
-        check(&c, 0, &writes, &timeline)?;
+        check_invariants(&c, 0, &writes, &timeline)?;
         Ok(())
     })
 }
@@ -313,7 +276,7 @@ fn without_etcd_no_node_is_writable_and_writes_resume_when_it_returns() -> Resul
         wait_more_acks(&writer, before, 20, FAILOVER)?;
         let writes = writer.stop();
         let timeline = watch.stop();
-        check(&c, m, &writes, &timeline)?;
+        check_invariants(&c, m, &writes, &timeline)?;
         Ok(())
     })
 }

@@ -78,8 +78,8 @@ fn read_only(c: &Cluster, i: usize) -> Result<bool> {
     Ok(c.server(i).scalar("SELECT @@read_only")?.as_deref() == Some("1"))
 }
 
-/// I1 on `master` and I2 over the whole run.
-fn check_invariants(
+/// I1 on `master` and I2 over the whole run (nothing excused: partitions included).
+pub(crate) fn check_invariants(
     c: &Cluster,
     master: usize,
     writes: &Writes,
