@@ -1459,6 +1459,7 @@ impl Coordinator {
             return;
         }
         db.retry_at = None;
+        let gate = lease_gate(&self.lease, now);
         let op = if !started || stopping {
             (!matches!(db.role, Role::Fenced | Role::Replica(_)) && !db.stop_fence_tried)
                 .then_some(DbOp::Fence)
@@ -1474,11 +1475,8 @@ impl Coordinator {
                 (State::Master, Role::Writable) if self.lease_lost => Some(DbOp::Fence),
                 (State::Master, Role::Writable) => None,
                 (State::Master, Role::Fenced | Role::Replica(_)) if self.lease_lost => None,
-                (State::Master, Role::Fenced | Role::Replica(_))
-                    if lease_gate(&self.lease, now).is_err() =>
-                {
-                    let why = lease_gate(&self.lease, now).expect_err("guarded");
-                    wait_for_lease(db, why);
+                (State::Master, Role::Fenced | Role::Replica(_)) if gate.is_err() => {
+                    wait_for_lease(db, gate.clone().err().unwrap_or_default());
                     None
                 }
                 (State::Master, Role::Fenced | Role::Replica(_)) => {
