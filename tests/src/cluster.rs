@@ -206,7 +206,7 @@ impl Cluster {
     pub fn start(config: ClusterConfig) -> Result<Cluster> {
         let n = config.nodes;
         let rig = Rig::new(RigConfig::nodes(n).client(CLIENT))?;
-        let files = mariadb::bootstrap_cli(&rig, &rig.dir().join("db-bootstrap"))?;
+        let files = mariadb::bootstrap_cli(&rig, &rig.dir().join("db-bootstrap"), VIP)?;
         let users = std::fs::read_to_string(&files.users_sql)
             .with_context(|| format!("reading {}", files.users_sql.display()))?;
         let mut servers = Vec::new();
@@ -639,6 +639,8 @@ impl Cluster {
             ca: self.files.ca.clone(),
             host: VIP.to_string(),
             port: PORT,
+            password: self.files.app_password()?,
+            verify_name: true,
         })
     }
 
@@ -650,6 +652,7 @@ impl Cluster {
         let mut app = self.vip()?;
         app.host = Ipv4Addr::LOCALHOST.to_string();
         app.port = relay.port;
+        app.verify_name = false;
         Ok((app, relay))
     }
 

@@ -32,13 +32,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The application's account and table (`t.rows`) on every server of a
-/// [`crate::cluster::Cluster`].
+/// [`crate::cluster::Cluster`]; this password is the local account's (`'app'@'localhost'`).
 pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app-agent-test-password";
 /// Creates them; run outside the binary log, so no server holds a GTID the others lack.
+/// `'app'@'%'` (TLS required) is bootstrap's application account (`--app-user app`), with its
+/// own password; it gets rights on `t` here too.
 pub const APP_SQL: &str = "CREATE DATABASE t;\n\
      CREATE TABLE t.rows (id BIGINT PRIMARY KEY, note VARCHAR(32)) ENGINE=InnoDB;\n\
-     CREATE USER 'app'@'%' IDENTIFIED BY 'app-agent-test-password' REQUIRE SSL;\n\
      GRANT SELECT, INSERT, UPDATE, DELETE ON t.* TO 'app'@'%';\n\
      CREATE USER 'app'@'localhost' IDENTIFIED BY 'app-agent-test-password';\n\
      GRANT SELECT, INSERT, UPDATE, DELETE ON t.* TO 'app'@'localhost';\n";
@@ -498,6 +499,8 @@ pub struct ClusterFiles {
     pub users_sql: PathBuf,
     pub admin_password_file: PathBuf,
     pub repl_password_file: PathBuf,
+    /// The application account's (`--app-user`), for clients through the VIP.
+    pub app_password_file: PathBuf,
     pub nodes: Vec<NodeFiles>,
     /// The nodes' addresses, in order.
     pub addrs: Vec<std::net::Ipv4Addr>,
@@ -523,12 +526,23 @@ impl ClusterFiles {
 
     /// The replication password (for replication set up by hand).
     pub fn repl_password(&self) -> Result<String> {
-        Ok(std::fs::read_to_string(&self.repl_password_file)
-            .with_context(|| format!("reading {}", self.repl_password_file.display()))?
-            .trim_end()
-            .to_string())
+        read_secret(&self.repl_password_file)
+    }
+
+    /// The application account's password.
+    pub fn app_password(&self) -> Result<String> {
+        read_secret(&self.app_password_file)
     }
 }
+
+fn read_secret(path: &Path) -> Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .trim_end()
+        .to_string())
+}
+
+impl ClusterFiles {}
 
 /// One node's files from `cluster-agent db bootstrap`.
 #[derive(Clone, Debug)]
@@ -540,10 +554,13 @@ pub struct NodeFiles {
     pub client_key: PathBuf,
 }
 
-/// Runs `cluster-agent db bootstrap` for every node of `rig` (named `node<i>`) into `out`.
-pub fn bootstrap_cli(rig: &Rig, out: &Path) -> Result<ClusterFiles> {
+/// Runs `cluster-agent db bootstrap` for every node of `rig` (named `node<i>`) into `out`, with
+/// `vip` in the server certificates and the application account `app`.
+pub fn bootstrap_cli(rig: &Rig, out: &Path, vip: std::net::Ipv4Addr) -> Result<ClusterFiles> {
     let mut c = Command::new(crate::env::agent_bin()?);
     c.args(["db", "bootstrap", "--out"]).arg(out);
+    c.arg("--vip").arg(vip.to_string());
+    c.args(["--app-user", APP_USER]);
     for i in 0..rig.node_count() {
         c.arg("--node").arg(format!("node{i}={}", rig.addr(i)));
     }
@@ -572,18 +589,24 @@ pub fn bootstrap_cli(rig: &Rig, out: &Path) -> Result<ClusterFiles> {
         users_sql: out.join("users.sql"),
         admin_password_file: out.join("secrets").join("admin.pass"),
         repl_password_file: out.join("secrets").join("replication.pass"),
+        app_password_file: out.join("secrets").join("app.pass"),
         nodes,
         addrs: (0..rig.node_count()).map(|i| rig.addr(i)).collect(),
     };
-    for f in [&files.ca, &files.users_sql, &files.admin_password_file] {
+    for f in [
+        &files.ca,
+        &files.users_sql,
+        &files.admin_password_file,
+        &files.app_password_file,
+    ] {
         ensure!(f.is_file(), "bootstrap wrote no {}", f.display());
     }
     Ok(files)
 }
 
 /// The application: a `mariadb` client in the client namespace, connected to the VIP over TLS
-/// as the application account. The server's certificate names the node, not the VIP, so the
-/// client verifies the chain to the cluster's CA only.
+/// as bootstrap's application account. Every server certificate names the VIP, so a client
+/// dialling it verifies the server fully (chain and name), as an application should.
 #[derive(Clone, Debug)]
 pub struct VipClient {
     pub ns: String,
@@ -591,6 +614,10 @@ pub struct VipClient {
     /// Where the client connects: the VIP, or a relay in the client namespace that leads there.
     pub host: String,
     pub port: u16,
+    pub password: String,
+    /// Check that the server's certificate names `host` (not through a relay, whose address
+    /// no certificate names).
+    pub verify_name: bool,
 }
 
 impl VipClient {
@@ -609,8 +636,11 @@ impl VipClient {
                 "--skip-column-names".to_string(),
             ],
         );
+        if self.verify_name {
+            c.arg("--ssl-verify-server-cert");
+        }
         // The client reads it from the environment: never a password on a command line.
-        c.env("MYSQL_PWD", APP_PASSWORD);
+        c.env("MYSQL_PWD", &self.password);
         Ok(c)
     }
 

@@ -11,8 +11,9 @@
 //! OUT/users.sql                   users and grants, password hashes only (0600)
 //! OUT/secrets/replication.pass    replication password (0600)
 //! OUT/secrets/admin.pass          the agent's admin password (0600)
+//! OUT/secrets/app.pass            the application account's password, with `--app-user` (0600)
 //! OUT/nodes/NAME/ca.pem           copy of the CA certificate
-//! OUT/nodes/NAME/server-cert.pem  server certificate, SAN = the node's address
+//! OUT/nodes/NAME/server-cert.pem  server certificate, SAN = the node's address and the VIPs
 //! OUT/nodes/NAME/server-key.pem   (0600)
 //! OUT/nodes/NAME/client-cert.pem  client certificate (the agent, and replication)
 //! OUT/nodes/NAME/client-key.pem   (0600)
@@ -24,7 +25,12 @@
 //! `users.sql` holds only `mysql_native_password` hashes, so applying it never puts a
 //! password in a server's history or logs; it disables the binary log for its session, so the
 //! users never become GTIDs that one node holds and another lacks (which would look like
-//! errant transactions).
+//! errant transactions). The replication and agent users require a client certificate from
+//! the cluster's CA (`REQUIRE X509`): a stolen password alone opens nothing.
+//!
+//! Applications reach the database through the VIP, so every server certificate also names
+//! each `--vip`: a client that verifies the server's name (`--ssl-verify-server-cert`) accepts
+//! whichever node holds the address.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -108,6 +114,12 @@ pub struct BootstrapOptions {
     /// How long a semi-sync master waits for a replica's acknowledgement before it falls back
     /// to asynchronous replication.
     pub semi_sync_timeout_ms: u32,
+    /// Addresses clients dial instead of a node's (the VIPs): named in every server
+    /// certificate.
+    pub vips: Vec<IpAddr>,
+    /// An application account to create with the others (`REQUIRE SSL`, no global
+    /// privileges), owning the schema of the same name.
+    pub app_user: Option<String>,
 }
 
 impl BootstrapOptions {
@@ -120,6 +132,8 @@ impl BootstrapOptions {
             admin_user: DEFAULT_ADMIN_USER.to_string(),
             first_server_id: 1,
             semi_sync_timeout_ms: DEFAULT_SEMI_SYNC_TIMEOUT_MS,
+            vips: Vec::new(),
+            app_user: None,
         }
     }
 }
@@ -151,6 +165,8 @@ pub struct Bootstrap {
     pub admin_user: String,
     pub repl_password_file: PathBuf,
     pub admin_password_file: PathBuf,
+    /// With an application account: its password.
+    pub app_password_file: Option<PathBuf>,
     pub nodes: Vec<NodeFiles>,
 }
 
@@ -166,6 +182,10 @@ pub enum BootstrapError {
     DuplicateAddr(IpAddr),
     #[error("user name {0:?} must be 1-32 letters, digits or '_'")]
     BadUser(String),
+    #[error("user name {0:?} is given to two accounts")]
+    DuplicateUser(String),
+    #[error("VIP {0} is also a node's address (a VIP moves between nodes)")]
+    VipIsNode(IpAddr),
     #[error("{0} already holds a CA; refusing to replace the CA every node trusts")]
     Exists(PathBuf),
     #[error("generating certificates")]
@@ -217,12 +237,22 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Bootstrap, BootstrapError> {
         format!("{}\n", admin_pw.expose()).as_bytes(),
         0o600,
     )?;
+    let app = match &opts.app_user {
+        Some(user) => {
+            let pw = generate_password();
+            let file = secrets.join("app.pass");
+            write_file(&file, format!("{}\n", pw.expose()).as_bytes(), 0o600)?;
+            Some((user.as_str(), pw, file))
+        }
+        None => None,
+    };
     let users_sql = out.join("users.sql");
-    write_file(
-        &users_sql,
-        users_sql_text(&opts.repl_user, &repl_pw, &opts.admin_user, &admin_pw).as_bytes(),
-        0o600,
-    )?;
+    let mut sql = users_sql_text(&opts.repl_user, &repl_pw, &opts.admin_user, &admin_pw);
+    if let Some((user, pw, _)) = &app {
+        sql += &app_sql_text(user, pw);
+    }
+    sql += "SET SESSION sql_log_bin = 1;\n";
+    write_file(&users_sql, sql.as_bytes(), 0o600)?;
 
     let mut nodes = Vec::new();
     for (i, node) in opts.nodes.iter().enumerate() {
@@ -242,10 +272,22 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Bootstrap, BootstrapError> {
             dir,
         };
         write_file(&files.ca, ca_pem.as_bytes(), 0o644)?;
-        let (cert, key) = leaf(&issuer, node, ExtendedKeyUsagePurpose::ServerAuth, "server")?;
+        let (cert, key) = leaf(
+            &issuer,
+            node,
+            &opts.vips,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "server",
+        )?;
         write_file(&files.server_cert, cert.as_bytes(), 0o644)?;
         write_file(&files.server_key, key.as_bytes(), 0o600)?;
-        let (cert, key) = leaf(&issuer, node, ExtendedKeyUsagePurpose::ClientAuth, "client")?;
+        let (cert, key) = leaf(
+            &issuer,
+            node,
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            "client",
+        )?;
         write_file(&files.client_cert, cert.as_bytes(), 0o644)?;
         write_file(&files.client_key, key.as_bytes(), 0o600)?;
         let installed = opts
@@ -277,6 +319,7 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Bootstrap, BootstrapError> {
         admin_user: opts.admin_user.clone(),
         repl_password_file,
         admin_password_file,
+        app_password_file: app.map(|(_, _, file)| file),
         nodes,
     })
 }
@@ -298,14 +341,28 @@ fn validate(opts: &BootstrapOptions) -> Result<(), BootstrapError> {
             }
         }
     }
-    for user in [&opts.repl_user, &opts.admin_user] {
+    let users: Vec<&String> = [&opts.repl_user, &opts.admin_user]
+        .into_iter()
+        .chain(&opts.app_user)
+        .collect();
+    for (i, user) in users.iter().enumerate() {
         // The names are spliced into SQL; a strict alphabet keeps that safe.
         let ok = !user.is_empty()
             && user.len() <= 32
             && user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !ok {
-            return Err(BootstrapError::BadUser(user.clone()));
+            return Err(BootstrapError::BadUser(user.to_string()));
         }
+        if users[..i].contains(user) {
+            return Err(BootstrapError::DuplicateUser(user.to_string()));
+        }
+    }
+    if let Some(vip) = opts
+        .vips
+        .iter()
+        .find(|v| opts.nodes.iter().any(|n| n.addr == **v))
+    {
+        return Err(BootstrapError::VipIsNode(*vip));
     }
     Ok(())
 }
@@ -317,18 +374,24 @@ fn dn(cn: &str) -> DistinguishedName {
     d
 }
 
-/// A certificate for `node` signed by the CA; returns (certificate PEM, key PEM).
+/// A certificate for `node` (and the addresses in `also`) signed by the CA; returns
+/// (certificate PEM, key PEM).
 fn leaf(
     issuer: &Issuer<'_, KeyPair>,
     node: &NodeSpec,
+    also: &[IpAddr],
     usage: ExtendedKeyUsagePurpose,
     role: &str,
 ) -> Result<(String, String), BootstrapError> {
     let key = KeyPair::generate()?;
     let mut p = CertificateParams::default();
     p.distinguished_name = dn(&format!("{} {role}", node.name));
-    // Verification of a replica's connection checks the address it dialled against this.
-    p.subject_alt_names = vec![SanType::IpAddress(node.addr)];
+    // Verification of a connection checks the address it dialled against these: a replica
+    // dials the node, an application the VIP.
+    p.subject_alt_names = std::iter::once(node.addr)
+        .chain(also.iter().copied())
+        .map(SanType::IpAddress)
+        .collect();
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![usage];
@@ -389,15 +452,31 @@ fn users_sql_text(
          --   mariadb < users.sql\n\
          -- The binary log is off for this session, so these statements never become GTIDs.\n\
          SET SESSION sql_log_bin = 0;\n\
-         CREATE OR REPLACE USER '{repl_user}'@'%' IDENTIFIED BY PASSWORD '{repl_hash}' REQUIRE SSL;\n\
+         -- Replication and the agent present a client certificate from the cluster's CA.\n\
+         CREATE OR REPLACE USER '{repl_user}'@'%' IDENTIFIED BY PASSWORD '{repl_hash}' REQUIRE X509;\n\
          GRANT REPLICATION SLAVE ON *.* TO '{repl_user}'@'%';\n\
-         CREATE OR REPLACE USER '{admin_user}'@'%' IDENTIFIED BY PASSWORD '{admin_hash}' REQUIRE SSL;\n\
+         CREATE OR REPLACE USER '{admin_user}'@'%' IDENTIFIED BY PASSWORD '{admin_hash}' REQUIRE X509;\n\
          GRANT PROCESS, RELOAD, SUPER, CONNECTION ADMIN, READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, \
          REPLICATION MASTER ADMIN, BINLOG ADMIN, BINLOG MONITOR, SLAVE MONITOR ON *.* TO '{admin_user}'@'%';\n\
          -- To name the accounts that can write through read_only (fencing cannot stop them).\n\
          GRANT SELECT ON mysql.global_priv TO '{admin_user}'@'%';\n\
-         GRANT SELECT ON mysql.roles_mapping TO '{admin_user}'@'%';\n\
-         SET SESSION sql_log_bin = 1;\n"
+         GRANT SELECT ON mysql.roles_mapping TO '{admin_user}'@'%';\n"
+    )
+}
+
+/// The application account and its schema. Made on every node outside the binary log like
+/// the other users, so no node holds a GTID the others lack; the application's tables are
+/// then made through the VIP, on the master, and replicate. No global privilege: nothing here
+/// can write through `read_only`.
+fn app_sql_text(user: &str, pw: &Secret) -> String {
+    let hash = native_password_hash(pw);
+    format!(
+        "-- The application's account: TLS required, rights on its own schema only.\n\
+         CREATE DATABASE IF NOT EXISTS `{user}`;\n\
+         CREATE OR REPLACE USER '{user}'@'%' IDENTIFIED BY PASSWORD '{hash}' REQUIRE SSL;\n\
+         GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, REFERENCES, \
+         CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, \
+         ALTER ROUTINE, TRIGGER ON `{user}`.* TO '{user}'@'%';\n"
     )
 }
 
@@ -629,14 +708,48 @@ mod tests {
             "users.sql holds a cleartext password"
         );
         assert!(sql.contains(&native_password_hash(&pw)));
-        assert!(sql.contains("REQUIRE SSL"));
+        assert!(sql.contains("IDENTIFIED BY PASSWORD '*") && sql.contains("REQUIRE X509"));
+        assert!(
+            !sql.contains("REQUIRE SSL"),
+            "an application account unasked for"
+        );
         assert!(sql.starts_with("--") && sql.contains("sql_log_bin = 0"));
+        assert!(sql.trim_end().ends_with("sql_log_bin = 1;"));
+        assert!(b.app_password_file.is_none());
         // A second run must not replace the CA.
         let again = bootstrap(&BootstrapOptions::new(
             &out,
             vec!["a=10.1.0.1".parse().unwrap()],
         ));
         assert!(matches!(again, Err(BootstrapError::Exists(_))));
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
+    fn an_application_account_with_its_own_schema_and_no_global_rights() {
+        let out = tmp("app");
+        let mut o = BootstrapOptions::new(&out, vec!["a=10.1.0.1".parse().unwrap()]);
+        o.app_user = Some("shop".into());
+        o.vips = vec!["10.1.0.100".parse().unwrap()];
+        let b = bootstrap(&o).unwrap();
+        let file = b.app_password_file.as_ref().expect("app password file");
+        assert_eq!(
+            std::fs::metadata(file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let pw = Secret::from_file(file).unwrap();
+        let sql = std::fs::read_to_string(&b.users_sql).unwrap();
+        assert!(!sql.contains(pw.expose()));
+        let app: Vec<&str> = sql.lines().filter(|l| l.contains("'shop'")).collect();
+        assert_eq!(app.len(), 2, "{sql}");
+        assert!(app[0].contains(&native_password_hash(&pw)) && app[0].ends_with("REQUIRE SSL;"));
+        assert!(app[1].starts_with("GRANT ") && app[1].contains(" ON `shop`.* TO "));
+        for global in ["ALL", "SUPER", "READ_ONLY ADMIN", "*.*"] {
+            assert!(!app[1].contains(global), "{global} granted: {}", app[1]);
+        }
+        // Before the binary log is switched back on.
+        let on = sql.find("sql_log_bin = 1").unwrap();
+        assert!(sql.find("'shop'").unwrap() < on);
         std::fs::remove_dir_all(&out).unwrap();
     }
 
@@ -655,6 +768,17 @@ mod tests {
             Err(BootstrapError::DuplicateAddr(_))
         ));
         o.nodes.truncate(1);
+        o.vips = vec!["10.1.0.1".parse().unwrap()];
+        assert!(matches!(bootstrap(&o), Err(BootstrapError::VipIsNode(_))));
+        o.vips.clear();
+        o.app_user = Some(DEFAULT_ADMIN_USER.into());
+        assert!(matches!(
+            bootstrap(&o),
+            Err(BootstrapError::DuplicateUser(_))
+        ));
+        o.app_user = Some("app`x".into());
+        assert!(matches!(bootstrap(&o), Err(BootstrapError::BadUser(_))));
+        o.app_user = None;
         o.repl_user = "x'; DROP".into();
         assert!(matches!(bootstrap(&o), Err(BootstrapError::BadUser(_))));
         assert!(!out.exists());
