@@ -92,9 +92,16 @@ pub struct RunArgs {
     /// Seconds a script may run before it is killed.
     #[arg(long, value_name = "SECS")]
     pub hook_timeout: Option<u64>,
-    /// Unix socket for `status`.
+    /// Unix socket for `status`, `switchover` and `db promote` (mode 0600: root only).
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. `127.0.0.1:9687`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// A group whose members may read `status` on the control socket (mode 0660); changes
+    /// (`switchover`, `db promote --force`) stay with root and the agent's own user.
+    #[arg(long, value_name = "GROUP")]
+    pub control_group: Option<String>,
     /// XDP data plane: auto (native, then generic, then raw sockets), native, generic or off.
     #[arg(long, value_enum)]
     pub xdp: Option<XdpMode>,
@@ -531,6 +538,9 @@ pub struct Settings {
     pub garp_interval: Option<Duration>,
     pub hook_timeout: Duration,
     pub control_socket: PathBuf,
+    /// The group allowed to read `status` (its gid).
+    pub control_group: Option<u32>,
+    pub metrics: Option<std::net::SocketAddr>,
     pub xdp: XdpMode,
     pub fence: bool,
     pub db: Option<DbSettings>,
@@ -633,6 +643,8 @@ impl RunArgs {
             garp_interval: self.garp_interval.or(file.garp_interval),
             hook_timeout: self.hook_timeout.or(file.hook_timeout),
             control_socket: self.control_socket.or(file.control_socket),
+            control_group: self.control_group.or(file.control_group),
+            metrics: self.metrics.or(file.metrics),
             xdp: self.xdp.or(file.xdp),
             no_fence: self.no_fence || file.no_fence,
             mysql: self.mysql.merge(file.mysql),
@@ -714,6 +726,25 @@ impl RunArgs {
             // renewal, and a look later): twice the TTL.
             d.db.semi_sync_min = Some(q.ttl * 2);
         }
+        let hook_timeout = args.hook_timeout.unwrap_or(30);
+        if !(1..=MAX_TIMEOUT_SECS).contains(&hook_timeout) {
+            return Err(invalid("hook-timeout", hook_timeout, "must be 1-3600 s"));
+        }
+        let garp_interval = args.garp_interval.unwrap_or(0);
+        if garp_interval > MAX_TIMEOUT_SECS {
+            return Err(invalid(
+                "garp-interval",
+                garp_interval,
+                "must be 0 (off) to 3600 s",
+            ));
+        }
+        let control_group = match &args.control_group {
+            None => None,
+            Some(g) => Some(
+                group_id(g)
+                    .ok_or_else(|| invalid("control-group", g, "no such group on this host"))?,
+            ),
+        };
         let interface = args
             .interface
             .ok_or(ConfigError::Missing("interface (-i)"))?;
@@ -739,14 +770,13 @@ impl RunArgs {
             upscript: args.upscript,
             downscript: args.downscript,
             xparam: args.xparam,
-            garp_interval: args
-                .garp_interval
-                .filter(|s| *s > 0)
-                .map(Duration::from_secs),
-            hook_timeout: Duration::from_secs(args.hook_timeout.unwrap_or(30).max(1)),
+            garp_interval: (garp_interval > 0).then(|| Duration::from_secs(garp_interval)),
+            hook_timeout: Duration::from_secs(hook_timeout),
             control_socket: args
                 .control_socket
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+            control_group,
+            metrics: args.metrics,
             xdp: args.xdp.unwrap_or_default(),
             fence: !args.no_fence,
             db,
@@ -796,13 +826,49 @@ pub fn parse_vip(s: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
 }
 
 /// UCARP reads the first line of the file; so do we, without its line ending.
-fn read_passfile(path: &Path) -> Result<Vec<u8>, ConfigError> {
+/// Longest hook timeout and GARP interval: an hour, far beyond any sensible value, and small
+/// enough that no deadline computed from it overflows.
+const MAX_TIMEOUT_SECS: u64 = 3600;
+
+/// The gid of group `name` (or a number), from the host's group database.
+fn group_id(name: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Some(gid);
+    }
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live memory of the stated size; `out` is set to `&grp`
+    // or null by the call.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    (rc == 0 && !out.is_null()).then_some(grp.gr_gid)
+}
+
+pub fn read_passfile(path: &Path) -> Result<Vec<u8>, ConfigError> {
     let bytes = std::fs::read(path).map_err(|source| ConfigError::Passfile {
         path: path.to_owned(),
         source,
     })?;
     let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-    Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        // An empty password would authenticate adverts with a key anyone can guess.
+        return Err(invalid(
+            "passfile",
+            path.display(),
+            "its first line is empty; put the password there",
+        ));
+    }
+    Ok(line.to_vec())
 }
 
 #[cfg(test)]
@@ -945,6 +1011,68 @@ mod tests {
             })
             .contains("srcip")
         );
+    }
+
+    #[test]
+    fn nonsensical_timeouts_an_empty_passfile_and_an_unknown_group_are_refused() {
+        for (args, setting) in [
+            (
+                RunArgs {
+                    hook_timeout: Some(0),
+                    ..base()
+                },
+                "hook-timeout",
+            ),
+            (
+                RunArgs {
+                    hook_timeout: Some(u64::MAX),
+                    ..base()
+                },
+                "hook-timeout",
+            ),
+            (
+                RunArgs {
+                    garp_interval: Some(u64::MAX / 2),
+                    ..base()
+                },
+                "garp-interval",
+            ),
+            (
+                RunArgs {
+                    control_group: Some("no-such-group-here".into()),
+                    ..base()
+                },
+                "control-group",
+            ),
+        ] {
+            let e = err(args);
+            assert!(e.starts_with(&format!("invalid {setting}")), "{e}");
+        }
+        let s = RunArgs {
+            garp_interval: Some(0),
+            control_group: Some("root".into()),
+            ..base()
+        }
+        .validate(known)
+        .unwrap();
+        assert_eq!(s.garp_interval, None, "0 turns periodic GARP off");
+        assert_eq!(s.control_group, Some(0));
+        assert_eq!(s.hook_timeout, Duration::from_secs(30));
+
+        let dir = std::env::temp_dir().join(format!("carp-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pass");
+        std::fs::write(&f, "\nsecond line\n").unwrap();
+        let e = err(RunArgs {
+            pass: None,
+            passfile: Some(f),
+            ..base()
+        });
+        assert!(
+            e.starts_with("invalid passfile") && e.contains("empty"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

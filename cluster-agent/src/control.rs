@@ -2,18 +2,27 @@
 //!
 //! Connections are served on their own tasks; each request is handed to the main loop, which owns
 //! all state, so the answer is a consistent snapshot and no lock is shared with the advert path.
+//!
+//! The socket is the agent's only way in, so it is guarded like one: created 0600 (0660 with a
+//! group allowed to read `status`), a change of state accepted only from root or the agent's own
+//! user (the kernel's `SO_PEERCRED`, not anything the client says), a request line that must
+//! arrive within a deadline, and a cap on connections served at once.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::failover::DbView;
 use crate::failover::lease::QuorumView;
 use crate::failover::takeover::Takeover;
+use crate::hooks::HookCounts;
 
 /// What `cluster-agent status` reports.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,9 +59,24 @@ pub struct Status {
     /// The quorum lease, with `[quorum]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<QuorumView>,
+    /// State changes by the state entered and why.
+    #[serde(default)]
+    pub transitions_by_reason: Vec<TransitionCount>,
+    /// Up and down script runs, and how they ended.
+    #[serde(default)]
+    pub hooks: HookCounts,
     /// Why the request (e.g. a forced promotion) was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionCount {
+    /// `MASTER` or `BACKUP`.
+    pub to: String,
+    /// Why, e.g. `master_down`, `preempt`, `better_master` (see `carp::machine::Reason`).
+    pub reason: String,
+    pub count: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -77,6 +101,28 @@ pub enum Command {
     Switchover,
     /// Open the database although the safety checks refused it (`db promote --force`).
     ForcePromote,
+    /// The status as Prometheus metrics (from the metrics server, not the socket).
+    Metrics,
+}
+
+impl Command {
+    fn parse(line: &str) -> Option<Command> {
+        match line.trim() {
+            "status" | "" => Some(Command::Status),
+            "switchover" => Some(Command::Switchover),
+            "promote-force" => Some(Command::ForcePromote),
+            _ => None,
+        }
+    }
+
+    /// Whether a client running as `uid` may send this to an agent running as `own_uid`:
+    /// anyone who can open the socket reads `status`; changes take root or the agent's user.
+    pub fn allowed(self, uid: u32, own_uid: u32) -> bool {
+        match self {
+            Command::Status | Command::Metrics => true,
+            Command::Switchover | Command::ForcePromote => uid == 0 || uid == own_uid,
+        }
+    }
 }
 
 pub struct Request {
@@ -84,44 +130,94 @@ pub struct Request {
     pub reply: oneshot::Sender<String>,
 }
 
-/// Binds the socket (replacing a stale one from a crashed run) and serves it until dropped.
-pub fn serve(path: &Path) -> std::io::Result<mpsc::Receiver<Request>> {
+/// Connections served at once; more are closed at once (a local client that opens hundreds
+/// cannot exhaust the agent's file descriptors or memory).
+const MAX_CONNECTIONS: usize = 16;
+/// How long a client has to send its request line.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after a failed `accept` (e.g. out of file descriptors), instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Binds the socket (replacing a stale one from a crashed run) with its mode set before anyone
+/// can connect, and serves it, handing requests to `tx`. `group`: the gid allowed to read
+/// `status`.
+pub fn serve(path: &Path, group: Option<u32>, tx: mpsc::Sender<Request>) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    let (tx, rx) = mpsc::channel(16);
+    // Bound under a temporary name, restricted, then renamed into place: there is no moment
+    // at which the socket exists under its name with the umask's mode.
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}.new", std::process::id()));
+    let staging = std::path::PathBuf::from(staging);
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging)?;
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    let placed = std::os::unix::fs::chown(&staging, None, group)
+        .and_then(|()| std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode)))
+        .and_then(|()| std::fs::rename(&staging, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let own_uid = unsafe { libc::geteuid() };
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "control socket: accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    max = MAX_CONNECTIONS,
+                    "control socket: too many connections, one closed"
+                );
                 continue;
             };
             let tx = tx.clone();
             tokio::spawn(async move {
-                if let Err(error) = answer(stream, tx).await {
+                if let Err(error) = answer(stream, tx, own_uid).await {
                     tracing::debug!(%error, "control connection failed");
                 }
+                drop(slot);
             });
         }
     });
-    Ok(rx)
+    Ok(())
 }
 
-async fn answer(stream: UnixStream, tx: mpsc::Sender<Request>) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    tx: mpsc::Sender<Request>,
+    own_uid: u32,
+) -> std::io::Result<()> {
+    let uid = stream.peer_cred()?.uid();
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
-    // A bounded read: a client cannot make us buffer without limit.
+    // A bounded read: a client cannot make us buffer without limit, nor hold a slot forever.
     let mut rd = BufReader::new(rd.take_bounded());
-    rd.read_line(&mut line).await?;
-    let command = match line.trim() {
-        "status" | "" => Command::Status,
-        "switchover" => Command::Switchover,
-        "promote-force" => Command::ForcePromote,
-        other => {
-            let msg = serde_json::json!({ "error": format!("unknown command {other:?}") });
-            wr.write_all(format!("{msg}\n").as_bytes()).await?;
-            return Ok(());
+    tokio::time::timeout(READ_TIMEOUT, rd.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request line"))??;
+    let refuse = |why: String| serde_json::json!({ "error": why }).to_string() + "\n";
+    let command = match Command::parse(&line) {
+        Some(c) if c.allowed(uid, own_uid) => c,
+        Some(c) => {
+            tracing::warn!(uid, command = ?c, "control socket: change refused to an unprivileged user");
+            let msg = refuse(format!(
+                "{c:?} needs root or the agent's user (uid {own_uid})"
+            ));
+            return wr.write_all(msg.as_bytes()).await;
+        }
+        None => {
+            let msg = refuse(format!("unknown command {:?}", line.trim()));
+            return wr.write_all(msg.as_bytes()).await;
         }
     };
     let (reply, rx) = oneshot::channel();
@@ -304,5 +400,41 @@ impl Status {
             );
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anyone_reads_status_only_root_or_the_agent_s_user_changes_state() {
+        assert_eq!(Command::parse("status\n"), Some(Command::Status));
+        assert_eq!(Command::parse(""), Some(Command::Status));
+        assert_eq!(Command::parse("switchover"), Some(Command::Switchover));
+        assert_eq!(
+            Command::parse("promote-force\n"),
+            Some(Command::ForcePromote)
+        );
+        assert_eq!(Command::parse("promote"), None);
+        for (uid, own, changes) in [
+            (0, 0, true),
+            (1000, 0, false),
+            (1000, 1000, true),
+            (0, 1000, true),
+            (1001, 1000, false),
+        ] {
+            assert!(Command::Status.allowed(uid, own));
+            assert_eq!(
+                Command::Switchover.allowed(uid, own),
+                changes,
+                "uid {uid} agent {own}"
+            );
+            assert_eq!(
+                Command::ForcePromote.allowed(uid, own),
+                changes,
+                "uid {uid} agent {own}"
+            );
+        }
     }
 }

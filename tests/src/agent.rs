@@ -41,6 +41,8 @@ pub struct AgentOpts {
     /// The `[mysql]` settings, when the agent moves a database with the VIP.
     pub db: Option<AgentDb>,
     pub extra: Vec<String>,
+    /// Environment variables the agent gets besides the test's own.
+    pub env: Vec<(String, String)>,
 }
 
 impl Timed for AgentOpts {
@@ -68,6 +70,7 @@ impl AgentOpts {
             src: None,
             db: None,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -83,6 +86,11 @@ impl AgentOpts {
 
     pub fn arg(mut self, a: &str) -> Self {
         self.extra.push(a.to_string());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -427,6 +435,7 @@ impl Rig {
         if std::env::var_os("RUST_LOG").is_none() {
             c.env("RUST_LOG", "debug");
         }
+        c.envs(o.env.iter().map(|(k, v)| (k, v)));
         let proc = Proc::spawn(
             format!("agent@node{node}"),
             c,

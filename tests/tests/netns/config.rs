@@ -53,6 +53,9 @@ fn invalid_settings_exit_2_naming_the_setting() -> Result<()> {
         let long_pass = "a".repeat(20);
         let max_pass = "b".repeat(19);
         let unreadable_s = unreadable.to_string_lossy().into_owned();
+        let empty = rig.dir().join("empty-passfile");
+        std::fs::write(&empty, "\n")?;
+        let empty_s = empty.to_string_lossy().into_owned();
 
         // Positive control: the base settings are valid (the agent starts and answers), and so
         // is a 19-byte password; otherwise every case below would prove nothing.
@@ -99,6 +102,31 @@ fn invalid_settings_exit_2_naming_the_setting() -> Result<()> {
                 what: "unreadable passfile",
                 args: args(&rig, &[], &["-p"], &["-o", &unreadable_s]),
                 names: &["passfile", &unreadable_s],
+            },
+            Case {
+                what: "empty passfile",
+                args: args(&rig, &[], &["-p"], &["-o", &empty_s]),
+                names: &["passfile"],
+            },
+            Case {
+                what: "hook timeout 0",
+                args: args(&rig, &[], &[], &["--hook-timeout", "0"]),
+                names: &["hook-timeout"],
+            },
+            Case {
+                what: "hook timeout beyond any deadline",
+                args: args(&rig, &[], &[], &["--hook-timeout", "18446744073709551615"]),
+                names: &["hook-timeout"],
+            },
+            Case {
+                what: "GARP every 10^12 s",
+                args: args(&rig, &[], &[], &["--garp-interval", "1000000000000"]),
+                names: &["garp-interval"],
+            },
+            Case {
+                what: "unknown control group",
+                args: args(&rig, &[], &[], &["--control-group", "no-such-group-here"]),
+                names: &["control-group"],
             },
             Case {
                 what: "IPv6 VIP",
@@ -174,4 +202,19 @@ fn invalid_settings_exit_2_naming_the_setting() -> Result<()> {
         );
         Ok(())
     })
+}
+
+/// The agent says whether its build carries the XDP program (`cargo xtask build` embeds it; a
+/// plain `cargo build` cannot, and warns).
+#[test]
+fn version_says_whether_the_xdp_program_is_embedded() -> Result<()> {
+    let out =
+        run_agent_cmd(None, &["--version"], Duration::from_secs(10))?.expect("--version answers");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.starts_with("cluster-agent ") && text.contains("(XDP program embedded)"),
+        "{text:?}"
+    );
+    Ok(())
 }
