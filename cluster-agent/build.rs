@@ -32,8 +32,22 @@ fn main() {
             );
             "None".to_owned()
         }
-        None => "None".to_owned(),
+        None => {
+            if env::var("PROFILE").is_ok_and(|p| p == "release") {
+                println!(
+                    "cargo:warning={VAR} is not set: this agent has no XDP program and will run on raw sockets only (`cargo xtask build` embeds it)"
+                );
+            }
+            "None".to_owned()
+        }
     };
+    // `cluster-agent --version` says which kind of build it is.
+    let xdp = if embedded == "None" {
+        "without the XDP program"
+    } else {
+        "XDP program embedded"
+    };
+    println!("cargo:rustc-env=CLUSTER_AGENT_BUILD_XDP={xdp}");
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let code = format!(

@@ -10,7 +10,7 @@ use crate::config::{self, RunArgs};
 #[derive(Parser, Debug)]
 #[command(
     name = "cluster-agent",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CLUSTER_AGENT_BUILD_XDP"), ")"),
     about = "CARP agent (UCARP-compatible) that moves a virtual IP to a surviving node"
 )]
 pub struct Cli {
@@ -38,6 +38,17 @@ pub enum Cmd {
     /// Database set-up for a cluster (TLS certificates, server settings, users).
     #[command(subcommand)]
     Db(DbCmd),
+    /// Write the man page (section 8) and shell completions (bash, zsh, fish) into DIR, for
+    /// packaging.
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// The XDP program on its own, pinned under /sys/fs/bpf/cluster-agent/IF/ (to try the
+    /// data plane on a NIC, or inspect it with bpftool); not while an agent runs there.
+    #[command(subcommand)]
+    Xdp(XdpCmd),
     /// Decode the CARP adverts in a pcap capture and check them against a password and VIP.
     Inspect {
         #[arg(long)]
@@ -61,8 +72,8 @@ pub enum Cmd {
 #[derive(Subcommand, Debug)]
 pub enum DbCmd {
     /// Generate a CA, per-node server and client certificates, each node's MariaDB settings
-    /// (TLS required, GTID strict mode, semi-sync) and the SQL creating the replication
-    /// (`REQUIRE SSL`) and agent users, with random passwords in 0600 files.
+    /// (TLS required, GTID strict mode, semi-sync) and the SQL creating the replication and
+    /// agent users (`REQUIRE X509`), with random passwords in 0600 files.
     Bootstrap {
         /// Output directory (refused if it already holds a CA).
         #[arg(long, value_name = "DIR")]
@@ -74,6 +85,14 @@ pub enum DbCmd {
         /// output directory itself, for a cluster on this machine.
         #[arg(long, value_name = "DIR")]
         install_dir: Option<PathBuf>,
+        /// An address clients reach the database at (the VIP); repeat for each. Every server
+        /// certificate names it, so clients can verify the server through it.
+        #[arg(long = "vip", value_name = "ADDR")]
+        vips: Vec<std::net::IpAddr>,
+        /// Also create an application account NAME (TLS required, all rights on the schema
+        /// NAME and none beyond it); its password goes to `secrets/app.pass`.
+        #[arg(long, value_name = "NAME")]
+        app_user: Option<String>,
     },
     /// Open this MASTER's database for writes although the agent refused to (`status` says
     /// why). Acknowledged writes that only unreachable or diverged nodes hold are given up:
@@ -84,6 +103,38 @@ pub enum DbCmd {
         force: bool,
         #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONTROL_SOCKET)]
         control_socket: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum XdpCmd {
+    /// Attach the program to an interface and pin it (program, link, maps); prints their ids.
+    Load {
+        #[arg(short = 'i', long)]
+        interface: String,
+        #[arg(long, value_enum, default_value_t = crate::xdp::XdpMode::Auto)]
+        mode: crate::xdp::XdpMode,
+        /// Recognise this vhid's adverts (and answer ARP for the VIP when told MASTER);
+        /// without it the program only counts.
+        #[arg(short = 'v', long, requires = "vip")]
+        vhid: Option<u8>,
+        #[arg(short = 'a', long, requires = "vhid")]
+        vip: Option<std::net::Ipv4Addr>,
+        /// The cluster's password file (first line), to authenticate adverts.
+        #[arg(short = 'o', long, requires = "vhid")]
+        passfile: Option<PathBuf>,
+    },
+    /// Detach the pinned program and remove its pins.
+    Unload {
+        #[arg(short = 'i', long)]
+        interface: String,
+    },
+    /// The pinned program's counters, summed over CPUs.
+    Stats {
+        #[arg(short = 'i', long)]
+        interface: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -111,6 +162,7 @@ pub fn main() -> ExitCode {
         .init();
     match cli.command {
         Cmd::Run(args) => {
+            let pass_on_command_line = args.pass.is_some();
             let settings = match args.validate(crate::net::ifindex) {
                 Ok(s) => s,
                 Err(e) => {
@@ -118,6 +170,11 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            if pass_on_command_line {
+                tracing::warn!(
+                    "the advert password was given with -p: every user can read it in the process list; use -o FILE or `pass` in the TOML file"
+                );
+            }
             report(block_on(crate::runtime::run(settings)))
         }
         Cmd::Status {
@@ -155,13 +212,20 @@ pub fn main() -> ExitCode {
             out,
             nodes,
             install_dir,
+            vips,
+            app_user,
         }) => {
             let mut opts = crate::db::BootstrapOptions::new(out, nodes);
             opts.install_dir = install_dir;
+            opts.vips = vips;
+            opts.app_user = app_user;
             report((|| {
                 let b = crate::db::bootstrap(&opts)?;
                 println!("CA:        {}", b.ca_cert.display());
                 println!("users SQL: {} (run on every node)", b.users_sql.display());
+                if let Some(f) = &b.app_password_file {
+                    println!("app user:  password in {}", f.display());
+                }
                 for n in &b.nodes {
                     println!(
                         "node {} ({}, server_id {}): {} (agent settings: {})",
@@ -175,6 +239,8 @@ pub fn main() -> ExitCode {
                 Ok(())
             })())
         }
+        Cmd::Xdp(cmd) => report(xdp_cmd(cmd)),
+        Cmd::GenerateDocs { out } => report(generate_docs(&out)),
         Cmd::Inspect {
             json,
             pass,
@@ -221,10 +287,100 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn generate_docs(out: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    std::fs::create_dir_all(out)?;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .section("8")
+        .render(&mut page)?;
+    std::fs::write(out.join("cluster-agent.8"), page)?;
+    for (shell, file) in [
+        (Shell::Bash, "cluster-agent.bash"),
+        (Shell::Zsh, "_cluster-agent"),
+        (Shell::Fish, "cluster-agent.fish"),
+    ] {
+        let mut text = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "cluster-agent", &mut text);
+        std::fs::write(out.join(file), text)?;
+    }
+    Ok(())
+}
+
+fn xdp_cmd(cmd: XdpCmd) -> anyhow::Result<()> {
+    use crate::xdp::pin;
+    match cmd {
+        XdpCmd::Load {
+            interface,
+            mode,
+            vhid,
+            vip,
+            passfile,
+        } => {
+            if mode == crate::xdp::XdpMode::Off {
+                anyhow::bail!("--mode off loads nothing");
+            }
+            let config = match (vhid, vip) {
+                (Some(vhid), Some(vip)) => {
+                    anyhow::ensure!(vhid != 0, "vhid 0 is not a CARP vhid (1-255)");
+                    let password = match &passfile {
+                        Some(p) => config::read_passfile(p)?,
+                        None => Vec::new(),
+                    };
+                    Some(pin::PinConfig {
+                        vhid,
+                        vip,
+                        password,
+                        mac: crate::net::interface_mac(&interface)?,
+                    })
+                }
+                _ => None,
+            };
+            let loaded = pin::load(&interface, mode, config)?;
+            println!(
+                "attached to {interface} in {} mode, pinned under {}",
+                loaded.mode,
+                loaded.dir.display()
+            );
+            println!("program id {}", loaded.program_id);
+            for (name, id) in &loaded.maps {
+                println!("map {name} id {id}");
+            }
+            Ok(())
+        }
+        XdpCmd::Unload { interface } => {
+            pin::unload(&interface)?;
+            println!("detached from {interface}, pins removed");
+            Ok(())
+        }
+        XdpCmd::Stats { interface, json } => {
+            let counters = pin::counters(&interface)?;
+            if json {
+                let map: std::collections::BTreeMap<_, _> = counters.into_iter().collect();
+                println!("{}", serde_json::to_string(&map)?);
+            } else {
+                for (name, n) in counters {
+                    println!("{name}: {n}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Sends `command`; an answer that is only `{"error": ...}` (refused) becomes the error.
 async fn ask(socket: &std::path::Path, command: &str) -> anyhow::Result<String> {
-    crate::control::request(socket, command)
+    let text = crate::control::request(socket, command)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the agent at {}: {e}", socket.display()))
+        .map_err(|e| anyhow::anyhow!("cannot reach the agent at {}: {e}", socket.display()))?;
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&text)
+        && !map.contains_key("state")
+        && let Some(why) = map.get("error").and_then(|e| e.as_str())
+    {
+        anyhow::bail!("the agent refused {command:?}: {why}");
+    }
+    Ok(text)
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {

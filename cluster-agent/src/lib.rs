@@ -9,6 +9,7 @@ pub mod failover;
 pub mod handoff;
 pub mod hooks;
 pub mod inspect;
+pub mod metrics;
 pub mod net;
 pub mod quorum;
 pub mod runtime;

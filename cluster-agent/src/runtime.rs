@@ -20,7 +20,7 @@ use crate::carp::replay::ReplayGuard;
 use crate::carp::time::Mono;
 use crate::carp::wire::{self, Counter, Expect, WireError};
 use crate::config::{DbSettings, Settings};
-use crate::control::{self, Command, Counters, Status};
+use crate::control::{self, Command, Counters, Status, TransitionCount};
 use crate::db::Db;
 use crate::drain;
 use crate::failover::{
@@ -161,8 +161,15 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         AdvertSender::multicast(&s.interface, s.group).context("opening the advert socket")?
     };
     let garp = PacketSocket::open(s.ifindex).context("opening AF_PACKET")?;
-    let mut control = control::serve(&s.control_socket)
+    let (requests, mut control) = mpsc::channel(16);
+    control::serve(&s.control_socket, s.control_group, requests.clone())
         .with_context(|| format!("binding {}", s.control_socket.display()))?;
+    if let Some(addr) = s.metrics {
+        crate::metrics::serve(addr, requests.clone())
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+    }
+    drop(requests);
     let hooks = Hooks::spawn(HookConfig {
         up: s.upscript.clone(),
         down: s.downscript.clone(),
@@ -333,7 +340,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             Some(report) = next(&mut lease_reports) => coord.handle(Mono::now(), Input::Lease(report)),
             Some(req) = control.recv() => {
                 let reply = match req.command {
-                    Command::Status => Ok(()),
+                    Command::Status | Command::Metrics => Ok(()),
                     Command::Switchover => {
                         coord.handle(Mono::now(), Input::Switchover);
                         Ok(())
@@ -342,7 +349,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 };
                 agent.execute(&mut coord).await;
                 let status = agent.status(&coord, reply.err());
-                let _ = req.reply.send(serde_json::to_string(&status).unwrap_or_default());
+                let text = match req.command {
+                    Command::Metrics => crate::metrics::render(&status),
+                    _ => serde_json::to_string(&status).unwrap_or_default(),
+                };
+                let _ = req.reply.send(text);
             }
         }
     }
@@ -927,6 +938,16 @@ impl Agent {
             xdp_counters,
             last_takeover: coord.takeover().cloned(),
             quorum: coord.quorum_view(now),
+            transitions_by_reason: coord
+                .transitions_by()
+                .iter()
+                .map(|(to, reason, count)| TransitionCount {
+                    to: to.to_string(),
+                    reason: reason.as_str().to_string(),
+                    count: *count,
+                })
+                .collect(),
+            hooks: self.hooks.counts(),
             error,
         }
     }

@@ -11,6 +11,7 @@
 //! [`XdpHandle::set_role`], and fences the VIP while BACKUP.
 
 mod events;
+pub mod pin;
 
 use std::net::Ipv4Addr;
 
@@ -129,12 +130,10 @@ impl std::fmt::Debug for XdpHandle {
 /// Ok(None) when mode is Off, or Auto and neither native nor generic attach worked / no object
 /// is embedded; the caller then receives adverts on a raw socket.
 pub fn attach(interface: &str, mode: XdpMode) -> Result<Option<XdpHandle>, XdpError> {
-    let attempts: &[AyaXdpMode] = match mode {
-        XdpMode::Off => return Ok(None),
-        XdpMode::Auto => &[AyaXdpMode::Driver, AyaXdpMode::Skb],
-        XdpMode::Native => &[AyaXdpMode::Driver],
-        XdpMode::Generic => &[AyaXdpMode::Skb],
-    };
+    if mode == XdpMode::Off {
+        return Ok(None);
+    }
+    let attempts = attach_modes(mode);
     let auto = mode == XdpMode::Auto;
 
     let mut ebpf = match load() {
@@ -336,6 +335,16 @@ impl XdpHandle {
             .test_run(options)
             .map_err(XdpError::TestRun)?;
         Ok(u64::try_from(result.duration.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The kernel attach modes to try, in order (none for `Off`).
+fn attach_modes(mode: XdpMode) -> &'static [AyaXdpMode] {
+    match mode {
+        XdpMode::Off => &[],
+        XdpMode::Auto => &[AyaXdpMode::Driver, AyaXdpMode::Skb],
+        XdpMode::Native => &[AyaXdpMode::Driver],
+        XdpMode::Generic => &[AyaXdpMode::Skb],
     }
 }
 

@@ -37,6 +37,7 @@ pub mod proc;
 pub mod relay;
 pub mod rig;
 pub mod scope;
+pub mod scrape;
 pub mod timing;
 pub mod ucarp;
 pub mod wait;

@@ -10,6 +10,7 @@ mod bench_db;
 mod bench_xdp;
 mod chaos;
 mod cmd;
+mod deb;
 mod demo;
 mod ebpf;
 mod guestbook;
@@ -53,6 +54,27 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the XDP object and attach it to an interface on its own, pinned under
+    /// /sys/fs/bpf/cluster-agent/IF/ (`cluster-agent xdp load`; flags passed on, e.g.
+    /// `-i eth0 --mode native --vhid 10 --vip 192.0.2.100`).
+    Load {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Detach a program `load` pinned and remove its pins (`-i IF`).
+    Unload {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+    /// The per-reason counters of a program `load` pinned (`-i IF [--json]`).
+    XdpStats {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Build the Debian package (agent with the XDP object, systemd unit, example
+    /// configuration, man page, completions) into target/debian/, and check it installed
+    /// into a scratch root.
+    Deb,
     /// Run the demonstration cluster.
     Demo(demo::DemoArgs),
     /// Run a benchmark.
@@ -82,6 +104,13 @@ fn main() -> Result<()> {
             setup::ensure()?;
             tasks::test(release, &args)
         }
+        Command::Deb => {
+            setup::ensure()?;
+            deb::run().map(drop)
+        }
+        Command::Load { args } => tasks::agent_xdp("load", &args),
+        Command::Unload { args } => tasks::agent_xdp("unload", &args),
+        Command::XdpStats { args } => tasks::agent_xdp("stats", &args),
         Command::Demo(args) => {
             setup::ensure()?;
             demo::run(args)

@@ -19,6 +19,8 @@ const BUILD_PACKAGES: &[&str] = &[
     "libpolly-22-dev",
     // etcd-client compiles etcd's protocol definitions.
     "protobuf-compiler",
+    // cargo-deb finds the package's library dependencies with dpkg-shlibdeps.
+    "dpkg-dev",
 ];
 
 /// What the integration tests drive: databases, real UCARP/keepalived peers, network tooling.
@@ -36,6 +38,8 @@ const TEST_PACKAGES: &[&str] = &[
     // The quorum tests run a three-member etcd cluster.
     "etcd-server",
     "etcd-client",
+    // The package check renders the man page.
+    "man-db",
 ];
 
 /// The bpf-linker release checked against Debian's LLVM 22.
@@ -47,6 +51,7 @@ pub fn ensure() -> Result<()> {
     let started = Instant::now();
     packages()?;
     bpf_linker()?;
+    cargo_deb()?;
     say(format_args!(
         "setup: done in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -145,6 +150,31 @@ fn bpf_linker() -> Result<()> {
         .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX);
     // llvm-sys finds the LLVM to link against through the llvm-config on PATH.
     cmd::prepend_path(&mut install, &[&llvm_bin])?;
+    cmd::run(&mut install)
+}
+
+/// The cargo-deb release `cargo xtask deb` was checked with.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+fn cargo_deb() -> Result<()> {
+    let mut probe = cmd::cargo();
+    probe.args(["deb", "--version"]);
+    cmd::prepend_path(&mut probe, &[&cmd::cargo_bin_dir()])?;
+    if cmd::succeeds(&mut probe) {
+        say("setup: cargo-deb present");
+        return Ok(());
+    }
+    say(format_args!(
+        "setup: installing cargo-deb {CARGO_DEB_VERSION} (a minute or two, once)"
+    ));
+    let mut install = cmd::cargo();
+    install.args([
+        "install",
+        "cargo-deb",
+        "--locked",
+        "--version",
+        CARGO_DEB_VERSION,
+    ]);
     cmd::run(&mut install)
 }
 

@@ -21,6 +21,16 @@ pub struct Built {
 }
 
 /// Builds the XDP object, then the agent with it embedded.
+/// `cluster-agent xdp <what> <args>` from a fresh build (setup first: the XDP object needs
+/// its toolchain).
+pub fn agent_xdp(what: &str, args: &[String]) -> Result<()> {
+    crate::setup::ensure()?;
+    let built = build(false)?;
+    let mut c = std::process::Command::new(&built.agent_bin);
+    c.arg("xdp").arg(what).args(args);
+    cmd::run(&mut c)
+}
+
 pub fn build(release: bool) -> Result<Built> {
     let ebpf_obj = ebpf::build()?;
     say("building cluster-agent with the XDP object embedded");
@@ -112,6 +122,9 @@ pub fn test(release: bool, args: &[String]) -> Result<()> {
         }
         command.args(["--", "--test-threads=4", "--skip", "xdp::"]);
         cmd::run(&mut command)?;
+        // The package a user installs: built, installed into a scratch root, checked.
+        say("building and checking the Debian package");
+        crate::deb::run()?;
         // Faults at random instants under write load, with the invariants checked after each:
         // fixed seeds so a failure here replays with `cargo xtask chaos --seed`.
         for (seed, nodes, quorum) in CHAOS_RUNS {
@@ -147,7 +160,7 @@ fn selects_packages(args: &[String]) -> bool {
     })
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .or_else(|| std::env::var_os("CARGO_BUILD_TARGET_DIR"))
         .map(PathBuf::from)

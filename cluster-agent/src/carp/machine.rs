@@ -80,6 +80,22 @@ pub enum Reason {
     Switchover,
 }
 
+impl Reason {
+    /// The name in logs, `status --json` and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MasterDown => "master_down",
+            Reason::Preempt => "preempt",
+            Reason::BowOut => "bow_out",
+            Reason::SlowMaster => "slow_master",
+            Reason::BetterMaster => "better_master",
+            Reason::LinkDown => "link_down",
+            Reason::Shutdown => "shutdown",
+            Reason::Switchover => "switchover",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Input {
     /// A verified advert from another node.

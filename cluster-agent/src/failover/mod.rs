@@ -366,6 +366,12 @@ struct DbSide {
     local_misses: u32,
     /// Why the local replica is a poor candidate (applying far behind, or stopped on an error).
     lagging: Option<String>,
+    /// How far the local replica applies behind its master, as last sampled.
+    lag_secs: Option<u64>,
+    /// Promotions refused (each new reason counts once), and rejoins refused for errant
+    /// transactions: for metrics and alerts.
+    refusals: u64,
+    rejoins_refused: u64,
     /// The local server's semi-sync state while writable.
     semi: Option<SemiSync>,
     fallbacks: u64,
@@ -426,6 +432,8 @@ pub struct Coordinator {
     machine: Machine,
     /// Election state changes so far.
     transitions: u64,
+    /// Transitions by the state entered and why, for metrics.
+    transitions_by: Vec<(State, Reason, u64)>,
     started: bool,
     link_up: bool,
     stopping: bool,
@@ -476,6 +484,15 @@ pub struct DbView {
     /// Semi-sync on this server while it is the master.
     pub semi_sync: Option<SemiSync>,
     pub semi_sync_fallbacks: u64,
+    /// How far this replica applies behind its master (seconds), as last sampled.
+    #[serde(default)]
+    pub lag_secs: Option<u64>,
+    /// Promotions refused so far (each new reason once) and rejoins refused for errant
+    /// transactions.
+    #[serde(default)]
+    pub refusals: u64,
+    #[serde(default)]
+    pub rejoins_refused: u64,
     pub local_down: Option<String>,
     pub fence_error: Option<String>,
     pub last_error: Option<String>,
@@ -490,6 +507,7 @@ impl Coordinator {
             params: cfg.carp,
             machine: Machine::new(cfg.carp, now),
             transitions: 0,
+            transitions_by: Vec::new(),
             started: cfg.db.is_none(),
             link_up: true,
             stopping: false,
@@ -518,6 +536,9 @@ impl Coordinator {
                 local_down: None,
                 local_misses: 0,
                 lagging: None,
+                lag_secs: None,
+                refusals: 0,
+                rejoins_refused: 0,
                 semi: None,
                 fallbacks: 0,
                 last_error: None,
@@ -790,6 +811,14 @@ impl Coordinator {
     fn on_transition(&mut self, now: Mono, from: State, to: State, reason: Reason) {
         tracing::info!(%from, state = %to, ?reason, "state change");
         self.transitions += 1;
+        match self
+            .transitions_by
+            .iter_mut()
+            .find(|(s, r, _)| (*s, *r) == (to, reason))
+        {
+            Some((_, _, n)) => *n += 1,
+            None => self.transitions_by.push((to, reason, 1)),
+        }
         let settle = self.machine.master_down().min(FENCE_SETTLE_MAX);
         match to {
             State::Master => {
@@ -859,6 +888,7 @@ impl Coordinator {
         if db.local_down.take().is_some() {
             tracing::info!("local database answering again");
         }
+        db.lag_secs = local.replica.as_ref().and_then(|r| r.lag_secs);
         let lagging = local.replica.as_ref().and_then(|r| {
             if let Some(e) = &r.sql_error {
                 Some(format!("replication stopped applying: {e}"))
@@ -1043,6 +1073,9 @@ impl Coordinator {
                     unreachable!("outcome matches its operation")
                 };
                 tracing::error!(%master, gtids = %gtids.join(","), "database holds transactions the master lacks: refusing to rejoin, staying fenced; an operator must rebuild this node or decide which transactions to keep");
+                if db.errant.as_ref() != Some(&(master, gtids.clone())) {
+                    db.rejoins_refused += 1;
+                }
                 db.role = Role::Fenced;
                 db.errant = Some((master, gtids));
                 db.retry_at = Some(now + retry * ERRANT_RETRY_FACTOR);
@@ -1112,6 +1145,7 @@ impl Coordinator {
                     Decision::Refuse(why) => {
                         if db.refused.as_deref() != Some(why.as_str()) {
                             tracing::error!(reason = %why, "MASTER, but not opening the database for writes; waiting for the data or for `cluster-agent db promote --force`");
+                            db.refusals += 1;
                         }
                         db.refused = Some(why);
                         db.retry_at = Some(now + retry);
@@ -1143,6 +1177,7 @@ impl Coordinator {
                     Err(e) => {
                         let why = format!("catching up from {from} failed: {e}");
                         tracing::error!(reason = %why, "not opening the database");
+                        db.refusals += 1;
                         db.refused = Some(why);
                         db.retry_at = Some(now + retry);
                     }
@@ -1178,6 +1213,7 @@ impl Coordinator {
                 tracing::error!(error = %e, "database not promoted; retrying");
                 // The last step opens it, so a failure leaves it read-only.
                 db.role = Role::Fenced;
+                db.refusals += 1;
                 db.refused = Some(format!("promotion failed: {e}"));
                 db.retry_at = Some(now + retry);
             }
@@ -1586,6 +1622,9 @@ impl Coordinator {
             forced: db.forced,
             semi_sync: db.semi,
             semi_sync_fallbacks: db.fallbacks,
+            lag_secs: db.lag_secs.filter(|_| matches!(db.role, Role::Replica(_))),
+            refusals: db.refusals,
+            rejoins_refused: db.rejoins_refused,
             local_down: db.local_down.clone(),
             fence_error: db.fence_error.clone(),
             last_error: db.last_error.clone(),
@@ -1595,6 +1634,11 @@ impl Coordinator {
     /// Election state changes so far.
     pub fn transitions(&self) -> u64 {
         self.transitions
+    }
+
+    /// Election state changes so far by the state entered and the reason.
+    pub fn transitions_by(&self) -> &[(State, Reason, u64)] {
+        &self.transitions_by
     }
 
     /// The VIP error, if the last change failed.

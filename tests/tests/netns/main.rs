@@ -6,6 +6,7 @@
 
 mod cluster;
 mod config;
+mod control;
 mod db;
 mod db_agent;
 mod flood;
@@ -13,6 +14,7 @@ mod golden;
 mod hooks;
 mod interop;
 mod junk;
+mod metrics;
 mod quorum;
 mod rig_sanity;
 mod safety;
