@@ -118,6 +118,210 @@ pub struct RunArgs {
     #[command(flatten)]
     #[serde(default)]
     pub quorum: QuorumArgs,
+    /// Service checks, `[[track]]` in the TOML file (no flags): while one fails, this node
+    /// advertises the demoted skew, and with `action = "bow-out"` a MASTER hands over.
+    #[arg(skip)]
+    #[serde(default)]
+    pub track: Vec<TrackArgs>,
+}
+
+/// One `[[track]]` table: exactly one of `http`, `tcp`, `script`, `process`.
+#[derive(Debug, Default, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrackArgs {
+    /// Shown in `status`, logs and metrics (default: the kind and its target).
+    pub name: Option<String>,
+    /// `http://` or `https://` URL to GET; passes on the `expect` status.
+    pub http: Option<String>,
+    /// Status an HTTP check expects (default 200).
+    pub expect: Option<u16>,
+    /// CA certificate (PEM) for an `https://` check (default: the public web roots).
+    pub ca: Option<PathBuf>,
+    /// `ADDR:PORT` that must accept a TCP connection.
+    pub tcp: Option<String>,
+    /// A program that must exit 0 (run without arguments, in its own process group).
+    pub script: Option<PathBuf>,
+    /// A process that must be running, by its name (`/proc/PID/comm`).
+    pub process: Option<String>,
+    /// Milliseconds between probes (default 1000, 100-3 600 000).
+    pub interval: Option<u64>,
+    /// Milliseconds a probe may take (default: the interval, at most the interval).
+    pub timeout: Option<u64>,
+    /// Failures in a row that make the check fail (default 3).
+    pub fall: Option<u32>,
+    /// Passes in a row that make it pass again (default 2).
+    pub rise: Option<u32>,
+    /// `demote` (default) or `bow-out`.
+    pub action: Option<crate::failover::track::TrackAction>,
+}
+
+/// What a check probes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    Http {
+        url: String,
+        tls: bool,
+        host: String,
+        port: u16,
+        path: String,
+        expect: u16,
+        ca: Option<PathBuf>,
+    },
+    Tcp(std::net::SocketAddr),
+    Script(PathBuf),
+    Process(String),
+}
+
+/// A validated `[[track]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackSettings {
+    pub name: String,
+    pub check: Check,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    pub action: crate::failover::track::TrackAction,
+}
+
+impl TrackArgs {
+    fn validate(&self) -> Result<TrackSettings, ConfigError> {
+        let kinds = [
+            self.http.is_some(),
+            self.tcp.is_some(),
+            self.script.is_some(),
+            self.process.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(invalid(
+                "track",
+                self.name.as_deref().unwrap_or("(unnamed)"),
+                "give exactly one of http, tcp, script, process",
+            ));
+        }
+        let (check, default_name) = if let Some(url) = &self.http {
+            let check = parse_http(url, self.expect.unwrap_or(200), self.ca.clone())?;
+            (check, format!("http {url}"))
+        } else if let Some(t) = &self.tcp {
+            let addr = t
+                .parse()
+                .map_err(|_| invalid("track tcp", t, "must be ADDR:PORT"))?;
+            (Check::Tcp(addr), format!("tcp {t}"))
+        } else if let Some(p) = &self.script {
+            if !p.is_absolute() {
+                return Err(invalid(
+                    "track script",
+                    p.display(),
+                    "must be an absolute path",
+                ));
+            }
+            (Check::Script(p.clone()), format!("script {}", p.display()))
+        } else {
+            let name = self.process.clone().unwrap_or_default();
+            // /proc/PID/comm holds at most 15 bytes.
+            if name.is_empty() || name.len() > 15 || name.contains('/') {
+                return Err(invalid(
+                    "track process",
+                    &name,
+                    "must be a process name of 1-15 bytes",
+                ));
+            }
+            (Check::Process(name.clone()), format!("process {name}"))
+        };
+        if self.expect.is_some() && self.http.is_none() || self.ca.is_some() && self.http.is_none()
+        {
+            return Err(invalid(
+                "track",
+                &default_name,
+                "expect and ca belong to an http check",
+            ));
+        }
+        let interval = self.interval.unwrap_or(1000);
+        if !(100..=3_600_000).contains(&interval) {
+            return Err(invalid(
+                "track interval",
+                interval,
+                "must be 100-3600000 ms",
+            ));
+        }
+        let timeout = self.timeout.unwrap_or(interval);
+        if timeout == 0 || timeout > interval {
+            return Err(invalid(
+                "track timeout",
+                timeout,
+                "must be 1 ms up to the interval",
+            ));
+        }
+        let fall = self.fall.unwrap_or(3);
+        let rise = self.rise.unwrap_or(2);
+        for (setting, v) in [("track fall", fall), ("track rise", rise)] {
+            if !(1..=100).contains(&v) {
+                return Err(invalid(setting, v, "must be 1-100"));
+            }
+        }
+        Ok(TrackSettings {
+            name: self.name.clone().unwrap_or(default_name),
+            check,
+            interval: Duration::from_millis(interval),
+            timeout: Duration::from_millis(timeout),
+            fall,
+            rise,
+            action: self.action.unwrap_or_default(),
+        })
+    }
+}
+
+/// `http://host[:port]/path` or `https://...`; the host is an address or a name.
+fn parse_http(url: &str, expect: u16, ca: Option<PathBuf>) -> Result<Check, ConfigError> {
+    let bad = |why| invalid("track http", url, why);
+    let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(bad("must start with http:// or https://"));
+    };
+    if ca.is_some() && !tls {
+        return Err(bad("a ca belongs to an https:// check"));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let default_port = if tls { 443 } else { 80 };
+    let port_of = |p: Option<&str>| match p {
+        None => Ok(default_port),
+        Some(p) => p.parse::<u16>().map_err(|_| bad("bad port")),
+    };
+    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+        // An IPv6 literal: [addr] or [addr]:port.
+        let (h, after) = r.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+        (h, port_of(after.strip_prefix(':'))?)
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, port_of(Some(p))?),
+            None => (authority, default_port),
+        }
+    };
+    if host.is_empty() || authority.contains('@') || path.contains(char::is_whitespace) {
+        return Err(bad("must be scheme://host[:port]/path"));
+    }
+    if !(100..=599).contains(&expect) {
+        return Err(invalid(
+            "track expect",
+            expect,
+            "must be an HTTP status, 100-599",
+        ));
+    }
+    Ok(Check::Http {
+        url: url.to_string(),
+        tls,
+        host: host.to_string(),
+        port,
+        path: path.to_string(),
+        expect,
+        ca,
+    })
 }
 
 /// `[quorum]`: the master's database opens for writes only while it holds the cluster's
@@ -541,6 +745,7 @@ pub struct Settings {
     /// The group allowed to read `status` (its gid).
     pub control_group: Option<u32>,
     pub metrics: Option<std::net::SocketAddr>,
+    pub tracks: Vec<TrackSettings>,
     pub xdp: XdpMode,
     pub fence: bool,
     pub db: Option<DbSettings>,
@@ -645,6 +850,11 @@ impl RunArgs {
             control_socket: self.control_socket.or(file.control_socket),
             control_group: self.control_group.or(file.control_group),
             metrics: self.metrics.or(file.metrics),
+            track: if self.track.is_empty() {
+                file.track
+            } else {
+                self.track
+            },
             xdp: self.xdp.or(file.xdp),
             no_fence: self.no_fence || file.no_fence,
             mysql: self.mysql.merge(file.mysql),
@@ -738,6 +948,11 @@ impl RunArgs {
                 "must be 0 (off) to 3600 s",
             ));
         }
+        let tracks = args
+            .track
+            .iter()
+            .map(TrackArgs::validate)
+            .collect::<Result<Vec<_>, _>>()?;
         let control_group = match &args.control_group {
             None => None,
             Some(g) => Some(
@@ -777,6 +992,7 @@ impl RunArgs {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
             control_group,
             metrics: args.metrics,
+            tracks,
             xdp: args.xdp.unwrap_or_default(),
             fence: !args.no_fence,
             db,
@@ -1073,6 +1289,93 @@ mod tests {
             "{e}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn track_tables_from_toml_with_defaults_and_each_bad_setting_named() {
+        let parse = |text: &str| -> Result<Vec<TrackSettings>, String> {
+            let args: RunArgs = toml::from_str(text).map_err(|e| e.to_string())?;
+            args.track
+                .iter()
+                .map(TrackArgs::validate)
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())
+        };
+        let t = parse(
+            "[[track]]\nhttp = \"https://[::1]:8443/health\"\nexpect = 204\naction = \"bow-out\"\n\
+             [[track]]\ntcp = \"127.0.0.1:80\"\ninterval = 500\ntimeout = 200\nfall = 1\nrise = 5\n\
+             [[track]]\nname = \"nginx\"\nprocess = \"nginx\"\n",
+        )
+        .unwrap();
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            t[0].check,
+            Check::Http {
+                url: "https://[::1]:8443/health".into(),
+                tls: true,
+                host: "::1".into(),
+                port: 8443,
+                path: "/health".into(),
+                expect: 204,
+                ca: None,
+            }
+        );
+        assert_eq!(t[0].action, crate::failover::track::TrackAction::BowOut);
+        assert_eq!(
+            (t[0].interval, t[0].timeout, t[0].fall, t[0].rise),
+            (Duration::from_secs(1), Duration::from_secs(1), 3, 2)
+        );
+        assert_eq!(t[1].check, Check::Tcp("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(t[1].timeout, Duration::from_millis(200));
+        assert_eq!((t[1].fall, t[1].rise), (1, 5));
+        assert_eq!(t[2].name, "nginx");
+        assert_eq!(t[2].action, crate::failover::track::TrackAction::Demote);
+        let h = parse("[[track]]\nhttp = \"http://web.local/\"\n").unwrap();
+        assert!(
+            matches!(&h[0].check, Check::Http { port: 80, tls: false, path, .. } if path == "/")
+        );
+        for (text, names) in [
+            ("[[track]]\n", "exactly one"),
+            (
+                "[[track]]\ntcp = \"127.0.0.1:80\"\nprocess = \"x\"\n",
+                "exactly one",
+            ),
+            ("[[track]]\nhttp = \"ftp://x/\"\n", "track http"),
+            ("[[track]]\nhttp = \"http://x:99999/\"\n", "track http"),
+            (
+                "[[track]]\nhttp = \"http://x/\"\nca = \"/c.pem\"\n",
+                "track http",
+            ),
+            ("[[track]]\ntcp = \"localhost\"\n", "track tcp"),
+            ("[[track]]\nscript = \"check.sh\"\n", "track script"),
+            (
+                "[[track]]\nprocess = \"a-name-that-is-too-long\"\n",
+                "track process",
+            ),
+            (
+                "[[track]]\ntcp = \"127.0.0.1:80\"\ninterval = 10\n",
+                "track interval",
+            ),
+            (
+                "[[track]]\ntcp = \"127.0.0.1:80\"\ntimeout = 2000\n",
+                "track timeout",
+            ),
+            (
+                "[[track]]\ntcp = \"127.0.0.1:80\"\nfall = 0\n",
+                "track fall",
+            ),
+            (
+                "[[track]]\ntcp = \"127.0.0.1:80\"\nexpect = 200\n",
+                "expect",
+            ),
+            (
+                "[[track]]\ntcp = \"127.0.0.1:80\"\naction = \"panic\"\n",
+                "action",
+            ),
+        ] {
+            let e = parse(text).expect_err(text);
+            assert!(e.contains(names), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::failover::DbView;
 use crate::failover::lease::QuorumView;
 use crate::failover::takeover::Takeover;
+use crate::failover::track::TrackView;
 use crate::hooks::HookCounts;
 
 /// What `cluster-agent status` reports.
@@ -65,6 +66,9 @@ pub struct Status {
     /// Up and down script runs, and how they ended.
     #[serde(default)]
     pub hooks: HookCounts,
+    /// The `[[track]]` service checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<TrackView>,
     /// Why the request (e.g. a forced promotion) was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -295,6 +299,17 @@ impl Status {
                 "CONFLICTS:    {} ARP claims on the VIP from another host, last from {}\n",
                 c.arp_conflicts,
                 self.last_conflict_mac.as_deref().unwrap_or("?")
+            );
+        }
+        for t in &self.tracks {
+            s += &format!(
+                "track:        {} {}{}\n",
+                t.name,
+                if t.passing { "passing" } else { "FAILING" },
+                match (&t.last_error, t.passing) {
+                    (Some(e), false) => format!(" ({e}; {:?} while failing)", t.action),
+                    _ => String::new(),
+                }
             );
         }
         if let Some(db) = &self.database {

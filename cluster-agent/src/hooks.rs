@@ -112,7 +112,7 @@ impl Hooks {
 }
 
 /// Variables that may carry a password into the agent; a script never sees them.
-const SECRET_ENV: [&str; 3] = [
+pub(crate) const SECRET_ENV: [&str; 3] = [
     crate::config::ADMIN_PASSWORD_ENV,
     crate::config::REPL_PASSWORD_ENV,
     "MYSQL_PWD",

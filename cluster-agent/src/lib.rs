@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod inspect;
 pub mod metrics;
 pub mod net;
+pub mod probe;
 pub mod quorum;
 pub mod runtime;
 pub mod vip;

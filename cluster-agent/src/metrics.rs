@@ -195,6 +195,25 @@ pub fn render(st: &Status) -> String {
         "Script runs killed at the timeout",
         family(|h| h.timed_out),
     );
+    if !st.tracks.is_empty() {
+        let passing = Family::<Labels, Gauge>::default();
+        let failures = Family::<Labels, Counter>::default();
+        for t in &st.tracks {
+            let l = vec![("track", t.name.clone())];
+            passing.get_or_create(&l).set(i64::from(t.passing));
+            failures.get_or_create(&l).inc_by(t.failures);
+        }
+        r.register(
+            "track_passing",
+            "Whether a [[track]] service check passes",
+            passing,
+        );
+        r.register(
+            "track_probe_failures",
+            "Failed probes of a [[track]] check",
+            failures,
+        );
+    }
     if let Some(db) = &st.database {
         one_of(
             r,

@@ -23,6 +23,7 @@ use crate::config::{DbSettings, Settings};
 use crate::control::{self, Command, Counters, Status, TransitionCount};
 use crate::db::Db;
 use crate::drain;
+use crate::failover::track::Track;
 use crate::failover::{
     Config, Coordinator, DRAIN_MAX, DbOp, DbOutcome, DbPolicy, Effect, FollowError, HOLD_MAX,
     Input, Observation,
@@ -209,7 +210,14 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             quorum: s.quorum.as_ref().map(|q| q.ttl),
         },
         Mono::now(),
+    )
+    .with_tracks(
+        s.tracks
+            .iter()
+            .map(|t| Track::new(t.name.clone(), t.action, t.fall, t.rise))
+            .collect(),
     );
+    let mut probes = (!s.tracks.is_empty()).then(|| crate::probe::spawn(&s.tracks));
     let mut link_up = s.ignore_ifstate || net::link_is_up(&s.interface);
     if !link_up {
         coord.handle(Mono::now(), Input::LinkDown);
@@ -338,6 +346,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             }
             Some(()) = drained_rx.recv() => coord.handle(Mono::now(), Input::Drained),
             Some(report) = next(&mut lease_reports) => coord.handle(Mono::now(), Input::Lease(report)),
+            Some((index, result)) = next(&mut probes) => coord.handle(Mono::now(), Input::Probe { index, result }),
             Some(req) = control.recv() => {
                 let reply = match req.command {
                     Command::Status | Command::Metrics => Ok(()),
@@ -948,6 +957,7 @@ impl Agent {
                 })
                 .collect(),
             hooks: self.hooks.counts(),
+            tracks: coord.track_views(),
             error,
         }
     }

@@ -193,6 +193,19 @@ pub struct Status {
     /// With `--quorum-endpoint`.
     #[serde(default)]
     pub quorum: Option<QuorumStatus>,
+    /// The `[[track]]` service checks.
+    #[serde(default)]
+    pub tracks: Vec<TrackStatus>,
+}
+
+/// A service check as `status --json` reports it.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TrackStatus {
+    pub name: String,
+    pub passing: bool,
+    pub probes: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
 }
 
 /// A takeover as `status --json` reports it: CLOCK_MONOTONIC instants (comparable with

@@ -6,10 +6,13 @@
 //! fourth request is a write, recording every result and the id each acknowledged write got.
 //! Once a second a progress line shows who is master, where the VIP is and how the client
 //! fares. The master is power-failed, the VIP and the database move, the failed node comes
-//! back and rejoins as a replica, and every acknowledged write is looked up on the surviving
-//! master. A report closes the run, also as JSON (`--json`), with a timeline picture (SVG).
-//! Exit status 1 unless exactly one node holds the VIP at the end, no acknowledged write was
-//! lost and the old master rejoined.
+//! back and rejoins as a replica. Then (agents) the web service on the master is killed while
+//! its node stays up: the agent's `[[track]]` check fails and it bows out, so the VIP and the
+//! database move to a node whose service answers. Every acknowledged write is looked up on the
+//! surviving master. A report closes the run, also as JSON (`--json`), with a timeline
+//! picture (SVG). Exit status 1 unless exactly one node holds the VIP at the end, no
+//! acknowledged write was lost, the old master rejoined and (agents) the VIP left the node
+//! whose service died.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -118,11 +121,18 @@ struct Report {
     writes: WriteCheck,
     old_master_rejoined: bool,
     rejoin: String,
+    /// Agents: the web service on the master killed, to the VIP on another node.
+    service_failover_ms: Option<f64>,
     vip_holders_at_end: Vec<String>,
     events: Vec<String>,
     ok: bool,
     verdict: String,
 }
+
+/// The service check every agent of the demo runs on its own guestbook: a GET every 250 ms,
+/// failing after three in a row fail, and then a MASTER bows out.
+const TRACK_INTERVAL_MS: u64 = 250;
+const TRACK_FALL: u64 = 3;
 
 struct Demo {
     args: DemoArgs,
@@ -146,7 +156,23 @@ impl Demo {
             "building a {n}-node web cluster: MariaDB + cluster-agent + guestbook per node; advbase {} s, deadratio {}, advskew step {}, xdp {}",
             args.advbase, args.deadratio, args.advskew_step, args.xdp
         ));
-        let s = Scenario::new(n, imp, timing, WatchPort::Client)?;
+        let mut s = Scenario::new(n, imp, timing, WatchPort::Client)?;
+        if s.c.config.imp.is_agent() {
+            // The web service follows the VIP too: each agent checks its own guestbook.
+            let conf = s.c.rig.dir().join("track.toml");
+            std::fs::write(
+                &conf,
+                format!(
+                    "[[track]]\nname = \"guestbook\"\nhttp = \"http://127.0.0.1:80/\"\n\
+                     interval = {TRACK_INTERVAL_MS}\nfall = {TRACK_FALL}\nrise = 2\naction = \"bow-out\"\n"
+                ),
+            )
+            .with_context(|| format!("writing {}", conf.display()))?;
+            s.c.config.agent_args.push("--config".into());
+            s.c.config
+                .agent_args
+                .push(conf.to_string_lossy().into_owned());
+        }
         Ok(Demo {
             args,
             timing,
@@ -384,9 +410,77 @@ impl Demo {
                 format!("no: {e:#} {db}")
             }
         };
+        self.run_until(mono_ns() + STEADY.as_nanos() as u64)?;
+        let service = self.service_failure()?;
         let end = (self.t0 + self.args.duration * 1_000_000_000).max(mono_ns() + 3_000_000_000);
         self.run_until(end)?;
-        self.report(&f, vip_moved, first_write, rejoined.is_ok(), rejoin)
+        self.report(
+            &f,
+            vip_moved,
+            first_write,
+            rejoined.is_ok(),
+            rejoin,
+            service,
+        )
+    }
+
+    /// The second failure (agents only): the web service on the master dies while its node
+    /// stays up. Its `[[track]]` check fails and it bows out; a node whose service answers
+    /// takes the VIP and its database. `Some(ms)`: failure to the VIP on another node.
+    fn service_failure(&mut self) -> Result<Option<f64>> {
+        if !self.s.c.config.imp.is_agent() {
+            return Ok(None);
+        }
+        let holders = self.s.c.holders()?;
+        let [m] = holders[..] else {
+            self.event(format!(
+                "no service failure: the VIP is on {holders:?}, not on exactly one node"
+            ));
+            return Ok(None);
+        };
+        let t_kill = mono_ns();
+        self.s.kill_service(m);
+        self.mark(t_kill, "web service killed");
+        self.event(format!(
+            "the web service on {} (MASTER) is killed; the node, its agent and its database stay up",
+            node_name(m)
+        ));
+        let worst = (0..self.s.nodes())
+            .map(|i| self.master_down(i))
+            .max()
+            .unwrap_or_default();
+        let limit = Duration::from_millis(TRACK_INTERVAL_MS * (TRACK_FALL + 1))
+            + worst
+            + Duration::from_secs(10);
+        let moved = self.wait(
+            limit,
+            "the VIP leaves the node whose web service died",
+            |d| {
+                let h = d.s.c.holders()?;
+                Ok((h.len() == 1 && h[0] != m).then(|| (h[0], mono_ns())))
+            },
+        );
+        let result = match moved {
+            Ok((to, t)) => {
+                self.mark(t, "VIP moved (service)");
+                let took = ms_between(t_kill, t);
+                self.event(format!(
+                    "its check failed ({TRACK_FALL} probes {TRACK_INTERVAL_MS} ms apart) and it bowed out: the VIP moved to {} {} ms after the kill",
+                    node_name(to),
+                    ms(Some(took))
+                ));
+                Some(took)
+            }
+            Err(e) => {
+                check_interrupt()?;
+                self.event(format!("the VIP did not leave {}: {e:#}", node_name(m)));
+                None
+            }
+        };
+        // The service comes back; the node can serve (and win again) once its check passes.
+        self.s.start_service(m)?;
+        self.event(format!("the web service on {} is back", node_name(m)));
+        Ok(result)
     }
 
     /// Builds, prints and writes the closing report and the timeline picture.
@@ -397,6 +491,7 @@ impl Demo {
         first_write: u64,
         rejoined: bool,
         rejoin: String,
+        service: Option<f64>,
     ) -> Result<Report> {
         self.s.refresh()?;
         let holders = self.s.c.holders()?;
@@ -410,10 +505,17 @@ impl Demo {
         let writes = self.s.check_writes(survivor)?;
         let samples = &self.s.probe_log.samples;
         let exactly_one = holders.len() == 1 && masters == holders;
-        let ok = exactly_one && writes.lost.is_empty() && rejoined;
+        let service_ok = !self.s.c.config.imp.is_agent() || service.is_some();
+        let ok = exactly_one && writes.lost.is_empty() && rejoined && service_ok;
         let verdict = if ok {
-            "OK: exactly one node holds the VIP, no acknowledged write lost, the old master rejoined"
-                .to_string()
+            format!(
+                "OK: exactly one node holds the VIP, no acknowledged write lost, the old master rejoined{}",
+                if service.is_some() {
+                    ", the VIP left the node whose web service died"
+                } else {
+                    ""
+                }
+            )
         } else {
             let mut why = Vec::new();
             if !exactly_one {
@@ -428,6 +530,9 @@ impl Demo {
             }
             if !rejoined {
                 why.push("the old master did not rejoin".to_string());
+            }
+            if !service_ok {
+                why.push("the VIP did not leave the node whose web service died".to_string());
             }
             format!("FAILED: {}", why.join("; "))
         };
@@ -469,6 +574,7 @@ impl Demo {
             writes,
             old_master_rejoined: rejoined,
             rejoin,
+            service_failover_ms: service,
             vip_holders_at_end: holders.iter().map(|&i| node_name(i)).collect(),
             events: self.events.clone(),
             ok,
@@ -620,6 +726,12 @@ fn render(r: &Report) -> String {
         }
     ));
     line(format!("old master rejoined: {}", r.rejoin));
+    if let Some(t) = r.service_failover_ms {
+        line(format!(
+            "web service killed on the master: the VIP moved to a node whose service answers after {} ms",
+            ms(Some(t))
+        ));
+    }
     line(format!(
         "VIP held at the end by: {}",
         r.vip_holders_at_end.join(", ")

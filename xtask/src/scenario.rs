@@ -310,6 +310,11 @@ impl Scenario {
         self.start_service(i)
     }
 
+    /// The web service on node `i` dies (killed); the node stays up.
+    pub fn kill_service(&mut self, i: usize) {
+        self.services[i] = None;
+    }
+
     /// `(token, id)` of every guestbook entry on node `i`'s server.
     pub fn entries(&self, i: usize) -> Result<std::collections::BTreeMap<String, u64>> {
         let out = self

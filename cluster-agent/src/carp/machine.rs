@@ -78,6 +78,8 @@ pub enum Reason {
     LinkDown,
     Shutdown,
     Switchover,
+    /// This node cannot serve (a failing service check): it stepped down.
+    ServiceDown,
 }
 
 impl Reason {
@@ -92,6 +94,7 @@ impl Reason {
             Reason::LinkDown => "link_down",
             Reason::Shutdown => "shutdown",
             Reason::Switchover => "switchover",
+            Reason::ServiceDown => "service_down",
         }
     }
 }
@@ -112,6 +115,10 @@ pub enum Input {
     Shutdown,
     /// Hand mastership to a peer: bow out, and do not preempt until no master is heard.
     Switchover,
+    /// Step down because this node cannot serve: bow out. No hold-off: the demotion that comes
+    /// with it keeps the node from preempting while it cannot serve, and once it can it
+    /// preempts again as configured.
+    StepDown,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,6 +327,12 @@ impl Machine {
                     self.bow_out();
                     self.become_backup(now, Reason::Switchover);
                     self.hold_off = true;
+                }
+            }
+            Input::StepDown => {
+                if self.state == State::Master {
+                    self.bow_out();
+                    self.become_backup(now, Reason::ServiceDown);
                 }
             }
         }

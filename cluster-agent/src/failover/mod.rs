@@ -29,6 +29,7 @@ mod sim;
 pub mod takeover;
 #[cfg(test)]
 mod tests;
+pub mod track;
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -289,6 +290,11 @@ pub enum Input {
     },
     /// What the quorum task learnt of the leader key.
     Lease(LeaseReport),
+    /// One probe of service check `index` (see [`Coordinator::with_tracks`]).
+    Probe {
+        index: usize,
+        result: Result<(), String>,
+    },
 }
 
 /// The database part of the settings.
@@ -424,6 +430,8 @@ enum HandOver {
     Switchover,
     /// The agent stops.
     Shutdown,
+    /// A service check fails: bow out, preempt again once it passes.
+    StepDown,
 }
 
 /// See the module documentation.
@@ -434,6 +442,8 @@ pub struct Coordinator {
     transitions: u64,
     /// Transitions by the state entered and why, for metrics.
     transitions_by: Vec<(State, Reason, u64)>,
+    /// Service checks: while one fails this node is a poor candidate.
+    tracks: Vec<track::Track>,
     started: bool,
     link_up: bool,
     stopping: bool,
@@ -508,6 +518,7 @@ impl Coordinator {
             machine: Machine::new(cfg.carp, now),
             transitions: 0,
             transitions_by: Vec::new(),
+            tracks: Vec::new(),
             started: cfg.db.is_none(),
             link_up: true,
             stopping: false,
@@ -714,6 +725,7 @@ impl Coordinator {
             Input::PeersSeen { at, peers, own } => self.on_peers_seen(at, peers, own),
             Input::DbDone(outcome) => self.on_db_done(now, outcome),
             Input::VipDone { add, result } => self.on_vip_done(now, add, result),
+            Input::Probe { index, result } => self.on_probe(now, index, result),
             Input::Lease(report) => {
                 let held = matches!(report, LeaseReport::Held { .. });
                 if let Some(db) = self.db.as_mut() {
@@ -1295,6 +1307,9 @@ impl Coordinator {
     }
 
     fn want_demoted(&self) -> bool {
+        if self.tracks.iter().any(|t| !t.passing()) {
+            return true;
+        }
         let Some(db) = &self.db else { return false };
         if db.forced {
             return false;
@@ -1410,6 +1425,40 @@ impl Coordinator {
     /// A planned switchover: a MASTER holding the VIP first drains it (new connections held
     /// off, open ones left to finish, at most [`DRAIN_MAX`]), then hands over; otherwise the
     /// hand-over begins at once.
+    /// Service checks, in the order their probes are numbered.
+    pub fn with_tracks(mut self, tracks: Vec<track::Track>) -> Coordinator {
+        self.tracks = tracks;
+        self
+    }
+
+    /// The service checks, for `status`.
+    pub fn track_views(&self) -> Vec<track::TrackView> {
+        self.tracks.iter().map(track::Track::view).collect()
+    }
+
+    fn on_probe(&mut self, now: Mono, index: usize, result: Result<(), String>) {
+        let Some(t) = self.tracks.get_mut(index) else {
+            return;
+        };
+        let error = result.as_ref().err().cloned();
+        let Some(passing) = t.observe(result) else {
+            return;
+        };
+        let (name, action) = (t.name.clone(), t.action);
+        if passing {
+            tracing::info!(track = %name, "service check passes again");
+            return;
+        }
+        tracing::warn!(track = %name, ?action, error = error.as_deref().unwrap_or(""), state = %self.machine.state(), "service check failing: this node advertises the demoted skew");
+        if action == track::TrackAction::BowOut
+            && self.machine.state() == State::Master
+            && !self.stopping
+        {
+            tracing::warn!(track = %name, "service check failing on the MASTER: handing over");
+            self.hand_over(now, HandOver::StepDown);
+        }
+    }
+
     fn switchover(&mut self, now: Mono) {
         if self.draining.is_some() || self.handing_over.is_some() {
             return;
@@ -1469,6 +1518,7 @@ impl Coordinator {
         self.handing_over = None;
         match how {
             HandOver::Switchover => self.machine.handle(now, machine::Input::Switchover),
+            HandOver::StepDown => self.machine.handle(now, machine::Input::StepDown),
             HandOver::Shutdown => {
                 self.machine.handle(now, machine::Input::Shutdown);
                 self.stopped = true;

@@ -18,4 +18,5 @@ mod metrics;
 mod quorum;
 mod rig_sanity;
 mod safety;
+mod track;
 mod xdp;

@@ -318,6 +318,26 @@ fn switchover_bows_out_and_holds_off_preemption() {
 }
 
 #[test]
+fn a_step_down_bows_out_without_holding_off_preemption() {
+    let (mut m, at) = master_at(params(1, 0, true));
+    m.handle(at, Input::SetDemoted(true));
+    m.handle(at, Input::StepDown);
+    let a = drain(&mut m);
+    assert!(a.contains(&Action::SendAdvert {
+        advbase: 255,
+        advskew: 255
+    }));
+    assert_eq!(m.state(), State::Backup);
+    // Demoted (the service is down): no preemption.
+    m.handle(at + ms(50), advert(PEER, 1, 100));
+    assert_eq!(m.state(), State::Backup);
+    // The service is back: the next advert of a worse master is preempted at once.
+    m.handle(at + ms(60), Input::SetDemoted(false));
+    m.handle(at + ms(1050), advert(PEER, 1, 100));
+    assert_eq!(m.state(), State::Master);
+}
+
+#[test]
 fn demotion_raises_advertised_skew_and_lets_a_preempting_peer_win() {
     let (mut m, at) = master_at(params(1, 10, false));
     m.handle(at, Input::SetDemoted(true));
