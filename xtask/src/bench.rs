@@ -206,6 +206,10 @@ struct RunResult {
     new_master: String,
     /// Where the time went, from the new master's takeover record (agents only).
     breakdown: Option<String>,
+    /// With a quorum: whether the failed node's etcd member was etcd's leader (its loss costs
+    /// an etcd election, after which the new leader renews every lease for a full TTL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etcd_leader_failed: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -522,6 +526,10 @@ fn one_run(cfg: &Config, run: usize) -> Result<RunResult> {
     // A random phase against the advert timer: otherwise every failure would come just after
     // an advert (the settle condition ends on one).
     let interval_ms = if cfg.fast { 50 } else { 1000 };
+    let etcd_leader_failed = match &s.etcd {
+        Some(e) => Some(e.leader()? == 0),
+        None => None,
+    };
     let fail_at = mono_ns() + scenario::jitter(interval_ms) * 1_000_000;
     POLL.wait_until(Duration::from_secs(2), "the chosen failure instant", || {
         s.c.check_daemon(0)?;
@@ -576,6 +584,7 @@ fn one_run(cfg: &Config, run: usize) -> Result<RunResult> {
         lost_writes: check.lost,
         new_master: new_name,
         breakdown: f.breakdown(),
+        etcd_leader_failed,
     })
 }
 
@@ -790,6 +799,23 @@ fn render(
             ms(median(q.gap)),
             ms(median(a.gap)),
         ));
+        let split = |led: bool| {
+            let v: Vec<f64> = q
+                .runs
+                .iter()
+                .filter(|r| r.etcd_leader_failed == Some(led))
+                .filter_map(|r| r.writable_ms)
+                .collect();
+            (v.len(), Stats::of(&v))
+        };
+        let ((n_led, led), (n_other, other)) = (split(true), split(false));
+        md.push_str(&format!(
+            "- agent quorum by etcd's leader at the failure: the failed node led etcd in {n_led} runs (writable median {} ms, max {} ms), another node did in {n_other} (median {} ms, max {} ms)\n",
+            ms(led.as_ref().map(|s| s.median)),
+            ms(led.as_ref().map(|s| s.max)),
+            ms(other.as_ref().map(|s| s.median)),
+            ms(other.as_ref().map(|s| s.max)),
+        ));
     }
     let agent_lost: usize = results
         .iter()
@@ -813,6 +839,7 @@ fn render(
         "failed requests",
         "acknowledged writes",
         "lost",
+        "failed node led etcd",
     ]);
     for r in results {
         for x in &r.runs {
@@ -826,6 +853,8 @@ fn render(
                 x.failed_requests.to_string(),
                 x.acknowledged_writes.to_string(),
                 x.lost_writes.len().to_string(),
+                x.etcd_leader_failed
+                    .map_or("–".into(), |l| if l { "yes" } else { "no" }.to_string()),
             ]);
         }
     }
