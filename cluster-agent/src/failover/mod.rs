@@ -452,9 +452,11 @@ pub struct Coordinator {
     /// the bow-out makes a peer take the address at once, and the two must never hold it
     /// together.
     handing_over: Option<HandOver>,
-    /// A planned switchover waiting, until this deadline, for the connections on the VIP to
-    /// finish before the hand-over begins (see [`Effect::Drain`]).
+    /// A planned switchover (or a step-down) waiting, until this deadline, for the
+    /// connections on the VIP to finish before the hand-over begins (see [`Effect::Drain`]);
+    /// then the hand-over of that kind.
     draining: Option<Mono>,
+    drain_then: HandOver,
     /// Connection requests to the VIP are held (from a drain on) until this deadline, and
     /// handed to the next master when it announces the VIP ([`Effect::HandOffHeld`]).
     holding: Option<Mono>,
@@ -525,6 +527,7 @@ impl Coordinator {
             stopped: false,
             handing_over: None,
             draining: None,
+            drain_then: HandOver::Switchover,
             holding: None,
             lease: cfg.quorum.filter(|_| cfg.db.is_some()).map(Lease::new),
             lease_wanted: false,
@@ -1455,24 +1458,32 @@ impl Coordinator {
             && !self.stopping
         {
             tracing::warn!(track = %name, "service check failing on the MASTER: handing over");
-            self.hand_over(now, HandOver::StepDown);
+            // As a switchover does: new connection requests are held and handed to the next
+            // master, so clients do not wait on a fenced address for their own retry.
+            self.drain_then_hand_over(now, HandOver::StepDown);
         }
     }
 
     fn switchover(&mut self, now: Mono) {
+        self.drain_then_hand_over(now, HandOver::Switchover);
+    }
+
+    fn drain_then_hand_over(&mut self, now: Mono, how: HandOver) {
         if self.draining.is_some() || self.handing_over.is_some() {
             return;
         }
         if self.machine.state() == State::Master && self.vip.have && !self.stopping {
             tracing::info!(
                 limit_ms = DRAIN_MAX.as_millis() as u64,
+                ?how,
                 "switchover: holding off new connections to the VIP until the open ones finish"
             );
             self.draining = Some(now + DRAIN_MAX);
+            self.drain_then = how;
             self.holding = Some(now + HOLD_MAX);
             self.effects.push_back(Effect::Drain);
         } else {
-            self.hand_over(now, HandOver::Switchover);
+            self.hand_over(now, how);
         }
     }
 
@@ -1494,8 +1505,9 @@ impl Coordinator {
                 "switchover: connections still open on the VIP at the drain limit are cut"
             );
         }
+        let how = std::mem::replace(&mut self.drain_then, HandOver::Switchover);
         if self.machine.state() == State::Master {
-            self.hand_over(now, HandOver::Switchover);
+            self.hand_over(now, how);
         }
     }
 

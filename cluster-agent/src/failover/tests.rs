@@ -474,6 +474,63 @@ fn a_switchover_releases_the_vip_before_the_bow_out() {
     assert_eq!(t.c.state(), State::Backup);
 }
 
+/// A `bow-out` service check that starts failing on the MASTER hands over as a switchover
+/// does (drain, VIP released, bow-out), and demotes; a single failed probe of a passing check
+/// with fall 2 does nothing.
+#[test]
+fn a_failing_bow_out_check_hands_over_like_a_switchover_and_demotes() {
+    let t = master_with_vip();
+    let mut t = T {
+        c: t.c.with_tracks(vec![crate::failover::track::Track::new(
+            "web",
+            crate::failover::track::TrackAction::BowOut,
+            2,
+            1,
+        )]),
+        ..t
+    };
+    let probe = |ok: bool| Input::Probe {
+        index: 0,
+        result: if ok { Ok(()) } else { Err("refused".into()) },
+    };
+    t.input(probe(true));
+    t.advance(ms(10));
+    t.take();
+    assert!(!t.c.machine().demoted());
+    t.input(probe(false));
+    assert!(
+        !t.take().contains(&Effect::Drain),
+        "one failure under fall 2"
+    );
+    t.input(probe(false));
+    assert_eq!(
+        t.take(),
+        vec![
+            Effect::Drain,
+            Effect::Advert {
+                advbase: 1,
+                advskew: 240
+            }
+        ],
+        "fails: drain, and the demoted skew announced at once"
+    );
+    assert!(t.c.machine().demoted());
+    t.input(Input::Drained);
+    let e = t.take();
+    assert!(e.contains(&Effect::Vip(false)), "{e:?}");
+    t.input(Input::VipDone {
+        add: false,
+        result: Ok(()),
+    });
+    let e = t.take();
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
+        "{e:?}"
+    );
+    assert_eq!(t.c.state(), State::Backup);
+}
+
 /// A planned switchover holds the VIP, with new connections held off, until the open ones
 /// finish or the drain limit passes; a second request meanwhile changes nothing.
 #[test]
