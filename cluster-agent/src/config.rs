@@ -159,7 +159,6 @@ pub struct TrackArgs {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Check {
     Http {
-        url: String,
         tls: bool,
         host: String,
         port: u16,
@@ -314,7 +313,6 @@ fn parse_http(url: &str, expect: u16, ca: Option<PathBuf>) -> Result<Check, Conf
         ));
     }
     Ok(Check::Http {
-        url: url.to_string(),
         tls,
         host: host.to_string(),
         port,
@@ -1311,7 +1309,6 @@ mod tests {
         assert_eq!(
             t[0].check,
             Check::Http {
-                url: "https://[::1]:8443/health".into(),
                 tls: true,
                 host: "::1".into(),
                 port: 8443,

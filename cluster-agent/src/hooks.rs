@@ -111,6 +111,13 @@ impl Hooks {
     }
 }
 
+/// SIGKILL to the process group a script leads (started with `process_group(0)`, so the
+/// group's id is its pid): the script and everything it started.
+pub(crate) fn kill_group(pid: u32) {
+    // SAFETY: a plain system call on a number; no memory is involved.
+    unsafe { libc::killpg(pid as libc::pid_t, libc::SIGKILL) };
+}
+
 /// Variables that may carry a password into the agent; a script never sees them.
 pub(crate) const SECRET_ENV: [&str; 3] = [
     crate::config::ADMIN_PASSWORD_ENV,
@@ -144,9 +151,7 @@ async fn run_one(cfg: &HookConfig, hook: Hook) -> Option<Outcome> {
             Err(_) => {
                 timed_out = true;
                 if let Some(pid) = child.id() {
-                    // The group's id is the script's pid (`process_group(0)`).
-                    // SAFETY: a plain system call on a number; no memory is involved.
-                    unsafe { libc::killpg(pid as libc::pid_t, libc::SIGKILL) };
+                    kill_group(pid);
                 }
                 let _ = child.kill().await;
                 Err(format!(

@@ -61,7 +61,6 @@ async fn probe(check: &Check) -> Result<(), String> {
             path,
             expect,
             ca,
-            ..
         } => {
             let status = http_get(*tls, host, *port, path, ca.as_deref()).await?;
             if status == *expect {
@@ -80,8 +79,7 @@ struct Group(Option<u32>);
 impl Drop for Group {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
-            // SAFETY: a plain system call on a number; no memory is involved.
-            unsafe { libc::killpg(pid as libc::pid_t, libc::SIGKILL) };
+            crate::hooks::kill_group(pid);
         }
     }
 }

@@ -2021,18 +2021,24 @@ impl Sim {
         } else {
             t.timer += 1;
             let gen_ = t.timer;
-            self.after(
-                wait,
-                Ev::Lease {
-                    node: i,
-                    run,
-                    ev: LeaseEv::Timer { gen_ },
-                },
-            );
+            self.lease_timer(i, run, gen_, wait);
         }
         if let Some(r) = report {
             self.lease_report(i, r);
         }
+    }
+
+    /// Wakes node `i`'s lease task (of agent run `run`) after `wait`, unless timer `gen_` is
+    /// superseded by then.
+    fn lease_timer(&mut self, i: usize, run: u64, gen_: u64, wait: Duration) {
+        self.after(
+            wait,
+            Ev::Lease {
+                node: i,
+                run,
+                ev: LeaseEv::Timer { gen_ },
+            },
+        );
     }
 
     /// A request failed: the session ends, the keep-alive stream with it, and a new one goes
@@ -2052,14 +2058,7 @@ impl Sim {
             t.state = TaskState::Backoff;
             t.timer += 1;
             let gen_ = t.timer;
-            self.after(
-                pause,
-                Ev::Lease {
-                    node: i,
-                    run,
-                    ev: LeaseEv::Timer { gen_ },
-                },
-            );
+            self.lease_timer(i, run, gen_, pause);
         } else {
             self.lease_step(i);
         }

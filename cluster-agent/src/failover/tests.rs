@@ -436,6 +436,12 @@ fn graceful_stop_fences_then_releases_the_vip_then_bows_out() {
             .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
         "no bow-out while the VIP is still here: {e:?}"
     );
+    bows_out_once_the_vip_is_released(&mut t);
+    assert!(t.c.finished());
+}
+
+/// The VIP's release is confirmed: the bow-out advert goes out.
+fn bows_out_once_the_vip_is_released(t: &mut T) {
     t.input(Input::VipDone {
         add: false,
         result: Ok(()),
@@ -446,7 +452,6 @@ fn graceful_stop_fences_then_releases_the_vip_then_bows_out() {
             .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
         "bow-out once the VIP is gone: {e:?}"
     );
-    assert!(t.c.finished());
 }
 
 /// The bow-out makes a peer take the VIP at once: a switchover releases it first, so two
@@ -518,16 +523,7 @@ fn a_failing_bow_out_check_hands_over_like_a_switchover_and_demotes() {
     t.input(Input::Drained);
     let e = t.take();
     assert!(e.contains(&Effect::Vip(false)), "{e:?}");
-    t.input(Input::VipDone {
-        add: false,
-        result: Ok(()),
-    });
-    let e = t.take();
-    assert!(
-        e.iter()
-            .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
-        "{e:?}"
-    );
+    bows_out_once_the_vip_is_released(&mut t);
     assert_eq!(t.c.state(), State::Backup);
 }
 
