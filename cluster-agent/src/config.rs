@@ -86,6 +86,12 @@ pub struct RunArgs {
     /// Multicast group of the adverts.
     #[arg(long, alias = "mcast", short = 'm')]
     pub mcastip: Option<String>,
+    /// Send adverts to this peer's address by unicast instead of to the group (repeatable;
+    /// `peers = [...]`): for segments that filter multicast. Every node lists all the others;
+    /// UCARP cannot take part.
+    #[arg(long = "peer", value_name = "ADDR")]
+    #[serde(default)]
+    pub peers: Vec<String>,
     /// Send a gratuitous ARP every SECS while master.
     #[arg(long, value_name = "SECS")]
     pub garp_interval: Option<u64>,
@@ -715,6 +721,44 @@ pub struct DbSettings {
     pub vip_first: bool,
 }
 
+/// How adverts travel between the nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// To the multicast group, as UCARP does by default.
+    Multicast(Ipv4Addr),
+    /// To the group address inside Ethernet broadcast frames (UCARP's `--nomcast`).
+    Broadcast(Ipv4Addr),
+    /// To each peer's own address: agent-only clusters where multicast is filtered.
+    Unicast(Vec<Ipv4Addr>),
+}
+
+impl Delivery {
+    /// Where this node's adverts go, one packet each.
+    pub fn destinations(&self) -> &[Ipv4Addr] {
+        match self {
+            Delivery::Multicast(g) | Delivery::Broadcast(g) => std::slice::from_ref(g),
+            Delivery::Unicast(peers) => peers,
+        }
+    }
+
+    /// The destination address of the adverts this node accepts: the group, or with unicast
+    /// peers this node's own address `src`.
+    pub fn accepted_on(&self, src: Ipv4Addr) -> Ipv4Addr {
+        match self {
+            Delivery::Multicast(g) | Delivery::Broadcast(g) => *g,
+            Delivery::Unicast(_) => src,
+        }
+    }
+
+    /// The peers adverts may come from, if they are listed.
+    pub fn peers(&self) -> Option<&[Ipv4Addr]> {
+        match self {
+            Delivery::Unicast(peers) => Some(peers),
+            _ => None,
+        }
+    }
+}
+
 /// Validated settings: everything the runtime needs, in the types it needs.
 #[derive(Clone)]
 pub struct Settings {
@@ -732,8 +776,7 @@ pub struct Settings {
     pub neutral: bool,
     pub shutdown_hook: bool,
     pub ignore_ifstate: bool,
-    pub nomcast: bool,
-    pub group: Ipv4Addr,
+    pub delivery: Delivery,
     pub upscript: Option<PathBuf>,
     pub downscript: Option<PathBuf>,
     pub xparam: Option<String>,
@@ -763,6 +806,7 @@ impl std::fmt::Debug for Settings {
             .field("advskew", &self.advskew)
             .field("deadratio", &self.deadratio)
             .field("preempt", &self.preempt)
+            .field("delivery", &self.delivery)
             .field("xdp", &self.xdp)
             .finish_non_exhaustive()
     }
@@ -843,6 +887,11 @@ impl RunArgs {
             downscript: self.downscript.or(file.downscript),
             xparam: self.xparam.or(file.xparam),
             mcastip: self.mcastip.or(file.mcastip),
+            peers: if self.peers.is_empty() {
+                file.peers
+            } else {
+                self.peers
+            },
             garp_interval: self.garp_interval.or(file.garp_interval),
             hook_timeout: self.hook_timeout.or(file.hook_timeout),
             control_socket: self.control_socket.or(file.control_socket),
@@ -921,6 +970,13 @@ impl RunArgs {
                 _ => return Err(invalid("mcastip", s, "must be an IPv4 multicast address")),
             },
         };
+        let delivery = delivery(
+            &args.peers,
+            args.nomcast,
+            args.mcastip.as_deref(),
+            src,
+            group,
+        )?;
         let mut db = args.mysql.validate(src)?;
         if let Some(d) = &mut db {
             d.db.host_check = host_check(advbase, advskew, deadratio);
@@ -978,8 +1034,7 @@ impl RunArgs {
             neutral: args.neutral,
             shutdown_hook: args.shutdown,
             ignore_ifstate: args.ignoreifstate,
-            nomcast: args.nomcast,
-            group,
+            delivery,
             upscript: args.upscript,
             downscript: args.downscript,
             xparam: args.xparam,
@@ -1043,6 +1098,60 @@ pub fn parse_vip(s: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
 /// Longest hook timeout and GARP interval: an hour, far beyond any sensible value, and small
 /// enough that no deadline computed from it overflows.
 const MAX_TIMEOUT_SECS: u64 = 3600;
+
+/// Multicast, broadcast (`--nomcast`) or unicast to `--peer`s. Unicast is the agent's own
+/// extension: UCARP sends and accepts only the group, so mixing the two is refused here
+/// rather than left to split the cluster.
+fn delivery(
+    peer_args: &[String],
+    nomcast: bool,
+    mcastip: Option<&str>,
+    src: Ipv4Addr,
+    group: Ipv4Addr,
+) -> Result<Delivery, ConfigError> {
+    if peer_args.is_empty() {
+        return Ok(if nomcast {
+            Delivery::Broadcast(group)
+        } else {
+            Delivery::Multicast(group)
+        });
+    }
+    if nomcast {
+        return Err(invalid(
+            "peer",
+            peer_args.join(","),
+            "unicast peers replace multicast; --nomcast (UCARP's broadcast mode) cannot be combined with them",
+        ));
+    }
+    if let Some(m) = mcastip {
+        return Err(invalid(
+            "mcastip",
+            m,
+            "unicast peers replace the multicast group; give one or the other",
+        ));
+    }
+    let mut peers = Vec::with_capacity(peer_args.len());
+    for p in peer_args {
+        let a: Ipv4Addr = p
+            .parse()
+            .map_err(|_| invalid("peer", p, "must be an IPv4 address"))?;
+        if a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback() {
+            return Err(invalid(
+                "peer",
+                p,
+                "must be a unicast address on the segment",
+            ));
+        }
+        if a == src {
+            return Err(invalid("peer", p, "is this node's own srcip"));
+        }
+        if peers.contains(&a) {
+            return Err(invalid("peer", p, "is listed twice"));
+        }
+        peers.push(a);
+    }
+    Ok(Delivery::Unicast(peers))
+}
 
 /// The gid of group `name` (or a number), from the host's group database.
 fn group_id(name: &str) -> Option<u32> {
@@ -1126,8 +1235,55 @@ mod tests {
         assert_eq!(s.vip, Ipv4Addr::new(10, 0, 0, 100));
         assert_eq!(s.prefix, 24);
         assert_eq!(s.ifindex, 7);
-        assert_eq!(s.group, Ipv4Addr::new(224, 0, 0, 18));
+        assert_eq!(
+            s.delivery,
+            Delivery::Multicast(Ipv4Addr::new(224, 0, 0, 18))
+        );
         assert_eq!(s.xdp, XdpMode::Auto);
+    }
+
+    #[test]
+    fn unicast_peers_replace_the_group_and_mixing_is_refused() {
+        let peers = |p: &[&str]| RunArgs {
+            peers: p.iter().map(|s| s.to_string()).collect(),
+            ..base()
+        };
+        let s = peers(&["10.0.0.2", "10.0.0.3"]).validate(known).unwrap();
+        let want = [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)];
+        assert_eq!(s.delivery.destinations(), want);
+        assert_eq!(s.delivery.accepted_on(s.src), s.src);
+        assert_eq!(s.delivery.peers(), Some(&want[..]));
+        for bad in [
+            "10.0.0.1",
+            "224.0.0.18",
+            "255.255.255.255",
+            "0.0.0.0",
+            "peer",
+        ] {
+            assert!(err(peers(&[bad])).contains("peer"), "{bad}");
+        }
+        assert!(err(peers(&["10.0.0.2", "10.0.0.2"])).contains("twice"));
+        let e = err(RunArgs {
+            nomcast: true,
+            ..peers(&["10.0.0.2"])
+        });
+        assert!(e.contains("nomcast"), "{e}");
+        let e = err(RunArgs {
+            mcastip: Some("224.0.0.19".into()),
+            ..peers(&["10.0.0.2"])
+        });
+        assert!(e.contains("mcastip"), "{e}");
+        let b = RunArgs {
+            nomcast: true,
+            ..base()
+        }
+        .validate(known)
+        .unwrap();
+        assert_eq!(
+            b.delivery,
+            Delivery::Broadcast(Ipv4Addr::new(224, 0, 0, 18))
+        );
+        assert_eq!(b.delivery.peers(), None);
     }
 
     #[test]

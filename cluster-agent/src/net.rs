@@ -1,7 +1,8 @@
 //! The sockets the agent talks CARP and ARP on.
 //!
 //! Adverts leave on a raw IPv4 socket with a header we build ourselves (TOS, DF and TTL exactly
-//! as UCARP), or as Ethernet broadcast frames on an AF_PACKET socket with `--nomcast`.
+//! as UCARP), to the group or to each unicast peer, or as Ethernet broadcast frames on an
+//! AF_PACKET socket with `--nomcast`.
 //! Gratuitous ARP always leaves on AF_PACKET, from the NIC's own MAC.
 
 use std::io;
@@ -14,20 +15,23 @@ use tokio::io::unix::AsyncFd;
 
 use cluster_common::carp::IPPROTO_CARP;
 
-/// Receives every protocol-112 packet arriving on one interface, IPv4 header included.
+/// Receives every protocol-112 packet arriving on one interface, IPv4 header included: those
+/// to a joined group and those to this node's own address alike.
 pub struct AdvertReceiver {
     fd: AsyncFd<Socket>,
 }
 
 impl AdvertReceiver {
-    pub fn open(interface: &str, ifindex: u32, group: Ipv4Addr) -> io::Result<Self> {
+    pub fn open(interface: &str, ifindex: u32, group: Option<Ipv4Addr>) -> io::Result<Self> {
         let s = Socket::new(
             Domain::IPV4,
             Type::RAW,
             Some(Protocol::from(i32::from(IPPROTO_CARP))),
         )?;
         s.bind_device(Some(interface.as_bytes()))?;
-        s.join_multicast_v4_n(&group, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
+        if let Some(group) = group {
+            s.join_multicast_v4_n(&group, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
+        }
         s.set_nonblocking(true)?;
         // SAFETY: the AsyncFd takes ownership of the socket, so the descriptor stays open for as
         // long as it is registered.
@@ -63,14 +67,15 @@ impl AdvertReceiver {
     }
 }
 
-/// Sends adverts: one prebuilt IPv4 packet per call.
+/// Sends adverts: one prebuilt IPv4 packet per call, to the destination in its header.
 pub enum AdvertSender {
-    Multicast { socket: Socket, group: Ipv4Addr },
+    /// To the multicast group or a unicast peer, routed by the kernel.
+    Raw(Socket),
     Broadcast(PacketSocket),
 }
 
 impl AdvertSender {
-    pub fn multicast(interface: &str, group: Ipv4Addr) -> io::Result<Self> {
+    pub fn raw(interface: &str) -> io::Result<Self> {
         let s = Socket::new(
             Domain::IPV4,
             Type::RAW,
@@ -80,13 +85,14 @@ impl AdvertSender {
         s.bind_device(Some(interface.as_bytes()))?;
         s.set_multicast_loop_v4(false)?;
         s.set_nonblocking(true)?;
-        Ok(AdvertSender::Multicast { socket: s, group })
+        Ok(AdvertSender::Raw(s))
     }
 
     pub fn send(&self, packet: &[u8; crate::carp::wire::PACKET_LEN], vhid: u8) -> io::Result<()> {
         match self {
-            AdvertSender::Multicast { socket, group } => {
-                let to = SockAddr::from(SocketAddrV4::new(*group, 0));
+            AdvertSender::Raw(socket) => {
+                let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+                let to = SockAddr::from(SocketAddrV4::new(dst, 0));
                 socket.send_to(packet, &to).map(drop)
             }
             AdvertSender::Broadcast(p) => {

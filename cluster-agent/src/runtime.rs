@@ -19,7 +19,7 @@ use crate::carp::machine::{Params, State};
 use crate::carp::replay::ReplayGuard;
 use crate::carp::time::Mono;
 use crate::carp::wire::{self, Counter, Expect, WireError};
-use crate::config::{DbSettings, Settings};
+use crate::config::{DbSettings, Delivery, Settings};
 use crate::control::{self, Command, Counters, Status, TransitionCount};
 use crate::db::Db;
 use crate::drain;
@@ -127,6 +127,13 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             "fast mode (advbase 0): UCARP peers cannot follow this timing; use it only between cluster-agent nodes"
         );
     }
+    if let Some(peers) = s.delivery.peers() {
+        tracing::warn!(
+            vhid = s.vhid,
+            ?peers,
+            "unicast adverts to the listed peers: UCARP nodes cannot take part; every node must list all the others"
+        );
+    }
     let mac = net::interface_mac(&s.interface)
         .with_context(|| format!("reading the MAC address of {}", s.interface))?;
     let vip = Vip::new(s.ifindex, s.vip, s.prefix).context("opening netlink")?;
@@ -140,8 +147,15 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     // stays open only for its multicast group membership.
     let mut events = match xdp.as_mut() {
         Some(x) => {
-            x.configure(&s.password, s.vhid, s.vip, s.group, mac, s.fence)
-                .context("configuring the XDP program")?;
+            x.configure(
+                &s.password,
+                s.vhid,
+                s.vip,
+                s.delivery.accepted_on(s.src),
+                mac,
+                s.fence,
+            )
+            .context("configuring the XDP program")?;
             x.set_role(false).context("configuring the XDP program")?;
             // A virtual interface (veth) in native mode loses XDP_TX unless its peer is set up
             // for it, which we cannot check from here; the kernel answers ARP for the VIP there.
@@ -154,12 +168,19 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let receiver = AdvertReceiver::open(&s.interface, s.ifindex, s.group)
+    let group = match &s.delivery {
+        Delivery::Multicast(g) | Delivery::Broadcast(g) => Some(*g),
+        Delivery::Unicast(_) => None,
+    };
+    let receiver = AdvertReceiver::open(&s.interface, s.ifindex, group)
         .context("opening the advert receive socket")?;
-    let sender = if s.nomcast {
-        AdvertSender::Broadcast(PacketSocket::open(s.ifindex).context("opening AF_PACKET")?)
-    } else {
-        AdvertSender::multicast(&s.interface, s.group).context("opening the advert socket")?
+    let sender = match &s.delivery {
+        Delivery::Broadcast(_) => {
+            AdvertSender::Broadcast(PacketSocket::open(s.ifindex).context("opening AF_PACKET")?)
+        }
+        Delivery::Multicast(_) | Delivery::Unicast(_) => {
+            AdvertSender::raw(&s.interface).context("opening the advert socket")?
+        }
     };
     let garp = PacketSocket::open(s.ifindex).context("opening AF_PACKET")?;
     let (requests, mut control) = mpsc::channel(16);
@@ -654,13 +675,15 @@ impl Agent {
             advskew,
             counter,
         );
-        self.ip_id = self.ip_id.wrapping_add(1);
-        let packet = wire::encode_packet(self.s.src, self.s.group, self.ip_id, &carp);
-        match self.sender.send(&packet, self.s.vhid) {
-            Ok(()) => self.counters.adverts_sent += 1,
-            Err(error) => {
-                if once_per_second(&mut self.last_send_error_log) {
-                    tracing::warn!(vhid = self.s.vhid, %error, "advert send failed");
+        for &dst in self.s.delivery.destinations() {
+            self.ip_id = self.ip_id.wrapping_add(1);
+            let packet = wire::encode_packet(self.s.src, dst, self.ip_id, &carp);
+            match self.sender.send(&packet, self.s.vhid) {
+                Ok(()) => self.counters.adverts_sent += 1,
+                Err(error) => {
+                    if once_per_second(&mut self.last_send_error_log) {
+                        tracing::warn!(vhid = self.s.vhid, peer = %dst, %error, "advert send failed");
+                    }
                 }
             }
         }
@@ -812,7 +835,8 @@ impl Agent {
         }
         let expect = Expect {
             vhid: self.s.vhid,
-            group: self.s.group,
+            group: self.s.delivery.accepted_on(self.s.src),
+            peers: self.s.delivery.peers().unwrap_or_default(),
             vip: self.s.vip,
             password: &self.s.password,
         };
@@ -846,6 +870,12 @@ impl Agent {
                         failures = self.counters.auth_failures,
                         "advert failed authentication: wrong password or VIP on the peer"
                     );
+                }
+            }
+            Err(error @ WireError::UnknownPeer(_)) => {
+                self.counters.bad_packets += 1;
+                if once_per_second(&mut self.last_auth_log) {
+                    tracing::warn!(vhid = self.s.vhid, peer = %rx.src, %error, "advert from a node missing from the peers dropped");
                 }
             }
             Err(error) => {

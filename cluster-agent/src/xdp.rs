@@ -206,9 +206,9 @@ impl XdpHandle {
     /// answers and fences for.
     ///
     /// The program receives the HMAC-SHA1 states derived from `password`, not the password
-    /// itself; they are as secret (see [`HmacKey`]). `group` is where peers send adverts
-    /// (224.0.0.18, or the broadcast address without multicast); adverts to anything else are
-    /// left to the stack. `mac` is the interface's own MAC: the sender of ARP replies, and how
+    /// itself; they are as secret (see [`HmacKey`]). `group` is the destination adverts
+    /// to us carry (the multicast group, or this node's own address with unicast peers);
+    /// adverts to anything else are left to the stack. `mac` is the interface's own MAC: the sender of ARP replies, and how
     /// our own announcements are told apart from a conflicting claim. The role set by
     /// [`Self::set_role`] is kept, and so is the choice made with [`Self::set_arp_via_stack`].
     pub fn configure(

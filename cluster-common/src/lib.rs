@@ -145,7 +145,8 @@ pub mod xdp {
     pub struct Config {
         /// The virtual IP, network order.
         pub vip: [u8; 4],
-        /// The multicast (or broadcast) address adverts are sent to, network order.
+        /// The destination adverts to us carry, network order: the multicast group (also
+        /// inside broadcast frames), or with unicast peers this node's own address.
         pub group: [u8; 4],
         /// The NIC's MAC, used as the sender of ARP replies and to tell our own claims apart.
         pub mac: [u8; 6],

@@ -361,6 +361,7 @@ mod tests {
         let mut rng = Rng::new(7);
         let expect = wire::Expect {
             vhid: 42,
+            peers: &[],
             group: GROUP,
             vip: VIP,
             password: b"love",
@@ -414,6 +415,7 @@ mod tests {
         captured.extend_from_slice(&[0; 4]);
         let expect = wire::Expect {
             vhid: 42,
+            peers: &[],
             group: GROUP,
             vip: VIP,
             password: b"love",

@@ -59,8 +59,12 @@ pub enum WireError {
     BadVersion(u8),
     #[error("vhid {got} is not ours ({want})")]
     OtherVhid { got: u8, want: u8 },
-    #[error("destination {0} is not the CARP group")]
+    #[error(
+        "destination {0} is not where adverts are sent (the CARP group, or our address with unicast peers)"
+    )]
     BadDestination(Ipv4Addr),
+    #[error("source {0} is not among the unicast peers")]
+    UnknownPeer(Ipv4Addr),
     #[error("IPv4 header checksum mismatch")]
     BadIpChecksum,
     #[error("CARP checksum mismatch")]
@@ -201,7 +205,10 @@ pub fn decode(packet: &[u8]) -> Result<Received, WireError> {
 #[derive(Clone, Copy, Debug)]
 pub struct Expect<'a> {
     pub vhid: u8,
+    /// The destination adverts carry: the group, or this node's address with unicast peers.
     pub group: Ipv4Addr,
+    /// With unicast peers, the only sources accepted; empty accepts any.
+    pub peers: &'a [Ipv4Addr],
     pub vip: Ipv4Addr,
     pub password: &'a [u8],
 }
@@ -221,6 +228,11 @@ pub fn verify(rx: &Received, expect: &Expect<'_>) -> Result<(), WireError> {
     // broadcast frame; a unicast advert to us is also accepted by the kernel path.
     if rx.dst != expect.group && !rx.dst.is_broadcast() {
         return Err(WireError::BadDestination(rx.dst));
+    }
+    // The HMAC does not cover the source, so this is no defence against a forger; it keeps
+    // a node that was left out of the peer lists from taking part half-way.
+    if !expect.peers.is_empty() && !expect.peers.contains(&rx.src) {
+        return Err(WireError::UnknownPeer(rx.src));
     }
     if !authentic(&rx.advert, expect.password, expect.vip) {
         return Err(WireError::BadHmac);
@@ -335,6 +347,7 @@ mod tests {
         Expect {
             vhid: 42,
             group: GROUP,
+            peers: &[],
             vip: VIP,
             password,
         }
@@ -423,6 +436,26 @@ mod tests {
             verify(&rx, &expect(b"love")),
             Err(WireError::BadDestination(_))
         ));
+
+        // With unicast peers: addressed to us, from a listed peer only.
+        let me = Ipv4Addr::new(10, 99, 0, 2);
+        let unicast = |peers| Expect {
+            group: me,
+            peers,
+            ..expect(b"love")
+        };
+        let rx = decode(&encode_packet(SRC, me, 1, &carp)).unwrap();
+        assert_eq!(verify(&rx, &unicast(&[SRC])), Ok(()));
+        let other = [Ipv4Addr::new(10, 99, 0, 3)];
+        assert_eq!(
+            verify(&rx, &unicast(&other)),
+            Err(WireError::UnknownPeer(SRC))
+        );
+        let rx = decode(&encode_packet(SRC, GROUP, 1, &carp)).unwrap();
+        assert_eq!(
+            verify(&rx, &unicast(&[SRC])),
+            Err(WireError::BadDestination(GROUP))
+        );
 
         let mut carp = encode_carp(b"love", VIP, 42, 1, 0, 7);
         carp[0] = 0x31;

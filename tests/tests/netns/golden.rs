@@ -50,6 +50,7 @@ fn documented_vector_reads_the_same_everywhere() {
     ));
     let expect = wire::Expect {
         vhid: VHID,
+        peers: &[],
         group: CARP_GROUP,
         vip: VIP,
         password: PASS.as_bytes(),

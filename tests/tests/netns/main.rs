@@ -19,4 +19,5 @@ mod quorum;
 mod rig_sanity;
 mod safety;
 mod track;
+mod unicast;
 mod xdp;
