@@ -35,6 +35,13 @@ pub enum Cmd {
         #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONTROL_SOCKET)]
         control_socket: PathBuf,
     },
+    /// Make a running agent read its configuration again (as SIGHUP does): timers, skew,
+    /// preemption, scripts and unicast peers apply without a transition; a change that needs
+    /// a restart, or an invalid file, is refused and the running configuration stays.
+    Reload {
+        #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONTROL_SOCKET)]
+        control_socket: PathBuf,
+    },
     /// Database set-up for a cluster (TLS certificates, server settings, users).
     #[command(subcommand)]
     Db(DbCmd),
@@ -163,6 +170,9 @@ pub fn main() -> ExitCode {
     match cli.command {
         Cmd::Run(args) => {
             let pass_on_command_line = args.pass.is_some();
+            let again = (*args).clone();
+            let reload: crate::runtime::Reloader =
+                Box::new(move || again.clone().validate(crate::net::ifindex));
             let settings = match args.validate(crate::net::ifindex) {
                 Ok(s) => s,
                 Err(e) => {
@@ -175,7 +185,7 @@ pub fn main() -> ExitCode {
                     "the advert password was given with -p: every user can read it in the process list; use -o FILE or `pass` in the TOML file"
                 );
             }
-            report(block_on(crate::runtime::run(settings)))
+            report(block_on(crate::runtime::run(settings, reload)))
         }
         Cmd::Status {
             json,
@@ -194,6 +204,15 @@ pub fn main() -> ExitCode {
             let text = ask(&control_socket, "switchover").await?;
             let status: crate::control::Status = serde_json::from_str(&text)?;
             println!("state now {}", status.state);
+            Ok(())
+        })),
+        Cmd::Reload { control_socket } => report(block_on(async move {
+            let text = ask(&control_socket, "reload").await?;
+            let status: crate::control::Status = serde_json::from_str(&text)?;
+            if let Some(e) = status.error {
+                anyhow::bail!("not reloaded: {e}");
+            }
+            println!("configuration reloaded (state {})", status.state);
             Ok(())
         })),
         Cmd::Db(DbCmd::Promote {

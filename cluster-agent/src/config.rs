@@ -18,7 +18,7 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/cluster-agent/agent.sock";
 
 /// `cluster-agent run` flags. Short flags mean what they mean in UCARP, so existing command lines
 /// keep working. Every field is optional here because it may come from `--config` instead.
-#[derive(Args, Debug, Default, Deserialize)]
+#[derive(Args, Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RunArgs {
     /// TOML file with the same settings (long flag names as keys); flags override it.
@@ -708,7 +708,7 @@ pub const ADMIN_PASSWORD_ENV: &str = "CLUSTER_AGENT_DB_ADMIN_PASSWORD";
 pub const REPL_PASSWORD_ENV: &str = "CLUSTER_AGENT_DB_REPL_PASSWORD";
 
 /// Validated `[mysql]` settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DbSettings {
     pub db: DbConfig,
     /// This node's database address.
@@ -791,6 +791,20 @@ pub struct Settings {
     pub fence: bool,
     pub db: Option<DbSettings>,
     pub quorum: Option<QuorumSettings>,
+}
+
+impl Settings {
+    /// What the election runs on.
+    pub fn carp_params(&self) -> crate::carp::machine::Params {
+        crate::carp::machine::Params {
+            src: self.src,
+            advbase: self.advbase,
+            advskew: self.advskew,
+            deadratio: self.deadratio,
+            preempt: self.preempt,
+            garp_interval: self.garp_interval,
+        }
+    }
 }
 
 impl std::fmt::Debug for Settings {

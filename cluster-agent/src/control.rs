@@ -107,6 +107,8 @@ pub enum Command {
     ForcePromote,
     /// The status as Prometheus metrics (from the metrics server, not the socket).
     Metrics,
+    /// Read the configuration again (as SIGHUP does).
+    Reload,
 }
 
 impl Command {
@@ -115,6 +117,7 @@ impl Command {
             "status" | "" => Some(Command::Status),
             "switchover" => Some(Command::Switchover),
             "promote-force" => Some(Command::ForcePromote),
+            "reload" => Some(Command::Reload),
             _ => None,
         }
     }
@@ -124,7 +127,9 @@ impl Command {
     pub fn allowed(self, uid: u32, own_uid: u32) -> bool {
         match self {
             Command::Status | Command::Metrics => true,
-            Command::Switchover | Command::ForcePromote => uid == 0 || uid == own_uid,
+            Command::Switchover | Command::ForcePromote | Command::Reload => {
+                uid == 0 || uid == own_uid
+            }
         }
     }
 }

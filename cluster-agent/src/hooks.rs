@@ -22,7 +22,10 @@ pub enum Hook {
 }
 
 pub struct Hooks {
-    tx: Option<mpsc::UnboundedSender<Hook>>,
+    /// Each hook is queued with the settings current when it was asked for: a reload
+    /// changes the scripts of later runs only.
+    cfg: Arc<HookConfig>,
+    tx: Option<mpsc::UnboundedSender<(Hook, Arc<HookConfig>)>>,
     task: JoinHandle<()>,
     counts: Arc<Mutex<HookCounts>>,
 }
@@ -62,11 +65,11 @@ pub struct HookConfig {
 
 impl Hooks {
     pub fn spawn(cfg: HookConfig) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Hook>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Hook, Arc<HookConfig>)>();
         let counts = Arc::new(Mutex::new(HookCounts::default()));
         let shared = counts.clone();
         let task = tokio::spawn(async move {
-            while let Some(hook) = rx.recv().await {
+            while let Some((hook, cfg)) = rx.recv().await {
                 let Some(outcome) = run_one(&cfg, hook).await else {
                     continue;
                 };
@@ -84,10 +87,16 @@ impl Hooks {
             }
         });
         Hooks {
+            cfg: Arc::new(cfg),
             tx: Some(tx),
             task,
             counts,
         }
+    }
+
+    /// New scripts, parameter or timeout for the hooks queued from now on.
+    pub fn reconfigure(&mut self, cfg: HookConfig) {
+        self.cfg = Arc::new(cfg);
     }
 
     /// Runs so far, and how they ended.
@@ -99,7 +108,7 @@ impl Hooks {
     pub fn run(&self, hook: Hook) {
         if let Some(tx) = &self.tx {
             // The receiver lives until `finish`, so this cannot fail before then.
-            let _ = tx.send(hook);
+            let _ = tx.send((hook, self.cfg.clone()));
         }
     }
 

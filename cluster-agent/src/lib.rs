@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod net;
 pub mod probe;
 pub mod quorum;
+pub mod reload;
 pub mod runtime;
 pub mod vip;
 pub mod xdp;

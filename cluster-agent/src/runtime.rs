@@ -15,11 +15,11 @@ use futures::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::carp::machine::{Params, State};
+use crate::carp::machine::State;
 use crate::carp::replay::ReplayGuard;
 use crate::carp::time::Mono;
 use crate::carp::wire::{self, Counter, Expect, WireError};
-use crate::config::{DbSettings, Delivery, Settings};
+use crate::config::{ConfigError, DbSettings, Delivery, Settings};
 use crate::control::{self, Command, Counters, Status, TransitionCount};
 use crate::db::Db;
 use crate::drain;
@@ -30,6 +30,7 @@ use crate::failover::{
 };
 use crate::handoff;
 use crate::quorum;
+use crate::reload::{self, ReloadError};
 
 use crate::hooks::{Hook, HookConfig, Hooks};
 use crate::net::{self, AdvertReceiver, AdvertSender, PacketSocket};
@@ -120,7 +121,10 @@ type DbAnswers = (
     mpsc::UnboundedReceiver<Input>,
 );
 
-pub async fn run(s: Settings) -> anyhow::Result<()> {
+/// Reads and validates the configuration again, from the same flags and file as at start.
+pub type Reloader = Box<dyn Fn() -> Result<Settings, ConfigError> + Send>;
+
+pub async fn run(s: Settings, reload: Reloader) -> anyhow::Result<()> {
     if s.advbase == 0 {
         tracing::warn!(
             vhid = s.vhid,
@@ -192,29 +196,16 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("binding the metrics address {addr}"))?;
     }
     drop(requests);
-    let hooks = Hooks::spawn(HookConfig {
-        up: s.upscript.clone(),
-        down: s.downscript.clone(),
-        interface: s.interface.clone(),
-        vip: s.vip.to_string(),
-        xparam: s.xparam.clone(),
-        timeout: s.hook_timeout,
-    });
+    let hooks = Hooks::spawn(hook_config(&s));
     let (link_conn, _, mut link_events) =
         rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
             .context("subscribing to link events")?;
     tokio::spawn(link_conn);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
 
-    let params = Params {
-        src: s.src,
-        advbase: s.advbase,
-        advskew: s.advskew,
-        deadratio: s.deadratio,
-        preempt: s.preempt,
-        garp_interval: s.garp_interval,
-    };
+    let params = s.carp_params();
     let policy = s.db.as_ref().map(|d| DbPolicy {
         own: d.addr,
         peers: d.nodes.clone(),
@@ -325,6 +316,9 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 down_at_exit &= coord.state() != State::Master;
                 coord.handle(Mono::now(), Input::Shutdown);
             }
+            _ = sighup.recv(), if stop_deadline.is_none() => {
+                let _ = agent.reload(&mut coord, &reload, &mut down_at_exit);
+            }
             _ = async { tokio::time::sleep_until(stop_deadline.expect("guarded")).await }, if stop_deadline.is_some() => {
                 tracing::error!("shutdown did not complete in time; exiting anyway");
                 break;
@@ -376,6 +370,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                         Ok(())
                     }
                     Command::ForcePromote => coord.force_promote(Mono::now()),
+                    Command::Reload if stop_deadline.is_some() => Err("the agent is stopping".to_string()),
+                    Command::Reload => agent
+                        .reload(&mut coord, &reload, &mut down_at_exit)
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
                 };
                 agent.execute(&mut coord).await;
                 let status = agent.status(&coord, reply.err());
@@ -401,6 +400,17 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         tracing::warn!("hooks still running at exit");
     }
     Ok(())
+}
+
+fn hook_config(s: &Settings) -> HookConfig {
+    HookConfig {
+        up: s.upscript.clone(),
+        down: s.downscript.clone(),
+        interface: s.interface.clone(),
+        vip: s.vip.to_string(),
+        xparam: s.xparam.clone(),
+        timeout: s.hook_timeout,
+    }
 }
 
 /// A runtime of its own for the database's tasks, on its own thread: TLS handshakes, large
@@ -687,6 +697,42 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Reads the configuration again and applies what a running agent can take (see
+    /// [`crate::reload`]); anything else refuses the whole reload and the running
+    /// configuration stays. Either way the log says what happened.
+    fn reload(
+        &mut self,
+        coord: &mut Coordinator,
+        read: &Reloader,
+        down_at_exit: &mut bool,
+    ) -> Result<Vec<&'static str>, ReloadError> {
+        let applied = read()
+            .map_err(ReloadError::from)
+            .and_then(|new| reload::changes(&self.s, &new).map(|changed| (new, changed)));
+        let (mut new, changed) = match applied {
+            Ok(a) => a,
+            Err(error) => {
+                tracing::error!(vhid = self.s.vhid, %error, "configuration reload refused; the running configuration stays");
+                return Err(error);
+            }
+        };
+        // The database tasks keep the settings they were started with (see `reload::changes`).
+        new.db = self.s.db.clone();
+        if new.advbase == 0 && self.s.advbase != 0 {
+            tracing::warn!(
+                vhid = new.vhid,
+                "fast mode (advbase 0): UCARP peers cannot follow this timing; use it only between cluster-agent nodes"
+            );
+            realtime_advert_thread();
+        }
+        coord.handle(Mono::now(), Input::Reconfigure(new.carp_params()));
+        self.hooks.reconfigure(hook_config(&new));
+        *down_at_exit = new.shutdown_hook;
+        tracing::info!(vhid = new.vhid, state = %coord.state(), changed = ?changed, advbase = new.advbase, advskew = new.advskew, "configuration reloaded");
+        self.s = new;
+        Ok(changed)
     }
 
     /// Feeds whatever adverts already wait in the ring buffer or the socket.

@@ -43,6 +43,9 @@ pub struct AgentOpts {
     pub extra: Vec<String>,
     /// Environment variables the agent gets besides the test's own.
     pub env: Vec<(String, String)>,
+    /// A TOML file holding every election setting instead of flags (`--config`), so that a
+    /// reload can change them; the fields above other than `xdp` and `extra` are then unused.
+    pub config: Option<PathBuf>,
 }
 
 impl Timed for AgentOpts {
@@ -71,7 +74,14 @@ impl AgentOpts {
             db: None,
             extra: Vec::new(),
             env: Vec::new(),
+            config: None,
         }
+    }
+
+    /// Settings from `file` (see [`AgentOpts::config`]).
+    pub fn config_file(mut self, file: &Path) -> Self {
+        self.config = Some(file.to_path_buf());
+        self
     }
 
     pub fn xdp(mut self, mode: &str) -> Self {
@@ -401,6 +411,20 @@ impl Rig {
 
     /// The `run` arguments for `o` on node `i`.
     pub fn agent_args(&self, node: usize, o: &AgentOpts) -> Vec<String> {
+        if let Some(file) = &o.config {
+            let mut a: Vec<String> = vec![
+                "run".into(),
+                "--config".into(),
+                file.display().to_string(),
+                "--control-socket".into(),
+                self.agent_socket(node).display().to_string(),
+            ];
+            if let Some(x) = &o.xdp {
+                a.extend(["--xdp".into(), x.clone()]);
+            }
+            a.extend(o.extra.iter().cloned());
+            return a;
+        }
         let src = o.src.unwrap_or_else(|| self.addr(node));
         let t = &o.timing;
         let mut a: Vec<String> = [

@@ -119,6 +119,10 @@ pub enum Input {
     /// with it keeps the node from preempting while it cannot serve, and once it can it
     /// preempts again as configured.
     StepDown,
+    /// New timers, skew, preemption or GARP interval from a reloaded configuration (the
+    /// address stays). No transition of its own: a MASTER advertises the new timing at once,
+    /// a BACKUP's master-down time counts from the same instant with the new values.
+    Reconfigure(Params),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -335,6 +339,30 @@ impl Machine {
                     self.become_backup(now, Reason::ServiceDown);
                 }
             }
+            Input::Reconfigure(params) => self.reconfigure(now, params),
+        }
+    }
+
+    fn reconfigure(&mut self, now: Mono, params: Params) {
+        let before = self.params;
+        self.params = Params {
+            src: before.src,
+            ..params
+        };
+        match self.state {
+            State::Master => {
+                if (before.advbase, before.advskew) != (params.advbase, params.advskew) {
+                    self.advertise();
+                    self.timer = Some(now + self.own_interval());
+                }
+                if before.garp_interval != params.garp_interval {
+                    self.garp_timer = params.garp_interval.map(|i| now + i);
+                }
+            }
+            State::Backup if self.link_up && self.timer.is_some() => {
+                self.timer = Some((self.down_from + self.master_down()).max(now));
+            }
+            State::Backup => {}
         }
     }
 

@@ -27,7 +27,7 @@ mod cluster;
 pub use cluster::fault;
 
 /// How the agent reaches its local server and what replication uses.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DbConfig {
     /// The local server's address: the node's own address, which its certificate names.
     pub addr: IpAddr,

@@ -295,6 +295,8 @@ pub enum Input {
         index: usize,
         result: Result<(), String>,
     },
+    /// Election settings from a reloaded configuration (see [`machine::Input::Reconfigure`]).
+    Reconfigure(Params),
 }
 
 /// The database part of the settings.
@@ -729,6 +731,17 @@ impl Coordinator {
             Input::DbDone(outcome) => self.on_db_done(now, outcome),
             Input::VipDone { add, result } => self.on_vip_done(now, add, result),
             Input::Probe { index, result } => self.on_probe(now, index, result),
+            Input::Reconfigure(params) => {
+                self.params = Params {
+                    src: self.params.src,
+                    ..params
+                };
+                // Before the start the machine is built from these later.
+                if self.started {
+                    self.machine
+                        .handle(now, machine::Input::Reconfigure(params));
+                }
+            }
             Input::Lease(report) => {
                 let held = matches!(report, LeaseReport::Held { .. });
                 if let Some(db) = self.db.as_mut() {

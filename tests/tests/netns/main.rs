@@ -16,6 +16,7 @@ mod interop;
 mod junk;
 mod metrics;
 mod quorum;
+mod reload;
 mod rig_sanity;
 mod safety;
 mod track;

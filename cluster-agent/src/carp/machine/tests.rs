@@ -402,3 +402,44 @@ fn fast_mode_master_down_follows_a_slower_master() {
     assert_eq!(m.master_down(), interval(0, 200) * 3);
     assert_eq!(m.poll_timeout(), Some(t(10) + interval(0, 200) * 3));
 }
+
+#[test]
+fn a_reconfigured_master_advertises_the_new_timing_at_once_without_a_transition() {
+    let (mut m, at) = master_at(params(1, 10, false));
+    let mut p = params(2, 50, true);
+    p.src = PEER; // the address never changes on a reload
+    p.garp_interval = Some(Duration::from_secs(4));
+    m.handle(at + ms(5), Input::Reconfigure(p));
+    assert_eq!(
+        drain(&mut m),
+        vec![Action::SendAdvert {
+            advbase: 2,
+            advskew: 50
+        }]
+    );
+    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.params().src, ME);
+    assert_eq!(m.master(), Some(ME));
+    assert_eq!(m.poll_timeout(), Some(at + ms(5) + interval(2, 50)));
+    // The periodic GARP now runs, 4 s from the reload.
+    m.handle_timeout(at + ms(5) + Duration::from_secs(4));
+    assert!(drain(&mut m).contains(&Action::SendGarp));
+    // The same settings again change nothing.
+    m.handle(at + ms(6), Input::Reconfigure(*m.params()));
+    assert!(drain(&mut m).is_empty());
+}
+
+#[test]
+fn a_reconfigured_backup_counts_master_down_from_the_same_instant() {
+    let mut m = Machine::new(params(1, 100, false), t(0));
+    m.handle(t(1000), advert(PEER, 1, 0));
+    assert_eq!(m.poll_timeout(), Some(t(1000) + m.master_down()));
+    m.handle(t(1500), Input::Reconfigure(params(2, 0, false)));
+    assert!(drain(&mut m).is_empty(), "no advert, no transition");
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.master_down(), Duration::from_secs(6));
+    assert_eq!(m.poll_timeout(), Some(t(7000)));
+    // A master-down time already over takes effect at once, not in the past.
+    m.handle(t(7000), Input::Reconfigure(params(1, 0, false)));
+    assert_eq!(m.poll_timeout(), Some(t(7000)));
+}
