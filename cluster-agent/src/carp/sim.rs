@@ -17,7 +17,7 @@ use std::collections::BinaryHeap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::machine::{Action, Input, Machine, Params, State, interval};
+use super::machine::{Action, DEMOTED_SKEW, Input, Machine, Params, State, interval};
 use super::time::Mono;
 use super::wire::tie_key;
 
@@ -214,6 +214,23 @@ impl Sim {
         }
     }
 
+    /// A configuration reload: a new skew (no lower than any node's so far, no higher than the
+    /// demoted one, so the run's time scale holds) and, now and then, preemption toggled. It
+    /// applies to the running machine and to every later power-on.
+    fn reload(&mut self, i: usize) {
+        let floor = self.nodes.iter().map(|n| n.params.advskew).min();
+        let top = u64::from(DEMOTED_SKEW);
+        let floor = u64::from(floor.unwrap_or(0)).min(top);
+        let mut p = self.nodes[i].params;
+        p.advskew = self.rng.range(floor, top) as u8;
+        if self.rng.chance(1, 4) {
+            p.preempt = !p.preempt;
+        }
+        self.nodes[i].params = p;
+        self.log(|| format!("n{i} reload advskew={} preempt={}", p.advskew, p.preempt));
+        self.input(i, Input::Reconfigure(p));
+    }
+
     fn set_demoted(&mut self, i: usize, d: bool) {
         self.log(|| format!("n{i} demoted={d}"));
         self.input(i, Input::SetDemoted(d));
@@ -346,7 +363,7 @@ impl Sim {
         };
         let n = self.nodes.len();
         let i = self.rng.below(n as u64) as usize;
-        match self.rng.below(13) {
+        match self.rng.below(14) {
             0 if self.alive(i) => self.power_off(i),
             1 if self.alive(i) => self.shutdown(i),
             2..=3 if !self.alive(i) => {
@@ -369,6 +386,7 @@ impl Sim {
                 self.set_demoted(i, d);
             }
             9 if self.alive(i) => self.switchover(i),
+            11 if self.alive(i) => self.reload(i),
             10 => {
                 self.loss = self.rng.range(0, 300);
                 let hi = self.rng.duration(Duration::ZERO, self.min_interval / 2);
