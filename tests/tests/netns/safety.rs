@@ -473,3 +473,70 @@ fn a_receiver_reconnecting_to_a_dead_master_does_not_hold_up_the_promotion() -> 
         check_invariants(&c, 1, &writes, &timeline)
     })
 }
+
+/// A new master that lacks acknowledged writes another replica holds catches up from it
+/// before it opens. node1's receiving connection from node0 is cut (only that socket: its
+/// agent must still see node0's server, or node0 counts as alive), two more writes are
+/// acknowledged by node2 alone, then node0 loses power. node1 wins the election, finds the
+/// two writes on node2, replicates them from node2 and only then opens, with every write.
+#[test]
+fn a_new_master_catches_up_from_the_replica_that_holds_more() -> Result<()> {
+    netns_test(|| {
+        let ranks = [Rank::from(10), Rank::from(100), Rank::from(200)];
+        let (mut c, writer, watch) = running(3, &ranks, "")?;
+        c.wait_semi_sync_clients(0, 2, START)?;
+        more_acks(&writer, 20)?;
+        let master = c.rig.addr(0).to_string();
+        let ss = c.rig.exec(
+            1,
+            &[
+                "ss",
+                "-tnpH",
+                "state",
+                "established",
+                "dst",
+                &format!("{master}:3306"),
+            ],
+        )?;
+        let ss = String::from_utf8_lossy(&ss.stdout).to_string();
+        let port = ss
+            .lines()
+            .find(|l| l.contains("mariadbd"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|a| a.rsplit(':').next())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no receiving connection on node1 in {ss:?}"))?;
+        let rule = |c: &Cluster, op: &str| -> Result<()> {
+            let args = [
+                "iptables", op, "INPUT", "-s", &master, "-p", "tcp", "--sport", "3306", "--dport",
+                &port, "-j", "DROP",
+            ];
+            let out = c.rig.exec(1, &args)?;
+            ensure!(
+                out.status.success(),
+                "iptables {op}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        rule(&c, "-I")?;
+        more_acks(&writer, 2)?;
+        c.power_cut(0)?;
+        rule(&c, "-D")?;
+        c.wait_sole_master(1, FAILOVER)?;
+        let took = wait_for(FAILOVER, "node1's complete takeover record", || {
+            status(&c, 1)
+                .and_then(|s| s.last_takeover)
+                .filter(|t| t.complete)
+        })?;
+        eprintln!("node1's takeover: {took:?}");
+        let (caught_up, open) = (took.after_ms("caught up"), took.after_ms("open"));
+        ensure!(
+            caught_up.is_some() && open.is_some() && caught_up < open,
+            "node1 did not catch up before opening: {took:?}"
+        );
+        more_acks(&writer, 10)?;
+        let (writes, timeline) = (writer.stop(), watch.stop());
+        check_invariants(&c, 1, &writes, &timeline)
+    })
+}
