@@ -336,6 +336,25 @@ impl MariaDb {
             .collect())
     }
 
+    /// The names of every replication connection (`SHOW ALL SLAVES STATUS`; the default
+    /// one is the empty name).
+    pub fn replication_connections(&self) -> Result<Vec<String>> {
+        let mut c = Command::new(client_bin()?);
+        c.arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg("--user=root")
+            .arg("--vertical");
+        let out = run_client(c, "SHOW ALL SLAVES STATUS")
+            .with_context(|| format!("SHOW ALL SLAVES STATUS on node{}", self.node))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == "Connection_name").then(|| v.trim().to_string())
+            })
+            .collect())
+    }
+
     /// A shell command line running `sql` as root on this server, for the scripts of a UCARP
     /// or keepalived cluster.
     pub fn shell_command(&self, sql: &str) -> Result<String> {

@@ -539,23 +539,7 @@ impl Db {
                 "refusing to replicate from this node's own address {master}"
             )));
         }
-        let master_state = {
-            let mut m = self.open(master).await?;
-            let sql = m.flavour.select_gtid_state();
-            let (read_only, state) =
-                bounded("read master GTID state", self.cfg.op_timeout, async {
-                    let ro = is_on(scalar(&mut m.conn, m.flavour.select_read_only()).await?);
-                    let state: Option<String> =
-                        m.conn.query_first(sql).await.map_err(sql_err(sql))?;
-                    Ok((ro, state))
-                })
-                .await?;
-            let _ = m.conn.disconnect().await;
-            if writer && read_only {
-                return Err(DbError::MasterNotOpen { master });
-            }
-            state.unwrap_or_default()
-        };
+        let master_state = self.source_state(master, writer).await?;
         let cfg = self.cfg.clone();
         let res = self
             .with_ops("replicate_from", self.cfg.op_timeout * 2, async |s| {
@@ -572,6 +556,26 @@ impl Db {
             Err(e) => tracing::warn!(master = %master, error = %e, "replication not started"),
         }
         res
+    }
+}
+
+impl Db {
+    /// What the server at `source` has logged, for the errant-transaction check; with
+    /// `writer`, only once it is open for writes.
+    async fn source_state(&self, source: IpAddr, writer: bool) -> Result<String, DbError> {
+        let mut m = self.open(source).await?;
+        let sql = m.flavour.select_gtid_state();
+        let (read_only, state) = bounded("read master GTID state", self.cfg.op_timeout, async {
+            let ro = is_on(scalar(&mut m.conn, m.flavour.select_read_only()).await?);
+            let state: Option<String> = m.conn.query_first(sql).await.map_err(sql_err(sql))?;
+            Ok((ro, state))
+        })
+        .await?;
+        let _ = m.conn.disconnect().await;
+        if writer && read_only {
+            return Err(DbError::MasterNotOpen { master: source });
+        }
+        Ok(state.unwrap_or_default())
     }
 }
 
@@ -950,15 +954,10 @@ async fn fence(s: &mut Session, admin: &str, repl: &str) -> Result<usize, DbErro
     Ok(killed)
 }
 
-async fn replicate(
-    s: &mut Session,
-    cfg: &DbConfig,
-    master: IpAddr,
-    master_state: &str,
-) -> Result<Replicating, DbError> {
+/// Refuses with [`DbError::Errant`] if this node holds transactions that `master`, whose
+/// logged state is `master_state`, lacks: replicating from it would silently diverge.
+async fn refuse_errant(s: &mut Session, master: IpAddr, master_state: &str) -> Result<(), DbError> {
     let f = s.flavour;
-    exec(&mut s.conn, f.read_only_on()).await?;
-    // Errant transactions first: nothing about replication changes if the node holds any.
     let local_state = scalar(&mut s.conn, f.select_gtid_state())
         .await?
         .unwrap_or_default();
@@ -995,6 +994,159 @@ async fn replicate(
             gtids: errant,
         });
     }
+    Ok(())
+}
+
+/// Points replication (the default connection, or `connection`) at `source`: GTID
+/// positioning, TLS with the source's certificate verified.
+async fn point_at(
+    s: &mut Session,
+    cfg: &DbConfig,
+    source: IpAddr,
+    connection: Option<&str>,
+) -> Result<(), DbError> {
+    let ca = cfg.repl_ssl_ca.as_ref().unwrap_or(&cfg.ca);
+    let cert = cfg.repl_ssl_cert.as_ref().or(cfg.client_cert.as_ref());
+    let key = cfg.repl_ssl_key.as_ref().or(cfg.client_key.as_ref());
+    let change = s.flavour.change_source(&ReplicationSource {
+        connection,
+        host: source,
+        port: cfg.port,
+        user: &cfg.repl_user,
+        password: cfg.repl_password.expose(),
+        ssl_ca: ca,
+        ssl_cert: cert.map(|p| p.as_path()),
+        ssl_key: key.map(|p| p.as_path()),
+        connect_retry_secs: 1,
+    });
+    exec(&mut s.conn, &change).await.map_err(|e| {
+        // The server may quote the statement back; never pass the password on.
+        let pw = cfg.repl_password.expose();
+        match e {
+            DbError::Sql { what, message } => DbError::Sql {
+                what,
+                message: message.replace(pw, "<redacted>"),
+            },
+            other => other,
+        }
+    })
+}
+
+/// The named connection a catch-up replicates on (MariaDB), beside the default one.
+const CATCH_UP_CONNECTION: &str = "catch_up";
+
+/// Stops and removes the catch-up's connection if there is one (best effort: usually there
+/// is none, and the server says so).
+async fn end_catch_up_connection(s: &mut Session) {
+    let f = s.flavour;
+    if f != Flavour::MariaDb {
+        return;
+    }
+    for stmt in [
+        f.stop_connection(CATCH_UP_CONNECTION),
+        f.reset_connection_all(CATCH_UP_CONNECTION),
+    ] {
+        let _ = exec(&mut s.conn, &stmt).await;
+    }
+}
+
+/// Catches up from `source` on a replication connection of its own (MariaDB multi-source),
+/// and removes it again. The default connection, to the master that went silent, is drained
+/// first as a promotion drains it (its receiver killed, what it received applied, its
+/// applier stopped) but not stopped with `STOP SLAVE`: a receiver that was semi-sync
+/// connects to its master on the way out to end the dump thread there, and with the master
+/// gone that waits `rpl_semi_sync_slave_kill_conn_timeout` (a second), which re-pointing the
+/// default connection would spend before the catch-up could begin. The catch-up's own
+/// connection ends against a live server, at once.
+///
+/// `Ok(false)`: not applicable, and the caller re-points the default connection instead:
+/// another flavour, no default connection, one that cannot be drained (left replicating as
+/// it was), or own writes logged beyond what was applied (they need the default connection
+/// re-pointed from the furthest position).
+async fn catch_up_beside(
+    s: &mut Session,
+    cfg: &DbConfig,
+    source: IpAddr,
+    source_state: &str,
+    wait: &str,
+    timeout: Duration,
+    start: Instant,
+) -> Result<bool, DbError> {
+    let f = s.flavour;
+    if f != Flavour::MariaDb {
+        return Ok(false);
+    }
+    exec(&mut s.conn, f.read_only_on()).await?;
+    refuse_errant(s, source, source_state).await?;
+    let parse = |p: Option<String>| {
+        p.unwrap_or_default()
+            .parse::<GtidList>()
+            .map_err(|e: gtid::GtidParseError| DbError::Protocol(e.to_string()))
+    };
+    let logged = parse(scalar(&mut s.conn, "SELECT @@GLOBAL.gtid_binlog_pos").await?)?;
+    let applied = parse(scalar(&mut s.conn, "SELECT @@GLOBAL.gtid_slave_pos").await?)?;
+    if !applied.covers(&logged) || read_replica(s).await?.is_none() {
+        return Ok(false);
+    }
+    if let Err(error) = drain_replication(s, timeout.saturating_sub(start.elapsed())).await {
+        tracing::warn!(%error, "cannot drain the replication from the old master; re-pointing it instead");
+        return Ok(false);
+    }
+    end_catch_up_connection(s).await;
+    let caught_up = async {
+        point_at(s, cfg, source, Some(CATCH_UP_CONNECTION)).await?;
+        exec(&mut s.conn, &f.start_connection(CATCH_UP_CONNECTION)).await?;
+        wait_applied_until(s, wait, timeout.saturating_sub(start.elapsed()), start).await
+    }
+    .await;
+    // Whatever the outcome, the second source goes: the promotion reads the default
+    // connection only, and nothing may replicate into a master. Stopping it must succeed.
+    let ended = async {
+        exec(&mut s.conn, &f.stop_connection(CATCH_UP_CONNECTION)).await?;
+        exec(&mut s.conn, &f.reset_connection_all(CATCH_UP_CONNECTION)).await
+    }
+    .await;
+    if let Err(e) = caught_up.and(ended) {
+        // Stay the replica this node was, as a promotion that does not open does.
+        resume_replication(s).await;
+        return Err(e);
+    }
+    Ok(true)
+}
+
+/// Waits until the GTID position `wait` is applied, at most `limit`; `start` dates the
+/// error's `waited`.
+async fn wait_applied_until(
+    s: &mut Session,
+    wait: &str,
+    limit: Duration,
+    start: Instant,
+) -> Result<(), DbError> {
+    let f = s.flavour;
+    let stmt = f.wait_applied(wait, limit);
+    let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
+    if f.wait_succeeded(res) {
+        return Ok(());
+    }
+    Err(DbError::PromoteTimeout {
+        waited: start.elapsed(),
+        received: wait.to_string(),
+        applied: scalar(&mut s.conn, f.select_applied_pos())
+            .await?
+            .unwrap_or_default(),
+    })
+}
+
+async fn replicate(
+    s: &mut Session,
+    cfg: &DbConfig,
+    master: IpAddr,
+    master_state: &str,
+) -> Result<Replicating, DbError> {
+    let f = s.flavour;
+    exec(&mut s.conn, f.read_only_on()).await?;
+    // Errant transactions first: nothing about replication changes if the node holds any.
+    refuse_errant(s, master, master_state).await?;
     if let Some(r) = read_replica(s).await?
         && r.master_host == master.to_string()
         && r.master_port == cfg.port
@@ -1033,30 +1185,10 @@ async fn replicate(
     }
     exec(&mut s.conn, f.semi_sync_master(false)).await?;
     exec(&mut s.conn, f.semi_sync_replica(true)).await?;
-    let ca = cfg.repl_ssl_ca.as_ref().unwrap_or(&cfg.ca);
-    let cert = cfg.repl_ssl_cert.as_ref().or(cfg.client_cert.as_ref());
-    let key = cfg.repl_ssl_key.as_ref().or(cfg.client_key.as_ref());
-    let change = f.change_source(&ReplicationSource {
-        host: master,
-        port: cfg.port,
-        user: &cfg.repl_user,
-        password: cfg.repl_password.expose(),
-        ssl_ca: ca,
-        ssl_cert: cert.map(|p| p.as_path()),
-        ssl_key: key.map(|p| p.as_path()),
-        connect_retry_secs: 1,
-    });
-    if let Err(e) = exec(&mut s.conn, &change).await {
-        // The server may quote the statement back; never pass the password on.
-        let pw = cfg.repl_password.expose();
-        return Err(match e {
-            DbError::Sql { what, message } => DbError::Sql {
-                what,
-                message: message.replace(pw, "<redacted>"),
-            },
-            other => other,
-        });
-    }
+    // A catch-up's own connection left by an interrupted promotion must not go on beside
+    // this one.
+    end_catch_up_connection(s).await;
+    point_at(s, cfg, master, None).await?;
     exec(&mut s.conn, f.start_replica()).await?;
     let r = read_replica(s)
         .await?

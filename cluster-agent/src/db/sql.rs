@@ -309,6 +309,8 @@ pub enum StatusCol {
 /// Everything `CHANGE MASTER TO` / `CHANGE REPLICATION SOURCE TO` needs.
 #[derive(Clone, Debug)]
 pub struct ReplicationSource<'a> {
+    /// A named replication connection (MariaDB) or channel (MySQL) beside the default one.
+    pub connection: Option<&'a str>,
     pub host: IpAddr,
     pub port: u16,
     pub user: &'a str,
@@ -332,9 +334,10 @@ impl Flavour {
             Flavour::MariaDb => ("MASTER", "MASTER_USE_GTID = slave_pos"),
             Flavour::MySql => ("SOURCE", "SOURCE_AUTO_POSITION = 1"),
         };
-        let head = match self {
-            Flavour::MariaDb => "CHANGE MASTER TO",
-            Flavour::MySql => "CHANGE REPLICATION SOURCE TO",
+        let head = match (self, src.connection) {
+            (Flavour::MariaDb, Some(name)) => format!("CHANGE MASTER {} TO", quote(name)),
+            (Flavour::MariaDb, None) => "CHANGE MASTER TO".to_string(),
+            (Flavour::MySql, _) => "CHANGE REPLICATION SOURCE TO".to_string(),
         };
         let mut s = format!(
             "{head} {kw}_HOST = {host}, {kw}_PORT = {port}, {kw}_USER = {user}, \
@@ -359,7 +362,33 @@ impl Flavour {
                 quote(&key.display().to_string())
             ));
         }
+        if let (Flavour::MySql, Some(name)) = (self, src.connection) {
+            s.push_str(&format!(" FOR CHANNEL {}", quote(name)));
+        }
         s
+    }
+
+    /// Starts both threads of the named connection `name`.
+    pub fn start_connection(self, name: &str) -> String {
+        match self {
+            Flavour::MariaDb => format!("START SLAVE {}", quote(name)),
+            Flavour::MySql => format!("START REPLICA FOR CHANNEL {}", quote(name)),
+        }
+    }
+
+    pub fn stop_connection(self, name: &str) -> String {
+        match self {
+            Flavour::MariaDb => format!("STOP SLAVE {}", quote(name)),
+            Flavour::MySql => format!("STOP REPLICA FOR CHANNEL {}", quote(name)),
+        }
+    }
+
+    /// Removes the named connection with its relay logs.
+    pub fn reset_connection_all(self, name: &str) -> String {
+        match self {
+            Flavour::MariaDb => format!("RESET SLAVE {} ALL", quote(name)),
+            Flavour::MySql => format!("RESET REPLICA ALL FOR CHANNEL {}", quote(name)),
+        }
     }
 }
 
@@ -401,6 +430,7 @@ mod tests {
 
     fn src() -> ReplicationSource<'static> {
         ReplicationSource {
+            connection: None,
             host: "10.0.0.1".parse().unwrap(),
             port: 3306,
             user: "repl",
@@ -427,6 +457,31 @@ mod tests {
         ] {
             assert!(s.contains(want), "{want} missing from {s}");
         }
+    }
+
+    #[test]
+    fn a_named_connection_is_addressed_by_its_name() {
+        let named = ReplicationSource {
+            connection: Some("catch_up"),
+            ..src()
+        };
+        let s = Flavour::MariaDb.change_source(&named);
+        assert!(s.starts_with("CHANGE MASTER 'catch_up' TO MASTER_HOST = '10.0.0.1'"));
+        assert!(s.contains("MASTER_SSL_VERIFY_SERVER_CERT = 1"));
+        let s = Flavour::MySql.change_source(&named);
+        assert!(s.ends_with(" FOR CHANNEL 'catch_up'"), "{s}");
+        assert_eq!(
+            Flavour::MariaDb.start_connection("catch_up"),
+            "START SLAVE 'catch_up'"
+        );
+        assert_eq!(
+            Flavour::MariaDb.stop_connection("catch_up"),
+            "STOP SLAVE 'catch_up'"
+        );
+        assert_eq!(
+            Flavour::MariaDb.reset_connection_all("catch_up"),
+            "RESET SLAVE 'catch_up' ALL"
+        );
     }
 
     #[test]

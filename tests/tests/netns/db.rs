@@ -231,6 +231,7 @@ fn change_master_as(
     pw: &str,
 ) -> Result<()> {
     let sql = Flavour::MariaDb.change_source(&ReplicationSource {
+        connection: None,
         host: c.addr(master),
         port: PORT,
         user,

@@ -479,6 +479,8 @@ fn a_receiver_reconnecting_to_a_dead_master_does_not_hold_up_the_promotion() -> 
 /// agent must still see node0's server, or node0 counts as alive), two more writes are
 /// acknowledged by node2 alone, then node0 loses power. node1 wins the election, finds the
 /// two writes on node2, replicates them from node2 and only then opens, with every write.
+/// The catch-up does not wait for the receiver from the dead master to end: stopping that
+/// one waits for its semi-sync kill connection to the dead host, a second at least.
 #[test]
 fn a_new_master_catches_up_from_the_replica_that_holds_more() -> Result<()> {
     netns_test(|| {
@@ -534,6 +536,19 @@ fn a_new_master_catches_up_from_the_replica_that_holds_more() -> Result<()> {
         ensure!(
             caught_up.is_some() && open.is_some() && caught_up < open,
             "node1 did not catch up before opening: {took:?}"
+        );
+        let catching =
+            caught_up.unwrap_or_default() - took.after_ms("prepared").unwrap_or_default();
+        ensure!(
+            catching < 700.0,
+            "the catch-up took {catching:.1} ms: it waited for the old receiver to end"
+        );
+        // The catch-up's own connection is gone, and node2 follows the new master.
+        c.wait_replica_of(2, 1, FAILOVER)?;
+        let left = c.server(1).replication_connections()?;
+        ensure!(
+            left.iter().all(|name| name != "catch_up"),
+            "the catch-up's connection outlived it: {left:?}"
         );
         more_acks(&writer, 10)?;
         let (writes, timeline) = (writer.stop(), watch.stop());

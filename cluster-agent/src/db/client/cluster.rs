@@ -581,8 +581,9 @@ impl Db {
     }
 
     /// Replicates from `from` until `target` is applied (at most `timeout`), so that this
-    /// node holds what only `from` had. Replication is left running: the promotion that follows
-    /// drains and stops it.
+    /// node holds what only `from` had: on a connection of its own where it can (see
+    /// [`super::catch_up_beside`]), else by re-pointing replication to `from`, left running
+    /// for the promotion that follows to drain and stop.
     pub async fn catch_up(
         &self,
         from: Ipv4Addr,
@@ -590,25 +591,24 @@ impl Db {
         timeout: Duration,
     ) -> Result<(), DbError> {
         let start = Instant::now();
-        let r = self.replicate_from(IpAddr::V4(from)).await?;
-        tracing::info!(%from, unchanged = r.unchanged, target = %target, "catching up");
-        let left = timeout.saturating_sub(start.elapsed());
+        let source = IpAddr::V4(from);
+        let source_state = self.source_state(source, false).await?;
+        let cfg = self.cfg.clone();
         let wait = target.wait_position();
+        tracing::info!(%from, target = %target, "catching up");
+        let beside = self
+            .with_ops("catch up", timeout + self.cfg.op_timeout, async |s| {
+                super::catch_up_beside(s, &cfg, source, &source_state, &wait, timeout, start).await
+            })
+            .await?;
+        if beside {
+            return Ok(());
+        }
+        let r = self.replicate_from(source).await?;
+        tracing::info!(%from, unchanged = r.unchanged, "catching up: replication re-pointed");
+        let left = timeout.saturating_sub(start.elapsed());
         self.with_ops("catch up", left + self.cfg.op_timeout, async |s| {
-            let f = s.flavour;
-            let stmt = f.wait_applied(&wait, left);
-            let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
-            if f.wait_succeeded(res) {
-                Ok(())
-            } else {
-                Err(DbError::PromoteTimeout {
-                    waited: start.elapsed(),
-                    received: target.to_string(),
-                    applied: scalar(&mut s.conn, f.select_applied_pos())
-                        .await?
-                        .unwrap_or_default(),
-                })
-            }
+            super::wait_applied_until(s, &wait, left, start).await
         })
         .await
     }
