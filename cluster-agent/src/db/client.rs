@@ -232,7 +232,8 @@ impl Health {
 pub struct Promoted {
     /// Time spent waiting for the relay log to be applied.
     pub waited: Duration,
-    /// The GTID position the node was promoted at (everything it had received).
+    /// The GTID position the node was promoted at (everything it had applied, which covers
+    /// everything it had received).
     pub applied: String,
     /// It was a replica (false: it was already writable, nothing to stop).
     pub was_replica: bool,
@@ -617,7 +618,12 @@ fn statement_name(stmt: &str) -> &'static str {
         "START REPLICA",
         "RESET SLAVE ALL",
         "RESET REPLICA ALL",
+        "RESET SLAVE '",
+        "STOP SLAVE '",
+        "START SLAVE '",
+        "SHOW ALL SLAVES STATUS",
         "CHANGE MASTER TO",
+        "CHANGE MASTER '",
         "CHANGE REPLICATION SOURCE TO",
         "SELECT MASTER_GTID_WAIT",
         "SELECT WAIT_FOR_EXECUTED_GTID_SET",
@@ -851,7 +857,7 @@ async fn apply_all_received(
         steps.push(("applier stopped", Mono::now()));
         let now = read_replica(s).await?.unwrap_or(r.clone());
         if now.caught_up {
-            return Ok(now.gtid_io_pos);
+            return Ok(now.gtid_slave_pos);
         }
         // Something was still on its way (the receiver had it before it ended, or its next
         // connection brought it): apply that too.
@@ -872,6 +878,18 @@ async fn open_for_writes(
     semi_sync_min: Option<Duration>,
 ) -> Result<Promoted, DbError> {
     let f = s.flavour;
+    // Nothing may replicate into a master: a catch-up's connection that outlived it (its
+    // stop timed out, or the agent died meanwhile) goes first, or the node stays closed.
+    if !named_connections(s).await?.is_empty() {
+        end_catch_up_connection(s).await;
+        let left = named_connections(s).await?;
+        if !left.is_empty() {
+            return Err(DbError::Protocol(format!(
+                "replication connections besides the default one are still configured ({}): not opening while they could replicate into this server",
+                left.join(", ")
+            )));
+        }
+    }
     if let Some(min) = semi_sync_min {
         exec(&mut s.conn, &f.raise_semi_sync_timeout(min)).await?;
         d.steps.push(("semi-sync timeout raised", Mono::now()));
@@ -1035,8 +1053,12 @@ async fn point_at(
 /// The named connection a catch-up replicates on (MariaDB), beside the default one.
 const CATCH_UP_CONNECTION: &str = "catch_up";
 
-/// Stops and removes the catch-up's connection if there is one (best effort: usually there
-/// is none, and the server says so).
+/// MariaDB's answer to a statement naming a replication connection that does not exist.
+const NO_SUCH_CONNECTION: &str = "error 1617:";
+
+/// Stops and removes the catch-up's connection if there is one. Usually there is none and
+/// the server says so; any other failure is logged, and [`open_for_writes`] refuses to open
+/// while the connection remains.
 async fn end_catch_up_connection(s: &mut Session) {
     let f = s.flavour;
     if f != Flavour::MariaDb {
@@ -1046,8 +1068,28 @@ async fn end_catch_up_connection(s: &mut Session) {
         f.stop_connection(CATCH_UP_CONNECTION),
         f.reset_connection_all(CATCH_UP_CONNECTION),
     ] {
-        let _ = exec(&mut s.conn, &stmt).await;
+        match exec(&mut s.conn, &stmt).await {
+            Err(DbError::Sql { message, .. }) if message.starts_with(NO_SUCH_CONNECTION) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot end the catch-up's replication connection")
+            }
+            Ok(()) => {}
+        }
     }
+}
+
+/// The replication connections besides the default one (MariaDB multi-source).
+async fn named_connections(s: &mut Session) -> Result<Vec<String>, DbError> {
+    if s.flavour != Flavour::MariaDb {
+        return Ok(Vec::new());
+    }
+    let stmt = "SHOW ALL SLAVES STATUS";
+    let rows: Vec<Row> = s.conn.query(stmt).await.map_err(sql_err(stmt))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| col(r, "Connection_name"))
+        .filter(|name| !name.is_empty())
+        .collect())
 }
 
 /// Catches up from `source` on a replication connection of its own (MariaDB multi-source),
@@ -1060,9 +1102,9 @@ async fn end_catch_up_connection(s: &mut Session) {
 /// connection ends against a live server, at once.
 ///
 /// `Ok(false)`: not applicable, and the caller re-points the default connection instead:
-/// another flavour, no default connection, one that cannot be drained (left replicating as
-/// it was), or own writes logged beyond what was applied (they need the default connection
-/// re-pointed from the furthest position).
+/// another flavour, no default connection, one that already points at the source, one that
+/// cannot be drained (left replicating as it was), or own writes logged beyond what was
+/// applied (they need the default connection re-pointed from the furthest position).
 async fn catch_up_beside(
     s: &mut Session,
     cfg: &DbConfig,
@@ -1076,6 +1118,15 @@ async fn catch_up_beside(
     if f != Flavour::MariaDb {
         return Ok(false);
     }
+    // The server refuses a second connection to the host and port the default one uses: when
+    // the source is the master this node followed, replication already points at it.
+    match read_replica(s).await? {
+        None => return Ok(false),
+        Some(r) if r.master_host == source.to_string() && r.master_port == cfg.port => {
+            return Ok(false);
+        }
+        Some(_) => {}
+    }
     exec(&mut s.conn, f.read_only_on()).await?;
     refuse_errant(s, source, source_state).await?;
     let parse = |p: Option<String>| {
@@ -1085,7 +1136,7 @@ async fn catch_up_beside(
     };
     let logged = parse(scalar(&mut s.conn, "SELECT @@GLOBAL.gtid_binlog_pos").await?)?;
     let applied = parse(scalar(&mut s.conn, "SELECT @@GLOBAL.gtid_slave_pos").await?)?;
-    if !applied.covers(&logged) || read_replica(s).await?.is_none() {
+    if !applied.covers(&logged) {
         return Ok(false);
     }
     if let Err(error) = drain_replication(s, timeout.saturating_sub(start.elapsed())).await {

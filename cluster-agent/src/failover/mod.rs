@@ -1187,7 +1187,10 @@ impl Coordinator {
                 let DbOp::CatchUp { from, target } = op else {
                     unreachable!("outcome matches its operation")
                 };
-                db.role = Role::Replica(from);
+                // Whichever way it went, replication is not known to point at a master now
+                // (the catch-up may have used a connection of its own and left the one to the
+                // old master stopped): a node that goes on as BACKUP follows anew.
+                db.role = Role::Fenced;
                 match r {
                     Ok(()) if state == State::Master && !self.stopping => {
                         if let Err(why) = lease_gate(&self.lease, now) {

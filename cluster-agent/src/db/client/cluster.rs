@@ -600,9 +600,22 @@ impl Db {
             .with_ops("catch up", timeout + self.cfg.op_timeout, async |s| {
                 super::catch_up_beside(s, &cfg, source, &source_state, &wait, timeout, start).await
             })
-            .await?;
-        if beside {
-            return Ok(());
+            .await;
+        match beside {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                // Cut short (a timeout drops the session mid-way): end the catch-up's
+                // connection on a fresh one, and stay the replica this node was.
+                let _ = self
+                    .with_ops("end catch-up", self.cfg.op_timeout, async |s| {
+                        super::end_catch_up_connection(s).await;
+                        super::resume_replication(s).await;
+                        Ok(())
+                    })
+                    .await;
+                return Err(e);
+            }
         }
         let r = self.replicate_from(source).await?;
         tracing::info!(%from, unchanged = r.unchanged, "catching up: replication re-pointed");
