@@ -305,8 +305,25 @@ impl MariaDb {
 
     /// Runs `sql` as root; the tab-separated rows.
     pub fn sql(&self, sql: &str) -> Result<String> {
-        run_client(self.client(None)?, sql)
-            .with_context(|| format!("SQL on node{}: {sql}", self.node))
+        let run = || run_client(self.client(None)?, sql);
+        // An agent that fences this server ends every client session, the test's own
+        // included: a read that lost its connection that way is asked again, once. A write
+        // is not, since it may have been committed.
+        let read = ["SELECT", "SHOW"]
+            .iter()
+            .any(|k| sql.trim_start().starts_with(k));
+        let res = match run() {
+            Err(e)
+                if read
+                    && ["Server has gone away", "Lost connection"]
+                        .iter()
+                        .any(|m| format!("{e:#}").contains(m)) =>
+            {
+                run()
+            }
+            other => other,
+        };
+        res.with_context(|| format!("SQL on node{}: {sql}", self.node))
     }
 
     /// The first column of the first row, if any.
