@@ -337,37 +337,32 @@ impl MariaDb {
 
     /// `SHOW SLAVE STATUS` as column -> value (empty when not a replica).
     pub fn slave_status(&self) -> Result<BTreeMap<String, String>> {
-        let mut c = Command::new(client_bin()?);
-        c.arg("--no-defaults")
-            .arg(format!("--socket={}", self.socket.display()))
-            .arg("--user=root")
-            .arg("--vertical");
-        let out = run_client(c, "SHOW SLAVE STATUS")
-            .with_context(|| format!("SHOW SLAVE STATUS on node{}", self.node))?;
-        Ok(out
-            .lines()
-            .filter_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                Some((k.trim().to_string(), v.trim().to_string()))
-            })
-            .collect())
+        Ok(self.vertical("SHOW SLAVE STATUS")?.into_iter().collect())
     }
 
     /// The names of every replication connection (`SHOW ALL SLAVES STATUS`; the default
     /// one is the empty name).
     pub fn replication_connections(&self) -> Result<Vec<String>> {
+        Ok(self
+            .vertical("SHOW ALL SLAVES STATUS")?
+            .into_iter()
+            .filter_map(|(k, v)| (k == "Connection_name").then_some(v))
+            .collect())
+    }
+
+    /// Every `column: value` line of `stmt`'s vertical output, in order.
+    fn vertical(&self, stmt: &str) -> Result<Vec<(String, String)>> {
         let mut c = Command::new(client_bin()?);
         c.arg("--no-defaults")
             .arg(format!("--socket={}", self.socket.display()))
             .arg("--user=root")
             .arg("--vertical");
-        let out = run_client(c, "SHOW ALL SLAVES STATUS")
-            .with_context(|| format!("SHOW ALL SLAVES STATUS on node{}", self.node))?;
+        let out = run_client(c, stmt).with_context(|| format!("{stmt} on node{}", self.node))?;
         Ok(out
             .lines()
             .filter_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                (k.trim() == "Connection_name").then(|| v.trim().to_string())
+                Some((k.trim().to_string(), v.trim().to_string()))
             })
             .collect())
     }
