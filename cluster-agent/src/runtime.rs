@@ -126,10 +126,7 @@ pub type Reloader = Box<dyn Fn() -> Result<Settings, ConfigError> + Send>;
 
 pub async fn run(s: Settings, reload: Reloader) -> anyhow::Result<()> {
     if s.advbase == 0 {
-        tracing::warn!(
-            vhid = s.vhid,
-            "fast mode (advbase 0): UCARP peers cannot follow this timing; use it only between cluster-agent nodes"
-        );
+        warn_fast_mode(s.vhid);
     }
     if let Some(peers) = s.delivery.peers() {
         tracing::warn!(
@@ -400,6 +397,13 @@ pub async fn run(s: Settings, reload: Reloader) -> anyhow::Result<()> {
         tracing::warn!("hooks still running at exit");
     }
     Ok(())
+}
+
+fn warn_fast_mode(vhid: u8) {
+    tracing::warn!(
+        vhid,
+        "fast mode (advbase 0): UCARP peers cannot follow this timing; use it only between cluster-agent nodes"
+    );
 }
 
 fn hook_config(s: &Settings) -> HookConfig {
@@ -721,10 +725,7 @@ impl Agent {
         // The database tasks keep the settings they were started with (see `reload::changes`).
         new.db = self.s.db.clone();
         if new.advbase == 0 && self.s.advbase != 0 {
-            tracing::warn!(
-                vhid = new.vhid,
-                "fast mode (advbase 0): UCARP peers cannot follow this timing; use it only between cluster-agent nodes"
-            );
+            warn_fast_mode(new.vhid);
             realtime_advert_thread();
         }
         coord.handle(Mono::now(), Input::Reconfigure(new.carp_params()));
