@@ -857,6 +857,37 @@ pub enum ConfigError {
     Secret { setting: &'static str, why: String },
     #[error("invalid interface: {0:?} does not exist")]
     UnknownInterface(String),
+    /// A setting in the wrong place of a file with `[[vhid]]` tables.
+    #[error("invalid {setting}: {why}")]
+    Misplaced {
+        setting: &'static str,
+        why: &'static str,
+    },
+    /// What is wrong with one `[[vhid]]` table (numbered from 1 in file order).
+    #[error("[[vhid]] table {table}{}: {source}", vhid_of(.vhid))]
+    InTable {
+        table: usize,
+        vhid: Option<u32>,
+        source: Box<ConfigError>,
+    },
+    /// Two `[[vhid]]` tables claim what an agent holds once.
+    #[error("invalid {setting}: {value} in [[vhid]] tables {first} and {second} ({why})")]
+    Duplicate {
+        setting: &'static str,
+        value: String,
+        first: usize,
+        second: usize,
+        why: &'static str,
+    },
+    /// The config file describes several vhids where the caller runs exactly one.
+    #[error(
+        "invalid vhid: the config file has {0} [[vhid]] tables where exactly one vhid is expected"
+    )]
+    NotOneVhid(usize),
+}
+
+fn vhid_of(vhid: &Option<u32>) -> String {
+    vhid.map(|v| format!(" (vhid {v})")).unwrap_or_default()
 }
 
 fn invalid(setting: &'static str, value: impl ToString, why: &'static str) -> ConfigError {
@@ -867,65 +898,281 @@ fn invalid(setting: &'static str, value: impl ToString, why: &'static str) -> Co
     }
 }
 
-impl RunArgs {
-    /// Fills unset flags from the `--config` file, if any.
-    pub fn merge_file(self) -> Result<RunArgs, ConfigError> {
-        let Some(path) = self.config.clone() else {
-            return Ok(self);
-        };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ConfigFile {
-            path: path.clone(),
-            source,
-        })?;
-        let file: RunArgs = toml::from_str(&text).map_err(|source| ConfigError::ConfigSyntax {
-            path: path.clone(),
+/// One `[[vhid]]` table of the config file, as read.
+struct VhidTable {
+    args: RunArgs,
+    /// The on/off keys the table sets to `false` in so many words (see [`RunArgs::switches`]).
+    off: Vec<&'static str>,
+}
+
+/// The `--config` file: its top level and, when `vhid` is an array, its `[[vhid]]` tables.
+struct ConfigFile {
+    top: RunArgs,
+    tables: Option<Vec<VhidTable>>,
+}
+
+/// Reads the file. The document is parsed once with its spans, so that an error inside a
+/// `[[vhid]]` table is reported with its line as one at the top level is.
+fn read_config(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ConfigFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let syntax = |mut source: toml::de::Error| {
+        source.set_input(Some(&text));
+        ConfigError::ConfigSyntax {
+            path: path.to_owned(),
             source: Box::new(source),
-        })?;
-        Ok(RunArgs {
-            config: Some(path),
-            interface: self.interface.or(file.interface),
-            srcip: self.srcip.or(file.srcip),
-            vhid: self.vhid.or(file.vhid),
-            pass: self.pass.or(file.pass),
-            passfile: self.passfile.or(file.passfile),
-            addr: self.addr.or(file.addr),
-            advbase: self.advbase.or(file.advbase),
-            advskew: self.advskew.or(file.advskew),
-            deadratio: self.deadratio.or(file.deadratio),
-            preempt: self.preempt || file.preempt,
-            neutral: self.neutral || file.neutral,
-            shutdown: self.shutdown || file.shutdown,
-            ignoreifstate: self.ignoreifstate || file.ignoreifstate,
-            nomcast: self.nomcast || file.nomcast,
-            upscript: self.upscript.or(file.upscript),
-            downscript: self.downscript.or(file.downscript),
-            xparam: self.xparam.or(file.xparam),
-            mcastip: self.mcastip.or(file.mcastip),
-            peers: if self.peers.is_empty() {
-                file.peers
-            } else {
-                self.peers
-            },
-            garp_interval: self.garp_interval.or(file.garp_interval),
-            hook_timeout: self.hook_timeout.or(file.hook_timeout),
-            control_socket: self.control_socket.or(file.control_socket),
-            control_group: self.control_group.or(file.control_group),
-            metrics: self.metrics.or(file.metrics),
-            track: if self.track.is_empty() {
-                file.track
-            } else {
-                self.track
-            },
-            xdp: self.xdp.or(file.xdp),
-            no_fence: self.no_fence || file.no_fence,
-            mysql: self.mysql.merge(file.mysql),
-            quorum: self.quorum.merge(file.quorum),
-        })
+        }
+    };
+    let root = toml::de::DeTable::parse(&text).map_err(syntax)?;
+    let span = root.span();
+    let mut top = root.into_inner();
+    // `vhid = 9` stays a key of the top level (the single-vhid form); an array is the tables.
+    let tables = match top.get("vhid").map(|v| v.get_ref().as_array()) {
+        Some(Some(_)) => {
+            let Some(toml::de::DeValue::Array(items)) = top.remove("vhid").map(|v| v.into_inner())
+            else {
+                unreachable!("checked above")
+            };
+            let mut tables = Vec::with_capacity(items.len());
+            for item in items.iter() {
+                let off = match item.get_ref().as_table() {
+                    Some(t) => RunArgs::default()
+                        .switches()
+                        .into_iter()
+                        .map(|(key, _)| key)
+                        .filter(|key| {
+                            t.get(*key).and_then(|v| v.get_ref().as_bool()) == Some(false)
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let args = RunArgs::deserialize(toml::de::ValueDeserializer::from(item.clone()))
+                    .map_err(syntax)?;
+                tables.push(VhidTable { args, off });
+            }
+            Some(tables)
+        }
+        _ => None,
+    };
+    let top = RunArgs::deserialize(toml::de::Deserializer::from(toml::Spanned::new(span, top)))
+        .map_err(syntax)?;
+    Ok(ConfigFile { top, tables })
+}
+
+impl RunArgs {
+    /// Fills unset flags from the top level of the `--config` file, if any: the settings of
+    /// the one vhid, or with `[[vhid]]` tables the common settings every table inherits
+    /// (without the tables: [`RunArgs::validate_all`] applies them).
+    pub fn merge_file(self) -> Result<RunArgs, ConfigError> {
+        Ok(self.layers()?.0)
     }
 
-    /// Checks every setting; `ifindex` resolves the interface name (a lookup, not a change).
+    /// The flags over the file's top level, and the file's `[[vhid]]` tables if it has them.
+    fn layers(self) -> Result<(RunArgs, Option<Vec<VhidTable>>), ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok((self, None));
+        };
+        let file = read_config(&path)?;
+        Ok((self.or(file.top), file.tables))
+    }
+
+    /// `self` over `fallback`, setting by setting: the one merge, used for flags over the
+    /// file's top level and for a `[[vhid]]` table over those common settings. A value or a
+    /// non-empty list in `self` wins; on/off settings are ORed (`preempt = false` cannot be
+    /// told from a missing key, so a layer can switch one on, never off); `[mysql]` and
+    /// `[quorum]` merge key by key.
+    fn or(self, fallback: RunArgs) -> RunArgs {
+        fn list<T>(mine: Vec<T>, fallback: Vec<T>) -> Vec<T> {
+            if mine.is_empty() { fallback } else { mine }
+        }
+        RunArgs {
+            config: self.config.or(fallback.config),
+            interface: self.interface.or(fallback.interface),
+            srcip: self.srcip.or(fallback.srcip),
+            vhid: self.vhid.or(fallback.vhid),
+            pass: self.pass.or(fallback.pass),
+            passfile: self.passfile.or(fallback.passfile),
+            addr: self.addr.or(fallback.addr),
+            advbase: self.advbase.or(fallback.advbase),
+            advskew: self.advskew.or(fallback.advskew),
+            deadratio: self.deadratio.or(fallback.deadratio),
+            preempt: self.preempt || fallback.preempt,
+            neutral: self.neutral || fallback.neutral,
+            shutdown: self.shutdown || fallback.shutdown,
+            ignoreifstate: self.ignoreifstate || fallback.ignoreifstate,
+            nomcast: self.nomcast || fallback.nomcast,
+            upscript: self.upscript.or(fallback.upscript),
+            downscript: self.downscript.or(fallback.downscript),
+            xparam: self.xparam.or(fallback.xparam),
+            mcastip: self.mcastip.or(fallback.mcastip),
+            peers: list(self.peers, fallback.peers),
+            garp_interval: self.garp_interval.or(fallback.garp_interval),
+            hook_timeout: self.hook_timeout.or(fallback.hook_timeout),
+            control_socket: self.control_socket.or(fallback.control_socket),
+            control_group: self.control_group.or(fallback.control_group),
+            metrics: self.metrics.or(fallback.metrics),
+            track: list(self.track, fallback.track),
+            xdp: self.xdp.or(fallback.xdp),
+            no_fence: self.no_fence || fallback.no_fence,
+            mysql: self.mysql.merge(fallback.mysql),
+            quorum: self.quorum.merge(fallback.quorum),
+        }
+    }
+
+    /// The on/off settings by key, which [`RunArgs::or`] ORs.
+    fn switches(&self) -> [(&'static str, bool); 6] {
+        [
+            ("preempt", self.preempt),
+            ("neutral", self.neutral),
+            ("shutdown", self.shutdown),
+            ("ignoreifstate", self.ignoreifstate),
+            ("nomcast", self.nomcast),
+            ("no-fence", self.no_fence),
+        ]
+    }
+
+    /// Checks every setting of an agent that runs exactly one vhid; `ifindex` resolves the
+    /// interface name (a lookup, not a change). A config file with several `[[vhid]]` tables
+    /// is refused ([`ConfigError::NotOneVhid`]); [`RunArgs::validate_all`] takes it.
     pub fn validate(self, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Settings, ConfigError> {
-        let args = self.merge_file()?;
+        let mut all = self.validate_all(ifindex)?;
+        match all.len() {
+            1 => Ok(all.remove(0)),
+            n => Err(ConfigError::NotOneVhid(n)),
+        }
+    }
+
+    /// Checks every setting of every vhid the agent runs, one [`Settings`] each, in file order;
+    /// `ifindex` resolves interface names.
+    ///
+    /// In the TOML file `vhid` is either an integer, the single-vhid form (flags over the file,
+    /// one `Settings`), or an array of tables `[[vhid]]`, each one vhid with the same keys as
+    /// the top level (`vhid = N` in it is the id; `[[vhid.track]]`, `[vhid.mysql]`,
+    /// `[vhid.quorum]` nest). With tables:
+    ///
+    /// - The common settings are the flags over the top-level keys; each table's own keys
+    ///   override them (on/off keys are ORed: see [`RunArgs::or`], and a table that says
+    ///   `false` to one the common settings switched on is refused rather than ignored).
+    ///   Top-level `[[track]]` applies to every table without `[[vhid.track]]` of its own.
+    /// - `vhid` and `addr` belong in each table: the `-v`/`-a` flags and a top-level `addr`
+    ///   are refused, since they would name the same vhid or VIP twice.
+    /// - `[mysql]` and `[quorum]` (and their flags) belong in the one table whose VIP the
+    ///   database follows, so they are refused at the top level: one local database server
+    ///   follows one VIP, hence at most one table with `[vhid.mysql]`; `[vhid.quorum]` guards
+    ///   that database, so it is refused in a table without it.
+    /// - `control-socket`, `control-group`, `metrics` and `xdp` are agent-wide (one control
+    ///   socket, one metrics endpoint, one XDP program): refused inside a table.
+    /// - vhids are unique within the agent (the one XDP program keys its maps by vhid), and
+    ///   so are VIPs (two vhids cannot both own one address); `vhid = []` is refused.
+    pub fn validate_all(
+        self,
+        ifindex: impl Fn(&str) -> Option<u32>,
+    ) -> Result<Vec<Settings>, ConfigError> {
+        let (common, tables) = self.layers()?;
+        let Some(tables) = tables else {
+            return Ok(vec![common.settings(&ifindex)?]);
+        };
+        if tables.is_empty() {
+            return Err(invalid("vhid", "[]", "give at least one [[vhid]] table"));
+        }
+        let misplaced = |setting, why| Err(ConfigError::Misplaced { setting, why });
+        let per_table = "with [[vhid]] tables, vhid and addr belong in each [[vhid]] table";
+        if common.vhid.is_some() {
+            return misplaced("vhid", per_table);
+        }
+        if common.addr.is_some() {
+            return misplaced("addr", per_table);
+        }
+        if !common.mysql.is_empty() {
+            return misplaced(
+                "mysql",
+                "with [[vhid]] tables, [mysql] and its flags go inside the one table whose VIP the database follows",
+            );
+        }
+        if common.quorum != QuorumArgs::default() {
+            return misplaced(
+                "quorum",
+                "with [[vhid]] tables, [quorum] and its flags go inside the table with [vhid.mysql]",
+            );
+        }
+        let mut all: Vec<Settings> = Vec::with_capacity(tables.len());
+        for (i, table) in tables.into_iter().enumerate() {
+            let vhid = table.args.vhid;
+            let in_table = |source| ConfigError::InTable {
+                table: i + 1,
+                vhid,
+                source: Box::new(source),
+            };
+            let t = &table.args;
+            for (setting, set) in [
+                ("control-socket", t.control_socket.is_some()),
+                ("control-group", t.control_group.is_some()),
+                ("metrics", t.metrics.is_some()),
+                ("xdp", t.xdp.is_some()),
+            ] {
+                if set {
+                    return Err(in_table(ConfigError::Misplaced {
+                        setting,
+                        why: "one per agent (one control socket, one metrics endpoint, one XDP program): set it at the top level",
+                    }));
+                }
+            }
+            for (setting, on) in common.switches() {
+                if on && table.off.contains(&setting) {
+                    return Err(in_table(ConfigError::Misplaced {
+                        setting,
+                        why: "a flag or the top level switched it on for every table; a table cannot switch it off (set it per table instead)",
+                    }));
+                }
+            }
+            let s = table
+                .args
+                .or(common.clone())
+                .settings(&ifindex)
+                .map_err(in_table)?;
+            let duplicate = |setting, value: String, why, first: usize| ConfigError::Duplicate {
+                setting,
+                value,
+                first: first + 1,
+                second: i + 1,
+                why,
+            };
+            if let Some(j) = all.iter().position(|o| o.vhid == s.vhid) {
+                return Err(duplicate(
+                    "vhid",
+                    s.vhid.to_string(),
+                    "one XDP program keys its maps by vhid: each vhid once per agent",
+                    j,
+                ));
+            }
+            if let Some(j) = all.iter().position(|o| o.vip == s.vip) {
+                return Err(duplicate(
+                    "addr",
+                    s.vip.to_string(),
+                    "two vhids cannot both own one VIP",
+                    j,
+                ));
+            }
+            if s.db.is_some()
+                && let Some(j) = all.iter().position(|o| o.db.is_some())
+            {
+                return Err(duplicate(
+                    "mysql",
+                    "[vhid.mysql]".to_string(),
+                    "one local database server follows one VIP",
+                    j,
+                ));
+            }
+            all.push(s);
+        }
+        Ok(all)
+    }
+
+    /// Checks every setting of one vhid, its layers already merged.
+    fn settings(self, ifindex: &impl Fn(&str) -> Option<u32>) -> Result<Settings, ConfigError> {
+        let args = self;
         let vhid = args.vhid.ok_or(ConfigError::Missing("vhid (-v)"))?;
         if !(1..=255).contains(&vhid) {
             return Err(invalid("vhid", vhid, "must be 1-255"));
@@ -1718,5 +1965,379 @@ mod tests {
     fn password_never_in_debug_output() {
         let s = base().validate(known).unwrap();
         assert!(!format!("{s:?}").contains("secret"));
+    }
+
+    /// A directory of its own for a test's config file, removed when dropped.
+    struct ConfDir(PathBuf);
+
+    impl ConfDir {
+        fn new(test: &str) -> ConfDir {
+            let dir = std::env::temp_dir().join(format!("carp-{test}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("admin.pass"), "adm1n\n").unwrap();
+            std::fs::write(dir.join("repl.pass"), "r3pl\n").unwrap();
+            ConfDir(dir)
+        }
+
+        /// Every vhid of the file `text`, with `flags` over it.
+        fn all(&self, text: &str, flags: RunArgs) -> Result<Vec<Settings>, ConfigError> {
+            self.args(text, flags).validate_all(known)
+        }
+
+        fn args(&self, text: &str, flags: RunArgs) -> RunArgs {
+            let f = self.0.join("agent.toml");
+            std::fs::write(&f, text).unwrap();
+            RunArgs {
+                config: Some(f),
+                ..flags
+            }
+        }
+
+        /// A `[vhid.mysql]` section (`[mysql]` with `header = "mysql"`).
+        fn mysql(&self, header: &str) -> String {
+            format!(
+                "[{header}]\nca = \"/etc/ca.pem\"\nadmin-password-file = \"{0}/admin.pass\"\nrepl-password-file = \"{0}/repl.pass\"\nnodes = [\"10.0.0.1\", \"10.0.0.2\"]\n",
+                self.0.display()
+            )
+        }
+    }
+
+    impl Drop for ConfDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Top-level keys every `[[vhid]]` table below inherits.
+    const COMMON: &str = "interface = \"eth0\"\nsrcip = \"10.0.0.1\"\npass = \"pw\"\nadvbase = 2\nxdp = \"off\"\nmetrics = \"127.0.0.1:9687\"\n";
+
+    fn table(vhid: u32, addr: &str, extra: &str) -> String {
+        format!("[[vhid]]\nvhid = {vhid}\naddr = \"{addr}\"\n{extra}")
+    }
+
+    #[test]
+    fn vhid_tables_inherit_the_top_level_and_override_it() {
+        let dir = ConfDir::new("vhid-tables");
+        let text = format!(
+            "{COMMON}{}{}{}[[track]]\nprocess = \"nginx\"\n",
+            table(10, "10.0.0.100/24", "advskew = 50\n"),
+            table(
+                20,
+                "10.0.0.200/24",
+                "advskew = 100\npreempt = true\n[[vhid.track]]\nprocess = \"haproxy\"\n"
+            ),
+            table(30, "10.0.1.1", ""),
+        );
+        let s = dir.all(&text, RunArgs::default()).unwrap();
+        assert_eq!(
+            s.iter().map(|s| s.vhid).collect::<Vec<_>>(),
+            [10, 20, 30],
+            "file order"
+        );
+        for s in &s {
+            assert_eq!(s.password, b"pw");
+            assert_eq!((s.interface.as_str(), s.ifindex), ("eth0", 7));
+            assert_eq!(s.src, Ipv4Addr::new(10, 0, 0, 1));
+            assert_eq!(s.advbase, 2);
+            assert_eq!(s.xdp, XdpMode::Off);
+            assert_eq!(s.metrics, Some("127.0.0.1:9687".parse().unwrap()));
+        }
+        assert_eq!(
+            (s[0].vip, s[0].prefix, s[2].vip, s[2].prefix),
+            (
+                Ipv4Addr::new(10, 0, 0, 100),
+                24,
+                Ipv4Addr::new(10, 0, 1, 1),
+                32
+            )
+        );
+        assert_eq!(
+            s.iter().map(|s| (s.advskew, s.preempt)).collect::<Vec<_>>(),
+            [(50, false), (100, true), (0, false)]
+        );
+        let tracks = |s: &Settings| s.tracks.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            tracks(&s[0]),
+            ["process nginx"],
+            "the top level's [[track]]"
+        );
+        assert_eq!(tracks(&s[1]), ["process haproxy"], "its own replace them");
+        assert_eq!(tracks(&s[2]), ["process nginx"]);
+    }
+
+    #[test]
+    fn a_flag_over_a_top_level_key_is_inherited_by_every_table() {
+        let dir = ConfDir::new("vhid-flags");
+        let text = format!(
+            "{COMMON}{}{}",
+            table(10, "10.0.0.100", "advskew = 50\n"),
+            table(20, "10.0.0.200", "advbase = 4\n"),
+        );
+        let s = dir
+            .all(
+                &text,
+                RunArgs {
+                    advbase: Some(3),
+                    pass: Some("flagpw".into()),
+                    preempt: true,
+                    ..RunArgs::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            (s[0].advbase, s[0].advskew),
+            (3, 50),
+            "the flag wins over the top level"
+        );
+        assert_eq!(s[1].advbase, 4, "and a table's own key over both");
+        assert!(s.iter().all(|s| s.password == b"flagpw" && s.preempt));
+    }
+
+    #[test]
+    fn misplaced_settings_with_vhid_tables_are_refused_by_name() {
+        let dir = ConfDir::new("vhid-misplaced");
+        let two = format!(
+            "{}{}",
+            table(10, "10.0.0.100", ""),
+            table(20, "10.0.0.200", "")
+        );
+        let mut cases: Vec<(String, RunArgs, &str)> = vec![
+            (
+                format!("{COMMON}{two}"),
+                RunArgs {
+                    vhid: Some(3),
+                    ..RunArgs::default()
+                },
+                "invalid vhid: with [[vhid]] tables",
+            ),
+            (
+                format!("{COMMON}{two}"),
+                RunArgs {
+                    addr: Some("10.0.0.50".into()),
+                    ..RunArgs::default()
+                },
+                "invalid addr: with [[vhid]] tables",
+            ),
+            (
+                format!("{COMMON}addr = \"10.0.0.50\"\n{two}"),
+                RunArgs::default(),
+                "invalid addr: with [[vhid]] tables",
+            ),
+            (
+                format!("{COMMON}vhid = []\n"),
+                RunArgs::default(),
+                "invalid vhid: \"[]\" (give at least one [[vhid]] table",
+            ),
+            (
+                format!("{COMMON}{two}{}", dir.mysql("mysql")),
+                RunArgs::default(),
+                "invalid mysql: with [[vhid]] tables",
+            ),
+            (
+                format!("{COMMON}{two}"),
+                RunArgs {
+                    mysql: MysqlArgs {
+                        ca: Some("/etc/ca.pem".into()),
+                        ..MysqlArgs::default()
+                    },
+                    ..RunArgs::default()
+                },
+                "invalid mysql: with [[vhid]] tables",
+            ),
+            (
+                format!("{COMMON}{two}[quorum]\nendpoints = [\"http://10.0.0.1:2379\"]\n"),
+                RunArgs::default(),
+                "invalid quorum: with [[vhid]] tables",
+            ),
+            (
+                format!("{COMMON}{two}"),
+                RunArgs {
+                    quorum: QuorumArgs {
+                        endpoints: vec!["http://10.0.0.1:2379".into()],
+                        ..QuorumArgs::default()
+                    },
+                    ..RunArgs::default()
+                },
+                "invalid quorum: with [[vhid]] tables",
+            ),
+            (
+                format!("preempt = true\n{COMMON}{two}preempt = false\n"),
+                RunArgs::default(),
+                "[[vhid]] table 2 (vhid 20): invalid preempt",
+            ),
+            (
+                format!("{COMMON}{two}no-fence = false\n"),
+                RunArgs {
+                    no_fence: true,
+                    ..RunArgs::default()
+                },
+                "[[vhid]] table 2 (vhid 20): invalid no-fence",
+            ),
+            (
+                format!("{COMMON}{two}[vhid.quorum]\nendpoints = [\"http://10.0.0.1:2379\"]\n"),
+                RunArgs::default(),
+                "[[vhid]] table 2 (vhid 20): invalid quorum-endpoint",
+            ),
+            (
+                format!("{COMMON}{}", table(10, "10.0.0.100", "advskew = 300\n")),
+                RunArgs::default(),
+                "[[vhid]] table 1 (vhid 10): invalid advskew",
+            ),
+            (
+                format!("{COMMON}[[vhid]]\naddr = \"10.0.0.100\"\n"),
+                RunArgs::default(),
+                "[[vhid]] table 1: missing setting: vhid",
+            ),
+        ];
+        for (key, value) in [
+            ("control-socket", "\"/run/x.sock\""),
+            ("control-group", "\"root\""),
+            ("metrics", "\"127.0.0.1:9000\""),
+            ("xdp", "\"off\""),
+        ] {
+            cases.push((
+                format!("{COMMON}{two}{key} = {value}\n"),
+                RunArgs::default(),
+                match key {
+                    "control-socket" => {
+                        "[[vhid]] table 2 (vhid 20): invalid control-socket: one per agent"
+                    }
+                    "control-group" => {
+                        "[[vhid]] table 2 (vhid 20): invalid control-group: one per agent"
+                    }
+                    "metrics" => "[[vhid]] table 2 (vhid 20): invalid metrics: one per agent",
+                    _ => "[[vhid]] table 2 (vhid 20): invalid xdp: one per agent",
+                },
+            ));
+        }
+        for (text, flags, named) in cases {
+            let e = dir.all(&text, flags).unwrap_err().to_string();
+            assert!(e.starts_with(named), "{text:?}: {e}");
+        }
+        // Switching on in a table what the top level left off is fine.
+        let s = dir
+            .all(
+                &format!("{COMMON}{two}preempt = true\n"),
+                RunArgs::default(),
+            )
+            .unwrap();
+        assert_eq!((s[0].preempt, s[1].preempt), (false, true));
+    }
+
+    #[test]
+    fn duplicate_vhids_vips_and_databases_are_refused() {
+        let dir = ConfDir::new("vhid-duplicates");
+        for (tables, named) in [
+            (
+                format!(
+                    "{}{}{}",
+                    table(10, "10.0.0.100", ""),
+                    table(20, "10.0.0.200", ""),
+                    table(10, "10.0.0.30", "")
+                ),
+                "invalid vhid: 10 in [[vhid]] tables 1 and 3 (one XDP program",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    table(10, "10.0.0.100/24", ""),
+                    table(20, "10.0.0.100/32", "")
+                ),
+                "invalid addr: 10.0.0.100 in [[vhid]] tables 1 and 2",
+            ),
+            (
+                format!(
+                    "{}{}{}{}",
+                    table(10, "10.0.0.100", ""),
+                    dir.mysql("vhid.mysql"),
+                    table(20, "10.0.0.200", ""),
+                    dir.mysql("vhid.mysql")
+                ),
+                "invalid mysql: [vhid.mysql] in [[vhid]] tables 1 and 2 (one local database",
+            ),
+        ] {
+            let e = dir
+                .all(&format!("{COMMON}{tables}"), RunArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(named), "{tables:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn mysql_in_one_vhid_table_belongs_to_that_vhid_only() {
+        let dir = ConfDir::new("vhid-mysql");
+        let text = format!(
+            "{COMMON}{}{}{}[vhid.quorum]\nendpoints = [\"http://10.0.0.1:2379\"]\n{}",
+            table(10, "10.0.0.100", ""),
+            table(20, "10.0.0.200", "advskew = 10\n"),
+            dir.mysql("vhid.mysql"),
+            table(30, "10.0.0.250", ""),
+        );
+        let s = dir.all(&text, RunArgs::default()).unwrap();
+        assert!(s[0].db.is_none() && s[2].db.is_none());
+        assert!(s[0].quorum.is_none() && s[2].quorum.is_none());
+        let db = s[1].db.as_ref().expect("[vhid.mysql] enables the database");
+        assert_eq!(db.nodes, [Ipv4Addr::new(10, 0, 0, 2)]);
+        assert_eq!(
+            s[1].quorum.as_ref().unwrap().key,
+            "/cluster-agent/vhid-20/leader",
+            "the quorum of that table's vhid"
+        );
+    }
+
+    #[test]
+    fn the_single_vhid_form_still_gives_one_settings() {
+        let dir = ConfDir::new("vhid-single");
+        let single = format!("{COMMON}vhid = 9\naddr = \"10.0.0.50\"\n");
+        let s = dir.all(&single, RunArgs::default()).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].vhid, s[0].advbase), (9, 2));
+        let one = format!("{COMMON}{}", table(9, "10.0.0.50", "advskew = 7\n"));
+        let s = dir.args(&one, RunArgs::default()).validate(known).unwrap();
+        assert_eq!(
+            (s.vhid, s.advskew),
+            (9, 7),
+            "validate takes one [[vhid]] table too"
+        );
+        let two = format!(
+            "{COMMON}{}{}",
+            table(9, "10.0.0.50", ""),
+            table(10, "10.0.0.51", "")
+        );
+        let e = dir
+            .args(&two, RunArgs::default())
+            .validate(known)
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::NotOneVhid(2)), "{e}");
+        // merge_file gives the common settings; the tables are validate_all's.
+        let common = dir.args(&two, RunArgs::default()).merge_file().unwrap();
+        assert_eq!((common.vhid, common.advbase), (None, Some(2)));
+    }
+
+    #[test]
+    fn errors_inside_vhid_tables_are_syntax_errors_with_their_line() {
+        let dir = ConfDir::new("vhid-syntax");
+        for (text, named) in [
+            (
+                format!(
+                    "{COMMON}{}{}",
+                    table(9, "10.0.0.50", ""),
+                    table(10, "10.0.0.51", "bogus = 1\n")
+                ),
+                "bogus",
+            ),
+            (format!("{COMMON}vhid = [1, 2]\n"), "invalid type"),
+            (format!("{COMMON}vhid = \"9\"\n"), "invalid type"),
+            (format!("{COMMON}[[vhid]\n"), "vhid"),
+        ] {
+            let e = dir.all(&text, RunArgs::default()).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::ConfigSyntax { .. }),
+                "{text:?}: {e}"
+            );
+            let e = e.to_string();
+            assert!(e.contains(named) && e.contains("line"), "{text:?}: {e}");
+        }
     }
 }
