@@ -172,8 +172,8 @@ pub fn main() -> ExitCode {
             let pass_on_command_line = args.pass.is_some();
             let again = (*args).clone();
             let reload: crate::runtime::Reloader =
-                Box::new(move || again.clone().validate(crate::net::ifindex));
-            let settings = match args.validate(crate::net::ifindex) {
+                Box::new(move || again.clone().validate_all(crate::net::ifindex));
+            let settings = match args.validate_all(crate::net::ifindex) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("cluster-agent: {e}");

@@ -72,6 +72,10 @@ pub struct Status {
     /// Why the request (e.g. a forced promotion) was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The agent's other vhids, each in this form, when it serves more than one; the fields
+    /// above are those of the first (the only one with flags alone, as in UCARP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_vhids: Vec<Status>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,6 +422,10 @@ impl Status {
                 if t.complete { "" } else { " (in progress)" },
                 steps.join(", ")
             );
+        }
+        for other in &self.other_vhids {
+            s += "\n";
+            s += &other.render();
         }
         s
     }

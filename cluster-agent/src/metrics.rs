@@ -93,8 +93,61 @@ fn one_of(
     reg.register(name, help, f);
 }
 
-/// The metrics of one snapshot, as OpenMetrics text.
+/// The metrics of a snapshot and of its `other_vhids`, as OpenMetrics text: one family per
+/// metric, with a sample for each vhid.
 pub fn render(st: &Status) -> String {
+    let texts: Vec<String> = std::iter::once(st)
+        .chain(&st.other_vhids)
+        .map(render_one)
+        .collect();
+    merge(&texts)
+}
+
+/// Joins OpenMetrics texts whose families carry the same names: each family once, with its
+/// header from the first text and the samples of all of them, and one `# EOF`.
+fn merge(texts: &[String]) -> String {
+    let mut families: Vec<(String, String, String)> = Vec::new();
+    for text in texts {
+        let mut current: Option<usize> = None;
+        for line in text.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default().to_string();
+                let index = match families.iter().position(|(n, _, _)| *n == name) {
+                    Some(i) => i,
+                    None => {
+                        families.push((name, String::new(), String::new()));
+                        families.len() - 1
+                    }
+                };
+                current = Some(index);
+            }
+            let Some(index) = current else { continue };
+            let (_, header, samples) = &mut families[index];
+            if line.starts_with("# ") {
+                // Every text gives the family the same header: keep it once.
+                if !header.lines().any(|l| l == line) {
+                    header.push_str(line);
+                    header.push('\n');
+                }
+            } else {
+                samples.push_str(line);
+                samples.push('\n');
+            }
+        }
+    }
+    let mut out = String::new();
+    for (_, header, samples) in families {
+        out.push_str(&header);
+        out.push_str(&samples);
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+fn render_one(st: &Status) -> String {
     let mut reg = Registry::with_prefix_and_labels(
         "cluster_agent",
         std::iter::once(("vhid".into(), st.vhid.to_string().into())),
@@ -392,5 +445,39 @@ mod tests {
         assert!(text.contains("# UNIT cluster_agent_last_advert_age_seconds seconds"));
         // No database, no quorum: none of their metrics.
         assert!(!text.contains("database_role") && !text.contains("quorum"));
+    }
+
+    #[test]
+    fn several_vhids_share_each_family_once() {
+        let mut st = status();
+        let mut other = status();
+        other.vhid = 11;
+        other.state = "BACKUP".into();
+        st.other_vhids = vec![other];
+        let text = render(&st);
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(
+            text.matches("# TYPE cluster_agent_adverts_sent counter")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("cluster_agent_state{vhid=\"10\",state=\"MASTER\"} 1"));
+        assert!(text.contains("cluster_agent_state{vhid=\"11\",state=\"MASTER\"} 0"));
+        assert!(text.contains("cluster_agent_state{vhid=\"11\",state=\"BACKUP\"} 1"));
+        // Every sample follows its own family's header.
+        let family = |sample: &str| {
+            let header = text[..text.find(sample).unwrap()].rfind("# HELP ").unwrap();
+            text[header + 7..].split(' ').next().unwrap().to_string()
+        };
+        assert_eq!(
+            family("cluster_agent_adverts_sent_total{vhid=\"11\"}"),
+            "cluster_agent_adverts_sent"
+        );
+        assert_eq!(
+            family("cluster_agent_state{vhid=\"11\",state=\"BACKUP\"}"),
+            "cluster_agent_state"
+        );
     }
 }

@@ -5,8 +5,12 @@
 //! cause no transition of their own. What the running sockets, the XDP program, the database
 //! tasks or the checks were built from needs a restart, and a reload that changes it is
 //! refused as a whole, so the agent never runs half of a new configuration.
+//!
+//! With several vhids, a vhid missing from the new file bows out and a new one starts as
+//! BACKUP; each vhid present in both is compared on its own.
 
 use crate::config::{ConfigError, Delivery, Settings};
+use crate::xdp::XdpMode;
 
 /// Why a reloaded configuration was not applied; the running one stays.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +19,69 @@ pub enum ReloadError {
     Invalid(#[from] ConfigError),
     #[error("{0} cannot change while the agent runs: restart it to apply the new value")]
     NeedsRestart(&'static str),
+}
+
+/// What a reload does to the running vhids.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Vhids that stay, with their new settings and what changed (only those that changed).
+    pub keep: Vec<(Settings, Vec<&'static str>)>,
+    /// Vhids to start.
+    pub add: Vec<Settings>,
+    /// Vhids to stop.
+    pub remove: Vec<u8>,
+}
+
+/// Matches the new vhids with the running ones by id. Refuses the whole reload when a kept
+/// vhid changed something fixed, when an added vhid would need what only a start builds (a
+/// control socket, metrics endpoint or XDP mode of its own, an interface the XDP program is
+/// not attached to, a VIP that moves to another vhid), or when the vhid that carries the
+/// database would come or go.
+pub fn plan(running: &[Settings], new: Vec<Settings>) -> Result<Plan, ReloadError> {
+    let mut plan = Plan::default();
+    let Some(first) = running.first() else {
+        return Ok(plan);
+    };
+    for r in running {
+        if !new.iter().any(|n| n.vhid == r.vhid) {
+            if r.db.is_some() {
+                return Err(ReloadError::NeedsRestart("mysql"));
+            }
+            plan.remove.push(r.vhid);
+        }
+    }
+    for n in new {
+        match running.iter().find(|r| r.vhid == n.vhid) {
+            Some(r) => {
+                let changed = changes(r, &n)?;
+                if !changed.is_empty() {
+                    plan.keep.push((n, changed));
+                }
+            }
+            None => {
+                let agent_wide = [
+                    ("control-socket", first.control_socket == n.control_socket),
+                    ("control-group", first.control_group == n.control_group),
+                    ("metrics", first.metrics == n.metrics),
+                    ("xdp", first.xdp == n.xdp),
+                    ("mysql", n.db.is_none() && n.quorum.is_none()),
+                    (
+                        "interface",
+                        n.xdp == XdpMode::Off || running.iter().any(|r| r.interface == n.interface),
+                    ),
+                ];
+                if let Some((name, _)) = agent_wide.into_iter().find(|(_, same)| !same) {
+                    return Err(ReloadError::NeedsRestart(name));
+                }
+                // The leaving vhid's VIP is still its own until its bow-out completes.
+                if running.iter().any(|r| r.vip == n.vip) {
+                    return Err(ReloadError::NeedsRestart("vhid"));
+                }
+                plan.add.push(n);
+            }
+        }
+    }
+    Ok(plan)
 }
 
 /// The settings that differ between `running` and `new`, by name, once every one of them is
@@ -167,6 +234,66 @@ mod tests {
         assert!(matches!(
             changes(&running, &s),
             Err(ReloadError::NeedsRestart("nomcast or mcastip"))
+        ));
+    }
+
+    fn vhid(id: u32, addr: &str) -> Settings {
+        settings(|a| {
+            a.vhid = Some(id);
+            a.addr = Some(addr.into());
+        })
+    }
+
+    #[test]
+    fn a_plan_keeps_changed_vhids_stops_missing_ones_and_starts_new_ones() {
+        let running = [vhid(1, "10.0.0.101/24"), vhid(2, "10.0.0.102/24")];
+        let mut kept = vhid(1, "10.0.0.101/24");
+        kept.advskew = 50;
+        let plan = plan(&running, vec![kept, vhid(3, "10.0.0.103/24")]).unwrap();
+        assert_eq!(
+            plan.keep
+                .iter()
+                .map(|(s, changed)| (s.vhid, changed.clone()))
+                .collect::<Vec<_>>(),
+            [(1, vec!["advskew"])]
+        );
+        assert_eq!(plan.remove, [2]);
+        assert_eq!(plan.add.iter().map(|s| s.vhid).collect::<Vec<_>>(), [3]);
+        // Nothing changed: nothing to do.
+        let plan = plan_of(&running, running.to_vec());
+        assert!(plan.keep.is_empty() && plan.add.is_empty() && plan.remove.is_empty());
+    }
+
+    fn plan_of(running: &[Settings], new: Vec<Settings>) -> Plan {
+        plan(running, new).unwrap()
+    }
+
+    #[test]
+    fn a_plan_refuses_what_only_a_start_builds() {
+        let running = [vhid(1, "10.0.0.101/24")];
+        let refused = |new: Settings| match plan(&running, vec![running[0].clone(), new]) {
+            Err(ReloadError::NeedsRestart(name)) => name,
+            other => panic!("not refused: {other:?}"),
+        };
+        let mut other_if = vhid(2, "10.0.0.102/24");
+        other_if.interface = "eth1".into();
+        assert_eq!(refused(other_if.clone()), "interface");
+        // Without XDP a new interface only needs sockets of its own.
+        other_if.xdp = XdpMode::Off;
+        let mut running_off = running[0].clone();
+        running_off.xdp = XdpMode::Off;
+        assert!(plan(&[running_off.clone()], vec![running_off, other_if]).is_ok());
+        let mut metrics = vhid(2, "10.0.0.102/24");
+        metrics.metrics = Some("127.0.0.1:9".parse().unwrap());
+        assert_eq!(refused(metrics), "metrics");
+        // A kept vhid is held to `changes`.
+        // A VIP that moves to another vhid.
+        assert_eq!(refused(vhid(2, "10.0.0.101/24")), "vhid");
+        let mut moved = running[0].clone();
+        moved.vip = Ipv4Addr::new(10, 0, 0, 109);
+        assert!(matches!(
+            plan(&running, vec![moved]),
+            Err(ReloadError::NeedsRestart("addr"))
         ));
     }
 }

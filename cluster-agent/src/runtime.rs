@@ -1,10 +1,15 @@
-//! The agent's event loop and effect executor. It decides nothing: packets, timers, link
-//! changes, database observations, operation outcomes and control requests go into the
+//! The agent's event loops and effect executor. They decide nothing: packets, timers, link
+//! changes, database observations, operation outcomes and control requests go into a
 //! [`Coordinator`]; the effects it asks for are carried out here and their outcomes fed back.
-//! The loop sleeps exactly until the coordinator's next deadline.
 //!
-//! Start-up order: the leftover VIP goes, the database is fenced (the coordinator asks for that
-//! before anything else), then the election begins.
+//! Each vhid has a loop of its own (a task on the agent's one thread) with its own coordinator,
+//! sockets, hooks and, for the vhid with `[mysql]`, database tasks; it sleeps exactly until its
+//! coordinator's next deadline. The agent's loop above them owns what they share: signals, the
+//! control socket and metrics, the XDP program and its ring buffer, and reloads, which may
+//! start and stop vhids.
+//!
+//! Start-up order of a vhid: the leftover VIP goes, the database is fenced (the coordinator
+//! asks for that before anything else), then the election begins.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -13,7 +18,8 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 use crate::carp::machine::State;
 use crate::carp::replay::ReplayGuard;
@@ -35,7 +41,7 @@ use crate::reload::{self, ReloadError};
 use crate::hooks::{Hook, HookConfig, Hooks};
 use crate::net::{self, AdvertReceiver, AdvertSender, PacketSocket};
 use crate::vip::Vip;
-use crate::xdp::{self, XdpEvent, XdpEvents, XdpHandle};
+use crate::xdp::{self, Port, Pump, SharedXdp, VhidSetup, XdpEvent};
 
 /// How soon a failed operation is retried.
 const RETRY: Duration = Duration::from_secs(1);
@@ -61,7 +67,7 @@ struct Agent {
     sender: AdvertSender,
     garp: PacketSocket,
     hooks: Hooks,
-    xdp: Option<XdpHandle>,
+    xdp: Option<Port>,
     counter: Counter,
     ip_id: u16,
     counters: Counters,
@@ -122,9 +128,274 @@ type DbAnswers = (
 );
 
 /// Reads and validates the configuration again, from the same flags and file as at start.
-pub type Reloader = Box<dyn Fn() -> Result<Settings, ConfigError> + Send>;
+pub type Reloader = Box<dyn Fn() -> Result<Vec<Settings>, ConfigError> + Send>;
 
-pub async fn run(s: Settings, reload: Reloader) -> anyhow::Result<()> {
+/// What the agent's loop asks of one vhid's loop.
+enum Order {
+    /// A control request; the answer is the vhid's status after it was carried out.
+    Ask(Command, oneshot::Sender<Status>),
+    /// Apply a reloaded configuration that [`reload::plan`] accepted.
+    Reload(Box<Settings>, Vec<&'static str>),
+    /// Bow out and end.
+    Stop,
+}
+
+/// A vhid's loop as the agent's loop sees it.
+struct Running {
+    s: Settings,
+    orders: mpsc::UnboundedSender<Order>,
+    /// Reload removed it: it is on its way out.
+    leaving: bool,
+    /// Reload added it: if it cannot start, the vhids already running carry on.
+    added: bool,
+}
+
+/// What every vhid's loop shares.
+#[derive(Clone)]
+struct Shared {
+    xdp: Option<(SharedXdp, Pump)>,
+}
+
+pub async fn run(all: Vec<Settings>, reload: Reloader) -> anyhow::Result<()> {
+    let first = all.first().context("no vhid configured")?.clone();
+    let mut interfaces: Vec<&str> = Vec::new();
+    for s in &all {
+        if !interfaces.contains(&s.interface.as_str()) {
+            interfaces.push(&s.interface);
+        }
+    }
+    let xdp = xdp::attach_all(&interfaces, first.xdp).context("attaching the XDP program")?;
+    let shared = match xdp {
+        Some(mut handle) => {
+            let events = handle
+                .take_events()
+                .context("opening the XDP ring buffer")?;
+            let (router, pump) = xdp::Router::new(events).context("opening the XDP ring buffer")?;
+            tokio::spawn(router.run());
+            Shared {
+                xdp: Some((Arc::new(std::sync::Mutex::new(handle)), pump)),
+            }
+        }
+        None => Shared { xdp: None },
+    };
+    let (requests, mut control) = mpsc::channel(16);
+    control::serve(&first.control_socket, first.control_group, requests.clone())
+        .with_context(|| format!("binding {}", first.control_socket.display()))?;
+    if let Some(addr) = first.metrics {
+        crate::metrics::serve(addr, requests.clone())
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+    }
+    drop(requests);
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    if all.iter().any(|s| s.advbase == 0) {
+        realtime_advert_thread();
+    }
+
+    let mut running: Vec<Running> = Vec::new();
+    let mut tasks = JoinSet::new();
+    for s in all {
+        running.push(start_vhid(s, &shared, &mut tasks, false));
+    }
+    let mut stopping = false;
+    let mut stop_sent = false;
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv(), if !stopping => stopping = true,
+            _ = sigint.recv(), if !stopping => stopping = true,
+            _ = sighup.recv(), if !stopping => {
+                let _ = reload_all(&reload, &mut running, &shared, &mut tasks);
+            }
+            done = tasks.join_next() => {
+                let Some(done) = done else { break };
+                let (vhid, result) = match done {
+                    Ok(r) => r,
+                    Err(error) => (0, Err(anyhow::anyhow!("a vhid's loop failed: {error}"))),
+                };
+                let leaving = running.iter().any(|r| r.s.vhid == vhid && r.leaving);
+                let added = running.iter().any(|r| r.s.vhid == vhid && r.added);
+                running.retain(|r| r.s.vhid != vhid);
+                if let Some((x, pump)) = &shared.xdp {
+                    pump.remove(vhid);
+                    if (leaving || added) && let Err(error) = xdp::lock(x).unconfigure(vhid) {
+                        tracing::error!(vhid, %error, "cannot remove the vhid from the XDP program");
+                    }
+                }
+                match result {
+                    Ok(()) if stopping || leaving => {}
+                    Err(error) if added && !stopping => {
+                        tracing::error!(vhid, error = format!("{error:#}"), "the vhid added by reload could not start; the others carry on");
+                    }
+                    Ok(()) => {
+                        failure.get_or_insert(anyhow::anyhow!("vhid {vhid} stopped by itself"));
+                        stopping = true;
+                    }
+                    Err(error) => {
+                        tracing::error!(vhid, error = format!("{error:#}"), "vhid failed; stopping the agent");
+                        failure.get_or_insert(error.context(format!("vhid {vhid}")));
+                        stopping = true;
+                    }
+                }
+            }
+            Some(req) = control.recv() => {
+                let text = answer(req.command, &reload, &mut running, &shared, &mut tasks, stopping).await;
+                let _ = req.reply.send(text);
+            }
+        }
+        if stopping && !stop_sent {
+            stop_sent = true;
+            for r in &running {
+                let _ = r.orders.send(Order::Stop);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&first.control_socket);
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+fn start_vhid(
+    s: Settings,
+    shared: &Shared,
+    tasks: &mut JoinSet<(u8, anyhow::Result<()>)>,
+    added: bool,
+) -> Running {
+    let (orders, rx) = mpsc::unbounded_channel();
+    let vhid = s.vhid;
+    let task = run_vhid(s.clone(), shared.clone(), rx);
+    tasks.spawn(async move { (vhid, task.await) });
+    Running {
+        s,
+        orders,
+        leaving: false,
+        added,
+    }
+}
+
+/// Carries out a control request and renders the answer: the status of every vhid, the first
+/// at the top (the one the flags describe, as UCARP's one vhid), the others in `other_vhids`.
+async fn answer(
+    command: Command,
+    reload: &Reloader,
+    running: &mut Vec<Running>,
+    shared: &Shared,
+    tasks: &mut JoinSet<(u8, anyhow::Result<()>)>,
+    stopping: bool,
+) -> String {
+    let mut error = match command {
+        Command::Reload if stopping => Some("the agent is stopping".to_string()),
+        Command::Reload => reload_all(reload, running, shared, tasks)
+            .err()
+            .map(|e| e.to_string()),
+        _ => None,
+    };
+    // A forced promotion concerns the database, which at most one vhid carries.
+    let with_db = running.iter().position(|r| r.s.db.is_some()).unwrap_or(0);
+    let mut replies = Vec::new();
+    for (i, r) in running.iter().enumerate().filter(|(_, r)| !r.leaving) {
+        let ask = match command {
+            Command::ForcePromote if i != with_db => Command::Status,
+            Command::Reload => Command::Status,
+            other => other,
+        };
+        let (tx, rx) = oneshot::channel();
+        if r.orders.send(Order::Ask(ask, tx)).is_ok() {
+            replies.push(rx);
+        }
+    }
+    let mut statuses = Vec::new();
+    for rx in replies {
+        if let Ok(status) = rx.await {
+            statuses.push(status);
+        }
+    }
+    if statuses.is_empty() {
+        return serde_json::to_string(&serde_json::json!({"error": "the agent is stopping"}))
+            .unwrap_or_default();
+    }
+    let mut top = statuses.remove(0);
+    // The program's counters are the program's, not a vhid's: they appear once, with the
+    // first vhid, so that summing over vhids counts each frame once.
+    for other in &mut statuses {
+        other.xdp_counters.clear();
+    }
+    if top.error.is_none() {
+        top.error = error
+            .take()
+            .or_else(|| statuses.iter().find_map(|s| s.error.clone()));
+    }
+    top.other_vhids = statuses;
+    match command {
+        Command::Metrics => crate::metrics::render(&top),
+        _ => serde_json::to_string(&top).unwrap_or_default(),
+    }
+}
+
+/// Reads the configuration again and hands each vhid what changed for it; a removed vhid
+/// bows out and an added one starts as BACKUP. A reload that cannot apply whole is refused
+/// whole (see [`reload::plan`]), and the log says why.
+fn reload_all(
+    read: &Reloader,
+    running: &mut Vec<Running>,
+    shared: &Shared,
+    tasks: &mut JoinSet<(u8, anyhow::Result<()>)>,
+) -> Result<(), ReloadError> {
+    let current: Vec<Settings> = running
+        .iter()
+        .filter(|r| !r.leaving)
+        .map(|r| r.s.clone())
+        .collect();
+    let plan = match read()
+        .map_err(ReloadError::from)
+        .and_then(|new| reload::plan(&current, new))
+    {
+        Ok(plan) => plan,
+        Err(error) => {
+            tracing::error!(%error, "configuration reload refused; the running configuration stays");
+            return Err(error);
+        }
+    };
+    for (new, changed) in plan.keep {
+        if let Some(r) = running
+            .iter_mut()
+            .find(|r| r.s.vhid == new.vhid && !r.leaving)
+        {
+            if new.advbase == 0 && r.s.advbase != 0 {
+                warn_fast_mode(new.vhid);
+                realtime_advert_thread();
+            }
+            r.s = new.clone();
+            let _ = r.orders.send(Order::Reload(Box::new(new), changed));
+        }
+    }
+    for vhid in plan.remove {
+        if let Some(r) = running.iter_mut().find(|r| r.s.vhid == vhid && !r.leaving) {
+            tracing::info!(vhid, "vhid removed by reload: bowing out");
+            r.leaving = true;
+            let _ = r.orders.send(Order::Stop);
+        }
+    }
+    for s in plan.add {
+        tracing::info!(vhid = s.vhid, vip = %s.vip, "vhid added by reload: starting as BACKUP");
+        if s.advbase == 0 {
+            realtime_advert_thread();
+        }
+        running.push(start_vhid(s, shared, tasks, true));
+    }
+    Ok(())
+}
+
+/// One vhid's loop, from its start-up to its bow-out.
+async fn run_vhid(
+    s: Settings,
+    shared: Shared,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+) -> anyhow::Result<()> {
     if s.advbase == 0 {
         warn_fast_mode(s.vhid);
     }
@@ -143,31 +414,40 @@ pub async fn run(s: Settings, reload: Reloader) -> anyhow::Result<()> {
         tracing::warn!(vhid = s.vhid, vip = %s.vip, "removing a VIP left on the interface by an earlier run");
         vip.remove().await.context("removing a leftover VIP")?;
     }
-    let mut xdp = xdp::attach(&s.interface, s.xdp).context("attaching the XDP program")?;
     // With XDP, adverts arrive through its ring buffer, stamped in the kernel; the raw socket
     // stays open only for its multicast group membership.
-    let mut events = match xdp.as_mut() {
-        Some(x) => {
-            x.configure(
-                &s.password,
-                s.vhid,
-                s.vip,
-                s.delivery.accepted_on(s.src),
-                mac,
-                s.fence,
-            )
-            .context("configuring the XDP program")?;
-            x.set_role(false).context("configuring the XDP program")?;
+    let (xdp, mut events) = match &shared.xdp {
+        Some((x, pump)) => {
+            let mut handle = xdp::lock(x);
+            handle
+                .configure(&VhidSetup {
+                    vhid: s.vhid,
+                    ifindex: s.ifindex,
+                    password: &s.password,
+                    vip: s.vip,
+                    group: s.delivery.accepted_on(s.src),
+                    mac,
+                    fence: s.fence,
+                })
+                .context("configuring the XDP program")?;
+            handle
+                .set_role(s.vhid, false)
+                .context("configuring the XDP program")?;
             // A virtual interface (veth) in native mode loses XDP_TX unless its peer is set up
             // for it, which we cannot check from here; the kernel answers ARP for the VIP there.
-            if x.mode() == "native" && !net::is_physical(&s.interface) {
+            if handle.mode() == "native" && !net::is_physical(&s.interface) {
                 tracing::info!(interface = %s.interface, "virtual interface in native XDP mode: ARP for the VIP is answered by the kernel");
-                x.set_arp_via_stack(true)
+                handle
+                    .set_arp_via_stack(s.vhid, true)
                     .context("configuring the XDP program")?;
             }
-            Some(x.take_events().context("opening the XDP ring buffer")?)
+            drop(handle);
+            (
+                Some(Port::new(x.clone(), s.vhid)),
+                Some((pump.clone(), pump.add(s.vhid, s.vip))),
+            )
         }
-        None => None,
+        None => (None, None),
     };
     let group = match &s.delivery {
         Delivery::Multicast(g) | Delivery::Broadcast(g) => Some(*g),
@@ -184,23 +464,11 @@ pub async fn run(s: Settings, reload: Reloader) -> anyhow::Result<()> {
         }
     };
     let garp = PacketSocket::open(s.ifindex).context("opening AF_PACKET")?;
-    let (requests, mut control) = mpsc::channel(16);
-    control::serve(&s.control_socket, s.control_group, requests.clone())
-        .with_context(|| format!("binding {}", s.control_socket.display()))?;
-    if let Some(addr) = s.metrics {
-        crate::metrics::serve(addr, requests.clone())
-            .await
-            .with_context(|| format!("binding the metrics address {addr}"))?;
-    }
-    drop(requests);
     let hooks = Hooks::spawn(hook_config(&s));
     let (link_conn, _, mut link_events) =
         rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
             .context("subscribing to link events")?;
     tokio::spawn(link_conn);
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
 
     let params = s.carp_params();
     let policy = s.db.as_ref().map(|d| DbPolicy {
@@ -262,9 +530,6 @@ pub async fn run(s: Settings, reload: Reloader) -> anyhow::Result<()> {
         }
         None => (None, None, None),
     };
-    if s.advbase == 0 {
-        realtime_advert_thread();
-    }
     let (drained_tx, mut drained_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
         s,
@@ -303,19 +568,6 @@ pub async fn run(s: Settings, reload: Reloader) -> anyhow::Result<()> {
             .map(|d| tokio::time::Instant::now() + d.saturating_since(Mono::now()));
         tokio::select! {
             biased;
-            _ = sigterm.recv(), if stop_deadline.is_none() => {
-                stop_deadline = Some(tokio::time::Instant::now() + STOP_BOUND);
-                down_at_exit &= coord.state() != State::Master;
-                coord.handle(Mono::now(), Input::Shutdown);
-            }
-            _ = sigint.recv(), if stop_deadline.is_none() => {
-                stop_deadline = Some(tokio::time::Instant::now() + STOP_BOUND);
-                down_at_exit &= coord.state() != State::Master;
-                coord.handle(Mono::now(), Input::Shutdown);
-            }
-            _ = sighup.recv(), if stop_deadline.is_none() => {
-                let _ = agent.reload(&mut coord, &reload, &mut down_at_exit);
-            }
             _ = async { tokio::time::sleep_until(stop_deadline.expect("guarded")).await }, if stop_deadline.is_some() => {
                 tracing::error!("shutdown did not complete in time; exiting anyway");
                 break;
@@ -332,13 +584,7 @@ pub async fn run(s: Settings, reload: Reloader) -> anyhow::Result<()> {
                 Ok(n) => agent.on_packet(&mut coord, &buf[..n], Mono::now()),
                 Err(error) => tracing::warn!(%error, "advert receive failed"),
             },
-            ev = next_event(&mut events), if events.is_some() => match ev {
-                Ok(ev) => agent.on_event(&mut coord, ev),
-                Err(error) => {
-                    agent.counters.bad_packets += 1;
-                    tracing::warn!(%error, "unreadable XDP record");
-                }
-            },
+            Some(ev) = next_event(&mut events) => agent.on_event(&mut coord, ev),
             Some(_) = link_events.next(), if !agent.s.ignore_ifstate => {
                 let up = net::link_is_up(&agent.s.interface);
                 if up != link_up {
@@ -359,28 +605,30 @@ pub async fn run(s: Settings, reload: Reloader) -> anyhow::Result<()> {
             Some(()) = drained_rx.recv() => coord.handle(Mono::now(), Input::Drained),
             Some(report) = next(&mut lease_reports) => coord.handle(Mono::now(), Input::Lease(report)),
             Some((index, result)) = next(&mut probes) => coord.handle(Mono::now(), Input::Probe { index, result }),
-            Some(req) = control.recv() => {
-                let reply = match req.command {
-                    Command::Status | Command::Metrics => Ok(()),
-                    Command::Switchover => {
-                        coord.handle(Mono::now(), Input::Switchover);
-                        Ok(())
+            Some(order) = orders.recv() => match order {
+                Order::Ask(command, reply) => {
+                    let refused = match command {
+                        Command::Switchover => {
+                            coord.handle(Mono::now(), Input::Switchover);
+                            Ok(())
+                        }
+                        Command::ForcePromote => coord.force_promote(Mono::now()),
+                        Command::Status | Command::Metrics | Command::Reload => Ok(()),
+                    };
+                    agent.execute(&mut coord).await;
+                    let _ = reply.send(agent.status(&coord, refused.err()));
+                }
+                Order::Reload(new, changed) => {
+                    agent.reload(&mut coord, *new, changed, &mut down_at_exit);
+                }
+                Order::Stop => {
+                    if stop_deadline.is_none() {
+                        stop_deadline = Some(tokio::time::Instant::now() + STOP_BOUND);
+                        down_at_exit &= coord.state() != State::Master;
+                        coord.handle(Mono::now(), Input::Shutdown);
                     }
-                    Command::ForcePromote => coord.force_promote(Mono::now()),
-                    Command::Reload if stop_deadline.is_some() => Err("the agent is stopping".to_string()),
-                    Command::Reload => agent
-                        .reload(&mut coord, &reload, &mut down_at_exit)
-                        .map(drop)
-                        .map_err(|e| e.to_string()),
-                };
-                agent.execute(&mut coord).await;
-                let status = agent.status(&coord, reply.err());
-                let text = match req.command {
-                    Command::Metrics => crate::metrics::render(&status),
-                    _ => serde_json::to_string(&status).unwrap_or_default(),
-                };
-                let _ = req.reply.send(text);
-            }
+                }
+            },
         }
     }
 
@@ -388,7 +636,6 @@ pub async fn run(s: Settings, reload: Reloader) -> anyhow::Result<()> {
     if down_at_exit {
         agent.hooks.run(Hook::Down);
     }
-    let _ = std::fs::remove_file(&agent.s.control_socket);
     let bound = agent.s.hook_timeout + Duration::from_secs(1);
     if tokio::time::timeout(bound, agent.hooks.finish())
         .await
@@ -676,7 +923,7 @@ impl Agent {
         let counter = self.counter.next(rand::random());
         // Our own counter coming back from elsewhere is a replay too.
         self.replay.remember_sent(counter);
-        if let Some(Err(error)) = self.xdp.as_mut().map(|x| x.remember_sent(counter))
+        if let Some(Err(error)) = self.xdp.as_ref().map(|x| x.remember_sent(counter))
             && once_per_second(&mut self.last_send_error_log)
         {
             tracing::error!(vhid = self.s.vhid, %error, "cannot update the XDP replay guard");
@@ -703,37 +950,21 @@ impl Agent {
         }
     }
 
-    /// Reads the configuration again and applies what a running agent can take (see
-    /// [`crate::reload`]); anything else refuses the whole reload and the running
-    /// configuration stays. Either way the log says what happened.
+    /// Applies a reloaded configuration that [`reload::plan`] found this vhid can take.
     fn reload(
         &mut self,
         coord: &mut Coordinator,
-        read: &Reloader,
+        mut new: Settings,
+        changed: Vec<&'static str>,
         down_at_exit: &mut bool,
-    ) -> Result<Vec<&'static str>, ReloadError> {
-        let applied = read()
-            .map_err(ReloadError::from)
-            .and_then(|new| reload::changes(&self.s, &new).map(|changed| (new, changed)));
-        let (mut new, changed) = match applied {
-            Ok(a) => a,
-            Err(error) => {
-                tracing::error!(vhid = self.s.vhid, %error, "configuration reload refused; the running configuration stays");
-                return Err(error);
-            }
-        };
+    ) {
         // The database tasks keep the settings they were started with (see `reload::changes`).
         new.db = self.s.db.clone();
-        if new.advbase == 0 && self.s.advbase != 0 {
-            warn_fast_mode(new.vhid);
-            realtime_advert_thread();
-        }
         coord.handle(Mono::now(), Input::Reconfigure(new.carp_params()));
         self.hooks.reconfigure(hook_config(&new));
         *down_at_exit = new.shutdown_hook;
         tracing::info!(vhid = new.vhid, state = %coord.state(), changed = ?changed, advbase = new.advbase, advskew = new.advskew, "configuration reloaded");
         self.s = new;
-        Ok(changed)
     }
 
     /// Feeds whatever adverts already wait in the ring buffer or the socket.
@@ -744,12 +975,14 @@ impl Agent {
         events: &mut Option<XdpEvents>,
         buf: &mut [u8],
     ) {
+        if let Some((pump, _)) = events {
+            pump.pump();
+        }
         for _ in 0..QUEUED_MAX {
             match events.as_mut() {
-                Some(ring) => match ring.try_next() {
-                    Some(Ok(ev)) => self.on_event(coord, ev),
-                    Some(Err(_)) => self.counters.bad_packets += 1,
-                    None => return,
+                Some((_, rx)) => match rx.try_recv() {
+                    Ok(ev) => self.on_event(coord, ev),
+                    Err(_) => return,
                 },
                 None => match receiver.try_recv(buf) {
                     Some(Ok(n)) => self.on_packet(coord, &buf[..n], Mono::now()),
@@ -854,7 +1087,7 @@ impl Agent {
     fn end_hold(&mut self) {
         let left = self.held.requests.len();
         self.held = Held::default();
-        if let Some(Err(error)) = self.xdp.as_mut().map(|x| x.set_drain(false)) {
+        if let Some(Err(error)) = self.xdp.as_ref().map(|x| x.set_drain(false)) {
             tracing::error!(vhid = self.s.vhid, %error, "cannot end holding connection requests to the VIP");
         }
         if left > 0 {
@@ -935,7 +1168,7 @@ impl Agent {
     /// Holds off new connections to the VIP in XDP and watches the open ones end. Without
     /// XDP nothing can hold them off, so there is nothing to wait for.
     fn drain(&mut self, coord: &mut Coordinator) {
-        let held = match self.xdp.as_mut().map(|x| x.set_drain(true)) {
+        let held = match self.xdp.as_ref().map(|x| x.set_drain(true)) {
             Some(Ok(())) => true,
             Some(Err(error)) => {
                 tracing::error!(vhid = self.s.vhid, %error, "cannot hold off new connections to the VIP");
@@ -951,7 +1184,7 @@ impl Agent {
     }
 
     fn set_xdp_role(&mut self, master: bool) {
-        if let Some(x) = self.xdp.as_mut() {
+        if let Some(x) = self.xdp.as_ref() {
             match x.set_role(master) {
                 Ok(()) => self.xdp_error = None,
                 Err(error) => {
@@ -1036,6 +1269,7 @@ impl Agent {
             hooks: self.hooks.counts(),
             tracks: coord.track_views(),
             error,
+            other_vhids: Vec::new(),
         }
     }
 }
@@ -1050,10 +1284,13 @@ fn once_per_second(last: &mut Option<Mono>) -> bool {
     true
 }
 
-/// The next ring-buffer record; only polled while `events` is `Some`.
-async fn next_event(events: &mut Option<XdpEvents>) -> Result<XdpEvent, xdp::XdpError> {
+/// A vhid's records from the ring buffer, and the pump that routes them.
+type XdpEvents = (Pump, mpsc::UnboundedReceiver<XdpEvent>);
+
+/// The next ring-buffer record for this vhid; only polled with XDP.
+async fn next_event(events: &mut Option<XdpEvents>) -> Option<XdpEvent> {
     match events {
-        Some(e) => e.next().await,
+        Some((_, rx)) => rx.recv().await,
         None => std::future::pending().await,
     }
 }

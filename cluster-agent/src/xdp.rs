@@ -4,16 +4,20 @@
 //! tries the kernel fast path and quietly degrades instead of refusing to start. The explicit
 //! modes exist for operators (and tests) who need to know which path is in use, and fail loudly.
 //!
-//! Once attached, the program only counts until [`XdpHandle::configure`] tells it the vhid, the
-//! VIP and the HMAC key. From then on it authenticates adverts for that vhid, refuses replayed
-//! ones, hands the rest to the agent through [`XdpEvents`] (and drops them all, so the raw socket
-//! stays silent), answers or drops ARP for the VIP according to the role set with
+//! One program serves every vhid of the agent: it is loaded once and attached to each
+//! interface a vhid lives on. It only counts until [`XdpHandle::configure`] tells it a vhid,
+//! its VIP and its HMAC key. From then on it authenticates adverts for that vhid, refuses
+//! replayed ones, hands the rest to the agent through [`XdpEvents`] (and drops them all, so the
+//! raw socket stays silent), answers or drops ARP for the VIP according to the role set with
 //! [`XdpHandle::set_role`], and fences the VIP while BACKUP.
 
 mod events;
 pub mod pin;
+mod router;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 
 use aya::{
     Ebpf,
@@ -25,12 +29,14 @@ use cluster_common::{
     xdp::{
         CONFIG_MAP, COUNTER_NAMES, COUNTERS_LEN, COUNTERS_MAP, Config, EVENTS_MAP,
         FLAG_ARP_VIA_STACK, FLAG_DRAIN, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, PROGRAM, REPLAY_MAP,
+        ReplayKey, VIPS_MAP,
     },
 };
 
 use crate::carp::wire::MAX_PASSWORD_LEN;
 
 pub use events::{XdpEvent, XdpEvents};
+pub use router::{Pump, Router};
 
 include!(concat!(env!("OUT_DIR"), "/ebpf_obj.rs"));
 
@@ -82,6 +88,10 @@ pub enum XdpError {
     Counters(#[source] aya::maps::MapError),
     #[error("vhid 0 is not a CARP vhid (1-255)")]
     InvalidVhid,
+    #[error("vhid {0} is not configured in the XDP program")]
+    NotConfigured(u8),
+    #[error("VIP {vip} is configured for vhid {other} already")]
+    VipTaken { vip: Ipv4Addr, other: u8 },
     #[error("the password is longer than {MAX_PASSWORD_LEN} bytes")]
     PasswordTooLong,
     #[error("writing the XDP configuration")]
@@ -112,9 +122,69 @@ pub enum XdpError {
 /// an orderly drop undoes.)
 pub struct XdpHandle {
     ebpf: Ebpf,
+    /// The mode of the first attachment (all of them, unless `auto` had to mix).
     mode: &'static str,
-    /// What the kernel's config map holds, so a role change rewrites it without reading it back.
-    config: Config,
+    /// What the kernel's config map holds for each configured vhid, so a role change rewrites
+    /// it without reading it back.
+    configs: BTreeMap<u8, Config>,
+}
+
+/// What the program needs to know about one vhid.
+#[derive(Clone, Copy, Debug)]
+pub struct VhidSetup<'a> {
+    pub vhid: u8,
+    /// The interface the vhid lives on; frames from other interfaces pass untouched.
+    pub ifindex: u32,
+    pub password: &'a [u8],
+    pub vip: Ipv4Addr,
+    /// Where adverts to us are sent (see `Config::group`).
+    pub group: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub fence: bool,
+}
+
+/// The handle shared by the agent's vhids, each steering its own entry through a [`Port`].
+pub type SharedXdp = Arc<Mutex<XdpHandle>>;
+
+/// One vhid's part of the shared program.
+#[derive(Clone)]
+pub struct Port {
+    xdp: SharedXdp,
+    vhid: u8,
+    mode: &'static str,
+}
+
+impl Port {
+    pub fn new(xdp: SharedXdp, vhid: u8) -> Self {
+        let mode = lock(&xdp).mode;
+        Self { xdp, vhid, mode }
+    }
+
+    pub fn mode(&self) -> &'static str {
+        self.mode
+    }
+
+    pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, XdpError> {
+        lock(&self.xdp).counters()
+    }
+
+    pub fn remember_sent(&self, counter: u64) -> Result<(), XdpError> {
+        lock(&self.xdp).remember_sent(self.vhid, counter)
+    }
+
+    pub fn set_role(&self, master: bool) -> Result<(), XdpError> {
+        lock(&self.xdp).set_role(self.vhid, master)
+    }
+
+    pub fn set_drain(&self, on: bool) -> Result<(), XdpError> {
+        lock(&self.xdp).set_drain(self.vhid, on)
+    }
+}
+
+/// The handle is only ever held for a map write, which cannot leave it half-changed: a
+/// poisoned lock is as good as any.
+pub fn lock(xdp: &SharedXdp) -> std::sync::MutexGuard<'_, XdpHandle> {
+    xdp.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl std::fmt::Debug for XdpHandle {
@@ -130,6 +200,46 @@ impl std::fmt::Debug for XdpHandle {
 /// Ok(None) when mode is Off, or Auto and neither native nor generic attach worked / no object
 /// is embedded; the caller then receives adverts on a raw socket.
 pub fn attach(interface: &str, mode: XdpMode) -> Result<Option<XdpHandle>, XdpError> {
+    attach_all(&[interface], mode)
+}
+
+/// Attaches one loaded program to every interface in `interfaces`. With `auto`, an interface
+/// where neither mode attaches makes every vhid use the raw sockets (the handle is dropped,
+/// which detaches the rest): one data plane for all of them, never a mix.
+pub fn attach_all(interfaces: &[&str], mode: XdpMode) -> Result<Option<XdpHandle>, XdpError> {
+    let Some((&first, others)) = interfaces.split_first() else {
+        return Ok(None);
+    };
+    let Some(mut handle) = attach_first(first, mode)? else {
+        return Ok(None);
+    };
+    for &interface in others {
+        let mut failures = Vec::new();
+        let mut attached = false;
+        for &attempt in attach_modes(mode) {
+            match attach_loaded(&mut handle.ebpf, interface, attempt) {
+                Ok(()) => {
+                    tracing::info!(interface, mode = mode_name(attempt), "XDP program attached");
+                    attached = true;
+                    break;
+                }
+                Err(err) if mode == XdpMode::Auto => failures.push(error_chain(&err)),
+                Err(err) => return Err(err),
+            }
+        }
+        if !attached {
+            tracing::warn!(
+                interface,
+                errors = failures.join("; "),
+                "XDP could attach neither natively nor generically; every vhid uses the raw-socket path"
+            );
+            return Ok(None);
+        }
+    }
+    Ok(Some(handle))
+}
+
+fn attach_first(interface: &str, mode: XdpMode) -> Result<Option<XdpHandle>, XdpError> {
     if mode == XdpMode::Off {
         return Ok(None);
     }
@@ -174,7 +284,7 @@ impl XdpHandle {
         Self {
             ebpf,
             mode,
-            config: Config::default(),
+            configs: BTreeMap::new(),
         }
     }
 
@@ -211,34 +321,76 @@ impl XdpHandle {
     /// adverts to anything else are left to the stack. `mac` is the interface's own MAC: the sender of ARP replies, and how
     /// our own announcements are told apart from a conflicting claim. The role set by
     /// [`Self::set_role`] is kept, and so is the choice made with [`Self::set_arp_via_stack`].
-    pub fn configure(
-        &mut self,
-        password: &[u8],
-        vhid: u8,
-        vip: Ipv4Addr,
-        group: Ipv4Addr,
-        mac: [u8; 6],
-        fence: bool,
-    ) -> Result<(), XdpError> {
+    pub fn configure(&mut self, setup: &VhidSetup<'_>) -> Result<(), XdpError> {
+        let vhid = setup.vhid;
         if vhid == 0 {
             return Err(XdpError::InvalidVhid);
         }
-        if password.len() > MAX_PASSWORD_LEN {
+        if setup.password.len() > MAX_PASSWORD_LEN {
             return Err(XdpError::PasswordTooLong);
         }
-        let key = HmacKey::new(password).ok_or(XdpError::PasswordTooLong)?;
-        let mut flags = FLAG_ENABLED | (self.config.flags & (FLAG_MASTER | FLAG_ARP_VIA_STACK));
-        if fence {
+        if let Some((&other, _)) = self
+            .configs
+            .iter()
+            .find(|(other, c)| **other != vhid && c.vip == setup.vip.octets())
+        {
+            return Err(XdpError::VipTaken {
+                vip: setup.vip,
+                other,
+            });
+        }
+        let key = HmacKey::new(setup.password).ok_or(XdpError::PasswordTooLong)?;
+        let old = self.configs.get(&vhid).copied().unwrap_or_default();
+        let mut flags = FLAG_ENABLED | (old.flags & (FLAG_MASTER | FLAG_ARP_VIA_STACK));
+        if setup.fence {
             flags |= FLAG_FENCE;
         }
+        if old.flags & FLAG_ENABLED != 0 && old.vip != setup.vip.octets() {
+            self.vips()?
+                .remove(&u32::from_ne_bytes(old.vip))
+                .map_err(XdpError::Config)?;
+        }
         self.write_config(Config {
-            vip: vip.octets(),
-            group: group.octets(),
-            mac,
+            vip: setup.vip.octets(),
+            group: setup.group.octets(),
+            mac: setup.mac,
             vhid,
             flags,
+            ifindex: setup.ifindex,
             key,
-        })
+        })?;
+        self.vips()?
+            .insert(u32::from_ne_bytes(setup.vip.octets()), u32::from(vhid), 0)
+            .map_err(XdpError::Config)
+    }
+
+    /// Forgets `vhid`: its adverts and its VIP's frames pass untouched again.
+    pub fn unconfigure(&mut self, vhid: u8) -> Result<(), XdpError> {
+        let Some(old) = self.configs.get(&vhid).copied() else {
+            return Ok(());
+        };
+        match self.vips()?.remove(&u32::from_ne_bytes(old.vip)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(error) => return Err(XdpError::Config(error)),
+        }
+        let map = self
+            .ebpf
+            .map_mut(CONFIG_MAP)
+            .ok_or(XdpError::MissingMap(CONFIG_MAP))?;
+        let mut array = Array::<_, Config>::try_from(map).map_err(XdpError::Config)?;
+        array
+            .set(u32::from(vhid), Config::default(), 0)
+            .map_err(XdpError::Config)?;
+        self.configs.remove(&vhid);
+        Ok(())
+    }
+
+    fn vips(&mut self) -> Result<HashMap<&mut aya::maps::MapData, u32, u32>, XdpError> {
+        let map = self
+            .ebpf
+            .map_mut(VIPS_MAP)
+            .ok_or(XdpError::MissingMap(VIPS_MAP))?;
+        HashMap::try_from(map).map_err(XdpError::Config)
     }
 
     /// Adds the counter of an advert this node sends to the program's replay guard.
@@ -246,13 +398,17 @@ impl XdpHandle {
     /// The program never sees our own adverts, yet a copy of one, sent back to us from another
     /// source and with a better skew, would authenticate and could push this node out of
     /// MASTER: remembering what we sent refuses it like any other replay.
-    pub fn remember_sent(&mut self, counter: u64) -> Result<(), XdpError> {
+    pub fn remember_sent(&mut self, vhid: u8, counter: u64) -> Result<(), XdpError> {
         let map = self
             .ebpf
             .map_mut(REPLAY_MAP)
             .ok_or(XdpError::MissingMap(REPLAY_MAP))?;
-        let mut replay = HashMap::<_, u64, u8>::try_from(map).map_err(XdpError::Replay)?;
-        replay.insert(counter, 0, 0).map_err(XdpError::Replay)
+        let mut replay = HashMap::<_, ReplayKey, u8>::try_from(map).map_err(XdpError::Replay)?;
+        let key = ReplayKey {
+            counter,
+            vhid: u64::from(vhid),
+        };
+        replay.insert(key, 0, 0).map_err(XdpError::Replay)
     }
 
     /// Switches ARP answering and fencing to the new role.
@@ -260,10 +416,10 @@ impl XdpHandle {
     /// Call it on every transition: before adding the VIP when becoming MASTER, so ARP is answered
     /// and traffic accepted the moment the address exists, and before removing the VIP when
     /// becoming BACKUP, so the address is fenced while it is still on the interface.
-    pub fn set_role(&mut self, master: bool) -> Result<(), XdpError> {
+    pub fn set_role(&mut self, vhid: u8, master: bool) -> Result<(), XdpError> {
         // A drain outlasts the mastership it began in (the requests it holds wait for the
         // next master), but a new mastership starts without one.
-        let mut config = self.config;
+        let mut config = self.config(vhid)?;
         if master {
             config.flags = (config.flags | FLAG_MASTER) & !FLAG_DRAIN;
         } else {
@@ -274,8 +430,8 @@ impl XdpHandle {
 
     /// Hold off new TCP connections to the VIP and report them (see `FLAG_DRAIN`); cleared
     /// by this or by the next mastership ([`XdpHandle::set_role`]).
-    pub fn set_drain(&mut self, on: bool) -> Result<(), XdpError> {
-        self.set_flag(FLAG_DRAIN, on)
+    pub fn set_drain(&mut self, vhid: u8, on: bool) -> Result<(), XdpError> {
+        self.set_flag(vhid, FLAG_DRAIN, on)
     }
 
     /// While MASTER, let the kernel answer ARP for the VIP instead of XDP (off by default).
@@ -283,12 +439,19 @@ impl XdpHandle {
     /// XDP_TX is silently lost on some interfaces: a veth in native mode delivers it only when
     /// its peer runs an XDP program or has GRO enabled. Requests for the VIP are still dropped
     /// while BACKUP either way.
-    pub fn set_arp_via_stack(&mut self, via_stack: bool) -> Result<(), XdpError> {
-        self.set_flag(FLAG_ARP_VIA_STACK, via_stack)
+    pub fn set_arp_via_stack(&mut self, vhid: u8, via_stack: bool) -> Result<(), XdpError> {
+        self.set_flag(vhid, FLAG_ARP_VIA_STACK, via_stack)
     }
 
-    fn set_flag(&mut self, flag: u8, on: bool) -> Result<(), XdpError> {
-        let mut config = self.config;
+    fn config(&self, vhid: u8) -> Result<Config, XdpError> {
+        self.configs
+            .get(&vhid)
+            .copied()
+            .ok_or(XdpError::NotConfigured(vhid))
+    }
+
+    fn set_flag(&mut self, vhid: u8, flag: u8, on: bool) -> Result<(), XdpError> {
+        let mut config = self.config(vhid)?;
         config.flags = if on {
             config.flags | flag
         } else {
@@ -303,9 +466,11 @@ impl XdpHandle {
             .map_mut(CONFIG_MAP)
             .ok_or(XdpError::MissingMap(CONFIG_MAP))?;
         let mut array = Array::<_, Config>::try_from(map).map_err(XdpError::Config)?;
-        array.set(0, config, 0).map_err(XdpError::Config)?;
+        array
+            .set(u32::from(config.vhid), config, 0)
+            .map_err(XdpError::Config)?;
         // Only what the kernel accepted becomes the base of the next change.
-        self.config = config;
+        self.configs.insert(config.vhid, config);
         Ok(())
     }
 

@@ -34,10 +34,18 @@ pub mod xdp {
     pub const PROGRAM: &str = "cluster_xdp";
     /// Name of the per-CPU array of `u64` counters, indexed by the `CTR_*` constants.
     pub const COUNTERS_MAP: &str = "COUNTERS";
-    /// Name of the one-entry array holding [`Config`] at index 0.
+    /// Name of the array holding each vhid's [`Config`] at the vhid's index.
     pub const CONFIG_MAP: &str = "CONFIG";
-    /// Name of the LRU hash whose keys are the counters of adverts that passed authentication
-    /// (and of the adverts this node sent); the values carry no meaning.
+    /// Entries of [`CONFIG_MAP`]: one for every possible vhid (0 is never configured).
+    pub const CONFIG_ENTRIES: u32 = 256;
+    /// Name of the hash from a configured VIP (its four bytes read as a native-order `u32`) to
+    /// its vhid: ARP and IPv4 frames find their vhid by address.
+    pub const VIPS_MAP: &str = "VIPS";
+    /// Most VIPs the program knows: one per vhid.
+    pub const VIPS_ENTRIES: u32 = 255;
+    /// Name of the LRU hash whose keys ([`ReplayKey`]) are the vhids and counters of adverts
+    /// that passed authentication (and of the adverts this node sent); the values carry no
+    /// meaning.
     pub const REPLAY_MAP: &str = "REPLAY";
     /// Name of the ring buffer carrying [`AdvertRecord`] and [`ConflictRecord`] to the agent.
     pub const EVENTS_MAP: &str = "EVENTS";
@@ -73,7 +81,7 @@ pub mod xdp {
     pub const CTR_BAD_TTL: u32 = 4;
     /// Protocol-112 frames whose CARP version is not 2 (VRRPv3, for instance).
     pub const CTR_BAD_VERSION: u32 = 5;
-    /// Adverts for a vhid other than the configured one, or seen before the agent configured one.
+    /// Adverts for a vhid this node does not serve on the interface they arrived on.
     pub const CTR_UNKNOWN_VHID: u32 = 6;
     /// Adverts for our vhid sent to an address other than the configured group.
     pub const CTR_WRONG_GROUP: u32 = 7;
@@ -136,10 +144,10 @@ pub mod xdp {
     /// MAC is reported while BACKUP too: the next master announcing itself.
     pub const FLAG_DRAIN: u8 = 1 << 4;
 
-    /// What the agent tells the program, at index 0 of [`CONFIG_MAP`].
+    /// What the agent tells the program about one vhid, at the vhid's index of [`CONFIG_MAP`].
     ///
-    /// One agent serves one vhid on one interface, as UCARP does, so a single entry is enough
-    /// and every frame pays for one array lookup rather than a hash lookup.
+    /// An array indexed by the advert's own vhid byte costs an advert one array lookup however
+    /// many vhids the agent serves; frames for a VIP pay one hash lookup in [`VIPS_MAP`] first.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct Config {
@@ -153,9 +161,20 @@ pub mod xdp {
         pub vhid: u8,
         /// `FLAG_*` bits.
         pub flags: u8,
+        /// The interface the vhid lives on: the same vhid on another segment is another
+        /// cluster's, and its frames pass untouched.
+        pub ifindex: u32,
         /// HMAC-SHA1 states derived from the password, so the program authenticates adverts
         /// itself: a secret, redacted from `Debug`.
         pub key: HmacKey,
+    }
+
+    /// Key of [`REPLAY_MAP`]: counters are per vhid, so one vhid's cannot shadow another's.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct ReplayKey {
+        pub counter: u64,
+        pub vhid: u64,
     }
 
     /// [`RecordHeader::kind`] of an [`AdvertRecord`].
@@ -226,7 +245,8 @@ pub mod xdp {
     // The sizes equal the sum of the fields: proof there is no implicit padding for either side
     // to disagree on. Records are 8-byte multiples because the ring buffer aligns to 8.
     const _: () = assert!(size_of::<HmacKey>() == 2 * 5 * 4);
-    const _: () = assert!(size_of::<Config>() == 4 + 4 + 6 + 1 + 1 + size_of::<HmacKey>());
+    const _: () = assert!(size_of::<Config>() == 4 + 4 + 6 + 1 + 1 + 4 + size_of::<HmacKey>());
+    const _: () = assert!(size_of::<ReplayKey>() == 16);
     const _: () = assert!(size_of::<SynRecord>() == size_of::<RecordHeader>() + 4 + 4 + SYN_MAX);
     const _: () = assert!(size_of::<RecordHeader>() == 16);
     const _: () = assert!(size_of::<AdvertRecord>() == 16 + ADVERT_LEN);
@@ -239,6 +259,7 @@ pub mod xdp {
         // SAFETY: all of these are `#[repr(C)]`, contain only integers and byte arrays, and have
         // no padding (asserted above), so every bit pattern is a valid value.
         unsafe impl aya::Pod for super::Config {}
+        unsafe impl aya::Pod for super::ReplayKey {}
         unsafe impl aya::Pod for super::RecordHeader {}
         unsafe impl aya::Pod for super::AdvertRecord {}
         unsafe impl aya::Pod for super::ConflictRecord {}

@@ -1,7 +1,7 @@
 //! XDP program of the cluster agent.
 //!
 //! It does the per-packet work of the CARP agent before the network stack sees the frame:
-//! - CARP adverts for the configured vhid are authenticated here (HMAC-SHA1 with states the
+//! - CARP adverts for a configured vhid are authenticated here (HMAC-SHA1 with states the
 //!   agent derives from the password) and checked against a replay guard; only fresh adverts
 //!   from key holders go to the agent through a ring buffer, stamped with the kernel receive
 //!   time. Every advert for the vhid is then dropped: the agent reads adverts from the ring
@@ -16,9 +16,12 @@
 //! - IPv4 traffic to the VIP is dropped while BACKUP (fencing), so a VIP that lingers on the
 //!   interface during a transition cannot accept writes meant for the master.
 //!
-//! Everything it does not recognise passes untouched, including protocol-112 frames that are not
-//! adverts for our vhid: another VRRP or CARP instance on this host may want them. Until the
-//! agent writes a configuration the program only counts. There is no per-packet logging: the
+//! One program and one set of maps serve every vhid of the agent, on every interface it is
+//! attached to: adverts find their vhid's configuration by the vhid byte (an array index),
+//! ARP and IPv4 frames by the address they concern (a hash lookup). Everything it does not
+//! recognise passes untouched, including protocol-112 frames that are not adverts for one of
+//! our vhids on the interface they came in on: another VRRP or CARP instance on this host may
+//! want them. Until the agent writes a configuration the program only counts. There is no per-packet logging: the
 //! per-CPU counters are the observability.
 #![no_std]
 #![no_main]
@@ -27,7 +30,7 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use cluster_common::{
@@ -35,7 +38,7 @@ use cluster_common::{
     sha1::{self, HmacKey},
     xdp::{
         self as layout, ADVERT_LEN, AdvertRecord, Config, ConflictRecord, FLAG_ARP_VIA_STACK,
-        FLAG_DRAIN, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, RecordHeader, SynRecord,
+        FLAG_DRAIN, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, RecordHeader, ReplayKey, SynRecord,
     },
 };
 
@@ -43,14 +46,18 @@ use cluster_common::{
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(layout::COUNTERS_LEN, 0);
 
-/// `cluster_common::xdp::CONFIG_MAP`: the agent's configuration and role at index 0.
+/// `cluster_common::xdp::CONFIG_MAP`: each vhid's configuration and role at its index.
 #[map(name = "CONFIG")]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+static CONFIG: Array<Config> = Array::with_max_entries(layout::CONFIG_ENTRIES, 0);
+
+/// `cluster_common::xdp::VIPS_MAP`: the vhid of each configured VIP.
+#[map(name = "VIPS")]
+static VIPS: HashMap<u32, u32> = HashMap::with_max_entries(layout::VIPS_ENTRIES, 0);
 
 /// `cluster_common::xdp::REPLAY_MAP`: counters of authenticated adverts (and of our own, which
 /// the agent adds). LRU, so the oldest counters make room; only key holders can add any.
 #[map(name = "REPLAY")]
-static REPLAY: LruHashMap<u64, u8> = LruHashMap::with_max_entries(layout::REPLAY_ENTRIES, 0);
+static REPLAY: LruHashMap<ReplayKey, u8> = LruHashMap::with_max_entries(layout::REPLAY_ENTRIES, 0);
 
 /// `cluster_common::xdp::EVENTS_MAP`: adverts and conflicts for the agent.
 #[map(name = "EVENTS")]
@@ -180,12 +187,9 @@ fn ipv4(ctx: &XdpContext) -> (u32, u32) {
         bump(layout::CTR_CARP_SEEN);
         return advert(ctx);
     }
-    let Some(config) = CONFIG.get(0) else {
+    let Some(config) = vip_config(ctx, addr(&ip.dst)) else {
         return pass();
     };
-    if addr(&ip.dst) != addr(&config.vip) {
-        return pass();
-    }
     if config.flags & (FLAG_ENABLED | FLAG_DRAIN) == FLAG_ENABLED | FLAG_DRAIN
         && ip.proto == IPPROTO_TCP
         && ip.vihl == IPV4_VIHL
@@ -283,10 +287,13 @@ fn advert(ctx: &XdpContext) -> (u32, u32) {
     if carp_hdr.version_type >> 4 != carp::VERSION {
         return (xdp_action::XDP_PASS, layout::CTR_BAD_VERSION);
     }
-    let Some(config) = CONFIG.get(0) else {
+    let Some(config) = CONFIG.get(u32::from(carp_hdr.vhid)) else {
         return (xdp_action::XDP_PASS, layout::CTR_UNKNOWN_VHID);
     };
-    if config.flags & FLAG_ENABLED == 0 || carp_hdr.vhid != config.vhid {
+    if config.flags & FLAG_ENABLED == 0
+        || carp_hdr.vhid != config.vhid
+        || config.ifindex != ingress_ifindex(ctx)
+    {
         return (xdp_action::XDP_PASS, layout::CTR_UNKNOWN_VHID);
     }
     if addr(&ip.dst) != addr(&config.group) {
@@ -297,8 +304,12 @@ fn advert(ctx: &XdpContext) -> (u32, u32) {
     // captured advert are the cheap case, and the HMAC covers neither the source address nor
     // the timing fields, so a replay could otherwise claim any of them.
     let counter = u64::from_be_bytes(carp_hdr.counter);
+    let key = ReplayKey {
+        counter,
+        vhid: u64::from(carp_hdr.vhid),
+    };
     // SAFETY: the value is only tested for presence, never read.
-    if unsafe { REPLAY.get(counter) }.is_some() {
+    if unsafe { REPLAY.get(&key) }.is_some() {
         return (xdp_action::XDP_DROP, layout::CTR_REPLAYED);
     }
     let expected = expected_md(&config.key, carp_hdr.vhid, addr(&config.vip), counter);
@@ -309,7 +320,7 @@ fn advert(ctx: &XdpContext) -> (u32, u32) {
     // heard plus one), so remembering unauthenticated ones would let a forger refuse genuine
     // adverts in advance. NOEXIST settles two copies racing on two CPUs: one of them loses.
     // Any other failure lets the advert through; the agent's own guard still stands behind.
-    if let Err(error) = REPLAY.insert(counter, 0, u64::from(BPF_NOEXIST))
+    if let Err(error) = REPLAY.insert(key, 0, u64::from(BPF_NOEXIST))
         && error == -EEXIST
     {
         return (xdp_action::XDP_DROP, layout::CTR_REPLAYED);
@@ -368,22 +379,13 @@ fn arp(ctx: &XdpContext) -> (u32, u32) {
     {
         return pass();
     }
-    let Some(config) = CONFIG.get(0) else {
-        return pass();
-    };
-    if config.flags & FLAG_ENABLED == 0 {
-        return pass();
-    }
-    let master = config.flags & FLAG_MASTER != 0;
-    let vip = addr(&config.vip);
     let op = u16::from_be_bytes(frame.op);
-
-    if addr(&frame.spa) == vip {
+    if let Some(config) = vip_config(ctx, addr(&frame.spa)) {
         // Someone announces the VIP. While BACKUP that is the master doing its job; while MASTER
         // from a MAC other than ours it is a split brain or a misconfigured host; while draining
         // it is the next master, whom held connection requests wait for. The frame still
         // passes: the agent decides what to do, and other listeners may want to see it.
-        if (master || config.flags & FLAG_DRAIN != 0)
+        if (config.flags & FLAG_MASTER != 0 || config.flags & FLAG_DRAIN != 0)
             && (op == layout::ARP_OP_REQUEST || op == layout::ARP_OP_REPLY)
             && !same_mac(&frame.sha, &config.mac)
         {
@@ -392,10 +394,14 @@ fn arp(ctx: &XdpContext) -> (u32, u32) {
         }
         return pass();
     }
-    if op != layout::ARP_OP_REQUEST || addr(&frame.tpa) != vip {
+    if op != layout::ARP_OP_REQUEST {
         return pass();
     }
-    if !master {
+    let vip = addr(&frame.tpa);
+    let Some(config) = vip_config(ctx, vip) else {
+        return pass();
+    };
+    if config.flags & FLAG_MASTER == 0 {
         return (xdp_action::XDP_DROP, layout::CTR_ARP_DROPPED);
     }
     if config.flags & FLAG_ARP_VIA_STACK != 0 {
@@ -417,6 +423,22 @@ fn arp(ctx: &XdpContext) -> (u32, u32) {
     requester_mac.write(&mut frame.tha);
     frame.tpa = requester_ip.to_ne_bytes();
     (xdp_action::XDP_TX, layout::CTR_ARP_ANSWERED)
+}
+
+/// The configuration of the vhid whose VIP is `vip`, if that vhid is configured on the
+/// interface the frame came in on.
+#[inline(always)]
+fn vip_config(ctx: &XdpContext, vip: u32) -> Option<&'static Config> {
+    // SAFETY: the value is copied out at once; the agent only ever replaces whole entries.
+    let vhid = *unsafe { VIPS.get(&vip) }?;
+    let config = CONFIG.get(vhid)?;
+    (config.flags & FLAG_ENABLED != 0 && config.ifindex == ingress_ifindex(ctx)).then_some(config)
+}
+
+#[inline(always)]
+fn ingress_ifindex(ctx: &XdpContext) -> u32 {
+    // SAFETY: the context the kernel passed to this program, valid for its whole run.
+    unsafe { (*ctx.ctx).ingress_ifindex }
 }
 
 #[inline(always)]

@@ -206,6 +206,18 @@ pub struct Status {
     /// The `[[track]]` service checks.
     #[serde(default)]
     pub tracks: Vec<TrackStatus>,
+    /// The agent's other vhids, when it serves several.
+    #[serde(default)]
+    pub other_vhids: Vec<Status>,
+}
+
+impl Status {
+    /// This vhid's entry: the first one, or one of [`Status::other_vhids`].
+    pub fn vhid(&self, vhid: u8) -> Option<&Status> {
+        std::iter::once(self)
+            .chain(&self.other_vhids)
+            .find(|s| s.vhid == vhid)
+    }
 }
 
 /// A service check as `status --json` reports it.

@@ -151,6 +151,12 @@ impl XdpEvents {
     }
 
     /// The next record if one is waiting, without blocking: for draining after a wake-up.
+    /// A second descriptor of the ring buffer, for waiting on it apart from this reader.
+    pub(super) fn dup_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.ring.get_ref().as_fd().try_clone_to_owned()
+    }
+
     pub fn try_next(&mut self) -> Option<Result<XdpEvent, XdpError>> {
         self.ring
             .get_mut()

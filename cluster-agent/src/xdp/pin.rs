@@ -15,7 +15,7 @@ use aya::programs::links::FdLink;
 use cluster_common::carp::DEFAULT_GROUP;
 use cluster_common::xdp::{COUNTER_NAMES, COUNTERS_LEN, COUNTERS_MAP};
 
-use super::{XdpError, XdpHandle, XdpMode, attach_modes, mode_name, program};
+use super::{VhidSetup, XdpError, XdpHandle, XdpMode, attach_modes, mode_name, program};
 
 /// Where the pins of interface `IF` live: `PIN_ROOT/IF/`.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/cluster-agent";
@@ -151,14 +151,17 @@ pub fn load(interface: &str, mode: XdpMode, config: Option<PinConfig>) -> Result
     let mut handle = XdpHandle::new(ebpf, mode);
     if let Some(c) = config {
         // Fencing stays off: a program loaded by hand must not drop the VIP's traffic.
-        handle.configure(
-            &c.password,
-            c.vhid,
-            c.vip,
-            Ipv4Addr::from(DEFAULT_GROUP),
-            c.mac,
-            false,
-        )?;
+        let ifindex = crate::net::ifindex(interface)
+            .ok_or_else(|| PinError::BadInterface(interface.to_string()))?;
+        handle.configure(&VhidSetup {
+            vhid: c.vhid,
+            ifindex,
+            password: &c.password,
+            vip: c.vip,
+            group: Ipv4Addr::from(DEFAULT_GROUP),
+            mac: c.mac,
+            fence: false,
+        })?;
     }
     std::fs::create_dir_all(&dir).map_err(|source| PinError::Io {
         what: "creating",

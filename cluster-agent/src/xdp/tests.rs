@@ -138,6 +138,22 @@ fn tcp_to(destination: Ipv4Addr, flags: u8) -> Vec<u8> {
     frame
 }
 
+/// The interface BPF_PROG_TEST_RUN reports frames as received on: the loopback device of
+/// the test's network namespace.
+const IFINDEX: u32 = 1;
+
+fn setup(password: &[u8], vhid: u8, vip: Ipv4Addr, fence: bool) -> VhidSetup<'_> {
+    VhidSetup {
+        vhid,
+        ifindex: IFINDEX,
+        password,
+        vip,
+        group: GROUP,
+        mac: OUR_MAC,
+        fence,
+    }
+}
+
 /// The loaded program, not attached anywhere, or None when the test cannot run here.
 ///
 /// A build asked to embed the object (`CLUSTER_EBPF_OBJ`, which `cargo xtask build` and
@@ -162,7 +178,7 @@ fn loaded() -> Option<XdpHandle> {
 fn configured(fence: bool) -> Option<XdpHandle> {
     let mut handle = loaded()?;
     handle
-        .configure(PASSWORD, VHID, VIP, GROUP, OUR_MAC, fence)
+        .configure(&setup(PASSWORD, VHID, VIP, fence))
         .unwrap();
     Some(handle)
 }
@@ -268,7 +284,7 @@ fn auto_falls_back_instead_of_failing() {
 fn vhid_zero_is_refused() {
     let Some(mut handle) = loaded() else { return };
     assert!(matches!(
-        handle.configure(PASSWORD, 0, VIP, GROUP, OUR_MAC, true),
+        handle.configure(&setup(PASSWORD, 0, VIP, true)),
         Err(XdpError::InvalidVhid)
     ));
 }
@@ -277,11 +293,11 @@ fn vhid_zero_is_refused() {
 fn a_password_ucarp_would_refuse_is_refused() {
     let Some(mut handle) = loaded() else { return };
     assert!(matches!(
-        handle.configure(&[b'x'; 20], VHID, VIP, GROUP, OUR_MAC, true),
+        handle.configure(&setup(&[b'x'; 20], VHID, VIP, true)),
         Err(XdpError::PasswordTooLong)
     ));
     handle
-        .configure(&[b'x'; 19], VHID, VIP, GROUP, OUR_MAC, true)
+        .configure(&setup(&[b'x'; 19], VHID, VIP, true))
         .unwrap();
 }
 
@@ -393,9 +409,7 @@ async fn adverts_failing_authentication_are_dropped_and_counted() {
     assert_no_event(&mut events);
 
     // With another password configured, even the golden advert is a forgery.
-    handle
-        .configure(b"hate", VHID, VIP, GROUP, OUR_MAC, true)
-        .unwrap();
+    handle.configure(&setup(b"hate", VHID, VIP, true)).unwrap();
     expect(
         &handle,
         &advert(),
@@ -474,7 +488,7 @@ async fn our_own_counters_are_refused_when_they_come_back() {
         return;
     };
     let mut events = handle.take_events().unwrap();
-    handle.remember_sent(0xabc).unwrap();
+    handle.remember_sent(VHID, 0xabc).unwrap();
     // A copy of our own advert, sent back from a lower address with the best skew.
     let echo = rewritten(&genuine(0xabc), Ipv4Addr::new(10, 99, 1, 0), 0, 0);
     expect(
@@ -640,7 +654,7 @@ fn arp_request_for_the_vip_is_answered_while_master() {
     let Some(mut handle) = configured(true) else {
         return;
     };
-    handle.set_role(true).unwrap();
+    handle.set_role(VHID, true).unwrap();
     let request = arp_request_for(VIP);
     let reply = expect(&handle, &request, XDP_TX, &[("arp_answered", 1)]);
 
@@ -669,14 +683,14 @@ fn arp_request_for_the_vip_is_dropped_while_backup() {
         return;
     };
     let request = arp_request_for(VIP);
-    handle.set_role(true).unwrap();
+    handle.set_role(VHID, true).unwrap();
     expect(&handle, &request, XDP_TX, &[("arp_answered", 1)]);
-    handle.set_role(false).unwrap();
+    handle.set_role(VHID, false).unwrap();
     expect(&handle, &request, XDP_DROP, &[("arp_dropped", 1)]);
     // Reconfiguring keeps the role.
-    handle.set_role(true).unwrap();
+    handle.set_role(VHID, true).unwrap();
     handle
-        .configure(PASSWORD, VHID, VIP, GROUP, OUR_MAC, false)
+        .configure(&setup(PASSWORD, VHID, VIP, false))
         .unwrap();
     expect(&handle, &request, XDP_TX, &[("arp_answered", 1)]);
 }
@@ -686,19 +700,17 @@ fn arp_for_the_vip_can_be_left_to_the_kernel_while_master() {
     let Some(mut handle) = configured(true) else {
         return;
     };
-    handle.set_arp_via_stack(true).unwrap();
-    handle.set_role(true).unwrap();
+    handle.set_arp_via_stack(VHID, true).unwrap();
+    handle.set_role(VHID, true).unwrap();
     // Survives reconfiguration, like the role.
-    handle
-        .configure(PASSWORD, VHID, VIP, GROUP, OUR_MAC, true)
-        .unwrap();
+    handle.configure(&setup(PASSWORD, VHID, VIP, true)).unwrap();
     let request = arp_request_for(VIP);
     let out = expect(&handle, &request, XDP_PASS, &[("passed_other", 1)]);
     assert_eq!(out, request);
-    handle.set_role(false).unwrap();
+    handle.set_role(VHID, false).unwrap();
     expect(&handle, &request, XDP_DROP, &[("arp_dropped", 1)]);
-    handle.set_arp_via_stack(false).unwrap();
-    handle.set_role(true).unwrap();
+    handle.set_arp_via_stack(VHID, false).unwrap();
+    handle.set_role(VHID, true).unwrap();
     expect(&handle, &request, XDP_TX, &[("arp_answered", 1)]);
 }
 
@@ -708,7 +720,7 @@ fn other_arp_passes_untouched() {
         return;
     };
     for master in [true, false] {
-        handle.set_role(master).unwrap();
+        handle.set_role(VHID, master).unwrap();
         let frames = [
             arp_request_for(Ipv4Addr::new(10, 99, 0, 1)),
             // A reply addressed to the VIP is for the kernel's neighbour table.
@@ -741,7 +753,7 @@ async fn foreign_claim_on_the_vip_while_master_is_a_conflict() {
     assert_eq!(out, garp);
     assert_no_event(&mut events);
 
-    handle.set_role(true).unwrap();
+    handle.set_role(VHID, true).unwrap();
     let before = monotonic_ns();
     let out = expect(&handle, &garp, XDP_PASS, &[("arp_conflict", 1)]);
     let after = monotonic_ns();
@@ -790,21 +802,19 @@ fn traffic_to_the_vip_is_fenced_while_backup() {
     // Unconfigured: nothing is fenced.
     expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
 
-    handle
-        .configure(PASSWORD, VHID, VIP, GROUP, OUR_MAC, true)
-        .unwrap();
+    handle.configure(&setup(PASSWORD, VHID, VIP, true)).unwrap();
     expect(&handle, &to_vip, XDP_DROP, &[("fenced", 1)]);
     expect(&handle, &elsewhere, XDP_PASS, &[("passed_other", 1)]);
 
-    handle.set_role(true).unwrap();
+    handle.set_role(VHID, true).unwrap();
     let out = expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
     assert_eq!(out, to_vip);
 
-    handle.set_role(false).unwrap();
+    handle.set_role(VHID, false).unwrap();
     expect(&handle, &to_vip, XDP_DROP, &[("fenced", 1)]);
 
     handle
-        .configure(PASSWORD, VHID, VIP, GROUP, OUR_MAC, false)
+        .configure(&setup(PASSWORD, VHID, VIP, false))
         .unwrap();
     expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
 }
@@ -816,8 +826,8 @@ async fn a_drain_holds_off_and_reports_new_connections_to_the_vip_only() {
     };
     let mut events = handle.take_events().unwrap();
     let (syn, ack, syn_ack) = (0x02, 0x10, 0x12);
-    handle.set_role(true).unwrap();
-    handle.set_drain(true).unwrap();
+    handle.set_role(VHID, true).unwrap();
+    handle.set_drain(VHID, true).unwrap();
     // A request with the most TCP options: 80 bytes of IPv4 packet.
     let mut request = tcp_to(VIP, syn);
     request.resize(14 + 80, 0xab);
@@ -847,7 +857,7 @@ async fn a_drain_holds_off_and_reports_new_connections_to_the_vip_only() {
     assert_no_event(&mut events);
     // The drain outlasts the mastership: requests are still held while BACKUP, and the next
     // master announcing the VIP is reported.
-    handle.set_role(false).unwrap();
+    handle.set_role(VHID, false).unwrap();
     expect(&handle, &tcp_to(VIP, syn), XDP_DROP, &[("drained", 1)]);
     assert!(matches!(
         next_event(&mut events).await,
@@ -860,10 +870,10 @@ async fn a_drain_holds_off_and_reports_new_connections_to_the_vip_only() {
         XdpEvent::Conflict { .. }
     ));
     // Ended, it fences as before; and a new mastership starts without it.
-    handle.set_drain(false).unwrap();
+    handle.set_drain(VHID, false).unwrap();
     expect(&handle, &tcp_to(VIP, syn), XDP_DROP, &[("fenced", 1)]);
-    handle.set_drain(true).unwrap();
-    handle.set_role(true).unwrap();
+    handle.set_drain(VHID, true).unwrap();
+    handle.set_role(VHID, true).unwrap();
     expect(&handle, &tcp_to(VIP, syn), XDP_PASS, &[("passed_other", 1)]);
     assert_no_event(&mut events);
 }
@@ -921,7 +931,7 @@ async fn ordinary_traffic_passes_untouched() {
     let Some(mut handle) = configured(true) else {
         return;
     };
-    handle.set_role(true).unwrap();
+    handle.set_role(VHID, true).unwrap();
     let mut events = handle.take_events().unwrap();
     let mut ipv6 = vec![0u8; 14 + 40];
     ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
@@ -971,4 +981,155 @@ fn events_need_a_runtime() {
         .build()
         .unwrap();
     runtime.block_on(async { assert!(handle.take_events().is_ok()) });
+}
+
+const VHID2: u8 = 7;
+const VIP2: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 200);
+const PASSWORD2: &[u8] = b"other";
+
+/// An advert from the peer for `vhid`, signed with `password` over `vip`.
+fn advert_for(password: &[u8], vip: Ipv4Addr, vhid: u8, counter: u64) -> Vec<u8> {
+    let carp = wire::encode_carp(password, vip, vhid, 1, 0, counter);
+    let packet = wire::encode_packet(PEER_IP, GROUP, counter as u16, &carp);
+    wire::ether_frame(
+        wire::multicast_mac(GROUP),
+        wire::advert_ether_src(vhid),
+        &packet,
+    )
+    .to_vec()
+}
+
+#[tokio::test]
+async fn each_vhid_has_its_own_key_replay_guard_role_and_fence() {
+    let Some(mut handle) = configured(true) else {
+        return;
+    };
+    handle
+        .configure(&setup(PASSWORD2, VHID2, VIP2, true))
+        .unwrap();
+    let mut events = handle.take_events().unwrap();
+    // The same counter is fresh for each vhid.
+    for (password, vip, vhid) in [(PASSWORD, VIP, VHID), (PASSWORD2, VIP2, VHID2)] {
+        let frame = advert_for(password, vip, vhid, 5);
+        expect(
+            &handle,
+            &frame,
+            XDP_DROP,
+            &[("carp_seen", 1), ("advert", 1)],
+        );
+        expect_advert(&mut events, &frame).await;
+    }
+    // One vhid's key signs nothing for the other.
+    let crossed = advert_for(PASSWORD, VIP, VHID2, 6);
+    expect(
+        &handle,
+        &crossed,
+        XDP_DROP,
+        &[("carp_seen", 1), ("auth_failed", 1)],
+    );
+    assert_no_event(&mut events);
+
+    handle.set_role(VHID, true).unwrap();
+    expect(
+        &handle,
+        &arp_request_for(VIP),
+        XDP_TX,
+        &[("arp_answered", 1)],
+    );
+    expect(
+        &handle,
+        &arp_request_for(VIP2),
+        XDP_DROP,
+        &[("arp_dropped", 1)],
+    );
+    expect(&handle, &udp_to(VIP2), XDP_DROP, &[("fenced", 1)]);
+    expect(&handle, &udp_to(VIP), XDP_PASS, &[("passed_other", 1)]);
+    // A claim on the other vhid's VIP is its master at work, not a conflict of ours.
+    expect(
+        &handle,
+        &arp(1, PEER_MAC, VIP2, PEER_MAC, VIP2),
+        XDP_PASS,
+        &[("passed_other", 1)],
+    );
+    expect(
+        &handle,
+        &arp(1, PEER_MAC, VIP, PEER_MAC, VIP),
+        XDP_PASS,
+        &[("arp_conflict", 1)],
+    );
+
+    // Forgetting a vhid lets its frames pass and leaves the other as it was.
+    handle.unconfigure(VHID2).unwrap();
+    expect(
+        &handle,
+        &advert_for(PASSWORD2, VIP2, VHID2, 9),
+        XDP_PASS,
+        &[("carp_seen", 1), ("unknown_vhid", 1)],
+    );
+    expect(
+        &handle,
+        &arp_request_for(VIP2),
+        XDP_PASS,
+        &[("passed_other", 1)],
+    );
+    expect(&handle, &udp_to(VIP2), XDP_PASS, &[("passed_other", 1)]);
+    expect(
+        &handle,
+        &arp_request_for(VIP),
+        XDP_TX,
+        &[("arp_answered", 1)],
+    );
+    assert!(matches!(
+        handle.set_role(VHID2, true),
+        Err(XdpError::NotConfigured(VHID2))
+    ));
+}
+
+#[test]
+fn a_vhid_on_another_interface_is_another_cluster_s() {
+    let Some(mut handle) = loaded() else { return };
+    handle
+        .configure(&VhidSetup {
+            ifindex: IFINDEX + 1000,
+            ..setup(PASSWORD, VHID, VIP, true)
+        })
+        .unwrap();
+    handle.set_role(VHID, true).unwrap();
+    expect(
+        &handle,
+        &genuine(3),
+        XDP_PASS,
+        &[("carp_seen", 1), ("unknown_vhid", 1)],
+    );
+    expect(
+        &handle,
+        &arp_request_for(VIP),
+        XDP_PASS,
+        &[("passed_other", 1)],
+    );
+}
+
+#[test]
+fn one_vip_belongs_to_one_vhid() {
+    let Some(mut handle) = configured(true) else {
+        return;
+    };
+    assert!(matches!(
+        handle.configure(&setup(PASSWORD2, VHID2, VIP, true)),
+        Err(XdpError::VipTaken { other: VHID, .. })
+    ));
+    // A vhid that moves to another VIP frees its old one.
+    handle
+        .configure(&setup(PASSWORD, VHID, VIP2, true))
+        .unwrap();
+    handle.set_role(VHID, true).unwrap();
+    expect(
+        &handle,
+        &arp_request_for(VIP),
+        XDP_PASS,
+        &[("passed_other", 1)],
+    );
+    handle
+        .configure(&setup(PASSWORD2, VHID2, VIP, true))
+        .unwrap();
 }

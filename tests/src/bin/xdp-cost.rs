@@ -7,10 +7,12 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use cluster_agent::carp::wire;
-use cluster_agent::xdp::{self, XdpEvents, XdpHandle, XdpMode};
+use cluster_agent::xdp::{self, VhidSetup, XdpEvents, XdpHandle, XdpMode};
 use tests::frames::{self, GROUP, Rng};
 
 const VHID: u8 = 42;
+/// Never configured: the vhid of the "another vhid" case.
+const OTHER_VHID: u8 = 43;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const OWN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
@@ -30,6 +32,10 @@ struct Args {
     /// Measurements per case.
     #[arg(long, default_value_t = 7)]
     rounds: usize,
+    /// Vhids configured (1-254), each with a VIP of its own; the frames concern vhid 42, and
+    /// vhid 43 stays unconfigured for the "another vhid" case.
+    #[arg(long, default_value_t = 1)]
+    vhids: u8,
 }
 
 #[derive(serde::Serialize)]
@@ -114,18 +120,40 @@ impl Bench {
     }
 }
 
-fn configure(handle: &mut XdpHandle, master: bool) -> Result<()> {
-    handle.configure(PASSWORD, VHID, VIP, GROUP, OWN_MAC, true)?;
-    handle.set_role(master)?;
-    handle.set_arp_via_stack(false)?;
+/// Configures vhid 42 (the one the frames concern) and `vhids - 1` others around it, each
+/// with a VIP of its own, so the maps hold what an agent with that many vhids holds.
+fn configure(handle: &mut XdpHandle, vhids: u8, master: bool) -> Result<()> {
+    // BPF_PROG_TEST_RUN hands the program its frames as received on the loopback device.
+    let ifindex = cluster_agent::net::ifindex("lo").context("no loopback device")?;
+    let others = (1..=255u8)
+        .filter(|&v| v != VHID && v != OTHER_VHID)
+        .take(usize::from(vhids.max(1)) - 1);
+    for vhid in std::iter::once(VHID).chain(others) {
+        let vip = if vhid == VHID {
+            VIP
+        } else {
+            Ipv4Addr::new(10, 100, 0, vhid)
+        };
+        handle.configure(&VhidSetup {
+            vhid,
+            ifindex,
+            password: PASSWORD,
+            vip,
+            group: GROUP,
+            mac: OWN_MAC,
+            fence: true,
+        })?;
+        handle.set_role(vhid, master)?;
+        handle.set_arp_via_stack(vhid, false)?;
+    }
     Ok(())
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(
-        args.rounds >= 1 && args.repeat >= 1,
-        "rounds and repeat must be positive"
+        args.rounds >= 1 && args.repeat >= 1 && (1..=254).contains(&args.vhids),
+        "rounds and repeat must be positive, vhids 1-254"
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -163,14 +191,14 @@ fn main() -> Result<()> {
         GROUP,
         255,
         1,
-        &frames::carp_header(VHID + 1, 1, 0, 7, md),
+        &frames::carp_header(OTHER_VHID, 1, 0, 7, md),
     );
     let arp = frames::arp_request(PEER_MAC, PEER, VIP);
     let udp = frames::udp_frame(OWN_MAC, PEER, Ipv4Addr::new(10, 99, 0, 2));
     let repeat = args.repeat;
 
     let mut cases = Vec::new();
-    configure(&mut bench.handle, false)?;
+    configure(&mut bench.handle, args.vhids, false)?;
     // An authentic advert is new only once (then it is a replay), so each call runs one fresh
     // advert once; the ordinary frame measured the same way below shows what that way of
     // measuring adds.
@@ -213,7 +241,7 @@ fn main() -> Result<()> {
     cases.push(bench.case("ordinary IPv4/UDP (passed)", || udp.clone(), repeat, 1)?);
     // XDP_TX rewrites the frame in place and the test run does not restore it between
     // repetitions, so the reply is measured one run per call too.
-    configure(&mut bench.handle, true)?;
+    configure(&mut bench.handle, args.vhids, true)?;
     cases.push(bench.case(
         "ARP request for the VIP, MASTER (answered, XDP_TX)",
         || arp.to_vec(),
@@ -229,7 +257,7 @@ fn main() -> Result<()> {
 
     println!(
         "{}",
-        serde_json::json!({ "attach_mode": mode, "repeat": repeat, "cases": cases })
+        serde_json::json!({ "attach_mode": mode, "repeat": repeat, "vhids": args.vhids, "cases": cases })
     );
     Ok(())
 }
