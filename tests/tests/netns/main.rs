@@ -21,4 +21,5 @@ mod rig_sanity;
 mod safety;
 mod track;
 mod unicast;
+mod vhids;
 mod xdp;

@@ -1,0 +1,188 @@
+//! Several vhids in one agent (`[[vhid]]` tables): two nodes each master of one vhid at once,
+//! a power cut that moves only the dead node's vhid, and a reload that adds and removes one.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use tests::agent::Status;
+use tests::scrape::{samples, scrape};
+use tests::{Agent, AgentOpts, Rig, RigConfig, hold_for, netns_test, wait_for, wait_until};
+
+const VIPS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(10, 99, 0, 100),
+    Ipv4Addr::new(10, 99, 0, 101),
+    Ipv4Addr::new(10, 99, 0, 102),
+];
+const VHIDS: [u8; 3] = [31, 32, 33];
+const METRICS: &str = "127.0.0.1:9687";
+/// Master-down at the largest skew used (3 s and 100/256 s), and slack for start-up.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// One `[[vhid]]` table: vhid `VHIDS[i]` with VIP `VIPS[i]` and this node's `skew` for it.
+fn table(i: usize, skew: u8) -> String {
+    format!(
+        "[[vhid]]\nvhid = {}\naddr = \"{}/24\"\nadvskew = {skew}\npass = \"multi{i}\"\n",
+        VHIDS[i], VIPS[i]
+    )
+}
+
+/// Node `node`'s file: the common settings, then the tables.
+fn write_config(rig: &Rig, node: usize, tables: &[String]) -> Result<PathBuf> {
+    let file = rig.dir().join(format!("vhids-n{node}.toml"));
+    let text = format!(
+        "interface = \"eth0\"\nsrcip = \"{}\"\nadvbase = 1\ndeadratio = 3\npreempt = true\n\
+         metrics = \"{METRICS}\"\n{}",
+        rig.addr(node),
+        tables.join("\n")
+    );
+    std::fs::write(&file, text)?;
+    Ok(file)
+}
+
+fn start(rig: &Rig, node: usize, tables: &[String]) -> Result<Agent> {
+    let file = write_config(rig, node, tables)?;
+    rig.start_agent(node, &AgentOpts::new(0, "", "").config_file(&file))
+}
+
+/// The status of `vhid` in `agent`'s answer.
+fn of(agent: &Agent, vhid: u8) -> Result<Status> {
+    let status = agent.status()?;
+    status
+        .vhid(vhid)
+        .cloned()
+        .with_context(|| format!("vhid {vhid} missing from the status: {status:?}"))
+}
+
+fn state(agent: &Agent, vhid: u8) -> Result<String> {
+    Ok(of(agent, vhid)?.state)
+}
+
+/// The metric samples of node `node` named `name` with label `vhid="V"`, by vhid.
+fn per_vhid(rig: &Rig, node: usize, name: &str) -> Result<BTreeMap<u8, f64>> {
+    let addr: SocketAddr = METRICS.parse()?;
+    let text = scrape(rig.ns(node), addr)?;
+    let mut out = BTreeMap::new();
+    for (key, value) in samples(&text) {
+        let Some(labels) = key.strip_prefix(name).and_then(|k| k.strip_prefix('{')) else {
+            continue;
+        };
+        let vhid = labels
+            .split(',')
+            .find_map(|l| l.trim_end_matches('}').strip_prefix("vhid=\""))
+            .and_then(|v| v.trim_end_matches('"').parse().ok());
+        if let Some(vhid) = vhid {
+            out.insert(vhid, value);
+        }
+    }
+    Ok(out)
+}
+
+/// node0 prefers vhid 31 and node1 vhid 32: each is MASTER of one at once, each VIP on its
+/// own node, and status and metrics report both vhids. node0's power cut moves vhid 31 to
+/// node1; vhid 32, whose master lives, sees no transition.
+#[test]
+fn two_vhids_are_active_active_and_a_failure_moves_only_the_dead_master_s() -> Result<()> {
+    netns_test(|| {
+        let rig = Rig::new(RigConfig::nodes(2))?;
+        let a0 = start(&rig, 0, &[table(0, 0), table(1, 100)])?;
+        let a1 = start(&rig, 1, &[table(0, 100), table(1, 0)])?;
+        let split = || -> Result<bool> {
+            Ok(state(&a0, 31)? == "MASTER"
+                && state(&a0, 32)? == "BACKUP"
+                && state(&a1, 31)? == "BACKUP"
+                && state(&a1, 32)? == "MASTER"
+                && rig.holders(VIPS[0], &[0, 1])? == [0]
+                && rig.holders(VIPS[1], &[0, 1])? == [1])
+        };
+        wait_until(SETTLE, "each node MASTER of its own vhid", split)?;
+        hold_for(Duration::from_secs(2), "the split holds", split)?;
+
+        let s0 = of(&a0, 32)?;
+        ensure!(
+            s0.master.as_deref() == Some("10.99.0.2") && s0.counters.adverts_received > 0,
+            "node0 does not follow node1 as master of vhid 32: {s0:?}"
+        );
+        for node in [0, 1] {
+            let masters = per_vhid(&rig, node, "cluster_agent_state")?;
+            ensure!(
+                masters.keys().copied().collect::<Vec<_>>() == [31, 32],
+                "node{node}'s metrics do not cover both vhids: {masters:?}"
+            );
+            let sent = per_vhid(&rig, node, "cluster_agent_adverts_sent_total")?;
+            // Only a master advertises: node0 sends for vhid 31 and node1 for 32.
+            let (own, other) = if node == 0 { (31, 32) } else { (32, 31) };
+            ensure!(
+                sent.get(&own).is_some_and(|&n| n > 0.0) && sent.get(&other) < sent.get(&own),
+                "node{node}'s adverts by vhid do not follow its roles: {sent:?}"
+            );
+        }
+        let before = of(&a1, 32)?.counters.transitions;
+
+        rig.power_cut(0)?;
+        drop(a0);
+        wait_until(SETTLE, "node1 takes vhid 31 over", || {
+            Ok(state(&a1, 31)? == "MASTER" && rig.holders(VIPS[0], &[1])? == [1])
+        })?;
+        let kept = of(&a1, 32)?;
+        ensure!(
+            kept.state == "MASTER"
+                && kept.counters.transitions == before
+                && rig.holders(VIPS[1], &[1])? == [1],
+            "vhid 32 moved although its master lives: {kept:?} (transitions before: {before})"
+        );
+        Ok(())
+    })
+}
+
+/// A reload that drops vhid 32 and adds vhid 33: 32 bows out (node1 takes it at once), 33
+/// starts as BACKUP and becomes MASTER on its own, and vhid 31 sees no transition.
+#[test]
+fn a_reload_removes_one_vhid_and_adds_another() -> Result<()> {
+    netns_test(|| {
+        let rig = Rig::new(RigConfig::nodes(2))?;
+        let a0 = start(&rig, 0, &[table(0, 0), table(1, 0)])?;
+        let a1 = start(&rig, 1, &[table(1, 100)])?;
+        wait_until(SETTLE, "node0 MASTER of vhids 31 and 32", || {
+            Ok(state(&a0, 31)? == "MASTER"
+                && state(&a0, 32)? == "MASTER"
+                && state(&a1, 32)? == "BACKUP")
+        })?;
+        let before = of(&a0, 31)?.counters.transitions;
+
+        write_config(&rig, 0, &[table(0, 0), table(2, 0)])?;
+        ensure!(
+            rig.signal_named(0, "cluster-agent", libc::SIGHUP)? == 1,
+            "no agent on node0 to signal"
+        );
+        // A bow-out hands over at once, well before a master-down interval (3 s).
+        wait_until(
+            Duration::from_secs(2),
+            "node1 takes vhid 32 at node0's bow-out",
+            || Ok(state(&a1, 32)? == "MASTER" && rig.holders(VIPS[1], &[0, 1])? == [1]),
+        )?;
+        let added = wait_for(SETTLE, "vhid 33 starts on node0", || {
+            Ok(a0.status()?.vhid(33).cloned())
+        })?;
+        ensure!(
+            added.counters.transitions <= 1,
+            "vhid 33 did not start as BACKUP: {added:?}"
+        );
+        wait_until(SETTLE, "vhid 33 becomes MASTER on node0", || {
+            Ok(state(&a0, 33)? == "MASTER" && rig.holders(VIPS[2], &[0, 1])? == [0])
+        })?;
+        let status = a0.status()?;
+        ensure!(
+            status.vhid(32).is_none(),
+            "vhid 32 still reported after its removal: {status:?}"
+        );
+        let kept = of(&a0, 31)?;
+        ensure!(
+            kept.state == "MASTER" && kept.counters.transitions == before,
+            "vhid 31 changed state during the reload: {kept:?}"
+        );
+        Ok(())
+    })
+}
