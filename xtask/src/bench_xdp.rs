@@ -42,6 +42,10 @@ pub struct BenchXdpArgs {
     /// Cost measurements per case (median and spread are reported).
     #[arg(long, default_value_t = 7)]
     pub rounds: usize,
+    /// Vhids configured in the program for the cost measurement, comma-separated (1-254):
+    /// each count is measured in full, so the growth with the number of vhids is a curve.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,254")]
+    pub vhids: Vec<u8>,
     /// Flood rates in frames per second, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000,100000")]
     pub rates: Vec<u64>,
@@ -135,6 +139,8 @@ impl Imp {
 
 #[derive(Debug, Serialize)]
 struct CostCase {
+    /// Vhids configured while the case ran.
+    vhids: u8,
     name: String,
     repeat: u32,
     rounds_ns: Vec<u64>,
@@ -194,6 +200,10 @@ pub fn run(args: BenchXdpArgs) -> Result<()> {
         "--seconds must be 1-60"
     );
     ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    ensure!(
+        !args.vhids.is_empty() && args.vhids.iter().all(|v| (1..=254).contains(v)),
+        "--vhids must list counts of 1-254"
+    );
     let bins = build()?;
 
     let mut report = Report {
@@ -209,10 +219,14 @@ pub fn run(args: BenchXdpArgs) -> Result<()> {
         summary: Vec::new(),
     };
     if !args.skip_cost {
-        say("measuring the per-packet cost of the XDP program");
-        let (mode, cases) = cost(&bins, &args)?;
-        report.attach_mode = Some(mode);
-        report.cost = cases;
+        for &vhids in &args.vhids {
+            say(format_args!(
+                "measuring the per-packet cost of the XDP program with {vhids} vhid(s) configured"
+            ));
+            let (mode, cases) = cost(&bins, &args, vhids)?;
+            report.attach_mode = Some(mode);
+            report.cost.extend(cases);
+        }
     }
     if !args.skip_flood {
         for &imp in &impls {
@@ -297,7 +311,7 @@ fn build() -> Result<Pinned> {
     )
 }
 
-fn cost(bins: &Pinned, args: &BenchXdpArgs) -> Result<(String, Vec<CostCase>)> {
+fn cost(bins: &Pinned, args: &BenchXdpArgs, vhids: u8) -> Result<(String, Vec<CostCase>)> {
     #[derive(serde::Deserialize)]
     struct Out {
         attach_mode: String,
@@ -313,10 +327,11 @@ fn cost(bins: &Pinned, args: &BenchXdpArgs) -> Result<(String, Vec<CostCase>)> {
     let rig = Rig::new(RigConfig::nodes(1))?;
     let repeat = args.repeat.to_string();
     let rounds = args.rounds.to_string();
+    let count = vhids.to_string();
     let mut c = tests::cmd::netns_command(
         rig.ns(0),
         bins.path("xdp-cost"),
-        &["--repeat", &repeat, "--rounds", &rounds],
+        &["--repeat", &repeat, "--rounds", &rounds, "--vhids", &count],
     );
     let out = tests::cmd::output_timeout(&mut c, COST_TIMEOUT)?
         .context("the XDP cost helper overran its time limit")?;
@@ -335,6 +350,7 @@ fn cost(bins: &Pinned, args: &BenchXdpArgs) -> Result<(String, Vec<CostCase>)> {
             let mut sorted = r.rounds_ns.clone();
             sorted.sort_unstable();
             CostCase {
+                vhids,
                 median_ns: sorted[sorted.len() / 2],
                 min_ns: sorted[0],
                 max_ns: sorted[sorted.len() - 1],
@@ -638,6 +654,46 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map_or("-".into(), |v| v.to_string())
 }
 
+/// Median ns of each case by number of vhids, and the largest over the smallest count.
+fn growth(cost: &[CostCase], counts: &[u8]) -> String {
+    if counts.len() < 2 {
+        return String::new();
+    }
+    let mut s = String::from("\n### Growth with the number of vhids (median ns)\n\n| case |");
+    for c in counts {
+        s.push_str(&format!(" {c} |"));
+    }
+    s.push_str(" last / first |\n|---|");
+    s.push_str(&"---:|".repeat(counts.len() + 1));
+    s.push('\n');
+    let mut names: Vec<&str> = Vec::new();
+    for c in cost {
+        if !names.contains(&c.name.as_str()) {
+            names.push(&c.name);
+        }
+    }
+    for name in names {
+        let medians: Vec<Option<u64>> = counts
+            .iter()
+            .map(|&v| {
+                cost.iter()
+                    .find(|c| c.name == name && c.vhids == v)
+                    .map(|c| c.median_ns)
+            })
+            .collect();
+        s.push_str(&format!("| {name} |"));
+        for m in &medians {
+            s.push_str(&format!(" {} |", opt(m)));
+        }
+        let ratio = match (medians.first(), medians.last()) {
+            (Some(Some(a)), Some(Some(b))) if *a > 0 => format!("{:.2}x", *b as f64 / *a as f64),
+            _ => "-".into(),
+        };
+        s.push_str(&format!(" {ratio} |\n"));
+    }
+    s
+}
+
 fn markdown(r: &Report, args: &BenchXdpArgs) -> String {
     let mut s = format!(
         "# XDP data plane under hostile adverts ({})\n\nKernel {}, {} CPUs.\n",
@@ -647,18 +703,21 @@ fn markdown(r: &Report, args: &BenchXdpArgs) -> String {
         s.push_str(&format!(
             "\n## Per-packet cost of the XDP program\n\nBPF_PROG_TEST_RUN on the real program and \
              maps (attached in {} mode; the test run does not depend on the mode), {} rounds per \
-             case. `counter` is the reason counter that moved, i.e. the path measured.\n\n\
-             | case | runs per measurement | median ns | min ns | max ns | counter |\n\
-             |---|---:|---:|---:|---:|---|\n",
+             case, with the given number of vhids configured (each with a VIP of its own; the \
+             frames concern one of them). `counter` is the reason counter that moved, i.e. the \
+             path measured.\n\n\
+             | vhids | case | runs per measurement | median ns | min ns | max ns | counter |\n\
+             |---:|---|---:|---:|---:|---:|---|\n",
             opt(&r.attach_mode),
             args.rounds
         ));
         for c in &r.cost {
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
-                c.name, c.repeat, c.median_ns, c.min_ns, c.max_ns, c.counter
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                c.vhids, c.name, c.repeat, c.median_ns, c.min_ns, c.max_ns, c.counter
             ));
         }
+        s.push_str(&growth(&r.cost, &args.vhids));
     }
     if !r.flood.is_empty() {
         s.push_str(&format!(
