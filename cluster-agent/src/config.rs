@@ -987,13 +987,19 @@ impl RunArgs {
         fn list<T>(mine: Vec<T>, fallback: Vec<T>) -> Vec<T> {
             if mine.is_empty() { fallback } else { mine }
         }
+        // The password is one setting given two ways: a layer that gives either replaces both.
+        let (pass, passfile) = if self.pass.is_some() || self.passfile.is_some() {
+            (self.pass, self.passfile)
+        } else {
+            (fallback.pass, fallback.passfile)
+        };
         RunArgs {
             config: self.config.or(fallback.config),
             interface: self.interface.or(fallback.interface),
             srcip: self.srcip.or(fallback.srcip),
             vhid: self.vhid.or(fallback.vhid),
-            pass: self.pass.or(fallback.pass),
-            passfile: self.passfile.or(fallback.passfile),
+            pass,
+            passfile,
             addr: self.addr.or(fallback.addr),
             advbase: self.advbase.or(fallback.advbase),
             advskew: self.advskew.or(fallback.advskew),
@@ -2013,6 +2019,34 @@ mod tests {
 
     fn table(vhid: u32, addr: &str, extra: &str) -> String {
         format!("[[vhid]]\nvhid = {vhid}\naddr = \"{addr}\"\n{extra}")
+    }
+
+    #[test]
+    fn a_table_s_password_replaces_the_inherited_one_whichever_way_each_is_given() {
+        let dir = ConfDir::new("vhid-pass");
+        let own = dir.0.join("own.pass");
+        std::fs::write(&own, "s3cret\n").unwrap();
+        let text = format!(
+            "{COMMON}{}{}",
+            table(
+                10,
+                "10.0.0.100/24",
+                &format!("passfile = \"{}\"\n", own.display())
+            ),
+            table(20, "10.0.0.200/24", ""),
+        );
+        let s = dir.all(&text, RunArgs::default()).unwrap();
+        assert_eq!(
+            (s[0].password.as_slice(), s[1].password.as_slice()),
+            (&b"s3cret"[..], &b"pw"[..])
+        );
+        // The same between a flag and the file.
+        let single = format!("{COMMON}vhid = 5\naddr = \"10.0.0.100/24\"\n");
+        let flags = RunArgs {
+            passfile: Some(own),
+            ..RunArgs::default()
+        };
+        assert_eq!(dir.all(&single, flags).unwrap()[0].password, b"s3cret");
     }
 
     #[test]

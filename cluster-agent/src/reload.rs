@@ -19,6 +19,8 @@ pub enum ReloadError {
     Invalid(#[from] ConfigError),
     #[error("{0} cannot change while the agent runs: restart it to apply the new value")]
     NeedsRestart(&'static str),
+    #[error("vhid {0} is still bowing out after the last reload: reload again once it has gone")]
+    StillLeaving(u8),
 }
 
 /// What a reload does to the running vhids.
@@ -37,8 +39,19 @@ pub struct Plan {
 /// control socket, metrics endpoint or XDP mode of its own, an interface the XDP program is
 /// not attached to, a VIP that moves to another vhid), or when the vhid that carries the
 /// database would come or go.
-pub fn plan(running: &[Settings], new: Vec<Settings>) -> Result<Plan, ReloadError> {
+pub fn plan(
+    running: &[Settings],
+    leaving: &[Settings],
+    new: Vec<Settings>,
+) -> Result<Plan, ReloadError> {
     let mut plan = Plan::default();
+    // A vhid still bowing out holds its vhid and VIP until it has gone.
+    if let Some(l) = leaving
+        .iter()
+        .find(|l| new.iter().any(|n| n.vhid == l.vhid || n.vip == l.vip))
+    {
+        return Err(ReloadError::StillLeaving(l.vhid));
+    }
     let Some(first) = running.first() else {
         return Ok(plan);
     };
@@ -249,7 +262,7 @@ mod tests {
         let running = [vhid(1, "10.0.0.101/24"), vhid(2, "10.0.0.102/24")];
         let mut kept = vhid(1, "10.0.0.101/24");
         kept.advskew = 50;
-        let plan = plan(&running, vec![kept, vhid(3, "10.0.0.103/24")]).unwrap();
+        let plan = plan(&running, &[], vec![kept, vhid(3, "10.0.0.103/24")]).unwrap();
         assert_eq!(
             plan.keep
                 .iter()
@@ -265,13 +278,13 @@ mod tests {
     }
 
     fn plan_of(running: &[Settings], new: Vec<Settings>) -> Plan {
-        plan(running, new).unwrap()
+        plan(running, &[], new).unwrap()
     }
 
     #[test]
     fn a_plan_refuses_what_only_a_start_builds() {
         let running = [vhid(1, "10.0.0.101/24")];
-        let refused = |new: Settings| match plan(&running, vec![running[0].clone(), new]) {
+        let refused = |new: Settings| match plan(&running, &[], vec![running[0].clone(), new]) {
             Err(ReloadError::NeedsRestart(name)) => name,
             other => panic!("not refused: {other:?}"),
         };
@@ -282,7 +295,7 @@ mod tests {
         other_if.xdp = XdpMode::Off;
         let mut running_off = running[0].clone();
         running_off.xdp = XdpMode::Off;
-        assert!(plan(&[running_off.clone()], vec![running_off, other_if]).is_ok());
+        assert!(plan(&[running_off.clone()], &[], vec![running_off, other_if]).is_ok());
         let mut metrics = vhid(2, "10.0.0.102/24");
         metrics.metrics = Some("127.0.0.1:9".parse().unwrap());
         assert_eq!(refused(metrics), "metrics");
@@ -292,8 +305,21 @@ mod tests {
         let mut moved = running[0].clone();
         moved.vip = Ipv4Addr::new(10, 0, 0, 109);
         assert!(matches!(
-            plan(&running, vec![moved]),
+            plan(&running, &[], vec![moved]),
             Err(ReloadError::NeedsRestart("addr"))
         ));
+    }
+
+    #[test]
+    fn a_vhid_still_bowing_out_cannot_come_back_yet() {
+        let running = [vhid(1, "10.0.0.101/24")];
+        let leaving = [vhid(2, "10.0.0.102/24")];
+        for back in [vhid(2, "10.0.0.103/24"), vhid(3, "10.0.0.102/24")] {
+            assert!(matches!(
+                plan(&running, &leaving, vec![running[0].clone(), back]),
+                Err(ReloadError::StillLeaving(2))
+            ));
+        }
+        assert!(plan(&running, &leaving, vec![running[0].clone()]).is_ok());
     }
 }

@@ -142,6 +142,8 @@ enum Order {
 
 /// A vhid's loop as the agent's loop sees it.
 struct Running {
+    /// Its task: the same vhid may be leaving under one task and back under another later.
+    task: tokio::task::Id,
     s: Settings,
     orders: mpsc::UnboundedSender<Order>,
     /// Reload removed it: it is on its way out.
@@ -209,15 +211,17 @@ pub async fn run(all: Vec<Settings>, reload: Reloader) -> anyhow::Result<()> {
             _ = sighup.recv(), if !stopping => {
                 let _ = reload_all(&reload, &mut running, &shared, &mut tasks);
             }
-            done = tasks.join_next() => {
+            done = tasks.join_next_with_id() => {
                 let Some(done) = done else { break };
-                let (vhid, result) = match done {
+                let (task, result) = match done {
                     Ok(r) => r,
-                    Err(error) => (0, Err(anyhow::anyhow!("a vhid's loop failed: {error}"))),
+                    Err(error) => (error.id(), Err(anyhow::anyhow!("the loop failed: {error}"))),
                 };
-                let leaving = running.iter().any(|r| r.s.vhid == vhid && r.leaving);
-                let added = running.iter().any(|r| r.s.vhid == vhid && r.added);
-                running.retain(|r| r.s.vhid != vhid);
+                let Some(index) = running.iter().position(|r| r.task == task) else {
+                    continue;
+                };
+                let Running { s: ended, leaving, added, .. } = running.remove(index);
+                let vhid = ended.vhid;
                 if let Some((x, pump)) = &shared.xdp {
                     pump.remove(vhid);
                     if (leaving || added) && let Err(error) = xdp::lock(x).unconfigure(vhid) {
@@ -238,6 +242,11 @@ pub async fn run(all: Vec<Settings>, reload: Reloader) -> anyhow::Result<()> {
                         failure.get_or_insert(error.context(format!("vhid {vhid}")));
                         stopping = true;
                     }
+                }
+                if running.is_empty() && !stopping {
+                    failure.get_or_insert(anyhow::anyhow!("no vhid is left running"));
+                    tracing::error!("no vhid is left running; stopping the agent");
+                    break;
                 }
             }
             Some(req) = control.recv() => {
@@ -262,14 +271,13 @@ pub async fn run(all: Vec<Settings>, reload: Reloader) -> anyhow::Result<()> {
 fn start_vhid(
     s: Settings,
     shared: &Shared,
-    tasks: &mut JoinSet<(u8, anyhow::Result<()>)>,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
     added: bool,
 ) -> Running {
     let (orders, rx) = mpsc::unbounded_channel();
-    let vhid = s.vhid;
-    let task = run_vhid(s.clone(), shared.clone(), rx);
-    tasks.spawn(async move { (vhid, task.await) });
+    let task = tasks.spawn(run_vhid(s.clone(), shared.clone(), rx)).id();
     Running {
+        task,
         s,
         orders,
         leaving: false,
@@ -284,7 +292,7 @@ async fn answer(
     reload: &Reloader,
     running: &mut Vec<Running>,
     shared: &Shared,
-    tasks: &mut JoinSet<(u8, anyhow::Result<()>)>,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
     stopping: bool,
 ) -> String {
     let mut error = match command {
@@ -295,9 +303,10 @@ async fn answer(
         _ => None,
     };
     // A forced promotion concerns the database, which at most one vhid carries.
-    let with_db = running.iter().position(|r| r.s.db.is_some()).unwrap_or(0);
+    let staying = || running.iter().filter(|r| !r.leaving);
+    let with_db = staying().position(|r| r.s.db.is_some()).unwrap_or(0);
     let mut replies = Vec::new();
-    for (i, r) in running.iter().enumerate().filter(|(_, r)| !r.leaving) {
+    for (i, r) in staying().enumerate() {
         let ask = match command {
             Command::ForcePromote if i != with_db => Command::Status,
             Command::Reload => Command::Status,
@@ -319,6 +328,10 @@ async fn answer(
             .unwrap_or_default();
     }
     let mut top = statuses.remove(0);
+    // Ring-buffer records that were unreadable or concerned no vhid of ours.
+    if let Some((_, pump)) = &shared.xdp {
+        top.counters.bad_packets += pump.dropped();
+    }
     // The program's counters are the program's, not a vhid's: they appear once, with the
     // first vhid, so that summing over vhids counts each frame once.
     for other in &mut statuses {
@@ -343,16 +356,21 @@ fn reload_all(
     read: &Reloader,
     running: &mut Vec<Running>,
     shared: &Shared,
-    tasks: &mut JoinSet<(u8, anyhow::Result<()>)>,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> Result<(), ReloadError> {
     let current: Vec<Settings> = running
         .iter()
         .filter(|r| !r.leaving)
         .map(|r| r.s.clone())
         .collect();
+    let leaving: Vec<Settings> = running
+        .iter()
+        .filter(|r| r.leaving)
+        .map(|r| r.s.clone())
+        .collect();
     let plan = match read()
         .map_err(ReloadError::from)
-        .and_then(|new| reload::plan(&current, new))
+        .and_then(|new| reload::plan(&current, &leaving, new))
     {
         Ok(plan) => plan,
         Err(error) => {
@@ -435,7 +453,7 @@ async fn run_vhid(
                 .context("configuring the XDP program")?;
             // A virtual interface (veth) in native mode loses XDP_TX unless its peer is set up
             // for it, which we cannot check from here; the kernel answers ARP for the VIP there.
-            if handle.mode() == "native" && !net::is_physical(&s.interface) {
+            if handle.mode_on(&s.interface) == "native" && !net::is_physical(&s.interface) {
                 tracing::info!(interface = %s.interface, "virtual interface in native XDP mode: ARP for the VIP is answered by the kernel");
                 handle
                     .set_arp_via_stack(s.vhid, true)
@@ -443,7 +461,7 @@ async fn run_vhid(
             }
             drop(handle);
             (
-                Some(Port::new(x.clone(), s.vhid)),
+                Some(Port::new(x.clone(), s.vhid, &s.interface)),
                 Some((pump.clone(), pump.add(s.vhid, s.vip))),
             )
         }
@@ -568,6 +586,32 @@ async fn run_vhid(
             .map(|d| tokio::time::Instant::now() + d.saturating_since(Mono::now()));
         tokio::select! {
             biased;
+            // The agent's orders come first, as signals did when one loop served one vhid: a
+            // stop must never wait behind a stream of events.
+            Some(order) = orders.recv() => match order {
+                Order::Ask(command, reply) => {
+                    let refused = match command {
+                        Command::Switchover => {
+                            coord.handle(Mono::now(), Input::Switchover);
+                            Ok(())
+                        }
+                        Command::ForcePromote => coord.force_promote(Mono::now()),
+                        Command::Status | Command::Metrics | Command::Reload => Ok(()),
+                    };
+                    agent.execute(&mut coord).await;
+                    let _ = reply.send(agent.status(&coord, refused.err()));
+                }
+                Order::Reload(new, changed) => {
+                    agent.reload(&mut coord, *new, changed, &mut down_at_exit);
+                }
+                Order::Stop => {
+                    if stop_deadline.is_none() {
+                        stop_deadline = Some(tokio::time::Instant::now() + STOP_BOUND);
+                        down_at_exit &= coord.state() != State::Master;
+                        coord.handle(Mono::now(), Input::Shutdown);
+                    }
+                }
+            },
             _ = async { tokio::time::sleep_until(stop_deadline.expect("guarded")).await }, if stop_deadline.is_some() => {
                 tracing::error!("shutdown did not complete in time; exiting anyway");
                 break;
@@ -605,30 +649,6 @@ async fn run_vhid(
             Some(()) = drained_rx.recv() => coord.handle(Mono::now(), Input::Drained),
             Some(report) = next(&mut lease_reports) => coord.handle(Mono::now(), Input::Lease(report)),
             Some((index, result)) = next(&mut probes) => coord.handle(Mono::now(), Input::Probe { index, result }),
-            Some(order) = orders.recv() => match order {
-                Order::Ask(command, reply) => {
-                    let refused = match command {
-                        Command::Switchover => {
-                            coord.handle(Mono::now(), Input::Switchover);
-                            Ok(())
-                        }
-                        Command::ForcePromote => coord.force_promote(Mono::now()),
-                        Command::Status | Command::Metrics | Command::Reload => Ok(()),
-                    };
-                    agent.execute(&mut coord).await;
-                    let _ = reply.send(agent.status(&coord, refused.err()));
-                }
-                Order::Reload(new, changed) => {
-                    agent.reload(&mut coord, *new, changed, &mut down_at_exit);
-                }
-                Order::Stop => {
-                    if stop_deadline.is_none() {
-                        stop_deadline = Some(tokio::time::Instant::now() + STOP_BOUND);
-                        down_at_exit &= coord.state() != State::Master;
-                        coord.handle(Mono::now(), Input::Shutdown);
-                    }
-                }
-            },
         }
     }
 

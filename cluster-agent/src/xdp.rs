@@ -122,8 +122,10 @@ pub enum XdpError {
 /// an orderly drop undoes.)
 pub struct XdpHandle {
     ebpf: Ebpf,
-    /// The mode of the first attachment (all of them, unless `auto` had to mix).
+    /// The mode of the first attachment.
     mode: &'static str,
+    /// The mode of each interface attached after the first (`auto` may mix them).
+    more: Vec<(String, &'static str)>,
     /// What the kernel's config map holds for each configured vhid, so a role change rewrites
     /// it without reading it back.
     configs: BTreeMap<u8, Config>,
@@ -155,8 +157,8 @@ pub struct Port {
 }
 
 impl Port {
-    pub fn new(xdp: SharedXdp, vhid: u8) -> Self {
-        let mode = lock(&xdp).mode;
+    pub fn new(xdp: SharedXdp, vhid: u8, interface: &str) -> Self {
+        let mode = lock(&xdp).mode_on(interface);
         Self { xdp, vhid, mode }
     }
 
@@ -220,6 +222,9 @@ pub fn attach_all(interfaces: &[&str], mode: XdpMode) -> Result<Option<XdpHandle
             match attach_loaded(&mut handle.ebpf, interface, attempt) {
                 Ok(()) => {
                     tracing::info!(interface, mode = mode_name(attempt), "XDP program attached");
+                    handle
+                        .more
+                        .push((interface.to_string(), mode_name(attempt)));
                     attached = true;
                     break;
                 }
@@ -285,7 +290,17 @@ impl XdpHandle {
             ebpf,
             mode,
             configs: BTreeMap::new(),
+            more: Vec::new(),
         }
+    }
+
+    /// The mode the program runs in on `interface` (the first one's, for any it was not
+    /// attached to after the first).
+    pub fn mode_on(&self, interface: &str) -> &'static str {
+        self.more
+            .iter()
+            .find(|(name, _)| name == interface)
+            .map_or(self.mode, |(_, mode)| mode)
     }
 
     /// "native" or "generic": which attach actually succeeded, for `status` and logs.

@@ -27,7 +27,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, xdp_action},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -235,6 +235,12 @@ fn copy_syn<const N: usize>(ctx: &XdpContext) {
     let Some(packet) = ptr_at::<[u8; N]>(ctx, ETH_LEN) else {
         return;
     };
+    // Connection requests are anyone's to send, and the ring also carries every vhid's
+    // adverts: they may fill half of it, never the half the adverts need.
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) > u64::from(layout::EVENTS_BYTES / 2) {
+        bump(layout::CTR_RINGBUF_FULL);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<SynRecord>(0) else {
         bump(layout::CTR_RINGBUF_FULL);
         return;

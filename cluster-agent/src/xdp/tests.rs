@@ -1133,3 +1133,40 @@ fn one_vip_belongs_to_one_vhid() {
         .configure(&setup(PASSWORD2, VHID2, VIP, true))
         .unwrap();
 }
+
+/// Connection requests held by a drain are anyone's to send; they stop at half the ring
+/// buffer, and the adverts of every vhid still find room.
+#[tokio::test]
+async fn held_connection_requests_leave_half_the_ring_buffer_to_adverts() {
+    let Some(mut handle) = configured(true) else {
+        return;
+    };
+    // The reader exists but drains nothing, as in an agent busy elsewhere.
+    let _events = handle.take_events().unwrap();
+    handle.set_role(VHID, true).unwrap();
+    handle.set_drain(VHID, true).unwrap();
+    let syn = tcp_to(VIP, 0x02);
+    // A record is 104 bytes plus the ring's 8-byte header: half of 256 KiB holds 1170.
+    let mut held = 0;
+    for _ in 0..5000 {
+        let moved = moved(&handle, || {
+            assert_eq!(run(&handle, &syn).0, XDP_DROP);
+        });
+        if moved.contains(&("ringbuf_full", 1)) {
+            break;
+        }
+        held += 1;
+    }
+    assert!(
+        (1100..=1200).contains(&held),
+        "{held} connection requests held before the budget stopped them"
+    );
+    for counter in 0..200 {
+        expect(
+            &handle,
+            &genuine(10_000 + counter),
+            XDP_DROP,
+            &[("carp_seen", 1), ("advert", 1)],
+        );
+    }
+}
