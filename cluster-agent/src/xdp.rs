@@ -388,14 +388,7 @@ impl XdpHandle {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(error) => return Err(XdpError::Config(error)),
         }
-        let map = self
-            .ebpf
-            .map_mut(CONFIG_MAP)
-            .ok_or(XdpError::MissingMap(CONFIG_MAP))?;
-        let mut array = Array::<_, Config>::try_from(map).map_err(XdpError::Config)?;
-        array
-            .set(u32::from(vhid), Config::default(), 0)
-            .map_err(XdpError::Config)?;
+        self.set_entry(vhid, Config::default())?;
         self.configs.remove(&vhid);
         Ok(())
     }
@@ -475,15 +468,20 @@ impl XdpHandle {
         self.write_config(config)
     }
 
-    fn write_config(&mut self, config: Config) -> Result<(), XdpError> {
+    /// Writes `vhid`'s entry of the config map.
+    fn set_entry(&mut self, vhid: u8, config: Config) -> Result<(), XdpError> {
         let map = self
             .ebpf
             .map_mut(CONFIG_MAP)
             .ok_or(XdpError::MissingMap(CONFIG_MAP))?;
-        let mut array = Array::<_, Config>::try_from(map).map_err(XdpError::Config)?;
-        array
-            .set(u32::from(config.vhid), config, 0)
-            .map_err(XdpError::Config)?;
+        Array::<_, Config>::try_from(map)
+            .map_err(XdpError::Config)?
+            .set(u32::from(vhid), config, 0)
+            .map_err(XdpError::Config)
+    }
+
+    fn write_config(&mut self, config: Config) -> Result<(), XdpError> {
+        self.set_entry(config.vhid, config)?;
         // Only what the kernel accepted becomes the base of the next change.
         self.configs.insert(config.vhid, config);
         Ok(())

@@ -51,10 +51,15 @@ fn signed(password: &[u8], vip: Ipv4Addr, hmac_vhid: u8, counter: u64, src: Ipv4
     let mut carp = wire::encode_carp(password, vip, hmac_vhid, 1, 0, counter);
     carp[1] = VHID;
     refresh_carp_checksum(&mut carp);
-    let packet = wire::encode_packet(src, GROUP, counter as u16, &carp);
+    framed(&carp, src, counter)
+}
+
+/// A CARP header in an IPv4 packet to the group from `src`, framed as UCARP frames it.
+fn framed(carp: &[u8; 36], src: Ipv4Addr, counter: u64) -> Vec<u8> {
+    let packet = wire::encode_packet(src, GROUP, counter as u16, carp);
     wire::ether_frame(
         wire::multicast_mac(GROUP),
-        wire::advert_ether_src(VHID),
+        wire::advert_ether_src(carp[1]),
         &packet,
     )
     .to_vec()
@@ -258,6 +263,12 @@ async fn expect_advert(events: &mut XdpEvents, frame: &[u8]) {
     assert_eq!(packet[..], frame[14..]);
 }
 
+/// Runs an advert the program must accept, and takes its record from the ring buffer.
+async fn expect_accepted(handle: &XdpHandle, events: &mut XdpEvents, frame: &[u8]) {
+    expect(handle, frame, XDP_DROP, &[("carp_seen", 1), ("advert", 1)]);
+    expect_advert(events, frame).await;
+}
+
 fn assert_no_event(events: &mut XdpEvents) {
     if let Some(event) = events.try_next() {
         panic!("unexpected XDP event {event:?}");
@@ -354,23 +365,11 @@ async fn genuine_adverts_reach_the_ring_buffer() {
     let mut events = handle.take_events().unwrap();
     for counter in [0, 1, 0x0123_4567_89ab_cdef, u64::MAX] {
         let frame = genuine(counter);
-        expect(
-            &handle,
-            &frame,
-            XDP_DROP,
-            &[("carp_seen", 1), ("advert", 1)],
-        );
-        expect_advert(&mut events, &frame).await;
+        expect_accepted(&handle, &mut events, &frame).await;
     }
     // Other sources, skews and advbases are covered by nothing in the HMAC, and change nothing.
     let frame = rewritten(&genuine(77), Ipv4Addr::new(10, 99, 0, 9), 3, 200);
-    expect(
-        &handle,
-        &frame,
-        XDP_DROP,
-        &[("carp_seen", 1), ("advert", 1)],
-    );
-    expect_advert(&mut events, &frame).await;
+    expect_accepted(&handle, &mut events, &frame).await;
     assert_no_event(&mut events);
 }
 
@@ -426,13 +425,7 @@ async fn a_replayed_advert_is_dropped_whatever_its_source_and_timing() {
     };
     let mut events = handle.take_events().unwrap();
     let original = genuine(0xfeed);
-    expect(
-        &handle,
-        &original,
-        XDP_DROP,
-        &[("carp_seen", 1), ("advert", 1)],
-    );
-    expect_advert(&mut events, &original).await;
+    expect_accepted(&handle, &mut events, &original).await;
 
     let replays = [
         ("the same frame", original.clone()),
@@ -499,13 +492,7 @@ async fn our_own_counters_are_refused_when_they_come_back() {
     );
     assert_no_event(&mut events);
     let fresh = genuine(0xabd);
-    expect(
-        &handle,
-        &fresh,
-        XDP_DROP,
-        &[("carp_seen", 1), ("advert", 1)],
-    );
-    expect_advert(&mut events, &fresh).await;
+    expect_accepted(&handle, &mut events, &fresh).await;
 }
 
 /// The bug this design replaced: a flood of forged adverts, from one source or many, crowded
@@ -529,13 +516,7 @@ async fn a_forged_flood_never_crowds_out_genuine_adverts() {
             assert_eq!(run(&handle, &frame).0, XDP_DROP);
         }
         let frame = genuine(round * 1000 + 999);
-        expect(
-            &handle,
-            &frame,
-            XDP_DROP,
-            &[("carp_seen", 1), ("advert", 1)],
-        );
-        expect_advert(&mut events, &frame).await;
+        expect_accepted(&handle, &mut events, &frame).await;
     }
     assert_no_event(&mut events);
     let counters: Vec<(&str, u64)> = handle.counters().unwrap();
@@ -989,14 +970,11 @@ const PASSWORD2: &[u8] = b"other";
 
 /// An advert from the peer for `vhid`, signed with `password` over `vip`.
 fn advert_for(password: &[u8], vip: Ipv4Addr, vhid: u8, counter: u64) -> Vec<u8> {
-    let carp = wire::encode_carp(password, vip, vhid, 1, 0, counter);
-    let packet = wire::encode_packet(PEER_IP, GROUP, counter as u16, &carp);
-    wire::ether_frame(
-        wire::multicast_mac(GROUP),
-        wire::advert_ether_src(vhid),
-        &packet,
+    framed(
+        &wire::encode_carp(password, vip, vhid, 1, 0, counter),
+        PEER_IP,
+        counter,
     )
-    .to_vec()
 }
 
 #[tokio::test]
@@ -1011,13 +989,7 @@ async fn each_vhid_has_its_own_key_replay_guard_role_and_fence() {
     // The same counter is fresh for each vhid.
     for (password, vip, vhid) in [(PASSWORD, VIP, VHID), (PASSWORD2, VIP2, VHID2)] {
         let frame = advert_for(password, vip, vhid, 5);
-        expect(
-            &handle,
-            &frame,
-            XDP_DROP,
-            &[("carp_seen", 1), ("advert", 1)],
-        );
-        expect_advert(&mut events, &frame).await;
+        expect_accepted(&handle, &mut events, &frame).await;
     }
     // One vhid's key signs nothing for the other.
     let crossed = advert_for(PASSWORD, VIP, VHID2, 6);
