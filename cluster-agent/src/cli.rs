@@ -34,6 +34,10 @@ pub enum Cmd {
     Switchover {
         #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONTROL_SOCKET)]
         control_socket: PathBuf,
+        /// Only this vhid (with several `[[vhid]]`); without it, every vhid this node is
+        /// MASTER of hands over.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=255))]
+        vhid: Option<u8>,
     },
     /// Make a running agent read its configuration again (as SIGHUP does): timers, skew,
     /// preemption, scripts and unicast peers apply without a transition; a change that needs
@@ -200,10 +204,24 @@ pub fn main() -> ExitCode {
             }
             Ok(())
         })),
-        Cmd::Switchover { control_socket } => report(block_on(async move {
-            let text = ask(&control_socket, "switchover").await?;
+        Cmd::Switchover {
+            control_socket,
+            vhid,
+        } => report(block_on(async move {
+            let command = match vhid {
+                Some(v) => format!("switchover {v}"),
+                None => "switchover".to_string(),
+            };
+            let text = ask(&control_socket, &command).await?;
             let status: crate::control::Status = serde_json::from_str(&text)?;
-            println!("state now {}", status.state);
+            if let Some(e) = &status.error {
+                anyhow::bail!("no switchover: {e}");
+            }
+            for s in std::iter::once(&status).chain(&status.other_vhids) {
+                if vhid.is_none_or(|v| v == s.vhid) {
+                    println!("vhid {}: state now {}", s.vhid, s.state);
+                }
+            }
             Ok(())
         })),
         Cmd::Reload { control_socket } => report(block_on(async move {

@@ -106,7 +106,8 @@ pub struct Counters {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
     Status,
-    Switchover,
+    /// Hand over this vhid, or (`None`) every vhid this node is MASTER of.
+    Switchover(Option<u8>),
     /// Open the database although the safety checks refused it (`db promote --force`).
     ForcePromote,
     /// The status as Prometheus metrics (from the metrics server, not the socket).
@@ -119,10 +120,13 @@ impl Command {
     fn parse(line: &str) -> Option<Command> {
         match line.trim() {
             "status" | "" => Some(Command::Status),
-            "switchover" => Some(Command::Switchover),
+            "switchover" => Some(Command::Switchover(None)),
             "promote-force" => Some(Command::ForcePromote),
             "reload" => Some(Command::Reload),
-            _ => None,
+            other => match other.strip_prefix("switchover ")?.trim().parse::<u8>() {
+                Ok(vhid) if vhid > 0 => Some(Command::Switchover(Some(vhid))),
+                _ => None,
+            },
         }
     }
 
@@ -131,7 +135,7 @@ impl Command {
     pub fn allowed(self, uid: u32, own_uid: u32) -> bool {
         match self {
             Command::Status | Command::Metrics => true,
-            Command::Switchover | Command::ForcePromote | Command::Reload => {
+            Command::Switchover(_) | Command::ForcePromote | Command::Reload => {
                 uid == 0 || uid == own_uid
             }
         }
@@ -439,7 +443,22 @@ mod tests {
     fn anyone_reads_status_only_root_or_the_agent_s_user_changes_state() {
         assert_eq!(Command::parse("status\n"), Some(Command::Status));
         assert_eq!(Command::parse(""), Some(Command::Status));
-        assert_eq!(Command::parse("switchover"), Some(Command::Switchover));
+        assert_eq!(
+            Command::parse("switchover"),
+            Some(Command::Switchover(None))
+        );
+        assert_eq!(
+            Command::parse("switchover 12\n"),
+            Some(Command::Switchover(Some(12)))
+        );
+        for bad in [
+            "switchover 0",
+            "switchover 256",
+            "switchover x",
+            "switchovers",
+        ] {
+            assert_eq!(Command::parse(bad), None, "{bad}");
+        }
         assert_eq!(
             Command::parse("promote-force\n"),
             Some(Command::ForcePromote)
@@ -454,7 +473,7 @@ mod tests {
         ] {
             assert!(Command::Status.allowed(uid, own));
             assert_eq!(
-                Command::Switchover.allowed(uid, own),
+                Command::Switchover(None).allowed(uid, own),
                 changes,
                 "uid {uid} agent {own}"
             );

@@ -300,6 +300,11 @@ async fn answer(
         Command::Reload => reload_all(reload, running, shared, tasks)
             .err()
             .map(|e| e.to_string()),
+        Command::Switchover(Some(vhid))
+            if !running.iter().any(|r| r.s.vhid == vhid && !r.leaving) =>
+        {
+            Some(format!("this agent serves no vhid {vhid}"))
+        }
         _ => None,
     };
     // A forced promotion concerns the database, which at most one vhid carries.
@@ -309,6 +314,7 @@ async fn answer(
     for (i, r) in staying().enumerate() {
         let ask = match command {
             Command::ForcePromote if i != with_db => Command::Status,
+            Command::Switchover(Some(vhid)) if vhid != r.s.vhid => Command::Status,
             Command::Reload => Command::Status,
             other => other,
         };
@@ -591,7 +597,7 @@ async fn run_vhid(
             Some(order) = orders.recv() => match order {
                 Order::Ask(command, reply) => {
                     let refused = match command {
-                        Command::Switchover => {
+                        Command::Switchover(_) => {
                             coord.handle(Mono::now(), Input::Switchover);
                             Ok(())
                         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use tests::agent::Status;
+use tests::agent::{Status, run_agent_cmd};
 use tests::scrape::{samples, scrape};
 use tests::{Agent, AgentOpts, Rig, RigConfig, hold_for, netns_test, wait_for, wait_until};
 
@@ -119,6 +119,24 @@ fn two_vhids_are_active_active_and_a_failure_moves_only_the_dead_master_s() -> R
                 "node{node}'s adverts by vhid do not follow its roles: {sent:?}"
             );
         }
+        // A switchover of a vhid the agent does not serve is refused, and changes nothing.
+        let socket = rig.agent_socket(1).display().to_string();
+        let out = run_agent_cmd(
+            None,
+            &["switchover", "--vhid", "99", "--control-socket", &socket],
+            Duration::from_secs(10),
+        )?
+        .context("`cluster-agent switchover` did not finish")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && stderr.contains("serves no vhid 99"),
+            "a switchover of an unknown vhid was not refused: {stderr}"
+        );
+        hold_for(
+            Duration::from_secs(1),
+            "the split holds after the refusal",
+            split,
+        )?;
         let before = of(&a1, 32)?.counters.transitions;
 
         rig.power_cut(0)?;
