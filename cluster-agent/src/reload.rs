@@ -72,18 +72,18 @@ pub fn plan(
                 }
             }
             None => {
-                let agent_wide = [
-                    ("control-socket", first.control_socket == n.control_socket),
-                    ("control-group", first.control_group == n.control_group),
-                    ("metrics", first.metrics == n.metrics),
-                    ("xdp", first.xdp == n.xdp),
+                let added = [
                     ("mysql", n.db.is_none() && n.quorum.is_none()),
                     (
                         "interface",
                         n.xdp == XdpMode::Off || running.iter().any(|r| r.interface == n.interface),
                     ),
                 ];
-                if let Some((name, _)) = agent_wide.into_iter().find(|(_, same)| !same) {
+                if let Some((name, _)) = agent_wide(first, &n)
+                    .into_iter()
+                    .chain(added)
+                    .find(|(_, same)| !same)
+                {
                     return Err(ReloadError::NeedsRestart(name));
                 }
                 // The leaving vhid's VIP is still its own until its bow-out completes.
@@ -121,6 +121,19 @@ pub fn changes(running: &Settings, new: &Settings) -> Result<Vec<&'static str>, 
         .collect())
 }
 
+/// What the agent as a whole was started with: the same for every vhid, kept or added.
+fn agent_wide(running: &Settings, new: &Settings) -> [(&'static str, bool); 4] {
+    [
+        (
+            "control-socket",
+            running.control_socket == new.control_socket,
+        ),
+        ("control-group", running.control_group == new.control_group),
+        ("metrics", running.metrics == new.metrics),
+        ("xdp", running.xdp == new.xdp),
+    ]
+}
+
 fn fixed(running: &Settings, new: &Settings) -> Result<(), ReloadError> {
     let same_kind = matches!(
         (&running.delivery, &new.delivery),
@@ -150,19 +163,16 @@ fn fixed(running: &Settings, new: &Settings) -> Result<(), ReloadError> {
             "ignoreifstate",
             running.ignore_ifstate == new.ignore_ifstate,
         ),
-        ("xdp", running.xdp == new.xdp),
         ("no-fence", running.fence == new.fence),
-        (
-            "control-socket",
-            running.control_socket == new.control_socket,
-        ),
-        ("control-group", running.control_group == new.control_group),
-        ("metrics", running.metrics == new.metrics),
         ("track", running.tracks == new.tracks),
         ("mysql", same_db),
         ("quorum", running.quorum == new.quorum),
     ];
-    match checks.into_iter().find(|(_, same)| !same) {
+    match agent_wide(running, new)
+        .into_iter()
+        .chain(checks)
+        .find(|(_, same)| !same)
+    {
         Some((name, _)) => Err(ReloadError::NeedsRestart(name)),
         None => Ok(()),
     }
