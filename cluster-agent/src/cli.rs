@@ -73,9 +73,10 @@ pub enum Cmd {
         pass: Option<String>,
         #[arg(short = 'o', long)]
         passfile: Option<PathBuf>,
-        /// The VIP the cluster uses (it is part of the HMAC).
-        #[arg(short = 'a', long = "addr")]
-        addr: String,
+        /// The VIP the cluster uses (it is part of the HMAC); repeat it for every address of
+        /// a vhid of several.
+        #[arg(short = 'a', long = "addr", required = true)]
+        addr: Vec<String>,
         file: PathBuf,
     },
 }
@@ -302,8 +303,12 @@ pub fn main() -> ExitCode {
                 },
                 (None, None) => unreachable!("clap requires one of them"),
             };
-            let vip = match config::parse_vip(&addr) {
-                Ok((vip, _)) => vip,
+            let vips = match addr
+                .iter()
+                .map(|a| config::parse_vip(a).map(|(vip, _)| vip))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(vips) => vips,
                 Err(e) => {
                     eprintln!("cluster-agent: {e}");
                     return ExitCode::from(EXIT_CONFIG);
@@ -312,7 +317,7 @@ pub fn main() -> ExitCode {
             report((|| {
                 let f = std::fs::File::open(&file)
                     .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-                let found = crate::inspect::inspect(std::io::BufReader::new(f), &password, vip)?;
+                let found = crate::inspect::inspect(std::io::BufReader::new(f), &password, &vips)?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&found)?);
                 } else {
@@ -490,7 +495,7 @@ mod tests {
         let Cmd::Run(args) = cli.command else {
             panic!("not run")
         };
-        assert_eq!(args.addr.as_deref(), Some("10.0.0.100/24"));
+        assert_eq!(args.addr, ["10.0.0.100/24"]);
         assert_eq!(args.mysql.addr.as_deref(), Some("10.0.0.1"));
         assert!(
             args.preempt && args.neutral && args.shutdown && args.ignoreifstate && args.nomcast

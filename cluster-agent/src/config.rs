@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use crate::carp::wire::MAX_PASSWORD_LEN;
 use crate::db::{DbConfig, Secret};
 use crate::xdp::XdpMode;
+use cluster_common::sha1::MAX_ADDRS;
 
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/cluster-agent/agent.sock";
 
@@ -41,10 +42,12 @@ pub struct RunArgs {
     /// Read the password from the first line of FILE.
     #[arg(short = 'o', long)]
     pub passfile: Option<PathBuf>,
-    /// Virtual IPv4 address, optionally with a prefix length (default /32).
+    /// Virtual IPv4 address, optionally with a prefix length (default /32). Repeat it (or give
+    /// `addr = [...]`) for a vhid of several addresses, at most 11, that move together;
+    /// UCARP hashes exactly one, so several are for clusters of agents only.
     #[arg(short = 'a', long = "addr")]
-    #[serde(rename = "addr")]
-    pub addr: Option<String>,
+    #[serde(rename = "addr", default, deserialize_with = "one_or_many")]
+    pub addr: Vec<String>,
     /// Advertisement base interval in seconds (0 = fast mode, only our own agents follow it).
     #[arg(short = 'b', long)]
     pub advbase: Option<u32>,
@@ -767,8 +770,9 @@ pub struct Settings {
     pub src: Ipv4Addr,
     pub vhid: u8,
     pub password: Vec<u8>,
-    pub vip: Ipv4Addr,
-    pub prefix: u8,
+    /// The vhid's addresses in the order given, never empty: they are added, announced and
+    /// removed together, and adverts authenticate all of them.
+    pub vips: Vec<VipAddr>,
     pub advbase: u8,
     pub advskew: u8,
     pub deadratio: u8,
@@ -793,7 +797,35 @@ pub struct Settings {
     pub quorum: Option<QuorumSettings>,
 }
 
+/// One virtual address and the prefix length it is added with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipAddr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl std::fmt::Display for VipAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 impl Settings {
+    /// The first address: the one the scripts are given, as UCARP gives its only one.
+    pub fn vip(&self) -> Ipv4Addr {
+        self.vips[0].addr
+    }
+
+    /// Every address of the vhid, as adverts authenticate them.
+    pub fn addrs(&self) -> Vec<Ipv4Addr> {
+        self.vips.iter().map(|v| v.addr).collect()
+    }
+
+    /// Whether `addr` is one of this vhid's.
+    pub fn owns(&self, addr: Ipv4Addr) -> bool {
+        self.vips.iter().any(|v| v.addr == addr)
+    }
+
     /// What the election runs on.
     pub fn carp_params(&self) -> crate::carp::machine::Params {
         crate::carp::machine::Params {
@@ -814,8 +846,7 @@ impl std::fmt::Debug for Settings {
             .field("interface", &self.interface)
             .field("src", &self.src)
             .field("vhid", &self.vhid)
-            .field("vip", &self.vip)
-            .field("prefix", &self.prefix)
+            .field("vips", &self.vips)
             .field("advbase", &self.advbase)
             .field("advskew", &self.advskew)
             .field("deadratio", &self.deadratio)
@@ -1000,7 +1031,7 @@ impl RunArgs {
             vhid: self.vhid.or(fallback.vhid),
             pass,
             passfile,
-            addr: self.addr.or(fallback.addr),
+            addr: list(self.addr, fallback.addr),
             advbase: self.advbase.or(fallback.advbase),
             advskew: self.advskew.or(fallback.advskew),
             deadratio: self.deadratio.or(fallback.deadratio),
@@ -1088,7 +1119,7 @@ impl RunArgs {
         if common.vhid.is_some() {
             return misplaced("vhid", per_table);
         }
-        if common.addr.is_some() {
+        if !common.addr.is_empty() {
             return misplaced("addr", per_table);
         }
         if !common.mysql.is_empty() {
@@ -1153,13 +1184,15 @@ impl RunArgs {
                     j,
                 ));
             }
-            if let Some(j) = all.iter().position(|o| o.vip == s.vip) {
-                return Err(duplicate(
-                    "addr",
-                    s.vip.to_string(),
-                    "two vhids cannot both own one VIP",
-                    j,
-                ));
+            for vip in &s.vips {
+                if let Some(j) = all.iter().position(|o| o.owns(vip.addr)) {
+                    return Err(duplicate(
+                        "addr",
+                        vip.addr.to_string(),
+                        "two vhids cannot both own one VIP",
+                        j,
+                    ));
+                }
             }
             if s.db.is_some()
                 && let Some(j) = all.iter().position(|o| o.db.is_some())
@@ -1198,8 +1231,10 @@ impl RunArgs {
                 "at most 19 bytes, as UCARP",
             ));
         }
-        let addr = args.addr.ok_or(ConfigError::Missing("addr (-a)"))?;
-        let (vip, prefix) = parse_vip(&addr)?;
+        if args.addr.is_empty() {
+            return Err(ConfigError::Missing("addr (-a)"));
+        }
+        let vips = parse_vips(&args.addr)?;
         let srcip = args.srcip.ok_or(ConfigError::Missing("srcip (-s)"))?;
         let src: Ipv4Addr = srcip
             .parse()
@@ -1292,8 +1327,7 @@ impl RunArgs {
             src,
             vhid: vhid as u8,
             password,
-            vip,
-            prefix,
+            vips,
             advbase: advbase as u8,
             advskew: advskew as u8,
             deadratio: deadratio as u8,
@@ -1339,7 +1373,55 @@ pub fn master_down(advbase: u32, advskew: u32, deadratio: u32) -> Duration {
         + Duration::from_secs(u64::from(advskew)) / 256
 }
 
-/// `ADDR` or `ADDR/PREFIX`; only IPv4, since UCARP hashes exactly one IPv4 VIP per vhid.
+/// `addr` as a string or a list of strings, as `-a` may be given once or repeated.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct OneOrMany;
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an address or a list of addresses")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_owned()])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut all = Vec::new();
+            while let Some(one) = seq.next_element()? {
+                all.push(one);
+            }
+            Ok(all)
+        }
+    }
+    d.deserialize_any(OneOrMany)
+}
+
+/// Every `addr` of a vhid: each once, and no more than one SHA-1 block can authenticate.
+fn parse_vips(args: &[String]) -> Result<Vec<VipAddr>, ConfigError> {
+    if args.len() > MAX_ADDRS {
+        return Err(invalid(
+            "addr",
+            args.join(","),
+            "at most 11 addresses per vhid (what one SHA-1 block of an advert's HMAC holds); use another vhid for more",
+        ));
+    }
+    let mut vips: Vec<VipAddr> = Vec::with_capacity(args.len());
+    for a in args {
+        let (addr, prefix) = parse_vip(a)?;
+        if vips.iter().any(|v| v.addr == addr) {
+            return Err(invalid("addr", a, "is listed twice"));
+        }
+        vips.push(VipAddr { addr, prefix });
+    }
+    Ok(vips)
+}
+
+/// `ADDR` or `ADDR/PREFIX`; only IPv4, the addresses CARP over IPv4 hashes.
 pub fn parse_vip(s: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
@@ -1482,7 +1564,7 @@ mod tests {
             srcip: Some("10.0.0.1".into()),
             vhid: Some(1),
             pass: Some("secret".into()),
-            addr: Some("10.0.0.100/24".into()),
+            addr: vec!["10.0.0.100/24".into()],
             ..RunArgs::default()
         }
     }
@@ -1499,8 +1581,8 @@ mod tests {
     fn defaults_match_ucarp() {
         let s = base().validate(known).unwrap();
         assert_eq!((s.advbase, s.advskew, s.deadratio), (1, 0, 3));
-        assert_eq!(s.vip, Ipv4Addr::new(10, 0, 0, 100));
-        assert_eq!(s.prefix, 24);
+        assert_eq!(s.vip(), Ipv4Addr::new(10, 0, 0, 100));
+        assert_eq!(s.vips[0].prefix, 24);
         assert_eq!(s.ifindex, 7);
         assert_eq!(
             s.delivery,
@@ -1592,7 +1674,7 @@ mod tests {
         );
         for bad in ["fe80::1", "10.0.0.300", "10.0.0.1/33", "224.0.0.1", "vip"] {
             let e = err(RunArgs {
-                addr: Some(bad.into()),
+                addr: vec![bad.into()],
                 ..base()
             });
             assert!(e.contains("addr"), "{bad}: {e}");
@@ -2077,7 +2159,12 @@ mod tests {
             assert_eq!(s.metrics, Some("127.0.0.1:9687".parse().unwrap()));
         }
         assert_eq!(
-            (s[0].vip, s[0].prefix, s[2].vip, s[2].prefix),
+            (
+                s[0].vip(),
+                s[0].vips[0].prefix,
+                s[2].vip(),
+                s[2].vips[0].prefix
+            ),
             (
                 Ipv4Addr::new(10, 0, 0, 100),
                 24,
@@ -2147,7 +2234,7 @@ mod tests {
             (
                 format!("{COMMON}{two}"),
                 RunArgs {
-                    addr: Some("10.0.0.50".into()),
+                    addr: vec!["10.0.0.50".into()],
                     ..RunArgs::default()
                 },
                 "invalid addr: with [[vhid]] tables",
@@ -2256,6 +2343,84 @@ mod tests {
             )
             .unwrap();
         assert_eq!((s[0].preempt, s[1].preempt), (false, true));
+    }
+
+    #[test]
+    fn a_vhid_may_carry_several_addresses_given_as_a_list_or_as_repeated_flags() {
+        let dir = ConfDir::new("vhid-addrs");
+        let text = format!(
+            "{COMMON}[[vhid]]\nvhid = 10\naddr = [\"10.0.0.100/24\", \"10.0.0.101\", \"192.0.2.7/28\"]\n{}",
+            table(20, "10.0.0.200/24", ""),
+        );
+        let s = dir.all(&text, RunArgs::default()).unwrap();
+        let want = |a: [u8; 4], prefix| VipAddr {
+            addr: Ipv4Addr::from(a),
+            prefix,
+        };
+        assert_eq!(
+            s[0].vips,
+            [
+                want([10, 0, 0, 100], 24),
+                want([10, 0, 0, 101], 32),
+                want([192, 0, 2, 7], 28)
+            ]
+        );
+        assert_eq!(s[0].vip(), Ipv4Addr::new(10, 0, 0, 100), "the first given");
+        assert!(s[0].owns(Ipv4Addr::new(192, 0, 2, 7)) && !s[1].owns(Ipv4Addr::new(10, 0, 0, 101)));
+        assert_eq!(s[1].vips, [want([10, 0, 0, 200], 24)]);
+
+        // `-a` repeated is the same list, and replaces the file's.
+        let single = format!("{COMMON}vhid = 5\naddr = \"10.0.0.9\"\n");
+        let flags = RunArgs {
+            addr: vec!["10.0.0.100/24".into(), "10.0.0.101/24".into()],
+            ..RunArgs::default()
+        };
+        let one = dir.all(&single, flags).unwrap();
+        assert_eq!(
+            one[0].addrs(),
+            [Ipv4Addr::new(10, 0, 0, 100), Ipv4Addr::new(10, 0, 0, 101)]
+        );
+
+        let refused = |addrs: &str| {
+            dir.all(
+                &format!("{COMMON}vhid = 5\naddr = {addrs}\n"),
+                RunArgs::default(),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let twelve: Vec<String> = (1..=12).map(|i| format!("\"10.0.0.{i}\"")).collect();
+        let e = refused(&format!("[{}]", twelve.join(", ")));
+        assert!(
+            e.contains("invalid addr") && e.contains("at most 11"),
+            "{e}"
+        );
+        let eleven = format!("[{}]", twelve[..11].join(", "));
+        assert!(
+            dir.all(
+                &format!("{COMMON}vhid = 5\naddr = {eleven}\n"),
+                RunArgs::default()
+            )
+            .is_ok()
+        );
+        let e = refused("[\"10.0.0.1/24\", \"10.0.0.1/32\"]");
+        assert!(e.contains("10.0.0.1/32") && e.contains("twice"), "{e}");
+        let e = refused("[\"10.0.0.1\", \"224.0.0.1\"]");
+        assert!(e.contains("unicast"), "{e}");
+        let e = refused("[]");
+        assert!(e.contains("addr"), "{e}");
+        let e = refused("5");
+        assert!(e.contains("an address or a list of addresses"), "{e}");
+
+        // Another vhid may not take any of them.
+        let clash = format!(
+            "{COMMON}[[vhid]]\nvhid = 10\naddr = [\"10.0.0.100\", \"10.0.0.101\"]\n[[vhid]]\nvhid = 20\naddr = [\"10.0.0.200\", \"10.0.0.101\"]\n",
+        );
+        let e = dir.all(&clash, RunArgs::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("invalid addr: 10.0.0.101 in [[vhid]] tables 1 and 2"),
+            "{e}"
+        );
     }
 
     #[test]

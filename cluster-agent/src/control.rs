@@ -30,7 +30,11 @@ use crate::hooks::HookCounts;
 pub struct Status {
     pub state: String,
     pub vhid: u8,
+    /// The first address, `ADDR/PREFIX`.
     pub vip: String,
+    /// The vhid's other addresses, which move with the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_vips: Vec<String>,
     pub interface: String,
     pub master: Option<String>,
     pub since_last_advert_ms: Option<u64>,
@@ -280,7 +284,10 @@ impl Status {
             if self.demoted { " (demoted)" } else { "" }
         );
         s += &format!("vhid:         {}\n", self.vhid);
-        s += &format!("vip:          {} on {}\n", self.vip, self.interface);
+        let vips: Vec<&str> = std::iter::once(self.vip.as_str())
+            .chain(self.more_vips.iter().map(String::as_str))
+            .collect();
+        s += &format!("vip:          {} on {}\n", vips.join(", "), self.interface);
         s += &format!(
             "master:       {}\n",
             self.master.as_deref().unwrap_or("unknown")

@@ -38,10 +38,10 @@ fn parse_addr(hex: &str) -> Option<Ipv4Addr> {
     }
 }
 
-/// Connections on `vip` that are open or being opened, in the text of `/proc/net/tcp` or
+/// Connections on any of `vips` that are open or being opened, in the text of `/proc/net/tcp` or
 /// `/proc/net/tcp6`. Closing ones (the client has sent its FIN, or ours is out) are not
 /// waited for: their exchange is over.
-pub fn open_on(table: &str, vip: Ipv4Addr) -> usize {
+pub fn open_on(table: &str, vips: &[Ipv4Addr]) -> usize {
     table
         .lines()
         .skip(1)
@@ -54,22 +54,22 @@ pub fn open_on(table: &str, vip: Ipv4Addr) -> usize {
             };
             let addr = local.split_once(':').and_then(|(a, _)| parse_addr(a));
             // 01 ESTABLISHED, 03 SYN_RECV.
-            addr == Some(vip) && matches!(state, "01" | "03")
+            addr.is_some_and(|a| vips.contains(&a)) && matches!(state, "01" | "03")
         })
         .count()
 }
 
-/// Reads the table every [`LOOK_EVERY`] until no connection on `vip` is left, then sends
+/// Reads the table every [`LOOK_EVERY`] until no connection on the vhid's `vips` is left, then sends
 /// once on `done`; gives up after `limit` (the coordinator has its own deadline and acts on
 /// it, this only bounds the task).
-pub fn watch(vip: Ipv4Addr, limit: Duration, done: mpsc::UnboundedSender<()>) {
+pub fn watch(vips: Vec<Ipv4Addr>, limit: Duration, done: mpsc::UnboundedSender<()>) {
     tokio::spawn(async move {
         let rounds = limit.as_millis() / LOOK_EVERY.as_millis() + 1;
         for _ in 0..rounds {
             let mut open = 0;
             for path in TABLES {
                 match tokio::fs::read_to_string(path).await {
-                    Ok(table) => open += open_on(&table, vip),
+                    Ok(table) => open += open_on(&table, &vips),
                     // No IPv6 in this kernel: nothing can listen on `::` either.
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                     Err(error) => {
@@ -107,8 +107,11 @@ mod tests {
         let vip = Ipv4Addr::from(u32::from_str_radix("6400630A", 16).unwrap().to_ne_bytes());
         // Established and SYN_RECV on the VIP; not the listener, TIME_WAIT, CLOSE_WAIT, nor a
         // connection on the node's own address.
-        assert_eq!(open_on(TABLE, vip), 2);
-        assert_eq!(open_on(TABLE, Ipv4Addr::new(192, 0, 2, 1)), 0);
+        assert_eq!(open_on(TABLE, &[vip]), 2);
+        assert_eq!(open_on(TABLE, &[Ipv4Addr::new(192, 0, 2, 1)]), 0);
+        // A vhid of several addresses counts the connections on each.
+        let own = Ipv4Addr::new(10, 99, 0, 1);
+        assert_eq!(open_on(TABLE, &[own, vip]), 3);
     }
 
     #[test]
@@ -135,14 +138,14 @@ mod tests {
             v6,
             mapped([10, 99, 0, 4]),
         );
-        assert_eq!(open_on(&table, Ipv4Addr::new(10, 99, 0, 100)), 1);
+        assert_eq!(open_on(&table, &[Ipv4Addr::new(10, 99, 0, 100)]), 1);
     }
 
     #[test]
     fn an_unreadable_table_counts_nothing() {
-        assert_eq!(open_on("", Ipv4Addr::LOCALHOST), 0);
+        assert_eq!(open_on("", &[Ipv4Addr::LOCALHOST]), 0);
         assert_eq!(
-            open_on("header\nnonsense line\n  0: zz:zz", Ipv4Addr::LOCALHOST),
+            open_on("header\nnonsense line\n  0: zz:zz", &[Ipv4Addr::LOCALHOST]),
             0
         );
     }

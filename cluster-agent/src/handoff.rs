@@ -42,6 +42,13 @@ pub fn with_tcp_checksum(packet: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The destination address of an IPv4 packet: which of the vhid's addresses a held request
+/// was for.
+pub fn destination(packet: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let bytes: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+    Some(bytes.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,10 +58,17 @@ pub struct HookConfig {
     pub up: Option<PathBuf>,
     pub down: Option<PathBuf>,
     pub interface: String,
+    /// The first address: UCARP's second argument.
     pub vip: String,
+    /// Every address of the vhid, `ADDR/PREFIX` separated by spaces, in
+    /// [`VIPS_ENV`]: the arguments stay UCARP's, so a script written for UCARP runs unchanged.
+    pub vips: String,
     pub xparam: Option<String>,
     pub timeout: Duration,
 }
+
+/// The variable that gives a script every address of the vhid.
+pub const VIPS_ENV: &str = "CLUSTER_AGENT_VIPS";
 
 impl Hooks {
     pub fn spawn(cfg: HookConfig) -> Self {
@@ -146,6 +153,7 @@ async fn run_one(cfg: &HookConfig, hook: Hook) -> Option<Outcome> {
     if let Some(x) = &cfg.xparam {
         cmd.arg(x);
     }
+    cmd.env(VIPS_ENV, &cfg.vips);
     for var in SECRET_ENV {
         cmd.env_remove(var);
     }

@@ -1,5 +1,5 @@
 //! `cluster-agent inspect`: decode every CARP advert in a pcap capture and say whether it is
-//! authentic for a given password and VIP, the question behind "node A does not see node B".
+//! authentic for a given password and VIP (or a vhid's several addresses), the question behind "node A does not see node B".
 
 use std::io::Read;
 use std::net::Ipv4Addr;
@@ -38,7 +38,7 @@ pub enum InspectError {
 pub fn inspect(
     capture: impl Read,
     password: &[u8],
-    vip: Ipv4Addr,
+    vips: &[Ipv4Addr],
 ) -> Result<Vec<Finding>, InspectError> {
     let mut reader = PcapReader::new(capture)?;
     let link = reader.header().datalink;
@@ -60,7 +60,7 @@ pub fn inspect(
             advskew: rx.advert.advskew,
             counter: rx.advert.counter,
             bow_out: rx.advert.is_bow_out(),
-            authentic: wire::authentic(&rx.advert, password, vip),
+            authentic: wire::authentic(&rx.advert, password, vips),
         });
     }
     Ok(out)
@@ -138,13 +138,17 @@ mod tests {
         let vip = Ipv4Addr::new(10, 99, 0, 100);
         let src = Ipv4Addr::new(10, 99, 0, 1);
         let group = Ipv4Addr::new(224, 0, 0, 18);
-        let good =
-            wire::encode_packet(src, group, 1, &wire::encode_carp(b"love", vip, 42, 1, 0, 5));
+        let good = wire::encode_packet(
+            src,
+            group,
+            1,
+            &wire::encode_carp(b"love", &[vip], 42, 1, 0, 5),
+        );
         let bow = wire::encode_packet(
             src,
             group,
             2,
-            &wire::encode_carp(b"love", vip, 42, 255, 255, 6),
+            &wire::encode_carp(b"love", &[vip], 42, 255, 255, 6),
         );
         let frames = vec![
             wire::ether_frame(wire::multicast_mac(group), [2; 6], &good).to_vec(),
@@ -152,7 +156,7 @@ mod tests {
             wire::ether_frame(wire::multicast_mac(group), [2; 6], &bow).to_vec(),
         ];
         let cap = capture(&frames);
-        let found = inspect(cap.as_slice(), b"love", vip).unwrap();
+        let found = inspect(cap.as_slice(), b"love", &[vip]).unwrap();
         assert_eq!(found.len(), 2);
         assert!(
             found
@@ -160,14 +164,14 @@ mod tests {
                 .all(|f| f.authentic && f.vhid == 42 && f.source == src)
         );
         assert!(found[1].bow_out);
-        let wrong = inspect(cap.as_slice(), b"hate", vip).unwrap();
+        let wrong = inspect(cap.as_slice(), b"hate", &[vip]).unwrap();
         assert!(wrong.iter().all(|f| !f.authentic));
-        let wrong_vip = inspect(cap.as_slice(), b"love", Ipv4Addr::new(10, 99, 0, 101)).unwrap();
+        let wrong_vip = inspect(cap.as_slice(), b"love", &[Ipv4Addr::new(10, 99, 0, 101)]).unwrap();
         assert!(wrong_vip.iter().all(|f| !f.authentic));
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(inspect(&b"not a pcap file at all"[..], b"x", Ipv4Addr::LOCALHOST).is_err());
+        assert!(inspect(&b"not a pcap file at all"[..], b"x", &[Ipv4Addr::LOCALHOST]).is_err());
     }
 }

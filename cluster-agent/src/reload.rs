@@ -9,7 +9,9 @@
 //! With several vhids, a vhid missing from the new file bows out and a new one starts as
 //! BACKUP; each vhid present in both is compared on its own.
 
-use crate::config::{ConfigError, Delivery, Settings};
+use std::net::Ipv4Addr;
+
+use crate::config::{ConfigError, Delivery, Settings, VipAddr};
 use crate::xdp::XdpMode;
 
 /// Why a reloaded configuration was not applied; the running one stays.
@@ -46,10 +48,10 @@ pub fn plan(
 ) -> Result<Plan, ReloadError> {
     let mut plan = Plan::default();
     // A vhid still bowing out holds its vhid and VIP until it has gone.
-    if let Some(l) = leaving
-        .iter()
-        .find(|l| new.iter().any(|n| n.vhid == l.vhid || n.vip == l.vip))
-    {
+    if let Some(l) = leaving.iter().find(|l| {
+        new.iter()
+            .any(|n| n.vhid == l.vhid || n.vips.iter().any(|v| l.owns(v.addr)))
+    }) {
         return Err(ReloadError::StillLeaving(l.vhid));
     }
     let Some(first) = running.first() else {
@@ -87,7 +89,10 @@ pub fn plan(
                     return Err(ReloadError::NeedsRestart(name));
                 }
                 // The leaving vhid's VIP is still its own until its bow-out completes.
-                if running.iter().any(|r| r.vip == n.vip) {
+                if running
+                    .iter()
+                    .any(|r| n.vips.iter().any(|v| r.owns(v.addr)))
+                {
                     return Err(ReloadError::NeedsRestart("vhid"));
                 }
                 plan.add.push(n);
@@ -154,10 +159,7 @@ fn fixed(running: &Settings, new: &Settings) -> Result<(), ReloadError> {
         ("srcip", running.src == new.src),
         ("vhid", running.vhid == new.vhid),
         ("pass", running.password == new.password),
-        (
-            "addr",
-            (running.vip, running.prefix) == (new.vip, new.prefix),
-        ),
+        ("addr", sorted(&running.vips) == sorted(&new.vips)),
         ("nomcast or mcastip", same_kind),
         (
             "ignoreifstate",
@@ -178,11 +180,17 @@ fn fixed(running: &Settings, new: &Settings) -> Result<(), ReloadError> {
     }
 }
 
+/// The order addresses are listed in means nothing to the program or the kernel.
+fn sorted(vips: &[VipAddr]) -> Vec<(Ipv4Addr, u8)> {
+    let mut all: Vec<_> = vips.iter().map(|v| (v.addr, v.prefix)).collect();
+    all.sort_unstable();
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::RunArgs;
-    use std::net::Ipv4Addr;
 
     fn settings(f: impl FnOnce(&mut RunArgs)) -> Settings {
         let mut a = RunArgs {
@@ -190,7 +198,7 @@ mod tests {
             srcip: Some("10.0.0.1".into()),
             vhid: Some(7),
             pass: Some("pw".into()),
-            addr: Some("10.0.0.100/24".into()),
+            addr: vec!["10.0.0.100/24".into()],
             ..RunArgs::default()
         };
         f(&mut a);
@@ -239,7 +247,7 @@ mod tests {
         assert_eq!(refused(|a| a.vhid = Some(8)), "vhid");
         assert_eq!(refused(|a| a.srcip = Some("10.0.0.9".into())), "srcip");
         assert_eq!(refused(|a| a.pass = Some("other".into())), "pass");
-        assert_eq!(refused(|a| a.addr = Some("10.0.0.101/24".into())), "addr");
+        assert_eq!(refused(|a| a.addr = vec!["10.0.0.101/24".into()]), "addr");
         assert_eq!(refused(|a| a.nomcast = true), "nomcast or mcastip");
         assert_eq!(
             refused(|a| a.peers = vec!["10.0.0.2".into()]),
@@ -263,7 +271,7 @@ mod tests {
     fn vhid(id: u32, addr: &str) -> Settings {
         settings(|a| {
             a.vhid = Some(id);
-            a.addr = Some(addr.into());
+            a.addr = vec![addr.into()];
         })
     }
 
@@ -313,10 +321,44 @@ mod tests {
         // A VIP that moves to another vhid.
         assert_eq!(refused(vhid(2, "10.0.0.101/24")), "vhid");
         let mut moved = running[0].clone();
-        moved.vip = Ipv4Addr::new(10, 0, 0, 109);
+        moved.vips[0].addr = Ipv4Addr::new(10, 0, 0, 109);
         assert!(matches!(
             plan(&running, &[], vec![moved]),
             Err(ReloadError::NeedsRestart("addr"))
+        ));
+        // One more address for a kept vhid is a new message to authenticate: a restart.
+        let mut more = running[0].clone();
+        more.vips.push(VipAddr {
+            addr: Ipv4Addr::new(10, 0, 0, 110),
+            prefix: 24,
+        });
+        assert!(matches!(
+            plan(&running, &[], vec![more.clone()]),
+            Err(ReloadError::NeedsRestart("addr"))
+        ));
+        // The same addresses in another order are the same vhid.
+        more.vips.reverse();
+        assert!(
+            plan(
+                &[more.clone()],
+                &[],
+                vec![{
+                    let mut again = more.clone();
+                    again.vips.reverse();
+                    again
+                }]
+            )
+            .is_ok()
+        );
+        // An added vhid may not take an address a running vhid holds as its second.
+        let mut second = vhid(3, "10.0.0.120/24");
+        second.vips.push(VipAddr {
+            addr: Ipv4Addr::new(10, 0, 0, 110),
+            prefix: 24,
+        });
+        assert!(matches!(
+            plan(&[more.clone()], &[], vec![more, second]),
+            Err(ReloadError::NeedsRestart("vhid"))
         ));
     }
 

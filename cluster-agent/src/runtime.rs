@@ -405,7 +405,7 @@ fn reload_all(
         }
     }
     for s in plan.add {
-        tracing::info!(vhid = s.vhid, vip = %s.vip, "vhid added by reload: starting as BACKUP");
+        tracing::info!(vhid = s.vhid, vips = ?s.addrs(), "vhid added by reload: starting as BACKUP");
         if s.advbase == 0 {
             realtime_advert_thread();
         }
@@ -432,10 +432,17 @@ async fn run_vhid(
     }
     let mac = net::interface_mac(&s.interface)
         .with_context(|| format!("reading the MAC address of {}", s.interface))?;
-    let vip = Vip::new(s.ifindex, s.vip, s.prefix).context("opening netlink")?;
+    if s.vips.len() > 1 {
+        tracing::warn!(
+            vhid = s.vhid,
+            addrs = s.vips.len(),
+            "several addresses in one vhid: UCARP hashes exactly one, so UCARP nodes cannot take part in this vhid"
+        );
+    }
+    let vip = Vip::new(s.ifindex, s.vips.clone()).context("opening netlink")?;
     // We start as BACKUP, so a VIP left by a crashed run must go before anyone can reach it here.
     if vip.is_present().await? {
-        tracing::warn!(vhid = s.vhid, vip = %s.vip, "removing a VIP left on the interface by an earlier run");
+        tracing::warn!(vhid = s.vhid, vip = %s.vip(), "removing a VIP left on the interface by an earlier run");
         vip.remove().await.context("removing a leftover VIP")?;
     }
     // With XDP, adverts arrive through its ring buffer, stamped in the kernel; the raw socket
@@ -448,7 +455,7 @@ async fn run_vhid(
                     vhid: s.vhid,
                     ifindex: s.ifindex,
                     password: &s.password,
-                    vip: s.vip,
+                    vips: &s.addrs(),
                     group: s.delivery.accepted_on(s.src),
                     mac,
                     fence: s.fence,
@@ -468,7 +475,7 @@ async fn run_vhid(
             drop(handle);
             (
                 Some(Port::new(x.clone(), s.vhid, &s.interface)),
-                Some((pump.clone(), pump.add(s.vhid, s.vip))),
+                Some((pump.clone(), pump.add(s.vhid, &s.addrs()))),
             )
         }
         None => (None, None),
@@ -529,7 +536,7 @@ async fn run_vhid(
     tracing::info!(
         vhid = s.vhid,
         interface = %s.interface,
-        vip = %s.vip,
+        vips = ?s.addrs(),
         src = %s.src,
         advbase = s.advbase,
         advskew = s.advskew,
@@ -684,7 +691,13 @@ fn hook_config(s: &Settings) -> HookConfig {
         up: s.upscript.clone(),
         down: s.downscript.clone(),
         interface: s.interface.clone(),
-        vip: s.vip.to_string(),
+        vip: s.vip().to_string(),
+        vips: s
+            .vips
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
         xparam: s.xparam.clone(),
         timeout: s.hook_timeout,
     }
@@ -937,11 +950,13 @@ impl Agent {
     }
 
     fn send_garp(&self) {
-        if let Err(error) = self
-            .garp
-            .send(&wire::garp_frame(self.mac, self.s.vip), [0xff; 6])
-        {
-            tracing::warn!(vhid = self.s.vhid, %error, "gratuitous ARP failed");
+        for vip in &self.s.vips {
+            if let Err(error) = self
+                .garp
+                .send(&wire::garp_frame(self.mac, vip.addr), [0xff; 6])
+            {
+                tracing::warn!(vhid = self.s.vhid, vip = %vip.addr, %error, "gratuitous ARP failed");
+            }
         }
     }
 
@@ -956,7 +971,7 @@ impl Agent {
         }
         let carp = wire::encode_carp(
             &self.s.password,
-            self.s.vip,
+            &self.s.addrs(),
             self.s.vhid,
             advbase,
             advskew,
@@ -1074,10 +1089,14 @@ impl Agent {
         );
     }
 
-    /// Sends one held request to the VIP as it was received; the kernel resolves the VIP to
-    /// the node that answers for it now.
+    /// Sends one held request to the address it was for, as it was received; the kernel
+    /// resolves that address to the node that answers for it now.
     fn forward_held(&mut self, packet: &[u8]) -> bool {
         let Some(packet) = handoff::with_tcp_checksum(packet) else {
+            self.counters.bad_packets += 1;
+            return false;
+        };
+        let Some(to) = handoff::destination(&packet).filter(|to| self.s.owns(*to)) else {
             self.counters.bad_packets += 1;
             return false;
         };
@@ -1094,7 +1113,7 @@ impl Agent {
             .held
             .socket
             .as_ref()
-            .map(|socket| socket.send(&packet, self.s.vip));
+            .map(|socket| socket.send(&packet, to));
         match sent {
             Some(Ok(())) => {
                 self.counters.held_forwarded += 1;
@@ -1143,7 +1162,7 @@ impl Agent {
             vhid: self.s.vhid,
             group: self.s.delivery.accepted_on(self.s.src),
             peers: self.s.delivery.peers().unwrap_or_default(),
-            vip: self.s.vip,
+            vips: &self.s.addrs(),
             password: &self.s.password,
         };
         match wire::verify(&rx, &expect) {
@@ -1203,7 +1222,7 @@ impl Agent {
             None => false,
         };
         if held {
-            drain::watch(self.s.vip, DRAIN_MAX, self.drained.clone());
+            drain::watch(self.s.addrs(), DRAIN_MAX, self.drained.clone());
         } else {
             coord.handle(Mono::now(), Input::Drained);
         }
@@ -1252,7 +1271,8 @@ impl Agent {
         Status {
             state: machine.state().to_string(),
             vhid: self.s.vhid,
-            vip: format!("{}/{}", self.s.vip, self.s.prefix),
+            vip: self.s.vips[0].to_string(),
+            more_vips: self.s.vips[1..].iter().map(|v| v.to_string()).collect(),
             interface: self.s.interface.clone(),
             master: machine.master().map(|a: Ipv4Addr| a.to_string()),
             since_last_advert_ms: machine

@@ -1,10 +1,12 @@
-//! Adding and removing the VIP with rtnetlink.
+//! Adding and removing a vhid's addresses with rtnetlink.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use rtnetlink::Handle;
 use rtnetlink::packet_route::address::AddressMessage;
+
+use crate::config::VipAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
@@ -14,57 +16,64 @@ pub enum VipError {
     Io(#[from] std::io::Error),
 }
 
-/// The VIP on one interface.
+/// A vhid's addresses on one interface, which come and go together.
 pub struct Vip {
     handle: Handle,
     ifindex: u32,
-    addr: Ipv4Addr,
-    prefix: u8,
+    addrs: Vec<VipAddr>,
 }
 
 impl Vip {
     /// Opens a netlink connection served by a background task of the current runtime.
-    pub fn new(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> Result<Self, VipError> {
+    pub fn new(ifindex: u32, addrs: Vec<VipAddr>) -> Result<Self, VipError> {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(conn);
         Ok(Vip {
             handle,
             ifindex,
-            addr,
-            prefix,
+            addrs,
         })
     }
 
+    /// Whether any of the addresses is on the interface.
     pub async fn is_present(&self) -> Result<bool, VipError> {
         Ok(!self.find().await?.is_empty())
     }
 
-    /// Every copy of the VIP on the interface, whatever its prefix.
+    /// Every copy of every address on the interface, whatever its prefix.
     async fn find(&self) -> Result<Vec<AddressMessage>, VipError> {
-        Ok(self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(self.ifindex)
-            .set_address_filter(IpAddr::V4(self.addr))
-            .execute()
-            .try_collect()
-            .await?)
+        let mut found = Vec::new();
+        for vip in &self.addrs {
+            let copies: Vec<AddressMessage> = self
+                .handle
+                .address()
+                .get()
+                .set_link_index_filter(self.ifindex)
+                .set_address_filter(IpAddr::V4(vip.addr))
+                .execute()
+                .try_collect()
+                .await?;
+            found.extend(copies);
+        }
+        Ok(found)
     }
 
-    /// Adds the VIP; already present is success, so a retry or a restart cannot fail on it.
+    /// Adds every address; already present is success, so a retry or a restart cannot fail
+    /// on it. One that fails stops the rest: the retry adds them all again.
     pub async fn add(&self) -> Result<(), VipError> {
-        self.handle
-            .address()
-            .add(self.ifindex, IpAddr::V4(self.addr), self.prefix)
-            .replace()
-            .execute()
-            .await?;
+        for vip in &self.addrs {
+            self.handle
+                .address()
+                .add(self.ifindex, IpAddr::V4(vip.addr), vip.prefix)
+                .replace()
+                .execute()
+                .await?;
+        }
         Ok(())
     }
 
-    /// Removes every copy of the VIP on the interface (whatever prefix a crashed run or a
-    /// script left); absent is success.
+    /// Removes every copy of every address on the interface (whatever prefix a crashed run or
+    /// a script left); absent is success.
     pub async fn remove(&self) -> Result<(), VipError> {
         for msg in self.find().await? {
             match self.handle.address().del(msg).execute().await {

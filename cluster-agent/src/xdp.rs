@@ -25,7 +25,7 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode as AyaXdpMode},
 };
 use cluster_common::{
-    sha1::HmacKey,
+    sha1::{AdvertMessage, HmacKey, MAX_ADDRS},
     xdp::{
         CONFIG_MAP, COUNTER_NAMES, COUNTERS_LEN, COUNTERS_MAP, Config, EVENTS_MAP,
         FLAG_ARP_VIA_STACK, FLAG_DRAIN, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, PROGRAM, REPLAY_MAP,
@@ -94,6 +94,8 @@ pub enum XdpError {
     VipTaken { vip: Ipv4Addr, other: u8 },
     #[error("the password is longer than {MAX_PASSWORD_LEN} bytes")]
     PasswordTooLong,
+    #[error("a vhid needs 1 to {MAX_ADDRS} distinct addresses, not {0:?}")]
+    BadAddrs(Vec<Ipv4Addr>),
     #[error("writing the XDP configuration")]
     Config(#[source] aya::maps::MapError),
     #[error("adding a sent counter to the XDP replay guard")]
@@ -138,11 +140,22 @@ pub struct VhidSetup<'a> {
     /// The interface the vhid lives on; frames from other interfaces pass untouched.
     pub ifindex: u32,
     pub password: &'a [u8],
-    pub vip: Ipv4Addr,
+    /// Every address of the vhid: adverts authenticate them all, and the program answers ARP
+    /// and fences for each.
+    pub vips: &'a [Ipv4Addr],
     /// Where adverts to us are sent (see `Config::group`).
     pub group: Ipv4Addr,
     pub mac: [u8; 6],
     pub fence: bool,
+}
+
+/// The addresses a configuration's message authenticates (none for an unused entry): the one
+/// record of which addresses the program maps to the vhid.
+fn addrs(c: &Config) -> Vec<Ipv4Addr> {
+    (0..c.message.addrs as usize)
+        .filter_map(|i| c.message.addr(i))
+        .map(Ipv4Addr::from)
+        .collect()
 }
 
 /// The handle shared by the agent's vhids, each steering its own entry through a [`Port`].
@@ -344,15 +357,13 @@ impl XdpHandle {
         if setup.password.len() > MAX_PASSWORD_LEN {
             return Err(XdpError::PasswordTooLong);
         }
-        if let Some((&other, _)) = self
-            .configs
-            .iter()
-            .find(|(other, c)| **other != vhid && c.vip == setup.vip.octets())
-        {
-            return Err(XdpError::VipTaken {
-                vip: setup.vip,
-                other,
-            });
+        let octets: Vec<[u8; 4]> = setup.vips.iter().map(|v| v.octets()).collect();
+        let message = AdvertMessage::new(vhid, &octets)
+            .ok_or_else(|| XdpError::BadAddrs(setup.vips.to_vec()))?;
+        for (&other, c) in self.configs.iter().filter(|(other, _)| **other != vhid) {
+            if let Some(&vip) = setup.vips.iter().find(|v| addrs(c).contains(v)) {
+                return Err(XdpError::VipTaken { vip, other });
+            }
         }
         let key = HmacKey::new(setup.password).ok_or(XdpError::PasswordTooLong)?;
         let old = self.configs.get(&vhid).copied().unwrap_or_default();
@@ -360,33 +371,38 @@ impl XdpHandle {
         if setup.fence {
             flags |= FLAG_FENCE;
         }
-        if old.flags & FLAG_ENABLED != 0 && old.vip != setup.vip.octets() {
+        for gone in addrs(&old).into_iter().filter(|a| !setup.vips.contains(a)) {
             self.vips()?
-                .remove(&u32::from_ne_bytes(old.vip))
+                .remove(&u32::from_ne_bytes(gone.octets()))
                 .map_err(XdpError::Config)?;
         }
         self.write_config(Config {
-            vip: setup.vip.octets(),
             group: setup.group.octets(),
             mac: setup.mac,
             vhid,
             flags,
             ifindex: setup.ifindex,
             key,
+            message,
         })?;
-        self.vips()?
-            .insert(u32::from_ne_bytes(setup.vip.octets()), u32::from(vhid), 0)
-            .map_err(XdpError::Config)
+        let mut vips = self.vips()?;
+        for vip in octets {
+            vips.insert(u32::from_ne_bytes(vip), u32::from(vhid), 0)
+                .map_err(XdpError::Config)?;
+        }
+        Ok(())
     }
 
-    /// Forgets `vhid`: its adverts and its VIP's frames pass untouched again.
+    /// Forgets `vhid`: its adverts and its addresses' frames pass untouched again.
     pub fn unconfigure(&mut self, vhid: u8) -> Result<(), XdpError> {
         let Some(old) = self.configs.get(&vhid).copied() else {
             return Ok(());
         };
-        match self.vips()?.remove(&u32::from_ne_bytes(old.vip)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(error) => return Err(XdpError::Config(error)),
+        for vip in addrs(&old) {
+            match self.vips()?.remove(&u32::from_ne_bytes(vip.octets())) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(error) => return Err(XdpError::Config(error)),
+            }
         }
         self.set_entry(vhid, Config::default())?;
         self.configs.remove(&vhid);

@@ -28,7 +28,10 @@ pub mod carp {
 
 /// Layout of the maps and ring-buffer records the XDP program shares with the agent.
 pub mod xdp {
-    use crate::{carp, sha1::HmacKey};
+    use crate::{
+        carp,
+        sha1::{AdvertMessage, HmacKey},
+    };
 
     /// Name of the XDP program in the object file.
     pub const PROGRAM: &str = "cluster_xdp";
@@ -41,7 +44,8 @@ pub mod xdp {
     /// Name of the hash from a configured VIP (its four bytes read as a native-order `u32`) to
     /// its vhid: ARP and IPv4 frames find their vhid by address.
     pub const VIPS_MAP: &str = "VIPS";
-    /// Most VIPs the program knows: one per vhid.
+    /// Most VIPs the program knows: as many as 255 vhids of one address, or 23 of the most
+    /// addresses a vhid may hash ([`crate::sha1::MAX_ADDRS`]).
     pub const VIPS_ENTRIES: u32 = 255;
     /// Name of the LRU hash whose keys ([`ReplayKey`]) are the vhids and counters of adverts
     /// that passed authentication (and of the adverts this node sent); the values carry no
@@ -151,8 +155,6 @@ pub mod xdp {
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct Config {
-        /// The virtual IP, network order.
-        pub vip: [u8; 4],
         /// The destination adverts to us carry, network order: the multicast group (also
         /// inside broadcast frames), or with unicast peers this node's own address.
         pub group: [u8; 4],
@@ -167,6 +169,9 @@ pub mod xdp {
         /// HMAC-SHA1 states derived from the password, so the program authenticates adverts
         /// itself: a secret, redacted from `Debug`.
         pub key: HmacKey,
+        /// The vhid's addresses as adverts authenticate them, the inner block but for the
+        /// counter.
+        pub message: AdvertMessage,
     }
 
     /// Key of [`REPLAY_MAP`]: counters are per vhid, so one vhid's cannot shadow another's.
@@ -245,7 +250,11 @@ pub mod xdp {
     // The sizes equal the sum of the fields: proof there is no implicit padding for either side
     // to disagree on. Records are 8-byte multiples because the ring buffer aligns to 8.
     const _: () = assert!(size_of::<HmacKey>() == 2 * 5 * 4);
-    const _: () = assert!(size_of::<Config>() == 4 + 4 + 6 + 1 + 1 + 4 + size_of::<HmacKey>());
+    const _: () = assert!(size_of::<AdvertMessage>() == 16 * 4 + 4);
+    const _: () = assert!(
+        size_of::<Config>()
+            == 4 + 6 + 1 + 1 + 4 + size_of::<HmacKey>() + size_of::<AdvertMessage>()
+    );
     const _: () = assert!(size_of::<ReplayKey>() == 16);
     const _: () = assert!(size_of::<SynRecord>() == size_of::<RecordHeader>() + 4 + 4 + SYN_MAX);
     const _: () = assert!(size_of::<RecordHeader>() == 16);

@@ -4,8 +4,9 @@
 //! `memcpy`/`memset`/`memcmp`, a 512-byte stack and a verifier that follows every instruction.
 //! HMAC-SHA1 of a CARP advert fits that because of two facts: keys are at most one block long,
 //! so `key ^ ipad` and `key ^ opad` are single blocks whose compressed states depend only on the
-//! password and can be computed once by the agent; and the message (15 bytes) and the inner
-//! digest (20 bytes) each fit one padded block. Verifying an advert is then exactly two calls of
+//! password and can be computed once by the agent; and the message (11 bytes and 4 per
+//! address, at most [`MAX_ADDRS`] addresses) and the inner digest (20 bytes) each fit one
+//! padded block, whose bytes other than the counter's the agent also computes once. Verifying an advert is then exactly two calls of
 //! [`compress`] on fixed-size word arrays.
 //!
 //! The code is written for both targets at once: every round is unrolled with constant indices
@@ -27,8 +28,12 @@ pub const IV: [u32; 5] = [
 pub const BLOCK_LEN: usize = 64;
 /// Bytes of a SHA-1 digest.
 pub const DIGEST_LEN: usize = 20;
-/// Bytes of the message UCARP authenticates: version, type, vhid, VIP (4), counter (8).
-pub const ADVERT_MSG_LEN: usize = 15;
+/// Bytes of the message CARP authenticates besides the addresses: version, type, vhid and
+/// counter (8).
+const ADVERT_MSG_FIXED: usize = 3 + 8;
+/// Most IPv4 addresses one vhid's message may carry: with its terminator and 8-byte length
+/// it must fit the one block the kernel hashes (11 + 4 * 11 + 1 + 8 = 64).
+pub const MAX_ADDRS: usize = (BLOCK_LEN - ADVERT_MSG_FIXED - 1 - 8) / 4;
 
 const K: [u32; 4] = [0x5a82_7999, 0x6ed9_eba1, 0x8f1b_bcdc, 0xca62_c1d6];
 
@@ -143,11 +148,11 @@ impl HmacKey {
         })
     }
 
-    /// HMAC-SHA1 of a CARP advert (see [`advert_block`]) as five big-endian words.
+    /// HMAC-SHA1 of a CARP advert (see [`AdvertMessage`]) as five big-endian words.
     #[inline(always)]
-    pub fn advert_md(&self, vhid: u8, vip: &[u8; 4], counter: &[u8; 8]) -> [u32; 5] {
+    pub fn advert_md(&self, message: &AdvertMessage, counter: &[u8; 8]) -> [u32; 5] {
         let mut inner = self.inner;
-        compress(&mut inner, &advert_block(vhid, vip, counter));
+        compress(&mut inner, &message.block(counter));
         let mut outer = self.outer;
         compress(&mut outer, &digest_block(&inner));
         outer
@@ -169,18 +174,87 @@ fn key_state(padded: &[u8; BLOCK_LEN], pad: u8) -> [u32; 5] {
     state
 }
 
-/// The inner hash's last (and only) message block: UCARP's 15 bytes `02 01 vhid VIP counter`,
-/// the 0x80 terminator, zeros, and the bit length of key block plus message.
-#[inline(always)]
-pub fn advert_block(vhid: u8, vip: &[u8; 4], counter: &[u8; 8]) -> [u32; 16] {
-    let c = counter;
-    let mut block = [0u32; 16];
-    block[0] = u32::from_be_bytes([VERSION, TYPE_ADVERTISEMENT, vhid, vip[0]]);
-    block[1] = u32::from_be_bytes([vip[1], vip[2], vip[3], c[0]]);
-    block[2] = u32::from_be_bytes([c[1], c[2], c[3], c[4]]);
-    block[3] = u32::from_be_bytes([c[5], c[6], c[7], 0x80]);
-    block[15] = ((BLOCK_LEN + ADVERT_MSG_LEN) * 8) as u32;
-    block
+/// The inner hash's last (and only) block for one vhid, every byte but the counter's filled in.
+///
+/// CARP authenticates `02 01 vhid`, then each of the vhid's IPv4 addresses once in ascending
+/// order (BSD's `carp_hmac_prepare`; UCARP has exactly one), then the 8-byte counter. Only the
+/// counter changes between adverts, so the agent builds the rest here and the kernel only
+/// places the counter: at byte 3 of word `addrs`, whatever the number of addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdvertMessage {
+    /// The message with the counter's bytes zero, the 0x80 terminator, and the bit length of
+    /// key block plus message.
+    pub words: [u32; 16],
+    /// Number of addresses; 0 in an unconfigured entry.
+    pub addrs: u32,
+}
+
+impl AdvertMessage {
+    /// The block for `vhid` and `addrs` (network order, any order, each once); `None` for no
+    /// address, a repeated one, or more than [`MAX_ADDRS`].
+    pub fn new(vhid: u8, addrs: &[[u8; 4]]) -> Option<AdvertMessage> {
+        if addrs.is_empty() || addrs.len() > MAX_ADDRS {
+            return None;
+        }
+        let mut sorted = [[0u8; 4]; MAX_ADDRS];
+        let sorted = &mut sorted[..addrs.len()];
+        sorted.copy_from_slice(addrs);
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return None;
+        }
+        let len = ADVERT_MSG_FIXED + 4 * addrs.len();
+        let mut bytes = [0u8; BLOCK_LEN];
+        bytes[..3].copy_from_slice(&[VERSION, TYPE_ADVERTISEMENT, vhid]);
+        for (chunk, addr) in bytes[3..].chunks_exact_mut(4).zip(sorted.iter()) {
+            chunk.copy_from_slice(addr);
+        }
+        bytes[len] = 0x80;
+        bytes[BLOCK_LEN - 8..].copy_from_slice(&(((BLOCK_LEN + len) * 8) as u64).to_be_bytes());
+        let mut words = [0u32; 16];
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+            *word = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        Some(AdvertMessage {
+            words,
+            addrs: addrs.len() as u32,
+        })
+    }
+
+    /// The `i`th address in hashing (ascending) order, network order.
+    pub fn addr(&self, i: usize) -> Option<[u8; 4]> {
+        if i >= self.addrs as usize {
+            return None;
+        }
+        let byte = |k: usize| (self.words[k / 4] >> (8 * (3 - k % 4))) as u8;
+        let at = 3 + 4 * i;
+        Some([byte(at), byte(at + 1), byte(at + 2), byte(at + 3)])
+    }
+
+    /// The block with `counter` in place.
+    ///
+    /// Each of the 16 words is compared with the counter's position rather than indexed by
+    /// it, so every access has a constant offset the verifier need not reason about.
+    #[inline(always)]
+    pub fn block(&self, counter: &[u8; 8]) -> [u32; 16] {
+        let c = counter;
+        let n = self.addrs as usize;
+        let first = u32::from(c[0]);
+        let middle = u32::from_be_bytes([c[1], c[2], c[3], c[4]]);
+        let last = u32::from_be_bytes([c[5], c[6], c[7], 0x80]);
+        let mut block = self.words;
+        for (i, word) in block.iter_mut().enumerate() {
+            if i == n {
+                *word |= first;
+            } else if i == n + 1 {
+                *word = middle;
+            } else if i == n + 2 {
+                *word = last;
+            }
+        }
+        block
+    }
 }
 
 /// The outer hash's last block: the inner digest, the terminator, zeros, and the bit length of
@@ -266,10 +340,15 @@ mod tests {
         out
     }
 
-    fn reference_hmac(key: &[u8], vhid: u8, vip: &[u8; 4], counter: &[u8; 8]) -> [u8; 20] {
+    /// HMAC-SHA1 over the message as BSD CARP builds it: the addresses in ascending order.
+    fn reference_hmac(key: &[u8], vhid: u8, addrs: &[[u8; 4]], counter: &[u8; 8]) -> [u8; 20] {
+        let mut sorted = addrs.to_vec();
+        sorted.sort_by_key(|a| u32::from_be_bytes(*a));
         let mut mac = Hmac::<Sha1>::new_from_slice(key).unwrap();
         mac.update(&[VERSION, TYPE_ADVERTISEMENT, vhid]);
-        mac.update(vip);
+        for addr in &sorted {
+            mac.update(addr);
+        }
         mac.update(counter);
         mac.finalize().into_bytes().into()
     }
@@ -302,19 +381,31 @@ mod tests {
         for round in 0..2000 {
             let key = rng.bytes(round % (BLOCK_LEN + 1));
             let vhid = rng.next() as u8;
-            let vip: [u8; 4] = rng.bytes(4).try_into().unwrap();
+            let mut addrs: Vec<[u8; 4]> = Vec::new();
+            while addrs.len() < 1 + round % MAX_ADDRS {
+                let addr: [u8; 4] = rng.bytes(4).try_into().unwrap();
+                if !addrs.contains(&addr) {
+                    addrs.push(addr);
+                }
+            }
             let counter = rng.next().to_be_bytes();
             let key_states = HmacKey::new(&key).unwrap();
-            let got = to_bytes(&key_states.advert_md(vhid, &vip, &counter));
+            let message = AdvertMessage::new(vhid, &addrs).unwrap();
+            let got = to_bytes(&key_states.advert_md(&message, &counter));
             assert_eq!(
                 got,
-                reference_hmac(&key, vhid, &vip, &counter),
-                "key {key:02x?}"
+                reference_hmac(&key, vhid, &addrs, &counter),
+                "key {key:02x?} addrs {addrs:?}"
             );
             assert!(digests_equal(
-                &key_states.advert_md(vhid, &vip, &counter),
+                &key_states.advert_md(&message, &counter),
                 &digest_words(&got)
             ));
+            let mut sorted = addrs.clone();
+            sorted.sort();
+            let back: Vec<[u8; 4]> = (0..addrs.len()).map(|i| message.addr(i).unwrap()).collect();
+            assert_eq!(back, sorted);
+            assert_eq!(message.addr(addrs.len()), None);
         }
     }
 
@@ -322,11 +413,8 @@ mod tests {
     fn golden_vector_from_ucarp() {
         // carp-wire.md: HMAC-SHA1(b"love", 02 01 2a 0a630064 b4cbc228e9e06dfa).
         let key = HmacKey::new(b"love").unwrap();
-        let md = key.advert_md(
-            42,
-            &[10, 99, 0, 100],
-            &0xb4cb_c228_e9e0_6dfa_u64.to_be_bytes(),
-        );
+        let message = AdvertMessage::new(42, &[[10, 99, 0, 100]]).unwrap();
+        let md = key.advert_md(&message, &0xb4cb_c228_e9e0_6dfa_u64.to_be_bytes());
         let want = hex20("f848c1378606271278a05651723f675e46c34d98");
         assert_eq!(to_bytes(&md), want);
         assert!(digests_equal(&md, &digest_words(&want)));
@@ -343,6 +431,16 @@ mod tests {
             }
         }
         assert!(digests_equal(&md, &md));
+    }
+
+    #[test]
+    fn messages_that_cannot_fit_one_block_are_refused() {
+        let addrs: Vec<[u8; 4]> = (0..=MAX_ADDRS as u8).map(|i| [10, 0, 0, i]).collect();
+        assert_eq!(MAX_ADDRS, 11);
+        assert!(AdvertMessage::new(1, &addrs[..MAX_ADDRS]).is_some());
+        assert!(AdvertMessage::new(1, &addrs).is_none());
+        assert!(AdvertMessage::new(1, &[]).is_none());
+        assert!(AdvertMessage::new(1, &[[10, 0, 0, 1], [10, 0, 0, 1]]).is_none());
     }
 
     #[test]

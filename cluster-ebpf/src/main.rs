@@ -35,7 +35,7 @@ use aya_ebpf::{
 };
 use cluster_common::{
     carp,
-    sha1::{self, HmacKey},
+    sha1,
     xdp::{
         self as layout, ADVERT_LEN, AdvertRecord, Config, ConflictRecord, FLAG_ARP_VIA_STACK,
         FLAG_DRAIN, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, RecordHeader, ReplayKey, SynRecord,
@@ -318,7 +318,7 @@ fn advert(ctx: &XdpContext) -> (u32, u32) {
     if unsafe { REPLAY.get(&key) }.is_some() {
         return (xdp_action::XDP_DROP, layout::CTR_REPLAYED);
     }
-    let expected = expected_md(&config.key, carp_hdr.vhid, addr(&config.vip), counter);
+    let expected = expected_md(config, counter);
     if !sha1::digests_equal(&expected, &sha1::digest_words(&carp_hdr.md)) {
         return (xdp_action::XDP_DROP, layout::CTR_AUTH_FAILED);
     }
@@ -359,15 +359,15 @@ fn advert(ctx: &XdpContext) -> (u32, u32) {
     (xdp_action::XDP_DROP, layout::CTR_ADVERT)
 }
 
-/// The HMAC an advert for `vhid` with `counter` must carry, as five big-endian words.
+/// The HMAC an advert for `config`'s vhid with `counter` must carry, as five big-endian words.
 ///
 /// A function of its own in the object (a BPF-to-BPF call), so that its thousands of SHA-1
 /// instructions and their stack slots stay out of the path every other frame takes. Everything
 /// crosses the call by value or as a map pointer: the verifier refuses the arithmetic LLVM
 /// emits on a packet pointer passed to another function.
 #[inline(never)]
-fn expected_md(key: &HmacKey, vhid: u8, vip: u32, counter: u64) -> [u32; 5] {
-    key.advert_md(vhid, &vip.to_ne_bytes(), &counter.to_be_bytes())
+fn expected_md(config: &Config, counter: u64) -> [u32; 5] {
+    config.key.advert_md(&config.message, &counter.to_be_bytes())
 }
 
 #[inline(always)]

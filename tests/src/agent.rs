@@ -178,6 +178,9 @@ pub struct Status {
     pub state: String,
     pub vhid: u8,
     pub vip: String,
+    /// A vhid's addresses after the first.
+    #[serde(default)]
+    pub more_vips: Vec<String>,
     pub interface: String,
     pub master: Option<String>,
     pub since_last_advert_ms: Option<u64>,

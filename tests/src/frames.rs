@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn advert_matches_the_agents_encoding() {
-        let carp = wire::encode_carp(b"love", VIP, 42, 1, 7, 0x1234_5678_9abc_def0);
+        let carp = wire::encode_carp(b"love", &[VIP], 42, 1, 7, 0x1234_5678_9abc_def0);
         let mut md = [0u8; 20];
         md.copy_from_slice(&carp[16..]);
         let ours = carp_header(42, 1, 7, 0x1234_5678_9abc_def0, md);
@@ -363,7 +363,7 @@ mod tests {
             vhid: 42,
             peers: &[],
             group: GROUP,
-            vip: VIP,
+            vips: &[VIP],
             password: b"love",
         };
         for _ in 0..500 {
@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_replay_still_authenticates_from_anywhere_with_any_timing() {
-        let carp = wire::encode_carp(b"love", VIP, 42, 1, 100, 0xfeed);
+        let carp = wire::encode_carp(b"love", &[VIP], 42, 1, 100, 0xfeed);
         let packet = wire::encode_packet(SRC, GROUP, 7, &carp);
         let mut captured =
             wire::ether_frame(wire::multicast_mac(GROUP), [2, 0, 0, 0, 0, 9], &packet).to_vec();
@@ -417,7 +417,7 @@ mod tests {
             vhid: 42,
             peers: &[],
             group: GROUP,
-            vip: VIP,
+            vips: &[VIP],
             password: b"love",
         };
         let other = Ipv4Addr::new(10, 99, 1, 0);

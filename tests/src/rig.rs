@@ -413,6 +413,39 @@ impl Rig {
             .collect())
     }
 
+    /// Node `node`'s MAC on its `eth0`, lowercase.
+    pub fn mac(&self, node: usize) -> Result<String> {
+        let out = self.exec(node, &["cat", &format!("/sys/class/net/{NODE_IF}/address")])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_lowercase())
+    }
+
+    /// `arping` from `node`: the MACs that answered for `addr` (iputils prints `[aa:bb:...]`),
+    /// sorted and each once.
+    pub fn arp_answers(&self, node: usize, addr: Ipv4Addr) -> Result<Vec<String>> {
+        let out = self.exec(
+            node,
+            &[
+                "arping",
+                "-c",
+                "2",
+                "-w",
+                "2",
+                "-I",
+                NODE_IF,
+                &addr.to_string(),
+            ],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut macs: Vec<String> = text
+            .split(['[', ']'])
+            .filter(|w| w.len() == 17 && w.matches(':').count() == 5)
+            .map(str::to_lowercase)
+            .collect();
+        macs.sort();
+        macs.dedup();
+        Ok(macs)
+    }
+
     /// True if node `i` has `addr` on its `eth0`.
     pub fn node_has_addr(&self, node: usize, addr: Ipv4Addr) -> Result<bool> {
         Ok(self.addrs(node)?.iter().any(|(a, _)| *a == addr))

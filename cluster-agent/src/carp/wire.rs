@@ -97,20 +97,34 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// HMAC-SHA1 over version, type, vhid, the VIP and the counter, as UCARP computes it (the version
-/// and type enter as two bytes, not as the packed header byte).
-pub fn hmac(password: &[u8], vhid: u8, vip: Ipv4Addr, counter: u64) -> [u8; 20] {
+/// HMAC-SHA1 over version, type, vhid, the vhid's addresses and the counter, as UCARP computes
+/// it for its one VIP (the version and type enter as two bytes, not as the packed header byte).
+pub fn hmac(password: &[u8], vhid: u8, vips: &[Ipv4Addr], counter: u64) -> [u8; 20] {
+    keyed(password, vhid, vips, counter)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// The HMAC state over an advert's message. Several addresses enter as BSD CARP hashes them:
+/// each once, in ascending order, so the order they were configured in does not matter.
+fn keyed(password: &[u8], vhid: u8, vips: &[Ipv4Addr], counter: u64) -> Hmac<Sha1> {
     let mut mac = Hmac::<Sha1>::new_from_slice(password).expect("HMAC accepts keys of any length");
     mac.update(&[VERSION, TYPE_ADVERTISEMENT, vhid]);
-    mac.update(&vip.octets());
+    let mut sorted = vips.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    for vip in sorted {
+        mac.update(&vip.octets());
+    }
     mac.update(&counter.to_be_bytes());
-    mac.finalize().into_bytes().into()
+    mac
 }
 
 /// Builds the signed 36-byte CARP header.
 pub fn encode_carp(
     password: &[u8],
-    vip: Ipv4Addr,
+    vips: &[Ipv4Addr],
     vhid: u8,
     advbase: u8,
     advskew: u8,
@@ -124,7 +138,7 @@ pub fn encode_carp(
     h[4] = 0;
     h[5] = advbase;
     h[8..16].copy_from_slice(&counter.to_be_bytes());
-    h[16..36].copy_from_slice(&hmac(password, vhid, vip, counter));
+    h[16..36].copy_from_slice(&hmac(password, vhid, vips, counter));
     let sum = internet_checksum(&h);
     h[6..8].copy_from_slice(&sum.to_be_bytes());
     h
@@ -209,7 +223,8 @@ pub struct Expect<'a> {
     pub group: Ipv4Addr,
     /// With unicast peers, the only sources accepted; empty accepts any.
     pub peers: &'a [Ipv4Addr],
-    pub vip: Ipv4Addr,
+    /// Every address of the vhid: the HMAC covers them all.
+    pub vips: &'a [Ipv4Addr],
     pub password: &'a [u8],
 }
 
@@ -234,19 +249,17 @@ pub fn verify(rx: &Received, expect: &Expect<'_>) -> Result<(), WireError> {
     if !expect.peers.is_empty() && !expect.peers.contains(&rx.src) {
         return Err(WireError::UnknownPeer(rx.src));
     }
-    if !authentic(&rx.advert, expect.password, expect.vip) {
+    if !authentic(&rx.advert, expect.password, expect.vips) {
         return Err(WireError::BadHmac);
     }
     Ok(())
 }
 
-/// Whether the advert's HMAC matches this password and VIP (constant-time compare).
-pub fn authentic(advert: &Advert, password: &[u8], vip: Ipv4Addr) -> bool {
-    let mut mac = Hmac::<Sha1>::new_from_slice(password).expect("HMAC accepts keys of any length");
-    mac.update(&[VERSION, TYPE_ADVERTISEMENT, advert.vhid]);
-    mac.update(&vip.octets());
-    mac.update(&advert.counter.to_be_bytes());
-    mac.verify_slice(&advert.md).is_ok()
+/// Whether the advert's HMAC matches this password and these addresses (constant-time compare).
+pub fn authentic(advert: &Advert, password: &[u8], vips: &[Ipv4Addr]) -> bool {
+    keyed(password, advert.vhid, vips, advert.counter)
+        .verify_slice(&advert.md)
+        .is_ok()
 }
 
 /// The advert counter. UCARP's rule is random until a valid advert has been heard, then one
@@ -348,7 +361,7 @@ mod tests {
             vhid: 42,
             group: GROUP,
             peers: &[],
-            vip: VIP,
+            vips: &[VIP],
             password,
         }
     }
@@ -369,7 +382,7 @@ mod tests {
     #[test]
     fn golden_vector_encodes_byte_for_byte() {
         let frame = hex(GOLDEN);
-        let carp = encode_carp(b"love", VIP, 42, 1, 0, 0xb4cbc228_e9e06dfa);
+        let carp = encode_carp(b"love", &[VIP], 42, 1, 0, 0xb4cbc228_e9e06dfa);
         let packet = encode_packet(SRC, GROUP, 0xd459, &carp);
         let eth = ether_frame(multicast_mac(GROUP), advert_ether_src(42), &packet);
         assert_eq!(eth.as_slice(), frame.as_slice());
@@ -378,7 +391,7 @@ mod tests {
     #[test]
     fn golden_hmac() {
         assert_eq!(
-            hmac(b"love", 42, VIP, 0xb4cbc228_e9e06dfa).as_slice(),
+            hmac(b"love", 42, &[VIP], 0xb4cbc228_e9e06dfa).as_slice(),
             hex("f848c1378606271278a05651723f675e46c34d98").as_slice()
         );
     }
@@ -414,7 +427,7 @@ mod tests {
         p[15] ^= 1; // source without fixing the IP checksum
         assert_eq!(decode(&p), Err(WireError::BadIpChecksum));
 
-        let carp = encode_carp(b"love", VIP, 42, 1, 0, 7);
+        let carp = encode_carp(b"love", &[VIP], 42, 1, 0, 7);
         let mut packet = encode_packet(SRC, GROUP, 1, &carp);
         packet[8] = 64;
         packet[10..12].copy_from_slice(&[0, 0]);
@@ -423,14 +436,14 @@ mod tests {
         let rx = decode(&packet).unwrap();
         assert_eq!(verify(&rx, &expect(b"love")), Err(WireError::BadTtl(64)));
 
-        let carp = encode_carp(b"love", VIP, 43, 1, 0, 7);
+        let carp = encode_carp(b"love", &[VIP], 43, 1, 0, 7);
         let rx = decode(&encode_packet(SRC, GROUP, 1, &carp)).unwrap();
         assert_eq!(
             verify(&rx, &expect(b"love")),
             Err(WireError::OtherVhid { got: 43, want: 42 })
         );
 
-        let carp = encode_carp(b"love", VIP, 42, 1, 0, 7);
+        let carp = encode_carp(b"love", &[VIP], 42, 1, 0, 7);
         let rx = decode(&encode_packet(SRC, Ipv4Addr::new(224, 0, 0, 19), 1, &carp)).unwrap();
         assert!(matches!(
             verify(&rx, &expect(b"love")),
@@ -457,7 +470,7 @@ mod tests {
             Err(WireError::BadDestination(GROUP))
         );
 
-        let mut carp = encode_carp(b"love", VIP, 42, 1, 0, 7);
+        let mut carp = encode_carp(b"love", &[VIP], 42, 1, 0, 7);
         carp[0] = 0x31;
         carp[6..8].copy_from_slice(&[0, 0]);
         let sum = internet_checksum(&carp);
@@ -470,9 +483,45 @@ mod tests {
 
     #[test]
     fn wrong_vip_fails_authentication() {
-        let carp = encode_carp(b"love", Ipv4Addr::new(10, 99, 0, 101), 42, 1, 0, 9);
+        let carp = encode_carp(b"love", &[Ipv4Addr::new(10, 99, 0, 101)], 42, 1, 0, 9);
         let rx = decode(&encode_packet(SRC, GROUP, 1, &carp)).unwrap();
         assert_eq!(verify(&rx, &expect(b"love")), Err(WireError::BadHmac));
+    }
+
+    #[test]
+    fn several_addresses_hash_in_ascending_order_and_all_of_them_count() {
+        let a = Ipv4Addr::new(10, 99, 0, 100);
+        let b = Ipv4Addr::new(10, 99, 0, 7);
+        let c = Ipv4Addr::new(192, 0, 2, 1);
+        // BSD CARP's message: 02 01 vhid, the addresses lowest first, the counter.
+        let mut mac = Hmac::<Sha1>::new_from_slice(b"love").unwrap();
+        mac.update(&[2, 1, 42]);
+        for addr in [b, a, c] {
+            mac.update(&addr.octets());
+        }
+        mac.update(&9u64.to_be_bytes());
+        let want: [u8; 20] = mac.finalize().into_bytes().into();
+        assert_eq!(hmac(b"love", 42, &[c, a, b], 9), want);
+        assert_eq!(hmac(b"love", 42, &[a, b, c], 9), want);
+
+        let carp = encode_carp(b"love", &[c, a, b], 42, 1, 0, 9);
+        let rx = decode(&encode_packet(SRC, GROUP, 1, &carp)).unwrap();
+        let all = Expect {
+            vips: &[a, b, c],
+            ..expect(b"love")
+        };
+        assert_eq!(verify(&rx, &all), Ok(()));
+        for fewer in [
+            &[a, b][..],
+            &[a][..],
+            &[a, b, c, Ipv4Addr::new(10, 99, 0, 8)][..],
+        ] {
+            let other = Expect {
+                vips: fewer,
+                ..expect(b"love")
+            };
+            assert_eq!(verify(&rx, &other), Err(WireError::BadHmac), "{fewer:?}");
+        }
     }
 
     #[test]

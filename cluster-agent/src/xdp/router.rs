@@ -43,12 +43,14 @@ impl Pump {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts routing records for `vhid` and its `vip`; they arrive on the returned receiver.
-    pub fn add(&self, vhid: u8, vip: Ipv4Addr) -> mpsc::UnboundedReceiver<XdpEvent> {
+    /// Starts routing records for `vhid` and its `vips`; they arrive on the returned receiver.
+    pub fn add(&self, vhid: u8, vips: &[Ipv4Addr]) -> mpsc::UnboundedReceiver<XdpEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut routes = self.routes();
         routes.vhids.insert(vhid, tx);
-        routes.vips.insert(vip, vhid);
+        for vip in vips {
+            routes.vips.insert(*vip, vhid);
+        }
         rx
     }
 

@@ -18,7 +18,7 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 const OUR_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 const PEER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
-const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 7);
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 77);
 /// The password of the golden advert.
 const PASSWORD: &[u8] = b"love";
 
@@ -48,7 +48,7 @@ fn advert() -> Vec<u8> {
 /// An advert signed with `password` for `vip` (HMAC over `hmac_vhid`, header carrying `VHID`),
 /// framed as UCARP frames it.
 fn signed(password: &[u8], vip: Ipv4Addr, hmac_vhid: u8, counter: u64, src: Ipv4Addr) -> Vec<u8> {
-    let mut carp = wire::encode_carp(password, vip, hmac_vhid, 1, 0, counter);
+    let mut carp = wire::encode_carp(password, &[vip], hmac_vhid, 1, 0, counter);
     carp[1] = VHID;
     refresh_carp_checksum(&mut carp);
     framed(&carp, src, counter)
@@ -147,12 +147,12 @@ fn tcp_to(destination: Ipv4Addr, flags: u8) -> Vec<u8> {
 /// the test's network namespace.
 const IFINDEX: u32 = 1;
 
-fn setup(password: &[u8], vhid: u8, vip: Ipv4Addr, fence: bool) -> VhidSetup<'_> {
+fn setup<'a>(password: &'a [u8], vhid: u8, vips: &'a [Ipv4Addr], fence: bool) -> VhidSetup<'a> {
     VhidSetup {
         vhid,
         ifindex: IFINDEX,
         password,
-        vip,
+        vips,
         group: GROUP,
         mac: OUR_MAC,
         fence,
@@ -183,7 +183,7 @@ fn loaded() -> Option<XdpHandle> {
 fn configured(fence: bool) -> Option<XdpHandle> {
     let mut handle = loaded()?;
     handle
-        .configure(&setup(PASSWORD, VHID, VIP, fence))
+        .configure(&setup(PASSWORD, VHID, &[VIP], fence))
         .unwrap();
     Some(handle)
 }
@@ -295,7 +295,7 @@ fn auto_falls_back_instead_of_failing() {
 fn vhid_zero_is_refused() {
     let Some(mut handle) = loaded() else { return };
     assert!(matches!(
-        handle.configure(&setup(PASSWORD, 0, VIP, true)),
+        handle.configure(&setup(PASSWORD, 0, &[VIP], true)),
         Err(XdpError::InvalidVhid)
     ));
 }
@@ -304,11 +304,11 @@ fn vhid_zero_is_refused() {
 fn a_password_ucarp_would_refuse_is_refused() {
     let Some(mut handle) = loaded() else { return };
     assert!(matches!(
-        handle.configure(&setup(&[b'x'; 20], VHID, VIP, true)),
+        handle.configure(&setup(&[b'x'; 20], VHID, &[VIP], true)),
         Err(XdpError::PasswordTooLong)
     ));
     handle
-        .configure(&setup(&[b'x'; 19], VHID, VIP, true))
+        .configure(&setup(&[b'x'; 19], VHID, &[VIP], true))
         .unwrap();
 }
 
@@ -408,7 +408,9 @@ async fn adverts_failing_authentication_are_dropped_and_counted() {
     assert_no_event(&mut events);
 
     // With another password configured, even the golden advert is a forgery.
-    handle.configure(&setup(b"hate", VHID, VIP, true)).unwrap();
+    handle
+        .configure(&setup(b"hate", VHID, &[VIP], true))
+        .unwrap();
     expect(
         &handle,
         &advert(),
@@ -671,7 +673,7 @@ fn arp_request_for_the_vip_is_dropped_while_backup() {
     // Reconfiguring keeps the role.
     handle.set_role(VHID, true).unwrap();
     handle
-        .configure(&setup(PASSWORD, VHID, VIP, false))
+        .configure(&setup(PASSWORD, VHID, &[VIP], false))
         .unwrap();
     expect(&handle, &request, XDP_TX, &[("arp_answered", 1)]);
 }
@@ -684,7 +686,9 @@ fn arp_for_the_vip_can_be_left_to_the_kernel_while_master() {
     handle.set_arp_via_stack(VHID, true).unwrap();
     handle.set_role(VHID, true).unwrap();
     // Survives reconfiguration, like the role.
-    handle.configure(&setup(PASSWORD, VHID, VIP, true)).unwrap();
+    handle
+        .configure(&setup(PASSWORD, VHID, &[VIP], true))
+        .unwrap();
     let request = arp_request_for(VIP);
     let out = expect(&handle, &request, XDP_PASS, &[("passed_other", 1)]);
     assert_eq!(out, request);
@@ -783,7 +787,9 @@ fn traffic_to_the_vip_is_fenced_while_backup() {
     // Unconfigured: nothing is fenced.
     expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
 
-    handle.configure(&setup(PASSWORD, VHID, VIP, true)).unwrap();
+    handle
+        .configure(&setup(PASSWORD, VHID, &[VIP], true))
+        .unwrap();
     expect(&handle, &to_vip, XDP_DROP, &[("fenced", 1)]);
     expect(&handle, &elsewhere, XDP_PASS, &[("passed_other", 1)]);
 
@@ -795,7 +801,7 @@ fn traffic_to_the_vip_is_fenced_while_backup() {
     expect(&handle, &to_vip, XDP_DROP, &[("fenced", 1)]);
 
     handle
-        .configure(&setup(PASSWORD, VHID, VIP, false))
+        .configure(&setup(PASSWORD, VHID, &[VIP], false))
         .unwrap();
     expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
 }
@@ -970,8 +976,13 @@ const PASSWORD2: &[u8] = b"other";
 
 /// An advert from the peer for `vhid`, signed with `password` over `vip`.
 fn advert_for(password: &[u8], vip: Ipv4Addr, vhid: u8, counter: u64) -> Vec<u8> {
+    advert_over(password, &[vip], vhid, counter)
+}
+
+/// An advert from the peer for `vhid`, signed with `password` over all of `vips`.
+fn advert_over(password: &[u8], vips: &[Ipv4Addr], vhid: u8, counter: u64) -> Vec<u8> {
     framed(
-        &wire::encode_carp(password, vip, vhid, 1, 0, counter),
+        &wire::encode_carp(password, vips, vhid, 1, 0, counter),
         PEER_IP,
         counter,
     )
@@ -983,7 +994,7 @@ async fn each_vhid_has_its_own_key_replay_guard_role_and_fence() {
         return;
     };
     handle
-        .configure(&setup(PASSWORD2, VHID2, VIP2, true))
+        .configure(&setup(PASSWORD2, VHID2, &[VIP2], true))
         .unwrap();
     let mut events = handle.take_events().unwrap();
     // The same counter is fresh for each vhid.
@@ -1063,7 +1074,7 @@ fn a_vhid_on_another_interface_is_another_cluster_s() {
     handle
         .configure(&VhidSetup {
             ifindex: IFINDEX + 1000,
-            ..setup(PASSWORD, VHID, VIP, true)
+            ..setup(PASSWORD, VHID, &[VIP], true)
         })
         .unwrap();
     handle.set_role(VHID, true).unwrap();
@@ -1087,12 +1098,12 @@ fn one_vip_belongs_to_one_vhid() {
         return;
     };
     assert!(matches!(
-        handle.configure(&setup(PASSWORD2, VHID2, VIP, true)),
+        handle.configure(&setup(PASSWORD2, VHID2, &[VIP], true)),
         Err(XdpError::VipTaken { other: VHID, .. })
     ));
     // A vhid that moves to another VIP frees its old one.
     handle
-        .configure(&setup(PASSWORD, VHID, VIP2, true))
+        .configure(&setup(PASSWORD, VHID, &[VIP2], true))
         .unwrap();
     handle.set_role(VHID, true).unwrap();
     expect(
@@ -1102,8 +1113,116 @@ fn one_vip_belongs_to_one_vhid() {
         &[("passed_other", 1)],
     );
     handle
-        .configure(&setup(PASSWORD2, VHID2, VIP, true))
+        .configure(&setup(PASSWORD2, VHID2, &[VIP], true))
         .unwrap();
+}
+
+/// A vhid of several addresses: adverts authenticate all of them whatever the order they
+/// are listed in, and every address is answered, fenced and forgotten as the vhid's.
+#[tokio::test]
+async fn a_vhid_s_addresses_are_all_authenticated_answered_and_fenced() {
+    let Some(mut handle) = loaded() else { return };
+    let more = [VIP2, VIP, Ipv4Addr::new(10, 99, 0, 150)];
+    handle
+        .configure(&setup(PASSWORD, VHID, &more, true))
+        .unwrap();
+    let mut events = handle.take_events().unwrap();
+    let mut sorted = more;
+    sorted.sort();
+    for (counter, vips) in [(3, &more), (4, &sorted)] {
+        let frame = advert_over(PASSWORD, vips, VHID, counter);
+        expect_accepted(&handle, &mut events, &frame).await;
+    }
+    // One address fewer, or one more, is another message: what a UCARP peer with only the
+    // first address sends fails too.
+    for (counter, vips) in [
+        (5, &more[..1]),
+        (6, &more[..2]),
+        (
+            7,
+            &[
+                VIP2,
+                VIP,
+                Ipv4Addr::new(10, 99, 0, 150),
+                Ipv4Addr::new(10, 99, 0, 151),
+            ][..],
+        ),
+    ] {
+        expect(
+            &handle,
+            &advert_over(PASSWORD, vips, VHID, counter),
+            XDP_DROP,
+            &[("carp_seen", 1), ("auth_failed", 1)],
+        );
+    }
+    assert_no_event(&mut events);
+    for vip in more {
+        expect(&handle, &udp_to(vip), XDP_DROP, &[("fenced", 1)]);
+    }
+    handle.set_role(VHID, true).unwrap();
+    for vip in more {
+        let reply = expect(
+            &handle,
+            &arp_request_for(vip),
+            XDP_TX,
+            &[("arp_answered", 1)],
+        );
+        assert_eq!(
+            reply[28..32],
+            vip.octets(),
+            "the reply claims the address asked for"
+        );
+        expect(&handle, &udp_to(vip), XDP_PASS, &[("passed_other", 1)]);
+    }
+    // Another vhid can take none of them.
+    assert!(matches!(
+        handle.configure(&setup(
+            PASSWORD2,
+            VHID2,
+            &[Ipv4Addr::new(10, 99, 0, 150)],
+            true
+        )),
+        Err(XdpError::VipTaken { other: VHID, .. })
+    ));
+    // Dropping one address frees it and keeps the others.
+    handle
+        .configure(&setup(PASSWORD, VHID, &more[..2], true))
+        .unwrap();
+    expect(
+        &handle,
+        &arp_request_for(more[2]),
+        XDP_PASS,
+        &[("passed_other", 1)],
+    );
+    expect(
+        &handle,
+        &arp_request_for(VIP),
+        XDP_TX,
+        &[("arp_answered", 1)],
+    );
+    let frame = advert_over(PASSWORD, &more[..2], VHID, 8);
+    expect_accepted(&handle, &mut events, &frame).await;
+    // Twelve addresses do not fit the one block the program hashes.
+    let twelve: Vec<Ipv4Addr> = (1..=12).map(|i| Ipv4Addr::new(10, 98, 0, i)).collect();
+    assert!(matches!(
+        handle.configure(&setup(PASSWORD2, VHID2, &twelve, true)),
+        Err(XdpError::BadAddrs(_))
+    ));
+    // Eleven do: the counter then sits in the block's last free words.
+    handle
+        .configure(&setup(PASSWORD2, VHID2, &twelve[..11], true))
+        .unwrap();
+    let frame = advert_over(PASSWORD2, &twelve[..11], VHID2, 9);
+    expect_accepted(&handle, &mut events, &frame).await;
+    handle.unconfigure(VHID).unwrap();
+    for vip in &more[..2] {
+        expect(
+            &handle,
+            &arp_request_for(*vip),
+            XDP_PASS,
+            &[("passed_other", 1)],
+        );
+    }
 }
 
 /// Connection requests held by a drain are anyone's to send; they stop at half the ring

@@ -138,7 +138,7 @@ fn configure(handle: &mut XdpHandle, vhids: u8, master: bool) -> Result<()> {
             vhid,
             ifindex,
             password: PASSWORD,
-            vip,
+            vips: &[vip],
             group: GROUP,
             mac: OWN_MAC,
             fence: true,
@@ -174,7 +174,7 @@ fn main() -> Result<()> {
     let mut md = [0u8; 20];
     rng.fill(&mut md);
     let authentic = |counter: u64| {
-        let carp = wire::encode_carp(PASSWORD, VIP, VHID, 1, 0, counter);
+        let carp = wire::encode_carp(PASSWORD, &[VIP], VHID, 1, 0, counter);
         frames::carp_frame(PEER, GROUP, 255, 1, &carp)
     };
     // Counters no other case uses: a forged advert with an accepted counter is a replay.

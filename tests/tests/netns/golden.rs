@@ -41,18 +41,18 @@ fn documented_vector_reads_the_same_everywhere() {
     assert_eq!(rx.advert.advskew, a.advskew);
     assert_eq!(rx.advert.counter, a.counter);
     assert_eq!(rx.advert.md, a.md);
-    assert!(wire::authentic(&rx.advert, PASS.as_bytes(), VIP));
-    assert!(!wire::authentic(&rx.advert, b"lovf", VIP));
+    assert!(wire::authentic(&rx.advert, PASS.as_bytes(), &[VIP]));
+    assert!(!wire::authentic(&rx.advert, b"lovf", &[VIP]));
     assert!(!wire::authentic(
         &rx.advert,
         PASS.as_bytes(),
-        Ipv4Addr::new(10, 99, 0, 101)
+        &[Ipv4Addr::new(10, 99, 0, 101)]
     ));
     let expect = wire::Expect {
         vhid: VHID,
         peers: &[],
         group: CARP_GROUP,
-        vip: VIP,
+        vips: &[VIP],
         password: PASS.as_bytes(),
     };
     assert_eq!(wire::verify(&rx, &expect), Ok(()));
@@ -106,8 +106,8 @@ fn ucarp_capture_is_authentic_to_inspect_and_wire() -> Result<()> {
                 ),
                 (a.src, a.vhid, a.advbase, a.advskew, a.counter)
             );
-            assert!(wire::authentic(&rx.advert, PASS.as_bytes(), VIP));
-            assert!(!wire::authentic(&rx.advert, b"lov", VIP));
+            assert!(wire::authentic(&rx.advert, PASS.as_bytes(), &[VIP]));
+            assert!(!wire::authentic(&rx.advert, b"lov", &[VIP]));
             reference.push(a);
         }
 

@@ -1,5 +1,6 @@
 //! Several vhids in one agent (`[[vhid]]` tables): two nodes each master of one vhid at once,
-//! a power cut that moves only the dead node's vhid, and a reload that adds and removes one.
+//! a power cut that moves only the dead node's vhid, a reload that adds and removes one, and
+//! a vhid of several addresses that move together.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -201,6 +202,87 @@ fn a_reload_removes_one_vhid_and_adds_another() -> Result<()> {
             kept.state == "MASTER" && kept.counters.transitions == before,
             "vhid 31 changed state during the reload: {kept:?}"
         );
+        Ok(())
+    })
+}
+
+/// A vhid of several addresses between two agents: the master holds all of them and answers
+/// ARP for each, the backup none; status names them all; a power cut moves them together.
+#[test]
+fn a_vhid_s_addresses_move_together() -> Result<()> {
+    const ADDRS: [&str; 3] = ["10.99.0.110/24", "10.99.0.111/24", "10.99.0.112/32"];
+    let vips: Vec<Ipv4Addr> = ADDRS
+        .iter()
+        .map(|a| a.split('/').next().unwrap_or_default().parse())
+        .collect::<Result<_, _>>()?;
+    netns_test(|| {
+        // node2 runs no agent: it is the client asking who has each address.
+        let rig = Rig::new(RigConfig::nodes(3))?;
+        let addrs = ADDRS.map(|a| format!("\"{a}\"")).join(", ");
+        // The up script gets UCARP's arguments (the first address) and every address in
+        // CLUSTER_AGENT_VIPS.
+        let seen = rig.dir().join("up-args");
+        let up = rig.write_script(
+            "up-several",
+            &format!("echo \"$2 $CLUSTER_AGENT_VIPS\" >> {}", seen.display()),
+        )?;
+        let table = |skew: u8| {
+            format!(
+                "[[vhid]]\nvhid = 40\naddr = [{addrs}]\nadvskew = {skew}\npass = \"several\"\nupscript = \"{}\"\n",
+                up.display()
+            )
+        };
+        let a0 = start(&rig, 0, &[table(0)])?;
+        let a1 = start(&rig, 1, &[table(100)])?;
+        // A powered-off node keeps its addresses, as a dead server would: `among` leaves it out.
+        let held_by = |node: usize, among: &[usize]| -> Result<bool> {
+            for &vip in &vips {
+                if rig.holders(vip, among)? != [node] {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        wait_until(SETTLE, "node0 MASTER with every address", || {
+            Ok(state(&a0, 40)? == "MASTER" && state(&a1, 40)? == "BACKUP" && held_by(0, &[0, 1])?)
+        })?;
+        let status = of(&a0, 40)?;
+        ensure!(
+            status.vip == ADDRS[0] && status.more_vips == ADDRS[1..],
+            "status does not name every address: {status:?}"
+        );
+        ensure!(
+            of(&a1, 40)?.counters.adverts_received > 0,
+            "node1 authenticates none of node0's adverts"
+        );
+        let want = format!("{} {}", vips[0], ADDRS.join(" "));
+        wait_until(Duration::from_secs(5), "the up script ran on node0", || {
+            Ok(std::fs::read_to_string(&seen)
+                .unwrap_or_default()
+                .lines()
+                .next()
+                == Some(&want))
+        })?;
+        let mac0 = rig.mac(0)?;
+        for &vip in &vips {
+            ensure!(
+                rig.arp_answers(2, vip)? == [mac0.clone()],
+                "{vip} is not answered by node0 alone"
+            );
+        }
+
+        rig.power_cut(0)?;
+        drop(a0);
+        wait_until(SETTLE, "node1 takes every address over", || {
+            Ok(state(&a1, 40)? == "MASTER" && held_by(1, &[1])?)
+        })?;
+        let mac1 = rig.mac(1)?;
+        for &vip in &vips {
+            ensure!(
+                rig.arp_answers(2, vip)? == [mac1.clone()],
+                "{vip} is not answered by node1 after the takeover"
+            );
+        }
         Ok(())
     })
 }

@@ -94,37 +94,6 @@ fn xdp_counter(agent: &tests::Agent, name: &str) -> Result<u64> {
     Ok(agent.status()?.xdp_counters.get(name).copied().unwrap_or(0))
 }
 
-/// `arping` from `node`: the MACs that answered for `addr` (iputils prints `[aa:bb:...]`).
-fn arp_answers(rig: &Rig, node: usize, addr: Ipv4Addr) -> Result<Vec<String>> {
-    let out = rig.exec(
-        node,
-        &[
-            "arping",
-            "-c",
-            "2",
-            "-w",
-            "2",
-            "-I",
-            "eth0",
-            &addr.to_string(),
-        ],
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut macs: Vec<String> = text
-        .split(['[', ']'])
-        .filter(|w| w.len() == 17 && w.matches(':').count() == 5)
-        .map(str::to_lowercase)
-        .collect();
-    macs.sort();
-    macs.dedup();
-    Ok(macs)
-}
-
-fn mac_of(rig: &Rig, node: usize) -> Result<String> {
-    let out = rig.exec(node, &["cat", "/sys/class/net/eth0/address"])?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_lowercase())
-}
-
 /// The XDP data plane on a live segment: ARP for the VIP is answered by the MASTER's XDP program
 /// (also once the address is gone from its interface; generic mode, since a veth in native mode
 /// drops XDP_TX and the agent leaves ARP to the kernel there), a BACKUP holding the VIP by mistake
@@ -161,20 +130,20 @@ fn xdp_answers_arp_fences_backup_and_reports_conflicts() -> Result<()> {
 
         // MASTER: answered, by node0's MAC only.
         let answered = xdp_counter(&master, "arp_answered")?;
-        assert_eq!(arp_answers(&rig, 2, VIP)?, vec![mac_of(&rig, 0)?]);
+        assert_eq!(rig.arp_answers(2, VIP)?, vec![rig.mac(0)?]);
         assert!(xdp_counter(&master, "arp_answered")? > answered);
 
         // The address gone from the interface: XDP still answers for the MASTER.
         rig.exec(0, &["ip", "addr", "del", "10.99.0.100/24", "dev", "eth0"])?;
         assert!(!rig.node_has_addr(0, VIP)?);
-        assert_eq!(arp_answers(&rig, 2, VIP)?, vec![mac_of(&rig, 0)?]);
+        assert_eq!(rig.arp_answers(2, VIP)?, vec![rig.mac(0)?]);
 
         // A BACKUP with the VIP forced onto its interface answers nothing for it.
         rig.exec(1, &["ip", "addr", "add", "10.99.0.100/24", "dev", "eth0"])?;
         let dropped = xdp_counter(&backup, "arp_dropped")?;
         assert_eq!(
-            arp_answers(&rig, 2, VIP)?,
-            vec![mac_of(&rig, 0)?],
+            rig.arp_answers(2, VIP)?,
+            vec![rig.mac(0)?],
             "the fenced backup answered ARP"
         );
         assert!(xdp_counter(&backup, "arp_dropped")? > dropped);
@@ -188,7 +157,7 @@ fn xdp_answers_arp_fences_backup_and_reports_conflicts() -> Result<()> {
                 "replace",
                 "10.99.0.100",
                 "lladdr",
-                &mac_of(&rig, 1)?,
+                &rig.mac(1)?,
                 "dev",
                 "eth0",
             ],
