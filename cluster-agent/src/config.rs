@@ -800,7 +800,7 @@ pub struct Settings {
 /// One virtual address and the prefix length it is added with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VipAddr {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix: u8,
 }
 
@@ -812,24 +812,42 @@ impl std::fmt::Display for VipAddr {
 
 impl Settings {
     /// The first address: the one the scripts are given, as UCARP gives its only one.
-    pub fn vip(&self) -> Ipv4Addr {
+    pub fn vip(&self) -> IpAddr {
         self.vips[0].addr
     }
 
     /// Every address of the vhid, as adverts authenticate them.
-    pub fn addrs(&self) -> Vec<Ipv4Addr> {
+    pub fn addrs(&self) -> Vec<IpAddr> {
         self.vips.iter().map(|v| v.addr).collect()
     }
 
+    /// The IPv4 addresses: all of them, or none for an IPv6 vhid.
+    pub fn addrs_v4(&self) -> Vec<Ipv4Addr> {
+        self.vips
+            .iter()
+            .filter_map(|v| match v.addr {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .collect()
+    }
+
+    /// An IPv6 vhid: adverts over IPv6 to ff02::12 from the interface's link-local address,
+    /// neighbour advertisements instead of gratuitous ARP, no XDP. `src` and `delivery`
+    /// still name the node's IPv4 side, which such a vhid does not use.
+    pub fn is_ipv6(&self) -> bool {
+        self.vips[0].addr.is_ipv6()
+    }
+
     /// Whether `addr` is one of this vhid's.
-    pub fn owns(&self, addr: Ipv4Addr) -> bool {
+    pub fn owns(&self, addr: IpAddr) -> bool {
         self.vips.iter().any(|v| v.addr == addr)
     }
 
     /// What the election runs on.
     pub fn carp_params(&self) -> crate::carp::machine::Params {
         crate::carp::machine::Params {
-            src: self.src,
+            src: self.src.into(),
             advbase: self.advbase,
             advskew: self.advskew,
             deadratio: self.deadratio,
@@ -1235,6 +1253,23 @@ impl RunArgs {
             return Err(ConfigError::Missing("addr (-a)"));
         }
         let vips = parse_vips(&args.addr)?;
+        if vips[0].addr.is_ipv6() {
+            // BSD CARP's IPv6 adverts go to ff02::12 from the link-local address; the rest
+            // is the agent's IPv4 machinery.
+            let refused = [
+                ("peer", !args.peers.is_empty()),
+                ("nomcast", args.nomcast),
+                ("mcastip", args.mcastip.is_some()),
+                ("mysql", !args.mysql.is_empty()),
+            ];
+            if let Some((setting, _)) = refused.into_iter().find(|(_, given)| *given) {
+                return Err(invalid(
+                    setting,
+                    &args.addr[0],
+                    "an IPv6 vhid advertises to ff02::12 from the link-local address, without unicast peers, broadcast or a database; use an IPv4 vhid for those",
+                ));
+            }
+        }
         let srcip = args.srcip.ok_or(ConfigError::Missing("srcip (-s)"))?;
         let src: Ipv4Addr = srcip
             .parse()
@@ -1401,42 +1436,83 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
     d.deserialize_any(OneOrMany)
 }
 
-/// Every `addr` of a vhid: each once, and no more than one SHA-1 block can authenticate.
+/// Most IPv6 addresses one vhid may carry: what one SHA-1 block of the HMAC holds
+/// (11 + 16 * 2 + 1 + 8 = 52 bytes of 64).
+pub const MAX_ADDRS6: usize = 2;
+
+/// Every `addr` of a vhid: each once, all of one family, and no more than one SHA-1 block can
+/// authenticate.
 fn parse_vips(args: &[String]) -> Result<Vec<VipAddr>, ConfigError> {
-    if args.len() > MAX_ADDRS {
-        return Err(invalid(
-            "addr",
-            args.join(","),
-            "at most 11 addresses per vhid (what one SHA-1 block of an advert's HMAC holds); use another vhid for more",
-        ));
-    }
     let mut vips: Vec<VipAddr> = Vec::with_capacity(args.len());
     for a in args {
         let (addr, prefix) = parse_vip(a)?;
         if vips.iter().any(|v| v.addr == addr) {
             return Err(invalid("addr", a, "is listed twice"));
         }
+        if vips
+            .first()
+            .is_some_and(|v| v.addr.is_ipv6() != addr.is_ipv6())
+        {
+            return Err(invalid(
+                "addr",
+                a,
+                "a vhid's addresses are all IPv4 or all IPv6; use another vhid for the other family",
+            ));
+        }
         vips.push(VipAddr { addr, prefix });
+    }
+    let (most, why) = if vips.first().is_some_and(|v| v.addr.is_ipv6()) {
+        (
+            MAX_ADDRS6,
+            "at most 2 IPv6 addresses per vhid (what one SHA-1 block of an advert's HMAC holds); use another vhid for more",
+        )
+    } else {
+        (
+            MAX_ADDRS,
+            "at most 11 addresses per vhid (what one SHA-1 block of an advert's HMAC holds); use another vhid for more",
+        )
+    };
+    if vips.len() > most {
+        return Err(invalid("addr", args.join(","), why));
     }
     Ok(vips)
 }
 
-/// `ADDR` or `ADDR/PREFIX`; only IPv4, the addresses CARP over IPv4 hashes.
-pub fn parse_vip(s: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
+/// `ADDR` or `ADDR/PREFIX`, IPv4 (default /32) or IPv6 (default /128).
+pub fn parse_vip(s: &str) -> Result<(IpAddr, u8), ConfigError> {
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
     };
-    let vip: Ipv4Addr = addr
+    let vip: IpAddr = addr
         .parse()
-        .map_err(|_| invalid("addr", s, "the VIP must be an IPv4 address"))?;
-    if vip.is_unspecified() || vip.is_multicast() || vip.is_broadcast() {
-        return Err(invalid("addr", s, "the VIP must be a unicast IPv4 address"));
+        .map_err(|_| invalid("addr", s, "the VIP must be an IPv4 or IPv6 address"))?;
+    let unicast = match vip {
+        IpAddr::V4(v) => !(v.is_unspecified() || v.is_multicast() || v.is_broadcast()),
+        // A link-local VIP would collide with the advert source and has no use off the link.
+        IpAddr::V6(v) => {
+            !(v.is_unspecified()
+                || v.is_multicast()
+                || v.is_loopback()
+                || v.is_unicast_link_local()
+                || v.to_ipv4_mapped().is_some())
+        }
+    };
+    if !unicast {
+        return Err(invalid(
+            "addr",
+            s,
+            "the VIP must be a unicast address (and not link-local for IPv6)",
+        ));
     }
+    let most = if vip.is_ipv6() { 128 } else { 32 };
     let prefix = match prefix {
-        None => 32,
+        None => most,
         Some(p) => match p.parse::<u8>() {
-            Ok(p) if (1..=32).contains(&p) => p,
+            Ok(p) if (1..=most).contains(&p) => p,
+            _ if most == 128 => {
+                return Err(invalid("addr", s, "prefix length must be 1-128"));
+            }
             _ => return Err(invalid("addr", s, "prefix length must be 1-32")),
         },
     };
@@ -1639,7 +1715,11 @@ mod tests {
     fn vip_without_prefix_is_a_host_address() {
         assert_eq!(
             parse_vip("10.1.2.3").unwrap(),
-            (Ipv4Addr::new(10, 1, 2, 3), 32)
+            (Ipv4Addr::new(10, 1, 2, 3).into(), 32)
+        );
+        assert_eq!(
+            parse_vip("2001:db8::1").unwrap(),
+            ("2001:db8::1".parse().unwrap(), 128)
         );
     }
 
@@ -2166,9 +2246,9 @@ mod tests {
                 s[2].vips[0].prefix
             ),
             (
-                Ipv4Addr::new(10, 0, 0, 100),
+                Ipv4Addr::new(10, 0, 0, 100).into(),
                 24,
-                Ipv4Addr::new(10, 0, 1, 1),
+                Ipv4Addr::new(10, 0, 1, 1).into(),
                 32
             )
         );
@@ -2354,7 +2434,7 @@ mod tests {
         );
         let s = dir.all(&text, RunArgs::default()).unwrap();
         let want = |a: [u8; 4], prefix| VipAddr {
-            addr: Ipv4Addr::from(a),
+            addr: Ipv4Addr::from(a).into(),
             prefix,
         };
         assert_eq!(
@@ -2366,7 +2446,10 @@ mod tests {
             ]
         );
         assert_eq!(s[0].vip(), Ipv4Addr::new(10, 0, 0, 100), "the first given");
-        assert!(s[0].owns(Ipv4Addr::new(192, 0, 2, 7)) && !s[1].owns(Ipv4Addr::new(10, 0, 0, 101)));
+        assert!(
+            s[0].owns(Ipv4Addr::new(192, 0, 2, 7).into())
+                && !s[1].owns(Ipv4Addr::new(10, 0, 0, 101).into())
+        );
         assert_eq!(s[1].vips, [want([10, 0, 0, 200], 24)]);
 
         // `-a` repeated is the same list, and replaces the file's.
@@ -2421,6 +2504,59 @@ mod tests {
             e.contains("invalid addr: 10.0.0.101 in [[vhid]] tables 1 and 2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_ipv6_vhid_takes_up_to_two_addresses_of_its_family_and_no_ipv4_only_setting() {
+        let dir = ConfDir::new("vhid-ipv6");
+        let file = |addr: &str, extra: &str| format!("{COMMON}vhid = 6\naddr = {addr}\n{extra}");
+        let s = dir
+            .all(
+                &file("[\"2001:db8::100/64\", \"2001:db8::101\"]", ""),
+                RunArgs::default(),
+            )
+            .unwrap();
+        assert!(s[0].is_ipv6());
+        assert_eq!(
+            s[0].vips.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+            ["2001:db8::100/64", "2001:db8::101/128"]
+        );
+        assert!(s[0].addrs_v4().is_empty());
+        let refused = |addr: &str, extra: &str| {
+            dir.all(&file(addr, extra), RunArgs::default())
+                .unwrap_err()
+                .to_string()
+        };
+        for (addr, extra, named) in [
+            (
+                "[\"2001:db8::1\", \"2001:db8::2\", \"2001:db8::3\"]",
+                "",
+                "at most 2 IPv6 addresses",
+            ),
+            (
+                "[\"2001:db8::1\", \"10.0.0.1\"]",
+                "",
+                "all IPv4 or all IPv6",
+            ),
+            ("\"fe80::1\"", "", "not link-local"),
+            ("\"ff02::12\"", "", "unicast"),
+            ("\"2001:db8::1/129\"", "", "1-128"),
+            (
+                "\"2001:db8::1\"",
+                "peers = [\"10.0.0.2\"]\n",
+                "invalid peer",
+            ),
+            ("\"2001:db8::1\"", "nomcast = true\n", "invalid nomcast"),
+            (
+                "\"2001:db8::1\"",
+                "mcastip = \"239.0.0.1\"\n",
+                "invalid mcastip",
+            ),
+            ("\"2001:db8::1\"", "[mysql]\nca = \"/x\"\n", "invalid mysql"),
+        ] {
+            let e = refused(addr, extra);
+            assert!(e.contains(named), "{addr} {extra}: {e}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! authentic for a given password and VIP (or a vhid's several addresses), the question behind "node A does not see node B".
 
 use std::io::Read;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
@@ -16,8 +16,8 @@ pub struct Finding {
     /// Seconds since the epoch, as captured.
     pub time: f64,
     pub vhid: u8,
-    pub source: Ipv4Addr,
-    pub destination: Ipv4Addr,
+    pub source: IpAddr,
+    pub destination: IpAddr,
     pub ttl: u8,
     pub advbase: u8,
     pub advskew: u8,
@@ -38,7 +38,7 @@ pub enum InspectError {
 pub fn inspect(
     capture: impl Read,
     password: &[u8],
-    vips: &[Ipv4Addr],
+    vips: &[IpAddr],
 ) -> Result<Vec<Finding>, InspectError> {
     let mut reader = PcapReader::new(capture)?;
     let link = reader.header().datalink;
@@ -49,7 +49,11 @@ pub fn inspect(
             continue;
         };
         // Other traffic, and protocol-112 packets that are not CARP (VRRP shares the number).
-        let Ok(rx) = wire::decode(ip) else { continue };
+        let decoded = match ip.first().map(|b| b >> 4) {
+            Some(6) => wire::decode6(ip),
+            _ => wire::decode(ip),
+        };
+        let Ok(rx) = decoded else { continue };
         out.push(Finding {
             time: pkt.timestamp.as_secs_f64(),
             vhid: rx.advert.vhid,
@@ -66,7 +70,7 @@ pub fn inspect(
     Ok(out)
 }
 
-/// The IPv4 packet inside a captured frame, if it carries one.
+/// The IPv4 or IPv6 packet inside a captured frame, if it carries one.
 fn ip_payload(link: DataLink, frame: &[u8]) -> Result<Option<&[u8]>, InspectError> {
     let (ethertype_at, payload_at) = match link {
         DataLink::ETHERNET => (12, 14),
@@ -78,7 +82,7 @@ fn ip_payload(link: DataLink, frame: &[u8]) -> Result<Option<&[u8]>, InspectErro
     let Some(et) = frame.get(ethertype_at..ethertype_at + 2) else {
         return Ok(None);
     };
-    if et != [0x08, 0x00] {
+    if et != [0x08, 0x00] && et != [0x86, 0xdd] {
         return Ok(None);
     }
     Ok(frame.get(payload_at..))
@@ -114,6 +118,7 @@ pub fn render(findings: &[Finding]) -> String {
 mod tests {
     use super::*;
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    use std::net::Ipv4Addr;
     use std::time::Duration;
 
     fn capture(frames: &[Vec<u8>]) -> Vec<u8> {
@@ -156,7 +161,7 @@ mod tests {
             wire::ether_frame(wire::multicast_mac(group), [2; 6], &bow).to_vec(),
         ];
         let cap = capture(&frames);
-        let found = inspect(cap.as_slice(), b"love", &[vip]).unwrap();
+        let found = inspect(cap.as_slice(), b"love", &[vip.into()]).unwrap();
         assert_eq!(found.len(), 2);
         assert!(
             found
@@ -164,14 +169,26 @@ mod tests {
                 .all(|f| f.authentic && f.vhid == 42 && f.source == src)
         );
         assert!(found[1].bow_out);
-        let wrong = inspect(cap.as_slice(), b"hate", &[vip]).unwrap();
+        let wrong = inspect(cap.as_slice(), b"hate", &[vip.into()]).unwrap();
         assert!(wrong.iter().all(|f| !f.authentic));
-        let wrong_vip = inspect(cap.as_slice(), b"love", &[Ipv4Addr::new(10, 99, 0, 101)]).unwrap();
+        let wrong_vip = inspect(
+            cap.as_slice(),
+            b"love",
+            &[Ipv4Addr::new(10, 99, 0, 101).into()],
+        )
+        .unwrap();
         assert!(wrong_vip.iter().all(|f| !f.authentic));
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(inspect(&b"not a pcap file at all"[..], b"x", &[Ipv4Addr::LOCALHOST]).is_err());
+        assert!(
+            inspect(
+                &b"not a pcap file at all"[..],
+                b"x",
+                &[Ipv4Addr::LOCALHOST.into()]
+            )
+            .is_err()
+        );
     }
 }

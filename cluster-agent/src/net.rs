@@ -4,10 +4,13 @@
 //! as UCARP), to the group or to each unicast peer, or as Ethernet broadcast frames on an
 //! AF_PACKET socket with `--nomcast`.
 //! Gratuitous ARP always leaves on AF_PACKET, from the NIC's own MAC.
+//! An IPv6 vhid's adverts leave on a raw IPv6 socket to ff02::12 (the kernel builds the
+//! header, hop limit 255, from the link-local address) and arrive on a packet socket, so that
+//! they arrive with their IPv6 header; its neighbour advertisements leave on an ICMPv6 socket.
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -67,11 +70,146 @@ impl AdvertReceiver {
     }
 }
 
+impl AdvertReceiver {
+    /// Every IPv6 packet whose next header is CARP arriving on interface `ifindex`, IPv6
+    /// header included. A raw IPv6 socket would hand over the CARP header alone, with the hop
+    /// limit and destination in ancillary data; a packet socket gives the packet as it
+    /// arrived, and its filter keeps the rest of the interface's IPv6 traffic (and our own
+    /// adverts going out) in the kernel.
+    pub fn open6(ifindex: u32) -> io::Result<Self> {
+        const ETH_P_IPV6: u16 = libc::ETH_P_IPV6 as u16;
+        let s = Socket::new(
+            Domain::PACKET,
+            Type::DGRAM,
+            Some(Protocol::from(i32::from(ETH_P_IPV6.to_be()))),
+        )?;
+        // Classic BPF: drop what this host sends, accept next header 112, drop the rest.
+        let pkttype = (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32;
+        let ld_w = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+        let ld_b = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
+        let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+        let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+        s.attach_filter(&[
+            socket2::SockFilter::new(ld_w, 0, 0, pkttype),
+            socket2::SockFilter::new(jeq, 3, 0, u32::from(libc::PACKET_OUTGOING)),
+            socket2::SockFilter::new(ld_b, 0, 0, 6),
+            socket2::SockFilter::new(jeq, 0, 1, u32::from(IPPROTO_CARP)),
+            socket2::SockFilter::new(ret, 0, 0, 0x0004_0000),
+            socket2::SockFilter::new(ret, 0, 0, 0),
+        ])?;
+        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_IPV6.to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll of the size passed.
+        let r = unsafe {
+            libc::bind(
+                s.as_raw_fd(),
+                (&raw const sll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        s.set_nonblocking(true)?;
+        // SAFETY: as in `open`.
+        let fd = unsafe { AsyncFd::register_with_interest(s, tokio::io::Interest::READABLE) }
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(AdvertReceiver { fd })
+    }
+}
+
+/// An IPv6 vhid's sockets: adverts to ff02::12 and unsolicited neighbour advertisements to
+/// ff02::1, both with hop limit 255 (receivers refuse anything that could have been routed)
+/// and from the link-local address the kernel picks for link-scope groups.
+pub struct Ipv6Sockets {
+    adverts: Socket,
+    neighbours: Socket,
+    ifindex: u32,
+}
+
+impl Ipv6Sockets {
+    /// Also joins ff02::12, so that a NIC filtering multicast lets the peers' adverts in.
+    pub fn open(interface: &str, ifindex: u32) -> io::Result<Self> {
+        let link_scope = |protocol: i32| -> io::Result<Socket> {
+            let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(protocol)))?;
+            s.bind_device(Some(interface.as_bytes()))?;
+            s.set_multicast_if_v6(ifindex)?;
+            s.set_multicast_hops_v6(255)?;
+            s.set_multicast_loop_v6(false)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        };
+        let adverts = link_scope(i32::from(IPPROTO_CARP))?;
+        adverts.join_multicast_v6(&crate::carp::wire::GROUP6, ifindex)?;
+        let neighbours = link_scope(libc::IPPROTO_ICMPV6)?;
+        Ok(Ipv6Sockets {
+            adverts,
+            neighbours,
+            ifindex,
+        })
+    }
+
+    /// Sends a signed CARP header; the checksum in it covers the header alone, as over IPv4,
+    /// so the kernel adds nothing.
+    pub fn send_advert(&self, carp: &[u8; cluster_common::carp::HEADER_LEN]) -> io::Result<()> {
+        self.send(&self.adverts, carp, crate::carp::wire::GROUP6)
+    }
+
+    /// Announces `target` at `mac` to every node on the link.
+    pub fn send_na(&self, target: Ipv6Addr, mac: [u8; 6]) -> io::Result<()> {
+        let na = crate::carp::wire::unsolicited_na(target, mac);
+        self.send(&self.neighbours, &na, crate::carp::wire::ALL_NODES)
+    }
+
+    fn send(&self, socket: &Socket, payload: &[u8], to: Ipv6Addr) -> io::Result<()> {
+        let to = SockAddr::from(SocketAddrV6::new(to, 0, 0, self.ifindex));
+        socket.send_to(payload, &to).map(drop)
+    }
+}
+
+/// The interface's IPv6 link-local address: the source of an IPv6 vhid's adverts, hence its
+/// tie-break key. One that duplicate address detection has not yet cleared is returned too
+/// (it is the one the kernel will use within a second or two); `None` without IPv6.
+pub fn link_local(ifindex: u32) -> io::Result<Option<Ipv6Addr>> {
+    let table = std::fs::read_to_string("/proc/net/if_inet6")?;
+    Ok(link_local_in(&table, ifindex))
+}
+
+/// [`link_local`] on the text of `/proc/net/if_inet6`: address, ifindex, prefix length,
+/// scope and flags in hex, then the name.
+fn link_local_in(table: &str, ifindex: u32) -> Option<Ipv6Addr> {
+    const SCOPE_LINK: u32 = 0x20;
+    const TENTATIVE: u32 = 0x40;
+    let mut found = Vec::new();
+    for line in table.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let hex = |i: usize| f.get(i).and_then(|v| u32::from_str_radix(v, 16).ok());
+        let (Some(addr), Some(index), Some(scope), Some(flags)) =
+            (f.first(), hex(1), hex(3), hex(4))
+        else {
+            continue;
+        };
+        let Ok(bits) = u128::from_str_radix(addr, 16) else {
+            continue;
+        };
+        if index == ifindex && scope == SCOPE_LINK && addr.len() == 32 {
+            found.push((flags & TENTATIVE != 0, Ipv6Addr::from(bits)));
+        }
+    }
+    found.sort();
+    found.first().map(|&(_, a)| a)
+}
+
 /// Sends adverts: one prebuilt IPv4 packet per call, to the destination in its header.
 pub enum AdvertSender {
     /// To the multicast group or a unicast peer, routed by the kernel.
     Raw(Socket),
     Broadcast(PacketSocket),
+    /// An IPv6 vhid's: adverts go through [`Ipv6Sockets::send_advert`], not [`Self::send`].
+    Ipv6(Ipv6Sockets),
 }
 
 impl AdvertSender {
@@ -103,6 +241,10 @@ impl AdvertSender {
                 );
                 p.send(&frame, [0xff; 6])
             }
+            AdvertSender::Ipv6(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an IPv6 vhid sends no IPv4 packet",
+            )),
         }
     }
 }
@@ -207,4 +349,28 @@ pub fn ifindex(interface: &str) -> Option<u32> {
 /// Whether the interface is backed by a device (a NIC), as opposed to a virtual one such as veth.
 pub fn is_physical(interface: &str) -> bool {
     std::path::Path::new(&format!("/sys/class/net/{interface}/device")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_local_address_of_the_interface_is_found_cleared_first() {
+        let table = "\
+20010db8000000000000000000000001 02 40 00 80     eth0
+fe800000000000000000000000000002 02 40 20 c0     eth0
+fe800000000000000000000000000001 02 40 20 80     eth0
+fe800000000000000000000000000009 03 40 20 80     eth1
+00000000000000000000000000000001 01 80 10 80       lo
+";
+        assert_eq!(
+            link_local_in(table, 2),
+            Some("fe80::1".parse().unwrap()),
+            "the cleared one before the tentative one"
+        );
+        assert_eq!(link_local_in(table, 3), Some("fe80::9".parse().unwrap()));
+        assert_eq!(link_local_in(table, 1), None);
+        assert_eq!(link_local_in("garbage\n\n", 2), None);
+    }
 }

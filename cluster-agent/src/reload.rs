@@ -9,7 +9,7 @@
 //! With several vhids, a vhid missing from the new file bows out and a new one starts as
 //! BACKUP; each vhid present in both is compared on its own.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::config::{ConfigError, Delivery, Settings, VipAddr};
 use crate::xdp::XdpMode;
@@ -181,7 +181,7 @@ fn fixed(running: &Settings, new: &Settings) -> Result<(), ReloadError> {
 }
 
 /// The order addresses are listed in means nothing to the program or the kernel.
-fn sorted(vips: &[VipAddr]) -> Vec<(Ipv4Addr, u8)> {
+fn sorted(vips: &[VipAddr]) -> Vec<(IpAddr, u8)> {
     let mut all: Vec<_> = vips.iter().map(|v| (v.addr, v.prefix)).collect();
     all.sort_unstable();
     all
@@ -191,6 +191,7 @@ fn sorted(vips: &[VipAddr]) -> Vec<(Ipv4Addr, u8)> {
 mod tests {
     use super::*;
     use crate::config::RunArgs;
+    use std::net::Ipv4Addr;
 
     fn settings(f: impl FnOnce(&mut RunArgs)) -> Settings {
         let mut a = RunArgs {
@@ -321,7 +322,7 @@ mod tests {
         // A VIP that moves to another vhid.
         assert_eq!(refused(vhid(2, "10.0.0.101/24")), "vhid");
         let mut moved = running[0].clone();
-        moved.vips[0].addr = Ipv4Addr::new(10, 0, 0, 109);
+        moved.vips[0].addr = Ipv4Addr::new(10, 0, 0, 109).into();
         assert!(matches!(
             plan(&running, &[], vec![moved]),
             Err(ReloadError::NeedsRestart("addr"))
@@ -329,7 +330,7 @@ mod tests {
         // One more address for a kept vhid is a new message to authenticate: a restart.
         let mut more = running[0].clone();
         more.vips.push(VipAddr {
-            addr: Ipv4Addr::new(10, 0, 0, 110),
+            addr: Ipv4Addr::new(10, 0, 0, 110).into(),
             prefix: 24,
         });
         assert!(matches!(
@@ -353,7 +354,7 @@ mod tests {
         // An added vhid may not take an address a running vhid holds as its second.
         let mut second = vhid(3, "10.0.0.120/24");
         second.vips.push(VipAddr {
-            addr: Ipv4Addr::new(10, 0, 0, 110),
+            addr: Ipv4Addr::new(10, 0, 0, 110).into(),
             prefix: 24,
         });
         assert!(matches!(

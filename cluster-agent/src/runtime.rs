@@ -11,7 +11,7 @@
 //! Start-up order of a vhid: the leftover VIP goes, the database is fenced (the coordinator
 //! asks for that before anything else), then the election begins.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +62,8 @@ const STOP_BOUND: Duration = Duration::from_secs(10);
 /// Everything the loop owns besides the coordinator.
 struct Agent {
     s: Settings,
+    /// Our advert source and tie-break key: `srcip`, or an IPv6 vhid's link-local address.
+    own: IpAddr,
     mac: [u8; 6],
     vip: Vip,
     sender: AdvertSender,
@@ -447,7 +449,23 @@ async fn run_vhid(
     }
     // With XDP, adverts arrive through its ring buffer, stamped in the kernel; the raw socket
     // stays open only for its multicast group membership.
-    let (xdp, mut events) = match &shared.xdp {
+    // An IPv6 vhid's adverts come from the link-local address, which is also its tie-break
+    // key; it is not the XDP program's to classify.
+    let own: IpAddr = if s.is_ipv6() {
+        net::link_local(s.ifindex)
+            .context("reading /proc/net/if_inet6")?
+            .with_context(|| format!("no IPv6 link-local address on {}", s.interface))?
+            .into()
+    } else {
+        s.src.into()
+    };
+    if s.is_ipv6() && shared.xdp.is_some() {
+        tracing::info!(
+            vhid = s.vhid,
+            "IPv6 vhid: adverts and neighbour discovery take the kernel path, not XDP"
+        );
+    }
+    let (xdp, mut events) = match shared.xdp.as_ref().filter(|_| !s.is_ipv6()) {
         Some((x, pump)) => {
             let mut handle = xdp::lock(x);
             handle
@@ -455,7 +473,7 @@ async fn run_vhid(
                     vhid: s.vhid,
                     ifindex: s.ifindex,
                     password: &s.password,
-                    vips: &s.addrs(),
+                    vips: &s.addrs_v4(),
                     group: s.delivery.accepted_on(s.src),
                     mac,
                     fence: s.fence,
@@ -475,7 +493,7 @@ async fn run_vhid(
             drop(handle);
             (
                 Some(Port::new(x.clone(), s.vhid, &s.interface)),
-                Some((pump.clone(), pump.add(s.vhid, &s.addrs()))),
+                Some((pump.clone(), pump.add(s.vhid, &s.addrs_v4()))),
             )
         }
         None => (None, None),
@@ -484,9 +502,17 @@ async fn run_vhid(
         Delivery::Multicast(g) | Delivery::Broadcast(g) => Some(*g),
         Delivery::Unicast(_) => None,
     };
-    let receiver = AdvertReceiver::open(&s.interface, s.ifindex, group)
-        .context("opening the advert receive socket")?;
+    let receiver = if s.is_ipv6() {
+        AdvertReceiver::open6(s.ifindex)
+    } else {
+        AdvertReceiver::open(&s.interface, s.ifindex, group)
+    }
+    .context("opening the advert receive socket")?;
     let sender = match &s.delivery {
+        _ if s.is_ipv6() => AdvertSender::Ipv6(
+            net::Ipv6Sockets::open(&s.interface, s.ifindex)
+                .context("opening the IPv6 advert sockets")?,
+        ),
         Delivery::Broadcast(_) => {
             AdvertSender::Broadcast(PacketSocket::open(s.ifindex).context("opening AF_PACKET")?)
         }
@@ -501,7 +527,10 @@ async fn run_vhid(
             .context("subscribing to link events")?;
     tokio::spawn(link_conn);
 
-    let params = s.carp_params();
+    let params = crate::carp::machine::Params {
+        src: own,
+        ..s.carp_params()
+    };
     let policy = s.db.as_ref().map(|d| DbPolicy {
         own: d.addr,
         peers: d.nodes.clone(),
@@ -564,6 +593,7 @@ async fn run_vhid(
     let (drained_tx, mut drained_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
         s,
+        own,
         mac,
         vip,
         sender,
@@ -949,13 +979,17 @@ impl Agent {
         }
     }
 
+    /// Announces every address at our MAC: gratuitous ARP, or for IPv6 an unsolicited
+    /// neighbour advertisement.
     fn send_garp(&self) {
         for vip in &self.s.vips {
-            if let Err(error) = self
-                .garp
-                .send(&wire::garp_frame(self.mac, vip.addr), [0xff; 6])
-            {
-                tracing::warn!(vhid = self.s.vhid, vip = %vip.addr, %error, "gratuitous ARP failed");
+            let sent = match (vip.addr, &self.sender) {
+                (IpAddr::V4(a), _) => self.garp.send(&wire::garp_frame(self.mac, a), [0xff; 6]),
+                (IpAddr::V6(a), AdvertSender::Ipv6(v6)) => v6.send_na(a, self.mac),
+                (IpAddr::V6(_), _) => Ok(()),
+            };
+            if let Err(error) = sent {
+                tracing::warn!(vhid = self.s.vhid, vip = %vip.addr, %error, "announcing the VIP failed");
             }
         }
     }
@@ -977,6 +1011,17 @@ impl Agent {
             advskew,
             counter,
         );
+        if let AdvertSender::Ipv6(v6) = &self.sender {
+            match v6.send_advert(&carp) {
+                Ok(()) => self.counters.adverts_sent += 1,
+                Err(error) => {
+                    if once_per_second(&mut self.last_send_error_log) {
+                        tracing::warn!(vhid = self.s.vhid, %error, "advert send failed");
+                    }
+                }
+            }
+            return;
+        }
         for &dst in self.s.delivery.destinations() {
             self.ip_id = self.ip_id.wrapping_add(1);
             let packet = wire::encode_packet(self.s.src, dst, self.ip_id, &carp);
@@ -1096,7 +1141,7 @@ impl Agent {
             self.counters.bad_packets += 1;
             return false;
         };
-        let Some(to) = handoff::destination(&packet).filter(|to| self.s.owns(*to)) else {
+        let Some(to) = handoff::destination(&packet).filter(|&to| self.s.owns(to.into())) else {
             self.counters.bad_packets += 1;
             return false;
         };
@@ -1146,7 +1191,12 @@ impl Agent {
 
     /// `now` is when the packet arrived: the kernel's stamp when XDP delivered it.
     fn on_packet(&mut self, coord: &mut Coordinator, packet: &[u8], now: Mono) {
-        let rx = match wire::decode(packet) {
+        let decoded = if self.own.is_ipv6() {
+            wire::decode6(packet)
+        } else {
+            wire::decode(packet)
+        };
+        let rx = match decoded {
             Ok(rx) => rx,
             Err(WireError::NotCarp(_)) => return,
             Err(error) => {
@@ -1155,12 +1205,16 @@ impl Agent {
                 return;
             }
         };
-        if rx.src == self.s.src {
+        if rx.src == self.own {
             return;
         }
         let expect = Expect {
             vhid: self.s.vhid,
-            group: self.s.delivery.accepted_on(self.s.src),
+            group: if self.own.is_ipv6() {
+                wire::GROUP6.into()
+            } else {
+                self.s.delivery.accepted_on(self.s.src).into()
+            },
             peers: self.s.delivery.peers().unwrap_or_default(),
             vips: &self.s.addrs(),
             password: &self.s.password,
@@ -1222,7 +1276,7 @@ impl Agent {
             None => false,
         };
         if held {
-            drain::watch(self.s.addrs(), DRAIN_MAX, self.drained.clone());
+            drain::watch(self.s.addrs_v4(), DRAIN_MAX, self.drained.clone());
         } else {
             coord.handle(Mono::now(), Input::Drained);
         }
@@ -1274,7 +1328,7 @@ impl Agent {
             vip: self.s.vips[0].to_string(),
             more_vips: self.s.vips[1..].iter().map(|v| v.to_string()).collect(),
             interface: self.s.interface.clone(),
-            master: machine.master().map(|a: Ipv4Addr| a.to_string()),
+            master: machine.master().map(|a| a.to_string()),
             since_last_advert_ms: machine
                 .last_advert()
                 .map(|t| now.saturating_since(t).as_millis() as u64),

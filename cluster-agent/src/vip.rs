@@ -1,10 +1,10 @@
 //! Adding and removing a vhid's addresses with rtnetlink.
 
-use std::net::IpAddr;
-
 use futures::TryStreamExt;
 use rtnetlink::Handle;
-use rtnetlink::packet_route::address::AddressMessage;
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 
 use crate::config::VipAddr;
 
@@ -49,7 +49,7 @@ impl Vip {
                 .address()
                 .get()
                 .set_link_index_filter(self.ifindex)
-                .set_address_filter(IpAddr::V4(vip.addr))
+                .set_address_filter(vip.addr)
                 .execute()
                 .try_collect()
                 .await?;
@@ -62,12 +62,21 @@ impl Vip {
     /// on it. One that fails stops the rest: the retry adds them all again.
     pub async fn add(&self) -> Result<(), VipError> {
         for vip in &self.addrs {
-            self.handle
+            let mut request = self
+                .handle
                 .address()
-                .add(self.ifindex, IpAddr::V4(vip.addr), vip.prefix)
-                .replace()
-                .execute()
-                .await?;
+                .add(self.ifindex, vip.addr, vip.prefix)
+                .replace();
+            if vip.addr.is_ipv6() {
+                // Duplicate address detection would hold a moving VIP back for a second or
+                // more, and the backups do not hold it: the election already settled who does.
+                let message = request.message_mut();
+                message.header.flags |= AddressHeaderFlags::Nodad;
+                message
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            request.execute().await?;
         }
         Ok(())
     }

@@ -336,7 +336,7 @@ mod tests {
             kind,
             vhid: 42,
             vip: VIP,
-            group: GROUP,
+            group: GROUP.into(),
             advbase: 1,
             advskew: 0,
             priority: 150,
@@ -362,8 +362,8 @@ mod tests {
         let expect = wire::Expect {
             vhid: 42,
             peers: &[],
-            group: GROUP,
-            vips: &[VIP],
+            group: GROUP.into(),
+            vips: &[VIP.into()],
             password: b"love",
         };
         for _ in 0..500 {
@@ -416,8 +416,8 @@ mod tests {
         let expect = wire::Expect {
             vhid: 42,
             peers: &[],
-            group: GROUP,
-            vips: &[VIP],
+            group: GROUP.into(),
+            vips: &[VIP.into()],
             password: b"love",
         };
         let other = Ipv4Addr::new(10, 99, 1, 0);

@@ -10,7 +10,7 @@
 //! address left on a dead node.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -401,6 +401,18 @@ impl Rig {
 
     /// IPv4 addresses (with prefix length) on node `i`'s `eth0`.
     pub fn addrs(&self, node: usize) -> Result<Vec<(Ipv4Addr, u8)>> {
+        Ok(self
+            .all_addrs(node)?
+            .into_iter()
+            .filter_map(|(a, p)| match a {
+                IpAddr::V4(a) => Some((a, p)),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// Every address, IPv4 and IPv6 (link-local included), on node `i`'s `eth0`.
+    fn all_addrs(&self, node: usize) -> Result<Vec<(IpAddr, u8)>> {
         let ns = self.ns(node);
         let out =
             cmd::run(Command::new("ip").args(["-n", ns, "-j", "addr", "show", "dev", NODE_IF]))?;
@@ -408,7 +420,7 @@ impl Rig {
             .with_context(|| format!("`ip -j addr` in {ns} is not the expected JSON: {out}"))?;
         Ok(v.into_iter()
             .flat_map(|l| l.addr_info)
-            .filter(|a| a.family == "inet")
+            .filter(|a| a.family == "inet" || a.family == "inet6")
             .filter_map(|a| Some((a.local.parse().ok()?, a.prefixlen)))
             .collect())
     }
@@ -446,13 +458,35 @@ impl Rig {
         Ok(macs)
     }
 
-    /// True if node `i` has `addr` on its `eth0`.
-    pub fn node_has_addr(&self, node: usize, addr: Ipv4Addr) -> Result<bool> {
-        Ok(self.addrs(node)?.iter().any(|(a, _)| *a == addr))
+    /// The MAC node `node`'s neighbour table holds for `addr` (IPv6), if any: what its next
+    /// packet to `addr` would be sent to.
+    pub fn neighbour(&self, node: usize, addr: std::net::Ipv6Addr) -> Result<Option<String>> {
+        let out = cmd::run(Command::new("ip").args([
+            "-n",
+            self.ns(node),
+            "-6",
+            "neigh",
+            "show",
+            &addr.to_string(),
+            "dev",
+            NODE_IF,
+        ]))?;
+        Ok(out
+            .split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .map(str::to_lowercase))
+    }
+
+    /// True if node `i` has `addr` (IPv4 or IPv6) on its `eth0`.
+    pub fn node_has_addr(&self, node: usize, addr: impl Into<IpAddr>) -> Result<bool> {
+        let addr = addr.into();
+        Ok(self.all_addrs(node)?.iter().any(|(a, _)| *a == addr))
     }
 
     /// Indices of the nodes (among `among`) holding `addr`.
-    pub fn holders(&self, addr: Ipv4Addr, among: &[usize]) -> Result<Vec<usize>> {
+    pub fn holders(&self, addr: impl Into<IpAddr>, among: &[usize]) -> Result<Vec<usize>> {
+        let addr = addr.into();
         let mut v = Vec::new();
         for &i in among {
             if self.node_has_addr(i, addr)? {

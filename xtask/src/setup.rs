@@ -31,6 +31,7 @@ const TEST_PACKAGES: &[&str] = &[
     "keepalived",
     "iproute2",
     "iputils-arping",
+    "iputils-ping",
     "tcpdump",
     "ethtool",
     "procps",

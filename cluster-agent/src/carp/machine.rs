@@ -6,7 +6,7 @@
 //! simulation run thousands of clusters in a unit test.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use cluster_common::carp::BOW_OUT;
@@ -39,7 +39,7 @@ impl std::fmt::Display for State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Params {
     /// Our own address: the tie-break key, and how we recognise ourselves as the master.
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub advbase: u8,
     pub advskew: u8,
     pub deadratio: u8,
@@ -103,7 +103,7 @@ impl Reason {
 pub enum Input {
     /// A verified advert from another node.
     Advert {
-        src: Ipv4Addr,
+        src: IpAddr,
         advbase: u8,
         advskew: u8,
     },
@@ -153,7 +153,7 @@ pub struct Machine {
     garp_timer: Option<Mono>,
     /// Adverts left until the delayed gratuitous ARP that follows a takeover or re-announce.
     adverts_until_garp: Option<u8>,
-    master: Option<Ipv4Addr>,
+    master: Option<IpAddr>,
     /// Advert interval of the master we follow, for the fast-mode master-down time.
     master_interval: Option<Duration>,
     /// BACKUP: when the master-down countdown began (the last advert, or becoming BACKUP).
@@ -194,7 +194,7 @@ impl Machine {
     }
 
     /// The node we believe is master (ourselves when MASTER).
-    pub fn master(&self) -> Option<Ipv4Addr> {
+    pub fn master(&self) -> Option<IpAddr> {
         self.master
     }
 
@@ -366,7 +366,7 @@ impl Machine {
         }
     }
 
-    fn on_advert(&mut self, now: Mono, src: Ipv4Addr, advbase: u8, advskew: u8) {
+    fn on_advert(&mut self, now: Mono, src: IpAddr, advbase: u8, advskew: u8) {
         if !self.link_up {
             return;
         }

@@ -14,7 +14,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use super::machine::{Action, DEMOTED_SKEW, Input, Machine, Params, State, interval};
@@ -561,7 +561,7 @@ fn random_params(rng: &mut Rng) -> Vec<Params> {
             .chance(1, 4)
             .then(|| Duration::from_millis(rng.range(500, 10_000)));
         out.push(Params {
-            src,
+            src: src.into(),
             advbase,
             advskew,
             deadratio,
@@ -661,7 +661,7 @@ fn replay() {
 
 fn node(src: Ipv4Addr, advskew: u8, preempt: bool) -> Params {
     Params {
-        src,
+        src: src.into(),
         advbase: 1,
         advskew,
         deadratio: 3,
@@ -789,8 +789,8 @@ fn fast_mode_backup_just_slower_than_master_down_stays_backup() {
         preempt: false,
         garp_interval: None,
     };
-    let a = Ipv4Addr::new(10, 99, 0, 1);
-    let b = Ipv4Addr::new(10, 99, 0, 2);
+    let a = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1));
+    let b = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2));
     let mut sim = Sim::new(5, vec![fast(a, 200), fast(b, 67)], true);
     sim.delay = (Duration::ZERO, Duration::from_millis(5));
     sim.power_on(0);

@@ -3,7 +3,7 @@
 //! Pure functions over byte slices: the runtime, the `inspect` command, the tests and the
 //! simulation all share this one implementation, so an interop rule lives in one place.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use cluster_common::carp::{
     AUTHLEN, BOW_OUT, HEADER_LEN, IPPROTO_CARP, IPV4_HEADER_LEN, TTL, TYPE_ADVERTISEMENT, VERSION,
@@ -35,11 +35,12 @@ impl Advert {
     }
 }
 
-/// An advert as it arrived: the IPv4 addresses matter for checks, the tie-break and authentication.
+/// An advert as it arrived: the addresses matter for checks and the tie-break.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Received {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// TTL (IPv4) or hop limit (IPv6).
     pub ttl: u8,
     pub advert: Advert,
 }
@@ -51,6 +52,8 @@ pub enum WireError {
     Short(usize),
     #[error("not an IPv4 packet without options")]
     NotIpv4,
+    #[error("not an IPv6 packet whose next header is CARP")]
+    NotIpv6,
     #[error("IP protocol {0} is not CARP")]
     NotCarp(u8),
     #[error("TTL {0} is not 255")]
@@ -62,9 +65,9 @@ pub enum WireError {
     #[error(
         "destination {0} is not where adverts are sent (the CARP group, or our address with unicast peers)"
     )]
-    BadDestination(Ipv4Addr),
+    BadDestination(IpAddr),
     #[error("source {0} is not among the unicast peers")]
-    UnknownPeer(Ipv4Addr),
+    UnknownPeer(IpAddr),
     #[error("IPv4 header checksum mismatch")]
     BadIpChecksum,
     #[error("CARP checksum mismatch")]
@@ -99,7 +102,12 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
 
 /// HMAC-SHA1 over version, type, vhid, the vhid's addresses and the counter, as UCARP computes
 /// it for its one VIP (the version and type enter as two bytes, not as the packed header byte).
-pub fn hmac(password: &[u8], vhid: u8, vips: &[Ipv4Addr], counter: u64) -> [u8; 20] {
+pub fn hmac(
+    password: &[u8],
+    vhid: u8,
+    vips: &[impl Into<IpAddr> + Copy],
+    counter: u64,
+) -> [u8; 20] {
     keyed(password, vhid, vips, counter)
         .finalize()
         .into_bytes()
@@ -107,15 +115,19 @@ pub fn hmac(password: &[u8], vhid: u8, vips: &[Ipv4Addr], counter: u64) -> [u8; 
 }
 
 /// The HMAC state over an advert's message. Several addresses enter as BSD CARP hashes them:
-/// each once, in ascending order, so the order they were configured in does not matter.
-fn keyed(password: &[u8], vhid: u8, vips: &[Ipv4Addr], counter: u64) -> Hmac<Sha1> {
+/// each once, IPv4 before IPv6, each family in ascending order (`IpAddr`'s own order), so the
+/// order they were configured in does not matter.
+fn keyed(password: &[u8], vhid: u8, vips: &[impl Into<IpAddr> + Copy], counter: u64) -> Hmac<Sha1> {
     let mut mac = Hmac::<Sha1>::new_from_slice(password).expect("HMAC accepts keys of any length");
     mac.update(&[VERSION, TYPE_ADVERTISEMENT, vhid]);
-    let mut sorted = vips.to_vec();
+    let mut sorted: Vec<IpAddr> = vips.iter().map(|&v| v.into()).collect();
     sorted.sort_unstable();
     sorted.dedup();
     for vip in sorted {
-        mac.update(&vip.octets());
+        match vip {
+            IpAddr::V4(v) => mac.update(&v.octets()),
+            IpAddr::V6(v) => mac.update(&v.octets()),
+        }
     }
     mac.update(&counter.to_be_bytes());
     mac
@@ -124,7 +136,7 @@ fn keyed(password: &[u8], vhid: u8, vips: &[Ipv4Addr], counter: u64) -> Hmac<Sha
 /// Builds the signed 36-byte CARP header.
 pub fn encode_carp(
     password: &[u8],
-    vips: &[Ipv4Addr],
+    vips: &[impl Into<IpAddr> + Copy],
     vhid: u8,
     advbase: u8,
     advskew: u8,
@@ -191,7 +203,46 @@ pub fn decode(packet: &[u8]) -> Result<Received, WireError> {
     if internet_checksum(&packet[..ihl]) != 0 {
         return Err(WireError::BadIpChecksum);
     }
-    let c = &packet[ihl..ihl + HEADER_LEN];
+    Ok(Received {
+        src: Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]).into(),
+        dst: Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]).into(),
+        ttl: packet[8],
+        advert: decode_carp(&packet[ihl..ihl + HEADER_LEN])?,
+    })
+}
+
+/// Length of the fixed IPv6 header; CARP over IPv6 follows it directly (no extension headers).
+pub const IPV6_HEADER_LEN: usize = 40;
+/// Length of an advert as an IPv6 packet.
+pub const PACKET6_LEN: usize = IPV6_HEADER_LEN + HEADER_LEN;
+
+/// Parses an IPv6 packet whose next header is CARP, as BSD CARP sends it over IPv6, checking
+/// only its structure and the CARP checksum (which, as over IPv4, covers the CARP header alone).
+pub fn decode6(packet: &[u8]) -> Result<Received, WireError> {
+    if packet.len() < IPV6_HEADER_LEN {
+        return Err(WireError::Short(packet.len()));
+    }
+    if packet[0] >> 4 != 6 || packet[6] != IPPROTO_CARP {
+        return Err(WireError::NotIpv6);
+    }
+    let payload = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+    if payload < HEADER_LEN || packet.len() < PACKET6_LEN {
+        return Err(WireError::Short(packet.len()));
+    }
+    let addr = |at: usize| {
+        let bytes: [u8; 16] = packet[at..at + 16].try_into().expect("16 bytes");
+        IpAddr::from(bytes)
+    };
+    Ok(Received {
+        src: addr(8),
+        dst: addr(24),
+        ttl: packet[7],
+        advert: decode_carp(&packet[IPV6_HEADER_LEN..PACKET6_LEN])?,
+    })
+}
+
+/// The CARP header's version, checksum and fields.
+fn decode_carp(c: &[u8]) -> Result<Advert, WireError> {
     if c[0] >> 4 != VERSION {
         return Err(WireError::BadVersion(c[0] >> 4));
     }
@@ -200,18 +251,13 @@ pub fn decode(packet: &[u8]) -> Result<Received, WireError> {
     }
     let mut md = [0u8; 20];
     md.copy_from_slice(&c[16..36]);
-    Ok(Received {
-        src: Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]),
-        dst: Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]),
-        ttl: packet[8],
-        advert: Advert {
-            vhid: c[1],
-            advskew: c[2],
-            demote: c[4],
-            advbase: c[5],
-            counter: u64::from_be_bytes(c[8..16].try_into().expect("8 bytes")),
-            md,
-        },
+    Ok(Advert {
+        vhid: c[1],
+        advskew: c[2],
+        demote: c[4],
+        advbase: c[5],
+        counter: u64::from_be_bytes(c[8..16].try_into().expect("8 bytes")),
+        md,
     })
 }
 
@@ -219,12 +265,13 @@ pub fn decode(packet: &[u8]) -> Result<Received, WireError> {
 #[derive(Clone, Copy, Debug)]
 pub struct Expect<'a> {
     pub vhid: u8,
-    /// The destination adverts carry: the group, or this node's address with unicast peers.
-    pub group: Ipv4Addr,
+    /// The destination adverts carry: the group (IPv4 or IPv6), or this node's address with
+    /// unicast peers.
+    pub group: IpAddr,
     /// With unicast peers, the only sources accepted; empty accepts any.
     pub peers: &'a [Ipv4Addr],
     /// Every address of the vhid: the HMAC covers them all.
-    pub vips: &'a [Ipv4Addr],
+    pub vips: &'a [IpAddr],
     pub password: &'a [u8],
 }
 
@@ -241,12 +288,13 @@ pub fn verify(rx: &Received, expect: &Expect<'_>) -> Result<(), WireError> {
     }
     // UCARP accepts its multicast group, and with --nomcast the same group address in a
     // broadcast frame; a unicast advert to us is also accepted by the kernel path.
-    if rx.dst != expect.group && !rx.dst.is_broadcast() {
+    let broadcast = matches!(rx.dst, IpAddr::V4(d) if d.is_broadcast());
+    if rx.dst != expect.group && !broadcast {
         return Err(WireError::BadDestination(rx.dst));
     }
     // The HMAC does not cover the source, so this is no defence against a forger; it keeps
     // a node that was left out of the peer lists from taking part half-way.
-    if !expect.peers.is_empty() && !expect.peers.contains(&rx.src) {
+    if !expect.peers.is_empty() && !expect.peers.iter().any(|&p| IpAddr::V4(p) == rx.src) {
         return Err(WireError::UnknownPeer(rx.src));
     }
     if !authentic(&rx.advert, expect.password, expect.vips) {
@@ -256,7 +304,7 @@ pub fn verify(rx: &Received, expect: &Expect<'_>) -> Result<(), WireError> {
 }
 
 /// Whether the advert's HMAC matches this password and these addresses (constant-time compare).
-pub fn authentic(advert: &Advert, password: &[u8], vips: &[Ipv4Addr]) -> bool {
+pub fn authentic(advert: &Advert, password: &[u8], vips: &[impl Into<IpAddr> + Copy]) -> bool {
     keyed(password, advert.vhid, vips, advert.counter)
         .verify_slice(&advert.md)
         .is_ok()
@@ -332,9 +380,34 @@ pub fn ether_frame(dst: [u8; 6], src: [u8; 6], packet: &[u8; PACKET_LEN]) -> [u8
     f
 }
 
+/// The IPv6 all-nodes group, where unsolicited neighbour advertisements go.
+pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+/// The IPv6 group of CARP adverts (BSD's `ff02::12`).
+pub const GROUP6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+
+/// The ICMPv6 body of an unsolicited neighbour advertisement for `target` at `mac`: IPv6's
+/// gratuitous ARP (RFC 4861 7.2.6). The override flag makes every neighbour replace the MAC
+/// it holds for `target`; the solicited flag stays clear, so none counts it as proof of
+/// reachability. The kernel fills in the checksum of an ICMPv6 raw socket.
+pub fn unsolicited_na(target: Ipv6Addr, mac: [u8; 6]) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    m[0] = 136; // neighbour advertisement
+    m[4] = 0x20; // override
+    m[8..24].copy_from_slice(&target.octets());
+    m[24] = 2; // option: target link-layer address
+    m[25] = 1; // in units of 8 bytes
+    m[26..32].copy_from_slice(&mac);
+    m
+}
+
 /// The UCARP tie-break: the source address compared as the host-endian u32 UCARP reads on x86.
-pub fn tie_key(addr: Ipv4Addr) -> u32 {
-    u32::from_le_bytes(addr.octets())
+/// An IPv6 vhid's sources (link-local addresses) compare as big-endian numbers: only agents
+/// take part there, and every one of them computes the same order.
+pub fn tie_key(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u128::from(u32::from_le_bytes(a.octets())),
+        IpAddr::V6(a) => u128::from_be_bytes(a.octets()),
+    }
 }
 
 #[cfg(test)]
@@ -359,9 +432,9 @@ mod tests {
     fn expect(password: &[u8]) -> Expect<'_> {
         Expect {
             vhid: 42,
-            group: GROUP,
+            group: GROUP.into(),
             peers: &[],
-            vips: &[VIP],
+            vips: &[IpAddr::V4(VIP)],
             password,
         }
     }
@@ -453,7 +526,7 @@ mod tests {
         // With unicast peers: addressed to us, from a listed peer only.
         let me = Ipv4Addr::new(10, 99, 0, 2);
         let unicast = |peers| Expect {
-            group: me,
+            group: me.into(),
             peers,
             ..expect(b"love")
         };
@@ -462,12 +535,12 @@ mod tests {
         let other = [Ipv4Addr::new(10, 99, 0, 3)];
         assert_eq!(
             verify(&rx, &unicast(&other)),
-            Err(WireError::UnknownPeer(SRC))
+            Err(WireError::UnknownPeer(SRC.into()))
         );
         let rx = decode(&encode_packet(SRC, GROUP, 1, &carp)).unwrap();
         assert_eq!(
             verify(&rx, &unicast(&[SRC])),
-            Err(WireError::BadDestination(GROUP))
+            Err(WireError::BadDestination(GROUP.into()))
         );
 
         let mut carp = encode_carp(b"love", &[VIP], 42, 1, 0, 7);
@@ -507,7 +580,7 @@ mod tests {
         let carp = encode_carp(b"love", &[c, a, b], 42, 1, 0, 9);
         let rx = decode(&encode_packet(SRC, GROUP, 1, &carp)).unwrap();
         let all = Expect {
-            vips: &[a, b, c],
+            vips: &[a.into(), b.into(), c.into()],
             ..expect(b"love")
         };
         assert_eq!(verify(&rx, &all), Ok(()));
@@ -516,12 +589,77 @@ mod tests {
             &[a][..],
             &[a, b, c, Ipv4Addr::new(10, 99, 0, 8)][..],
         ] {
+            let fewer: Vec<IpAddr> = fewer.iter().map(|&v| v.into()).collect();
             let other = Expect {
-                vips: fewer,
+                vips: &fewer,
                 ..expect(b"love")
             };
             assert_eq!(verify(&rx, &other), Err(WireError::BadHmac), "{fewer:?}");
         }
+    }
+
+    #[test]
+    fn ipv6_adverts_decode_and_verify_over_ipv6_addresses() {
+        let vip: IpAddr = "2001:db8::100".parse().unwrap();
+        let second: IpAddr = "2001:db8::7".parse().unwrap();
+        let src: Ipv6Addr = "fe80::1".parse().unwrap();
+        let carp = encode_carp(b"love", &[vip, second], 42, 1, 0, 11);
+        let mut p = vec![0x60, 0, 0, 0, 0, HEADER_LEN as u8, IPPROTO_CARP, 255];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&GROUP6.octets());
+        p.extend_from_slice(&carp);
+        let rx = decode6(&p).unwrap();
+        assert_eq!(
+            (rx.src, rx.dst, rx.ttl),
+            (IpAddr::V6(src), IpAddr::V6(GROUP6), 255)
+        );
+        // BSD's message: the IPv6 addresses, lowest first, 16 bytes each.
+        let mut mac = Hmac::<Sha1>::new_from_slice(b"love").unwrap();
+        mac.update(&[2, 1, 42]);
+        for addr in ["2001:db8::7", "2001:db8::100"] {
+            mac.update(&addr.parse::<Ipv6Addr>().unwrap().octets());
+        }
+        mac.update(&11u64.to_be_bytes());
+        assert_eq!(rx.advert.md, <[u8; 20]>::from(mac.finalize().into_bytes()));
+        let expect6 = Expect {
+            group: GROUP6.into(),
+            vips: &[second, vip],
+            ..expect(b"love")
+        };
+        assert_eq!(verify(&rx, &expect6), Ok(()));
+        assert_eq!(
+            verify(
+                &rx,
+                &Expect {
+                    vips: &[vip],
+                    ..expect6
+                }
+            ),
+            Err(WireError::BadHmac)
+        );
+        let mut routed = p.clone();
+        routed[7] = 254;
+        assert_eq!(
+            verify(&decode6(&routed).unwrap(), &expect6),
+            Err(WireError::BadTtl(254))
+        );
+        let mut other = p.clone();
+        other[6] = 17;
+        assert_eq!(decode6(&other), Err(WireError::NotIpv6));
+        assert_eq!(decode6(&p[..50]), Err(WireError::Short(50)));
+        assert_eq!(decode(&p), Err(WireError::NotIpv4));
+    }
+
+    #[test]
+    fn an_unsolicited_neighbour_advertisement_overrides_and_names_our_mac() {
+        let na = unsolicited_na("2001:db8::100".parse().unwrap(), [2, 0, 0, 0, 0, 1]);
+        assert_eq!(na[0], 136);
+        assert_eq!(na[4], 0x20, "override set, solicited and router clear");
+        assert_eq!(
+            na[8..24],
+            "2001:db8::100".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(na[24..], [2, 1, 2, 0, 0, 0, 0, 1]);
     }
 
     #[test]
@@ -556,6 +694,9 @@ mod tests {
     #[test]
     fn tie_key_is_little_endian() {
         // 10.99.1.1 beats 10.99.0.2 under UCARP's comparison, although it is larger in network order.
-        assert!(tie_key(Ipv4Addr::new(10, 99, 1, 1)) < tie_key(Ipv4Addr::new(10, 99, 0, 2)));
+        assert!(
+            tie_key(Ipv4Addr::new(10, 99, 1, 1).into())
+                < tie_key(Ipv4Addr::new(10, 99, 0, 2).into())
+        );
     }
 }

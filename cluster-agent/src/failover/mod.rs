@@ -32,7 +32,7 @@ mod tests;
 pub mod track;
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -260,7 +260,7 @@ pub enum Effect {
 pub enum Input {
     /// A verified advert from another node.
     Advert {
-        src: Ipv4Addr,
+        src: IpAddr,
         advbase: u8,
         advskew: u8,
     },
@@ -681,7 +681,7 @@ impl Coordinator {
                 // Adverts of the master we followed count as signs of life also after we won:
                 // one arriving while we prepare shows its agent outlived our takeover.
                 if let Some(db) = self.db.as_mut()
-                    && db.current.master() == Some(src)
+                    && db.current.master().map(IpAddr::V4) == Some(src)
                 {
                     let bow_out = advbase == cluster_common::carp::BOW_OUT
                         && advskew == cluster_common::carp::BOW_OUT;
@@ -809,9 +809,11 @@ impl Coordinator {
                 }
             }
         }
-        let watch = match self.machine.state() {
-            State::Backup => self.machine.master(),
-            State::Master => None,
+        // The database follows an IPv4 VIP only (configuration refuses `[mysql]` on an IPv6
+        // vhid), so the master is an IPv4 address here.
+        let watch = match (self.machine.state(), self.machine.master()) {
+            (State::Backup, Some(IpAddr::V4(master))) => Some(master),
+            _ => None,
         };
         if let Some(db) = self.db.as_mut() {
             // A master that is not one of the cluster's database nodes (a misconfigured list,

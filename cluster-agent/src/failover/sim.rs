@@ -546,7 +546,7 @@ impl Sim {
                 (1, (i as u8) * 100, 3)
             };
             let params = Params {
-                src: addr,
+                src: addr.into(),
                 advbase,
                 advskew,
                 deadratio,
@@ -2173,7 +2173,7 @@ impl Sim {
                     self.input(
                         to,
                         Input::Advert {
-                            src,
+                            src: src.into(),
                             advbase,
                             advskew,
                         },

@@ -38,7 +38,7 @@ impl T {
     ) -> T {
         let cfg = Config {
             carp: Params {
-                src: own,
+                src: own.into(),
                 advbase: 1,
                 advskew: skew,
                 deadratio: 3,
@@ -102,7 +102,7 @@ impl T {
 
     fn advert(&mut self, src: Ipv4Addr, skew: u8) {
         self.input(Input::Advert {
-            src,
+            src: src.into(),
             advbase: 1,
             advskew: skew,
         });
@@ -390,7 +390,7 @@ fn a_zombie_master_is_waited_for() {
     t.advance(ms(300));
     // Its bow-out: the agent is alive.
     t.input(Input::Advert {
-        src: B,
+        src: B.into(),
         advbase: 255,
         advskew: 255,
     });

@@ -165,7 +165,7 @@ fn assert_undisturbed(
         b.counters.adverts_received > b0.counters.adverts_received,
         "node1 stopped receiving node0's adverts: {b:?}"
     );
-    assert!(!rig.node_has_addr(1, "10.99.0.100".parse()?)?);
+    assert!(!rig.node_has_addr(1, "10.99.0.100".parse::<std::net::Ipv4Addr>()?)?);
     Ok(())
 }
 

@@ -51,8 +51,8 @@ fn documented_vector_reads_the_same_everywhere() {
     let expect = wire::Expect {
         vhid: VHID,
         peers: &[],
-        group: CARP_GROUP,
-        vips: &[VIP],
+        group: CARP_GROUP.into(),
+        vips: &[VIP.into()],
         password: PASS.as_bytes(),
     };
     assert_eq!(wire::verify(&rx, &expect), Ok(()));
@@ -104,7 +104,7 @@ fn ucarp_capture_is_authentic_to_inspect_and_wire() -> Result<()> {
                     rx.advert.advskew,
                     rx.advert.counter
                 ),
-                (a.src, a.vhid, a.advbase, a.advskew, a.counter)
+                (a.src.into(), a.vhid, a.advbase, a.advskew, a.counter)
             );
             assert!(wire::authentic(&rx.advert, PASS.as_bytes(), &[VIP]));
             assert!(!wire::authentic(&rx.advert, b"lov", &[VIP]));

@@ -286,3 +286,76 @@ fn a_vhid_s_addresses_move_together() -> Result<()> {
         Ok(())
     })
 }
+
+/// An IPv6 vhid between two agents: adverts over IPv6 to ff02::12, the VIP added without
+/// duplicate address detection on the master only, and on takeover an unsolicited neighbour
+/// advertisement that moves a client's neighbour entry to the new master without the client
+/// sending anything.
+#[test]
+fn an_ipv6_vip_moves_and_the_client_s_neighbour_entry_follows() -> Result<()> {
+    let vip: std::net::Ipv6Addr = "2001:db8:99::100".parse()?;
+    netns_test(|| {
+        // node2 runs no agent: it is the client.
+        let rig = Rig::new(RigConfig::nodes(3))?;
+        rig.exec(
+            2,
+            &[
+                "ip",
+                "addr",
+                "add",
+                "2001:db8:99::3/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
+        let table = |skew: u8| {
+            format!("[[vhid]]\nvhid = 60\naddr = \"{vip}/64\"\nadvskew = {skew}\npass = \"six\"\n")
+        };
+        let a0 = start(&rig, 0, &[table(0)])?;
+        let a1 = start(&rig, 1, &[table(100)])?;
+        wait_until(SETTLE, "node0 MASTER holding the IPv6 VIP", || {
+            Ok(state(&a0, 60)? == "MASTER"
+                && state(&a1, 60)? == "BACKUP"
+                && rig.holders(vip, &[0, 1])? == [0])
+        })?;
+        let backup = of(&a1, 60)?;
+        ensure!(
+            backup.counters.adverts_received > 0
+                && backup
+                    .master
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("fe80::")),
+            "node1 does not follow node0's IPv6 adverts from its link-local address: {backup:?}"
+        );
+        let mac0 = rig.mac(0)?;
+        // The client's first packet resolves the VIP by solicitation, answered by node0.
+        wait_until(Duration::from_secs(5), "the client reaches the VIP", || {
+            let out = rig.exec(2, &["ping", "-6", "-c", "1", "-W", "1", &vip.to_string()])?;
+            Ok(out.status.success())
+        })?;
+        ensure!(
+            rig.neighbour(2, vip)? == Some(mac0.clone()),
+            "the client's neighbour entry for the VIP is not node0's MAC {mac0}"
+        );
+
+        rig.power_cut(0)?;
+        drop(a0);
+        let mac1 = rig.mac(1)?;
+        wait_until(SETTLE, "node1 takes the IPv6 VIP over", || {
+            Ok(state(&a1, 60)? == "MASTER" && rig.holders(vip, &[1])? == [1])
+        })?;
+        // No traffic from the client: only node1's advertisement can have moved the entry.
+        wait_until(
+            Duration::from_secs(2),
+            "the client's neighbour entry names node1",
+            || Ok(rig.neighbour(2, vip)? == Some(mac1.clone())),
+        )?;
+        let out = rig.exec(2, &["ping", "-6", "-c", "1", "-W", "2", &vip.to_string()])?;
+        ensure!(
+            out.status.success(),
+            "the client cannot reach the VIP at node1"
+        );
+        Ok(())
+    })
+}

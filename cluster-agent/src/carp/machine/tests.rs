@@ -1,7 +1,8 @@
 use super::*;
+use std::net::Ipv4Addr;
 
-const ME: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
-const PEER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2));
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1));
 
 fn params(advbase: u8, advskew: u8, preempt: bool) -> Params {
     Params {
@@ -26,7 +27,7 @@ fn drain(m: &mut Machine) -> Vec<Action> {
     std::iter::from_fn(|| m.poll_action()).collect()
 }
 
-fn advert(src: Ipv4Addr, advbase: u8, advskew: u8) -> Input {
+fn advert(src: IpAddr, advbase: u8, advskew: u8) -> Input {
     Input::Advert {
         src,
         advbase,
@@ -223,8 +224,8 @@ fn master_reannounces_when_a_worse_master_is_heard() {
 #[test]
 fn equal_interval_tie_break_uses_little_endian_source() {
     // Under UCARP's rule 10.99.1.1 beats 10.99.0.2.
-    let lower_le = Ipv4Addr::new(10, 99, 1, 1);
-    let higher_le = Ipv4Addr::new(10, 99, 0, 2);
+    let lower_le = IpAddr::V4(Ipv4Addr::new(10, 99, 1, 1));
+    let higher_le = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2));
 
     let mut p = params(1, 0, false);
     p.src = higher_le;
