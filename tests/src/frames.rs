@@ -336,7 +336,7 @@ mod tests {
             kind,
             vhid: 42,
             vip: VIP,
-            group: GROUP.into(),
+            group: GROUP,
             advbase: 1,
             advskew: 0,
             priority: 150,
