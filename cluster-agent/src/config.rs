@@ -14,6 +14,7 @@ use crate::carp::wire::MAX_PASSWORD_LEN;
 use crate::db::{DbConfig, Secret};
 use crate::xdp::XdpMode;
 use cluster_common::sha1::MAX_ADDRS;
+use cluster_common::xdp::VIPS_ENTRIES;
 
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/cluster-agent/agent.sock";
 
@@ -1223,6 +1224,14 @@ impl RunArgs {
                 ));
             }
             all.push(s);
+        }
+        let v4: usize = all.iter().map(|s| s.addrs_v4().len()).sum();
+        if all[0].xdp != XdpMode::Off && v4 > VIPS_ENTRIES as usize {
+            return Err(invalid(
+                "addr",
+                format!("{v4} IPv4 addresses"),
+                "the XDP program knows at most 255 IPv4 addresses in all; spread them over fewer, or run with xdp = \"off\"",
+            ));
         }
         Ok(all)
     }
@@ -2494,6 +2503,30 @@ mod tests {
         assert!(e.contains("addr"), "{e}");
         let e = refused("5");
         assert!(e.contains("an address or a list of addresses"), "{e}");
+
+        // The XDP program's map holds 255 IPv4 addresses in all.
+        let many: String = (1..=24u32)
+            .map(|v| {
+                let addrs: Vec<String> = (0..11).map(|i| format!("\"10.1.{v}.{i}\"")).collect();
+                format!("[[vhid]]\nvhid = {v}\naddr = [{}]\n", addrs.join(", "))
+            })
+            .collect();
+        let xdp_on = COMMON.replace("xdp = \"off\"\n", "xdp = \"auto\"\n");
+        let e = dir
+            .all(&format!("{xdp_on}{many}"), RunArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("264 IPv4 addresses") && e.contains("at most 255"),
+            "{e}"
+        );
+        assert_eq!(
+            dir.all(&format!("{COMMON}{many}"), RunArgs::default())
+                .unwrap()
+                .len(),
+            24,
+            "without XDP there is no such limit"
+        );
 
         // Another vhid may not take any of them.
         let clash = format!(

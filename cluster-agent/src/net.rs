@@ -78,11 +78,9 @@ impl AdvertReceiver {
     /// adverts going out) in the kernel.
     pub fn open6(ifindex: u32) -> io::Result<Self> {
         const ETH_P_IPV6: u16 = libc::ETH_P_IPV6 as u16;
-        let s = Socket::new(
-            Domain::PACKET,
-            Type::DGRAM,
-            Some(Protocol::from(i32::from(ETH_P_IPV6.to_be()))),
-        )?;
+        // Protocol 0 receives nothing until the bind below, which comes after the filter:
+        // no other interface's packet can slip into the queue in between.
+        let s = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))?;
         // Classic BPF: drop what this host sends, accept next header 112, drop the rest.
         let pkttype = (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32;
         let ld_w = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
@@ -121,6 +119,9 @@ impl AdvertReceiver {
     }
 }
 
+/// `ICMP6_FILTER` of `<netinet/icmp6.h>` (level `IPPROTO_ICMPV6`).
+const ICMP6_FILTER: libc::c_int = 1;
+
 /// An IPv6 vhid's sockets: adverts to ff02::12 and unsolicited neighbour advertisements to
 /// ff02::1, both with hop limit 255 (receivers refuse anything that could have been routed)
 /// and from the link-local address the kernel picks for link-scope groups.
@@ -131,20 +132,44 @@ pub struct Ipv6Sockets {
 }
 
 impl Ipv6Sockets {
+    /// Both send from `own`, the link-local address that is also this node's tie-break key:
+    /// left to the kernel, the source could be another of the interface's addresses, and
+    /// peers would then rank this node by one address while it ranks itself by another.
     /// Also joins ff02::12, so that a NIC filtering multicast lets the peers' adverts in.
-    pub fn open(interface: &str, ifindex: u32) -> io::Result<Self> {
+    /// Neither socket is read (adverts arrive on [`AdvertReceiver::open6`]), so each keeps
+    /// the smallest receive queue and the ICMPv6 one filters every message out.
+    pub fn open(interface: &str, ifindex: u32, own: Ipv6Addr) -> io::Result<Self> {
         let link_scope = |protocol: i32| -> io::Result<Socket> {
             let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(protocol)))?;
             s.bind_device(Some(interface.as_bytes()))?;
+            // Duplicate address detection may not have cleared `own` yet at boot.
+            s.set_freebind_v6(true)?;
+            s.bind(&SockAddr::from(SocketAddrV6::new(own, 0, 0, ifindex)))?;
             s.set_multicast_if_v6(ifindex)?;
             s.set_multicast_hops_v6(255)?;
             s.set_multicast_loop_v6(false)?;
+            s.set_recv_buffer_size(0)?;
             s.set_nonblocking(true)?;
             Ok(s)
         };
         let adverts = link_scope(i32::from(IPPROTO_CARP))?;
         adverts.join_multicast_v6(&crate::carp::wire::GROUP6, ifindex)?;
         let neighbours = link_scope(libc::IPPROTO_ICMPV6)?;
+        // ICMP6_FILTER with every type blocked (RFC 3542's ICMP6_FILTER_SETBLOCKALL).
+        let block_all = [u32::MAX; 8];
+        // SAFETY: the option value is the 32-byte `struct icmp6_filter`, passed with its size.
+        let r = unsafe {
+            libc::setsockopt(
+                neighbours.as_raw_fd(),
+                libc::IPPROTO_ICMPV6,
+                ICMP6_FILTER,
+                block_all.as_ptr().cast(),
+                size_of_val(&block_all) as u32,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(Ipv6Sockets {
             adverts,
             neighbours,
@@ -172,7 +197,8 @@ impl Ipv6Sockets {
 
 /// The interface's IPv6 link-local address: the source of an IPv6 vhid's adverts, hence its
 /// tie-break key. One that duplicate address detection has not yet cleared is returned too
-/// (it is the one the kernel will use within a second or two); `None` without IPv6.
+/// (it is the one the kernel will use within a second or two), one it failed never; `None`
+/// without IPv6.
 pub fn link_local(ifindex: u32) -> io::Result<Option<Ipv6Addr>> {
     let table = std::fs::read_to_string("/proc/net/if_inet6")?;
     Ok(link_local_in(&table, ifindex))
@@ -183,6 +209,7 @@ pub fn link_local(ifindex: u32) -> io::Result<Option<Ipv6Addr>> {
 fn link_local_in(table: &str, ifindex: u32) -> Option<Ipv6Addr> {
     const SCOPE_LINK: u32 = 0x20;
     const TENTATIVE: u32 = 0x40;
+    const DADFAILED: u32 = 0x08;
     let mut found = Vec::new();
     for line in table.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -195,7 +222,7 @@ fn link_local_in(table: &str, ifindex: u32) -> Option<Ipv6Addr> {
         let Ok(bits) = u128::from_str_radix(addr, 16) else {
             continue;
         };
-        if index == ifindex && scope == SCOPE_LINK && addr.len() == 32 {
+        if index == ifindex && scope == SCOPE_LINK && flags & DADFAILED == 0 && addr.len() == 32 {
             found.push((flags & TENTATIVE != 0, Ipv6Addr::from(bits)));
         }
     }
@@ -361,6 +388,7 @@ mod tests {
 20010db8000000000000000000000001 02 40 00 80     eth0
 fe800000000000000000000000000002 02 40 20 c0     eth0
 fe800000000000000000000000000001 02 40 20 80     eth0
+fe800000000000000000000000000000 02 40 20 88     eth0
 fe800000000000000000000000000009 03 40 20 80     eth1
 00000000000000000000000000000001 01 80 10 80       lo
 ";

@@ -451,18 +451,27 @@ async fn run_vhid(
     // stays open only for its multicast group membership.
     // An IPv6 vhid's adverts come from the link-local address, which is also its tie-break
     // key; it is not the XDP program's to classify.
-    let own: IpAddr = if s.is_ipv6() {
-        net::link_local(s.ifindex)
-            .context("reading /proc/net/if_inet6")?
-            .with_context(|| format!("no IPv6 link-local address on {}", s.interface))?
-            .into()
+    let link_local = if s.is_ipv6() {
+        let found = net::link_local(s.ifindex).with_context(|| {
+            format!(
+                "reading /proc/net/if_inet6 (is IPv6 enabled on {}?)",
+                s.interface
+            )
+        })?;
+        Some(found.with_context(|| {
+            format!(
+                "no IPv6 link-local address on {}: IPv6 is off there",
+                s.interface
+            )
+        })?)
     } else {
-        s.src.into()
+        None
     };
+    let own = link_local.map_or(IpAddr::V4(s.src), IpAddr::V6);
     if s.is_ipv6() && shared.xdp.is_some() {
         tracing::info!(
             vhid = s.vhid,
-            "IPv6 vhid: adverts and neighbour discovery take the kernel path, not XDP"
+            "IPv6 vhid: adverts and neighbour discovery take the kernel path, not XDP (its VIP is not fenced)"
         );
     }
     let (xdp, mut events) = match shared.xdp.as_ref().filter(|_| !s.is_ipv6()) {
@@ -508,15 +517,15 @@ async fn run_vhid(
         AdvertReceiver::open(&s.interface, s.ifindex, group)
     }
     .context("opening the advert receive socket")?;
-    let sender = match &s.delivery {
-        _ if s.is_ipv6() => AdvertSender::Ipv6(
-            net::Ipv6Sockets::open(&s.interface, s.ifindex)
+    let sender = match (&s.delivery, link_local) {
+        (_, Some(own)) => AdvertSender::Ipv6(
+            net::Ipv6Sockets::open(&s.interface, s.ifindex, own)
                 .context("opening the IPv6 advert sockets")?,
         ),
-        Delivery::Broadcast(_) => {
+        (Delivery::Broadcast(_), None) => {
             AdvertSender::Broadcast(PacketSocket::open(s.ifindex).context("opening AF_PACKET")?)
         }
-        Delivery::Multicast(_) | Delivery::Unicast(_) => {
+        (Delivery::Multicast(_) | Delivery::Unicast(_), None) => {
             AdvertSender::raw(&s.interface).context("opening the advert socket")?
         }
     };

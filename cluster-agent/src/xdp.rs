@@ -376,6 +376,21 @@ impl XdpHandle {
                 .remove(&u32::from_ne_bytes(gone.octets()))
                 .map_err(XdpError::Config)?;
         }
+        // The addresses first: a full map refuses the vhid before any entry of it is enabled,
+        // and the ones this call added go again.
+        let before = addrs(&old);
+        let mut vips = self.vips()?;
+        for (i, vip) in octets.iter().enumerate() {
+            if let Err(error) = vips.insert(u32::from_ne_bytes(*vip), u32::from(vhid), 0) {
+                for added in octets[..i]
+                    .iter()
+                    .filter(|a| !before.contains(&Ipv4Addr::from(**a)))
+                {
+                    let _ = vips.remove(&u32::from_ne_bytes(*added));
+                }
+                return Err(XdpError::Config(error));
+            }
+        }
         self.write_config(Config {
             group: setup.group.octets(),
             mac: setup.mac,
@@ -384,13 +399,7 @@ impl XdpHandle {
             ifindex: setup.ifindex,
             key,
             message,
-        })?;
-        let mut vips = self.vips()?;
-        for vip in octets {
-            vips.insert(u32::from_ne_bytes(vip), u32::from(vhid), 0)
-                .map_err(XdpError::Config)?;
-        }
-        Ok(())
+        })
     }
 
     /// Forgets `vhid`: its adverts and its addresses' frames pass untouched again.
