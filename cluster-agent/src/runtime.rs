@@ -468,13 +468,7 @@ async fn run_vhid(
         None
     };
     let own = link_local.map_or(IpAddr::V4(s.src), IpAddr::V6);
-    if s.is_ipv6() && shared.xdp.is_some() {
-        tracing::info!(
-            vhid = s.vhid,
-            "IPv6 vhid: adverts and neighbour discovery take the kernel path, not XDP (its VIP is not fenced)"
-        );
-    }
-    let (xdp, mut events) = match shared.xdp.as_ref().filter(|_| !s.is_ipv6()) {
+    let (xdp, mut events) = match &shared.xdp {
         Some((x, pump)) => {
             let mut handle = xdp::lock(x);
             handle
@@ -482,8 +476,13 @@ async fn run_vhid(
                     vhid: s.vhid,
                     ifindex: s.ifindex,
                     password: &s.password,
-                    vips: &s.addrs_v4(),
-                    group: s.delivery.accepted_on(s.src),
+                    vips: &s.addrs(),
+                    // No IPv4 advert is this vhid's.
+                    group: if s.is_ipv6() {
+                        Ipv4Addr::UNSPECIFIED
+                    } else {
+                        s.delivery.accepted_on(s.src)
+                    },
                     mac,
                     fence: s.fence,
                 })
@@ -500,10 +499,10 @@ async fn run_vhid(
                     .context("configuring the XDP program")?;
             }
             drop(handle);
-            (
-                Some(Port::new(x.clone(), s.vhid, &s.interface)),
-                Some((pump.clone(), pump.add(s.vhid, &s.addrs_v4()))),
-            )
+            // The program answers an IPv6 vhid's neighbour solicitations and fences its VIP;
+            // its adverts come from the socket.
+            let events = (!s.is_ipv6()).then(|| (pump.clone(), pump.add(s.vhid, &s.addrs_v4())));
+            (Some(Port::new(x.clone(), s.vhid, &s.interface)), events)
         }
         None => (None, None),
     };

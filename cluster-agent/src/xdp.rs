@@ -16,7 +16,7 @@ pub mod pin;
 mod router;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
 use aya::{
@@ -25,11 +25,11 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode as AyaXdpMode},
 };
 use cluster_common::{
-    sha1::{AdvertMessage, HmacKey, MAX_ADDRS},
+    sha1::{AdvertMessage, HmacKey, MAX_ADDRS, MAX_ADDRS6},
     xdp::{
         CONFIG_MAP, COUNTER_NAMES, COUNTERS_LEN, COUNTERS_MAP, Config, EVENTS_MAP,
         FLAG_ARP_VIA_STACK, FLAG_DRAIN, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, PROGRAM, REPLAY_MAP,
-        ReplayKey, VIPS_MAP,
+        ReplayKey, VIPS_MAP, VIPS6_MAP,
     },
 };
 
@@ -91,11 +91,13 @@ pub enum XdpError {
     #[error("vhid {0} is not configured in the XDP program")]
     NotConfigured(u8),
     #[error("VIP {vip} is configured for vhid {other} already")]
-    VipTaken { vip: Ipv4Addr, other: u8 },
+    VipTaken { vip: IpAddr, other: u8 },
     #[error("the password is longer than {MAX_PASSWORD_LEN} bytes")]
     PasswordTooLong,
-    #[error("a vhid needs 1 to {MAX_ADDRS} distinct addresses, not {0:?}")]
-    BadAddrs(Vec<Ipv4Addr>),
+    #[error(
+        "a vhid needs 1 to {MAX_ADDRS} distinct IPv4 addresses or 1 to {MAX_ADDRS6} IPv6 ones, not {0:?}"
+    )]
+    BadAddrs(Vec<IpAddr>),
     #[error("writing the XDP configuration")]
     Config(#[source] aya::maps::MapError),
     #[error("adding a sent counter to the XDP replay guard")]
@@ -141,8 +143,8 @@ pub struct VhidSetup<'a> {
     pub ifindex: u32,
     pub password: &'a [u8],
     /// Every address of the vhid: adverts authenticate them all, and the program answers ARP
-    /// and fences for each.
-    pub vips: &'a [Ipv4Addr],
+    /// (or neighbour solicitations) and fences for each.
+    pub vips: &'a [IpAddr],
     /// Where adverts to us are sent (see `Config::group`).
     pub group: Ipv4Addr,
     pub mac: [u8; 6],
@@ -151,11 +153,11 @@ pub struct VhidSetup<'a> {
 
 /// The addresses a configuration's message authenticates (none for an unused entry): the one
 /// record of which addresses the program maps to the vhid.
-fn addrs(c: &Config) -> Vec<Ipv4Addr> {
-    (0..c.message.addrs as usize)
-        .filter_map(|i| c.message.addr(i))
-        .map(Ipv4Addr::from)
-        .collect()
+fn addrs(c: &Config) -> Vec<IpAddr> {
+    let m = &c.message;
+    let v4 = (0..usize::from(m.v4)).filter_map(|i| m.addr(i).map(IpAddr::from));
+    let v6 = (0..usize::from(m.v6)).filter_map(|i| m.addr6(i).map(IpAddr::from));
+    v4.chain(v6).collect()
 }
 
 /// The handle shared by the agent's vhids, each steering its own entry through a [`Port`].
@@ -357,8 +359,23 @@ impl XdpHandle {
         if setup.password.len() > MAX_PASSWORD_LEN {
             return Err(XdpError::PasswordTooLong);
         }
-        let octets: Vec<[u8; 4]> = setup.vips.iter().map(|v| v.octets()).collect();
-        let message = AdvertMessage::new(vhid, &octets)
+        let v4: Vec<[u8; 4]> = setup
+            .vips
+            .iter()
+            .filter_map(|v| match v {
+                IpAddr::V4(a) => Some(a.octets()),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let v6: Vec<[u8; 16]> = setup
+            .vips
+            .iter()
+            .filter_map(|v| match v {
+                IpAddr::V6(a) => Some(a.octets()),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        let message = AdvertMessage::new(vhid, &v4, &v6)
             .ok_or_else(|| XdpError::BadAddrs(setup.vips.to_vec()))?;
         for (&other, c) in self.configs.iter().filter(|(other, _)| **other != vhid) {
             if let Some(&vip) = setup.vips.iter().find(|v| addrs(c).contains(v)) {
@@ -371,24 +388,18 @@ impl XdpHandle {
         if setup.fence {
             flags |= FLAG_FENCE;
         }
-        for gone in addrs(&old).into_iter().filter(|a| !setup.vips.contains(a)) {
-            self.vips()?
-                .remove(&u32::from_ne_bytes(gone.octets()))
-                .map_err(XdpError::Config)?;
+        let before = addrs(&old);
+        for gone in before.iter().filter(|a| !setup.vips.contains(a)) {
+            self.forget_vip(*gone)?;
         }
         // The addresses first: a full map refuses the vhid before any entry of it is enabled,
         // and the ones this call added go again.
-        let before = addrs(&old);
-        let mut vips = self.vips()?;
-        for (i, vip) in octets.iter().enumerate() {
-            if let Err(error) = vips.insert(u32::from_ne_bytes(*vip), u32::from(vhid), 0) {
-                for added in octets[..i]
-                    .iter()
-                    .filter(|a| !before.contains(&Ipv4Addr::from(**a)))
-                {
-                    let _ = vips.remove(&u32::from_ne_bytes(*added));
+        for (i, &vip) in setup.vips.iter().enumerate() {
+            if let Err(error) = self.map_vip(vip, vhid) {
+                for added in setup.vips[..i].iter().filter(|a| !before.contains(a)) {
+                    let _ = self.forget_vip(*added);
                 }
-                return Err(XdpError::Config(error));
+                return Err(error);
             }
         }
         self.write_config(Config {
@@ -408,14 +419,33 @@ impl XdpHandle {
             return Ok(());
         };
         for vip in addrs(&old) {
-            match self.vips()?.remove(&u32::from_ne_bytes(vip.octets())) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(error) => return Err(XdpError::Config(error)),
-            }
+            self.forget_vip(vip)?;
         }
         self.set_entry(vhid, Config::default())?;
         self.configs.remove(&vhid);
         Ok(())
+    }
+
+    /// Points `vip` at `vhid` in the address map of its family.
+    fn map_vip(&mut self, vip: IpAddr, vhid: u8) -> Result<(), XdpError> {
+        let vhid = u32::from(vhid);
+        match vip {
+            IpAddr::V4(a) => self.vips()?.insert(u32::from_ne_bytes(a.octets()), vhid, 0),
+            IpAddr::V6(a) => self.vips6()?.insert(a.octets(), vhid, 0),
+        }
+        .map_err(XdpError::Config)
+    }
+
+    /// Removes `vip` from the address map of its family; absent is success.
+    fn forget_vip(&mut self, vip: IpAddr) -> Result<(), XdpError> {
+        let removed = match vip {
+            IpAddr::V4(a) => self.vips()?.remove(&u32::from_ne_bytes(a.octets())),
+            IpAddr::V6(a) => self.vips6()?.remove(&a.octets()),
+        };
+        match removed {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(error) => Err(XdpError::Config(error)),
+        }
     }
 
     fn vips(&mut self) -> Result<HashMap<&mut aya::maps::MapData, u32, u32>, XdpError> {
@@ -423,6 +453,14 @@ impl XdpHandle {
             .ebpf
             .map_mut(VIPS_MAP)
             .ok_or(XdpError::MissingMap(VIPS_MAP))?;
+        HashMap::try_from(map).map_err(XdpError::Config)
+    }
+
+    fn vips6(&mut self) -> Result<HashMap<&mut aya::maps::MapData, [u8; 16], u32>, XdpError> {
+        let map = self
+            .ebpf
+            .map_mut(VIPS6_MAP)
+            .ok_or(XdpError::MissingMap(VIPS6_MAP))?;
         HashMap::try_from(map).map_err(XdpError::Config)
     }
 

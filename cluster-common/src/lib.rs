@@ -44,9 +44,13 @@ pub mod xdp {
     /// Name of the hash from a configured VIP (its four bytes read as a native-order `u32`) to
     /// its vhid: ARP and IPv4 frames find their vhid by address.
     pub const VIPS_MAP: &str = "VIPS";
-    /// Most VIPs the program knows: as many as 255 vhids of one address, or 23 of the most
-    /// addresses a vhid may hash ([`crate::sha1::MAX_ADDRS`]).
+    /// Most IPv4 VIPs the program knows, over all vhids.
     pub const VIPS_ENTRIES: u32 = 255;
+    /// Name of the hash from a configured IPv6 VIP (its 16 bytes) to its vhid: neighbour
+    /// solicitations and IPv6 frames find their vhid by address.
+    pub const VIPS6_MAP: &str = "VIPS6";
+    /// Most IPv6 VIPs the program knows, over all vhids.
+    pub const VIPS6_ENTRIES: u32 = 255;
     /// Name of the LRU hash whose keys ([`ReplayKey`]) are the vhids and counters of adverts
     /// that passed authentication (and of the adverts this node sent); the values carry no
     /// meaning.
@@ -103,12 +107,16 @@ pub mod xdp {
     pub const CTR_ARP_DROPPED: u32 = 12;
     /// ARP frames claiming the VIP from another MAC while MASTER.
     pub const CTR_ARP_CONFLICT: u32 = 13;
-    /// IPv4 frames to the VIP dropped while BACKUP with fencing on.
+    /// IPv4 or IPv6 frames to a VIP dropped while BACKUP with fencing on.
     pub const CTR_FENCED: u32 = 14;
     /// TCP connection requests (SYN without ACK) to the VIP dropped while MASTER and draining.
     pub const CTR_DRAINED: u32 = 15;
+    /// Neighbour solicitations for an IPv6 VIP answered from XDP while MASTER.
+    pub const CTR_ND_ANSWERED: u32 = 16;
+    /// Neighbour solicitations for an IPv6 VIP dropped while BACKUP.
+    pub const CTR_ND_DROPPED: u32 = 17;
     /// Number of counters in the map.
-    pub const COUNTERS_LEN: u32 = 16;
+    pub const COUNTERS_LEN: u32 = 18;
 
     /// Human names of the counters, in index order, for `status`.
     pub const COUNTER_NAMES: [&str; COUNTERS_LEN as usize] = [
@@ -128,6 +136,8 @@ pub mod xdp {
         "arp_conflict",
         "fenced",
         "drained",
+        "nd_answered",
+        "nd_dropped",
     ];
 
     /// [`Config::flags`]: the agent has written a configuration. Until then the program only
@@ -250,7 +260,7 @@ pub mod xdp {
     // The sizes equal the sum of the fields: proof there is no implicit padding for either side
     // to disagree on. Records are 8-byte multiples because the ring buffer aligns to 8.
     const _: () = assert!(size_of::<HmacKey>() == 2 * 5 * 4);
-    const _: () = assert!(size_of::<AdvertMessage>() == 16 * 4 + 4);
+    const _: () = assert!(size_of::<AdvertMessage>() == 16 * 4 + 2 + 2);
     const _: () = assert!(
         size_of::<Config>()
             == 4 + 6 + 1 + 1 + 4 + size_of::<HmacKey>() + size_of::<AdvertMessage>()

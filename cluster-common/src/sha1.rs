@@ -31,9 +31,13 @@ pub const DIGEST_LEN: usize = 20;
 /// Bytes of the message CARP authenticates besides the addresses: version, type, vhid and
 /// counter (8).
 const ADVERT_MSG_FIXED: usize = 3 + 8;
-/// Most IPv4 addresses one vhid's message may carry: with its terminator and 8-byte length
-/// it must fit the one block the kernel hashes (11 + 4 * 11 + 1 + 8 = 64).
-pub const MAX_ADDRS: usize = (BLOCK_LEN - ADVERT_MSG_FIXED - 1 - 8) / 4;
+/// Bytes of addresses one vhid's message may carry: with its terminator and 8-byte length
+/// it must fit the one block the kernel hashes (11 + 44 + 1 + 8 = 64).
+const MAX_ADDR_BYTES: usize = BLOCK_LEN - ADVERT_MSG_FIXED - 1 - 8;
+/// Most IPv4 addresses one vhid's message may carry.
+pub const MAX_ADDRS: usize = MAX_ADDR_BYTES / 4;
+/// Most IPv6 addresses one vhid's message may carry.
+pub const MAX_ADDRS6: usize = MAX_ADDR_BYTES / 16;
 
 const K: [u32; 4] = [0x5a82_7999, 0x6ed9_eba1, 0x8f1b_bcdc, 0xca62_c1d6];
 
@@ -177,38 +181,52 @@ fn key_state(padded: &[u8; BLOCK_LEN], pad: u8) -> [u32; 5] {
 /// The inner hash's last (and only) block for one vhid, every byte but the counter's filled in.
 ///
 /// CARP authenticates `02 01 vhid`, then each of the vhid's IPv4 addresses once in ascending
-/// order (BSD's `carp_hmac_prepare`; UCARP has exactly one), then the 8-byte counter. Only the
-/// counter changes between adverts, so the agent builds the rest here and the kernel only
-/// places the counter: at byte 3 of word `addrs`, whatever the number of addresses.
+/// order, then each IPv6 address likewise (BSD's `carp_hmac_prepare`; UCARP has exactly one
+/// IPv4 address), then the 8-byte counter. Only the counter changes between adverts, so the
+/// agent builds the rest here and the kernel only places the counter: at byte 3 of word
+/// `v4 + 4 * v6`, whatever the addresses.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AdvertMessage {
     /// The message with the counter's bytes zero, the 0x80 terminator, and the bit length of
     /// key block plus message.
     pub words: [u32; 16],
-    /// Number of addresses; 0 in an unconfigured entry.
-    pub addrs: u32,
+    /// Number of IPv4 addresses.
+    pub v4: u16,
+    /// Number of IPv6 addresses; both 0 in an unconfigured entry.
+    pub v6: u16,
 }
 
 impl AdvertMessage {
-    /// The block for `vhid` and `addrs` (network order, any order, each once); `None` for no
-    /// address, a repeated one, or more than [`MAX_ADDRS`].
-    pub fn new(vhid: u8, addrs: &[[u8; 4]]) -> Option<AdvertMessage> {
-        if addrs.is_empty() || addrs.len() > MAX_ADDRS {
+    /// The block for `vhid` and its IPv4 and IPv6 addresses (network order, any order, each
+    /// once); `None` for no address, a repeated one, or more than one block holds.
+    pub fn new(vhid: u8, v4: &[[u8; 4]], v6: &[[u8; 16]]) -> Option<AdvertMessage> {
+        let addr_bytes = 4 * v4.len() + 16 * v6.len();
+        if addr_bytes == 0 || addr_bytes > MAX_ADDR_BYTES {
             return None;
         }
-        let mut sorted = [[0u8; 4]; MAX_ADDRS];
-        let sorted = &mut sorted[..addrs.len()];
-        sorted.copy_from_slice(addrs);
-        sorted.sort_unstable();
-        if sorted.windows(2).any(|w| w[0] == w[1]) {
+        let mut sorted4 = [[0u8; 4]; MAX_ADDRS];
+        let sorted4 = &mut sorted4[..v4.len()];
+        sorted4.copy_from_slice(v4);
+        sorted4.sort_unstable();
+        let mut sorted6 = [[0u8; 16]; MAX_ADDRS6];
+        let sorted6 = &mut sorted6[..v6.len()];
+        sorted6.copy_from_slice(v6);
+        sorted6.sort_unstable();
+        if sorted4.windows(2).any(|w| w[0] == w[1]) || sorted6.windows(2).any(|w| w[0] == w[1]) {
             return None;
         }
-        let len = ADVERT_MSG_FIXED + 4 * addrs.len();
+        let len = ADVERT_MSG_FIXED + addr_bytes;
         let mut bytes = [0u8; BLOCK_LEN];
         bytes[..3].copy_from_slice(&[VERSION, TYPE_ADVERTISEMENT, vhid]);
-        for (chunk, addr) in bytes[3..].chunks_exact_mut(4).zip(sorted.iter()) {
-            chunk.copy_from_slice(addr);
+        let addrs = sorted4
+            .iter()
+            .map(|a| &a[..])
+            .chain(sorted6.iter().map(|a| &a[..]));
+        let mut at = 3;
+        for addr in addrs {
+            bytes[at..at + addr.len()].copy_from_slice(addr);
+            at += addr.len();
         }
         bytes[len] = 0x80;
         bytes[BLOCK_LEN - 8..].copy_from_slice(&(((BLOCK_LEN + len) * 8) as u64).to_be_bytes());
@@ -218,18 +236,32 @@ impl AdvertMessage {
         }
         Some(AdvertMessage {
             words,
-            addrs: addrs.len() as u32,
+            v4: v4.len() as u16,
+            v6: v6.len() as u16,
         })
     }
 
-    /// The `i`th address in hashing (ascending) order, network order.
+    /// Byte `k` of the block.
+    fn byte(&self, k: usize) -> u8 {
+        (self.words[k / 4] >> (8 * (3 - k % 4))) as u8
+    }
+
+    /// The `i`th IPv4 address in hashing (ascending) order, network order.
     pub fn addr(&self, i: usize) -> Option<[u8; 4]> {
-        if i >= self.addrs as usize {
+        if i >= usize::from(self.v4) {
             return None;
         }
-        let byte = |k: usize| (self.words[k / 4] >> (8 * (3 - k % 4))) as u8;
         let at = 3 + 4 * i;
-        Some([byte(at), byte(at + 1), byte(at + 2), byte(at + 3)])
+        Some(core::array::from_fn(|k| self.byte(at + k)))
+    }
+
+    /// The `i`th IPv6 address in hashing (ascending) order.
+    pub fn addr6(&self, i: usize) -> Option<[u8; 16]> {
+        if i >= usize::from(self.v6) {
+            return None;
+        }
+        let at = 3 + 4 * usize::from(self.v4) + 16 * i;
+        Some(core::array::from_fn(|k| self.byte(at + k)))
     }
 
     /// The block with `counter` in place.
@@ -239,7 +271,7 @@ impl AdvertMessage {
     #[inline(always)]
     pub fn block(&self, counter: &[u8; 8]) -> [u32; 16] {
         let c = counter;
-        let n = self.addrs as usize;
+        let n = usize::from(self.v4) + 4 * usize::from(self.v6);
         let first = u32::from(c[0]);
         let middle = u32::from_be_bytes([c[1], c[2], c[3], c[4]]);
         let last = u32::from_be_bytes([c[5], c[6], c[7], 0x80]);
@@ -390,7 +422,7 @@ mod tests {
             }
             let counter = rng.next().to_be_bytes();
             let key_states = HmacKey::new(&key).unwrap();
-            let message = AdvertMessage::new(vhid, &addrs).unwrap();
+            let message = AdvertMessage::new(vhid, &addrs, &[]).unwrap();
             let got = to_bytes(&key_states.advert_md(&message, &counter));
             assert_eq!(
                 got,
@@ -410,10 +442,45 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_addresses_follow_the_ipv4_ones_in_ascending_order() {
+        let mut rng = Rng(0x6666_0000_1234_5678);
+        for round in 0..500 {
+            let key = rng.bytes(1 + round % 19);
+            let v6: Vec<[u8; 16]> = (0..1 + round % 2)
+                .map(|_| rng.bytes(16).try_into().unwrap())
+                .collect();
+            let v4: Vec<[u8; 4]> = (0..round % 3)
+                .map(|_| rng.bytes(4).try_into().unwrap())
+                .collect();
+            let counter = rng.next().to_be_bytes();
+            let message = AdvertMessage::new(9, &v4, &v6).unwrap();
+            let mut s4 = v4.clone();
+            s4.sort();
+            let mut s6 = v6.clone();
+            s6.sort();
+            let mut mac = Hmac::<Sha1>::new_from_slice(&key).unwrap();
+            mac.update(&[VERSION, TYPE_ADVERTISEMENT, 9]);
+            for a in &s4 {
+                mac.update(a);
+            }
+            for a in &s6 {
+                mac.update(a);
+            }
+            mac.update(&counter);
+            let want: [u8; 20] = mac.finalize().into_bytes().into();
+            let got = HmacKey::new(&key).unwrap().advert_md(&message, &counter);
+            assert_eq!(to_bytes(&got), want, "v4 {v4:?} v6 {v6:?}");
+            let back: Vec<[u8; 16]> = (0..v6.len()).map(|i| message.addr6(i).unwrap()).collect();
+            assert_eq!(back, s6);
+            assert_eq!(message.addr6(v6.len()), None);
+        }
+    }
+
+    #[test]
     fn golden_vector_from_ucarp() {
         // carp-wire.md: HMAC-SHA1(b"love", 02 01 2a 0a630064 b4cbc228e9e06dfa).
         let key = HmacKey::new(b"love").unwrap();
-        let message = AdvertMessage::new(42, &[[10, 99, 0, 100]]).unwrap();
+        let message = AdvertMessage::new(42, &[[10, 99, 0, 100]], &[]).unwrap();
         let md = key.advert_md(&message, &0xb4cb_c228_e9e0_6dfa_u64.to_be_bytes());
         let want = hex20("f848c1378606271278a05651723f675e46c34d98");
         assert_eq!(to_bytes(&md), want);
@@ -437,10 +504,15 @@ mod tests {
     fn messages_that_cannot_fit_one_block_are_refused() {
         let addrs: Vec<[u8; 4]> = (0..=MAX_ADDRS as u8).map(|i| [10, 0, 0, i]).collect();
         assert_eq!(MAX_ADDRS, 11);
-        assert!(AdvertMessage::new(1, &addrs[..MAX_ADDRS]).is_some());
-        assert!(AdvertMessage::new(1, &addrs).is_none());
-        assert!(AdvertMessage::new(1, &[]).is_none());
-        assert!(AdvertMessage::new(1, &[[10, 0, 0, 1], [10, 0, 0, 1]]).is_none());
+        assert!(AdvertMessage::new(1, &addrs[..MAX_ADDRS], &[]).is_some());
+        assert!(AdvertMessage::new(1, &addrs, &[]).is_none());
+        assert!(AdvertMessage::new(1, &[], &[]).is_none());
+        assert!(AdvertMessage::new(1, &[[10, 0, 0, 1], [10, 0, 0, 1]], &[]).is_none());
+        assert_eq!(MAX_ADDRS6, 2);
+        let six = [[0x20; 16], [0x21; 16], [0x22; 16]];
+        assert!(AdvertMessage::new(1, &[], &six[..2]).is_some());
+        assert!(AdvertMessage::new(1, &[], &six).is_none());
+        assert!(AdvertMessage::new(1, &[], &[six[0], six[0]]).is_none());
     }
 
     #[test]

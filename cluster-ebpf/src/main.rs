@@ -54,6 +54,10 @@ static CONFIG: Array<Config> = Array::with_max_entries(layout::CONFIG_ENTRIES, 0
 #[map(name = "VIPS")]
 static VIPS: HashMap<u32, u32> = HashMap::with_max_entries(layout::VIPS_ENTRIES, 0);
 
+/// `cluster_common::xdp::VIPS6_MAP`: the vhid of each configured IPv6 VIP.
+#[map(name = "VIPS6")]
+static VIPS6: HashMap<[u8; 16], u32> = HashMap::with_max_entries(layout::VIPS6_ENTRIES, 0);
+
 /// `cluster_common::xdp::REPLAY_MAP`: counters of authenticated adverts (and of our own, which
 /// the agent adds). LRU, so the oldest counters make room; only key holders can add any.
 #[map(name = "REPLAY")]
@@ -66,6 +70,17 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(layout::EVENTS_BYTES, 0);
 const ETH_LEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const IPPROTO_ICMPV6: u8 = 58;
+const ND_SOLICITATION: u8 = 135;
+const ND_ADVERTISEMENT: u8 = 136;
+/// Neighbour discovery options: the sender's and the target's link-layer address.
+const ND_OPT_SOURCE_LL: u8 = 1;
+const ND_OPT_TARGET_LL: u8 = 2;
+/// The solicited and override flags of a neighbour advertisement (RFC 4861 4.4).
+const NA_SOLICITED_OVERRIDE: u8 = 0x60;
+/// The ICMPv6 part of a solicitation with one link-layer option, and of the answer built from it.
+const ND_LEN: u16 = 32;
 /// IPv4 version 4 with a 20-byte header: CARP is never sent with IP options.
 const IPV4_VIHL: u8 = 0x45;
 const IPPROTO_TCP: u8 = 6;
@@ -144,7 +159,41 @@ struct ArpFrame {
     tpa: [u8; 4],
 }
 
+#[repr(C)]
+struct Ipv6Hdr {
+    version_class_flow: [u8; 4],
+    payload_len: [u8; 2],
+    next_header: u8,
+    hop_limit: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+}
+
+/// An Ethernet frame with a neighbour solicitation, up to its target address.
+#[repr(C)]
+struct NsHead {
+    eth: EthHdr,
+    ip: Ipv6Hdr,
+    icmp_type: u8,
+    code: u8,
+    checksum: [u8; 2],
+    reserved: [u8; 4],
+    target: [u8; 16],
+}
+
+/// A solicitation that carries the sender's link-layer address: the advertisement answering it
+/// has exactly its size, so it is built in place.
+#[repr(C)]
+struct NsFrame {
+    head: NsHead,
+    opt_type: u8,
+    opt_len: u8,
+    opt_mac: [u8; 6],
+}
+
 const _: () = assert!(size_of::<EthHdr>() == ETH_LEN);
+const _: () = assert!(size_of::<Ipv6Hdr>() == 40);
+const _: () = assert!(size_of::<NsFrame>() == ETH_LEN + 40 + ND_LEN as usize);
 const _: () = assert!(size_of::<Ipv4Hdr>() == carp::IPV4_HEADER_LEN);
 const _: () = assert!(size_of::<CarpHdr>() == carp::HEADER_LEN);
 const _: () = assert!(size_of::<Advert>() == ADVERT_LEN);
@@ -171,6 +220,8 @@ fn classify(ctx: &XdpContext) -> (u32, u32) {
         ipv4(ctx)
     } else if ether_type == ETHERTYPE_ARP {
         arp(ctx)
+    } else if ether_type == ETHERTYPE_IPV6 {
+        ipv6(ctx)
     } else {
         pass()
     }
@@ -431,6 +482,109 @@ fn arp(ctx: &XdpContext) -> (u32, u32) {
     (xdp_action::XDP_TX, layout::CTR_ARP_ANSWERED)
 }
 
+/// IPv6 to an IPv6 VIP: solicitations for it answered or dropped as ARP is, other frames
+/// fenced while BACKUP. IPv6 adverts are left to the agent's socket.
+///
+/// A function of its own in the object (a BPF-to-BPF call): its stack slots stay out of the
+/// frame the advert path's HMAC call adds to, and the pair stays within the 512-byte stack.
+#[inline(never)]
+fn ipv6(ctx: &XdpContext) -> (u32, u32) {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN) else {
+        return pass();
+    };
+    // SAFETY: `ptr_at` proved the header lies inside the frame.
+    let ip = unsafe { &*ip };
+    if ip.next_header == IPPROTO_ICMPV6
+        && let Some(verdict) = solicitation(ctx)
+    {
+        return verdict;
+    }
+    let Some(config) = vip6_config(ctx, &ip.dst) else {
+        return pass();
+    };
+    if config.flags & (FLAG_ENABLED | FLAG_MASTER | FLAG_FENCE) == FLAG_ENABLED | FLAG_FENCE {
+        return (xdp_action::XDP_DROP, layout::CTR_FENCED);
+    }
+    pass()
+}
+
+/// A neighbour solicitation for an IPv6 VIP: dropped while BACKUP, answered while MASTER with
+/// the advertisement the kernel would send (solicited and override set, our MAC as the target's
+/// link-layer address), sent back out of the interface it came in on. `None` for anything
+/// else, which goes on to the ordinary IPv6 checks.
+#[inline(always)]
+fn solicitation(ctx: &XdpContext) -> Option<(u32, u32)> {
+    let head = ptr_at::<NsHead>(ctx, 0)?;
+    // SAFETY: `ptr_at` proved the solicitation lies inside the frame.
+    let head = unsafe { &*head };
+    if head.icmp_type != ND_SOLICITATION || head.code != 0 || head.ip.hop_limit != 255 {
+        return None;
+    }
+    let config = vip6_config(ctx, &head.target)?;
+    // From `::` it is duplicate address detection probing the VIP: the kernel's business.
+    if Addr6::read(&head.ip.src).is_unspecified() {
+        return Some(pass());
+    }
+    if config.flags & FLAG_MASTER == 0 {
+        return Some((xdp_action::XDP_DROP, layout::CTR_ND_DROPPED));
+    }
+    if config.flags & FLAG_ARP_VIA_STACK != 0 {
+        return Some(pass());
+    }
+    let Some(frame) = ptr_at::<NsFrame>(ctx, 0) else {
+        return Some(pass());
+    };
+    // SAFETY: `ptr_at` proved the whole frame lies inside the packet, and nothing else
+    // references it while this program runs.
+    let frame = unsafe { &mut *frame };
+    if u16::from_be_bytes(frame.head.ip.payload_len) != ND_LEN
+        || frame.opt_type != ND_OPT_SOURCE_LL
+        || frame.opt_len != 1
+    {
+        // No link-layer address to answer to in place: the kernel answers.
+        return Some(pass());
+    }
+    let requester_mac = Mac::read(&frame.opt_mac);
+    let requester_ip = Addr6::read(&frame.head.ip.src);
+    let vip = Addr6::read(&frame.head.target);
+    let own_mac = Mac::read(&config.mac);
+    requester_mac.write(&mut frame.head.eth.dst);
+    own_mac.write(&mut frame.head.eth.src);
+    frame.head.ip.version_class_flow = [0x60, 0, 0, 0];
+    vip.write(&mut frame.head.ip.src);
+    requester_ip.write(&mut frame.head.ip.dst);
+    frame.head.icmp_type = ND_ADVERTISEMENT;
+    frame.head.reserved = [NA_SOLICITED_OVERRIDE, 0, 0, 0];
+    frame.opt_type = ND_OPT_TARGET_LL;
+    own_mac.write(&mut frame.opt_mac);
+    // The checksum over the pseudo-header (addresses, length, next header) and the message,
+    // its own field taken as zero, from the values just written.
+    let mut sum = vip.sum() * 2 + requester_ip.sum();
+    sum += u32::from(ND_LEN) + u32::from(IPPROTO_ICMPV6);
+    sum += u32::from(ND_ADVERTISEMENT) << 8;
+    sum += u32::from(NA_SOLICITED_OVERRIDE) << 8;
+    sum += (u32::from(ND_OPT_TARGET_LL) << 8) | 1;
+    sum += own_mac.sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame.head.checksum = (!(sum as u16)).to_be_bytes();
+    Some((xdp_action::XDP_TX, layout::CTR_ND_ANSWERED))
+}
+
+/// The configuration of the vhid whose IPv6 VIP is `vip`, if that vhid is configured on the
+/// interface the frame came in on.
+#[inline(always)]
+fn vip6_config(ctx: &XdpContext, vip: &[u8; 16]) -> Option<&'static Config> {
+    // The key goes to the helper from the stack, not from the packet.
+    let mut key = [0u8; 16];
+    Addr6::read(vip).write(&mut key);
+    // SAFETY: the value is copied out at once; the agent only ever replaces whole entries.
+    let vhid = *unsafe { VIPS6.get(&key) }?;
+    let config = CONFIG.get(vhid)?;
+    (config.flags & FLAG_ENABLED != 0 && config.ifindex == ingress_ifindex(ctx)).then_some(config)
+}
+
 /// The configuration of the vhid whose VIP is `vip`, if that vhid is configured on the
 /// interface the frame came in on.
 #[inline(always)]
@@ -492,6 +646,60 @@ impl Mac {
         let [e, f] = self.1.to_ne_bytes();
         *bytes = [a, b, c, d, e, f];
     }
+}
+
+impl Mac {
+    /// Its three 16-bit words, summed for a checksum.
+    #[inline(always)]
+    fn sum(&self) -> u32 {
+        let [a, b, c, d] = self.0.to_ne_bytes();
+        let [e, f] = self.1.to_ne_bytes();
+        word(a, b) + word(c, d) + word(e, f)
+    }
+}
+
+/// An IPv6 address moved through registers, as [`Mac`] is.
+struct Addr6([u32; 4]);
+
+impl Addr6 {
+    #[inline(always)]
+    fn read(bytes: &[u8; 16]) -> Self {
+        let w = |i: usize| {
+            u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]])
+        };
+        Addr6([w(0), w(4), w(8), w(12)])
+    }
+
+    #[inline(always)]
+    fn write(&self, bytes: &mut [u8; 16]) {
+        let [a, b, c, d] = self.0[0].to_ne_bytes();
+        let [e, f, g, h] = self.0[1].to_ne_bytes();
+        let [i, j, k, l] = self.0[2].to_ne_bytes();
+        let [m, n, o, p] = self.0[3].to_ne_bytes();
+        *bytes = [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p];
+    }
+
+    #[inline(always)]
+    fn is_unspecified(&self) -> bool {
+        self.0[0] | self.0[1] | self.0[2] | self.0[3] == 0
+    }
+
+    /// Its eight 16-bit words, summed for a checksum.
+    #[inline(always)]
+    fn sum(&self) -> u32 {
+        let mut sum = 0;
+        for part in self.0 {
+            let [a, b, c, d] = part.to_ne_bytes();
+            sum += word(a, b) + word(c, d);
+        }
+        sum
+    }
+}
+
+/// Two bytes as the big-endian word a checksum adds.
+#[inline(always)]
+fn word(high: u8, low: u8) -> u32 {
+    (u32::from(high) << 8) | u32::from(low)
 }
 
 #[inline(always)]

@@ -157,7 +157,7 @@ pub fn load(interface: &str, mode: XdpMode, config: Option<PinConfig>) -> Result
             vhid: c.vhid,
             ifindex,
             password: &c.password,
-            vips: &[c.vip],
+            vips: &[c.vip.into()],
             group: Ipv4Addr::from(DEFAULT_GROUP),
             mac: c.mac,
             fence: false,

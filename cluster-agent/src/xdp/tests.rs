@@ -3,7 +3,10 @@
 //! runs as root, so there a missing one is a failure; a plain `cargo test` without them says
 //! that it skips.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
 use super::*;
 use crate::carp::wire;
@@ -147,7 +150,7 @@ fn tcp_to(destination: Ipv4Addr, flags: u8) -> Vec<u8> {
 /// the test's network namespace.
 const IFINDEX: u32 = 1;
 
-fn setup<'a>(password: &'a [u8], vhid: u8, vips: &'a [Ipv4Addr], fence: bool) -> VhidSetup<'a> {
+fn setup<'a>(password: &'a [u8], vhid: u8, vips: &'a [IpAddr], fence: bool) -> VhidSetup<'a> {
     VhidSetup {
         vhid,
         ifindex: IFINDEX,
@@ -183,7 +186,7 @@ fn loaded() -> Option<XdpHandle> {
 fn configured(fence: bool) -> Option<XdpHandle> {
     let mut handle = loaded()?;
     handle
-        .configure(&setup(PASSWORD, VHID, &[VIP], fence))
+        .configure(&setup(PASSWORD, VHID, &[VIP.into()], fence))
         .unwrap();
     Some(handle)
 }
@@ -295,7 +298,7 @@ fn auto_falls_back_instead_of_failing() {
 fn vhid_zero_is_refused() {
     let Some(mut handle) = loaded() else { return };
     assert!(matches!(
-        handle.configure(&setup(PASSWORD, 0, &[VIP], true)),
+        handle.configure(&setup(PASSWORD, 0, &[VIP.into()], true)),
         Err(XdpError::InvalidVhid)
     ));
 }
@@ -304,11 +307,11 @@ fn vhid_zero_is_refused() {
 fn a_password_ucarp_would_refuse_is_refused() {
     let Some(mut handle) = loaded() else { return };
     assert!(matches!(
-        handle.configure(&setup(&[b'x'; 20], VHID, &[VIP], true)),
+        handle.configure(&setup(&[b'x'; 20], VHID, &[VIP.into()], true)),
         Err(XdpError::PasswordTooLong)
     ));
     handle
-        .configure(&setup(&[b'x'; 19], VHID, &[VIP], true))
+        .configure(&setup(&[b'x'; 19], VHID, &[VIP.into()], true))
         .unwrap();
 }
 
@@ -409,7 +412,7 @@ async fn adverts_failing_authentication_are_dropped_and_counted() {
 
     // With another password configured, even the golden advert is a forgery.
     handle
-        .configure(&setup(b"hate", VHID, &[VIP], true))
+        .configure(&setup(b"hate", VHID, &[VIP.into()], true))
         .unwrap();
     expect(
         &handle,
@@ -673,7 +676,7 @@ fn arp_request_for_the_vip_is_dropped_while_backup() {
     // Reconfiguring keeps the role.
     handle.set_role(VHID, true).unwrap();
     handle
-        .configure(&setup(PASSWORD, VHID, &[VIP], false))
+        .configure(&setup(PASSWORD, VHID, &[VIP.into()], false))
         .unwrap();
     expect(&handle, &request, XDP_TX, &[("arp_answered", 1)]);
 }
@@ -687,7 +690,7 @@ fn arp_for_the_vip_can_be_left_to_the_kernel_while_master() {
     handle.set_role(VHID, true).unwrap();
     // Survives reconfiguration, like the role.
     handle
-        .configure(&setup(PASSWORD, VHID, &[VIP], true))
+        .configure(&setup(PASSWORD, VHID, &[VIP.into()], true))
         .unwrap();
     let request = arp_request_for(VIP);
     let out = expect(&handle, &request, XDP_PASS, &[("passed_other", 1)]);
@@ -788,7 +791,7 @@ fn traffic_to_the_vip_is_fenced_while_backup() {
     expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
 
     handle
-        .configure(&setup(PASSWORD, VHID, &[VIP], true))
+        .configure(&setup(PASSWORD, VHID, &[VIP.into()], true))
         .unwrap();
     expect(&handle, &to_vip, XDP_DROP, &[("fenced", 1)]);
     expect(&handle, &elsewhere, XDP_PASS, &[("passed_other", 1)]);
@@ -801,7 +804,7 @@ fn traffic_to_the_vip_is_fenced_while_backup() {
     expect(&handle, &to_vip, XDP_DROP, &[("fenced", 1)]);
 
     handle
-        .configure(&setup(PASSWORD, VHID, &[VIP], false))
+        .configure(&setup(PASSWORD, VHID, &[VIP.into()], false))
         .unwrap();
     expect(&handle, &to_vip, XDP_PASS, &[("passed_other", 1)]);
 }
@@ -980,7 +983,12 @@ fn advert_for(password: &[u8], vip: Ipv4Addr, vhid: u8, counter: u64) -> Vec<u8>
 }
 
 /// An advert from the peer for `vhid`, signed with `password` over all of `vips`.
-fn advert_over(password: &[u8], vips: &[Ipv4Addr], vhid: u8, counter: u64) -> Vec<u8> {
+fn advert_over(
+    password: &[u8],
+    vips: &[impl Into<IpAddr> + Copy],
+    vhid: u8,
+    counter: u64,
+) -> Vec<u8> {
     framed(
         &wire::encode_carp(password, vips, vhid, 1, 0, counter),
         PEER_IP,
@@ -994,7 +1002,7 @@ async fn each_vhid_has_its_own_key_replay_guard_role_and_fence() {
         return;
     };
     handle
-        .configure(&setup(PASSWORD2, VHID2, &[VIP2], true))
+        .configure(&setup(PASSWORD2, VHID2, &[VIP2.into()], true))
         .unwrap();
     let mut events = handle.take_events().unwrap();
     // The same counter is fresh for each vhid.
@@ -1074,7 +1082,7 @@ fn a_vhid_on_another_interface_is_another_cluster_s() {
     handle
         .configure(&VhidSetup {
             ifindex: IFINDEX + 1000,
-            ..setup(PASSWORD, VHID, &[VIP], true)
+            ..setup(PASSWORD, VHID, &[VIP.into()], true)
         })
         .unwrap();
     handle.set_role(VHID, true).unwrap();
@@ -1098,12 +1106,12 @@ fn one_vip_belongs_to_one_vhid() {
         return;
     };
     assert!(matches!(
-        handle.configure(&setup(PASSWORD2, VHID2, &[VIP], true)),
+        handle.configure(&setup(PASSWORD2, VHID2, &[VIP.into()], true)),
         Err(XdpError::VipTaken { other: VHID, .. })
     ));
     // A vhid that moves to another VIP frees its old one.
     handle
-        .configure(&setup(PASSWORD, VHID, &[VIP2], true))
+        .configure(&setup(PASSWORD, VHID, &[VIP2.into()], true))
         .unwrap();
     handle.set_role(VHID, true).unwrap();
     expect(
@@ -1113,7 +1121,7 @@ fn one_vip_belongs_to_one_vhid() {
         &[("passed_other", 1)],
     );
     handle
-        .configure(&setup(PASSWORD2, VHID2, &[VIP], true))
+        .configure(&setup(PASSWORD2, VHID2, &[VIP.into()], true))
         .unwrap();
 }
 
@@ -1124,7 +1132,7 @@ async fn a_vhid_s_addresses_are_all_authenticated_answered_and_fenced() {
     let Some(mut handle) = loaded() else { return };
     let more = [VIP2, VIP, Ipv4Addr::new(10, 99, 0, 150)];
     handle
-        .configure(&setup(PASSWORD, VHID, &more, true))
+        .configure(&setup(PASSWORD, VHID, &more.map(IpAddr::V4), true))
         .unwrap();
     let mut events = handle.take_events().unwrap();
     let mut sorted = more;
@@ -1179,14 +1187,14 @@ async fn a_vhid_s_addresses_are_all_authenticated_answered_and_fenced() {
         handle.configure(&setup(
             PASSWORD2,
             VHID2,
-            &[Ipv4Addr::new(10, 99, 0, 150)],
+            &[Ipv4Addr::new(10, 99, 0, 150).into()],
             true
         )),
         Err(XdpError::VipTaken { other: VHID, .. })
     ));
     // Dropping one address frees it and keeps the others.
     handle
-        .configure(&setup(PASSWORD, VHID, &more[..2], true))
+        .configure(&setup(PASSWORD, VHID, &more.map(IpAddr::V4)[..2], true))
         .unwrap();
     expect(
         &handle,
@@ -1203,7 +1211,9 @@ async fn a_vhid_s_addresses_are_all_authenticated_answered_and_fenced() {
     let frame = advert_over(PASSWORD, &more[..2], VHID, 8);
     expect_accepted(&handle, &mut events, &frame).await;
     // Twelve addresses do not fit the one block the program hashes.
-    let twelve: Vec<Ipv4Addr> = (1..=12).map(|i| Ipv4Addr::new(10, 98, 0, i)).collect();
+    let twelve: Vec<IpAddr> = (1..=12)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(10, 98, 0, i)))
+        .collect();
     assert!(matches!(
         handle.configure(&setup(PASSWORD2, VHID2, &twelve, true)),
         Err(XdpError::BadAddrs(_))
@@ -1260,4 +1270,118 @@ async fn held_connection_requests_leave_half_the_ring_buffer_to_adverts() {
             &[("carp_seen", 1), ("advert", 1)],
         );
     }
+}
+
+const VIP6: &str = "2001:db8:99::100";
+const PEER_IP6: &str = "fe80::77";
+
+/// A neighbour solicitation from the peer for `target`, with its link-layer address option,
+/// as Linux sends it (to the solicited-node group, hop limit 255), checksum set.
+fn solicitation_for(target: Ipv6Addr) -> Vec<u8> {
+    let src: Ipv6Addr = PEER_IP6.parse().unwrap();
+    let t = target.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(t[13]),
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    let mut f = vec![0x33, 0x33, 0xff, t[13], t[14], t[15]];
+    f.extend_from_slice(&PEER_MAC);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 32, 58, 255]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&group.octets());
+    f.extend_from_slice(&[135, 0, 0, 0, 0, 0, 0, 0]);
+    f.extend_from_slice(&t);
+    f.extend_from_slice(&[1, 1]);
+    f.extend_from_slice(&PEER_MAC);
+    let sum = icmpv6_checksum(&f);
+    f[56..58].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+/// The ICMPv6 checksum of the message in an Ethernet + IPv6 frame, its own field as it is:
+/// 0 for a frame whose checksum is right, when computed over it.
+fn icmpv6_checksum(frame: &[u8]) -> u16 {
+    let ip = &frame[14..54];
+    let msg = &frame[54..];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&ip[8..40]);
+    pseudo.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(msg);
+    wire::internet_checksum(&pseudo)
+}
+
+fn ipv6_udp_to(dst: Ipv6Addr) -> Vec<u8> {
+    let mut f = OUR_MAC.to_vec();
+    f.extend_from_slice(&PEER_MAC);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 8, 17, 64]);
+    f.extend_from_slice(&PEER_IP6.parse::<Ipv6Addr>().unwrap().octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&[0x30, 0x39, 0x30, 0x39, 0, 8, 0, 0]);
+    f
+}
+
+/// An IPv6 VIP: solicitations for it are dropped while BACKUP and answered in place while
+/// MASTER with a valid advertisement (solicited and override set, our MAC as the target's
+/// link-layer address); other frames to it are fenced while BACKUP; DAD probes and
+/// solicitations for other addresses pass.
+#[test]
+fn neighbour_solicitations_for_an_ipv6_vip_are_answered_or_dropped_like_arp() {
+    let Some(mut handle) = loaded() else { return };
+    let vip: Ipv6Addr = VIP6.parse().unwrap();
+    handle
+        .configure(&setup(PASSWORD, VHID, &[vip.into()], true))
+        .unwrap();
+    let ns = solicitation_for(vip);
+    assert_eq!(
+        icmpv6_checksum(&ns),
+        0,
+        "the test's own solicitation is valid"
+    );
+    expect(&handle, &ns, XDP_DROP, &[("nd_dropped", 1)]);
+    expect(&handle, &ipv6_udp_to(vip), XDP_DROP, &[("fenced", 1)]);
+    let other: Ipv6Addr = "2001:db8:99::101".parse().unwrap();
+    expect(
+        &handle,
+        &solicitation_for(other),
+        XDP_PASS,
+        &[("passed_other", 1)],
+    );
+
+    handle.set_role(VHID, true).unwrap();
+    let na = expect(&handle, &ns, XDP_TX, &[("nd_answered", 1)]);
+    assert_eq!(na.len(), ns.len());
+    assert_eq!(na[..6], PEER_MAC, "to the requester's MAC");
+    assert_eq!(na[6..12], OUR_MAC);
+    assert_eq!(na[22..38], vip.octets(), "from the VIP");
+    assert_eq!(na[38..54], ns[22..38], "to the requester's address");
+    assert_eq!(na[21], 255, "hop limit");
+    assert_eq!(
+        (na[54], na[55], na[58]),
+        (136, 0, 0x60),
+        "advertisement, solicited + override"
+    );
+    assert_eq!(na[62..78], vip.octets(), "target");
+    assert_eq!(na[78..80], [2, 1], "target link-layer address option");
+    assert_eq!(na[80..86], OUR_MAC);
+    assert_eq!(icmpv6_checksum(&na), 0, "checksum of the advertisement");
+    expect(&handle, &ipv6_udp_to(vip), XDP_PASS, &[("passed_other", 1)]);
+    // Duplicate address detection (from `::`) is the kernel's to see.
+    let mut dad = ns.clone();
+    dad[22..38].fill(0);
+    expect(&handle, &dad, XDP_PASS, &[("passed_other", 1)]);
+    // On a veth in native mode the kernel answers.
+    handle.set_arp_via_stack(VHID, true).unwrap();
+    expect(&handle, &ns, XDP_PASS, &[("passed_other", 1)]);
+
+    handle.unconfigure(VHID).unwrap();
+    handle.set_arp_via_stack(VHID, false).ok();
+    expect(&handle, &ns, XDP_PASS, &[("passed_other", 1)]);
+    expect(&handle, &ipv6_udp_to(vip), XDP_PASS, &[("passed_other", 1)]);
 }

@@ -138,7 +138,7 @@ fn configure(handle: &mut XdpHandle, vhids: u8, master: bool) -> Result<()> {
             vhid,
             ifindex,
             password: PASSWORD,
-            vips: &[vip],
+            vips: &[vip.into()],
             group: GROUP,
             mac: OWN_MAC,
             fence: true,

@@ -288,9 +288,9 @@ fn a_vhid_s_addresses_move_together() -> Result<()> {
 }
 
 /// An IPv6 vhid between two agents: adverts over IPv6 to ff02::12, the VIP added without
-/// duplicate address detection on the master only, and on takeover an unsolicited neighbour
-/// advertisement that moves a client's neighbour entry to the new master without the client
-/// sending anything.
+/// duplicate address detection on the master only (with XDP, the backup drops solicitations
+/// for it), and on takeover an unsolicited neighbour advertisement that moves a client's
+/// neighbour entry to the new master without the client sending anything.
 #[test]
 fn an_ipv6_vip_moves_and_the_client_s_neighbour_entry_follows() -> Result<()> {
     let vip: std::net::Ipv6Addr = "2001:db8:99::100".parse()?;
@@ -338,6 +338,16 @@ fn an_ipv6_vip_moves_and_the_client_s_neighbour_entry_follows() -> Result<()> {
             rig.neighbour(2, vip)? == Some(mac0.clone()),
             "the client's neighbour entry for the VIP is not node0's MAC {mac0}"
         );
+        // With XDP the backup's program dropped the client's solicitation for the VIP.
+        let status1 = a1.status()?;
+        if status1.xdp != "off" {
+            let dropped = status1.xdp_counters.get("nd_dropped").copied().unwrap_or(0);
+            ensure!(
+                dropped > 0,
+                "node1's XDP program dropped no solicitation for the VIP: {:?}",
+                status1.xdp_counters
+            );
+        }
 
         rig.power_cut(0)?;
         drop(a0);
