@@ -499,10 +499,10 @@ async fn run_vhid(
                     .context("configuring the XDP program")?;
             }
             drop(handle);
-            // The program answers an IPv6 vhid's neighbour solicitations and fences its VIP;
-            // its adverts come from the socket.
-            let events = (!s.is_ipv6()).then(|| (pump.clone(), pump.add(s.vhid, &s.addrs_v4())));
-            (Some(Port::new(x.clone(), s.vhid, &s.interface)), events)
+            (
+                Some(Port::new(x.clone(), s.vhid, &s.interface)),
+                Some((pump.clone(), pump.add(s.vhid, &s.addrs_v4()))),
+            )
         }
         None => (None, None),
     };
@@ -1089,6 +1089,9 @@ impl Agent {
     fn on_event(&mut self, coord: &mut Coordinator, ev: XdpEvent) {
         match ev {
             XdpEvent::Advert { ktime_ns, packet } => {
+                self.on_packet(coord, &packet, Mono::from_nanos(ktime_ns))
+            }
+            XdpEvent::Advert6 { ktime_ns, packet } => {
                 self.on_packet(coord, &packet, Mono::from_nanos(ktime_ns))
             }
             XdpEvent::Syn {

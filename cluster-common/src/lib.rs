@@ -75,6 +75,8 @@ pub mod xdp {
 
     /// IPv4 + CARP bytes of an advert: exactly what the agent needs to verify it.
     pub const ADVERT_LEN: usize = carp::IPV4_HEADER_LEN + carp::HEADER_LEN;
+    /// IPv6 + CARP bytes of an advert over IPv6.
+    pub const ADVERT6_LEN: usize = 40 + carp::HEADER_LEN;
 
     /// Every IPv4 frame with protocol 112; the reason counters below split it by outcome.
     pub const CTR_CARP_SEEN: u32 = 0;
@@ -198,6 +200,8 @@ pub mod xdp {
     pub const RECORD_CONFLICT: u32 = 2;
     /// [`RecordHeader::kind`] of a [`SynRecord`].
     pub const RECORD_SYN: u32 = 3;
+    /// [`RecordHeader::kind`] of an [`AdvertRecord6`].
+    pub const RECORD_ADVERT6: u32 = 4;
     /// Longest IPv4 packet a [`SynRecord`] keeps: a 20-byte IPv4 header (no options) and a TCP
     /// header with the most options (60 bytes).
     pub const SYN_MAX: usize = 80;
@@ -221,6 +225,17 @@ pub mod xdp {
         pub header: RecordHeader,
         /// The IPv4 header and CARP header exactly as received.
         pub packet: [u8; ADVERT_LEN],
+    }
+
+    /// An advert over IPv6 that passed the same checks as an [`AdvertRecord`].
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct AdvertRecord6 {
+        pub header: RecordHeader,
+        /// The IPv6 header and CARP header exactly as received.
+        pub packet: [u8; ADVERT6_LEN],
+        /// Keeps the record a multiple of 8 bytes.
+        pub reserved: [u8; 4],
     }
 
     /// An ARP frame claiming the VIP from a MAC that is not ours while we are MASTER.
@@ -270,6 +285,8 @@ pub mod xdp {
     const _: () = assert!(size_of::<RecordHeader>() == 16);
     const _: () = assert!(size_of::<AdvertRecord>() == 16 + ADVERT_LEN);
     const _: () = assert!(size_of::<AdvertRecord>().is_multiple_of(8));
+    const _: () = assert!(size_of::<AdvertRecord6>() == 16 + ADVERT6_LEN + 4);
+    const _: () = assert!(size_of::<AdvertRecord6>().is_multiple_of(8));
     const _: () = assert!(size_of::<ConflictRecord>() == 16 + 6 + 6 + 4 + 2 + 6);
     const _: () = assert!(size_of::<ConflictRecord>().is_multiple_of(8));
 
@@ -281,6 +298,7 @@ pub mod xdp {
         unsafe impl aya::Pod for super::ReplayKey {}
         unsafe impl aya::Pod for super::RecordHeader {}
         unsafe impl aya::Pod for super::AdvertRecord {}
+        unsafe impl aya::Pod for super::AdvertRecord6 {}
         unsafe impl aya::Pod for super::ConflictRecord {}
         unsafe impl aya::Pod for super::SynRecord {}
     }

@@ -37,7 +37,7 @@ use cluster_common::{
     carp,
     sha1,
     xdp::{
-        self as layout, ADVERT_LEN, AdvertRecord, Config, ConflictRecord, FLAG_ARP_VIA_STACK,
+        self as layout, ADVERT_LEN, ADVERT6_LEN, AdvertRecord, AdvertRecord6, Config, ConflictRecord, FLAG_ARP_VIA_STACK,
         FLAG_DRAIN, FLAG_ENABLED, FLAG_FENCE, FLAG_MASTER, RecordHeader, ReplayKey, SynRecord,
     },
 };
@@ -134,6 +134,13 @@ struct Advert {
     carp: CarpHdr,
 }
 
+/// IPv6 + CARP, likewise.
+#[repr(C)]
+struct Advert6 {
+    ip: Ipv6Hdr,
+    carp: CarpHdr,
+}
+
 /// The start of a TCP header, up to its flags: all a drain needs to tell a connection request.
 #[repr(C)]
 struct TcpHead {
@@ -193,6 +200,7 @@ struct NsFrame {
 
 const _: () = assert!(size_of::<EthHdr>() == ETH_LEN);
 const _: () = assert!(size_of::<Ipv6Hdr>() == 40);
+const _: () = assert!(size_of::<Advert6>() == ADVERT6_LEN);
 const _: () = assert!(size_of::<NsFrame>() == ETH_LEN + 40 + ND_LEN as usize);
 const _: () = assert!(size_of::<Ipv4Hdr>() == carp::IPV4_HEADER_LEN);
 const _: () = assert!(size_of::<CarpHdr>() == carp::HEADER_LEN);
@@ -221,7 +229,14 @@ fn classify(ctx: &XdpContext) -> (u32, u32) {
     } else if ether_type == ETHERTYPE_ARP {
         arp(ctx)
     } else if ether_type == ETHERTYPE_IPV6 {
-        ipv6(ctx)
+        match ptr_at::<Ipv6Hdr>(ctx, ETH_LEN) {
+            // SAFETY: `ptr_at` proved the header lies inside the frame.
+            Some(ip) if unsafe { (*ip).next_header } == carp::IPPROTO_CARP => {
+                bump(layout::CTR_CARP_SEEN);
+                advert6(ctx)
+            }
+            _ => ipv6(ctx),
+        }
     } else {
         pass()
     }
@@ -340,51 +355,17 @@ fn advert(ctx: &XdpContext) -> (u32, u32) {
     if ip.ttl != carp::TTL {
         return (xdp_action::XDP_PASS, layout::CTR_BAD_TTL);
     }
-    let carp_hdr = &advert.carp;
-    if carp_hdr.version_type >> 4 != carp::VERSION {
-        return (xdp_action::XDP_PASS, layout::CTR_BAD_VERSION);
-    }
-    let Some(config) = CONFIG.get(u32::from(carp_hdr.vhid)) else {
-        return (xdp_action::XDP_PASS, layout::CTR_UNKNOWN_VHID);
+    let config = match advert_config(ctx, &advert.carp) {
+        Ok(config) => config,
+        Err(verdict) => return verdict,
     };
-    if config.flags & FLAG_ENABLED == 0
-        || carp_hdr.vhid != config.vhid
-        || config.ifindex != ingress_ifindex(ctx)
-    {
-        return (xdp_action::XDP_PASS, layout::CTR_UNKNOWN_VHID);
-    }
-    if addr(&ip.dst) != addr(&config.group) {
+    // An IPv6 vhid's adverts travel over IPv6 only.
+    if config.message.v6 != 0 || addr(&ip.dst) != addr(&config.group) {
         return (xdp_action::XDP_PASS, layout::CTR_WRONG_GROUP);
     }
-
-    // A counter already accepted is refused before the HMAC is even computed: replays of a
-    // captured advert are the cheap case, and the HMAC covers neither the source address nor
-    // the timing fields, so a replay could otherwise claim any of them.
-    let counter = u64::from_be_bytes(carp_hdr.counter);
-    let key = ReplayKey {
-        counter,
-        vhid: u64::from(carp_hdr.vhid),
-    };
-    // SAFETY: the value is only tested for presence, never read.
-    if unsafe { REPLAY.get(&key) }.is_some() {
-        return (xdp_action::XDP_DROP, layout::CTR_REPLAYED);
+    if let Err(verdict) = authenticate(config, &advert.carp) {
+        return verdict;
     }
-    let expected = expected_md(config, counter);
-    if !sha1::digests_equal(&expected, &sha1::digest_words(&carp_hdr.md)) {
-        return (xdp_action::XDP_DROP, layout::CTR_AUTH_FAILED);
-    }
-    // Only now may the counter enter the guard: UCARP's counters are predictable (the last one
-    // heard plus one), so remembering unauthenticated ones would let a forger refuse genuine
-    // adverts in advance. NOEXIST settles two copies racing on two CPUs: one of them loses.
-    // Any other failure lets the advert through; the agent's own guard still stands behind.
-    if let Err(error) = REPLAY.insert(key, 0, u64::from(BPF_NOEXIST))
-        && error == -EEXIST
-    {
-        return (xdp_action::XDP_DROP, layout::CTR_REPLAYED);
-    }
-
-    // SAFETY: a helper without arguments or side effects.
-    let now = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = EVENTS.reserve::<AdvertRecord>(0) else {
         // Only a stalled agent lets the ring fill with authenticated adverts; the raw socket is
         // not read while XDP runs, so passing the frame on would not help.
@@ -395,11 +376,7 @@ fn advert(ctx: &XdpContext) -> (u32, u32) {
     // until submit; the source is the bounds-checked packet. Field-wise writes initialise all of
     // it, padding-free by construction.
     unsafe {
-        (*record).header = RecordHeader {
-            kind: layout::RECORD_ADVERT,
-            reserved: 0,
-            ktime_ns: now,
-        };
+        (*record).header = advert_header(layout::RECORD_ADVERT);
         core::ptr::copy_nonoverlapping(
             packet.cast::<u8>(),
             (&raw mut (*record).packet).cast::<u8>(),
@@ -408,6 +385,126 @@ fn advert(ctx: &XdpContext) -> (u32, u32) {
     }
     entry.submit(0);
     (xdp_action::XDP_DROP, layout::CTR_ADVERT)
+}
+
+/// The same checks for an advert over IPv6, as BSD CARP sends it: to ff02::12, hop limit 255,
+/// no extension header. Only an IPv6 vhid's adverts count.
+///
+/// A function of its own, as [`ipv6`] is, with the HMAC call below it: the stack of the three
+/// would exceed 512 bytes if they were one chain.
+#[inline(never)]
+fn advert6(ctx: &XdpContext) -> (u32, u32) {
+    let Some(packet) = ptr_at::<Advert6>(ctx, ETH_LEN) else {
+        return (xdp_action::XDP_PASS, layout::CTR_CARP_MALFORMED);
+    };
+    // SAFETY: `ptr_at` proved all ADVERT6_LEN bytes lie inside the frame.
+    let advert = unsafe { &*packet };
+    let ip = &advert.ip;
+    let payload = usize::from(u16::from_be_bytes(ip.payload_len));
+    if ip.version_class_flow[0] >> 4 != 6
+        || payload < carp::HEADER_LEN
+        || ctx.data() + ETH_LEN + size_of::<Ipv6Hdr>() + payload > ctx.data_end()
+    {
+        return (xdp_action::XDP_PASS, layout::CTR_CARP_MALFORMED);
+    }
+    if ip.hop_limit != carp::TTL {
+        return (xdp_action::XDP_PASS, layout::CTR_BAD_TTL);
+    }
+    let config = match advert_config(ctx, &advert.carp) {
+        Ok(config) => config,
+        Err(verdict) => return verdict,
+    };
+    let group = Addr6::read(&ip.dst);
+    if config.message.v6 == 0 || group.0 != GROUP6.0 {
+        return (xdp_action::XDP_PASS, layout::CTR_WRONG_GROUP);
+    }
+    if let Err(verdict) = authenticate(config, &advert.carp) {
+        return verdict;
+    }
+    let Some(mut entry) = EVENTS.reserve::<AdvertRecord6>(0) else {
+        return (xdp_action::XDP_DROP, layout::CTR_RINGBUF_FULL);
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: as in `advert`; the padding word is written too.
+    unsafe {
+        (*record).header = advert_header(layout::RECORD_ADVERT6);
+        (*record).reserved = [0; 4];
+        core::ptr::copy_nonoverlapping(
+            packet.cast::<u8>(),
+            (&raw mut (*record).packet).cast::<u8>(),
+            ADVERT6_LEN,
+        );
+    }
+    entry.submit(0);
+    (xdp_action::XDP_DROP, layout::CTR_ADVERT)
+}
+
+/// `ff02::12` as [`Addr6`] reads it.
+const GROUP6: Addr6 = Addr6([
+    u32::from_ne_bytes([0xff, 0x02, 0, 0]),
+    0,
+    0,
+    u32::from_ne_bytes([0, 0, 0, 0x12]),
+]);
+
+/// The configuration of the advert's vhid on the interface it arrived on.
+#[inline(always)]
+fn advert_config(ctx: &XdpContext, carp_hdr: &CarpHdr) -> Result<&'static Config, (u32, u32)> {
+    if carp_hdr.version_type >> 4 != carp::VERSION {
+        return Err((xdp_action::XDP_PASS, layout::CTR_BAD_VERSION));
+    }
+    let Some(config) = CONFIG.get(u32::from(carp_hdr.vhid)) else {
+        return Err((xdp_action::XDP_PASS, layout::CTR_UNKNOWN_VHID));
+    };
+    if config.flags & FLAG_ENABLED == 0
+        || carp_hdr.vhid != config.vhid
+        || config.ifindex != ingress_ifindex(ctx)
+    {
+        return Err((xdp_action::XDP_PASS, layout::CTR_UNKNOWN_VHID));
+    }
+    Ok(config)
+}
+
+/// The replay guard around the HMAC check: `Ok` for a fresh, authentic advert, whose counter
+/// the guard then remembers.
+#[inline(always)]
+fn authenticate(config: &Config, carp_hdr: &CarpHdr) -> Result<(), (u32, u32)> {
+    // A counter already accepted is refused before the HMAC is even computed: replays of a
+    // captured advert are the cheap case, and the HMAC covers neither the source address nor
+    // the timing fields, so a replay could otherwise claim any of them.
+    let counter = u64::from_be_bytes(carp_hdr.counter);
+    let key = ReplayKey {
+        counter,
+        vhid: u64::from(carp_hdr.vhid),
+    };
+    // SAFETY: the value is only tested for presence, never read.
+    if unsafe { REPLAY.get(&key) }.is_some() {
+        return Err((xdp_action::XDP_DROP, layout::CTR_REPLAYED));
+    }
+    let expected = expected_md(config, counter);
+    if !sha1::digests_equal(&expected, &sha1::digest_words(&carp_hdr.md)) {
+        return Err((xdp_action::XDP_DROP, layout::CTR_AUTH_FAILED));
+    }
+    // Only now may the counter enter the guard: UCARP's counters are predictable (the last one
+    // heard plus one), so remembering unauthenticated ones would let a forger refuse genuine
+    // adverts in advance. NOEXIST settles two copies racing on two CPUs: one of them loses.
+    // Any other failure lets the advert through; the agent's own guard still stands behind.
+    if let Err(error) = REPLAY.insert(key, 0, u64::from(BPF_NOEXIST))
+        && error == -EEXIST
+    {
+        return Err((xdp_action::XDP_DROP, layout::CTR_REPLAYED));
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn advert_header(kind: u32) -> RecordHeader {
+    RecordHeader {
+        kind,
+        reserved: 0,
+        // SAFETY: a helper without arguments or side effects.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+    }
 }
 
 /// The HMAC an advert for `config`'s vhid with `counter` must carry, as five big-endian words.
@@ -483,7 +580,7 @@ fn arp(ctx: &XdpContext) -> (u32, u32) {
 }
 
 /// IPv6 to an IPv6 VIP: solicitations for it answered or dropped as ARP is, other frames
-/// fenced while BACKUP. IPv6 adverts are left to the agent's socket.
+/// fenced while BACKUP. (Adverts over IPv6 go to [`advert6`].)
 ///
 /// A function of its own in the object (a BPF-to-BPF call): its stack slots stay out of the
 /// frame the advert path's HMAC call adds to, and the pair stays within the 512-byte stack.

@@ -4,8 +4,8 @@ use std::net::Ipv4Addr;
 
 use aya::maps::{MapData, RingBuf};
 use cluster_common::xdp::{
-    ADVERT_LEN, ARP_OP_REPLY, AdvertRecord, ConflictRecord, RECORD_ADVERT, RECORD_CONFLICT,
-    RECORD_SYN, RecordHeader, SYN_MAX, SynRecord,
+    ADVERT_LEN, ADVERT6_LEN, ARP_OP_REPLY, AdvertRecord, AdvertRecord6, ConflictRecord,
+    RECORD_ADVERT, RECORD_ADVERT6, RECORD_CONFLICT, RECORD_SYN, RecordHeader, SYN_MAX, SynRecord,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -20,6 +20,13 @@ pub enum XdpEvent {
         ktime_ns: u64,
         /// The IPv4 and CARP headers exactly as received.
         packet: [u8; ADVERT_LEN],
+    },
+    /// An advert over IPv6 that passed the same checks.
+    Advert6 {
+        /// `CLOCK_MONOTONIC` nanoseconds at which the frame reached XDP.
+        ktime_ns: u64,
+        /// The IPv6 and CARP headers exactly as received.
+        packet: [u8; ADVERT6_LEN],
     },
     /// A connection request to the VIP held off by a drain (see `FLAG_DRAIN`).
     Syn {
@@ -64,6 +71,13 @@ impl XdpEvent {
             RECORD_ADVERT => {
                 let advert: AdvertRecord = read_exact(record).ok_or_else(bad)?;
                 Ok(Self::Advert {
+                    ktime_ns: advert.header.ktime_ns,
+                    packet: advert.packet,
+                })
+            }
+            RECORD_ADVERT6 => {
+                let advert: AdvertRecord6 = read_exact(record).ok_or_else(bad)?;
+                Ok(Self::Advert6 {
                     ktime_ns: advert.header.ktime_ns,
                     packet: advert.packet,
                 })

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use cluster_common::carp;
+use cluster_common::{carp, xdp::ADVERT6_LEN};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
@@ -86,6 +86,7 @@ impl Routes {
     fn route(&mut self, event: XdpEvent) {
         let vhid = match &event {
             XdpEvent::Advert { packet, .. } => Some(packet[carp::IPV4_HEADER_LEN + 1]),
+            XdpEvent::Advert6 { packet, .. } => Some(packet[ADVERT6_LEN - carp::HEADER_LEN + 1]),
             XdpEvent::Conflict { ip, .. } => self.vips.get(ip).copied(),
             XdpEvent::Syn { packet, .. } => {
                 let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);

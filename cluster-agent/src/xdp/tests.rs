@@ -1385,3 +1385,80 @@ fn neighbour_solicitations_for_an_ipv6_vip_are_answered_or_dropped_like_arp() {
     expect(&handle, &ns, XDP_PASS, &[("passed_other", 1)]);
     expect(&handle, &ipv6_udp_to(vip), XDP_PASS, &[("passed_other", 1)]);
 }
+
+/// An advert over IPv6 from the peer's link-local address for `vhid`, signed over `vips`.
+fn advert6_for(password: &[u8], vips: &[IpAddr], vhid: u8, counter: u64, dst: Ipv6Addr) -> Vec<u8> {
+    let carp = wire::encode_carp(password, vips, vhid, 1, 0, counter);
+    let mut f = vec![0x33, 0x33, 0, 0, 0, 0x12];
+    f.extend_from_slice(&PEER_MAC);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 36, 112, 255]);
+    f.extend_from_slice(&PEER_IP6.parse::<Ipv6Addr>().unwrap().octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&carp);
+    f
+}
+
+/// An IPv6 vhid's adverts are checked as IPv4 ones are (hop limit, group, replay guard, HMAC
+/// over the IPv6 addresses) and reach the agent as IPv6 records; IPv4 adverts carrying its
+/// vhid are not its own.
+#[tokio::test]
+async fn adverts_over_ipv6_are_checked_in_the_kernel() {
+    let Some(mut handle) = loaded() else { return };
+    let vip: IpAddr = VIP6.parse::<Ipv6Addr>().unwrap().into();
+    handle
+        .configure(&setup(PASSWORD, VHID, &[vip], true))
+        .unwrap();
+    let mut events = handle.take_events().unwrap();
+    let group = wire::GROUP6;
+    let good = advert6_for(PASSWORD, &[vip], VHID, 5, group);
+    expect(&handle, &good, XDP_DROP, &[("carp_seen", 1), ("advert", 1)]);
+    let event = next_event(&mut events).await;
+    let XdpEvent::Advert6 { packet, .. } = event else {
+        panic!("expected an IPv6 advert, got {event:?}");
+    };
+    assert_eq!(packet[..], good[14..]);
+    let rx = wire::decode6(&packet).unwrap();
+    assert_eq!(rx.advert.counter, 5);
+    expect(
+        &handle,
+        &good,
+        XDP_DROP,
+        &[("carp_seen", 1), ("replayed", 1)],
+    );
+    expect(
+        &handle,
+        &advert6_for(b"wrong", &[vip], VHID, 6, group),
+        XDP_DROP,
+        &[("carp_seen", 1), ("auth_failed", 1)],
+    );
+    let mut routed = advert6_for(PASSWORD, &[vip], VHID, 7, group);
+    routed[21] = 254;
+    expect(
+        &handle,
+        &routed,
+        XDP_PASS,
+        &[("carp_seen", 1), ("bad_ttl", 1)],
+    );
+    expect(
+        &handle,
+        &advert6_for(PASSWORD, &[vip], VHID, 8, wire::ALL_NODES),
+        XDP_PASS,
+        &[("carp_seen", 1), ("wrong_group", 1)],
+    );
+    // The IPv4 advert with this vhid belongs to some other cluster.
+    expect(
+        &handle,
+        &advert_for(PASSWORD, VIP, VHID, 9),
+        XDP_PASS,
+        &[("carp_seen", 1), ("wrong_group", 1)],
+    );
+    assert_no_event(&mut events);
+    let mut short = good.clone();
+    short.truncate(good.len() - 1);
+    expect(
+        &handle,
+        &short,
+        XDP_PASS,
+        &[("carp_seen", 1), ("carp_malformed", 1)],
+    );
+}

@@ -338,13 +338,14 @@ fn an_ipv6_vip_moves_and_the_client_s_neighbour_entry_follows() -> Result<()> {
             rig.neighbour(2, vip)? == Some(mac0.clone()),
             "the client's neighbour entry for the VIP is not node0's MAC {mac0}"
         );
-        // With XDP the backup's program dropped the client's solicitation for the VIP.
+        // With XDP the backup's program checked node0's IPv6 adverts and dropped the client's
+        // solicitation for the VIP.
         let status1 = a1.status()?;
         if status1.xdp != "off" {
-            let dropped = status1.xdp_counters.get("nd_dropped").copied().unwrap_or(0);
+            let counter = |name: &str| status1.xdp_counters.get(name).copied().unwrap_or(0);
             ensure!(
-                dropped > 0,
-                "node1's XDP program dropped no solicitation for the VIP: {:?}",
+                counter("advert") > 0 && counter("nd_dropped") > 0,
+                "node1's XDP program took no IPv6 advert or dropped no solicitation: {:?}",
                 status1.xdp_counters
             );
         }
