@@ -5,7 +5,7 @@
 //! Built here rather than with the agent's encoder so the injector binary needs nothing but this
 //! crate; a unit test checks that a well-formed advert matches the agent's encoding byte for byte.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// IP protocol number shared by CARP and VRRP.
 pub const IPPROTO_CARP: u8 = 112;
@@ -188,6 +188,62 @@ pub fn carp_frame(src: Ipv4Addr, group: Ipv4Addr, ttl: u8, id: u16, carp: &[u8])
     push_eth_ipv4(&mut f, multicast_mac(group), ip, carp.len());
     f.extend_from_slice(carp);
     f
+}
+
+/// An Ethernet frame holding an IPv6 packet (no extension header) with `payload` after the
+/// header: to a multicast destination at its multicast MAC, else to `dst_mac`.
+fn ipv6_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next_header: u8,
+    hop_limit: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let o = dst.octets();
+    let dst_mac = if dst.is_multicast() {
+        [0x33, 0x33, o[12], o[13], o[14], o[15]]
+    } else {
+        dst_mac
+    };
+    let mut f = Vec::with_capacity(14 + 40 + payload.len());
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[next_header, hop_limit]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A CARP advert over IPv6 from `src` (a link-local address) to `dst` (`ff02::12` for the
+/// group), as BSD CARP sends it.
+pub fn carp6_frame(
+    src_mac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    carp: &[u8],
+) -> Vec<u8> {
+    ipv6_frame(src_mac, [0; 6], src, dst, IPPROTO_CARP, hop_limit, carp)
+}
+
+/// A neighbour solicitation from `src` at `src_mac` for `target`, to its solicited-node group,
+/// with the source link-layer address option (checksum left zero: nothing on the path under
+/// test checks it).
+pub fn solicitation(src_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group = Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+    ]);
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&t);
+    icmp.extend_from_slice(&[1, 1]);
+    icmp.extend_from_slice(&src_mac);
+    ipv6_frame(src_mac, [0; 6], src, group, 58, 255, &icmp)
 }
 
 /// A captured CARP advert sent again: the source and, if given, advbase and advskew replaced,

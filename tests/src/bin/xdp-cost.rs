@@ -2,7 +2,7 @@
 //! on the real program and maps. Run it as root inside a throwaway namespace whose interface it
 //! may attach to (`cargo xtask bench xdp` does); prints one JSON document on stdout.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
@@ -14,6 +14,10 @@ const VHID: u8 = 42;
 /// Never configured: the vhid of the "another vhid" case.
 const OTHER_VHID: u8 = 43;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
+/// The IPv6 vhid of the IPv6 cases, configured for them in place of one of the others.
+const VHID6: u8 = 44;
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x99, 0, 0, 0, 0, 0x100);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const OWN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x20];
@@ -149,6 +153,25 @@ fn configure(handle: &mut XdpHandle, vhids: u8, master: bool) -> Result<()> {
     Ok(())
 }
 
+/// Makes vhid 44 an IPv6 vhid (taking it from the IPv4 ones if they hold it, so the number of
+/// vhids stays the same).
+fn configure6(handle: &mut XdpHandle, master: bool) -> Result<()> {
+    let ifindex = cluster_agent::net::ifindex("lo").context("no loopback device")?;
+    handle.unconfigure(VHID6)?;
+    handle.configure(&VhidSetup {
+        vhid: VHID6,
+        ifindex,
+        password: PASSWORD,
+        vips: &[VIP6.into()],
+        group: Ipv4Addr::UNSPECIFIED,
+        mac: OWN_MAC,
+        fence: true,
+    })?;
+    handle.set_role(VHID6, master)?;
+    handle.set_arp_via_stack(VHID6, false)?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(
@@ -251,6 +274,49 @@ fn main() -> Result<()> {
     cases.push(bench.case(
         "ordinary IPv4/UDP, one run per call (reference)",
         || udp.clone(),
+        1,
+        single,
+    )?);
+
+    // The IPv6 paths: adverts over IPv6 and neighbour solicitations for an IPv6 VIP.
+    configure6(&mut bench.handle, false)?;
+    let authentic6 = |counter: u64| {
+        let carp = wire::encode_carp(PASSWORD, &[VIP6], VHID6, 1, 0, counter);
+        frames::carp6_frame(PEER_MAC, PEER6, wire::GROUP6, 255, &carp)
+    };
+    let forged6 = frames::carp6_frame(
+        PEER_MAC,
+        PEER6,
+        wire::GROUP6,
+        255,
+        &frames::carp_header(VHID6, 1, 0, forged_counter, md),
+    );
+    let ns = frames::solicitation(PEER_MAC, PEER6, VIP6);
+    cases.push(bench.case(
+        "CARP advert over IPv6, authentic, to the ring buffer (one run per call)",
+        || {
+            counter += 1;
+            authentic6(counter)
+        },
+        1,
+        single,
+    )?);
+    cases.push(bench.case(
+        "CARP advert over IPv6, forged (wrong HMAC), dropped",
+        || forged6.clone(),
+        repeat,
+        1,
+    )?);
+    cases.push(bench.case(
+        "neighbour solicitation for the IPv6 VIP, BACKUP (dropped)",
+        || ns.clone(),
+        repeat,
+        1,
+    )?);
+    configure6(&mut bench.handle, true)?;
+    cases.push(bench.case(
+        "neighbour solicitation for the IPv6 VIP, MASTER (answered, XDP_TX)",
+        || ns.clone(),
         1,
         single,
     )?);
