@@ -129,9 +129,14 @@ fn invalid_settings_exit_2_naming_the_setting() -> Result<()> {
                 names: &["control-group"],
             },
             Case {
-                what: "IPv6 VIP",
-                args: args(&rig, &[("-a", "fd00::100")], &[], &[]),
+                what: "link-local IPv6 VIP",
+                args: args(&rig, &[("-a", "fe80::100")], &[], &[]),
                 names: &["addr", "vip"],
+            },
+            Case {
+                what: "IPv4 and IPv6 addresses in one vhid",
+                args: args(&rig, &[("-a", "fd00::100")], &[], &["-a", "10.99.0.101"]),
+                names: &["addr"],
             },
             Case {
                 what: "VIP prefix 33",
