@@ -43,9 +43,10 @@ pub struct RunArgs {
     /// Read the password from the first line of FILE.
     #[arg(short = 'o', long)]
     pub passfile: Option<PathBuf>,
-    /// Virtual IPv4 address, optionally with a prefix length (default /32). Repeat it (or give
-    /// `addr = [...]`) for a vhid of several addresses, at most 11, that move together;
-    /// UCARP hashes exactly one, so several are for clusters of agents only.
+    /// Virtual IPv4 address, optionally with a prefix length (default /32), or IPv6 (default
+    /// /128; agents only). Repeat it (or give `addr = [...]`) for a vhid of several addresses
+    /// of one family that move together, at most 11 IPv4 or 2 IPv6; UCARP hashes exactly one
+    /// IPv4 address, so several are for clusters of agents only.
     #[arg(short = 'a', long = "addr")]
     #[serde(rename = "addr", default, deserialize_with = "one_or_many")]
     pub addr: Vec<String>,
