@@ -64,6 +64,9 @@ struct Agent {
     s: Settings,
     /// Our advert source and tie-break key: `srcip`, or an IPv6 vhid's link-local address.
     own: IpAddr,
+    /// Every address of the vhid, as adverts authenticate them: kept once rather than built
+    /// per advert sent and received (a reload that would change them is refused).
+    addrs: Vec<IpAddr>,
     mac: [u8; 6],
     vip: Vip,
     sender: AdvertSender,
@@ -600,6 +603,7 @@ async fn run_vhid(
     };
     let (drained_tx, mut drained_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
+        addrs: s.addrs(),
         s,
         own,
         mac,
@@ -1013,7 +1017,7 @@ impl Agent {
         }
         let carp = wire::encode_carp(
             &self.s.password,
-            &self.s.addrs(),
+            &self.addrs,
             self.s.vhid,
             advbase,
             advskew,
@@ -1227,7 +1231,7 @@ impl Agent {
                 self.s.delivery.accepted_on(self.s.src).into()
             },
             peers: self.s.delivery.peers().unwrap_or_default(),
-            vips: &self.s.addrs(),
+            vips: &self.addrs,
             password: &self.s.password,
         };
         match wire::verify(&rx, &expect) {

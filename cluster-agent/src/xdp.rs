@@ -359,22 +359,14 @@ impl XdpHandle {
         if setup.password.len() > MAX_PASSWORD_LEN {
             return Err(XdpError::PasswordTooLong);
         }
-        let v4: Vec<[u8; 4]> = setup
-            .vips
-            .iter()
-            .filter_map(|v| match v {
-                IpAddr::V4(a) => Some(a.octets()),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        let v6: Vec<[u8; 16]> = setup
-            .vips
-            .iter()
-            .filter_map(|v| match v {
-                IpAddr::V6(a) => Some(a.octets()),
-                IpAddr::V4(_) => None,
-            })
-            .collect();
+        let mut v4: Vec<[u8; 4]> = Vec::new();
+        let mut v6: Vec<[u8; 16]> = Vec::new();
+        for vip in setup.vips {
+            match vip {
+                IpAddr::V4(a) => v4.push(a.octets()),
+                IpAddr::V6(a) => v6.push(a.octets()),
+            }
+        }
         let message = AdvertMessage::new(vhid, &v4, &v6)
             .ok_or_else(|| XdpError::BadAddrs(setup.vips.to_vec()))?;
         for (&other, c) in self.configs.iter().filter(|(other, _)| **other != vhid) {
