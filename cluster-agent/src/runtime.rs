@@ -112,6 +112,7 @@ struct Held {
 /// on the receivers [`spawn_db`] returns beside this.
 struct DbLink {
     ops: mpsc::UnboundedSender<DbOp>,
+    checks: mpsc::UnboundedSender<(Ipv4Addr, Mono)>,
     watch: watch::Sender<Option<Ipv4Addr>>,
     /// What the server's accounts and settings leave unprotected, as last read.
     audit: watch::Receiver<Audit>,
@@ -813,6 +814,15 @@ fn spawn_db(settings: DbSettings) -> std::io::Result<(DbLink, DbAnswers)> {
             }
         }
     });
+    // Host checks run beside the operations: a prepare step may wait on one.
+    let (checks, mut check_rx) = mpsc::unbounded_channel::<(Ipv4Addr, Mono)>();
+    let check_db = db.clone();
+    rt.spawn(async move {
+        while let Some((addr, since)) = check_rx.recv().await {
+            let db = check_db.clone();
+            tokio::spawn(async move { db.check_host_early(addr, since).await });
+        }
+    });
     let (watch, mut watch_rx) = watch::channel::<Option<Ipv4Addr>>(None);
     let (obs_tx, observations) = mpsc::unbounded_channel();
     let (db_for_guard, obs_tx_guard) = (db.clone(), obs_tx.clone());
@@ -913,7 +923,15 @@ fn spawn_db(settings: DbSettings) -> std::io::Result<(DbLink, DbAnswers)> {
             tokio::time::sleep(wait).await;
         }
     });
-    Ok((DbLink { ops, watch, audit }, (outcomes, observations)))
+    Ok((
+        DbLink {
+            ops,
+            checks,
+            watch,
+            audit,
+        },
+        (outcomes, observations),
+    ))
 }
 
 async fn run_op(db: &Db, op: DbOp, promote_timeout: Duration) -> DbOutcome {
@@ -977,6 +995,11 @@ impl Agent {
                 Effect::Watch(master) => {
                     if let Some(db) = &self.db {
                         db.watch.send_replace(master);
+                    }
+                }
+                Effect::CheckHost { addr, since } => {
+                    if let Some(db) = &self.db {
+                        let _ = db.checks.send((addr, since));
                     }
                 }
                 Effect::Drain => self.drain(coord),

@@ -9,13 +9,15 @@ pub struct Stats {
     pub n: usize,
     pub median: f64,
     pub p90: f64,
+    /// With fewer than 100 values, the largest.
+    pub p99: f64,
     pub min: f64,
     pub max: f64,
 }
 
 impl Stats {
     /// `None` for an empty sample. The median averages the two middle values of an even
-    /// sample; p90 is the nearest-rank percentile.
+    /// sample; p90 and p99 are nearest-rank percentiles.
     pub fn of(values: &[f64]) -> Option<Stats> {
         if values.is_empty() {
             return None;
@@ -28,11 +30,12 @@ impl Stats {
         } else {
             (v[n / 2 - 1] + v[n / 2]) / 2.0
         };
-        let rank = (0.9 * n as f64).ceil() as usize;
+        let rank = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
         Some(Stats {
             n,
             median,
-            p90: v[rank.clamp(1, n) - 1],
+            p90: rank(0.9),
+            p99: rank(0.99),
             min: v[0],
             max: v[n - 1],
         })

@@ -360,15 +360,16 @@ impl Scenario {
         timeout: Duration,
     ) -> Result<Failover> {
         let old_name = node_name(old);
-        let (new, first_ok) = POLL.wait_for(timeout, "an answer from another node", || {
-            self.refresh()?;
-            Ok(self
-                .probe_log
-                .ended_since(t_fail)
-                .filter(|s| s.is_ok() && !s.ok_from(&old_name))
-                .min_by_key(|s| s.end_ns)
-                .map(|s| (s.outcome.clone().unwrap_or_default(), s.end_ns)))
-        })?;
+        let (new, first_ok, first_ok_sent) =
+            POLL.wait_for(timeout, "an answer from another node", || {
+                self.refresh()?;
+                Ok(self
+                    .probe_log
+                    .ended_since(t_fail)
+                    .filter(|s| s.is_ok() && !s.ok_from(&old_name))
+                    .min_by_key(|s| s.end_ns)
+                    .map(|s| (s.outcome.clone().unwrap_or_default(), s.end_ns, s.start_ns)))
+            })?;
         let new_idx = (0..self.nodes())
             .find(|&i| node_name(i) == new)
             .ok_or_else(|| anyhow!("answer from unknown node {new}"))?;
@@ -432,6 +433,7 @@ impl Scenario {
             first_advert_new,
             last_ok_before,
             first_ok_new: first_ok,
+            first_ok_sent,
             failed,
         })
     }
@@ -465,6 +467,8 @@ pub struct Failover {
     pub last_ok_before: Option<u64>,
     /// End of the first request the new master answered.
     pub first_ok_new: u64,
+    /// Start of that request: what comes after it is the request's own round trip.
+    pub first_ok_sent: u64,
     /// Requests that failed between the failure and `first_ok_new`.
     pub failed: usize,
     /// The new master's record of its takeover (agents only).
@@ -501,6 +505,10 @@ impl Failover {
         for s in &t.steps {
             parts.push(format!("{} +{:.1}", s.name, ms_between(t.at_ns, s.at_ns)));
         }
+        parts.push(format!(
+            "first answered request sent +{:.1}",
+            ms_between(t.at_ns, self.first_ok_sent)
+        ));
         parts.push(format!(
             "first answer +{:.1} ms",
             ms_between(t.at_ns, self.first_ok_new)

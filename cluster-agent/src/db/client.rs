@@ -268,6 +268,8 @@ pub struct Db {
     /// Sessions that hold the opening lock on peers during a promotion, used for nothing
     /// else, so that dropping them all releases every lock this node may still hold there.
     locks: cluster::Remote,
+    /// Host checks begun while a master's advert was overdue.
+    early: cluster::EarlyChecks,
 }
 
 impl Db {
@@ -282,6 +284,7 @@ impl Db {
             peers: cluster::Remote::default(),
             guard: cluster::Remote::default(),
             locks: cluster::Remote::default(),
+            early: cluster::EarlyChecks::default(),
         }
     }
 

@@ -199,6 +199,19 @@ impl Currentness {
         }
     }
 
+    pub fn last_advert(&self) -> Option<Mono> {
+        self.last_advert
+    }
+
+    /// When the followed master's next advert is overdue: half an interval after it was due.
+    /// None after a bow-out (its agent is alive) or before an advert with an interval.
+    pub fn overdue_at(&self) -> Option<Mono> {
+        if self.bowed_out || self.master_interval.is_zero() {
+            return None;
+        }
+        Some(self.last_advert? + self.master_interval * 3 / 2)
+    }
+
     /// Semi-sync replicas the master had at the last clean sample (0 when unknown).
     pub fn clients(&self) -> u32 {
         self.clean.map_or(0, |c| c.clients)

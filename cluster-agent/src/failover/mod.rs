@@ -158,6 +158,10 @@ pub struct PeerReport {
     pub result: Result<PeerState, Fault>,
 }
 
+/// Least time between two host checks of one master ahead of a takeover (see
+/// [`Effect::CheckHost`]).
+pub const EARLY_CHECK_SPACING: Duration = Duration::from_secs(1);
+
 /// A peer to ask in a prepare step, and whether it is worth waiting for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
@@ -165,6 +169,10 @@ pub struct Probe {
     /// Its server has not answered our samples for a while: report it unreachable at once
     /// rather than wait for a connection that will not come.
     pub skip: bool,
+    /// A bare handshake with its host began at this instant (see [`Effect::CheckHost`]),
+    /// after its last advert: if that one goes unanswered, the host is gone, and the prepare
+    /// step need not begin a check of its own.
+    pub checked_since: Option<Mono>,
 }
 
 /// The one database operation in flight.
@@ -241,6 +249,14 @@ pub enum Effect {
     Db(DbOp),
     /// Which master the observation task samples besides the local server.
     Watch(Option<Ipv4Addr>),
+    /// Begin a bare TCP handshake with the database port at `addr`, to be found again by
+    /// `since` (see [`Probe::checked_since`]). Asked for when the followed master's advert is
+    /// overdue: a takeover may follow within a few intervals, and its prepare step then knows
+    /// sooner whether the old master's host is gone than by beginning a check only then.
+    CheckHost {
+        addr: Ipv4Addr,
+        since: Mono,
+    },
     /// Hold off new connections to the VIP (XDP drops each request and reports it) and answer
     /// with [`Input::Drained`] once no connection on it is left open.
     Drain,
@@ -405,6 +421,8 @@ struct DbSide {
     /// `refused` says why the quorum lease keeps the database closed (not a check's refusal:
     /// it goes as soon as the lease is held).
     lease_wait: bool,
+    /// The last host check asked for: whose, and when.
+    host_check: Option<(Ipv4Addr, Mono)>,
 }
 
 struct VipSide {
@@ -564,6 +582,7 @@ impl Coordinator {
                 fence_from: None,
                 reached: Vec::new(),
                 stranger: None,
+                host_check: None,
                 second_writer_since: None,
                 lease_wait: false,
             }),
@@ -631,9 +650,11 @@ impl Coordinator {
             .and_then(|d| d.retry_at);
         let vip = self.vip.retry_at.filter(|_| self.vip.in_flight.is_none());
         let lease = self.lease.as_ref().and_then(Lease::poll_timeout);
+        let check = self.host_check_due();
         [
             machine,
             db,
+            check,
             vip,
             lease,
             self.draining,
@@ -654,6 +675,14 @@ impl Coordinator {
         }
         if self.holding.is_some_and(|t| t <= now) {
             self.end_hold();
+        }
+        if self.host_check_due().is_some_and(|t| t <= now)
+            && let Some(db) = self.db.as_mut()
+            && let Some(addr) = db.current.master()
+        {
+            db.host_check = Some((addr, now));
+            self.effects
+                .push_back(Effect::CheckHost { addr, since: now });
         }
         if self.vip.garp_again.is_some_and(|t| t <= now) {
             self.vip.garp_again = None;
@@ -1308,6 +1337,24 @@ impl Coordinator {
         }
     }
 
+    /// When to check the followed master's host: as a BACKUP, once per silence, when its
+    /// advert is overdue.
+    fn host_check_due(&self) -> Option<Mono> {
+        if !self.started || self.machine.state() != State::Backup {
+            return None;
+        }
+        let db = self.db.as_ref()?;
+        let addr = db.current.master()?;
+        let due = db.current.overdue_at()?;
+        match db.host_check {
+            Some((a, since)) if a == addr && since >= due => None,
+            // Each check costs the peer's server a connection it logs as aborted; adverts
+            // late by a stall of the machine must not turn into a stream of them.
+            Some((a, since)) if a == addr => Some(due.max(since + EARLY_CHECK_SPACING)),
+            _ => Some(due),
+        }
+    }
+
     fn want_vip(&self) -> bool {
         if self.machine.state() != State::Master || self.stopped || self.handing_over.is_some() {
             return false;
@@ -1621,8 +1668,25 @@ impl Coordinator {
                                 && !db.current.zombie()
                                 && !db.took_over_live
                                 && unanswered.is_some_and(|d| d >= db.policy.unreachable_after),
+                            checked_since: None,
                         })
                         .collect();
+                    // A host check of this silence stands for the step's own, on the same
+                    // terms as skipping the master.
+                    let plain = self.lease.is_none()
+                        && db.refused.is_none()
+                        && !db.current.zombie()
+                        && !db.took_over_live;
+                    for p in peers.iter_mut().filter(|_| plain) {
+                        p.checked_since = db
+                            .host_check
+                            .filter(|&(a, since)| {
+                                a == p.addr
+                                    && Some(a) == followed
+                                    && db.current.last_advert().is_none_or(|adv| adv < since)
+                            })
+                            .map(|(_, since)| since);
+                    }
                     peers.sort_by_key(|p| p.addr);
                     peers.dedup_by_key(|p| p.addr);
                     let fence = db.fence_from.is_none_or(|t| now >= t);

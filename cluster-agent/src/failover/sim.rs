@@ -823,6 +823,8 @@ impl Sim {
                         a.watch = m;
                     }
                 }
+                // Its result is taken at the prepare step (see `start_op`).
+                Effect::CheckHost { .. } => {}
                 Effect::Drain => {
                     // Now and then later than the limit: both ends of the drain are exercised.
                     let d = self.rng.duration(ms(0), super::DRAIN_MAX + ms(100));
@@ -856,9 +858,19 @@ impl Sim {
 
     // ----- database operations ------------------------------------------------------------
 
-    fn start_op(&mut self, i: usize, op: DbOp) {
+    fn start_op(&mut self, i: usize, mut op: DbOp) {
         let run = self.nodes[i].agent.as_ref().map_or(0, |a| a.run);
         let mut latency = self.rng.duration(ms(1), ms(4));
+        // A host check begun before the prepare step (while the master's advert was overdue)
+        // that finds the host cut off or powered off now stands for the whole step: the peer
+        // is reported unreachable even if it comes back before the step ends.
+        if let DbOp::Prepare { peers, .. } = &mut op {
+            for p in peers.iter_mut().filter(|p| p.checked_since.is_some()) {
+                if self.index_of(p.addr).is_none_or(|j| !self.linked(i, j)) {
+                    p.skip = true;
+                }
+            }
+        }
         match &op {
             DbOp::Prepare { peers, .. } => {
                 let slow = peers.iter().any(|p| {

@@ -232,7 +232,8 @@ fn a_returning_preferred_node_does_not_preempt_before_it_is_current() {
         Some(DbOp::Prepare {
             peers: vec![Probe {
                 addr: B,
-                skip: false
+                skip: false,
+                checked_since: None
             }],
             // Preempted, not silent: no settle time.
             fence: true
@@ -1057,4 +1058,84 @@ fn another_node_taking_the_key_closes_the_database_at_once() {
         epoch: 12,
     }));
     assert_eq!(t.pending_op(), Some(DbOp::Fence));
+}
+
+fn host_checks(effects: &[Effect]) -> Vec<(Ipv4Addr, Mono)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CheckHost { addr, since } => Some((*addr, *since)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_overdue_master_s_host_is_checked_once_and_the_prepare_step_waits_on_that_check() {
+    let mut t = replica_of_b();
+    t.advert(B, 0);
+    t.take();
+    let last = t.now;
+    // Due half an interval after the next advert was: not before.
+    t.advance(ms(1490));
+    assert_eq!(host_checks(&t.take()), vec![]);
+    t.advance(ms(20));
+    assert_eq!(host_checks(&t.take()), vec![(B, last + ms(1500))]);
+    // An advert ends that silence; the next one gets its own check, not sooner than the
+    // spacing allows.
+    t.advance(ms(100));
+    t.advert(B, 0);
+    let last = t.now;
+    t.advance(ms(3000));
+    assert_eq!(host_checks(&t.take()), vec![(B, last + ms(1500))]);
+    t.advance(ms(1000));
+    assert_eq!(t.c.state(), State::Master);
+    assert!(host_checks(&t.take()).is_empty(), "once per silence");
+    let Some(DbOp::Prepare { peers, .. }) = t.pending_op() else {
+        panic!("no prepare step")
+    };
+    assert_eq!(
+        peers,
+        vec![Probe {
+            addr: B,
+            skip: false,
+            checked_since: Some(last + ms(1500)),
+        }]
+    );
+}
+
+#[test]
+fn host_checks_are_spaced_and_stand_only_for_the_silence_they_began_in() {
+    let mut t = replica_of_b();
+    // A master in fast mode (a 101.6 ms interval) whose adverts come 160 ms apart, ten
+    // times: each is overdue, and one check a second is all that follows.
+    let fast = |t: &mut T| {
+        t.input(Input::Advert {
+            src: B.into(),
+            advbase: 0,
+            advskew: 26,
+        })
+    };
+    fast(&mut t);
+    let mut checks = Vec::new();
+    for _ in 0..10 {
+        t.advance(ms(160));
+        fast(&mut t);
+        checks.extend(host_checks(&t.take()));
+    }
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    assert!(checks[1].1.saturating_since(checks[0].1) >= EARLY_CHECK_SPACING);
+    // A master that bowed out is alive: no check, and none stands for the prepare step.
+    t.input(Input::Advert {
+        src: B.into(),
+        advbase: 255,
+        advskew: 255,
+    });
+    t.advance(ms(3000));
+    assert!(host_checks(&t.take()).is_empty());
+    assert_eq!(t.c.state(), State::Master);
+    let Some(DbOp::Prepare { peers, .. }) = t.pending_op() else {
+        panic!("no prepare step")
+    };
+    assert_eq!(peers[0].checked_since, None);
 }

@@ -47,6 +47,30 @@ impl Remote {
     }
 }
 
+/// What a host check found, once it has.
+type CheckResult = tokio::sync::watch::Receiver<Option<HostCheck>>;
+
+/// Host checks begun ahead of a prepare step (see [`Effect::CheckHost`]), the latest per
+/// address, found again by the instant the coordinator gave it.
+///
+/// [`Effect::CheckHost`]: crate::failover::Effect::CheckHost
+#[derive(Default)]
+pub(super) struct EarlyChecks {
+    checks: std::sync::Mutex<HashMap<Ipv4Addr, (Mono, CheckResult)>>,
+}
+
+impl EarlyChecks {
+    fn find(&self, addr: Ipv4Addr, since: Mono) -> Option<CheckResult> {
+        let map = self
+            .checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&addr)
+            .filter(|(s, _)| *s == since)
+            .map(|(_, rx)| rx.clone())
+    }
+}
+
 /// Whether the error means nothing listens at the address: the server is not running.
 pub fn fault(e: &DbError) -> Fault {
     let refused = match e {
@@ -71,7 +95,7 @@ const HOST_CHECK_AFTER: Duration = Duration::from_millis(2);
 
 /// What a bare TCP connection to a server's port found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum HostCheck {
+pub(super) enum HostCheck {
     /// The handshake completed: the host is up, whatever its server does.
     Accepts,
     /// Nothing listens on the port: the server is not running.
@@ -153,17 +177,32 @@ impl Db {
         }
     }
 
+    /// Begins a bare TCP handshake with the server's port at `addr` now, for a prepare step
+    /// that may follow (see [`Probe::checked_since`]); `since` finds it again.
+    pub async fn check_host_early(&self, addr: Ipv4Addr, since: Mono) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        self.early
+            .checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(addr, (since, rx));
+        let found = self.check_host(addr).await;
+        tracing::debug!(peer = %addr, ?found, "early host check");
+        tx.send_replace(Some(found));
+    }
+
     /// Runs `op` on the peer at `addr`, given up as soon as its host is found silent (see
     /// [`Db::host_silent`]): a host that cannot complete a TCP handshake is gone for this
     /// promotion, and the operation's whole bound need not pass to know it.
     async fn or_host_silent<T>(
         &self,
         addr: Ipv4Addr,
+        checked_since: Option<Mono>,
         op: impl Future<Output = Result<T, DbError>>,
     ) -> Result<T, DbError> {
         tokio::select! {
             r = op => r,
-            () = self.host_silent(addr) => Err(DbError::HostSilent {
+            () = self.host_silent(addr, checked_since) => Err(DbError::HostSilent {
                 addr: IpAddr::V4(addr),
                 within: HOST_CHECK_AFTER + self.cfg.host_check,
             }),
@@ -172,8 +211,19 @@ impl Db {
 
     /// Resolves only if the host at `addr` does not complete a TCP handshake in time, tried
     /// after [`HOST_CHECK_AFTER`] without an answer: it is powered off or cut off, and no
-    /// server answer will come from it.
-    async fn host_silent(&self, addr: Ipv4Addr) {
+    /// server answer will come from it. A check begun at `checked_since` (while the master's
+    /// advert was overdue) stands for that one: it ends sooner, having begun sooner.
+    async fn host_silent(&self, addr: Ipv4Addr, checked_since: Option<Mono>) {
+        if let Some(mut early) = checked_since.and_then(|since| self.early.find(addr, since)) {
+            // A check whose task is gone (it cannot be: the agent's runtime keeps it) falls
+            // back to a check of our own.
+            if let Ok(found) = early.wait_for(Option::is_some).await.map(|f| *f) {
+                if found == Some(HostCheck::Silent) {
+                    return;
+                }
+                std::future::pending::<()>().await;
+            }
+        }
         tokio::time::sleep(HOST_CHECK_AFTER).await;
         if self.check_host(addr).await != HostCheck::Silent {
             std::future::pending::<()>().await;
@@ -411,7 +461,7 @@ impl Db {
                     )
                 };
                 let reach = self
-                    .or_host_silent(p.addr, once_more_if_cut(p.addr, reach))
+                    .or_host_silent(p.addr, p.checked_since, once_more_if_cut(p.addr, reach))
                     .await;
                 let res = match reach {
                     Err(e) => Err(e),
@@ -490,6 +540,7 @@ impl Db {
             let state = self
                 .or_host_silent(
                     p,
+                    None,
                     self.with_remote(
                         &self.peers,
                         IpAddr::V4(p),
@@ -661,7 +712,7 @@ impl Db {
                 };
                 let attempt = once_more_if_cut(addr, ask);
                 let got = match addr {
-                    IpAddr::V4(v4) => self.or_host_silent(v4, attempt).await,
+                    IpAddr::V4(v4) => self.or_host_silent(v4, None, attempt).await,
                     IpAddr::V6(_) => attempt.await,
                 };
                 match got {
