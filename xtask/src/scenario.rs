@@ -115,6 +115,9 @@ pub struct Scenario {
     watcher: Proc,
     pub probe_log: ProbeLog,
     pub adverts: AdvertLog,
+    /// When the last power cut's teardown (processes killed, port down, addresses flushed)
+    /// was done: work of the harness on the survivors' CPUs, which a real power cut lacks.
+    cut_done: Option<u64>,
     xtask: PathBuf,
     password_file: PathBuf,
     /// The quorum's etcd members, when the agents use one.
@@ -205,6 +208,7 @@ impl Scenario {
             watcher,
             probe_log: ProbeLog::new(&probe_file),
             adverts: AdvertLog::new(&advert_file),
+            cut_done: None,
             xtask,
             password_file,
             etcd: None,
@@ -300,6 +304,7 @@ impl Scenario {
     pub fn power_cut(&mut self, i: usize) -> Result<u64> {
         let t = self.c.power_cut(i)?;
         self.services[i] = None;
+        self.cut_done = Some(mono_ns());
         Ok(t)
     }
 
@@ -428,6 +433,7 @@ impl Scenario {
             new: new_idx,
             takeover,
             t_fail,
+            cut_done: self.cut_done.filter(|&t| t >= t_fail),
             last_advert_old,
             last_advert_old_skew,
             first_advert_new,
@@ -456,6 +462,8 @@ pub struct Failover {
     pub new: usize,
     /// The power failure of the old master.
     pub t_fail: u64,
+    /// When the harness had finished tearing the failed node down (see `Scenario::cut_done`).
+    pub cut_done: Option<u64>,
     /// The old master's last advert on the recorded port.
     pub last_advert_old: Option<u64>,
     /// The advskew (CARP) or priority (VRRP) in that advert; a VRRP priority of 0 means the old
@@ -504,6 +512,12 @@ impl Failover {
         }
         for s in &t.steps {
             parts.push(format!("{} +{:.1}", s.name, ms_between(t.at_ns, s.at_ns)));
+        }
+        if let Some(done) = self.cut_done {
+            parts.push(format!(
+                "(power cut's teardown done {:+.1})",
+                ms_between(t.at_ns, done)
+            ));
         }
         parts.push(format!(
             "first answered request sent +{:.1}",

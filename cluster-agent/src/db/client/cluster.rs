@@ -212,17 +212,15 @@ impl Db {
     /// Resolves only if the host at `addr` does not complete a TCP handshake in time, tried
     /// after [`HOST_CHECK_AFTER`] without an answer: it is powered off or cut off, and no
     /// server answer will come from it. A check begun at `checked_since` (while the master's
-    /// advert was overdue) stands for that one: it ends sooner, having begun sooner.
+    /// advert was overdue) that finds the host silent stands for that one: it ends sooner,
+    /// having begun sooner. One that found the host up says nothing of now (the advert may
+    /// have been late and the power cut come after it): the check is made again.
     async fn host_silent(&self, addr: Ipv4Addr, checked_since: Option<Mono>) {
-        if let Some(mut early) = checked_since.and_then(|since| self.early.find(addr, since)) {
-            // A check whose task is gone (it cannot be: the agent's runtime keeps it) falls
-            // back to a check of our own.
-            if let Ok(found) = early.wait_for(Option::is_some).await.map(|f| *f) {
-                if found == Some(HostCheck::Silent) {
-                    return;
-                }
-                std::future::pending::<()>().await;
-            }
+        if let Some(mut early) = checked_since.and_then(|since| self.early.find(addr, since))
+            && let Ok(found) = early.wait_for(Option::is_some).await.map(|f| *f)
+            && found == Some(HostCheck::Silent)
+        {
+            return;
         }
         tokio::time::sleep(HOST_CHECK_AFTER).await;
         if self.check_host(addr).await != HostCheck::Silent {
