@@ -193,6 +193,8 @@ pub struct BroughtUp {
 pub struct Cluster {
     // Fields drop in order: daemons, then servers, then the rig's namespaces.
     daemons: Vec<Option<Daemon>>,
+    /// The daemon and the server of each powered-off node, frozen (see [`Cluster::power_cut`]).
+    frozen: Vec<(Option<Daemon>, Option<Proc>)>,
     servers: Vec<MariaDb>,
     pub files: ClusterFiles,
     pub config: ClusterConfig,
@@ -222,6 +224,7 @@ impl Cluster {
         }
         Ok(Cluster {
             daemons: (0..n).map(|_| None).collect(),
+            frozen: (0..n).map(|_| (None, None)).collect(),
             servers,
             files,
             config,
@@ -545,18 +548,21 @@ impl Cluster {
         .map(drop)
     }
 
-    /// Power cut of node `i` (see [`Rig::power_cut`]): its daemon, its server and everything
-    /// else in it die at once. Returns the instant of the cut (`mono_ns`).
+    /// Power cut of node `i`: its daemon, its server and everything else in it stop at once
+    /// and its port goes down. Returns the instant of the cut (`mono_ns`). The processes stay
+    /// frozen until the node is powered on (see [`Rig::power_cut_frozen`]), so that the
+    /// takeover on the other nodes does not share the machine with their deaths.
     pub fn power_cut(&mut self, i: usize) -> Result<u64> {
-        let t = self.rig.power_cut(i)?;
-        self.daemons[i] = None;
-        self.servers[i].kill();
+        let t = self.rig.power_cut_frozen(i)?;
+        self.frozen[i] = (self.daemons[i].take(), self.servers[i].take_proc());
         Ok(t)
     }
 
     /// Node `i` boots again: port up, own address back, its server restarted on its data
     /// (crash recovery); the daemon is left to the caller.
     pub fn power_on(&mut self, i: usize) -> Result<()> {
+        self.rig.bury(i)?;
+        self.frozen[i] = (None, None);
         self.rig.power_on(i)?;
         self.servers[i].restart()
     }

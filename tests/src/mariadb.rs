@@ -238,6 +238,11 @@ impl MariaDb {
         }
     }
 
+    /// The server's process, no longer this handle's (a frozen one, for its caller to kill).
+    pub fn take_proc(&mut self) -> Option<Proc> {
+        self.proc.take()
+    }
+
     /// Stops the server cleanly (SIGTERM: it flushes and shuts down), waiting up to `timeout`.
     pub fn stop(&mut self, timeout: Duration) -> Result<()> {
         if let Some(mut p) = self.proc.take() {

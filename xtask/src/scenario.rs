@@ -111,12 +111,15 @@ pub enum WatchPort {
 
 pub struct Scenario {
     services: Vec<Option<Proc>>,
+    /// Services of powered-off nodes, frozen with them until power-on (see
+    /// `Cluster::power_cut`).
+    frozen: Vec<Option<Proc>>,
     probe: Option<Proc>,
     watcher: Proc,
     pub probe_log: ProbeLog,
     pub adverts: AdvertLog,
-    /// When the last power cut's teardown (processes killed, port down, addresses flushed)
-    /// was done: work of the harness on the survivors' CPUs, which a real power cut lacks.
+    /// When the harness had done the last power cut (processes frozen, port down, addresses
+    /// flushed): its own work on the machine the survivors share.
     cut_done: Option<u64>,
     xtask: PathBuf,
     password_file: PathBuf,
@@ -204,6 +207,7 @@ impl Scenario {
         let probe_file = c.rig.dir().join("probe.txt");
         let mut s = Scenario {
             services: (0..nodes).map(|_| None).collect(),
+            frozen: (0..nodes).map(|_| None).collect(),
             probe: None,
             watcher,
             probe_log: ProbeLog::new(&probe_file),
@@ -303,7 +307,7 @@ impl Scenario {
     /// service die with it. Returns the instant of the cut.
     pub fn power_cut(&mut self, i: usize) -> Result<u64> {
         let t = self.c.power_cut(i)?;
-        self.services[i] = None;
+        self.frozen[i] = self.services[i].take();
         self.cut_done = Some(mono_ns());
         Ok(t)
     }
@@ -312,6 +316,8 @@ impl Scenario {
     /// (crash recovery) and its service; its daemon is left to the caller.
     pub fn power_on(&mut self, i: usize) -> Result<()> {
         self.c.power_on(i)?;
+        // Killed by the power-on with everything else of the node: only reaped here.
+        self.frozen[i] = None;
         self.start_service(i)
     }
 
@@ -462,7 +468,7 @@ pub struct Failover {
     pub new: usize,
     /// The power failure of the old master.
     pub t_fail: u64,
-    /// When the harness had finished tearing the failed node down (see `Scenario::cut_done`).
+    /// When the harness had done the power cut (see `Scenario::cut_done`).
     pub cut_done: Option<u64>,
     /// The old master's last advert on the recorded port.
     pub last_advert_old: Option<u64>,
@@ -515,7 +521,7 @@ impl Failover {
         }
         if let Some(done) = self.cut_done {
             parts.push(format!(
-                "(power cut's teardown done {:+.1})",
+                "(power cut done {:+.1})",
                 ms_between(t.at_ns, done)
             ));
         }
