@@ -667,7 +667,8 @@ fn render(
          bootstrap`), the guestbook web service on its local database, and the election daemon. \
          The client opens a fresh TCP connection to the VIP every 2 ms (50 ms limit), every \
          fourth request a write, and records the id of every acknowledged write. Power failure \
-         of the master (every process killed, its switch port down) at a random phase. \
+         of the master (every process frozen at once and its switch port down; they are killed \
+         when the node is powered on again) at a random phase. \
          *gap*: failure to the first answer from the new master; *excess*: node0's last advert \
          to that answer, minus the protocol's master-down time; *writable*: failure to the first \
          write the new master acknowledged; *lost*: acknowledged writes missing on the new \

@@ -5,7 +5,7 @@
 //! semi-sync on), starts an application in the client namespace that commits numbered rows
 //! through the VIP one after the other, then fails the master one of three ways:
 //!
-//! - `power`: the master node loses power (every process killed, its switch port down);
+//! - `power`: the master node loses power (every process frozen, its switch port down);
 //! - `database`: only the master's `mariadbd` dies (its agent hands over);
 //! - `switchover`: the operator asks the master's agent to hand over.
 //!
