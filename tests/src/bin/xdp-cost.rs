@@ -2,7 +2,7 @@
 //! on the real program and maps. Run it as root inside a throwaway namespace whose interface it
 //! may attach to (`cargo xtask bench xdp` does); prints one JSON document on stdout.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
@@ -127,8 +127,6 @@ impl Bench {
 /// Configures vhid 42 (the one the frames concern) and `vhids - 1` others around it, each
 /// with a VIP of its own, so the maps hold what an agent with that many vhids holds.
 fn configure(handle: &mut XdpHandle, vhids: u8, master: bool) -> Result<()> {
-    // BPF_PROG_TEST_RUN hands the program its frames as received on the loopback device.
-    let ifindex = cluster_agent::net::ifindex("lo").context("no loopback device")?;
     let others = (1..=255u8)
         .filter(|&v| v != VHID && v != OTHER_VHID)
         .take(usize::from(vhids.max(1)) - 1);
@@ -138,17 +136,7 @@ fn configure(handle: &mut XdpHandle, vhids: u8, master: bool) -> Result<()> {
         } else {
             Ipv4Addr::new(10, 100, 0, vhid)
         };
-        handle.configure(&VhidSetup {
-            vhid,
-            ifindex,
-            password: PASSWORD,
-            vips: &[vip.into()],
-            group: GROUP,
-            mac: OWN_MAC,
-            fence: true,
-        })?;
-        handle.set_role(vhid, master)?;
-        handle.set_arp_via_stack(vhid, false)?;
+        setup(handle, vhid, vip.into(), GROUP, master)?;
     }
     Ok(())
 }
@@ -156,19 +144,31 @@ fn configure(handle: &mut XdpHandle, vhids: u8, master: bool) -> Result<()> {
 /// Makes vhid 44 an IPv6 vhid (taking it from the IPv4 ones if they hold it, so the number of
 /// vhids stays the same).
 fn configure6(handle: &mut XdpHandle, master: bool) -> Result<()> {
-    let ifindex = cluster_agent::net::ifindex("lo").context("no loopback device")?;
     handle.unconfigure(VHID6)?;
+    setup(handle, VHID6, VIP6.into(), Ipv4Addr::UNSPECIFIED, master)
+}
+
+/// One vhid with one address, in the role given, answering ARP and solicitations itself.
+fn setup(
+    handle: &mut XdpHandle,
+    vhid: u8,
+    vip: IpAddr,
+    group: Ipv4Addr,
+    master: bool,
+) -> Result<()> {
+    // BPF_PROG_TEST_RUN hands the program its frames as received on the loopback device.
+    let ifindex = cluster_agent::net::ifindex("lo").context("no loopback device")?;
     handle.configure(&VhidSetup {
-        vhid: VHID6,
+        vhid,
         ifindex,
         password: PASSWORD,
-        vips: &[VIP6.into()],
-        group: Ipv4Addr::UNSPECIFIED,
+        vips: &[vip],
+        group,
         mac: OWN_MAC,
         fence: true,
     })?;
-    handle.set_role(VHID6, master)?;
-    handle.set_arp_via_stack(VHID6, false)?;
+    handle.set_role(vhid, master)?;
+    handle.set_arp_via_stack(vhid, false)?;
     Ok(())
 }
 
