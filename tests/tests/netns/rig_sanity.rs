@@ -147,6 +147,26 @@ fn processes_are_frozen_thawed_and_killed_by_name() -> Result<()> {
         assert!(rig.vip_sample(VIP)?.holders().is_empty());
         rig.power_on(0)?;
         assert!(rig.port_state(0).powered);
+
+        // The frozen power cut: the same to the outside, its processes stopped rather than
+        // gone until they are buried.
+        let frozen = rig.spawn(0, "sleeper", &["sleep", "600"])?;
+        let pid = frozen.pid() as libc::pid_t;
+        wait_until(Duration::from_secs(5), "sleep runs", || {
+            Ok(rig.pids_named(0, "sleep")? == [pid])
+        })?;
+        rig.power_cut_frozen(0)?;
+        assert!(!rig.port_state(0).powered);
+        assert!(rig.vip_sample(VIP)?.holders().is_empty());
+        assert_eq!(rig.pids(0)?, [pid]);
+        wait_until(
+            Duration::from_secs(5),
+            "sleep stopped by the power cut",
+            || tests::proc::process_state(pid) == Some('T'),
+        )?;
+        rig.bury(0)?;
+        assert!(rig.pids(0)?.is_empty(), "processes survived the burial");
+        rig.power_on(0)?;
         Ok(())
     })
 }
