@@ -1648,8 +1648,27 @@ impl Coordinator {
                         db.lease_wait = false;
                         db.refused = None;
                     }
-                    let unanswered = db.current.unanswered_for(now);
                     let followed = db.current.master();
+                    // A silent master may be passed over, or its early host check stand for
+                    // the step's own, on the first attempt only: a retry asks everyone again.
+                    // Under a quorum the wait for the key has cost more than the probe would:
+                    // ask a silent master too (it may be writable with a dead agent, after a
+                    // partition this node was on the far side of).
+                    let plain = self.lease.is_none()
+                        && db.refused.is_none()
+                        && !db.current.zombie()
+                        && !db.took_over_live;
+                    let silent = plain
+                        && db
+                            .current
+                            .unanswered_for(now)
+                            .is_some_and(|d| d >= db.policy.unreachable_after);
+                    // A check begun after the master's last advert: one of this silence.
+                    let checked = db.host_check.filter(|&(a, since)| {
+                        plain
+                            && Some(a) == followed
+                            && db.current.last_advert().is_none_or(|adv| adv < since)
+                    });
                     let mut peers: Vec<Probe> = db
                         .policy
                         .peers
@@ -1657,36 +1676,12 @@ impl Coordinator {
                         .filter(|a| **a != db.policy.own)
                         .map(|&addr| Probe {
                             addr,
-                            // Only the first attempt skips: a retry asks everyone again.
-                            // Under a quorum the wait for the key has cost more than the
-                            // probe would: ask a silent master too (it may be writable with
-                            // a dead agent, after a partition this node was on the far side
-                            // of).
-                            skip: Some(addr) == followed
-                                && self.lease.is_none()
-                                && db.refused.is_none()
-                                && !db.current.zombie()
-                                && !db.took_over_live
-                                && unanswered.is_some_and(|d| d >= db.policy.unreachable_after),
-                            checked_since: None,
+                            skip: silent && Some(addr) == followed,
+                            checked_since: checked
+                                .filter(|&(a, _)| a == addr)
+                                .map(|(_, since)| since),
                         })
                         .collect();
-                    // A host check of this silence stands for the step's own, on the same
-                    // terms as skipping the master.
-                    let plain = self.lease.is_none()
-                        && db.refused.is_none()
-                        && !db.current.zombie()
-                        && !db.took_over_live;
-                    for p in peers.iter_mut().filter(|_| plain) {
-                        p.checked_since = db
-                            .host_check
-                            .filter(|&(a, since)| {
-                                a == p.addr
-                                    && Some(a) == followed
-                                    && db.current.last_advert().is_none_or(|adv| adv < since)
-                            })
-                            .map(|(_, since)| since);
-                    }
                     peers.sort_by_key(|p| p.addr);
                     peers.dedup_by_key(|p| p.addr);
                     let fence = db.fence_from.is_none_or(|t| now >= t);
