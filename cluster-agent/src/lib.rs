@@ -15,5 +15,6 @@ pub mod probe;
 pub mod quorum;
 pub mod reload;
 pub mod runtime;
+pub mod timer;
 pub mod vip;
 pub mod xdp;

@@ -22,6 +22,7 @@ use crate::db::sql::Flavour;
 use crate::failover::{
     Fault, Holdings, LocalDb, MasterDb, PeerReport, PeerSeen, PeerState, Probe, Replica, SemiSync,
 };
+use crate::timer;
 
 /// Sessions to other servers, one per address, each used by one caller at a time.
 #[derive(Default)]
@@ -170,10 +171,13 @@ impl Db {
     /// [`DbConfig::host_check`](super::DbConfig::host_check).
     async fn check_host(&self, addr: Ipv4Addr) -> HostCheck {
         let connect = tokio::net::TcpStream::connect((addr, self.cfg.port));
-        match tokio::time::timeout(self.cfg.host_check, connect).await {
-            Ok(Ok(_)) => HostCheck::Accepts,
-            Ok(Err(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => HostCheck::Refused,
-            _ => HostCheck::Silent,
+        tokio::select! {
+            r = connect => match r {
+                Ok(_) => HostCheck::Accepts,
+                Err(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => HostCheck::Refused,
+                Err(_) => HostCheck::Silent,
+            },
+            () = timer::sleep(self.cfg.host_check) => HostCheck::Silent,
         }
     }
 
@@ -222,7 +226,7 @@ impl Db {
         {
             return;
         }
-        tokio::time::sleep(HOST_CHECK_AFTER).await;
+        timer::sleep(HOST_CHECK_AFTER).await;
         if self.check_host(addr).await != HostCheck::Silent {
             std::future::pending::<()>().await;
         }
