@@ -31,23 +31,7 @@ impl PacketSocket {
         if rc < 0 {
             return Err(std::io::Error::last_os_error()).context("bind(AF_PACKET)");
         }
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-        };
-        // SAFETY: setsockopt(2) with a timeval of the right size.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                size_of::<libc::timeval>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error()).context("SO_RCVTIMEO");
-        }
+        crate::netns::recv_timeout(&s.fd, timeout)?;
         Ok(s)
     }
 

@@ -418,7 +418,6 @@ impl Drop for VipWatch {
 /// A netlink socket in namespace `ns` subscribed to IPv4 address changes, with a receive
 /// timeout so its reader notices a stop. The calling thread stays in `ns`.
 fn address_events(ns: &str) -> Result<netlink_sys::Socket> {
-    use std::os::fd::AsRawFd;
     crate::netns::enter(ns)?;
     let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)
         .context("netlink socket")?;
@@ -426,23 +425,7 @@ fn address_events(ns: &str) -> Result<netlink_sys::Socket> {
     socket
         .add_membership(libc::RTNLGRP_IPV4_IFADDR)
         .context("subscribing to address changes")?;
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 100_000,
-    };
-    // SAFETY: setsockopt on a socket we own, with a timeval of the size we pass.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("SO_RCVTIMEO");
-    }
+    crate::netns::recv_timeout(&socket, std::time::Duration::from_millis(100))?;
     Ok(socket)
 }
 
