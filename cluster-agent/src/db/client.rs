@@ -793,7 +793,9 @@ async fn drain_replication(s: &mut Session, timeout: Duration) -> Result<Drained
             r.last_sql_error
         }));
     }
+    let mut steps = vec![("replication status read", Mono::now())];
     exec(&mut s.conn, f.semi_sync_replica(false)).await?;
+    steps.push(("semi-sync replica off", Mono::now()));
     let ids: Vec<u64> = s
         .conn
         .query(f.select_io_threads())
@@ -803,7 +805,7 @@ async fn drain_replication(s: &mut Session, timeout: Duration) -> Result<Drained
         // Gone already is fine: the point is that it is gone.
         let _ = s.conn.query_drop(f.kill_connection(id)).await;
     }
-    let mut steps = vec![("receiver acknowledges no more", Mono::now())];
+    steps.push(("receiver acknowledges no more", Mono::now()));
     let res = apply_all_received(s, r, timeout, start, &mut steps).await;
     match res {
         Ok(applied) => Ok(Drained {
