@@ -250,6 +250,22 @@ pub struct TakeoverStep {
 }
 
 impl Takeover {
+    /// Every step as `name +ms` after the transition, comma-separated: the line a report
+    /// gives each failover.
+    pub fn steps_line(&self) -> String {
+        self.steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} +{:.1}",
+                    s.name,
+                    s.at_ns.saturating_sub(self.at_ns) as f64 / 1e6
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Milliseconds from the transition to the first step named `name`.
     pub fn after_ms(&self, name: &str) -> Option<f64> {
         self.steps

@@ -111,9 +111,12 @@ struct RunResult {
     transition_to_write_ms: f64,
     /// From the MASTER transition to the agent's "database promoted" line.
     transition_to_promoted_ms: Option<f64>,
-    /// Inside the promotion: stopping the receiving thread, then the relay-log wait.
-    stop_receiving_ms: Option<f64>,
-    relay_wait_ms: Option<f64>,
+    /// Inside the promotion, from the new master's takeover record: the prepare step (the
+    /// peers asked, the old master accounted for), then the opening (every statement).
+    prepare_ms: Option<f64>,
+    opening_ms: Option<f64>,
+    /// That record's every step after the transition.
+    steps: Option<String>,
     /// From the promotion to the VIP answering TCP (the relay's first connection after it).
     promoted_to_tcp_ms: Option<f64>,
     /// From the VIP answering TCP to the first acknowledged write.
@@ -134,8 +137,8 @@ struct KindResult {
     errors: Vec<String>,
     transition_to_write: Option<Stats>,
     transition_to_promoted: Option<Stats>,
-    stop_receiving: Option<Stats>,
-    relay_wait: Option<Stats>,
+    prepare: Option<Stats>,
+    opening: Option<Stats>,
     promoted_to_tcp: Option<Stats>,
     tcp_to_write: Option<Stats>,
     detection: Option<Stats>,
@@ -170,8 +173,8 @@ pub fn run(args: BenchDbArgs) -> Result<()> {
             errors: Vec::new(),
             transition_to_write: None,
             transition_to_promoted: None,
-            stop_receiving: None,
-            relay_wait: None,
+            prepare: None,
+            opening: None,
             promoted_to_tcp: None,
             tcp_to_write: None,
             detection: None,
@@ -192,10 +195,10 @@ pub fn run(args: BenchDbArgs) -> Result<()> {
             match one_run(kind, run) {
                 Ok(r) => {
                     say(format_args!(
-                        "  transition -> first write {} ms (promoted {} ms, stop receiving {} ms, TCP {} ms); outage {} ms; {} acknowledged, {} lost",
+                        "  transition -> first write {} ms (promoted {} ms, prepared {} ms, TCP {} ms); outage {} ms; {} acknowledged, {} lost",
                         ms(Some(r.transition_to_write_ms)),
                         ms(r.transition_to_promoted_ms),
-                        ms(r.stop_receiving_ms),
+                        ms(r.prepare_ms),
                         ms(r.promoted_to_tcp_ms),
                         ms(Some(r.outage_ms)),
                         r.acknowledged,
@@ -222,8 +225,8 @@ pub fn run(args: BenchDbArgs) -> Result<()> {
         };
         res.transition_to_write = Stats::of(&col(&|r| Some(r.transition_to_write_ms)));
         res.transition_to_promoted = Stats::of(&col(&|r| r.transition_to_promoted_ms));
-        res.stop_receiving = Stats::of(&col(&|r| r.stop_receiving_ms));
-        res.relay_wait = Stats::of(&col(&|r| r.relay_wait_ms));
+        res.prepare = Stats::of(&col(&|r| r.prepare_ms));
+        res.opening = Stats::of(&col(&|r| r.opening_ms));
         res.promoted_to_tcp = Stats::of(&col(&|r| r.promoted_to_tcp_ms));
         res.tcp_to_write = Stats::of(&col(&|r| r.tcp_to_write_ms));
         res.detection = Stats::of(&col(&|r| Some(r.detection_ms)));
@@ -314,13 +317,10 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
     let promoted = log_times(&log, |l| l.contains("database promoted"))
         .into_iter()
         .find(|t| *t >= transition);
-    let stop_receiving = log_field(&log, transition, "promote: receiving stopped", "elapsed_ms");
-    let relay_returned = log_field(
-        &log,
-        transition,
-        "promote: relay log wait returned",
-        "elapsed_ms",
-    );
+    // The new master's own record, on its clock (not the log's wall clock).
+    let takeover = c.status(1)?.last_takeover;
+    let prepared = takeover.as_ref().and_then(|t| t.after_ms("prepared"));
+    let open = takeover.as_ref().and_then(|t| t.after_ms("open"));
     let first = writes
         .iter()
         .find(|w| w.server == Some(new_server) && w.end_ns >= t_fail)
@@ -346,8 +346,9 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
         detection_ms: ms_between(t_fail, transition),
         transition_to_write_ms: ms_between(transition, first.end_ns),
         transition_to_promoted_ms: promoted.map(|p| ms_between(transition, p)),
-        stop_receiving_ms: stop_receiving,
-        relay_wait_ms: stop_receiving.zip(relay_returned).map(|(a, b)| b - a),
+        prepare_ms: prepared,
+        opening_ms: prepared.zip(open).map(|(p, o)| o - p),
+        steps: takeover.map(|t| t.steps_line()),
         promoted_to_tcp_ms: promoted.zip(tcp).map(|(p, t)| ms_between(p, t)),
         tcp_to_write_ms: tcp.map(|t| ms_between(t, first.end_ns)),
         outage_ms: ms_between(t_fail, first.end_ns),
@@ -441,15 +442,6 @@ fn lines_since<'a>(log: &'a str, since: i64, what: &'a str) -> impl Iterator<Ite
     })
 }
 
-/// `field=<number>` of the first line at or after `since` that contains `what`.
-fn log_field(log: &str, since: i64, what: &str, field: &str) -> Option<f64> {
-    lines_since(log, since, what).find_map(|l| {
-        l.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{field}=")))
-            .and_then(|v| v.parse().ok())
-    })
-}
-
 /// The rest of the first line at or after `since` that contains `what`, from `marker` on.
 fn log_text(log: &str, since: i64, what: &str, marker: &str) -> Option<String> {
     lines_since(log, since, what)
@@ -526,17 +518,19 @@ fn render(results: &[KindResult], stamp: &str, runs: usize) -> String {
     md.push_str(
         "\n## Where the time goes (medians; p90 in parentheses)\n\n\
          Detection: from the failure to the new master's MASTER transition. Promotion: from the \
-         transition to the agent's `database promoted` line; inside it, stopping the receiving \
-         thread (`STOP SLAVE IO_THREAD`) and the relay-log wait. Then the VIP answering TCP \
-         (the VIP is added after the promotion), and the write itself (TLS handshake, \
-         authentication, commit).\n\n",
+         transition to the agent's `database promoted` line; inside it, from the new master's \
+         takeover record, the prepare step (every node asked, the old master accounted for) \
+         and the opening (replication drained and stopped, the opening lock, the peers \
+         rechecked, semi-sync master on, `read_only` off). Then the VIP answering TCP (the VIP \
+         is added after the promotion), and the write itself (TLS handshake, authentication, \
+         commit). Each run's record follows the table.\n\n",
     );
     let mut t = Table::new(&[
         "failure",
         "detection",
         "promotion",
-        "stop receiving",
-        "relay-log wait",
+        "prepare step",
+        "opening",
         "promoted → VIP answers TCP",
         "TCP → write acknowledged",
         "outage seen by the application",
@@ -551,14 +545,26 @@ fn render(results: &[KindResult], stamp: &str, runs: usize) -> String {
             r.failure.name().to_string(),
             cell(r.detection),
             cell(r.transition_to_promoted),
-            cell(r.stop_receiving),
-            cell(r.relay_wait),
+            cell(r.prepare),
+            cell(r.opening),
             cell(r.promoted_to_tcp),
             cell(r.tcp_to_write),
             cell(r.outage),
         ]);
     }
     md.push_str(&t.render());
+    md.push_str("\n## Every run: the new master's takeover record (ms after its transition)\n\n");
+    for r in results {
+        for run in &r.runs {
+            md.push_str(&format!(
+                "- {} run {}: {}, first write +{:.1} ms\n",
+                r.failure.name(),
+                run.run,
+                run.steps.as_deref().unwrap_or("no record"),
+                run.transition_to_write_ms
+            ));
+        }
+    }
     let errors: Vec<String> = results
         .iter()
         .flat_map(|r| {
@@ -593,21 +599,15 @@ mod tests {
     }
 
     #[test]
-    fn log_fields() {
-        let log =
-            "2026-01-01T00:00:01.000000Z DEBUG x: promote: receiving stopped elapsed_ms=2003\n";
+    fn log_texts() {
+        let log = "2026-01-01T00:00:01.000000Z WARN x: not opening the database reason=lagging\n";
         let since = parse_log_time("2026-01-01T00:00:00.000000Z").unwrap();
         assert_eq!(
-            log_field(log, since, "receiving stopped", "elapsed_ms"),
-            Some(2003.0)
+            log_text(log, since, "not opening", "reason="),
+            Some("lagging".to_string())
         );
         assert_eq!(
-            log_field(
-                log,
-                since + 2_000_000_000,
-                "receiving stopped",
-                "elapsed_ms"
-            ),
+            log_text(log, since + 2_000_000_000, "not opening", "reason="),
             None
         );
     }

@@ -516,8 +516,8 @@ impl Failover {
                 ms_between(last, t.at_ns)
             ));
         }
-        for s in &t.steps {
-            parts.push(format!("{} +{:.1}", s.name, ms_between(t.at_ns, s.at_ns)));
+        if !t.steps.is_empty() {
+            parts.push(t.steps_line());
         }
         if let Some(done) = self.cut_done {
             parts.push(format!(
