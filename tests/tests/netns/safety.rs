@@ -521,9 +521,17 @@ fn a_new_master_catches_up_from_the_replica_that_holds_more() -> Result<()> {
             );
             Ok(())
         };
+        // node1 is to be current at the failure and yet lack the last commits, as a replica
+        // is whose receiver fell behind within one comparison with the master. Its agent
+        // compares every check interval (200 ms), and two writes on a loaded machine can take
+        // longer: it would see itself behind and demote itself, and node2, which holds more,
+        // would rightly be elected instead. So node1's agent is frozen meanwhile.
+        c.agent_mut(1)?.freeze()?;
         rule(&c, "-I")?;
+        // The second write began after the rule: node1 cannot have received it.
         more_acks(&writer, 2)?;
         c.power_cut(0)?;
+        c.agent_mut(1)?.thaw()?;
         rule(&c, "-D")?;
         c.wait_sole_master(1, FAILOVER)?;
         let took = wait_for(FAILOVER, "node1's complete takeover record", || {
