@@ -1,11 +1,10 @@
-//! A timer to the microsecond on CLOCK_MONOTONIC (a `timerfd` in the runtime's poll).
+//! A timer to the microsecond on CLOCK_MONOTONIC (a `timerfd` in the runtime's poll), for the
+//! bound of a host check.
 //!
 //! Tokio's timer counts whole milliseconds and fires at the first tick after the deadline:
-//! up to a millisecond late, about half of one on average. In fast mode a backup takes over
-//! 11.7 ms after a master's last advert and its adverts are 3.9 ms apart, so that rounding
-//! alone was a tenth of the detection time; the early host check and its bound paid it
-//! again. Deadlines are [`Mono`] instants, the clock the core and the kernel's receive
-//! stamps use, so the timer is armed with the deadline itself.
+//! up to a millisecond late, about half of one on average. A fast-mode promotion waits on the
+//! early host check, whose bound is 11.7 ms at skew 1, so that rounding was paid on every
+//! takeover. The advert loop keeps tokio's timer (see `runtime`).
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
