@@ -25,15 +25,15 @@ impl AsRawFd for Fd {
     }
 }
 
-/// One timer, armed again for each wait; created inside the runtime that polls it.
-pub struct Timer {
+/// One timer, armed for each wait; created inside the runtime that polls it.
+struct Timer {
     fd: Option<AsyncFd<Fd>>,
 }
 
 impl Timer {
     /// A timer that cannot be made (no file descriptor left) falls back to tokio's: late by
     /// up to a millisecond, never wrong.
-    pub fn new() -> Self {
+    fn new() -> Self {
         let fd = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
@@ -55,7 +55,7 @@ impl Timer {
     }
 
     /// Resolves at `at`, at once if it has passed.
-    pub async fn until(&mut self, at: Mono) {
+    async fn until(&mut self, at: Mono) {
         if let Some(fd) = &self.fd {
             // Zero would disarm the timer; an instant that early has passed anyway.
             let at = TimeSpec::from_duration(Duration::from_nanos(at.as_nanos().max(1)));
@@ -70,12 +70,6 @@ impl Timer {
         }
         let left = at.saturating_since(Mono::now());
         tokio::time::sleep(left).await;
-    }
-}
-
-impl Default for Timer {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
