@@ -579,33 +579,25 @@ impl Rig {
         let mut stopped = BTreeSet::new();
         let mut t = None;
         // A process may fork while we stop the others: rounds until no new one shows up.
-        for _ in 0..100 {
+        for round in 0..100 {
             let fresh: Vec<_> = pids_in(&ns)?
                 .into_iter()
                 .filter(|p| !stopped.contains(p))
                 .collect();
-            if fresh.is_empty() {
+            if fresh.is_empty() && round > 0 {
                 break;
             }
-            let first = t.is_none();
             t.get_or_insert_with(mono_ns);
             for p in fresh {
                 // One that exited meanwhile needs no stopping.
                 let _ = signal_pid(p, libc::SIGSTOP);
                 stopped.insert(p);
             }
-            if first {
+            if round == 0 {
                 port.down()?;
             }
         }
-        let t = match t {
-            Some(t) => t,
-            None => {
-                let t = mono_ns();
-                port.down()?;
-                t
-            }
-        };
+        let t = t.unwrap_or_else(mono_ns);
         self.ports_mut()[node].powered = false;
         // A machine without power holds no address: the VIP it held is gone now, not at the
         // next power-on (the port is down, so this says nothing to anyone).
