@@ -462,6 +462,10 @@ pub struct Coordinator {
     transitions: u64,
     /// Transitions by the state entered and why, for metrics.
     transitions_by: Vec<(State, Reason, u64)>,
+    /// A new mastership's first advert, held until this `drive` has settled the skew to
+    /// advertise (see [`Coordinator::settle_skew`]): `Some(None)` while holding, with the
+    /// newest advert once one is queued.
+    first_advert: Option<Option<(u8, u8)>>,
     /// Service checks: while one fails this node is a poor candidate.
     tracks: Vec<track::Track>,
     started: bool,
@@ -540,6 +544,7 @@ impl Coordinator {
             machine: Machine::new(cfg.carp, now),
             transitions: 0,
             transitions_by: Vec::new(),
+            first_advert: None,
             tracks: Vec::new(),
             started: cfg.db.is_none(),
             link_up: true,
@@ -824,9 +829,10 @@ impl Coordinator {
     fn pump(&mut self, now: Mono) {
         while let Some(action) = self.machine.poll_action() {
             match action {
-                Action::SendAdvert { advbase, advskew } => {
-                    self.effects.push_back(Effect::Advert { advbase, advskew })
-                }
+                Action::SendAdvert { advbase, advskew } => match self.first_advert.as_mut() {
+                    Some(held) => *held = Some((advbase, advskew)),
+                    None => self.effects.push_back(Effect::Advert { advbase, advskew }),
+                },
                 // The first one follows the VIP once it is confirmed.
                 Action::SendGarp => {
                     if self.vip.have {
@@ -834,6 +840,9 @@ impl Coordinator {
                     }
                 }
                 Action::Transition { from, to, reason } => {
+                    if to == State::Master {
+                        self.first_advert.get_or_insert(None);
+                    }
                     self.on_transition(now, from, to, reason)
                 }
             }
@@ -1392,14 +1401,18 @@ impl Coordinator {
             // Waiting for the key: only while another node may hold it (that one should win
             // the election, e.g. after a partition heals). Right after a bow-out several
             // nodes may be MASTER at once with nobody holding it, and demoting each at once
-            // made them all step down again and again (found by the simulation).
+            // made them all step down again and again (found by the simulation). Not after
+            // taking over from a live master (preempted, bowed out): that one is the holder,
+            // it steps down on our advert and lets the key go once fenced; demoted, we would
+            // yield to it and preempt it again, over and over.
             State::Master => {
                 db.refused.is_some()
                     && (!db.lease_wait
-                        || self
-                            .lease
-                            .as_ref()
-                            .is_some_and(Lease::someone_else_may_hold))
+                        || (!db.took_over_live
+                            && self
+                                .lease
+                                .as_ref()
+                                .is_some_and(Lease::someone_else_may_hold)))
             }
             // Only a node known to hold every acknowledged write may preempt or win early.
             State::Backup => {
@@ -1410,13 +1423,6 @@ impl Coordinator {
     }
 
     fn drive(&mut self, now: Mono) {
-        if self.started {
-            let demote = self.want_demoted();
-            if demote != self.machine.demoted() {
-                tracing::info!(demoted = demote, reason = ?self.db.as_ref().and_then(|d| d.current.verdict().err().map(|e| e.to_string())), "advertised skew changes");
-                self.machine.handle(now, machine::Input::SetDemoted(demote));
-            }
-        }
         if self.draining.is_some() && self.machine.state() != State::Master {
             // The mastership ended on its own (preempted, link down): nothing left to hand over.
             self.draining = None;
@@ -1433,9 +1439,33 @@ impl Coordinator {
         self.pump(now);
         self.drive_db(now);
         self.drive_lease(now);
+        self.settle_skew(now);
         self.drive_vip(now);
         self.finish_hand_over(now);
         self.pump(now);
+    }
+
+    /// Advertises the skew this node's state calls for, once the database and the lease have
+    /// had their say (a new master learns only in `drive_db` that it must wait for the key),
+    /// then lets a new mastership's first advert go, with that skew.
+    ///
+    /// Two nodes that take over at the same instant (equal skews, or one bow-out heard by
+    /// both) each hear the other's first advert just after their own transition. Had that
+    /// advert carried another skew than the one that follows it, each would compare it with
+    /// its own settled skew and yield, and both would go round again at the next master-down
+    /// time, with nobody holding the VIP.
+    fn settle_skew(&mut self, now: Mono) {
+        if self.started {
+            let demote = self.want_demoted();
+            if demote != self.machine.demoted() {
+                tracing::info!(demoted = demote, reason = ?self.db.as_ref().and_then(|d| d.current.verdict().err().map(|e| e.to_string())), "advertised skew changes");
+                self.machine.handle(now, machine::Input::SetDemoted(demote));
+            }
+        }
+        self.pump(now);
+        if let Some((advbase, advskew)) = self.first_advert.take().flatten() {
+            self.effects.push_back(Effect::Advert { advbase, advskew });
+        }
     }
 
     /// Asks for the leader key while MASTER, and lets it go only once the database is

@@ -1139,3 +1139,129 @@ fn host_checks_are_spaced_and_stand_only_for_the_silence_they_began_in() {
     };
     assert_eq!(peers[0].checked_since, None);
 }
+
+/// Two nodes with equal (demoted) skews take over at the same instant and each hears the
+/// other's adverts only after its own transition: the worst case for a tie. Whatever they
+/// advertise first has to be what they go on advertising, or each yields to the other's first
+/// advert and the pair goes round again at the next master-down time, with nobody holding
+/// the VIP.
+fn lockstep_pair_settles(prepare: impl Fn(&mut T, Ipv4Addr)) {
+    let mut nodes = [
+        T::with_quorum(A, 100, false, &[A, B], Some(TTL)),
+        T::with_quorum(B, 200, false, &[A, B], Some(TTL)),
+    ];
+    let addrs = [A, B];
+    for t in nodes.iter_mut() {
+        t.take();
+        t.db_done(DbOutcome::Fenced(Ok(())));
+        prepare(t, C);
+        t.take();
+    }
+    let adverts = |t: &mut T| -> Vec<u8> {
+        t.take()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Advert { advskew, .. } => Some(advskew),
+                _ => None,
+            })
+            .collect()
+    };
+    let end = at(30_000);
+    for _ in 0..1_000 {
+        let Some(next) = nodes.iter().filter_map(|t| t.c.poll_timeout()).min() else {
+            break;
+        };
+        if next > end {
+            break;
+        }
+        for t in nodes.iter_mut() {
+            t.now = next;
+            if t.c.poll_timeout().is_some_and(|d| d <= next) {
+                t.c.handle_timeout(next);
+            }
+        }
+        // Deliver what each sent, and what that made the other send, at the same instant.
+        let mut outbox: Vec<Vec<u8>> = nodes.iter_mut().map(|t| adverts(t)).collect();
+        for _ in 0..10 {
+            if outbox.iter().all(Vec::is_empty) {
+                break;
+            }
+            let sent = std::mem::take(&mut outbox);
+            outbox = vec![Vec::new(), Vec::new()];
+            for (from, skews) in sent.into_iter().enumerate() {
+                let to = 1 - from;
+                for skew in skews {
+                    nodes[to].advert(addrs[from], skew);
+                    outbox[to].extend(adverts(&mut nodes[to]));
+                }
+            }
+        }
+        let yielded: u64 = nodes
+            .iter()
+            .flat_map(|t| t.c.transitions_by())
+            .filter(|(s, r, _)| (*s, *r) == (State::Backup, Reason::BetterMaster))
+            .map(|(_, _, n)| n)
+            .sum();
+        assert!(
+            yielded <= 1,
+            "both yielded to the other's advert: {yielded} step-downs by {next:?}"
+        );
+    }
+    let masters = nodes
+        .iter()
+        .filter(|t| t.c.state() == State::Master)
+        .count();
+    assert_eq!(masters, 1, "exactly one master once the tie is settled");
+}
+
+#[test]
+fn equal_skew_takeovers_in_lockstep_settle_on_one_master_while_etcd_is_unreachable() {
+    lockstep_pair_settles(|t, old| {
+        t.input(Input::Lease(LeaseReport::HeldBy {
+            holder: old.to_string(),
+            epoch: 3,
+        }));
+        t.input(Input::Lease(LeaseReport::Unreachable("no leader".into())));
+    });
+}
+
+/// Preempting under a quorum: the master it preempts holds the key and lets it go only once it
+/// stepped down, so the new master waits for the key at its own skew. Demoted, it would yield
+/// to that master's next advert and preempt it again, over and over.
+#[test]
+fn a_preempting_node_waits_for_the_key_at_its_own_skew() {
+    let mut t = T::with_quorum(A, 0, true, &[B], Some(TTL));
+    following(&mut t, B, 100);
+    t.input(Input::Lease(LeaseReport::HeldBy {
+        holder: B.to_string(),
+        epoch: 3,
+    }));
+    t.sample(
+        B,
+        master_db("0-2-500", semi(true, 7)),
+        replica_of(B, "0-2-480"),
+    );
+    t.advance(ms(200));
+    t.sample(
+        B,
+        master_db("0-2-520", semi(true, 7)),
+        replica_of(B, "0-2-510"),
+    );
+    t.take();
+    t.advert(B, 100);
+    assert_eq!(t.c.state(), State::Master);
+    let adverts: Vec<u8> = t
+        .take()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Advert { advskew, .. } => Some(advskew),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(adverts, [0], "one advert, at its own skew");
+    assert!(t.c.db_view().unwrap().quorum_wait.is_some());
+    // The old master's next advert, before it has seen ours: it is the one to yield.
+    t.advert(B, 100);
+    assert_eq!(t.c.state(), State::Master);
+    assert!(!t.c.machine().demoted());
+}
