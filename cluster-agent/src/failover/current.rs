@@ -230,23 +230,26 @@ impl Currentness {
     /// role).
     pub fn observe(&mut self, obs: &Observation, replicating: bool, now: Mono) {
         let Some(master) = self.master else { return };
-        let Some((addr, sample)) = &obs.master else {
-            return;
-        };
-        if *addr != master {
-            return;
-        }
+        let sample = obs
+            .master
+            .as_ref()
+            .filter(|(addr, _)| *addr == master)
+            .map(|(_, s)| s);
         let local = match &obs.local {
             Ok(l) => l,
             Err(e) => {
-                self.verdict = Err(NotCurrent::LocalDown(e.to_string()));
+                // Also with no sample of the master: a new MASTER waiting for the key samples
+                // only its own server, and one that went down may come back without the relay
+                // log it acknowledged from.
+                self.local_lost(&e.to_string());
                 // The master's answer still says it lives.
-                if sample.is_ok() {
+                if sample.is_some_and(Result::is_ok) {
                     self.answered(now);
                 }
                 return;
             }
         };
+        let Some(sample) = sample else { return };
         let m = match sample {
             Ok(m) => m,
             Err(fault) => {

@@ -1225,6 +1225,88 @@ fn equal_skew_takeovers_in_lockstep_settle_on_one_master_while_etcd_is_unreachab
     });
 }
 
+/// `A`, a current replica of `B` under a quorum, wins after `B`'s power failure and waits for
+/// the key; if `local_restart`, its own server goes down meanwhile and comes back (its relay
+/// log, and so what it acknowledged to `B`, gone with it). Then the key comes, `B` cannot be
+/// asked, and the prepare step reports `own`.
+fn quorum_takeover_after_waiting(local_restart: bool, own: &str) -> T {
+    let mut t = T::with_quorum(A, 100, false, &[B], Some(TTL));
+    // As the agent sets it under a quorum: longer than the key can outlive the master.
+    let long_wait = SemiSync {
+        timeout: Duration::from_secs(10),
+        ..semi(true, 0)
+    };
+    following(&mut t, B, 0);
+    t.input(Input::Lease(LeaseReport::HeldBy {
+        holder: B.to_string(),
+        epoch: 3,
+    }));
+    t.sample(B, master_db("0-2-20", long_wait), replica_of(B, "0-2-20"));
+    t.advance(ms(200));
+    t.advert(B, 0);
+    t.sample(B, master_db("0-2-20", long_wait), replica_of(B, "0-2-20"));
+    // Power failure: no adverts, samples fail.
+    for _ in 0..10 {
+        t.advance(ms(200));
+        t.input(Input::Observed(Observation {
+            at: t.now,
+            local: Ok(replica_of(B, "0-2-20")),
+            master: Some((B, Err(Fault::Other("timed out".into())))),
+        }));
+    }
+    t.advance(Duration::from_secs(3));
+    assert_eq!(t.c.state(), State::Master);
+    assert_eq!(t.pending_op(), None, "waiting for the key");
+    // A MASTER samples only its own server.
+    let own_only = |t: &mut T, local: Result<LocalDb, Fault>| {
+        t.input(Input::Observed(Observation {
+            at: t.now,
+            local,
+            master: None,
+        }))
+    };
+    if local_restart {
+        own_only(&mut t, Err(Fault::Refused("connection refused".into())));
+        t.advance(ms(500));
+        own_only(&mut t, Ok(replica_of(B, own)));
+        assert_eq!(t.pending_op(), Some(DbOp::Fence), "fenced again on return");
+        t.db_done(DbOutcome::Fenced(Ok(())));
+    } else {
+        own_only(&mut t, Ok(replica_of(B, own)));
+    }
+    t.input(Input::Lease(LeaseReport::Held {
+        sent: t.now,
+        epoch: 5,
+    }));
+    assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
+    t.db_done(DbOutcome::Prepared {
+        own: Ok(Holdings {
+            logged: g(own),
+            received: Gtids::default(),
+        }),
+        peers: vec![PeerReport {
+            addr: B,
+            result: Err(Fault::Other("timed out".into())),
+        }],
+    });
+    t
+}
+
+#[test]
+fn a_new_master_whose_own_server_restarted_while_it_waited_for_the_key_is_not_current() {
+    let t = quorum_takeover_after_waiting(false, "0-2-20");
+    assert!(
+        matches!(t.pending_op(), Some(DbOp::Promote { .. })),
+        "current, and it held what the master had: {:?}",
+        t.c.db_view()
+    );
+    let t = quorum_takeover_after_waiting(true, "0-2-20");
+    assert_eq!(t.pending_op(), None);
+    assert!(!t.c.writable());
+    let refused = t.c.db_view().unwrap().refused;
+    assert!(refused.is_some(), "{:?}", t.c.db_view());
+}
+
 /// Preempting under a quorum: the master it preempts holds the key and lets it go only once it
 /// stepped down, so the new master waits for the key at its own skew. Demoted, it would yield
 /// to that master's next advert and preempt it again, over and over.
