@@ -37,6 +37,7 @@ use crate::failover::{
 use crate::handoff;
 use crate::quorum;
 use crate::reload::{self, ReloadError};
+use crate::timer::Timer;
 
 use crate::hooks::{Hook, HookConfig, Hooks};
 use crate::net::{self, AdvertReceiver, AdvertSender, PacketSocket};
@@ -630,6 +631,7 @@ async fn run_vhid(
     };
     let mut buf = vec![0u8; 2048];
     let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let mut timer = Timer::new();
     // Leaving MASTER runs the down hook anyway; -z asks for it at exit in any state.
     let mut down_at_exit = agent.s.shutdown_hook;
     loop {
@@ -637,14 +639,7 @@ async fn run_vhid(
         if stop_deadline.is_some() && coord.finished() {
             break;
         }
-        // Tokio's timer, which fires at the next whole millisecond, not a timerfd: nodes
-        // with the same skew then take over at instants that differ by where their
-        // runtimes' milliseconds begin, and the first one's advert reaches the others in
-        // time. Timers to the microsecond made two demoted nodes take over in lockstep,
-        // each yielding to the other's first advert, over and over.
-        let sleep = coord
-            .poll_timeout()
-            .map(|d| tokio::time::Instant::now() + d.saturating_since(Mono::now()));
+        let sleep = coord.poll_timeout();
         tokio::select! {
             biased;
             // The agent's orders come first, as signals did when one loop served one vhid: a
@@ -677,7 +672,7 @@ async fn run_vhid(
                 tracing::error!("shutdown did not complete in time; exiting anyway");
                 break;
             }
-            _ = async { tokio::time::sleep_until(sleep.expect("guarded")).await }, if sleep.is_some() => {
+            () = async { timer.until(sleep.expect("guarded")).await }, if sleep.is_some() => {
                 // What arrived before the timer is acted on comes first (the master's adverts,
                 // above all): this loop prefers timers, and a process woken a little late, or
                 // stopped or starved for longer, would otherwise take over from a master that

@@ -1,10 +1,11 @@
-//! A timer to the microsecond on CLOCK_MONOTONIC (a `timerfd` in the runtime's poll), for the
-//! bound of a host check.
+//! A timer to the microsecond on CLOCK_MONOTONIC (a `timerfd` in the runtime's poll).
 //!
 //! Tokio's timer counts whole milliseconds and fires at the first tick after the deadline:
-//! up to a millisecond late, about half of one on average. A fast-mode promotion waits on the
-//! early host check, whose bound is 11.7 ms at skew 1, so that rounding was paid on every
-//! takeover. The advert loop keeps tokio's timer (see `runtime`).
+//! up to a millisecond late, about half of one on average. In fast mode a backup takes over
+//! 11.7 ms after a master's last advert and its adverts are 3.9 ms apart, so that rounding
+//! alone was a tenth of the detection time; the early host check and its bound paid it
+//! again. Deadlines are [`Mono`] instants, the clock the core and the kernel's receive
+//! stamps use, so the timer is armed with the deadline itself.
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
@@ -25,15 +26,15 @@ impl AsRawFd for Fd {
     }
 }
 
-/// One timer, armed for each wait; created inside the runtime that polls it.
-struct Timer {
+/// One timer, armed again for each wait; created inside the runtime that polls it.
+pub struct Timer {
     fd: Option<AsyncFd<Fd>>,
 }
 
 impl Timer {
     /// A timer that cannot be made (no file descriptor left) falls back to tokio's: late by
     /// up to a millisecond, never wrong.
-    fn new() -> Self {
+    pub fn new() -> Self {
         let fd = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
@@ -55,7 +56,7 @@ impl Timer {
     }
 
     /// Resolves at `at`, at once if it has passed.
-    async fn until(&mut self, at: Mono) {
+    pub async fn until(&mut self, at: Mono) {
         if let Some(fd) = &self.fd {
             // Zero would disarm the timer; an instant that early has passed anyway.
             let at = TimeSpec::from_duration(Duration::from_nanos(at.as_nanos().max(1)));
@@ -70,6 +71,12 @@ impl Timer {
         }
         let left = at.saturating_since(Mono::now());
         tokio::time::sleep(left).await;
+    }
+}
+
+impl Default for Timer {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
