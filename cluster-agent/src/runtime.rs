@@ -639,6 +639,8 @@ async fn run_vhid(
         if stop_deadline.is_some() && coord.finished() {
             break;
         }
+        // To the microsecond: nodes with equal skews then take over at the same instant, and
+        // the core settles such a tie (`Coordinator::settle_skew`, and the tie-break key).
         let sleep = coord.poll_timeout();
         tokio::select! {
             biased;
