@@ -1145,16 +1145,17 @@ fn host_checks_are_spaced_and_stand_only_for_the_silence_they_began_in() {
 /// advertise first has to be what they go on advertising, or each yields to the other's first
 /// advert and the pair goes round again at the next master-down time, with nobody holding
 /// the VIP.
-fn lockstep_pair_settles(prepare: impl Fn(&mut T, Ipv4Addr)) {
+/// Returns the master they settle on.
+fn lockstep_pair_settles(quorum: Option<Duration>, prepare: impl Fn(&mut T)) -> Ipv4Addr {
     let mut nodes = [
-        T::with_quorum(A, 100, false, &[A, B], Some(TTL)),
-        T::with_quorum(B, 200, false, &[A, B], Some(TTL)),
+        T::with_quorum(A, 100, false, &[A, B], quorum),
+        T::with_quorum(B, 200, false, &[A, B], quorum),
     ];
     let addrs = [A, B];
     for t in nodes.iter_mut() {
         t.take();
         t.db_done(DbOutcome::Fenced(Ok(())));
-        prepare(t, C);
+        prepare(t);
         t.take();
     }
     let adverts = |t: &mut T| -> Vec<u8> {
@@ -1181,7 +1182,7 @@ fn lockstep_pair_settles(prepare: impl Fn(&mut T, Ipv4Addr)) {
             }
         }
         // Deliver what each sent, and what that made the other send, at the same instant.
-        let mut outbox: Vec<Vec<u8>> = nodes.iter_mut().map(|t| adverts(t)).collect();
+        let mut outbox: Vec<Vec<u8>> = nodes.iter_mut().map(&adverts).collect();
         for _ in 0..10 {
             if outbox.iter().all(Vec::is_empty) {
                 break;
@@ -1207,22 +1208,33 @@ fn lockstep_pair_settles(prepare: impl Fn(&mut T, Ipv4Addr)) {
             "both yielded to the other's advert: {yielded} step-downs by {next:?}"
         );
     }
-    let masters = nodes
-        .iter()
-        .filter(|t| t.c.state() == State::Master)
-        .count();
-    assert_eq!(masters, 1, "exactly one master once the tie is settled");
+    let masters: Vec<Ipv4Addr> = (0..2)
+        .filter(|&i| nodes[i].c.state() == State::Master)
+        .map(|i| addrs[i])
+        .collect();
+    let [master] = masters[..] else {
+        panic!("not exactly one master once the tie is settled: {masters:?}")
+    };
+    master
 }
 
 #[test]
 fn equal_skew_takeovers_in_lockstep_settle_on_one_master_while_etcd_is_unreachable() {
-    lockstep_pair_settles(|t, old| {
+    // Either may win the tie (UCARP's tie-break key decides).
+    lockstep_pair_settles(Some(TTL), |t| {
         t.input(Input::Lease(LeaseReport::HeldBy {
-            holder: old.to_string(),
+            holder: C.to_string(),
             epoch: 3,
         }));
         t.input(Input::Lease(LeaseReport::Unreachable("no leader".into())));
     });
+}
+
+/// Without a quorum both are demoted as BACKUPs (neither replicates from a master) and not
+/// as new masters: their first adverts carry their own skews, and the worse one yields.
+#[test]
+fn equal_skew_takeovers_in_lockstep_settle_on_the_better_skew() {
+    assert_eq!(lockstep_pair_settles(None, |_| {}), A);
 }
 
 /// `A`, a current replica of `B` under a quorum, wins after `B`'s power failure and waits for
