@@ -307,6 +307,21 @@ fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
     assert!(matches!(t.pending_op(), Some(DbOp::Promote { .. })));
 }
 
+/// `B` loses power: no adverts, samples time out (the local server has `received`), until
+/// `A`, following it, takes over.
+fn power_failure_of_b(t: &mut T, received: &str) {
+    for _ in 0..10 {
+        t.advance(ms(200));
+        t.input(Input::Observed(Observation {
+            at: t.now,
+            local: Ok(replica_of(B, received)),
+            master: Some((B, Err(Fault::Other("timed out".into())))),
+        }));
+    }
+    t.advance(Duration::from_secs(3));
+    assert_eq!(t.c.state(), State::Master);
+}
+
 #[test]
 fn a_current_replica_promotes_after_the_master_dies() {
     let mut t = replica_of_b();
@@ -316,17 +331,7 @@ fn a_current_replica_promotes_after_the_master_dies() {
         master_db("0-2-20", semi(true, 0)),
         replica_of(B, "0-2-25"),
     );
-    // Power failure: no adverts, samples fail.
-    for _ in 0..10 {
-        t.advance(ms(200));
-        t.input(Input::Observed(Observation {
-            at: t.now,
-            local: Ok(replica_of(B, "0-2-25")),
-            master: Some((B, Err(Fault::Other("timed out".into())))),
-        }));
-    }
-    t.advance(Duration::from_secs(3));
-    assert_eq!(t.c.state(), State::Master);
+    power_failure_of_b(&mut t, "0-2-25");
     let Some(DbOp::Prepare { peers, .. }) = t.pending_op() else {
         panic!("no prepare step")
     };
@@ -1257,17 +1262,7 @@ fn quorum_takeover_after_waiting(local_restart: bool, own: &str) -> T {
     t.advance(ms(200));
     t.advert(B, 0);
     t.sample(B, master_db("0-2-20", long_wait), replica_of(B, "0-2-20"));
-    // Power failure: no adverts, samples fail.
-    for _ in 0..10 {
-        t.advance(ms(200));
-        t.input(Input::Observed(Observation {
-            at: t.now,
-            local: Ok(replica_of(B, "0-2-20")),
-            master: Some((B, Err(Fault::Other("timed out".into())))),
-        }));
-    }
-    t.advance(Duration::from_secs(3));
-    assert_eq!(t.c.state(), State::Master);
+    power_failure_of_b(&mut t, "0-2-20");
     assert_eq!(t.pending_op(), None, "waiting for the key");
     // A MASTER samples only its own server.
     let own_only = |t: &mut T, local: Result<LocalDb, Fault>| {
