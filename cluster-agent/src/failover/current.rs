@@ -238,13 +238,21 @@ impl Currentness {
         let local = match &obs.local {
             Ok(l) => l,
             Err(e) => {
-                // Also with no sample of the master: a new MASTER waiting for the key samples
-                // only its own server, and one that went down may come back without the relay
-                // log it acknowledged from.
-                self.local_lost(&e.to_string());
-                // The master's answer still says it lives.
-                if sample.is_some_and(Result::is_ok) {
-                    self.answered(now);
+                match sample {
+                    // The next clean comparison with the master judges anew.
+                    Some(s) => {
+                        self.verdict = Err(NotCurrent::LocalDown(e.to_string()));
+                        // The master's answer still says it lives.
+                        if s.is_ok() {
+                            self.answered(now);
+                        }
+                    }
+                    // A new MASTER waiting for the key samples only its own server, and no
+                    // comparison will follow. A server that stopped running comes back
+                    // without the relay log it acknowledged from; one that is merely slow to
+                    // answer keeps what it had.
+                    None if matches!(e, Fault::Refused(_)) => self.local_lost(&e.to_string()),
+                    None => {}
                 }
                 return;
             }
@@ -310,9 +318,10 @@ impl Currentness {
         }
     }
 
-    /// The local server was found unreachable (or restarted) outside a sample: whatever it held
-    /// may not have reached the master as acknowledgements since, and the master may have
-    /// gone on alone the moment our connection dropped.
+    /// The local server was found down or restarted (by an operation, or by a sample with no
+    /// master to compare with): whatever it held may not have reached the master as
+    /// acknowledgements since, and the master may have gone on alone the moment our
+    /// connection dropped.
     pub fn local_lost(&mut self, why: &str) {
         if self.master.is_some() {
             self.verdict = Err(NotCurrent::LocalDown(why.to_string()));

@@ -164,6 +164,11 @@ impl Lease {
         (self.held_sent.is_none() && self.holder.is_some()) || (self.held() && self.lapsed)
     }
 
+    /// The node that holds the key, as its value names it, while another one does.
+    pub fn holder(&self) -> Option<&str> {
+        self.holder.as_deref().filter(|_| self.held_sent.is_none())
+    }
+
     /// The last request to etcd failed: no node can take the key now.
     pub fn unreachable(&self) -> bool {
         self.error.is_some()

@@ -1401,14 +1401,21 @@ impl Coordinator {
             // Waiting for the key: only while another node may hold it (that one should win
             // the election, e.g. after a partition heals). Right after a bow-out several
             // nodes may be MASTER at once with nobody holding it, and demoting each at once
-            // made them all step down again and again (found by the simulation). Not after
-            // taking over from a live master (preempted, bowed out): that one is the holder,
-            // it steps down on our advert and lets the key go once fenced; demoted, we would
-            // yield to it and preempt it again, over and over.
+            // made them all step down again and again (found by the simulation). Not while
+            // the holder is the live master this node took over from (preempted, bowing
+            // out): it steps down on our advert and lets the key go once fenced; demoted, we
+            // would yield to it and preempt it again, over and over.
             State::Master => {
+                let replaced_holder = db.took_over_live
+                    && self
+                        .lease
+                        .as_ref()
+                        .and_then(Lease::holder)
+                        .zip(db.current.master())
+                        .is_some_and(|(h, m)| h == m.to_string());
                 db.refused.is_some()
                     && (!db.lease_wait
-                        || (!db.took_over_live
+                        || (!replaced_holder
                             && self
                                 .lease
                                 .as_ref()
@@ -1443,6 +1450,10 @@ impl Coordinator {
         self.drive_vip(now);
         self.finish_hand_over(now);
         self.pump(now);
+        debug_assert!(
+            self.first_advert.is_none(),
+            "a new mastership's first advert outlived its drive"
+        );
     }
 
     /// Advertises the skew this node's state calls for, once the database and the lease have

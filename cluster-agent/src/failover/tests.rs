@@ -1236,17 +1236,18 @@ fn equal_skew_takeovers_in_lockstep_settle_on_one_master_while_etcd_is_unreachab
 }
 
 /// Without a quorum both are demoted as BACKUPs (neither replicates from a master) and not
-/// as new masters: their first adverts carry their own skews, and the worse one yields.
+/// as new masters: their first adverts carry their own skews, and the worse one yields. (This
+/// one held before the first advert was settled too; it guards against demoting a new master
+/// that has nothing to wait for.)
 #[test]
 fn equal_skew_takeovers_in_lockstep_settle_on_the_better_skew() {
     assert_eq!(lockstep_pair_settles(None, |_| {}), A);
 }
 
 /// `A`, a current replica of `B` under a quorum, wins after `B`'s power failure and waits for
-/// the key; if `local_restart`, its own server goes down meanwhile and comes back (its relay
-/// log, and so what it acknowledged to `B`, gone with it). Then the key comes, `B` cannot be
-/// asked, and the prepare step reports `own`.
-fn quorum_takeover_after_waiting(local_restart: bool, own: &str) -> T {
+/// the key; meanwhile its own server fails one sample with `outage`, if any. Then the key
+/// comes, `B` cannot be asked, and `A` holds what `B` had logged.
+fn quorum_takeover_after_waiting(outage: Option<Fault>) -> T {
     let mut t = T::with_quorum(A, 100, false, &[B], Some(TTL));
     // As the agent sets it under a quorum: longer than the key can outlive the master.
     let long_wait = SemiSync {
@@ -1272,14 +1273,15 @@ fn quorum_takeover_after_waiting(local_restart: bool, own: &str) -> T {
             master: None,
         }))
     };
-    if local_restart {
-        own_only(&mut t, Err(Fault::Refused("connection refused".into())));
+    if let Some(fault) = outage {
+        let stopped = matches!(fault, Fault::Refused(_));
+        own_only(&mut t, Err(fault));
         t.advance(ms(500));
-        own_only(&mut t, Ok(replica_of(B, own)));
-        assert_eq!(t.pending_op(), Some(DbOp::Fence), "fenced again on return");
-        t.db_done(DbOutcome::Fenced(Ok(())));
-    } else {
-        own_only(&mut t, Ok(replica_of(B, own)));
+        own_only(&mut t, Ok(replica_of(B, "0-2-20")));
+        if stopped {
+            assert_eq!(t.pending_op(), Some(DbOp::Fence), "fenced again on return");
+            t.db_done(DbOutcome::Fenced(Ok(())));
+        }
     }
     t.input(Input::Lease(LeaseReport::Held {
         sent: t.now,
@@ -1288,7 +1290,7 @@ fn quorum_takeover_after_waiting(local_restart: bool, own: &str) -> T {
     assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
     t.db_done(DbOutcome::Prepared {
         own: Ok(Holdings {
-            logged: g(own),
+            logged: g("0-2-20"),
             received: Gtids::default(),
         }),
         peers: vec![PeerReport {
@@ -1299,30 +1301,33 @@ fn quorum_takeover_after_waiting(local_restart: bool, own: &str) -> T {
     t
 }
 
+/// A server that stopped running while its node waited for the key came back without the relay
+/// log it acknowledged from: the node cannot know it holds what the old master acknowledged.
+/// One that was only slow to answer kept it.
 #[test]
-fn a_new_master_whose_own_server_restarted_while_it_waited_for_the_key_is_not_current() {
-    let t = quorum_takeover_after_waiting(false, "0-2-20");
-    assert!(
-        matches!(t.pending_op(), Some(DbOp::Promote { .. })),
-        "current, and it held what the master had: {:?}",
-        t.c.db_view()
-    );
-    let t = quorum_takeover_after_waiting(true, "0-2-20");
+fn a_new_master_whose_own_server_stopped_while_it_waited_for_the_key_is_not_current() {
+    for outage in [None, Some(Fault::Stalled("timed out".into()))] {
+        let t = quorum_takeover_after_waiting(outage.clone());
+        assert!(
+            matches!(t.pending_op(), Some(DbOp::Promote { .. })),
+            "{outage:?}: current, and it holds what the master had: {:?}",
+            t.c.db_view()
+        );
+    }
+    let t = quorum_takeover_after_waiting(Some(Fault::Refused("connection refused".into())));
     assert_eq!(t.pending_op(), None);
     assert!(!t.c.writable());
-    let refused = t.c.db_view().unwrap().refused;
-    assert!(refused.is_some(), "{:?}", t.c.db_view());
+    let refused = t.c.db_view().unwrap().refused.unwrap_or_default();
+    assert!(refused.contains("local database down"), "{refused}");
 }
 
-/// Preempting under a quorum: the master it preempts holds the key and lets it go only once it
-/// stepped down, so the new master waits for the key at its own skew. Demoted, it would yield
-/// to that master's next advert and preempt it again, over and over.
-#[test]
-fn a_preempting_node_waits_for_the_key_at_its_own_skew() {
-    let mut t = T::with_quorum(A, 0, true, &[B], Some(TTL));
+/// `A`, current and with preemption, preempts `B` (skew 100) while `holder` holds the key:
+/// returns the skews of the adverts its transition sent.
+fn preempt_under_quorum(holder: Ipv4Addr) -> (T, Vec<u8>) {
+    let mut t = T::with_quorum(A, 0, true, &[B, C], Some(TTL));
     following(&mut t, B, 100);
     t.input(Input::Lease(LeaseReport::HeldBy {
-        holder: B.to_string(),
+        holder: holder.to_string(),
         epoch: 3,
     }));
     t.sample(
@@ -1339,7 +1344,7 @@ fn a_preempting_node_waits_for_the_key_at_its_own_skew() {
     t.take();
     t.advert(B, 100);
     assert_eq!(t.c.state(), State::Master);
-    let adverts: Vec<u8> = t
+    let adverts = t
         .take()
         .into_iter()
         .filter_map(|e| match e {
@@ -1347,10 +1352,28 @@ fn a_preempting_node_waits_for_the_key_at_its_own_skew() {
             _ => None,
         })
         .collect();
-    assert_eq!(adverts, [0], "one advert, at its own skew");
     assert!(t.c.db_view().unwrap().quorum_wait.is_some());
+    (t, adverts)
+}
+
+/// The master it preempted holds the key and lets it go only once it stepped down, so the new
+/// master waits for the key at its own skew. Demoted, it would yield to that master's next
+/// advert and preempt it again, over and over.
+#[test]
+fn a_preempting_node_waits_for_the_key_at_its_own_skew() {
+    let (mut t, adverts) = preempt_under_quorum(B);
+    assert_eq!(adverts, [0], "one advert, at its own skew");
     // The old master's next advert, before it has seen ours: it is the one to yield.
     t.advert(B, 100);
     assert_eq!(t.c.state(), State::Master);
     assert!(!t.c.machine().demoted());
+}
+
+/// Another node holds the key (across a partition that healed, say): that one should win, so
+/// the new master waits demoted, whatever made it take over.
+#[test]
+fn a_new_master_waits_demoted_while_a_node_it_did_not_replace_holds_the_key() {
+    let (t, adverts) = preempt_under_quorum(C);
+    assert_eq!(adverts, [DEMOTED_SKEW]);
+    assert!(t.c.machine().demoted());
 }
