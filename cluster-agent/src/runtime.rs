@@ -812,6 +812,7 @@ fn spawn_db(settings: DbSettings) -> std::io::Result<(DbLink, DbAnswers)> {
             }
             // Open first, tidy up after: the next operation waits for this, the clients not.
             if promoted {
+                exec_db.release_opening_locks().await;
                 let _ = exec_db.forget_replication().await;
             }
         }

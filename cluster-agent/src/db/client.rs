@@ -268,6 +268,10 @@ pub struct Db {
     /// Sessions that hold the opening lock on peers during a promotion, used for nothing
     /// else, so that dropping them all releases every lock this node may still hold there.
     locks: cluster::Remote,
+    /// Where the opening lock is still held after a promotion that opened, and the bound for
+    /// releasing it: released once the promotion is reported (see
+    /// [`Db::release_opening_locks`]), so the VIP does not wait for a round trip to every peer.
+    opened_locks: std::sync::Mutex<Option<(Vec<IpAddr>, Duration)>>,
     /// Host checks begun while a master's advert was overdue.
     early: cluster::EarlyChecks,
 }
@@ -284,6 +288,7 @@ impl Db {
             peers: cluster::Remote::default(),
             guard: cluster::Remote::default(),
             locks: cluster::Remote::default(),
+            opened_locks: std::sync::Mutex::new(None),
             early: cluster::EarlyChecks::default(),
         }
     }

@@ -750,6 +750,31 @@ impl Db {
         }
     }
 
+    fn opened_locks_slot(&self) -> std::sync::MutexGuard<'_, Option<(Vec<IpAddr>, Duration)>> {
+        self.opened_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Releases the opening lock a promotion that opened left held (nothing otherwise). The
+    /// operations task calls it right after reporting the promotion, before any other
+    /// operation; a session cut short releases its locks with it.
+    pub async fn release_opening_locks(&self) {
+        let Some((locked, limit)) = self.opened_locks_slot().take() else {
+            return;
+        };
+        let bound = limit * (locked.len() as u32 + 1);
+        let res = self
+            .with_ops("release the opening lock", bound, async |s| {
+                self.unlock_after_opening(s, &locked, limit).await;
+                Ok(())
+            })
+            .await;
+        if res.is_err() {
+            self.locks.clear();
+        }
+    }
+
     /// After the drain: what is applied must cover `target`, and no peer may be writable or
     /// hold more. Returns the steps' instants.
     async fn check_before_opening(
@@ -826,7 +851,13 @@ impl Db {
                         Err(e)
                     }
                 };
-                self.unlock_after_opening(s, &locked, probe_timeout).await;
+                if res.is_ok() {
+                    // Open: a node that takes the lock from now on finds this one writable
+                    // and does not open, so the VIP need not wait for the release.
+                    *self.opened_locks_slot() = Some((locked, probe_timeout));
+                } else {
+                    self.unlock_after_opening(s, &locked, probe_timeout).await;
+                }
                 res
             })
             .await;
