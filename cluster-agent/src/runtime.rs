@@ -807,12 +807,14 @@ fn spawn_db(settings: DbSettings) -> std::io::Result<(DbLink, DbAnswers)> {
         while let Some(op) = op_rx.recv().await {
             let outcome = run_op(&exec_db, op, promote_timeout).await;
             let promoted = matches!(outcome, DbOutcome::Promoted(Ok(_)));
-            if out_tx.send(outcome).is_err() {
+            let reported = out_tx.send(outcome).is_ok();
+            // Open first, tidy up after: the next operation waits for this, the clients not.
+            // The opening lock goes even when nobody listens any more (the agent is stopping).
+            exec_db.release_opening_locks().await;
+            if !reported {
                 return;
             }
-            // Open first, tidy up after: the next operation waits for this, the clients not.
             if promoted {
-                exec_db.release_opening_locks().await;
                 let _ = exec_db.forget_replication().await;
             }
         }

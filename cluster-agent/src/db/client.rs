@@ -265,11 +265,12 @@ pub struct Db {
     peers: cluster::Remote,
     /// Sessions to peers for the look for a second writer.
     guard: cluster::Remote,
-    /// Sessions that hold the opening lock on peers during a promotion, used for nothing
-    /// else, so that dropping them all releases every lock this node may still hold there.
+    /// Sessions that hold the opening lock on peers during a promotion and just after it,
+    /// used for nothing else, so that dropping them all releases every lock this node may
+    /// still hold there.
     locks: cluster::Remote,
     /// Where the opening lock is still held after a promotion that opened, and the bound for
-    /// releasing it: released once the promotion is reported (see
+    /// releasing it on each server: released once the promotion is reported (see
     /// [`Db::release_opening_locks`]), so the VIP does not wait for a round trip to every peer.
     opened_locks: std::sync::Mutex<Option<(Vec<IpAddr>, Duration)>>,
     /// Host checks begun while a master's advert was overdue.

@@ -733,11 +733,24 @@ impl Db {
     }
 
     /// Releases the opening lock wherever [`Db::lock_for_opening`] took it. A peer's session
-    /// that fails is dropped, and a closed session releases its locks too.
-    async fn unlock_after_opening(&self, s: &mut Session, locked: &[IpAddr], limit: Duration) {
+    /// that fails is dropped, and a closed session releases its locks too; a failed release
+    /// on this server is returned, so that the caller drops `s` (and the lock with it).
+    async fn unlock_after_opening(
+        &self,
+        s: &mut Session,
+        locked: &[IpAddr],
+        limit: Duration,
+    ) -> Result<(), DbError> {
+        let mut own = Ok(());
         for &addr in locked {
             let released = if addr == self.cfg.addr {
-                release_opening_lock(s).await
+                let r = release_opening_lock(s).await;
+                if let Err(e) = &r {
+                    own = Err(DbError::Protocol(format!(
+                        "cannot release the opening lock on this server: {e}"
+                    )));
+                }
+                r
             } else {
                 self.with_remote(&self.locks, addr, limit, "unlock peer", async |ps| {
                     release_opening_lock(ps).await
@@ -748,6 +761,7 @@ impl Db {
                 tracing::warn!(%addr, %error, "cannot release the opening lock");
             }
         }
+        own
     }
 
     fn opened_locks_slot(&self) -> std::sync::MutexGuard<'_, Option<(Vec<IpAddr>, Duration)>> {
@@ -757,17 +771,17 @@ impl Db {
     }
 
     /// Releases the opening lock a promotion that opened left held (nothing otherwise). The
-    /// operations task calls it right after reporting the promotion, before any other
-    /// operation; a session cut short releases its locks with it.
+    /// operations task calls it after every operation, right after reporting it and before
+    /// the next; a session cut short or dropped releases its locks with it.
     pub async fn release_opening_locks(&self) {
         let Some((locked, limit)) = self.opened_locks_slot().take() else {
             return;
         };
+        // Each server's release is bounded by `limit`; this one bounds them all.
         let bound = limit * (locked.len() as u32 + 1);
         let res = self
             .with_ops("release the opening lock", bound, async |s| {
-                self.unlock_after_opening(s, &locked, limit).await;
-                Ok(())
+                self.unlock_after_opening(s, &locked, limit).await
             })
             .await;
         if res.is_err() {
@@ -815,6 +829,10 @@ impl Db {
     /// asked again whether they are read-only and hold nothing this node lacks: another node
     /// that won the election at the same moment may have opened meanwhile. When it does not
     /// open, a replica goes on replicating.
+    ///
+    /// When it opens, the opening lock stays held until [`Db::release_opening_locks`]: the
+    /// caller must call that once it has reported the promotion, or every other node's
+    /// promotion is refused while this agent's sessions live.
     pub async fn promote_covering(
         &self,
         target: &Gtids,
@@ -856,7 +874,8 @@ impl Db {
                     // and does not open, so the VIP need not wait for the release.
                     *self.opened_locks_slot() = Some((locked, probe_timeout));
                 } else {
-                    self.unlock_after_opening(s, &locked, probe_timeout).await;
+                    // `res` is an error, so `with_ops` drops the session whatever this says.
+                    let _ = self.unlock_after_opening(s, &locked, probe_timeout).await;
                 }
                 res
             })
