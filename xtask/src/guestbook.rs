@@ -33,10 +33,9 @@ const MAX_HEAD: usize = 4096;
 const MAX_BODY: usize = 256;
 /// Longest one database call may take before the request fails.
 const DB_LIMIT: Duration = Duration::from_secs(2);
-/// Idle connections the pool keeps open and tested, and how often they are tested.
+/// Connections to the local server kept open and tested, and how often they are tested.
 const WARM: usize = 2;
 const WARM_EVERY: Duration = Duration::from_secs(1);
-const WARM_PASSES: u32 = 100_000;
 /// Longest a client may take to send its request.
 const READ_LIMIT: Duration = Duration::from_secs(1);
 
@@ -86,7 +85,7 @@ async fn run(args: ServeArgs, password: String) -> Result<()> {
                 .with_constraints(mysql_async::PoolConstraints::new(WARM, 32).expect("WARM <= 32")),
         );
     let pool = mysql_async::Pool::new(opts);
-    tokio::spawn(keep_warm(pool.clone()));
+    tokio::spawn(keep_warm(pool.clone(), args.max_seconds));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -109,13 +108,15 @@ async fn run(args: ServeArgs, password: String) -> Result<()> {
     }
 }
 
-/// Keeps [`WARM`] tested connections to the local server in the pool, as an application's pool
-/// with a minimum of idle connections does: the first requests on a node that just got the
-/// VIP would otherwise each pay a new connection's set-up (4-7 ms here), whatever moved the
-/// address. Each pass pings them all, so one a restarted server broke is replaced before a
-/// request draws it. The service's own time limit ends the loop; the count only bounds it.
-async fn keep_warm(pool: mysql_async::Pool) {
-    for _ in 0..WARM_PASSES {
+/// Keeps [`WARM`] tested connections to the local server idle in the pool, as an application's
+/// pool with a minimum of idle connections does: the first requests on a node that just got
+/// the VIP would otherwise each pay a new connection's set-up (4-7 ms here), whatever moved
+/// the address. The pool itself opens connections only on demand and keeps at most its lower
+/// bound idle, so each pass draws that many (opening what is missing) and pings them; one a
+/// restarted server broke is replaced. The service's own time limit ends the loop; the count,
+/// one pass a second for as long, only bounds it.
+async fn keep_warm(pool: mysql_async::Pool, max_seconds: u64) {
+    for _ in 0..=max_seconds {
         let mut held = Vec::with_capacity(WARM);
         for _ in 0..WARM {
             match tokio::time::timeout(DB_LIMIT, pool.get_conn()).await {
