@@ -81,6 +81,9 @@ pub struct Lease {
     known: bool,
     /// The deadline of `held_sent` passed without a renewal (the timer fired once for it).
     lapsed: bool,
+    /// When this node last let the key go: a grant or renewal sent before then says nothing
+    /// of now, since etcd may have deleted the key the moment the release arrived.
+    released_at: Option<Mono>,
 }
 
 impl Lease {
@@ -93,12 +96,23 @@ impl Lease {
             error: None,
             known: false,
             lapsed: false,
+            released_at: None,
         }
+    }
+
+    /// This node lets the key go at `now` (its database is read-only): from now on it holds
+    /// nothing, whatever answers to earlier requests still arrive, because etcd deletes the
+    /// key as soon as the release reaches it, long before the TTL.
+    pub fn release(&mut self, now: Mono) {
+        self.held_sent = None;
+        self.lapsed = false;
+        self.released_at = Some(self.released_at.map_or(now, |r| r.max(now)));
     }
 
     pub fn report(&mut self, r: LeaseReport) {
         self.known = true;
         match r {
+            LeaseReport::Held { sent, .. } if self.released_at.is_some_and(|r| sent <= r) => {}
             LeaseReport::Held { sent, epoch } => {
                 // A late answer to an older renewal must not move the deadline back.
                 self.held_sent = Some(self.held_sent.map_or(sent, |s| s.max(sent)));
@@ -262,6 +276,36 @@ mod tests {
             epoch: 7,
         });
         assert_eq!(l.write_until(), Some(at(4000)));
+    }
+
+    /// Quorum simulation seed 6049595: a renewal answered late, after the node had let the
+    /// key go, left it "held" for the rest of the write window; cut off moments later, it won
+    /// the election again and opened while the other node held the key and wrote.
+    #[test]
+    fn a_released_key_stays_released_whatever_earlier_requests_answer() {
+        let mut l = Lease::new(TTL);
+        l.report(LeaseReport::Held {
+            sent: at(1000),
+            epoch: 7,
+        });
+        l.release(at(1500));
+        assert!(!l.held());
+        assert!(l.gate(at(1600)).is_err());
+        // The answer to a renewal sent before the release.
+        l.report(LeaseReport::Held {
+            sent: at(1400),
+            epoch: 7,
+        });
+        assert!(!l.held(), "a renewal sent before the release");
+        assert!(l.gate(at(1700)).is_err());
+        assert_eq!(l.poll_timeout(), None);
+        // Asked for again: a grant sent after the release counts.
+        l.report(LeaseReport::Held {
+            sent: at(1800),
+            epoch: 9,
+        });
+        assert!(l.gate(at(1900)).is_ok());
+        assert_eq!(l.write_until(), Some(at(3800)));
     }
 
     #[test]

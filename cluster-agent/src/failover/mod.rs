@@ -777,7 +777,6 @@ impl Coordinator {
                 }
             }
             Input::Lease(report) => {
-                let held = matches!(report, LeaseReport::Held { .. });
                 if let Some(db) = self.db.as_mut() {
                     let master = db.current.master().map(|m| m.to_string());
                     match &report {
@@ -789,8 +788,9 @@ impl Coordinator {
                     }
                 }
                 if let Some(l) = self.lease.as_mut() {
-                    let first = held && !l.held();
+                    let before = l.held();
                     l.report(report);
+                    let first = !before && l.held();
                     if first && self.machine.state() == State::Master && !self.writable() {
                         self.takeover_step("lease", now);
                     }
@@ -1499,6 +1499,9 @@ impl Coordinator {
         if want != self.lease_wanted {
             self.lease_wanted = want;
             self.effects.push_back(Effect::Lease(want));
+            if !want && let Some(lease) = self.lease.as_mut() {
+                lease.release(now);
+            }
         }
         let fence_tried = read_only || db.fence_error.is_some();
         if self.lease_lost
