@@ -84,6 +84,8 @@ pub struct Lease {
     /// When this node last let the key go: a grant or renewal sent before then says nothing
     /// of now, since etcd may have deleted the key the moment the release arrived.
     released_at: Option<Mono>,
+    /// Let go, and etcd has not said since who holds the key: another node may have it.
+    unsettled: bool,
 }
 
 impl Lease {
@@ -97,6 +99,7 @@ impl Lease {
             known: false,
             lapsed: false,
             released_at: None,
+            unsettled: false,
         }
     }
 
@@ -104,6 +107,7 @@ impl Lease {
     /// nothing, whatever answers to earlier requests still arrive, because etcd deletes the
     /// key as soon as the release reaches it, long before the TTL.
     pub fn release(&mut self, now: Mono) {
+        self.unsettled = self.held_sent.is_some() || self.unsettled;
         self.held_sent = None;
         self.lapsed = false;
         self.released_at = Some(self.released_at.map_or(now, |r| r.max(now)));
@@ -114,6 +118,7 @@ impl Lease {
         match r {
             LeaseReport::Held { sent, .. } if self.released_at.is_some_and(|r| sent <= r) => {}
             LeaseReport::Held { sent, epoch } => {
+                self.unsettled = false;
                 // A late answer to an older renewal must not move the deadline back.
                 self.held_sent = Some(self.held_sent.map_or(sent, |s| s.max(sent)));
                 self.lapsed = false;
@@ -122,12 +127,14 @@ impl Lease {
                 self.error = None;
             }
             LeaseReport::HeldBy { holder, epoch } => {
+                self.unsettled = false;
                 self.held_sent = None;
                 self.epoch = Some(epoch);
                 self.holder = Some(holder);
                 self.error = None;
             }
             LeaseReport::Free => {
+                self.unsettled = false;
                 self.held_sent = None;
                 self.epoch = None;
                 self.holder = None;
@@ -173,9 +180,11 @@ impl Lease {
     }
 
     /// Another node holds the key, as far as this node knows, or this node's own holding ran
-    /// out unrenewed (cut off: someone else may hold it now).
+    /// out unrenewed or was let go and etcd has not answered since (cut off: someone else may
+    /// hold it now).
     pub fn someone_else_may_hold(&self) -> bool {
-        (self.held_sent.is_none() && self.holder.is_some()) || (self.held() && self.lapsed)
+        (self.held_sent.is_none() && (self.holder.is_some() || self.unsettled))
+            || (self.held() && self.lapsed)
     }
 
     /// The node that holds the key, as its value names it, while another one does.
@@ -291,6 +300,10 @@ mod tests {
         l.release(at(1500));
         assert!(!l.held());
         assert!(l.gate(at(1600)).is_err());
+        assert!(
+            l.someone_else_may_hold(),
+            "let go, and etcd has not answered since"
+        );
         // The answer to a renewal sent before the release.
         l.report(LeaseReport::Held {
             sent: at(1400),
@@ -306,6 +319,10 @@ mod tests {
         });
         assert!(l.gate(at(1900)).is_ok());
         assert_eq!(l.write_until(), Some(at(3800)));
+        assert!(!l.someone_else_may_hold());
+        l.release(at(2000));
+        l.report(LeaseReport::Free);
+        assert!(!l.someone_else_may_hold(), "etcd says nobody holds it");
     }
 
     #[test]
