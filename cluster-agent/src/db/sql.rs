@@ -111,6 +111,20 @@ impl Flavour {
         "SELECT @@GLOBAL.read_only"
     }
 
+    /// `read_only`, the logged GTID state and the replica status in one round trip (two
+    /// statements, two result sets): a promotion asks this of each peer twice, before and
+    /// just before it opens, and every round trip over TLS is time the service is down.
+    pub fn select_standing(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => {
+                "SELECT @@GLOBAL.read_only, @@GLOBAL.gtid_binlog_state; SHOW SLAVE STATUS"
+            }
+            Flavour::MySql => {
+                "SELECT @@GLOBAL.read_only, @@GLOBAL.gtid_executed; SHOW REPLICA STATUS"
+            }
+        }
+    }
+
     pub fn semi_sync_master(self, on: bool) -> &'static str {
         match (self, on) {
             (Flavour::MariaDb, true) => "SET GLOBAL rpl_semi_sync_master_enabled = ON",
@@ -412,6 +426,23 @@ pub fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_standing_query_reads_what_its_parts_read() {
+        for f in [Flavour::MariaDb, Flavour::MySql] {
+            let (select, show) = f.select_standing().split_once("; ").unwrap();
+            let var = |s: &'static str| s.strip_prefix("SELECT ").unwrap();
+            assert_eq!(
+                select,
+                format!(
+                    "SELECT {}, {}",
+                    var(f.select_read_only()),
+                    var(f.select_gtid_state())
+                )
+            );
+            assert_eq!(show, f.show_replica_status());
+        }
+    }
 
     #[test]
     fn flavour_from_version() {

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use super::{Db, DbError, Session, bounded, read_replica, scalar, sql_err, value_string};
 use crate::carp::time::Mono;
 use crate::db::gtid::{GtidParseError, Gtids};
-use crate::db::sql::Flavour;
+use crate::db::sql::{Flavour, StatusCol};
 use crate::failover::{
     Fault, Holdings, LocalDb, MasterDb, PeerReport, PeerSeen, PeerState, Probe, Replica, SemiSync,
 };
@@ -308,14 +308,48 @@ async fn read_local(s: &mut Session) -> Result<LocalDb, DbError> {
     })
 }
 
-async fn read_holdings(s: &mut Session) -> Result<Holdings, DbError> {
+/// Whether the server is read-only, and what it holds, in one round trip (see
+/// [`Flavour::select_standing`]).
+async fn read_standing(s: &mut Session) -> Result<(bool, Holdings), DbError> {
     let f = s.flavour;
-    let logged = read_logged(s).await?;
-    let received = match read_replica(s).await? {
-        Some(r) => parse(f, &r.gtid_io_pos)?,
+    let stmt = f.select_standing();
+    let mut res = s.conn.query_iter(stmt).await.map_err(sql_err(stmt))?;
+    let first: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
+    let status: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
+    res.drop_result().await.map_err(sql_err(stmt))?;
+    let Some(first) = first.first() else {
+        return Err(DbError::Protocol(format!("{stmt} returned no row")));
+    };
+    let read_only = super::is_on(value_string(first.as_ref(0)));
+    let logged = parse(f, &value_string(first.as_ref(1)).unwrap_or_default())?;
+    // Multi-source replication would give several rows; the agent uses the default one.
+    let received = match status.first() {
+        Some(row) => parse(
+            f,
+            &super::col(row, f.col(StatusCol::IoPos)).unwrap_or_default(),
+        )?,
         None => Gtids::default(),
     };
-    Ok(Holdings { logged, received })
+    Ok((read_only, Holdings { logged, received }))
+}
+
+async fn read_holdings(s: &mut Session) -> Result<Holdings, DbError> {
+    Ok(read_standing(s).await?.1)
+}
+
+/// Why not to open, if a rechecked peer is writable again or holds a transaction `held`
+/// lacks. Between the prepare step and now another node that still believed itself master
+/// may have opened, taken writes and been fenced again; its writes (and the replicas that
+/// acknowledged them) must not be left behind.
+fn recheck_verdict(peers: &[(Ipv4Addr, bool, Holdings)], held: &Gtids) -> Option<String> {
+    peers.iter().find_map(|(p, read_only, h)| {
+        if !read_only {
+            return Some(format!("{p} became writable while this node prepared"));
+        }
+        let more = held.missing(&h.all());
+        (!more.is_empty())
+            .then(|| format!("{p} gained {more} while this node prepared: preparing again"))
+    })
 }
 
 impl Db {
@@ -452,14 +486,15 @@ impl Db {
                     };
                 }
                 // Reachability first, connection included, within the short bound: a dead
-                // host must not cost a promotion a whole connect timeout.
+                // host must not cost a promotion a whole connect timeout. The same round trip
+                // reads what the peer holds, which is all a read-only peer is asked.
                 let reach = || {
                     self.with_remote(
                         &self.peers,
                         IpAddr::V4(p.addr),
                         probe_timeout,
                         "reach peer",
-                        async |s| read_read_only(s).await,
+                        async |s| read_standing(s).await,
                     )
                 };
                 let reach = self
@@ -467,30 +502,33 @@ impl Db {
                     .await;
                 let res = match reach {
                     Err(e) => Err(e),
-                    Ok(ro) => {
+                    Ok((true, holdings)) => Ok(PeerState {
+                        holdings,
+                        writable: false,
+                    }),
+                    Ok((false, holdings)) if !fence => Ok(PeerState {
+                        holdings,
+                        writable: true,
+                    }),
+                    Ok((false, _)) => {
                         self.with_remote(
                             &self.peers,
                             IpAddr::V4(p.addr),
                             self.cfg.op_timeout,
                             "prepare peer",
                             async |s| {
-                                let writable = if ro {
-                                    false
-                                } else if !fence {
-                                    true
-                                } else {
-                                    tracing::warn!(peer = %p.addr, "a peer's database is writable: fencing it before opening ours");
-                                    match super::fence(s, &admin, &repl).await {
-                                        Ok(killed) => {
-                                            tracing::info!(peer = %p.addr, killed, "peer database fenced");
-                                            false
-                                        }
-                                        Err(e) => {
-                                            tracing::error!(peer = %p.addr, error = %e, "cannot fence a writable peer");
-                                            !read_read_only(s).await.unwrap_or(false)
-                                        }
+                                tracing::warn!(peer = %p.addr, "a peer's database is writable: fencing it before opening ours");
+                                let writable = match super::fence(s, &admin, &repl).await {
+                                    Ok(killed) => {
+                                        tracing::info!(peer = %p.addr, killed, "peer database fenced");
+                                        false
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(peer = %p.addr, error = %e, "cannot fence a writable peer");
+                                        !read_read_only(s).await.unwrap_or(false)
                                     }
                                 };
+                                // Read after the fence: writes may have committed until then.
                                 Ok(PeerState {
                                     holdings: read_holdings(s).await?,
                                     writable,
@@ -526,48 +564,35 @@ impl Db {
         (own, peers)
     }
 
-    /// The last look before opening: why not to open, if one of `peers` is writable again
-    /// or holds a transaction `held` lacks. Between the prepare step and now another node
-    /// that still believed itself master may have opened, taken writes and been fenced again;
-    /// its writes (and the replicas that acknowledged them) must not be left behind. Peers
-    /// that do not answer within `limit` are passed over: they answered the prepare step
-    /// moments ago or were accounted for then.
+    /// The last look before opening: what each of `peers` that answers within `limit` holds
+    /// and whether it is writable (judged by [`recheck_verdict`]). Peers that do not answer are
+    /// passed over: they answered the prepare step moments ago or were accounted for then.
     async fn recheck_peers(
         &self,
         peers: &[Ipv4Addr],
         limit: Duration,
-        held: &Gtids,
-    ) -> Option<String> {
+    ) -> Vec<(Ipv4Addr, bool, Holdings)> {
         let asks = peers.iter().map(|&p| async move {
-            let state = self
-                .or_host_silent(
-                    p,
-                    None,
-                    self.with_remote(
-                        &self.peers,
-                        IpAddr::V4(p),
-                        limit,
-                        "recheck peer",
-                        async |s| Ok((read_read_only(s).await?, read_holdings(s).await?)),
-                    ),
-                )
-                .await;
-            match state {
-                Ok((false, _)) => Some(format!("{p} became writable while this node prepared")),
-                Ok((true, h)) => {
-                    let more = held.missing(&h.all());
-                    (!more.is_empty()).then(|| {
-                        format!("{p} gained {more} while this node prepared: preparing again")
-                    })
-                }
-                Err(_) => None,
-            }
+            self.or_host_silent(
+                p,
+                None,
+                self.with_remote(
+                    &self.peers,
+                    IpAddr::V4(p),
+                    limit,
+                    "recheck peer",
+                    async |s| read_standing(s).await,
+                ),
+            )
+            .await
+            .ok()
+            .map(|(read_only, h)| (p, read_only, h))
         });
         futures::future::join_all(asks)
             .await
             .into_iter()
             .flatten()
-            .next()
+            .collect()
     }
 
     /// The master's look at its peers: what each that answers within `limit` holds and
@@ -585,10 +610,11 @@ impl Db {
                 limit,
                 "look at peer",
                 async |s| {
+                    let (read_only, holdings) = read_standing(s).await?;
                     Ok(PeerSeen {
                         addr: p,
-                        writable: !read_read_only(s).await?,
-                        holdings: read_holdings(s).await?,
+                        writable: !read_only,
+                        holdings,
                     })
                 },
             )
@@ -790,7 +816,9 @@ impl Db {
     }
 
     /// After the drain: what is applied must cover `target`, and no peer may be writable or
-    /// hold more. Returns the steps' instants.
+    /// hold more. This node's server and its peers are read at once: with the opening lock
+    /// held and replication stopped, neither side's answer can change the other's. Returns
+    /// the steps' instants.
     async fn check_before_opening(
         &self,
         s: &mut Session,
@@ -799,26 +827,27 @@ impl Db {
         probe_timeout: Duration,
     ) -> Result<Vec<(&'static str, Mono)>, DbError> {
         let f = s.flavour;
-        let logged = read_logged(s).await?;
-        let applied = parse(
-            f,
-            &scalar(&mut s.conn, f.select_applied_pos())
-                .await?
-                .unwrap_or_default(),
-        )?;
-        let held = logged.union(&applied);
+        let own = async {
+            let logged = read_logged(s).await?;
+            let applied = scalar(&mut s.conn, f.select_applied_pos()).await?;
+            let held = logged.union(&parse(f, &applied.unwrap_or_default())?);
+            Ok::<_, DbError>((held, Mono::now()))
+        };
+        let (own, peers) = tokio::join!(own, self.recheck_peers(recheck, probe_timeout));
+        let (held, covered_at) = own?;
         let missing = held.missing(target);
         if !missing.is_empty() {
             return Err(DbError::Protocol(format!(
                 "after applying everything received this node still lacks {missing}"
             )));
         }
-        let mut steps = vec![("coverage checked", Mono::now())];
-        if let Some(why) = self.recheck_peers(recheck, probe_timeout, &held).await {
+        if let Some(why) = recheck_verdict(&peers, &held) {
             return Err(DbError::Protocol(why));
         }
-        steps.push(("peers rechecked", Mono::now()));
-        Ok(steps)
+        Ok(vec![
+            ("coverage checked", covered_at),
+            ("peers rechecked", Mono::now()),
+        ])
     }
 
     /// Promotes as [`Db::promote`] does, but only if what is then applied covers `target`:
@@ -894,5 +923,39 @@ impl Db {
             Err(e) => tracing::warn!(error = %e, "database not promoted"),
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holdings(logged: &str, received: &str) -> Holdings {
+        Holdings {
+            logged: parse(Flavour::MariaDb, logged).unwrap(),
+            received: parse(Flavour::MariaDb, received).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_recheck_refuses_a_writable_peer_or_one_that_gained_a_transaction() {
+        let held = parse(Flavour::MariaDb, "0-1-10").unwrap();
+        let p: Ipv4Addr = "10.0.0.2".parse().unwrap();
+        let same = (p, true, holdings("0-1-10", "0-1-10"));
+        let behind = (p, true, holdings("0-1-8", ""));
+        assert_eq!(recheck_verdict(&[same.clone(), behind], &held), None);
+        assert_eq!(recheck_verdict(&[], &held), None);
+        let writable = (p, false, holdings("0-1-10", ""));
+        assert!(
+            recheck_verdict(&[same.clone(), writable], &held)
+                .unwrap()
+                .contains("became writable")
+        );
+        let gained = (p, true, holdings("0-1-10", "0-1-11"));
+        assert!(
+            recheck_verdict(&[same, gained], &held)
+                .unwrap()
+                .contains("gained")
+        );
     }
 }
