@@ -265,9 +265,9 @@ pub struct Db {
     peers: cluster::Remote,
     /// Sessions to peers for the look for a second writer.
     guard: cluster::Remote,
-    /// Sessions that hold the opening lock on peers during a promotion and just after it,
-    /// used for nothing else, so that dropping them all releases every lock this node may
-    /// still hold there.
+    /// Sessions that hold the opening lock on peers and on this server during a promotion
+    /// and just after it, used for nothing else, so that dropping them all releases every
+    /// lock this node may still hold.
     locks: cluster::Remote,
     /// Where the opening lock is still held after a promotion that opened, and the bound for
     /// releasing it on each server: released once the promotion is reported (see

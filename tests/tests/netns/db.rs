@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use cluster_agent::db::gtid::Gtids;
 use cluster_agent::db::sql::{Flavour, ReplicationSource};
 use cluster_agent::db::{
     self, Bootstrap, BootstrapOptions, Db, DbConfig, DbError, Health, NotReady, Secret,
@@ -458,6 +459,54 @@ fn the_agent_promotes_fences_and_replicates_over_verified_tls() -> Result<()> {
         for f in [&c.boot.repl_password_file, &c.boot.admin_password_file] {
             let pw = Secret::from_file(f)?;
             assert!(!shown.contains(pw.expose()), "a password in health output");
+        }
+        Ok(())
+    })
+}
+
+/// Two nodes that both believe themselves master open at the same instant, each rechecking
+/// the other just before it opens: the opening lock lets one open, and the other then finds
+/// it writable (or the lock still taken) and stays read-only. Several rounds, since which node
+/// wins and how the two interleave is a race.
+#[test]
+fn two_nodes_opening_at_once_leave_one_writer() -> Result<()> {
+    netns_test(|| {
+        let c = DbCluster::start(2)?;
+        let open = |i: usize| {
+            let (d, peer) = (c.dbs[i].clone(), c.rig.addr(1 - i));
+            c.runtimes[i].rt.spawn(async move {
+                let r = d
+                    .promote_covering(
+                        &Gtids::default(),
+                        &[peer],
+                        Duration::from_millis(250),
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                // As the agent's operations task does once it has reported.
+                d.release_opening_locks().await;
+                r.map(drop).map_err(|e| e.to_string())
+            })
+        };
+        for round in 0..5 {
+            let (j0, j1) = (open(0), open(1));
+            let r = [
+                c.runtimes[0].rt.block_on(j0)?,
+                c.runtimes[1].rt.block_on(j1)?,
+            ];
+            let opened: Vec<usize> = (0..2).filter(|&i| r[i].is_ok()).collect();
+            assert_eq!(opened.len(), 1, "round {round}: {r:?}");
+            let (winner, loser) = (opened[0], 1 - opened[0]);
+            let why = r[loser].clone().unwrap_err();
+            assert!(
+                why.contains("became writable") || why.contains("opening lock"),
+                "round {round}: node{loser} did not open for another reason: {why}"
+            );
+            assert!(!c.health(winner).read_only, "round {round}");
+            assert!(c.health(loser).read_only, "round {round}");
+            eprintln!("round {round}: node{winner} opened; node{loser}: {why}");
+            c.fence(winner)
+                .context("fence the winner for the next round")?;
         }
         Ok(())
     })

@@ -382,9 +382,10 @@ impl Db {
         .await
     }
 
-    /// Keeps a session to each of `peers` for the prepare step and for the opening lock, each
-    /// opened within `limit`: a promotion that starts with TLS handshakes to its peers waits
-    /// for them (a few milliseconds each, twice). A missing session is opened; a kept one for
+    /// Keeps a session to each of `peers` for the prepare step and for the opening lock, and
+    /// one to this server for its opening lock, each opened within `limit`: a promotion that
+    /// starts with TLS handshakes waits for them (a few milliseconds each, twice). A missing
+    /// session is opened; a kept one for
     /// the prepare is pinged and opened again if it failed. A kept lock session is left as it
     /// is, since it may hold the lock of a promotion under way (one that died fails at once
     /// when used, and a new one is opened then). A session in use is left alone and one being
@@ -393,9 +394,12 @@ impl Db {
     pub async fn warm_peers(&self, peers: &[Ipv4Addr], limit: Duration) {
         let jobs = peers
             .iter()
-            .flat_map(|&p| [(&self.peers, p, true), (&self.locks, p, false)])
-            .map(|(remote, p, ping)| async move {
-                let addr = IpAddr::V4(p);
+            .flat_map(|&p| {
+                let p = IpAddr::V4(p);
+                [(&self.peers, p, true), (&self.locks, p, false)]
+            })
+            .chain([(&self.locks, self.cfg.addr, false)])
+            .map(|(remote, addr, ping)| async move {
                 let slot = remote.slot(addr);
                 let Ok(mut g) = slot.try_lock() else { return };
                 if g.is_some() && !ping {
@@ -706,17 +710,19 @@ impl Db {
     }
 
     /// Takes the opening lock on this server and on every peer in `peers` that answers, in
-    /// address order, recording in `locked` where it holds it.
+    /// address order, recording in `locked` where it holds it. Each lock is held by a session
+    /// of its own (in `locks`), this server's too, so that the locks can be taken while the
+    /// role-change session drains replication.
     ///
     /// Two nodes that both believe themselves master (one frozen and resumed, one that just
     /// won) can prepare at once; each checks that the other is read-only and then opens, and
     /// without a lock both checks can pass before either opens. With it, the second waits
     /// until the first has opened and released the lock, and then its check sees the first
     /// writable and it does not open. The same address order on every node leaves no
-    /// deadlock. A peer that does not answer is passed over, as the recheck passes it over.
+    /// deadlock. A peer that does not answer is passed over, as the recheck passes it over;
+    /// this server must answer.
     async fn lock_for_opening(
         &self,
-        s: &mut Session,
         peers: &[Ipv4Addr],
         limit: Duration,
         locked: &mut Vec<IpAddr>,
@@ -726,27 +732,26 @@ impl Db {
         all.sort();
         all.dedup();
         for addr in all {
-            let got = if addr == self.cfg.addr {
-                take_opening_lock(s).await?
-            } else {
-                let ask = || {
-                    self.with_remote(
-                        &self.locks,
-                        addr,
-                        limit + OPENING_LOCK_WAIT,
-                        "lock peer",
-                        async |ps| take_opening_lock(ps).await,
-                    )
-                };
-                let attempt = once_more_if_cut(addr, ask);
-                let got = match addr {
-                    IpAddr::V4(v4) => self.or_host_silent(v4, None, attempt).await,
-                    IpAddr::V6(_) => attempt.await,
-                };
-                match got {
+            let ask = || {
+                self.with_remote(
+                    &self.locks,
+                    addr,
+                    limit + OPENING_LOCK_WAIT,
+                    "take the opening lock",
+                    async |ls| take_opening_lock(ls).await,
+                )
+            };
+            let attempt = once_more_if_cut(addr, ask);
+            let got = match addr {
+                own if own == self.cfg.addr => attempt.await?,
+                IpAddr::V4(v4) => match self.or_host_silent(v4, None, attempt).await {
                     Ok(got) => got,
                     Err(_) => continue,
-                }
+                },
+                IpAddr::V6(_) => match attempt.await {
+                    Ok(got) => got,
+                    Err(_) => continue,
+                },
             };
             if !got {
                 return Err(DbError::Protocol(format!(
@@ -758,36 +763,24 @@ impl Db {
         Ok(())
     }
 
-    /// Releases the opening lock wherever [`Db::lock_for_opening`] took it. A peer's session
-    /// that fails is dropped, and a closed session releases its locks too; a failed release
-    /// on this server is returned, so that the caller drops `s` (and the lock with it).
-    async fn unlock_after_opening(
-        &self,
-        s: &mut Session,
-        locked: &[IpAddr],
-        limit: Duration,
-    ) -> Result<(), DbError> {
-        let mut own = Ok(());
+    /// Releases the opening lock wherever [`Db::lock_for_opening`] took it, each within
+    /// `limit`. A session whose release fails is dropped, and a closed session releases its
+    /// locks too.
+    async fn unlock_after_opening(&self, locked: &[IpAddr], limit: Duration) {
         for &addr in locked {
-            let released = if addr == self.cfg.addr {
-                let r = release_opening_lock(s).await;
-                if let Err(e) = &r {
-                    own = Err(DbError::Protocol(format!(
-                        "cannot release the opening lock on this server: {e}"
-                    )));
-                }
-                r
-            } else {
-                self.with_remote(&self.locks, addr, limit, "unlock peer", async |ps| {
-                    release_opening_lock(ps).await
-                })
-                .await
-            };
+            let released = self
+                .with_remote(
+                    &self.locks,
+                    addr,
+                    limit,
+                    "release the opening lock",
+                    async |ls| release_opening_lock(ls).await,
+                )
+                .await;
             if let Err(error) = released {
                 tracing::warn!(%addr, %error, "cannot release the opening lock");
             }
         }
-        own
     }
 
     fn opened_locks_slot(&self) -> std::sync::MutexGuard<'_, Option<(Vec<IpAddr>, Duration)>> {
@@ -803,16 +796,7 @@ impl Db {
         let Some((locked, limit)) = self.opened_locks_slot().take() else {
             return;
         };
-        // Each server's release is bounded by `limit`; this one bounds them all.
-        let bound = limit * (locked.len() as u32 + 1);
-        let res = self
-            .with_ops("release the opening lock", bound, async |s| {
-                self.unlock_after_opening(s, &locked, limit).await
-            })
-            .await;
-        if res.is_err() {
-            self.locks.clear();
-        }
+        self.unlock_after_opening(&locked, limit).await;
     }
 
     /// After the drain: what is applied must cover `target`, and no peer may be writable or
@@ -873,29 +857,40 @@ impl Db {
         let target = target.clone();
         let res = self
             .with_ops("promote", limit, async |s| {
-                let mut drained = super::drain_replication(s, timeout).await?;
+                // The locks are taken while replication drains: neither waits for the other.
                 let mut locked = Vec::new();
-                let checked = match self
-                    .lock_for_opening(s, recheck, probe_timeout, &mut locked)
-                    .await
-                {
-                    Ok(()) => {
-                        drained.steps.push(("opening locked", Mono::now()));
-                        self.check_before_opening(s, &target, recheck, probe_timeout)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                let res = match checked {
-                    Ok(steps) => {
-                        drained.steps.extend(steps);
-                        super::open_for_writes(s, drained, self.cfg.semi_sync_min).await
-                    }
-                    Err(e) => {
+                let (drained, lock) = tokio::join!(super::drain_replication(s, timeout), async {
+                    let r = self
+                        .lock_for_opening(recheck, probe_timeout, &mut locked)
+                        .await;
+                    r.map(|()| Mono::now())
+                });
+                let res = match (drained, lock) {
+                    (Err(e), _) => Err(e),
+                    (Ok(drained), Err(e)) => {
                         if drained.was_replica {
                             super::resume_replication(s).await;
                         }
                         Err(e)
+                    }
+                    (Ok(mut drained), Ok(locked_at)) => {
+                        drained.steps.push(("opening locked", locked_at));
+                        drained.steps.sort_by_key(|&(_, at)| at);
+                        match self
+                            .check_before_opening(s, &target, recheck, probe_timeout)
+                            .await
+                        {
+                            Ok(steps) => {
+                                drained.steps.extend(steps);
+                                super::open_for_writes(s, drained, self.cfg.semi_sync_min).await
+                            }
+                            Err(e) => {
+                                if drained.was_replica {
+                                    super::resume_replication(s).await;
+                                }
+                                Err(e)
+                            }
+                        }
                     }
                 };
                 if res.is_ok() {
@@ -903,8 +898,7 @@ impl Db {
                     // and does not open, so the VIP need not wait for the release.
                     *self.opened_locks_slot() = Some((locked, probe_timeout));
                 } else {
-                    // `res` is an error, so `with_ops` drops the session whatever this says.
-                    let _ = self.unlock_after_opening(s, &locked, probe_timeout).await;
+                    self.unlock_after_opening(&locked, probe_timeout).await;
                 }
                 res
             })
