@@ -1119,11 +1119,10 @@ async fn named_connections(s: &mut Session) -> Result<Vec<String>, DbError> {
 async fn catch_up_beside(
     s: &mut Session,
     cfg: &DbConfig,
-    source: IpAddr,
-    source_state: &str,
+    (source, source_state): (IpAddr, &str),
     wait: &str,
-    timeout: Duration,
-    start: Instant,
+    (timeout, start): (Duration, Instant),
+    steps: &mut Vec<(&'static str, Mono)>,
 ) -> Result<bool, DbError> {
     let f = s.flavour;
     if f != Flavour::MariaDb {
@@ -1150,22 +1149,31 @@ async fn catch_up_beside(
     if !applied.covers(&logged) {
         return Ok(false);
     }
+    steps.push(("checked", Mono::now()));
     if let Err(error) = drain_replication(s, timeout.saturating_sub(start.elapsed())).await {
         tracing::warn!(%error, "cannot drain the replication from the old master; re-pointing it instead");
         return Ok(false);
     }
+    steps.push(("old master's replication drained", Mono::now()));
     end_catch_up_connection(s).await;
     let caught_up = async {
         point_at(s, cfg, source, Some(CATCH_UP_CONNECTION)).await?;
+        steps.push(("connection to the source set up", Mono::now()));
         exec(&mut s.conn, &f.start_connection(CATCH_UP_CONNECTION)).await?;
-        wait_applied_until(s, wait, timeout.saturating_sub(start.elapsed()), start).await
+        steps.push(("connection started", Mono::now()));
+        wait_applied_until(s, wait, timeout.saturating_sub(start.elapsed()), start).await?;
+        steps.push(("applied", Mono::now()));
+        Ok(())
     }
     .await;
     // Whatever the outcome, the second source goes: the promotion reads the default
     // connection only, and nothing may replicate into a master. Stopping it must succeed.
     let ended = async {
         exec(&mut s.conn, &f.stop_connection(CATCH_UP_CONNECTION)).await?;
-        exec(&mut s.conn, &f.reset_connection_all(CATCH_UP_CONNECTION)).await
+        steps.push(("connection stopped", Mono::now()));
+        exec(&mut s.conn, &f.reset_connection_all(CATCH_UP_CONNECTION)).await?;
+        steps.push(("connection removed", Mono::now()));
+        Ok(())
     }
     .await;
     if let Err(e) = caught_up.and(ended) {

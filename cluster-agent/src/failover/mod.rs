@@ -227,7 +227,8 @@ pub enum DbOutcome {
         own: Result<Holdings, String>,
         peers: Vec<PeerReport>,
     },
-    CaughtUp(Result<(), String>),
+    /// Holds what the source held, with the instant each step of the catch-up returned.
+    CaughtUp(Result<Vec<(&'static str, Mono)>, String>),
     PeersFenced(Vec<(Ipv4Addr, Result<(), String>)>),
     /// Open for writes, with the instant each statement of the opening returned.
     Promoted(Result<Vec<(&'static str, Mono)>, String>),
@@ -1105,7 +1106,7 @@ impl Coordinator {
             DbOutcome::Fenced(_) => "fenced",
             DbOutcome::Followed(_) => "followed",
             DbOutcome::Prepared { .. } => "prepared",
-            DbOutcome::CaughtUp(Ok(())) => "caught up",
+            DbOutcome::CaughtUp(Ok(_)) => "caught up",
             DbOutcome::CaughtUp(Err(_)) => "catch-up failed",
             DbOutcome::PeersFenced(_) => "peers fenced",
             DbOutcome::Promoted(Ok(_)) => "open",
@@ -1231,8 +1232,13 @@ impl Coordinator {
                 // (the catch-up may have used a connection of its own and left the one to the
                 // old master stopped): a node that goes on as BACKUP follows anew.
                 db.role = Role::Fenced;
+                if let (Ok(steps), Some(t)) = (&r, self.takeover.as_mut()) {
+                    for &(name, at) in steps {
+                        t.step(format!("catch-up: {name}"), at);
+                    }
+                }
                 match r {
-                    Ok(()) if state == State::Master && !self.stopping => {
+                    Ok(_) if state == State::Master && !self.stopping => {
                         if let Err(why) = lease_gate(&self.lease, now) {
                             wait_for_lease(db, why);
                             return;
@@ -1244,7 +1250,7 @@ impl Coordinator {
                         self.effects
                             .push_back(Effect::Db(db.op.clone().expect("just set")));
                     }
-                    Ok(()) => {}
+                    Ok(_) => {}
                     Err(e) => {
                         let why = format!("catching up from {from} failed: {e}");
                         tracing::error!(reason = %why, "not opening the database");

@@ -1087,7 +1087,7 @@ impl Sim {
                         .then(|| DbOutcome::CaughtUp(Err("server unreachable".into())));
                 }
                 if s.logged().covers(&target) {
-                    Some(DbOutcome::CaughtUp(Ok(())))
+                    Some(DbOutcome::CaughtUp(Ok(Vec::new())))
                 } else if self.now >= deadline {
                     Some(DbOutcome::CaughtUp(Err("timed out".into())))
                 } else {

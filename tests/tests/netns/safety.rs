@@ -545,6 +545,12 @@ fn a_new_master_catches_up_from_the_replica_that_holds_more() -> Result<()> {
             caught_up.is_some() && open.is_some() && caught_up < open,
             "node1 did not catch up before opening: {took:?}"
         );
+        // Each step of the catch-up is in the record, so that its time can be told apart.
+        let applied = took.after_ms("catch-up: applied");
+        ensure!(
+            applied.is_some() && applied <= caught_up,
+            "the takeover record lacks the catch-up's steps: {took:?}"
+        );
         let catching =
             caught_up.unwrap_or_default() - took.after_ms("prepared").unwrap_or_default();
         ensure!(

@@ -260,12 +260,15 @@ async fn read_semi_sync(s: &mut Session) -> Result<SemiSync, DbError> {
     Ok(semi)
 }
 
-async fn read_logged(s: &mut Session) -> Result<Gtids, DbError> {
-    let f = s.flavour;
-    let state = scalar(&mut s.conn, f.select_gtid_state())
+async fn read_logged_text(s: &mut Session) -> Result<String, DbError> {
+    Ok(scalar(&mut s.conn, s.flavour.select_gtid_state())
         .await?
-        .unwrap_or_default();
-    parse(f, &state)
+        .unwrap_or_default())
+}
+
+async fn read_logged(s: &mut Session) -> Result<Gtids, DbError> {
+    let state = read_logged_text(s).await?;
+    parse(s.flavour, &state)
 }
 
 async fn read_read_only(s: &mut Session) -> Result<bool, DbError> {
@@ -672,20 +675,38 @@ impl Db {
         from: Ipv4Addr,
         target: &Gtids,
         timeout: Duration,
-    ) -> Result<(), DbError> {
+    ) -> Result<Vec<(&'static str, Mono)>, DbError> {
         let start = Instant::now();
         let source = IpAddr::V4(from);
-        let source_state = self.source_state(source, false).await?;
+        // On the session kept for the prepare step: a new one would cost a TLS handshake.
+        let source_state = self
+            .with_remote(
+                &self.peers,
+                source,
+                self.cfg.op_timeout,
+                "read the source's GTID state",
+                async |s| read_logged_text(s).await,
+            )
+            .await?;
+        let mut steps = vec![("source read", Mono::now())];
         let cfg = self.cfg.clone();
         let wait = target.wait_position();
         tracing::info!(%from, target = %target, "catching up");
         let beside = self
             .with_ops("catch up", timeout + self.cfg.op_timeout, async |s| {
-                super::catch_up_beside(s, &cfg, source, &source_state, &wait, timeout, start).await
+                super::catch_up_beside(
+                    s,
+                    &cfg,
+                    (source, &source_state),
+                    &wait,
+                    (timeout, start),
+                    &mut steps,
+                )
+                .await
             })
             .await;
         match beside {
-            Ok(true) => return Ok(()),
+            Ok(true) => return Ok(steps),
             Ok(false) => {}
             Err(e) => {
                 // Cut short (a timeout drops the session mid-way): end the catch-up's
@@ -701,12 +722,15 @@ impl Db {
             }
         }
         let r = self.replicate_from(source).await?;
+        steps.push(("replication re-pointed", Mono::now()));
         tracing::info!(%from, unchanged = r.unchanged, "catching up: replication re-pointed");
         let left = timeout.saturating_sub(start.elapsed());
         self.with_ops("catch up", left + self.cfg.op_timeout, async |s| {
             super::wait_applied_until(s, &wait, left, start).await
         })
-        .await
+        .await?;
+        steps.push(("applied", Mono::now()));
+        Ok(steps)
     }
 
     /// Takes the opening lock on this server and on every peer in `peers` that answers, in
