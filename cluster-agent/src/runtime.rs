@@ -842,13 +842,21 @@ fn spawn_db(settings: DbSettings) -> std::io::Result<(DbLink, DbAnswers)> {
             let master = *watch_rx.borrow_and_update();
             let at = Mono::now();
             // The master first: the local position read after it is no older than its log.
-            let master = match master {
-                Some(m) => Some((m, db.observe_master(m).await)),
-                None => None,
+            let (master, asked) = match master {
+                Some(m) => {
+                    let (seen, asked) = db.observe_master(m).await;
+                    (Some((m, seen)), asked)
+                }
+                None => (None, at),
             };
             let local = db.observe_local().await;
             if obs_tx
-                .send(Input::Observed(Observation { at, local, master }))
+                .send(Input::Observed(Observation {
+                    at,
+                    asked,
+                    local,
+                    master,
+                }))
                 .is_err()
             {
                 return;

@@ -125,6 +125,21 @@ impl Flavour {
         }
     }
 
+    /// What the observation asks of the followed master, in one round trip (two statements):
+    /// `read_only`, the semi-sync timeout and the logged GTID state, then the semi-sync
+    /// counters. One round trip also means the master answered everything asked before the
+    /// instant this was sent, which is when a master that did not answer went silent.
+    pub fn select_master_standing(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => {
+                "SELECT @@GLOBAL.read_only, @@GLOBAL.rpl_semi_sync_master_timeout, @@GLOBAL.gtid_binlog_state; SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_no_tx', 'Rpl_semi_sync_master_clients')"
+            }
+            Flavour::MySql => {
+                "SELECT @@GLOBAL.read_only, @@GLOBAL.rpl_semi_sync_source_timeout, @@GLOBAL.gtid_executed; SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_source_status', 'Rpl_semi_sync_source_no_tx', 'Rpl_semi_sync_source_clients')"
+            }
+        }
+    }
+
     pub fn semi_sync_master(self, on: bool) -> &'static str {
         match (self, on) {
             (Flavour::MariaDb, true) => "SET GLOBAL rpl_semi_sync_master_enabled = ON",
@@ -441,6 +456,17 @@ mod tests {
                 )
             );
             assert_eq!(show, f.show_replica_status());
+            let (select, show) = f.select_master_standing().split_once("; ").unwrap();
+            assert_eq!(
+                select,
+                format!(
+                    "SELECT {}, {}, {}",
+                    var(f.select_read_only()),
+                    var(f.select_semi_sync_timeout()),
+                    var(f.select_gtid_state())
+                )
+            );
+            assert_eq!(show, f.semi_sync_master_counters());
         }
     }
 

@@ -268,7 +268,7 @@ impl Currentness {
                     self.stalled = true;
                 }
                 if self.unanswered_since.is_none() {
-                    self.unanswered_since = Some(obs.at);
+                    self.unanswered_since = Some(obs.asked.max(obs.at));
                 }
                 return;
             }

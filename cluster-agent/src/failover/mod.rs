@@ -119,6 +119,9 @@ pub struct MasterDb {
 pub struct Observation {
     /// When the look began (the master's answer is no older than this).
     pub at: Mono,
+    /// When the master was last asked (see [`crate::db::Db::observe_master`]): a master that
+    /// did not answer had answered everything before this, so its silence began no sooner.
+    pub asked: Mono,
     pub local: Result<LocalDb, Fault>,
     pub master: Option<(Ipv4Addr, Result<MasterDb, Fault>)>,
 }

@@ -1698,7 +1698,12 @@ impl Sim {
         );
         // A sample that timed out reports a second later; the next one follows its report.
         let delay = if slow { OP_TIMEOUT } else { ms(1) };
-        let obs = Observation { at, local, master };
+        let obs = Observation {
+            at,
+            asked: at,
+            local,
+            master,
+        };
         self.after(delay, Ev::Observed { node: i, run, obs });
         self.after(delay + CHECK_INTERVAL, Ev::Observe { node: i, run });
     }

@@ -115,6 +115,7 @@ impl T {
     fn sample(&mut self, master: Ipv4Addr, m: MasterDb, local: LocalDb) {
         let o = Observation {
             at: self.now,
+            asked: self.now,
             local: Ok(local),
             master: Some((master, Ok(m))),
         };
@@ -314,6 +315,7 @@ fn power_failure_of_b(t: &mut T, received: &str) {
         t.advance(ms(200));
         t.input(Input::Observed(Observation {
             at: t.now,
+            asked: t.now,
             local: Ok(replica_of(B, received)),
             master: Some((B, Err(Fault::Other("timed out".into())))),
         }));
@@ -390,6 +392,7 @@ fn a_zombie_master_is_waited_for() {
     t.advance(ms(200));
     t.input(Input::Observed(Observation {
         at: t.now,
+        asked: t.now,
         local: Ok(replica_of(B, "0-2-20")),
         master: Some((B, Err(Fault::Other("timed out".into())))),
     }));
@@ -420,6 +423,61 @@ fn a_zombie_master_is_waited_for() {
         v.refused.as_deref().is_some_and(|r| r.contains("alive")),
         "{v:?}"
     );
+}
+
+#[test]
+fn adverts_received_while_this_agent_stalled_in_a_look_are_no_sign_of_a_zombie() {
+    // This agent stalls in the middle of a look at the master (one question answered, the next
+    // sent only after the stall) while the master's adverts go on; the master loses power
+    // meanwhile. Its adverts stamped during the stall came while its server still answered:
+    // the silence dates from the last question, not from the look's start, and the replica
+    // opens. Dated from the look's start, the same adverts make a zombie, and it waits.
+    for (asked_after_the_stall, opens) in [(true, true), (false, false)] {
+        let mut t = replica_of_b();
+        t.advert(B, 0);
+        t.sample(
+            B,
+            master_db("0-2-20", semi(true, 0)),
+            replica_of(B, "0-2-20"),
+        );
+        t.advance(ms(200));
+        let look = t.now;
+        for _ in 0..4 {
+            t.advance(ms(100));
+            t.advert(B, 0);
+        }
+        t.advance(ms(100));
+        let asked = if asked_after_the_stall { t.now } else { look };
+        t.advance(ms(1000));
+        t.input(Input::Observed(Observation {
+            at: look,
+            asked,
+            local: Ok(replica_of(B, "0-2-20")),
+            master: Some((B, Err(Fault::Other("timed out".into())))),
+        }));
+        t.advance(Duration::from_secs(4));
+        assert_eq!(t.c.state(), State::Master);
+        assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
+        t.db_done(DbOutcome::Prepared {
+            own: Ok(Holdings {
+                logged: g("0-2-20"),
+                received: g("0-2-20"),
+            }),
+            peers: vec![PeerReport {
+                addr: B,
+                result: Err(Fault::Other("timed out".into())),
+            }],
+        });
+        let refused = t.c.db_view().unwrap().refused;
+        assert_eq!(
+            matches!(t.pending_op(), Some(DbOp::Promote { .. })),
+            opens,
+            "asked after the stall: {asked_after_the_stall}, refused: {refused:?}"
+        );
+        if !opens {
+            assert!(refused.is_some_and(|r| r.contains("alive")));
+        }
+    }
 }
 
 #[test]
@@ -662,6 +720,7 @@ fn an_external_fence_of_the_master_makes_it_prepare_again() {
     local.semi_sync = semi(true, 0);
     t.input(Input::Observed(Observation {
         at: t.now,
+        asked: t.now,
         local: Ok(local),
         master: None,
     }));
@@ -822,6 +881,7 @@ fn semi_sync_fallback_on_the_master_is_counted() {
         t.advance(ms(200));
         t.input(Input::Observed(Observation {
             at: t.now,
+            asked: t.now,
             local: Ok(local(on)),
             master: None,
         }));
@@ -1269,6 +1329,7 @@ fn quorum_takeover_after_waiting(outage: Option<Fault>) -> T {
     let own_only = |t: &mut T, local: Result<LocalDb, Fault>| {
         t.input(Input::Observed(Observation {
             at: t.now,
+            asked: t.now,
             local,
             master: None,
         }))

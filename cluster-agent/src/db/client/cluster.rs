@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql_async::Row;
@@ -241,7 +242,19 @@ async fn read_semi_sync(s: &mut Session) -> Result<SemiSync, DbError> {
     let f = s.flavour;
     let stmt = f.semi_sync_master_counters();
     let rows: Vec<Row> = s.conn.query(stmt).await.map_err(sql_err(stmt))?;
-    let mut semi = SemiSync::default();
+    let timeout = scalar(&mut s.conn, f.select_semi_sync_timeout())
+        .await?
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok(semi_sync_from(&rows, timeout))
+}
+
+/// The semi-sync state from the counters' rows (name, value) and the timeout in milliseconds.
+fn semi_sync_from(rows: &[Row], timeout_ms: u64) -> SemiSync {
+    let mut semi = SemiSync {
+        timeout: Duration::from_millis(timeout_ms),
+        ..SemiSync::default()
+    };
     for row in rows {
         let name = value_string(row.as_ref(0)).unwrap_or_default();
         let value = value_string(row.as_ref(1)).unwrap_or_default();
@@ -252,12 +265,29 @@ async fn read_semi_sync(s: &mut Session) -> Result<SemiSync, DbError> {
             _ => {}
         }
     }
-    let timeout = scalar(&mut s.conn, f.select_semi_sync_timeout())
-        .await?
+    semi
+}
+
+/// What the observation needs of the followed master, in one round trip (see
+/// [`Flavour::select_master_standing`]).
+async fn read_master_standing(s: &mut Session) -> Result<MasterDb, DbError> {
+    let f = s.flavour;
+    let stmt = f.select_master_standing();
+    let mut res = s.conn.query_iter(stmt).await.map_err(sql_err(stmt))?;
+    let first: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
+    let counters: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
+    res.drop_result().await.map_err(sql_err(stmt))?;
+    let Some(first) = first.first() else {
+        return Err(DbError::Protocol(format!("{stmt} returned no row")));
+    };
+    let timeout_ms = value_string(first.as_ref(1))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    semi.timeout = Duration::from_millis(timeout);
-    Ok(semi)
+    Ok(MasterDb {
+        read_only: super::is_on(value_string(first.as_ref(0))),
+        semi_sync: semi_sync_from(&counters, timeout_ms),
+        logged: parse(f, &value_string(first.as_ref(2)).unwrap_or_default())?,
+    })
 }
 
 async fn read_logged_text(s: &mut Session) -> Result<String, DbError> {
@@ -447,8 +477,13 @@ impl Db {
         })
     }
 
-    /// One look at the master at `addr`: semi-sync state and what it logged.
-    pub async fn observe_master(&self, addr: Ipv4Addr) -> Result<MasterDb, Fault> {
+    /// One look at the master at `addr`: semi-sync state and what it logged, with the instant
+    /// it was last asked (a session opened, or the question sent). Its server answered all it
+    /// was asked before that instant, so a master that did not answer went silent no sooner: a
+    /// look cut short by a stall of this agent would otherwise date the silence from before
+    /// the stall, and the master's adverts received meanwhile would seem to outlive its server.
+    pub async fn observe_master(&self, addr: Ipv4Addr) -> (Result<MasterDb, Fault>, Mono) {
+        let asked = AtomicU64::new(Mono::now().as_nanos());
         let res = self
             .with_remote(
                 &self.watch,
@@ -456,17 +491,15 @@ impl Db {
                 self.cfg.op_timeout.min(Duration::from_secs(1)),
                 "observe master",
                 async |s| {
-                    Ok(MasterDb {
-                        read_only: read_read_only(s).await?,
-                        semi_sync: read_semi_sync(s).await?,
-                        logged: read_logged(s).await?,
-                    })
+                    asked.store(Mono::now().as_nanos(), Ordering::Relaxed);
+                    read_master_standing(s).await
                 },
             )
             .await;
+        let asked = Mono::from_nanos(asked.load(Ordering::Relaxed));
         match res {
-            Ok(m) => Ok(m),
-            Err(e) => Err(self.classify(addr, &e).await),
+            Ok(m) => (Ok(m), asked),
+            Err(e) => (Err(self.classify(addr, &e).await), asked),
         }
     }
 
