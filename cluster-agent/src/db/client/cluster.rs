@@ -268,18 +268,25 @@ fn semi_sync_from(rows: &[Row], timeout_ms: u64) -> SemiSync {
     semi
 }
 
+/// Sends `stmt`, a single-row query and a second statement, in one round trip: the first
+/// statement's row and the second's rows.
+async fn two_statements(s: &mut Session, stmt: &'static str) -> Result<(Row, Vec<Row>), DbError> {
+    let mut res = s.conn.query_iter(stmt).await.map_err(sql_err(stmt))?;
+    let first: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
+    let second: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
+    res.drop_result().await.map_err(sql_err(stmt))?;
+    let first = first
+        .into_iter()
+        .next()
+        .ok_or_else(|| DbError::Protocol(format!("{stmt} returned no row")))?;
+    Ok((first, second))
+}
+
 /// What the observation needs of the followed master, in one round trip (see
 /// [`Flavour::select_master_standing`]).
 async fn read_master_standing(s: &mut Session) -> Result<MasterDb, DbError> {
     let f = s.flavour;
-    let stmt = f.select_master_standing();
-    let mut res = s.conn.query_iter(stmt).await.map_err(sql_err(stmt))?;
-    let first: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
-    let counters: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
-    res.drop_result().await.map_err(sql_err(stmt))?;
-    let Some(first) = first.first() else {
-        return Err(DbError::Protocol(format!("{stmt} returned no row")));
-    };
+    let (first, counters) = two_statements(s, f.select_master_standing()).await?;
     let timeout_ms = value_string(first.as_ref(1))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
@@ -345,14 +352,7 @@ async fn read_local(s: &mut Session) -> Result<LocalDb, DbError> {
 /// [`Flavour::select_standing`]).
 async fn read_standing(s: &mut Session) -> Result<(bool, Holdings), DbError> {
     let f = s.flavour;
-    let stmt = f.select_standing();
-    let mut res = s.conn.query_iter(stmt).await.map_err(sql_err(stmt))?;
-    let first: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
-    let status: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
-    res.drop_result().await.map_err(sql_err(stmt))?;
-    let Some(first) = first.first() else {
-        return Err(DbError::Protocol(format!("{stmt} returned no row")));
-    };
+    let (first, status) = two_statements(s, f.select_standing()).await?;
     let read_only = super::is_on(value_string(first.as_ref(0)));
     let logged = parse(f, &value_string(first.as_ref(1)).unwrap_or_default())?;
     // Multi-source replication would give several rows; the agent uses the default one.
