@@ -108,6 +108,20 @@ impl T {
         });
     }
 
+    /// The prepare step's report: this node logged and received `held`; `B` timed out.
+    fn prepared_holding_all_but_b(&mut self, held: &str) {
+        self.db_done(DbOutcome::Prepared {
+            own: Ok(Holdings {
+                logged: g(held),
+                received: g(held),
+            }),
+            peers: vec![PeerReport {
+                addr: B,
+                result: Err(Fault::Other("timed out".into())),
+            }],
+        });
+    }
+
     fn pending_op(&self) -> Option<DbOp> {
         self.c.db.as_ref().and_then(|d| d.op.clone())
     }
@@ -271,16 +285,7 @@ fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
         panic!("no prepare step: {:?}", t.pending_op())
     };
     assert_eq!(peers.len(), 1);
-    t.db_done(DbOutcome::Prepared {
-        own: Ok(Holdings {
-            logged: g("0-2-20"),
-            received: g("0-2-20"),
-        }),
-        peers: vec![PeerReport {
-            addr: B,
-            result: Err(Fault::Other("timed out".into())),
-        }],
-    });
+    t.prepared_holding_all_but_b("0-2-20");
     let v = t.c.db_view().unwrap();
     assert!(v.refused.is_some(), "{v:?}");
     assert_ne!(v.role, "master");
@@ -295,16 +300,7 @@ fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
     t.c.force_promote(t.now).unwrap();
     t.drain();
     assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
-    t.db_done(DbOutcome::Prepared {
-        own: Ok(Holdings {
-            logged: g("0-2-20"),
-            received: g("0-2-20"),
-        }),
-        peers: vec![PeerReport {
-            addr: B,
-            result: Err(Fault::Other("timed out".into())),
-        }],
-    });
+    t.prepared_holding_all_but_b("0-2-20");
     assert!(matches!(t.pending_op(), Some(DbOp::Promote { .. })));
 }
 
@@ -408,16 +404,7 @@ fn a_zombie_master_is_waited_for() {
         panic!("no prepare step")
     };
     assert!(!peers[0].skip);
-    t.db_done(DbOutcome::Prepared {
-        own: Ok(Holdings {
-            logged: g("0-2-20"),
-            received: g("0-2-20"),
-        }),
-        peers: vec![PeerReport {
-            addr: B,
-            result: Err(Fault::Other("timed out".into())),
-        }],
-    });
+    t.prepared_holding_all_but_b("0-2-20");
     let v = t.c.db_view().unwrap();
     assert!(
         v.refused.as_deref().is_some_and(|r| r.contains("alive")),
@@ -458,16 +445,7 @@ fn adverts_received_while_this_agent_stalled_in_a_look_are_no_sign_of_a_zombie()
         t.advance(Duration::from_secs(4));
         assert_eq!(t.c.state(), State::Master);
         assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
-        t.db_done(DbOutcome::Prepared {
-            own: Ok(Holdings {
-                logged: g("0-2-20"),
-                received: g("0-2-20"),
-            }),
-            peers: vec![PeerReport {
-                addr: B,
-                result: Err(Fault::Other("timed out".into())),
-            }],
-        });
+        t.prepared_holding_all_but_b("0-2-20");
         let refused = t.c.db_view().unwrap().refused;
         assert_eq!(
             matches!(t.pending_op(), Some(DbOp::Promote { .. })),
