@@ -569,26 +569,6 @@ impl Db {
     }
 }
 
-impl Db {
-    /// What the server at `source` has logged, for the errant-transaction check; with
-    /// `writer`, only once it is open for writes.
-    async fn source_state(&self, source: IpAddr, writer: bool) -> Result<String, DbError> {
-        let mut m = self.open(source).await?;
-        let sql = m.flavour.select_gtid_state();
-        let (read_only, state) = bounded("read master GTID state", self.cfg.op_timeout, async {
-            let ro = is_on(scalar(&mut m.conn, m.flavour.select_read_only()).await?);
-            let state: Option<String> = m.conn.query_first(sql).await.map_err(sql_err(sql))?;
-            Ok((ro, state))
-        })
-        .await?;
-        let _ = m.conn.disconnect().await;
-        if writer && read_only {
-            return Err(DbError::MasterNotOpen { master: source });
-        }
-        Ok(state.unwrap_or_default())
-    }
-}
-
 async fn bounded<T>(
     what: &'static str,
     limit: Duration,

@@ -111,6 +111,15 @@ impl Flavour {
         "SELECT @@GLOBAL.read_only"
     }
 
+    /// `read_only` and the logged GTID state in one statement: what a node about to replicate
+    /// from a server needs of it (open for writes, and nothing this node holds that it lacks).
+    pub fn select_source_state(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "SELECT @@GLOBAL.read_only, @@GLOBAL.gtid_binlog_state",
+            Flavour::MySql => "SELECT @@GLOBAL.read_only, @@GLOBAL.gtid_executed",
+        }
+    }
+
     /// `read_only`, the logged GTID state and the replica status in one round trip (two
     /// statements, two result sets): a promotion asks this of each peer twice, before and
     /// just before it opens, and every round trip over TLS is time the service is down.

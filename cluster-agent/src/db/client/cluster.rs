@@ -297,15 +297,9 @@ async fn read_master_standing(s: &mut Session) -> Result<MasterDb, DbError> {
     })
 }
 
-async fn read_logged_text(s: &mut Session) -> Result<String, DbError> {
-    Ok(scalar(&mut s.conn, s.flavour.select_gtid_state())
-        .await?
-        .unwrap_or_default())
-}
-
 async fn read_logged(s: &mut Session) -> Result<Gtids, DbError> {
-    let state = read_logged_text(s).await?;
-    parse(s.flavour, &state)
+    let state = scalar(&mut s.conn, s.flavour.select_gtid_state()).await?;
+    parse(s.flavour, &state.unwrap_or_default())
 }
 
 async fn read_read_only(s: &mut Session) -> Result<bool, DbError> {
@@ -699,6 +693,40 @@ impl Db {
         futures::future::join_all(asks).await
     }
 
+    /// What the server at `source` has logged, for the errant-transaction check; with
+    /// `writer`, only once it is open for writes. Read on the session kept for prepare steps
+    /// (the source is a peer): a new one would cost a TLS handshake, and one that a fence or
+    /// a restart of the source has ended is replaced at once.
+    pub(super) async fn source_state(
+        &self,
+        source: IpAddr,
+        writer: bool,
+    ) -> Result<String, DbError> {
+        let read = || {
+            self.with_remote(
+                &self.peers,
+                source,
+                self.cfg.op_timeout,
+                "read the source's GTID state",
+                async |s| {
+                    let stmt = s.flavour.select_source_state();
+                    let row: Option<Row> = s.conn.query_first(stmt).await.map_err(sql_err(stmt))?;
+                    let row =
+                        row.ok_or_else(|| DbError::Protocol(format!("{stmt} returned no row")))?;
+                    Ok((
+                        super::is_on(value_string(row.as_ref(0))),
+                        value_string(row.as_ref(1)).unwrap_or_default(),
+                    ))
+                },
+            )
+        };
+        let (read_only, logged) = once_more_if_cut(source, read).await?;
+        if writer && read_only {
+            return Err(DbError::MasterNotOpen { master: source });
+        }
+        Ok(logged)
+    }
+
     /// Replicates from `from` until `target` is applied (at most `timeout`), so that this
     /// node holds what only `from` had: on a connection of its own where it can (see
     /// [`super::catch_up_beside`]), else by re-pointing replication to `from`, left running
@@ -711,16 +739,7 @@ impl Db {
     ) -> Result<Vec<(&'static str, Mono)>, DbError> {
         let start = Instant::now();
         let source = IpAddr::V4(from);
-        // On the session kept for the prepare step: a new one would cost a TLS handshake.
-        let source_state = self
-            .with_remote(
-                &self.peers,
-                source,
-                self.cfg.op_timeout,
-                "read the source's GTID state",
-                async |s| read_logged_text(s).await,
-            )
-            .await?;
+        let source_state = self.source_state(source, false).await?;
         let mut steps = vec![("source read", Mono::now())];
         let cfg = self.cfg.clone();
         let wait = target.wait_position();
