@@ -561,7 +561,7 @@ pub struct MysqlArgs {
     /// Replication lag above which this node advertises a demoted skew (seconds).
     #[arg(id = "mysql-max-lag", long = "mysql-max-lag", value_name = "SECS")]
     pub max_lag: Option<u64>,
-    /// How often the catch-up gate checks the local server (milliseconds).
+    /// How often a replica samples the master's server (milliseconds).
     #[arg(
         id = "mysql-check-interval",
         long = "mysql-check-interval",

@@ -63,7 +63,7 @@ fn build() -> Result<PathBuf> {
 
 /// Installs `deb` with `dpkg -i` into a scratch root (its own dpkg database; the machine's
 /// packages are not touched) and checks what a user gets: the unit passes `systemd-analyze
-/// verify`, `cluster-agent --version` runs and says the XDP program is embedded, the man page
+/// verify` (with the database's drop-in), `cluster-agent --version` runs and says the XDP program is embedded, the man page
 /// renders, the completions and the example are where the package says.
 fn check(deb: &Path) -> Result<()> {
     let root = std::env::temp_dir().join(format!("cluster-agent-deb-{}", std::process::id()));
@@ -121,6 +121,7 @@ fn check_in(deb: &Path, root: &Path) -> Result<()> {
         "/usr/share/zsh/vendor-completions/_cluster-agent",
         "/usr/share/fish/vendor_completions.d/cluster-agent.fish",
         "/usr/share/doc/cluster-agent/examples/web.toml.example",
+        "/usr/share/doc/cluster-agent/examples/mysql.conf",
     ] {
         ensure!(
             listed.lines().any(|l| l == want) && root.join(&want[1..]).exists(),
@@ -148,6 +149,13 @@ fn check_in(deb: &Path, root: &Path) -> Result<()> {
     let instance = root.join("etc/systemd/system/cluster-agent@web.service");
     std::fs::create_dir_all(instance.parent().context("a directory")?)?;
     std::os::unix::fs::symlink(&unit, &instance)?;
+    // With the database's drop-in, as the README installs it: verified together.
+    let drop_in = root.join("etc/systemd/system/cluster-agent@web.service.d");
+    std::fs::create_dir_all(&drop_in)?;
+    std::fs::copy(
+        root.join("usr/share/doc/cluster-agent/examples/mysql.conf"),
+        drop_in.join("mysql.conf"),
+    )?;
     let o = tests::cmd::output_within(
         Command::new("systemd-analyze")
             .arg(format!("--root={}", root.display()))
