@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tests::{Agent, AgentOpts, Rig, RigConfig, Timed, hold_for, netns_test, wait_until};
+use tests::{Agent, AgentOpts, Rig, RigConfig, Timed, hold_for, netns_test, wait_for, wait_until};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 const WEB_PORT: u16 = 8080;
@@ -248,8 +248,20 @@ fn a_flapping_check_moves_nothing_and_a_hung_one_is_killed_without_delaying_adve
         let st = a0.status()?;
         let err = st.tracks[0].last_error.clone().unwrap_or_default();
         assert!(err.contains("no answer within 200 ms"), "{st:?}");
-        let pid = std::fs::read_to_string(&pid_file)?;
-        let stat = std::path::PathBuf::from(format!("/proc/{}/stat", pid.trim()));
+        // Every run of the check rewrites the file: read until it holds a whole pid, since an
+        // empty or partial read (truncated, not yet written) would name `/proc//stat`, which is
+        // `/proc/stat` and always there.
+        let pid: u32 = wait_for(
+            Duration::from_secs(5),
+            "a pid in the hung check's file",
+            || {
+                std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .filter(|p| p.ends_with('\n'))
+                    .and_then(|p| p.trim().parse().ok())
+            },
+        )?;
+        let stat = std::path::PathBuf::from(format!("/proc/{pid}/stat"));
         wait_until(
             Duration::from_secs(5),
             "what the hung check started is killed",
