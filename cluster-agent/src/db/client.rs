@@ -154,6 +154,8 @@ pub struct ReplicaStatus {
     pub master_port: u16,
     /// The receiving thread is connected (`Yes`; `Connecting` counts as not running).
     pub io_running: bool,
+    /// The receiving thread has stopped (`No`): it will not connect again by itself.
+    pub io_stopped: bool,
     pub sql_running: bool,
     /// `Seconds_Behind_Master`; `None` while either thread is stopped.
     pub lag_secs: Option<u64>,
@@ -596,6 +598,7 @@ fn statement_name(stmt: &str) -> &'static str {
     const NAMES: &[&str] = &[
         "SELECT VERSION()",
         "SHOW SLAVE STATUS",
+        "SHOW SLAVE '",
         "SHOW REPLICA STATUS",
         "STOP SLAVE IO_THREAD",
         "STOP REPLICA IO_THREAD",
@@ -669,8 +672,13 @@ fn is_on(v: Option<String>) -> bool {
 }
 
 async fn read_replica(s: &mut Session) -> Result<Option<ReplicaStatus>, DbError> {
+    let stmt = s.flavour.show_replica_status();
+    read_replica_by(s, stmt).await
+}
+
+/// The status `stmt` shows: the default connection's, or a named one's.
+async fn read_replica_by(s: &mut Session, stmt: &str) -> Result<Option<ReplicaStatus>, DbError> {
     let f = s.flavour;
-    let stmt = f.show_replica_status();
     let rows: Vec<Row> = s.conn.query(stmt).await.map_err(sql_err(stmt))?;
     // Multi-source replication would give several rows; the agent uses the default one.
     let Some(row) = rows.into_iter().next() else {
@@ -700,6 +708,7 @@ async fn read_replica(s: &mut Session) -> Result<Option<ReplicaStatus>, DbError>
             .and_then(|p| p.parse().ok())
             .unwrap_or(0),
         io_running: c(StatusCol::IoRunning).as_deref() == Some("Yes"),
+        io_stopped: c(StatusCol::IoRunning).as_deref() == Some("No"),
         sql_running: c(StatusCol::SqlRunning).as_deref() == Some("Yes"),
         lag_secs: c(StatusCol::Lag).and_then(|l| l.parse().ok()),
         using_tls: is_on(c(StatusCol::SslAllowed)),
@@ -1141,7 +1150,16 @@ async fn catch_up_beside(
         steps.push(("connection to the source set up", Mono::now()));
         exec(&mut s.conn, &f.start_connection(CATCH_UP_CONNECTION)).await?;
         steps.push(("connection started", Mono::now()));
-        wait_applied_until(s, wait, timeout.saturating_sub(start.elapsed()), start).await?;
+        let status = f.show_connection_status(CATCH_UP_CONNECTION);
+        let watch = (source, status.as_str());
+        wait_caught_up(
+            s,
+            wait,
+            timeout.saturating_sub(start.elapsed()),
+            start,
+            watch,
+        )
+        .await?;
         steps.push(("applied", Mono::now()));
         Ok(())
     }
@@ -1164,19 +1182,47 @@ async fn catch_up_beside(
     Ok(true)
 }
 
-/// Waits until the GTID position `wait` is applied, at most `limit`; `start` dates the
-/// error's `waited`.
-async fn wait_applied_until(
+/// How long one wait for a catch-up's position lasts before the connection's state is
+/// looked at again.
+const CATCH_UP_LOOK: Duration = Duration::from_millis(200);
+
+/// Waits until the GTID position `wait` is applied, at most `limit` (`start` dates the
+/// error's `waited`), while the replication connection from `source` whose status `status`
+/// shows is looked at every [`CATCH_UP_LOOK`]: one whose receiver stopped on an error (a source
+/// whose binary log lacks what its GTID state claims answers 1236) or whose applier stopped
+/// will bring nothing more, and the catch-up fails at once with that error rather than after
+/// the whole `promote-timeout`.
+async fn wait_caught_up(
     s: &mut Session,
     wait: &str,
     limit: Duration,
     start: Instant,
+    (source, status): (IpAddr, &str),
 ) -> Result<(), DbError> {
     let f = s.flavour;
-    let stmt = f.wait_applied(wait, limit);
-    let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
-    if f.wait_succeeded(res) {
-        return Ok(());
+    let began = Instant::now();
+    loop {
+        let left = limit.saturating_sub(began.elapsed());
+        let stmt = f.wait_applied(wait, left.min(CATCH_UP_LOOK));
+        let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
+        if f.wait_succeeded(res) {
+            return Ok(());
+        }
+        if left <= CATCH_UP_LOOK {
+            break;
+        }
+        if let Some(r) = read_replica_by(s, status).await? {
+            if r.io_stopped && r.last_io_errno != 0 {
+                return Err(DbError::ReplicaIo {
+                    master: source,
+                    errno: r.last_io_errno,
+                    error: r.last_io_error,
+                });
+            }
+            if !r.sql_running && r.last_sql_errno != 0 {
+                return Err(DbError::ReplicationBroken(r.last_sql_error));
+            }
+        }
     }
     Err(DbError::PromoteTimeout {
         waited: start.elapsed(),

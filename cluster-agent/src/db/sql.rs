@@ -414,6 +414,14 @@ impl Flavour {
         }
     }
 
+    /// The status of one named replication connection.
+    pub fn show_connection_status(self, name: &str) -> String {
+        match self {
+            Flavour::MariaDb => format!("SHOW SLAVE {} STATUS", quote(name)),
+            Flavour::MySql => format!("SHOW REPLICA STATUS FOR CHANNEL {}", quote(name)),
+        }
+    }
+
     pub fn stop_connection(self, name: &str) -> String {
         match self {
             Flavour::MariaDb => format!("STOP SLAVE {}", quote(name)),

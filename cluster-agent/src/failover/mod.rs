@@ -413,6 +413,8 @@ struct DbSide {
     took_over_live: bool,
     /// The peers that answered the last prepare step.
     reached: Vec<Ipv4Addr>,
+    /// Peers a catch-up failed from in this mastership (see [`plan::Context::failed_sources`]).
+    failed_sources: Vec<Ipv4Addr>,
     /// From when this mastership may fence a peer found writable: a master whose adverts
     /// were only late (its process starved for a few milliseconds, in fast mode) answers our
     /// first advert within its interval and the election ends this mastership; fencing it
@@ -590,6 +592,7 @@ impl Coordinator {
                 took_over_live: false,
                 fence_from: None,
                 reached: Vec::new(),
+                failed_sources: Vec::new(),
                 stranger: None,
                 host_check: None,
                 second_writer_since: None,
@@ -900,6 +903,7 @@ impl Coordinator {
                 if let Some(db) = self.db.as_mut() {
                     db.refused = None;
                     db.retry_at = None;
+                    db.failed_sources.clear();
                     db.took_over_live = reason != Reason::MasterDown;
                     // Only a master that went silent may be merely late; one that bowed out
                     // or was preempted steps down and fences itself.
@@ -1193,6 +1197,7 @@ impl Coordinator {
                             clients: db.current.clients(),
                             zombie: db.current.zombie() || db.took_over_live,
                             forced: db.forced,
+                            failed_sources: db.failed_sources.clone(),
                         },
                     ),
                 };
@@ -1257,6 +1262,9 @@ impl Coordinator {
                     Err(e) => {
                         let why = format!("catching up from {from} failed: {e}");
                         tracing::error!(reason = %why, "not opening the database");
+                        if !db.failed_sources.contains(&from) {
+                            db.failed_sources.push(from);
+                        }
                         db.refusals += 1;
                         db.refused = Some(why);
                         db.retry_at = Some(now + retry);

@@ -32,6 +32,10 @@ pub struct Context {
     pub zombie: bool,
     /// The operator accepted the loss of whatever unreachable nodes may hold.
     pub forced: bool,
+    /// Peers a catch-up failed from in this mastership: a source that claims transactions
+    /// its binary log no longer has (restored from a backup, its logs purged) fails every
+    /// time, and another node holding the same must be given its turn.
+    pub failed_sources: Vec<Ipv4Addr>,
 }
 
 /// Weighs what every node holds. The rules, in order:
@@ -42,7 +46,8 @@ pub struct Context {
 ///   have acknowledged in our place; otherwise refuse (unless forced);
 /// - among the nodes that answered (this one included) one must hold everything any other
 ///   holds; if none does, histories diverged: refuse (unless forced);
-/// - if that is this node, open; if it is another, catch up from it.
+/// - if that is this node, open; if it is another, catch up from it (of several that hold
+///   the same, one a catch-up has not failed from yet).
 pub fn decide(own: &Holdings, peers: &[PeerReport], ctx: &Context) -> Decision {
     let mut reached: Vec<(Option<Ipv4Addr>, Gtids)> = vec![(None, own.all())];
     for peer in peers {
@@ -86,8 +91,14 @@ pub fn decide(own: &Holdings, peers: &[PeerReport], ctx: &Context) -> Decision {
         }
     }
     let mine = own.all();
-    // This node first, then the master we followed, then the others.
-    reached.sort_by_key(|(a, _)| (a.is_some(), *a != ctx.followed));
+    // This node first, then sources no catch-up failed from, the master we followed first.
+    reached.sort_by_key(|(a, _)| {
+        (
+            a.is_some(),
+            a.is_some_and(|a| ctx.failed_sources.contains(&a)),
+            *a != ctx.followed,
+        )
+    });
     let newest = reached.iter().find(|(_, h)| {
         reached
             .iter()
@@ -165,6 +176,7 @@ mod tests {
             clients,
             zombie: false,
             forced: false,
+            failed_sources: Vec::new(),
         }
     }
 
@@ -215,6 +227,35 @@ mod tests {
         );
     }
 
+    /// Two peers hold the same newest history and the catch-up from the first failed (its
+    /// binary log lacks what its GTID state claims): the next prepare takes the other, and
+    /// once both failed, the first again.
+    #[test]
+    fn a_source_a_catch_up_failed_from_gives_way_to_another_holding_the_same() {
+        const R3: [u8; 4] = [10, 0, 0, 4];
+        let peers = [
+            peer(M, Ok(h("0-1-120", ""))),
+            peer(R3, Ok(h("0-1-120", "0-1-120"))),
+        ];
+        let own = h("0-1-90", "0-1-100");
+        let from = |failed: &[[u8; 4]]| {
+            let c = Context {
+                failed_sources: failed.iter().map(|&a| Ipv4Addr::from(a)).collect(),
+                ..ctx(true, Some(M), 1)
+            };
+            match decide(&own, &peers, &c) {
+                Decision::CatchUp { from, target } => {
+                    assert_eq!(target, Gtids::mariadb("0-1-120"));
+                    from
+                }
+                d => panic!("{d:?}"),
+            }
+        };
+        assert_eq!(from(&[]), Ipv4Addr::from(M));
+        assert_eq!(from(&[M]), Ipv4Addr::from(R3));
+        assert_eq!(from(&[M, R3]), Ipv4Addr::from(M));
+    }
+
     #[test]
     fn another_replica_ahead_is_caught_up_with() {
         let d = decide(
@@ -253,6 +294,7 @@ mod tests {
             clients: 0,
             zombie: false,
             forced: false,
+            failed_sources: Vec::new(),
         };
         let own = h("0-1-100", "");
         assert!(matches!(

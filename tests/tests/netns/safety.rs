@@ -481,6 +481,78 @@ fn a_receiver_reconnecting_to_a_dead_master_does_not_hold_up_the_promotion() -> 
 /// two writes on node2, replicates them from node2 and only then opens, with every write.
 /// The catch-up does not wait for the receiver from the dead master to end: stopping that
 /// one waits for its semi-sync kill connection to the dead host, a second at least.
+/// The replica that holds more claims, in its GTID state, transactions its binary log no
+/// longer has (restored from a backup, its logs reset): a catch-up from it gets error 1236
+/// and can bring nothing. The new master must say so at once, not after the whole
+/// `promote-timeout` (10 s), and must not open without those writes.
+#[test]
+fn a_catch_up_from_a_source_whose_log_lacks_them_fails_at_once_and_visibly() -> Result<()> {
+    netns_test(|| {
+        let ranks = [Rank::from(10), Rank::from(100), Rank::from(200)];
+        let (mut c, writer, watch) = running(3, &ranks, "")?;
+        c.wait_semi_sync_clients(0, 2, START)?;
+        more_acks(&writer, 20)?;
+        // node1 stops receiving (its agent frozen, as in the test above, so that it does not
+        // demote itself for being behind); node2 acknowledges two more.
+        let master = c.rig.addr(0).to_string();
+        let rule = |c: &Cluster, op: &str| -> Result<()> {
+            let args = [
+                "iptables", op, "INPUT", "-s", &master, "-p", "tcp", "--sport", "3306", "-j",
+                "DROP",
+            ];
+            let out = c.rig.exec(1, &args)?;
+            ensure!(
+                out.status.success(),
+                "iptables {op}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        c.agent_mut(1)?.freeze()?;
+        rule(&c, "-I")?;
+        more_acks(&writer, 2)?;
+        // node2's binary log restarts at its current state: it still claims every
+        // transaction, but can no longer send those before the reset. Its applier pauses
+        // meanwhile, so that nothing is logged between the reset and the state's restore
+        // (its receiver goes on acknowledging).
+        let node2 = c.server(2);
+        node2.sql("STOP SLAVE SQL_THREAD")?;
+        let state = node2.sql("SELECT @@GLOBAL.gtid_binlog_state")?;
+        node2.sql(&format!(
+            "RESET MASTER; SET GLOBAL gtid_binlog_state = '{}'; START SLAVE SQL_THREAD",
+            state.trim()
+        ))?;
+        c.power_cut(0)?;
+        c.agent_mut(1)?.thaw()?;
+        rule(&c, "-D")?;
+        wait_until(FAILOVER, "node1 MASTER", || {
+            status(&c, 1).is_some_and(|s| s.is_master())
+        })?;
+        let refused = wait_for(
+            Duration::from_secs(4),
+            "node1 refuses, naming the source's error",
+            || {
+                status(&c, 1)
+                    .and_then(|s| s.database)
+                    .and_then(|d| d.refused)
+                    .filter(|r| r.contains("catching up from") && r.contains("1236"))
+            },
+        )?;
+        eprintln!("node1 refuses: {refused}");
+        ensure!(read_only(&c, 1)?, "node1 opened without node2's writes");
+        let (writes, timeline) = (writer.stop(), watch.stop());
+        let two = timeline.two_writers(&[]);
+        ensure!(two.is_empty(), "two writable servers: {two:?}");
+        // Every acknowledged write is still where it was acknowledged, waiting for node1.
+        let missing = writes.missing_from(&c.ids(2)?);
+        ensure!(
+            missing.is_empty(),
+            "node2 lacks acknowledged writes {missing:?}"
+        );
+        Ok(())
+    })
+}
+
 #[test]
 fn a_new_master_catches_up_from_the_replica_that_holds_more() -> Result<()> {
     netns_test(|| {

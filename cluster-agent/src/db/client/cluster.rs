@@ -778,7 +778,8 @@ impl Db {
         tracing::info!(%from, unchanged = r.unchanged, "catching up: replication re-pointed");
         let left = timeout.saturating_sub(start.elapsed());
         self.with_ops("catch up", left + self.cfg.op_timeout, async |s| {
-            super::wait_applied_until(s, &wait, left, start).await
+            let status = s.flavour.show_replica_status();
+            super::wait_caught_up(s, &wait, left, start, (source, status)).await
         })
         .await?;
         steps.push(("applied", Mono::now()));
