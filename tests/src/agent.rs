@@ -139,9 +139,13 @@ pub struct DbStatus {
     /// Known to hold every write the master acknowledged.
     #[serde(default)]
     pub current: bool,
-    /// Why a MASTER keeps its database closed.
+    /// Why a MASTER keeps its database closed: the outcome of its last attempt, which an
+    /// `operation` under way (a new prepare, a catch-up) may be about to change.
     #[serde(default)]
     pub refused: Option<String>,
+    /// The database operation under way (`prepare`, `catch-up`, `promote`, ...).
+    #[serde(default)]
+    pub operation: Option<String>,
     #[serde(default)]
     pub semi_sync: Option<SemiSync>,
     #[serde(default)]

@@ -512,9 +512,12 @@ impl Chaos {
                 let settled = quiet_until.is_none_or(|t| Instant::now() >= t);
                 let diverged = settled
                     && (0..n).any(|i| {
+                        // Not while an operation is under way: the refusal is the last
+                        // attempt's, and this one (a catch-up after a repair) may open.
                         self.c.status(i).ok().is_some_and(|s| {
                             s.is_master()
                                 && s.database
+                                    .filter(|d| d.operation.is_none())
                                     .and_then(|d| d.refused)
                                     .is_some_and(|r| r.starts_with("diverged"))
                         })
