@@ -838,9 +838,29 @@ impl Chaos {
                 sleep(hold)?;
                 self.c.start_daemon(any, self.ranks[any])?;
             }
-            // A refusal (no peer ready to take over) is an answer too.
+            // A refusal (no peer ready to take over) is an answer too. An accepted one is
+            // carried out after the drain (up to 500 ms): until the master has left MASTER,
+            // the next heal would find it still the sole master and then check the writes
+            // its successor takes on it.
             Fault::Switchover => {
-                let _refused = self.c.agent(master)?.switchover(Duration::from_secs(10))?;
+                let before = self.c.status(master)?.counters.transitions;
+                if self
+                    .c
+                    .agent(master)?
+                    .switchover(Duration::from_secs(10))?
+                    .is_ok()
+                {
+                    tests::wait::wait_until(
+                        Duration::from_secs(10),
+                        "the master hands over after an accepted switchover",
+                        || {
+                            Ok(self
+                                .c
+                                .status(master)
+                                .is_ok_and(|s| s.counters.transitions > before))
+                        },
+                    )?;
+                }
             }
         }
         Ok(())
