@@ -1201,7 +1201,9 @@ async fn wait_caught_up(
 ) -> Result<(), DbError> {
     let f = s.flavour;
     let began = Instant::now();
-    loop {
+    // Bounded in count too: a server that answered every wait at once must not spin here.
+    let looks = limit.as_millis() / CATCH_UP_LOOK.as_millis() + 1;
+    for _ in 0..looks {
         let left = limit.saturating_sub(began.elapsed());
         let stmt = f.wait_applied(wait, left.min(CATCH_UP_LOOK));
         let res: Option<i64> = s.conn.query_first(&stmt).await.map_err(sql_err(&stmt))?;
