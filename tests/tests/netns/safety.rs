@@ -481,6 +481,24 @@ fn a_receiver_reconnecting_to_a_dead_master_does_not_hold_up_the_promotion() -> 
 /// two writes on node2, replicates them from node2 and only then opens, with every write.
 /// The catch-up does not wait for the receiver from the dead master to end: stopping that
 /// one waits for its semi-sync kill connection to the dead host, a second at least.
+/// Adds (`-I`) or removes (`-D`) a rule on node1 that drops what node0's server sends it
+/// (`extra`: more match arguments, such as one connection's port).
+fn from_node0_to_node1(c: &Cluster, op: &str, extra: &[&str]) -> Result<()> {
+    let master = c.rig.addr(0).to_string();
+    let mut args = vec![
+        "iptables", op, "INPUT", "-s", &master, "-p", "tcp", "--sport", "3306",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-j", "DROP"]);
+    let out = c.rig.exec(1, &args)?;
+    ensure!(
+        out.status.success(),
+        "iptables {op}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// The replica that holds more claims, in its GTID state, transactions its binary log no
 /// longer has (restored from a backup, its logs reset): a catch-up from it gets error 1236
 /// and can bring nothing. The new master must say so at once, not after the whole
@@ -492,22 +510,9 @@ fn a_catch_up_from_a_source_whose_log_lacks_them_fails_at_once_and_visibly() -> 
         let (mut c, writer, watch) = running(3, &ranks, "")?;
         c.wait_semi_sync_clients(0, 2, START)?;
         more_acks(&writer, 20)?;
-        // node1 stops receiving (its agent frozen, as in the test above, so that it does not
+        // node1 stops receiving (its agent frozen, as in the next test, so that it does not
         // demote itself for being behind); node2 acknowledges two more.
-        let master = c.rig.addr(0).to_string();
-        let rule = |c: &Cluster, op: &str| -> Result<()> {
-            let args = [
-                "iptables", op, "INPUT", "-s", &master, "-p", "tcp", "--sport", "3306", "-j",
-                "DROP",
-            ];
-            let out = c.rig.exec(1, &args)?;
-            ensure!(
-                out.status.success(),
-                "iptables {op}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Ok(())
-        };
+        let rule = |c: &Cluster, op: &str| from_node0_to_node1(c, op, &[]);
         c.agent_mut(1)?.freeze()?;
         rule(&c, "-I")?;
         more_acks(&writer, 2)?;
@@ -580,19 +585,7 @@ fn a_new_master_catches_up_from_the_replica_that_holds_more() -> Result<()> {
             .and_then(|a| a.rsplit(':').next())
             .map(str::to_string)
             .ok_or_else(|| anyhow::anyhow!("no receiving connection on node1 in {ss:?}"))?;
-        let rule = |c: &Cluster, op: &str| -> Result<()> {
-            let args = [
-                "iptables", op, "INPUT", "-s", &master, "-p", "tcp", "--sport", "3306", "--dport",
-                &port, "-j", "DROP",
-            ];
-            let out = c.rig.exec(1, &args)?;
-            ensure!(
-                out.status.success(),
-                "iptables {op}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Ok(())
-        };
+        let rule = |c: &Cluster, op: &str| from_node0_to_node1(c, op, &["--dport", &port]);
         // node1 is to be current at the failure and yet lack the last commits, as a replica
         // is whose receiver fell behind within one comparison with the master. Its agent
         // compares every check interval (200 ms), and two writes on a loaded machine can take
