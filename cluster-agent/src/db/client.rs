@@ -546,16 +546,25 @@ impl Db {
     }
 
     async fn replicate(&self, master: IpAddr, writer: bool) -> Result<Replicating, DbError> {
+        let master_state = self.source_state(master, writer).await?;
+        self.replicate_knowing(master, &master_state).await
+    }
+
+    /// [`Db::replicate`] from `master`, whose logged state `master_state` was just read.
+    pub(super) async fn replicate_knowing(
+        &self,
+        master: IpAddr,
+        master_state: &str,
+    ) -> Result<Replicating, DbError> {
         if master == self.cfg.addr {
             return Err(DbError::Protocol(format!(
                 "refusing to replicate from this node's own address {master}"
             )));
         }
-        let master_state = self.source_state(master, writer).await?;
         let cfg = self.cfg.clone();
         let res = self
             .with_ops("replicate_from", self.cfg.op_timeout * 2, async |s| {
-                replicate(s, &cfg, master, &master_state).await
+                replicate(s, &cfg, master, master_state).await
             })
             .await;
         match &res {

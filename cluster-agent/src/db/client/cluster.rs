@@ -773,7 +773,8 @@ impl Db {
                 return Err(e);
             }
         }
-        let r = self.replicate_from(source).await?;
+        // The source's state was read above; re-pointing needs no second look.
+        let r = self.replicate_knowing(source, &source_state).await?;
         steps.push(("replication re-pointed", Mono::now()));
         tracing::info!(%from, unchanged = r.unchanged, "catching up: replication re-pointed");
         let left = timeout.saturating_sub(start.elapsed());
