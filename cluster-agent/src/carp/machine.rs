@@ -158,6 +158,8 @@ pub struct Machine {
     master_interval: Option<Duration>,
     /// BACKUP: when the master-down countdown began (the last advert, or becoming BACKUP).
     down_from: Mono,
+    /// BACKUP: this countdown already ran out late once and was given one more interval.
+    stall_grace: bool,
     last_advert: Option<Mono>,
     actions: VecDeque<Action>,
 }
@@ -178,6 +180,7 @@ impl Machine {
             master: None,
             master_interval: None,
             down_from: now,
+            stall_grace: false,
             last_advert: None,
             actions: VecDeque::new(),
         };
@@ -236,6 +239,23 @@ impl Machine {
         }
     }
 
+    /// The advert interval a BACKUP waits on: the master's, or its own before it heard one.
+    fn followed_interval(&self) -> Duration {
+        self.master_interval.unwrap_or_else(|| self.own_interval())
+    }
+
+    /// How late a master-down timer may run out before the silence it measured is in doubt.
+    ///
+    /// A node woken this late was itself standing still (stopped, starved, or the whole host or
+    /// hypervisor paused), and a master on the same host, or paused by the same hypervisor,
+    /// could not advertise meanwhile either: when both resume, the backup's overdue timer and
+    /// the master's overdue advert race, and a backup that acts first takes over from a live
+    /// master. A quarter of the followed interval is far above a timer's own lateness (under
+    /// 0.1 ms with the agent's timerfd) and far below a real master's silence.
+    fn stall_allowance(&self) -> Duration {
+        (self.followed_interval() / 4).max(Duration::from_millis(1))
+    }
+
     pub fn poll_timeout(&self) -> Option<Mono> {
         match (self.timer, self.garp_timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -255,10 +275,18 @@ impl Machine {
             self.actions.push_back(Action::SendGarp);
             self.garp_timer = self.params.garp_interval.map(|i| now + i);
         }
-        if self.timer.is_none_or(|t| t > now) {
+        let Some(due) = self.timer.filter(|t| *t <= now) else {
             return;
-        }
+        };
         match self.state {
+            // Late by a stall: one more followed interval to hear the master, which would have
+            // advertised at once when it resumed. Once per countdown, so that a node stalled
+            // again and again still takes over from a master that is really gone, an interval
+            // later than it would have.
+            State::Backup if !self.stall_grace && now - due > self.stall_allowance() => {
+                self.stall_grace = true;
+                self.timer = Some(now + self.followed_interval());
+            }
             State::Backup => self.become_master(now, Reason::MasterDown),
             State::Master => {
                 self.advertise();
@@ -294,6 +322,7 @@ impl Machine {
                     self.link_up = true;
                     if self.state == State::Backup {
                         self.down_from = now;
+                        self.stall_grace = false;
                         self.timer = Some(now + self.master_down());
                     }
                 }
@@ -390,6 +419,7 @@ impl Machine {
                 } else {
                     self.master_interval = Some(theirs);
                     self.down_from = now;
+                    self.stall_grace = false;
                     self.timer = Some(now + self.master_down());
                 }
             }
@@ -451,6 +481,7 @@ impl Machine {
         self.adverts_until_garp = None;
         self.garp_timer = None;
         self.down_from = now;
+        self.stall_grace = false;
         self.timer = Some(now + self.master_down());
     }
 

@@ -1,4 +1,5 @@
-//! Several agents on one segment: exactly one master before, during and after a power cut.
+//! Several agents on one segment: exactly one master before, during and after a power cut, and
+//! through a stall of the whole machine.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -72,6 +73,62 @@ fn three_agents_single_master_through_power_failure() -> Result<()> {
             assert_eq!(s.master.as_deref(), Some("10.99.0.1"), "{s:?}");
             assert_eq!(s.counters.auth_failures, 0, "{s:?}");
         }
+        Ok(())
+    })
+}
+
+/// The whole machine stands still (both agents stopped, for twice the master-down time) and
+/// resumes, the backup 5 ms before the master, as threads resume in any order after a
+/// hypervisor's pause or a CPU quota that ran out. The backup's master-down timer is overdue
+/// then, but the silence it measured was its own stall too, and the master advertises as soon as
+/// it runs: nothing moves, in any of three rounds. A master that stalls alone is still
+/// replaced within its master-down time and one interval.
+#[test]
+fn a_stall_of_the_whole_machine_moves_nothing() -> Result<()> {
+    netns_test(|| {
+        let rig = Rig::new(RigConfig::nodes(2))?;
+        // Fast mode: node0 advertises every 15.6 ms, node1's master-down time is 58.6 ms.
+        let opts = |skew| AgentOpts::new(7, "stall", VIP24).advbase(0).advskew(skew);
+        let mut a0 = rig.start_agent(0, &opts(4))?;
+        let mut a1 = rig.start_agent(1, &opts(5))?;
+        let settled = |a0: &tests::Agent, a1: &tests::Agent| -> Result<bool> {
+            Ok(masters(&[a0, a1]) == [0] && rig.holders(VIP, &[0, 1])? == [0])
+        };
+        wait_until(Duration::from_secs(5), "node0 sole master", || {
+            settled(&a0, &a1)
+        })?;
+        let before = [a0.status()?.counters, a1.status()?.counters];
+        for round in 0..3 {
+            a0.freeze()?;
+            a1.freeze()?;
+            // The stall and the order of resuming are the fault itself, not a wait for
+            // something to happen.
+            std::thread::sleep(opts(5).master_down() * 2);
+            a1.thaw()?;
+            std::thread::sleep(Duration::from_millis(5));
+            a0.thaw()?;
+            hold_for(
+                Duration::from_millis(500),
+                &format!("round {round}: node0 stays sole master after the stall"),
+                || settled(&a0, &a1),
+            )?;
+        }
+        for (i, (a, was)) in [&a0, &a1].into_iter().zip(&before).enumerate() {
+            let now = a.status()?.counters;
+            assert_eq!(now.transitions, was.transitions, "node{i}: {now:?}");
+        }
+
+        a0.freeze()?;
+        let took = wait_until(
+            opts(5).master_down() + Duration::from_secs(1),
+            "node1 takes over from node0 stalled alone",
+            || Ok(a1.is_master() && rig.holders(VIP, &[1])? == [1]),
+        )?;
+        eprintln!("node1 took over {took:?} after node0 stalled alone");
+        a0.thaw()?;
+        wait_until(Duration::from_secs(5), "node0 sole master again", || {
+            settled(&a0, &a1)
+        })?;
         Ok(())
     })
 }

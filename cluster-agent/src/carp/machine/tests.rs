@@ -444,3 +444,57 @@ fn a_reconfigured_backup_counts_master_down_from_the_same_instant() {
     m.handle(t(7000), Input::Reconfigure(params(1, 0, false)));
     assert_eq!(m.poll_timeout(), Some(t(7000)));
 }
+
+/// A backup following a fast-mode master (skew 1: 3.9 ms) whose master-down timer ran out at
+/// `late` past its deadline, the master silent since `t(0)`.
+fn backup_woken_late(late: Duration) -> (Machine, Mono) {
+    let mut m = Machine::new(params(0, 2, false), t(0));
+    m.handle(t(0), advert(PEER, 0, 1));
+    let due = m.poll_timeout().unwrap();
+    assert_eq!(due, t(0) + interval(0, 2) * 3);
+    m.handle_timeout(due + late);
+    (m, due + late)
+}
+
+#[test]
+fn a_backup_woken_late_by_a_stall_waits_one_interval_for_the_master_that_stalled_with_it() {
+    let (mut m, woke) = backup_woken_late(ms(5));
+    assert!(
+        drain(&mut m).is_empty(),
+        "no takeover on a silence the stall made"
+    );
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.poll_timeout(), Some(woke + interval(0, 1)));
+    // The master resumes and advertises: it stays master, and the countdown starts afresh.
+    m.handle(woke + ms(1), advert(PEER, 0, 1));
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.poll_timeout(), Some(woke + ms(1) + interval(0, 2) * 3));
+}
+
+#[test]
+fn a_backup_woken_late_takes_over_one_interval_later_from_a_master_really_gone() {
+    let (mut m, woke) = backup_woken_late(ms(5));
+    drain(&mut m);
+    // Stalled again: the grace is given once per countdown, so it takes over now.
+    m.handle_timeout(woke + interval(0, 1) + ms(5));
+    assert_eq!(
+        drain(&mut m)[0],
+        Action::Transition {
+            from: State::Backup,
+            to: State::Master,
+            reason: Reason::MasterDown
+        }
+    );
+}
+
+#[test]
+fn a_backup_woken_on_time_takes_over_at_once() {
+    // A timer's usual lateness is well under the allowance (a quarter interval, at least 1 ms).
+    let (mut m, _) = backup_woken_late(Duration::from_micros(900));
+    assert_eq!(m.state(), State::Master);
+    assert!(drain(&mut m).contains(&Action::Transition {
+        from: State::Backup,
+        to: State::Master,
+        reason: Reason::MasterDown
+    }));
+}
