@@ -70,6 +70,16 @@ const SERVER_RESTART_AFTER: Duration = Duration::from_secs(10);
 /// `db bootstrap`'s semi-sync timeout.
 const SEMI_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Diverged histories, as [`Chaos::divergence`] finds them.
+struct Divergence {
+    keeper: usize,
+    /// Acknowledged writes the keeper holds.
+    held: usize,
+    /// Nodes holding rows the keeper lacks, and those rows.
+    others: Vec<usize>,
+    extra: Vec<i64>,
+}
+
 /// What a heal found.
 enum Repair {
     /// One master, every other node its replica.
@@ -625,12 +635,39 @@ impl Chaos {
         bail!("the cluster did not heal after rebuilding its errant nodes")
     }
 
-    /// What an operator does when histories diverged: keep the node holding the most
-    /// acknowledged writes, re-apply there every row only another node holds (the other side
-    /// may have acknowledged it too: a cut-off master's commits complete once its semi-sync
-    /// timeout passes), then rebuild those nodes from it. False if no node holds a row the
-    /// keeper lacks.
+    /// What an operator does when histories diverged: stop the cluster, keep the node holding
+    /// the most acknowledged writes, re-apply there every row only another node holds (the
+    /// other side may have acknowledged it too: a cut-off master's commits complete once its
+    /// semi-sync timeout passes), rebuild those nodes from it, and start the cluster again.
+    /// False if no node holds a row the keeper lacks.
+    ///
+    /// Every agent stops first, the masters last: a repair done node by node under running
+    /// agents lets them elect and open a node meanwhile (in fast mode within milliseconds of
+    /// each stop), whose writes then diverge from the history being kept, round after round.
     fn keep_acknowledged_history(&mut self, acked: &[i64], report: &mut Report) -> Result<bool> {
+        if self.divergence(acked)?.is_none() {
+            return Ok(false);
+        }
+        let mut running: Vec<usize> = (0..self.nodes())
+            .filter(|&i| self.c.daemon(i).is_some())
+            .collect();
+        running.sort_by_key(|&i| self.c.status(i).is_ok_and(|s| s.is_master()));
+        for &i in &running {
+            self.c.stop_daemon(i, Duration::from_secs(15))?;
+        }
+        // Compared again: the masters may have written until they stopped.
+        let kept = match self.divergence(acked) {
+            Ok(Some(d)) => self.keep(d, acked.len(), report).map(|()| true),
+            other => other.map(|_| false),
+        };
+        for i in running {
+            self.c.start_daemon(i, self.ranks[i])?;
+        }
+        kept
+    }
+
+    /// The node holding the most acknowledged writes, and the rows only other nodes hold.
+    fn divergence(&self, acked: &[i64]) -> Result<Option<Divergence>> {
         let n = self.nodes();
         let ids: Vec<Vec<i64>> = (0..n).map(|i| self.c.ids(i)).collect::<Result<_>>()?;
         let holds = |i: usize| {
@@ -649,7 +686,7 @@ impl Chaos {
             })
             .collect();
         if others.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         let mut extra: Vec<i64> = others
             .iter()
@@ -658,14 +695,27 @@ impl Chaos {
             .collect();
         extra.sort_unstable();
         extra.dedup();
+        Ok(Some(Divergence {
+            keeper,
+            held: holds(keeper),
+            others,
+            extra,
+        }))
+    }
+
+    /// Re-applies the rows on the keeper and rebuilds the others from it, every agent stopped.
+    fn keep(&mut self, d: Divergence, acked: usize, report: &mut Report) -> Result<()> {
+        let Divergence {
+            keeper,
+            held,
+            others,
+            extra,
+        } = d;
         say(format_args!(
-            "chaos: histories diverged (a partition with writes on both sides): keeping node{keeper}'s, which holds {} of the {} acknowledged writes so far, re-applying there the {} rows only nodes {others:?} hold, and rebuilding those from it, as an operator would",
-            holds(keeper),
-            acked.len(),
+            "chaos: histories diverged (a partition with writes on both sides): keeping node{keeper}'s, which holds {held} of the {acked} acknowledged writes so far, re-applying there the {} rows only nodes {others:?} hold, and rebuilding those from it, as an operator would",
             extra.len()
         ));
         let values: Vec<String> = extra.iter().map(|id| format!("({id}, 'merged')")).collect();
-        // The keeper may be catching up meanwhile and hold some of them by now.
         let inserted = self.c.server(keeper).sql(&format!(
             "INSERT IGNORE INTO t.rows VALUES {}; SELECT ROW_COUNT();",
             values.join(", ")
@@ -676,9 +726,10 @@ impl Chaos {
             .and_then(|v| v.parse::<usize>().ok())
             .context("no count of the rows re-applied")?;
         for i in others {
-            self.rebuild(i, keeper, report)?;
+            self.c.rebuild_from(i, keeper)?;
+            report.rebuilds += 1;
         }
-        Ok(true)
+        Ok(())
     }
 
     fn rebuild(&mut self, i: usize, from: usize, report: &mut Report) -> Result<()> {
