@@ -23,7 +23,7 @@ use tests::cluster::{Cluster, ClusterConfig, Implementation, Rank};
 use tests::etcd::Etcd;
 use tests::mariadb::MariaDb;
 use tests::wait::{check_interrupt, install_signal_handlers, interrupted, mono_ns};
-use tests::watch::{TwoWriters, VipWatch, WritableWatch, Writer, sockets};
+use tests::watch::{Timeline, TwoWriters, VipWatch, WritableWatch, Writer, sockets};
 
 use crate::cmd::say;
 use crate::scenario::Pinned;
@@ -385,6 +385,23 @@ impl Chaos {
         let watch = WritableWatch::start(sockets(&servers))?;
         let vips = VipWatch::start(&self.c.rig, tests::cluster::VIP)?;
         let writer = Writer::start(self.c.vip()?, 1, GAP, INSERT_LIMIT);
+        // A run that fails part-way is judged on what it saw until then too: two writers or two
+        // VIP holders before the failure are reported with it.
+        let played = self.faults(args, report, &writer);
+        let writes = writer.stop();
+        let timeline = watch.stop();
+        let vip_timeline = vips.stop();
+        report.writes_acknowledged = writes.acked.len();
+        report.writes_failed = writes.failed;
+        report.read_only_samples = timeline.counts();
+        self.judge(&timeline, &vip_timeline, report);
+        let master = played?;
+        self.check_writes_final(&writes, master, report)
+    }
+
+    /// Injects faults until the time is up, healing and checking the writes before each;
+    /// returns the master of the last heal.
+    fn faults(&mut self, args: &ChaosArgs, report: &mut Report, writer: &Writer) -> Result<usize> {
         let end = Instant::now() + Duration::from_secs_f64(args.minutes * 60.0);
         let t0 = Instant::now();
         // Bounded by the time limit; the count only guards against a runaway loop.
@@ -401,9 +418,9 @@ impl Chaos {
                 // which the quorum tests cover; the floods' own checks run without a quorum.
                 fault = Fault::PowerCut;
             }
-            let master = self.heal(&acked_ids(&writer), report)?;
+            let master = self.heal(&acked_ids(writer), report)?;
             self.close_agent_down();
-            self.check_writes(&writer, master, report)?;
+            self.check_writes(writer, master, report)?;
             say(format_args!(
                 "chaos: {:>6.1}s fault {k}: {fault:?} (master node{master})",
                 t0.elapsed().as_secs_f64()
@@ -421,15 +438,13 @@ impl Chaos {
             *report.faults.entry(fault).or_default() += 1;
             report.faults_total += 1;
         }
-        let master = self.heal(&acked_ids(&writer), report)?;
+        let master = self.heal(&acked_ids(writer), report)?;
         self.close_agent_down();
-        let writes = writer.stop();
-        let timeline = watch.stop();
-        let vip_timeline = vips.stop();
-        report.writes_acknowledged = writes.acked.len();
-        report.writes_failed = writes.failed;
-        self.check_writes_final(&writes, master, report)?;
-        report.read_only_samples = timeline.counts();
+        Ok(master)
+    }
+
+    /// The checks on the timelines of `read_only` and of the VIP's holders (I2).
+    fn judge(&self, timeline: &Timeline, vip_timeline: &Timeline, report: &mut Report) {
         // Two VIP holders in a partition are CARP's; two writers are not, under a quorum.
         let writers_excused: &[(u64, u64)] = if self.etcd.is_some() {
             &[]
@@ -498,7 +513,6 @@ impl Chaos {
                 "two nodes held the VIP outside a partition and with every agent running".into(),
             );
         }
-        Ok(())
     }
 
     /// Waits until one node is the sole master and every other its replica, repairing what
