@@ -665,17 +665,33 @@ impl Chaos {
         let mut running: Vec<usize> = (0..self.nodes())
             .filter(|&i| self.c.daemon(i).is_some())
             .collect();
-        running.sort_by_key(|&i| self.c.status(i).is_ok_and(|s| s.is_master()));
+        // A node that does not answer may be a master too.
+        running.sort_by_cached_key(|&i| self.c.status(i).is_ok_and(|s| !s.is_backup()));
+        let mut stopped = Vec::new();
+        let mut kept = Ok(false);
         for &i in &running {
-            self.c.stop_daemon(i, Duration::from_secs(15))?;
+            // A stop that fails has killed the agent: it is gone either way.
+            let stop = self.c.stop_daemon(i, Duration::from_secs(15));
+            stopped.push(i);
+            if let Err(e) = stop {
+                kept = Err(e);
+                break;
+            }
         }
-        // Compared again: the masters may have written until they stopped.
-        let kept = match self.divergence(acked) {
-            Ok(Some(d)) => self.keep(d, acked.len(), report).map(|()| true),
-            other => other.map(|_| false),
-        };
-        for i in running {
-            self.c.start_daemon(i, self.ranks[i])?;
+        if kept.is_ok() {
+            // Compared again: the masters may have written until they stopped.
+            kept = match self.divergence(acked) {
+                Ok(Some(d)) => self.keep(d, acked.len(), report).map(|()| true),
+                other => other.map(|_| false),
+            };
+        }
+        // Every agent stopped here starts again, whatever failed; the first error is reported.
+        for i in stopped {
+            if let Err(e) = self.c.start_daemon(i, self.ranks[i])
+                && kept.is_ok()
+            {
+                kept = Err(e);
+            }
         }
         kept
     }
@@ -888,14 +904,16 @@ impl Chaos {
                 self.c.server_mut(replica).resume()?;
             }
             Fault::Partition => {
-                let from = mono_ns();
+                // Open-ended until healed: a run that fails meanwhile is still judged.
+                self.excused.push((mono_ns(), u64::MAX));
                 self.c.rig.partition(any)?;
                 sleep(hold)?;
                 self.c.rig.heal(any)?;
                 // Until both sides have heard each other and the loser has fenced itself.
                 let settle = down * 2 + Duration::from_secs(3);
-                self.excused
-                    .push((from, mono_ns() + settle.as_nanos() as u64));
+                if let Some(w) = self.excused.last_mut() {
+                    w.1 = mono_ns() + settle.as_nanos() as u64;
+                }
             }
             Fault::JunkFlood => self.junk_flood(master, report)?,
             Fault::GracefulStop => {

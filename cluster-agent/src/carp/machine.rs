@@ -158,8 +158,8 @@ pub struct Machine {
     master_interval: Option<Duration>,
     /// BACKUP: when the master-down countdown began (the last advert, or becoming BACKUP).
     down_from: Mono,
-    /// BACKUP: this countdown already ran out late once and was given one more interval.
-    stall_grace: bool,
+    /// BACKUP: this countdown ran out late once and was given one more interval, until then.
+    stall_grace: Option<Mono>,
     last_advert: Option<Mono>,
     actions: VecDeque<Action>,
 }
@@ -180,7 +180,7 @@ impl Machine {
             master: None,
             master_interval: None,
             down_from: now,
-            stall_grace: false,
+            stall_grace: None,
             last_advert: None,
             actions: VecDeque::new(),
         };
@@ -256,6 +256,13 @@ impl Machine {
         (self.followed_interval() / 4).max(Duration::from_millis(1))
     }
 
+    /// BACKUP: the master-down deadline of this countdown, or the end of its stall's grace if
+    /// that is later (a new skew or reload keeps a grace already given).
+    fn backup_deadline(&self) -> Mono {
+        let due = self.down_from + self.master_down();
+        self.stall_grace.map_or(due, |g| g.max(due))
+    }
+
     pub fn poll_timeout(&self) -> Option<Mono> {
         match (self.timer, self.garp_timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -283,9 +290,9 @@ impl Machine {
             // advertised at once when it resumed. Once per countdown, so that a node stalled
             // again and again still takes over from a master that is really gone, an interval
             // later than it would have.
-            State::Backup if !self.stall_grace && now - due > self.stall_allowance() => {
-                self.stall_grace = true;
-                self.timer = Some(now + self.followed_interval());
+            State::Backup if self.stall_grace.is_none() && now - due > self.stall_allowance() => {
+                self.stall_grace = Some(now + self.followed_interval());
+                self.timer = self.stall_grace;
             }
             State::Backup => self.become_master(now, Reason::MasterDown),
             State::Master => {
@@ -322,7 +329,7 @@ impl Machine {
                     self.link_up = true;
                     if self.state == State::Backup {
                         self.down_from = now;
-                        self.stall_grace = false;
+                        self.stall_grace = None;
                         self.timer = Some(now + self.master_down());
                     }
                 }
@@ -341,7 +348,7 @@ impl Machine {
                     }
                     // The master-down time counts from the same instant, with the new skew.
                     State::Backup if self.link_up && self.timer.is_some() => {
-                        self.timer = Some((self.down_from + self.master_down()).max(now));
+                        self.timer = Some(self.backup_deadline().max(now));
                     }
                     State::Backup => {}
                 }
@@ -389,7 +396,7 @@ impl Machine {
                 }
             }
             State::Backup if self.link_up && self.timer.is_some() => {
-                self.timer = Some((self.down_from + self.master_down()).max(now));
+                self.timer = Some(self.backup_deadline().max(now));
             }
             State::Backup => {}
         }
@@ -419,7 +426,7 @@ impl Machine {
                 } else {
                     self.master_interval = Some(theirs);
                     self.down_from = now;
-                    self.stall_grace = false;
+                    self.stall_grace = None;
                     self.timer = Some(now + self.master_down());
                 }
             }
@@ -481,7 +488,7 @@ impl Machine {
         self.adverts_until_garp = None;
         self.garp_timer = None;
         self.down_from = now;
-        self.stall_grace = false;
+        self.stall_grace = None;
         self.timer = Some(now + self.master_down());
     }
 

@@ -498,3 +498,37 @@ fn a_backup_woken_on_time_takes_over_at_once() {
         reason: Reason::MasterDown
     }));
 }
+
+#[test]
+fn a_reload_or_new_skew_during_the_grace_keeps_it() {
+    let (mut m, woke) = backup_woken_late(ms(5));
+    let p = *m.params();
+    m.handle(woke + ms(1), Input::Reconfigure(p));
+    m.handle(woke + ms(1), Input::SetDemoted(true));
+    m.handle(woke + ms(1), Input::SetDemoted(false));
+    assert_eq!(m.poll_timeout(), Some(woke + interval(0, 1)));
+    m.handle_timeout(woke + ms(1));
+    assert_eq!(m.state(), State::Backup, "{:?}", drain(&mut m));
+}
+
+#[test]
+fn before_any_master_was_heard_the_grace_is_the_nodes_own_interval() {
+    let mut m = Machine::new(params(0, 2, false), t(0));
+    let due = m.poll_timeout().unwrap();
+    m.handle_timeout(due + ms(5));
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.poll_timeout(), Some(due + ms(5) + interval(0, 2)));
+}
+
+#[test]
+fn with_one_second_adverts_the_allowance_is_a_quarter_of_the_masters_interval() {
+    let follow = |late: Duration| {
+        let mut m = Machine::new(params(1, 100, false), t(0));
+        m.handle(t(0), advert(PEER, 1, 0));
+        let due = m.poll_timeout().unwrap();
+        m.handle_timeout(due + late);
+        m.state()
+    };
+    assert_eq!(follow(ms(200)), State::Master, "late, but not by a stall");
+    assert_eq!(follow(ms(300)), State::Backup, "a stall: one more second");
+}
