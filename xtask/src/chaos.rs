@@ -75,7 +75,7 @@ struct Divergence {
     keeper: usize,
     /// Acknowledged writes the keeper holds.
     held: usize,
-    /// Nodes holding rows the keeper lacks, and those rows.
+    /// Nodes to rebuild from the keeper, and the rows only they hold.
     others: Vec<usize>,
     extra: Vec<i64>,
 }
@@ -87,7 +87,7 @@ enum Repair {
     /// A master, and nodes refused as errant.
     Errant(usize, Vec<usize>),
     /// A master refusing to open because histories diverged.
-    Diverged,
+    Diverged(usize),
     /// A node's server has been down since well after the fault was undone: it crashed on its
     /// own.
     ServerDown(usize),
@@ -534,20 +534,19 @@ impl Chaos {
         for _ in 0..n + 4 {
             let found = tests::wait::wait_for(HEAL, "the cluster heals", || {
                 let settled = quiet_until.is_none_or(|t| Instant::now() >= t);
-                let diverged = settled
-                    && (0..n).any(|i| {
-                        // Not while an operation is under way: the refusal is the last
-                        // attempt's, and this one (a catch-up after a repair) may open.
-                        self.c.status(i).ok().is_some_and(|s| {
-                            s.is_master()
-                                && s.database
-                                    .filter(|d| d.operation.is_none())
-                                    .and_then(|d| d.refused)
-                                    .is_some_and(|r| r.starts_with("diverged"))
-                        })
-                    });
-                if diverged {
-                    return Ok(Some(Repair::Diverged));
+                let diverged = (0..n).filter(|_| settled).find(|&i| {
+                    // Not while an operation is under way: the refusal is the last
+                    // attempt's, and this one (a catch-up after a repair) may open.
+                    self.c.status(i).ok().is_some_and(|s| {
+                        s.is_master()
+                            && s.database
+                                .filter(|d| d.operation.is_none())
+                                .and_then(|d| d.refused)
+                                .is_some_and(|r| r.starts_with("diverged"))
+                    })
+                });
+                if let Some(m) = diverged {
+                    return Ok(Some(Repair::Diverged(m)));
                 }
                 for (i, since) in down_since.iter_mut().enumerate() {
                     let down = self
@@ -609,7 +608,7 @@ impl Chaos {
                 // history with the acknowledged writes either way.
                 Repair::Errant(m, errant) => {
                     quiet_until = Some(Instant::now() + REFUSAL_RETRY);
-                    if !self.keep_acknowledged_history(acked, report)? {
+                    if !self.keep_acknowledged_history(acked, m, report)? {
                         // The errant transactions hold no row: nothing acknowledged is there.
                         for i in errant {
                             say(format_args!(
@@ -633,9 +632,9 @@ impl Chaos {
                         report.servers_restarted += 1;
                     }
                 }
-                Repair::Diverged => {
+                Repair::Diverged(m) => {
                     quiet_until = Some(Instant::now() + REFUSAL_RETRY);
-                    if !self.keep_acknowledged_history(acked, report)? {
+                    if !self.keep_acknowledged_history(acked, m, report)? {
                         fruitless += 1;
                         if fruitless > 2 {
                             bail!(
@@ -658,8 +657,13 @@ impl Chaos {
     /// Every agent stops first, the masters last: a repair done node by node under running
     /// agents lets them elect and open a node meanwhile (in fast mode within milliseconds of
     /// each stop), whose writes then diverge from the history being kept, round after round.
-    fn keep_acknowledged_history(&mut self, acked: &[i64], report: &mut Report) -> Result<bool> {
-        if self.divergence(acked)?.is_none() {
+    fn keep_acknowledged_history(
+        &mut self,
+        acked: &[i64],
+        master: usize,
+        report: &mut Report,
+    ) -> Result<bool> {
+        if self.divergence(acked, master)?.is_none() {
             return Ok(false);
         }
         let mut running: Vec<usize> = (0..self.nodes())
@@ -680,7 +684,7 @@ impl Chaos {
         }
         if kept.is_ok() {
             // Compared again: the masters may have written until they stopped.
-            kept = match self.divergence(acked) {
+            kept = match self.divergence(acked, master) {
                 Ok(Some(d)) => self.keep(d, acked.len(), report).map(|()| true),
                 other => other.map(|_| false),
             };
@@ -696,8 +700,12 @@ impl Chaos {
         kept
     }
 
-    /// The node holding the most acknowledged writes, and the rows only other nodes hold.
-    fn divergence(&self, acked: &[i64]) -> Result<Option<Divergence>> {
+    /// The node holding the most acknowledged writes (the master on a tie), the rows only
+    /// other nodes hold, and the nodes to rebuild from it: those holding such rows, and the
+    /// master if it lacks an acknowledged row the kept node holds (the other side of a
+    /// partition acknowledged it alone; rebuilding the refused node from the master instead
+    /// would throw that row away).
+    fn divergence(&self, acked: &[i64], master: usize) -> Result<Option<Divergence>> {
         let n = self.nodes();
         let ids: Vec<Vec<i64>> = (0..n).map(|i| self.c.ids(i)).collect::<Result<_>>()?;
         let holds = |i: usize| {
@@ -706,13 +714,14 @@ impl Chaos {
                 .filter(|a| ids[i].binary_search(a).is_ok())
                 .count()
         };
-        let keeper = (0..n).max_by_key(|&i| holds(i)).unwrap_or(0);
+        let keeper = (0..n).max_by_key(|&i| (holds(i), i == master)).unwrap_or(0);
         let others: Vec<usize> = (0..n)
             .filter(|&i| {
                 i != keeper
-                    && ids[i]
+                    && (ids[i]
                         .iter()
                         .any(|id| ids[keeper].binary_search(id).is_err())
+                        || (i == master && holds(i) < holds(keeper)))
             })
             .collect();
         if others.is_empty() {
@@ -742,19 +751,21 @@ impl Chaos {
             extra,
         } = d;
         say(format_args!(
-            "chaos: histories diverged (a partition with writes on both sides): keeping node{keeper}'s, which holds {held} of the {acked} acknowledged writes so far, re-applying there the {} rows only nodes {others:?} hold, and rebuilding those from it, as an operator would",
+            "chaos: histories diverged (a partition with writes on both sides): keeping node{keeper}'s, which holds {held} of the {acked} acknowledged writes so far, re-applying there the {} rows only other nodes hold, and rebuilding nodes {others:?} from it, as an operator would",
             extra.len()
         ));
-        let values: Vec<String> = extra.iter().map(|id| format!("({id}, 'merged')")).collect();
-        let inserted = self.c.server(keeper).sql(&format!(
-            "INSERT IGNORE INTO t.rows VALUES {}; SELECT ROW_COUNT();",
-            values.join(", ")
-        ))?;
-        report.rows_reapplied += inserted
-            .split_whitespace()
-            .last()
-            .and_then(|v| v.parse::<usize>().ok())
-            .context("no count of the rows re-applied")?;
+        if !extra.is_empty() {
+            let values: Vec<String> = extra.iter().map(|id| format!("({id}, 'merged')")).collect();
+            let inserted = self.c.server(keeper).sql(&format!(
+                "INSERT IGNORE INTO t.rows VALUES {}; SELECT ROW_COUNT();",
+                values.join(", ")
+            ))?;
+            report.rows_reapplied += inserted
+                .split_whitespace()
+                .last()
+                .and_then(|v| v.parse::<usize>().ok())
+                .context("no count of the rows re-applied")?;
+        }
         for i in others {
             self.c.rebuild_from(i, keeper)?;
             report.rebuilds += 1;
