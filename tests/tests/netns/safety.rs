@@ -499,6 +499,28 @@ fn from_node0_to_node1(c: &Cluster, op: &str, extra: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// node1 misses the last two acknowledged writes, which node2 holds, and then node0 loses
+/// power. node1's receiver is cut off from node0 by `extra` (iptables match arguments) and its
+/// agent is frozen meanwhile: it compares with the master every check interval (200 ms), and
+/// two writes on a loaded machine can take longer, so it would see itself behind and demote
+/// itself, and node2 would rightly be elected instead. `before_the_cut` runs once node2 holds
+/// the two writes.
+fn node1_behind_node2_at_the_cut(
+    c: &mut Cluster,
+    writer: &Writer,
+    extra: &[&str],
+    before_the_cut: impl FnOnce(&Cluster) -> Result<()>,
+) -> Result<()> {
+    c.agent_mut(1)?.freeze()?;
+    from_node0_to_node1(c, "-I", extra)?;
+    // The second write began after the rule: node1 cannot have received it.
+    more_acks(writer, 2)?;
+    before_the_cut(c)?;
+    c.power_cut(0)?;
+    c.agent_mut(1)?.thaw()?;
+    from_node0_to_node1(c, "-D", extra)
+}
+
 /// The replica that holds more claims, in its GTID state, transactions its binary log no
 /// longer has (restored from a backup, its logs reset): a catch-up from it gets error 1236
 /// and can bring nothing. The new master must say so at once, not after the whole
@@ -510,26 +532,20 @@ fn a_catch_up_from_a_source_whose_log_lacks_them_fails_at_once_and_visibly() -> 
         let (mut c, writer, watch) = running(3, &ranks, "")?;
         c.wait_semi_sync_clients(0, 2, START)?;
         more_acks(&writer, 20)?;
-        // node1 stops receiving (its agent frozen, as in the next test, so that it does not
-        // demote itself for being behind); node2 acknowledges two more.
-        let rule = |c: &Cluster, op: &str| from_node0_to_node1(c, op, &[]);
-        c.agent_mut(1)?.freeze()?;
-        rule(&c, "-I")?;
-        more_acks(&writer, 2)?;
-        // node2's binary log restarts at its current state: it still claims every
+        // node2's binary log then restarts at its current state: it still claims every
         // transaction, but can no longer send those before the reset. Its applier pauses
         // meanwhile, so that nothing is logged between the reset and the state's restore
         // (its receiver goes on acknowledging).
-        let node2 = c.server(2);
-        node2.sql("STOP SLAVE SQL_THREAD")?;
-        let state = node2.sql("SELECT @@GLOBAL.gtid_binlog_state")?;
-        node2.sql(&format!(
-            "RESET MASTER; SET GLOBAL gtid_binlog_state = '{}'; START SLAVE SQL_THREAD",
-            state.trim()
-        ))?;
-        c.power_cut(0)?;
-        c.agent_mut(1)?.thaw()?;
-        rule(&c, "-D")?;
+        node1_behind_node2_at_the_cut(&mut c, &writer, &[], |c| {
+            let node2 = c.server(2);
+            node2.sql("STOP SLAVE SQL_THREAD")?;
+            let state = node2.sql("SELECT @@GLOBAL.gtid_binlog_state")?;
+            node2.sql(&format!(
+                "RESET MASTER; SET GLOBAL gtid_binlog_state = '{}'; START SLAVE SQL_THREAD",
+                state.trim()
+            ))?;
+            Ok(())
+        })?;
         wait_until(FAILOVER, "node1 MASTER", || {
             status(&c, 1).is_some_and(|s| s.is_master())
         })?;
@@ -585,19 +601,9 @@ fn a_new_master_catches_up_from_the_replica_that_holds_more() -> Result<()> {
             .and_then(|a| a.rsplit(':').next())
             .map(str::to_string)
             .ok_or_else(|| anyhow::anyhow!("no receiving connection on node1 in {ss:?}"))?;
-        let rule = |c: &Cluster, op: &str| from_node0_to_node1(c, op, &["--dport", &port]);
         // node1 is to be current at the failure and yet lack the last commits, as a replica
-        // is whose receiver fell behind within one comparison with the master. Its agent
-        // compares every check interval (200 ms), and two writes on a loaded machine can take
-        // longer: it would see itself behind and demote itself, and node2, which holds more,
-        // would rightly be elected instead. So node1's agent is frozen meanwhile.
-        c.agent_mut(1)?.freeze()?;
-        rule(&c, "-I")?;
-        // The second write began after the rule: node1 cannot have received it.
-        more_acks(&writer, 2)?;
-        c.power_cut(0)?;
-        c.agent_mut(1)?.thaw()?;
-        rule(&c, "-D")?;
+        // is whose receiver fell behind within one comparison with the master.
+        node1_behind_node2_at_the_cut(&mut c, &writer, &["--dport", &port], |_| Ok(()))?;
         c.wait_sole_master(1, FAILOVER)?;
         let took = wait_for(FAILOVER, "node1's complete takeover record", || {
             status(&c, 1)
