@@ -405,8 +405,10 @@ struct DbSide {
     fallbacks: u64,
     last_error: Option<String>,
     fence_error: Option<String>,
-    /// The fence at shutdown was tried (and may have failed): go on stopping.
-    stop_fence_tried: bool,
+    /// The fence before this node leaves the mastership (a stop or a hand-over) was tried
+    /// and failed: leave anyway. The next master's prepare step fences this server itself,
+    /// or finds it unreachable.
+    leave_fence_tried: bool,
     /// This mastership began while the old master's agent was alive (it was preempted, bowed
     /// out or advertised too slowly): its server must be fenced before ours opens, not
     /// presumed dead when it does not answer.
@@ -588,7 +590,7 @@ impl Coordinator {
                 fallbacks: 0,
                 last_error: None,
                 fence_error: None,
-                stop_fence_tried: false,
+                leave_fence_tried: false,
                 took_over_live: false,
                 fence_from: None,
                 reached: Vec::new(),
@@ -1131,8 +1133,8 @@ impl Coordinator {
                 tracing::error!(error = %e, "fencing the database failed; retrying");
                 db.fence_error = Some(e);
                 db.retry_at = Some(now + retry);
-                if self.stopping {
-                    db.stop_fence_tried = true;
+                if self.stopping || self.handing_over.is_some() {
+                    db.leave_fence_tried = true;
                 }
             }
             DbOutcome::Followed(Ok(())) => {
@@ -1539,7 +1541,7 @@ impl Coordinator {
         }
         if let Some(db) = &self.db {
             let fenced = matches!(db.role, Role::Fenced | Role::Replica(_));
-            if db.op.is_some() || !(fenced || db.stop_fence_tried) {
+            if db.op.is_some() || !(fenced || db.leave_fence_tried) {
                 return;
             }
             if !fenced {
@@ -1640,9 +1642,18 @@ impl Coordinator {
     /// Bows out once the VIP is gone (see [`Coordinator::handing_over`]): at once if this
     /// node is not MASTER or holds no address, else after [`Coordinator::drive_vip`] removed
     /// it, or failed to (a bow-out cannot wait on a broken netlink for ever).
+    ///
+    /// The database is fenced first, while the VIP is released: the next master's prepare
+    /// step then finds it read-only in one round trip instead of fencing a server that is
+    /// fencing itself, and no write can land here once the bow-out lets a peer open. A fence
+    /// that fails does not hold the bow-out back (the next master fences or passes over
+    /// this server); one that failed just before (a lost lease) is not tried again first.
     fn hand_over(&mut self, now: Mono, how: HandOver) {
         if self.handing_over.is_none() {
             self.handing_over = Some(how);
+            if let Some(db) = self.db.as_mut() {
+                db.leave_fence_tried = db.fence_error.is_some();
+            }
         }
         self.finish_hand_over(now);
     }
@@ -1650,7 +1661,13 @@ impl Coordinator {
     fn finish_hand_over(&mut self, now: Mono) {
         let Some(how) = self.handing_over else { return };
         let released = !self.vip.have || self.vip.error.is_some();
-        if self.machine.state() == State::Master && (self.vip.in_flight.is_some() || !released) {
+        let fencing = self
+            .db
+            .as_ref()
+            .is_some_and(|db| db.role == Role::Writable && !db.leave_fence_tried);
+        if self.machine.state() == State::Master
+            && (self.vip.in_flight.is_some() || !released || fencing)
+        {
             return;
         }
         self.handing_over = None;
@@ -1668,6 +1685,7 @@ impl Coordinator {
         let state = self.machine.state();
         let started = self.started;
         let stopping = self.stopping && !self.stopped;
+        let leaving = stopping || (self.handing_over.is_some() && state == State::Master);
         let Some(db) = self.db.as_mut() else { return };
         if db.op.is_none()
             && state == State::Master
@@ -1684,8 +1702,8 @@ impl Coordinator {
         }
         db.retry_at = None;
         let gate = lease_gate(&self.lease, now);
-        let op = if !started || stopping {
-            (!matches!(db.role, Role::Fenced | Role::Replica(_)) && !db.stop_fence_tried)
+        let op = if !started || leaving {
+            (!matches!(db.role, Role::Fenced | Role::Replica(_)) && !db.leave_fence_tried)
                 .then_some(DbOp::Fence)
         } else {
             match (state, db.role) {

@@ -506,7 +506,15 @@ fn a_switchover_releases_the_vip_before_the_bow_out() {
     assert_eq!(t.take(), vec![Effect::Drain]);
     t.input(Input::Drained);
     let e = t.take();
-    assert_eq!(e, vec![Effect::XdpRole(false), Effect::Vip(false)]);
+    assert_eq!(
+        e,
+        vec![
+            Effect::Db(DbOp::Fence),
+            Effect::XdpRole(false),
+            Effect::Vip(false)
+        ]
+    );
+    t.db_done(DbOutcome::Fenced(Ok(())));
     assert_eq!(t.c.state(), State::Master);
     t.input(Input::VipDone {
         add: false,
@@ -519,6 +527,44 @@ fn a_switchover_releases_the_vip_before_the_bow_out() {
         "{e:?}"
     );
     assert_eq!(t.c.state(), State::Backup);
+}
+
+/// A switchover fences the database before the bow-out lets a peer open its own: the next
+/// master finds it read-only in one look instead of fencing it while it fences itself. A
+/// fence that fails is not retried first: the bow-out goes out, and the retry follows.
+#[test]
+fn a_switchover_fences_the_database_before_the_bow_out() {
+    for fence_works in [true, false] {
+        let mut t = master_with_vip();
+        t.input(Input::Switchover);
+        t.input(Input::Drained);
+        assert!(t.take().contains(&Effect::Db(DbOp::Fence)));
+        t.input(Input::VipDone {
+            add: false,
+            result: Ok(()),
+        });
+        let e = t.take();
+        assert!(
+            !e.iter()
+                .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
+            "bow-out before the fence: {e:?}"
+        );
+        assert_eq!(t.c.state(), State::Master);
+        let result = if fence_works {
+            Ok(())
+        } else {
+            Err("server gone".into())
+        };
+        t.db_done(DbOutcome::Fenced(result));
+        let e = t.take();
+        assert!(
+            e.iter()
+                .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
+            "fence_works={fence_works}: {e:?}"
+        );
+        assert_eq!(t.c.state(), State::Backup);
+        assert_eq!(t.c.writable(), !fence_works);
+    }
 }
 
 /// A `bow-out` service check that starts failing on the MASTER hands over as a switchover
@@ -565,6 +611,7 @@ fn a_failing_bow_out_check_hands_over_like_a_switchover_and_demotes() {
     t.input(Input::Drained);
     let e = t.take();
     assert!(e.contains(&Effect::Vip(false)), "{e:?}");
+    t.db_done(DbOutcome::Fenced(Ok(())));
     bows_out_once_the_vip_is_released(&mut t);
     assert_eq!(t.c.state(), State::Backup);
 }
@@ -601,6 +648,7 @@ fn held_connection_requests_go_to_the_next_master_once_it_announces_the_vip() {
     let mut t = master_with_vip();
     t.input(Input::Switchover);
     t.input(Input::Drained);
+    t.db_done(DbOutcome::Fenced(Ok(())));
     t.input(Input::VipDone {
         add: false,
         result: Ok(()),
@@ -684,8 +732,14 @@ fn a_master_that_cannot_add_the_vip_hands_over() {
         assert!(t.c.vip_error().is_some());
         t.advance(ms(1000));
     }
+    assert_eq!(
+        t.pending_op(),
+        Some(DbOp::Fence),
+        "fenced before the bow-out"
+    );
+    assert_eq!(t.c.state(), State::Master);
+    t.db_done(DbOutcome::Fenced(Ok(())));
     assert_eq!(t.c.state(), State::Backup, "handed over");
-    assert_eq!(t.pending_op(), Some(DbOp::Fence));
 }
 
 #[test]
