@@ -123,6 +123,15 @@ struct RunResult {
     tcp_to_write_ms: Option<f64>,
     /// From the failure to the first write acknowledged by the new master.
     outage_ms: f64,
+    /// How much longer than the usual write (the median before the failure) the slowest
+    /// write under way between the failure and the new master's first one took: the pause
+    /// a request of the application saw. The outage above also counts the writes the old
+    /// master still acknowledged after the request (a switchover drains them).
+    pause_ms: Option<f64>,
+    /// A switchover on the old master: from the request to the end of the drain, and from
+    /// there to its bow-out (its database fenced, the VIP released).
+    drain_ms: Option<f64>,
+    hand_over_ms: Option<f64>,
     acknowledged: usize,
     failed_writes: usize,
     lost_acknowledged: Vec<i64>,
@@ -143,6 +152,7 @@ struct KindResult {
     tcp_to_write: Option<Stats>,
     detection: Option<Stats>,
     outage: Option<Stats>,
+    pause: Option<Stats>,
     lost_acknowledged: usize,
 }
 
@@ -179,6 +189,7 @@ pub fn run(args: BenchDbArgs) -> Result<()> {
             tcp_to_write: None,
             detection: None,
             outage: None,
+            pause: None,
             lost_acknowledged: 0,
         })
         .collect();
@@ -195,12 +206,13 @@ pub fn run(args: BenchDbArgs) -> Result<()> {
             match one_run(kind, run) {
                 Ok(r) => {
                     say(format_args!(
-                        "  transition -> first write {} ms (promoted {} ms, prepared {} ms, TCP {} ms); outage {} ms; {} acknowledged, {} lost",
+                        "  transition -> first write {} ms (promoted {} ms, prepared {} ms, TCP {} ms); outage {} ms, longest pause {} ms; {} acknowledged, {} lost",
                         ms(Some(r.transition_to_write_ms)),
                         ms(r.transition_to_promoted_ms),
                         ms(r.prepare_ms),
                         ms(r.promoted_to_tcp_ms),
                         ms(Some(r.outage_ms)),
+                        ms(r.pause_ms),
                         r.acknowledged,
                         r.lost_acknowledged.len()
                     ));
@@ -231,6 +243,7 @@ pub fn run(args: BenchDbArgs) -> Result<()> {
         res.tcp_to_write = Stats::of(&col(&|r| r.tcp_to_write_ms));
         res.detection = Stats::of(&col(&|r| Some(r.detection_ms)));
         res.outage = Stats::of(&col(&|r| Some(r.outage_ms)));
+        res.pause = Stats::of(&col(&|r| r.pause_ms));
         res.lost_acknowledged = res.runs.iter().map(|r| r.lost_acknowledged.len()).sum();
     }
 
@@ -269,10 +282,27 @@ fn ms_between(from: i64, to: i64) -> f64 {
     (to - from) as f64 / 1e6
 }
 
+/// How much longer than the median acknowledged write before `t_fail` the slowest write
+/// under way between `t_fail` and `until` took (acknowledged or not).
+fn longest_pause(writes: &[Write], t_fail: i64, until: i64) -> Option<f64> {
+    let before: Vec<f64> = writes
+        .iter()
+        .filter(|w| w.server.is_some() && w.end_ns < t_fail)
+        .map(|w| ms_between(w.start_ns, w.end_ns))
+        .collect();
+    let usual = Stats::of(&before)?.median;
+    writes
+        .iter()
+        .filter(|w| w.end_ns >= t_fail && w.start_ns < until)
+        .map(|w| ms_between(w.start_ns, w.end_ns) - usual)
+        .reduce(f64::max)
+}
+
 /// One write of the application.
 #[derive(Clone, Debug)]
 struct Write {
     id: i64,
+    start_ns: i64,
     end_ns: i64,
     /// `server_id` of the server that acknowledged it; `None`: not acknowledged.
     server: Option<u32>,
@@ -326,6 +356,27 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
         .find(|w| w.server == Some(new_server) && w.end_ns >= t_fail)
         .ok_or_else(|| anyhow!("no write acknowledged by node1"))?;
     let tcp = promoted.and_then(|p| tcp_connects.iter().copied().find(|t| *t >= p));
+    let pause = longest_pause(&writes, t_fail, first.end_ns);
+    // The old master's side of a switchover, from its own log.
+    let (drain_ms, hand_over_ms) = if kind == Failure::Switchover {
+        let old = c.agent_log(0)?;
+        let drained = log_times(&old, |l| {
+            l.contains("no connection left on the VIP") || l.contains("are cut")
+        })
+        .into_iter()
+        .find(|t| *t >= t_fail);
+        let bowed_out = log_times(&old, |l| {
+            l.contains("state change") && l.contains("reason=Switchover")
+        })
+        .into_iter()
+        .find(|t| *t >= t_fail);
+        (
+            drained.map(|d| ms_between(t_fail, d)),
+            drained.zip(bowed_out).map(|(d, b)| ms_between(d, b)),
+        )
+    } else {
+        (None, None)
+    };
     let refused = log_text(&log, transition, "not opening the database", "reason=");
 
     let on_new: std::collections::BTreeSet<i64> = c.ids(1)?.into_iter().collect();
@@ -352,6 +403,9 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
         promoted_to_tcp_ms: promoted.zip(tcp).map(|(p, t)| ms_between(p, t)),
         tcp_to_write_ms: tcp.map(|t| ms_between(t, first.end_ns)),
         outage_ms: ms_between(t_fail, first.end_ns),
+        pause_ms: pause,
+        drain_ms,
+        hand_over_ms,
         acknowledged: writes.iter().filter(|w| w.server.is_some()).count(),
         failed_writes: writes.iter().filter(|w| w.server.is_none()).count(),
         lost_acknowledged: lost,
@@ -380,9 +434,11 @@ impl Writer {
                         return;
                     }
                     let id = next.fetch_add(1, Ordering::SeqCst);
+                    let start_ns = wall_ns();
                     let server = app.insert_where(id, WRITE_LIMIT).ok();
                     writes.lock().unwrap().push(Write {
                         id,
+                        start_ns,
                         end_ns: wall_ns(),
                         server,
                     });
@@ -523,7 +579,12 @@ fn render(results: &[KindResult], stamp: &str, runs: usize) -> String {
          and the opening (replication drained and stopped, the opening lock, the peers \
          rechecked, semi-sync master on, `read_only` off). Then the VIP answering TCP (the VIP \
          is added after the promotion), and the write itself (TLS handshake, authentication, \
-         commit). Each run's record follows the table.\n\n",
+         commit). The outage runs from the failure to the new master's first write; the longest \
+         pause is how much longer than the usual write (the median before the failure) the \
+         slowest write under way meanwhile took, which is what one request of the application \
+         saw (in a switchover the writes the old master finishes while it drains are served, \
+         not paused). Each run's record follows the table, with the old master's drain and \
+         hand-over in a switchover.\n\n",
     );
     let mut t = Table::new(&[
         "failure",
@@ -534,6 +595,7 @@ fn render(results: &[KindResult], stamp: &str, runs: usize) -> String {
         "promoted → VIP answers TCP",
         "TCP → write acknowledged",
         "outage seen by the application",
+        "longest pause of a write",
     ]);
     let cell = |s: Option<Stats>| {
         s.map_or("–".to_string(), |s| {
@@ -550,18 +612,26 @@ fn render(results: &[KindResult], stamp: &str, runs: usize) -> String {
             cell(r.promoted_to_tcp),
             cell(r.tcp_to_write),
             cell(r.outage),
+            cell(r.pause),
         ]);
     }
     md.push_str(&t.render());
     md.push_str("\n## Every run: the new master's takeover record (ms after its transition)\n\n");
     for r in results {
         for run in &r.runs {
+            let old_side = match (run.drain_ms, run.hand_over_ms) {
+                (Some(d), Some(h)) => format!(
+                    "drained {d:.1} ms after the request, then fenced and bowed out in {h:.1} ms; "
+                ),
+                _ => String::new(),
+            };
             md.push_str(&format!(
-                "- {} run {}: {}, first write +{:.1} ms\n",
+                "- {} run {}: {old_side}{}, first write +{:.1} ms, longest pause of a write {} ms\n",
                 r.failure.name(),
                 run.run,
                 run.steps.as_deref().unwrap_or("no record"),
-                run.transition_to_write_ms
+                run.transition_to_write_ms,
+                ms(run.pause_ms)
             ));
         }
     }
@@ -584,6 +654,30 @@ fn render(results: &[KindResult], stamp: &str, runs: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pause is the slowest write around the failure over the usual one; writes that
+    /// began after the new master's first one, or ended before the failure, do not count.
+    #[test]
+    fn longest_pause_is_over_the_usual_write() {
+        let w = |start_ms: i64, end_ms: i64, server: Option<u32>| Write {
+            id: 0,
+            start_ns: start_ms * 1_000_000,
+            end_ns: end_ms * 1_000_000,
+            server,
+        };
+        let writes = [
+            w(0, 10, Some(1)),
+            w(10, 22, Some(1)),
+            w(22, 36, Some(1)),
+            w(36, 100, Some(1)),
+            w(100, 130, None),
+            w(130, 142, Some(2)),
+            w(142, 500, Some(2)),
+        ];
+        let pause = longest_pause(&writes, 40 * 1_000_000, 142 * 1_000_000).unwrap();
+        assert!((pause - (64.0 - 12.0)).abs() < 1e-9, "{pause}");
+        assert_eq!(longest_pause(&writes[4..], 0, 1), None, "no usual write");
+    }
 
     #[test]
     fn log_timestamps() {
