@@ -377,6 +377,11 @@ pub const DRAIN_MAX: Duration = Duration::from_millis(500);
 /// have sent them again (a second after the first attempt, for Linux), and holding them
 /// longer would only hand the next master duplicates.
 pub const HOLD_MAX: Duration = Duration::from_millis(1500);
+/// Longest a hand-over waits for the fence of this node's database before it bows out
+/// anyway: a stalled server must not keep the VIP from every node for the fence's whole
+/// bound. As long as the next master's probe of a peer that does not answer, and well inside
+/// [`HOLD_MAX`] after a drain, so held connection requests still reach the next master.
+pub const HAND_OVER_FENCE_MAX: Duration = Duration::from_millis(250);
 
 struct DbSide {
     policy: DbPolicy,
@@ -406,7 +411,8 @@ struct DbSide {
     last_error: Option<String>,
     fence_error: Option<String>,
     /// The fence before this node leaves the mastership (a stop or a hand-over) was tried
-    /// and failed: leave anyway. The next master's prepare step fences this server itself,
+    /// and failed, or did not answer within [`HAND_OVER_FENCE_MAX`] of a hand-over: leave
+    /// anyway. The next master's prepare step fences this server itself,
     /// or finds it unreachable.
     leave_fence_tried: bool,
     /// This mastership began while the old master's agent was alive (it was preempted, bowed
@@ -484,6 +490,8 @@ pub struct Coordinator {
     /// the bow-out makes a peer take the address at once, and the two must never hold it
     /// together.
     handing_over: Option<HandOver>,
+    /// Until when that hand-over waits for the fence (see [`HAND_OVER_FENCE_MAX`]).
+    hand_over_fence_until: Option<Mono>,
     /// A planned switchover (or a step-down) waiting, until this deadline, for the
     /// connections on the VIP to finish before the hand-over begins (see [`Effect::Drain`]);
     /// then the hand-over of that kind.
@@ -562,6 +570,7 @@ impl Coordinator {
             draining: None,
             drain_then: HandOver::Switchover,
             holding: None,
+            hand_over_fence_until: None,
             lease: cfg.quorum.filter(|_| cfg.db.is_some()).map(Lease::new),
             lease_wanted: false,
             lease_lost: false,
@@ -673,6 +682,7 @@ impl Coordinator {
             lease,
             self.draining,
             self.holding,
+            self.hand_over_fence_until,
             self.vip.garp_again,
         ]
         .into_iter()
@@ -689,6 +699,19 @@ impl Coordinator {
         }
         if self.holding.is_some_and(|t| t <= now) {
             self.end_hold();
+        }
+        if self.hand_over_fence_until.is_some_and(|t| t <= now) {
+            self.hand_over_fence_until = None;
+            if let Some(db) = self.db.as_mut()
+                && db.role == Role::Writable
+                && !db.leave_fence_tried
+            {
+                tracing::warn!(
+                    limit_ms = HAND_OVER_FENCE_MAX.as_millis() as u64,
+                    "the database has not confirmed its fence in time: bowing out anyway (the next master fences it, or passes it over while it does not answer)"
+                );
+                db.leave_fence_tried = true;
+            }
         }
         if self.host_check_due().is_some_and(|t| t <= now)
             && let Some(db) = self.db.as_mut()
@@ -1651,6 +1674,7 @@ impl Coordinator {
     fn hand_over(&mut self, now: Mono, how: HandOver) {
         if self.handing_over.is_none() {
             self.handing_over = Some(how);
+            self.hand_over_fence_until = Some(now + HAND_OVER_FENCE_MAX);
             if let Some(db) = self.db.as_mut() {
                 db.leave_fence_tried = db.fence_error.is_some();
             }
@@ -1671,6 +1695,7 @@ impl Coordinator {
             return;
         }
         self.handing_over = None;
+        self.hand_over_fence_until = None;
         match how {
             HandOver::Switchover => self.machine.handle(now, machine::Input::Switchover),
             HandOver::StepDown => self.machine.handle(now, machine::Input::StepDown),
