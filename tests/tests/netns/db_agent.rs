@@ -247,6 +247,62 @@ fn database_down_on_the_master_hands_over() -> Result<()> {
     })
 }
 
+/// A switchover while the master's own server is stalled (SIGSTOP: every statement hangs, as
+/// on a server stuck on its disk): the old master waits for its fence no longer than the
+/// hand-over's bound (250 ms, far under the fence's own 5 s) and bows out, so the replica
+/// takes the VIP at once; it does not open while the stalled server may resume writable.
+/// Once that server resumes, the fence still pending lands, the new master opens with every
+/// row, and the old one rejoins as its replica.
+#[test]
+fn a_switchover_with_a_stalled_server_does_not_wait_for_its_fence() -> Result<()> {
+    netns_test(|| {
+        let mut c = cluster(2)?;
+        let vip = c.vip()?;
+        vip.insert_all(1..=10)?;
+        wait_ids(&c, 1, &range(1, 10))?;
+        c.wait_replica_of(1, 0, START)?;
+
+        c.server_mut(0).stall()?;
+        let t0 = Instant::now();
+        c.agent(0)?
+            .switchover(Duration::from_secs(10))?
+            .map_err(|why| anyhow::anyhow!(why))?;
+        // Between the hand-over's bound on the fence and the fence's own (5 s), which the
+        // agent's look at its own server shares: only the first lets node1 in this soon.
+        wait_until(Duration::from_secs(3), "node1 holds the VIP", || {
+            Ok(c.holders()? == vec![1] && c.status(1)?.is_master())
+        })?;
+        eprintln!("node1 holds the VIP {:?} after the request", t0.elapsed());
+        assert!(
+            c.agent_log(0)?
+                .contains("has not confirmed its fence in time"),
+            "node0 did not say why it bowed out unfenced"
+        );
+        assert_eq!(
+            c.server(1).scalar("SELECT @@read_only")?.as_deref(),
+            Some("1"),
+            "node1 opened while node0's server, unfenced, may resume writable"
+        );
+
+        c.server_mut(0).resume()?;
+        wait_until(
+            FAILOVER,
+            "node1 the sole master",
+            || Ok(c.is_sole_master(1)),
+        )?;
+        assert_eq!(
+            c.server(0).scalar("SELECT @@read_only")?.as_deref(),
+            Some("1"),
+            "node0 writable beside the new master"
+        );
+        assert_eq!(c.ids(1)?, range(1, 10));
+        vip.insert_all(11..=15)?;
+        c.wait_replica_of(0, 1, START)?;
+        wait_ids(&c, 0, &range(1, 15))?;
+        Ok(())
+    })
+}
+
 /// Test 4. The master is cut off (its switch port detached) while an application on the
 /// same node keeps writing to it; the backup takes over and takes writes through the VIP. On
 /// return each side holds acknowledged writes the other lacks: each stops taking writes when
