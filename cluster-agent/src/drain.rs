@@ -59,16 +59,24 @@ pub fn open_on(table: &str, vips: &[Ipv4Addr]) -> usize {
         .count()
 }
 
-/// Reads the table every [`LOOK_EVERY`] until no connection on the vhid's `vips` is left, then sends
-/// once on `done`; gives up after `limit` (the coordinator has its own deadline and acts on
-/// it, this only bounds the task).
+/// Reads the tables every [`LOOK_EVERY`] until no connection on the vhid's `vips` is left, then
+/// sends once on `done`; gives up after `limit` (the coordinator has its own deadline and acts
+/// on it, this only bounds the task).
+///
+/// The two tables are read at once, on two blocking threads: reading one walks the kernel's
+/// whole table of TCP connections, shared by every namespace (4 ms with 262 144 buckets on a
+/// 2-core VM here), and one after the other they doubled the shortest drain.
 pub fn watch(vips: Vec<Ipv4Addr>, limit: Duration, done: mpsc::UnboundedSender<()>) {
     tokio::spawn(async move {
         let rounds = limit.as_millis() / LOOK_EVERY.as_millis() + 1;
         for _ in 0..rounds {
+            let (v4, v6) = tokio::join!(
+                tokio::fs::read_to_string(TABLES[0]),
+                tokio::fs::read_to_string(TABLES[1])
+            );
             let mut open = 0;
-            for path in TABLES {
-                match tokio::fs::read_to_string(path).await {
+            for (path, read) in TABLES.into_iter().zip([v4, v6]) {
+                match read {
                     Ok(table) => open += open_on(&table, &vips),
                     // No IPv6 in this kernel: nothing can listen on `::` either.
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
