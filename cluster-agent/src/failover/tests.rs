@@ -474,12 +474,18 @@ fn graceful_stop_fences_then_releases_the_vip_then_bows_out() {
     let e = t.take();
     assert!(e.contains(&Effect::Vip(false)), "{e:?}");
     assert!(
-        !e.iter()
-            .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
+        !bows_out(&e),
         "no bow-out while the VIP is still here: {e:?}"
     );
     bows_out_once_the_vip_is_released(&mut t);
     assert!(t.c.finished());
+}
+
+/// Whether `effects` send the bow-out advert.
+fn bows_out(effects: &[Effect]) -> bool {
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::Advert { advbase: 255, .. }))
 }
 
 /// The VIP's release is confirmed: the bow-out advert goes out.
@@ -489,11 +495,7 @@ fn bows_out_once_the_vip_is_released(t: &mut T) {
         result: Ok(()),
     });
     let e = t.take();
-    assert!(
-        e.iter()
-            .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
-        "bow-out once the VIP is gone: {e:?}"
-    );
+    assert!(bows_out(&e), "bow-out once the VIP is gone: {e:?}");
 }
 
 /// The bow-out makes a peer take the VIP at once: a switchover releases it first, so two
@@ -521,11 +523,7 @@ fn a_switchover_releases_the_vip_before_the_bow_out() {
         result: Err("netlink: busy".into()),
     });
     let e = t.take();
-    assert!(
-        e.iter()
-            .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
-        "{e:?}"
-    );
+    assert!(bows_out(&e), "{e:?}");
     assert_eq!(t.c.state(), State::Backup);
 }
 
@@ -544,11 +542,7 @@ fn a_switchover_fences_the_database_before_the_bow_out() {
             result: Ok(()),
         });
         let e = t.take();
-        assert!(
-            !e.iter()
-                .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
-            "bow-out before the fence: {e:?}"
-        );
+        assert!(!bows_out(&e), "bow-out before the fence: {e:?}");
         assert_eq!(t.c.state(), State::Master);
         let result = if fence_works {
             Ok(())
@@ -557,11 +551,7 @@ fn a_switchover_fences_the_database_before_the_bow_out() {
         };
         t.db_done(DbOutcome::Fenced(result));
         let e = t.take();
-        assert!(
-            e.iter()
-                .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
-            "fence_works={fence_works}: {e:?}"
-        );
+        assert!(bows_out(&e), "fence_works={fence_works}: {e:?}");
         assert_eq!(t.c.state(), State::Backup);
         assert_eq!(t.c.writable(), !fence_works);
     }
@@ -580,19 +570,11 @@ fn a_switchover_waits_for_a_stalled_fence_no_longer_than_its_bound() {
     });
     t.advance(HAND_OVER_FENCE_MAX - ms(1));
     let e = t.take();
-    assert!(
-        !e.iter()
-            .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
-        "{e:?}"
-    );
+    assert!(!bows_out(&e), "{e:?}");
     assert_eq!(t.c.state(), State::Master);
     t.advance(ms(1));
     let e = t.take();
-    assert!(
-        e.iter()
-            .any(|e| matches!(e, Effect::Advert { advbase: 255, .. })),
-        "bow-out at the bound: {e:?}"
-    );
+    assert!(bows_out(&e), "bow-out at the bound: {e:?}");
     assert_eq!(t.c.state(), State::Backup);
     assert_eq!(t.pending_op(), Some(DbOp::Fence), "the fence goes on");
     t.db_done(DbOutcome::Fenced(Ok(())));
