@@ -411,8 +411,7 @@ struct DbSide {
     last_error: Option<String>,
     fence_error: Option<String>,
     /// The fence before this node leaves the mastership (a stop or a hand-over) was tried
-    /// and failed, or did not answer within [`HAND_OVER_FENCE_MAX`] of a hand-over: leave
-    /// anyway. The next master's prepare step fences this server itself,
+    /// and failed: leave anyway. The next master's prepare step fences this server itself,
     /// or finds it unreachable.
     leave_fence_tried: bool,
     /// This mastership began while the old master's agent was alive (it was preempted, bowed
@@ -490,7 +489,8 @@ pub struct Coordinator {
     /// the bow-out makes a peer take the address at once, and the two must never hold it
     /// together.
     handing_over: Option<HandOver>,
-    /// Until when that hand-over waits for the fence (see [`HAND_OVER_FENCE_MAX`]).
+    /// Until when that hand-over waits for the fence (see [`HAND_OVER_FENCE_MAX`]); `None`
+    /// once that time has passed, or for a hand-over that does not wait.
     hand_over_fence_until: Option<Mono>,
     /// A planned switchover (or a step-down) waiting, until this deadline, for the
     /// connections on the VIP to finish before the hand-over begins (see [`Effect::Drain`]);
@@ -702,15 +702,15 @@ impl Coordinator {
         }
         if self.hand_over_fence_until.is_some_and(|t| t <= now) {
             self.hand_over_fence_until = None;
-            if let Some(db) = self.db.as_mut()
-                && db.role == Role::Writable
-                && !db.leave_fence_tried
+            if self
+                .db
+                .as_ref()
+                .is_some_and(|db| db.role == Role::Writable && !db.leave_fence_tried)
             {
                 tracing::warn!(
                     limit_ms = HAND_OVER_FENCE_MAX.as_millis() as u64,
                     "the database has not confirmed its fence in time: bowing out anyway (the next master fences it, or passes it over while it does not answer)"
                 );
-                db.leave_fence_tried = true;
             }
         }
         if self.host_check_due().is_some_and(|t| t <= now)
@@ -1685,10 +1685,11 @@ impl Coordinator {
     fn finish_hand_over(&mut self, now: Mono) {
         let Some(how) = self.handing_over else { return };
         let released = !self.vip.have || self.vip.error.is_some();
-        let fencing = self
-            .db
-            .as_ref()
-            .is_some_and(|db| db.role == Role::Writable && !db.leave_fence_tried);
+        let fencing = self.hand_over_fence_until.is_some()
+            && self
+                .db
+                .as_ref()
+                .is_some_and(|db| db.role == Role::Writable && !db.leave_fence_tried);
         if self.machine.state() == State::Master
             && (self.vip.in_flight.is_some() || !released || fencing)
         {
