@@ -64,8 +64,10 @@ pub fn open_on(table: &str, vips: &[Ipv4Addr]) -> usize {
 /// on it, this only bounds the task).
 ///
 /// The two tables are read at once, on two blocking threads: reading one walks the kernel's
-/// whole table of TCP connections, shared by every namespace (4 ms with 262 144 buckets on a
-/// 2-core VM here), and one after the other they doubled the shortest drain.
+/// whole table of TCP connections, shared by every namespace (4 ms with 262 144 buckets on an
+/// idle 2-core VM here), so a look costs one walk's time where cores are free. Under load the
+/// walks compete for the cores and the gain was within the noise (`bench db`); a look by
+/// address and port would avoid the walk (see the README's switchover figures).
 pub fn watch(vips: Vec<Ipv4Addr>, limit: Duration, done: mpsc::UnboundedSender<()>) {
     tokio::spawn(async move {
         let rounds = limit.as_millis() / LOOK_EVERY.as_millis() + 1;
