@@ -338,15 +338,11 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
     let tcp_connects = relay.stop();
 
     let log = c.agent_log(1)?;
-    let transition = log_times(&log, |l| {
+    let transition = first_log_time(&log, t_fail, |l| {
         l.contains("state change") && l.contains("state=MASTER")
     })
-    .into_iter()
-    .find(|t| *t >= t_fail)
     .ok_or_else(|| anyhow!("node1's agent logged no MASTER transition after the failure"))?;
-    let promoted = log_times(&log, |l| l.contains("database promoted"))
-        .into_iter()
-        .find(|t| *t >= transition);
+    let promoted = first_log_time(&log, transition, |l| l.contains("database promoted"));
     // The new master's own record, on its clock (not the log's wall clock).
     let takeover = c.status(1)?.last_takeover;
     let prepared = takeover.as_ref().and_then(|t| t.after_ms("prepared"));
@@ -360,16 +356,12 @@ fn one_run(kind: Failure, run: usize) -> Result<RunResult> {
     // The old master's side of a switchover, from its own log.
     let (drain_ms, hand_over_ms) = if kind == Failure::Switchover {
         let old = c.agent_log(0)?;
-        let drained = log_times(&old, |l| {
+        let drained = first_log_time(&old, t_fail, |l| {
             l.contains("no connection left on the VIP") || l.contains("are cut")
-        })
-        .into_iter()
-        .find(|t| *t >= t_fail);
-        let bowed_out = log_times(&old, |l| {
+        });
+        let bowed_out = first_log_time(&old, t_fail, |l| {
             l.contains("state change") && l.contains("reason=Switchover")
-        })
-        .into_iter()
-        .find(|t| *t >= t_fail);
+        });
         (
             drained.map(|d| ms_between(t_fail, d)),
             drained.zip(bowed_out).map(|(d, b)| ms_between(d, b)),
@@ -479,12 +471,12 @@ impl Drop for Writer {
     }
 }
 
-/// Wall-clock nanoseconds of the log lines that match, in order.
-fn log_times(log: &str, pick: impl Fn(&str) -> bool) -> Vec<i64> {
+/// Wall-clock nanoseconds of the first log line at or after `since` that matches.
+fn first_log_time(log: &str, since: i64, pick: impl Fn(&str) -> bool) -> Option<i64> {
     log.lines()
         .filter(|l| pick(l))
         .filter_map(|l| parse_log_time(l.split_whitespace().next()?))
-        .collect()
+        .find(|t| *t >= since)
 }
 
 /// The log lines at or after `since` that contain `what`.
