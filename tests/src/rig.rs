@@ -86,6 +86,20 @@ pub struct PortState {
     pub attached: bool,
 }
 
+/// Which way [`Rig::cut_one_way`] drops a node's frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    /// What the node sends: it hears everyone and no one hears it.
+    FromNode,
+    /// What is sent to the node: everyone hears it and it hears no one.
+    ToNode,
+}
+
+/// Runs `nft` in namespace `ns`.
+fn nft(ns: &str, args: &[&str]) -> Result<String> {
+    cmd::run(&mut cmd::netns_command(ns, "nft", args))
+}
+
 /// Who holds the VIP at one instant, node by node.
 #[derive(Clone, Debug)]
 pub struct VipSample {
@@ -650,6 +664,45 @@ impl Rig {
         if self.port_state(node).powered {
             self.wait_port_forwarding(port)?;
         }
+        Ok(())
+    }
+
+    /// Drops, at the switch, every frame node `i` sends ([`Way::FromNode`]) or every frame
+    /// sent to it ([`Way::ToNode`]), while the other way passes: a link or a firewall rule that
+    /// fails one way. The node can then talk without being heard, or hear without being
+    /// answered, which a whole partition never shows. [`Rig::mend_one_way`] lifts it.
+    pub fn cut_one_way(&self, node: usize, way: Way) -> Result<()> {
+        let table = format!("cut{node}");
+        let side = match way {
+            Way::FromNode => "iifname",
+            Way::ToNode => "oifname",
+        };
+        let rule = format!("{side} \"{}\" drop", self.port(node));
+        nft(&self.switch, &["add", "table", "bridge", &table])?;
+        nft(
+            &self.switch,
+            &[
+                "add",
+                "chain",
+                "bridge",
+                &table,
+                "pass",
+                "{ type filter hook forward priority 0; }",
+            ],
+        )?;
+        nft(
+            &self.switch,
+            &["add", "rule", "bridge", &table, "pass", &rule],
+        )?;
+        Ok(())
+    }
+
+    /// Lifts [`Rig::cut_one_way`] on node `i`.
+    pub fn mend_one_way(&self, node: usize) -> Result<()> {
+        nft(
+            &self.switch,
+            &["delete", "table", "bridge", &format!("cut{node}")],
+        )?;
         Ok(())
     }
 

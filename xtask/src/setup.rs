@@ -36,6 +36,8 @@ const TEST_PACKAGES: &[&str] = &[
     "ethtool",
     "procps",
     "iptables",
+    // One-way cuts at the test switch (`Rig::cut_one_way`).
+    "nftables",
     // The quorum tests run a three-member etcd cluster.
     "etcd-server",
     "etcd-client",

@@ -1,11 +1,12 @@
 //! Self-tests of the harness: the rig forwards multicast, partitions and power cuts cut a node
-//! off, process faults hit the processes they name, and two real `ucarp` peers fail over on
+//! off, a one-way cut drops one direction, process faults hit the processes they name, and two real `ucarp` peers fail over on
 //! it.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
+use tests::rig::Way;
 use tests::{Rig, RigConfig, Timed, UcarpOpts, hold_for, netns_test, wait_until};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
@@ -108,6 +109,68 @@ fn partition_and_power_cut_cut_a_node_off() -> Result<()> {
             &["-q", "-c", "1", "-w", "1", "-I", "eth0", "10.99.0.1"],
         ))?;
         assert!(out.status.success(), "client cannot reach node0");
+        Ok(())
+    })
+}
+
+/// Whether node `at` has heard of `addr` since its neighbour table was flushed (an ARP
+/// request from that address is enough).
+fn heard(rig: &Rig, at: usize, addr: Ipv4Addr) -> Result<bool> {
+    let out = rig.exec(at, &["ip", "neigh", "show", &addr.to_string()])?;
+    Ok(String::from_utf8_lossy(&out.stdout).contains("lladdr"))
+}
+
+fn forget_neighbours(rig: &Rig, nodes: &[usize]) -> Result<()> {
+    for &i in nodes {
+        ensure!(
+            rig.exec(i, &["ip", "neigh", "flush", "dev", "eth0"])?
+                .status
+                .success(),
+            "cannot flush node{i}'s neighbours"
+        );
+    }
+    Ok(())
+}
+
+/// A one-way cut drops one direction only: the frames the node sends (it hears requests but
+/// its answers are lost), or the frames sent to it (its requests arrive, the answers do not).
+#[test]
+fn a_one_way_cut_drops_one_direction_only() -> Result<()> {
+    netns_test(|| {
+        let rig = Rig::new(RigConfig::nodes(2))?;
+        let (a, b) = (rig.addr(0), rig.addr(1));
+        assert!(
+            reach(&rig, 0, b)?,
+            "node0 cannot reach node1 before the cut"
+        );
+
+        forget_neighbours(&rig, &[0, 1])?;
+        rig.cut_one_way(1, Way::FromNode)?;
+        assert!(
+            !reach(&rig, 0, b)?,
+            "node1's answer passed a cut of what it sends"
+        );
+        assert!(heard(&rig, 1, a)?, "node1 did not hear node0's request");
+        rig.mend_one_way(1)?;
+        wait_until(
+            Duration::from_secs(5),
+            "node1 answers after the mend",
+            || reach(&rig, 0, b),
+        )?;
+
+        forget_neighbours(&rig, &[0, 1])?;
+        rig.cut_one_way(1, Way::ToNode)?;
+        assert!(
+            !reach(&rig, 1, a)?,
+            "node0's answer reached node1 through the cut"
+        );
+        assert!(heard(&rig, 0, b)?, "node1's request did not reach node0");
+        rig.mend_one_way(1)?;
+        wait_until(
+            Duration::from_secs(5),
+            "node1 hears answers after the mend",
+            || reach(&rig, 1, a),
+        )?;
         Ok(())
     })
 }
