@@ -35,10 +35,22 @@ fn advert(src: IpAddr, advbase: u8, advskew: u8) -> Input {
     }
 }
 
+/// Wakes a BACKUP on time at its look, if one is pending, and returns its deadline.
+fn look_on_time(m: &mut Machine) -> Mono {
+    let due = m.deadline().unwrap();
+    let next = m.poll_timeout().unwrap();
+    if next < due {
+        m.handle_timeout(next);
+        assert!(drain(m).is_empty(), "a look on time changes nothing");
+    }
+    assert_eq!(m.poll_timeout(), Some(due));
+    due
+}
+
 /// Drives a fresh BACKUP to MASTER through its master-down timer.
 fn master_at(p: Params) -> (Machine, Mono) {
     let mut m = Machine::new(p, t(0));
-    let at = m.poll_timeout().unwrap();
+    let at = look_on_time(&mut m);
     m.handle_timeout(at);
     drain(&mut m);
     assert_eq!(m.state(), State::Master);
@@ -51,12 +63,19 @@ fn starts_as_backup_with_master_down_timer() {
     assert_eq!(m.state(), State::Backup);
     // advbase * deadratio + advskew/256 = 3 s + 390.625 ms
     assert_eq!(m.master_down(), Duration::from_nanos(3_390_625_000));
-    assert_eq!(m.poll_timeout(), Some(t(0) + m.master_down()));
+    assert_eq!(m.deadline(), Some(t(0) + m.master_down()));
+    // Its look comes twice the allowance (a quarter of its own interval) before.
+    assert_eq!(
+        m.poll_timeout(),
+        Some(t(0) + (m.master_down() - interval(1, 100) / 2))
+    );
 }
 
 #[test]
 fn master_down_timeout_takes_over_with_advert_and_garp() {
     let mut m = Machine::new(params(1, 0, false), t(0));
+    assert_eq!(m.poll_timeout(), Some(t(2500)), "the look");
+    m.handle_timeout(t(2500));
     m.handle_timeout(t(2999));
     assert!(drain(&mut m).is_empty(), "no action before the deadline");
     m.handle_timeout(t(3000));
@@ -104,7 +123,7 @@ fn backup_restarts_timer_on_each_advert() {
     let mut m = Machine::new(params(1, 100, false), t(0));
     m.handle(t(2000), advert(PEER, 1, 0));
     assert!(drain(&mut m).is_empty());
-    assert_eq!(m.poll_timeout(), Some(t(2000) + m.master_down()));
+    assert_eq!(m.deadline(), Some(t(2000) + m.master_down()));
     assert_eq!(m.master(), Some(PEER));
     assert_eq!(m.last_advert(), Some(t(2000)));
 }
@@ -189,7 +208,7 @@ fn master_yields_to_lower_interval_with_one_last_advert() {
         ]
     );
     assert_eq!(m.master(), Some(PEER));
-    assert_eq!(m.poll_timeout(), Some(at + ms(10) + m.master_down()));
+    assert_eq!(m.deadline(), Some(at + ms(10) + m.master_down()));
 }
 
 #[test]
@@ -260,7 +279,7 @@ fn link_down_demotes_to_backup_and_stops_timers() {
         "adverts are ignored while the link is down"
     );
     m.handle(at + ms(100), Input::LinkUp);
-    assert_eq!(m.poll_timeout(), Some(at + ms(100) + m.master_down()));
+    assert_eq!(m.deadline(), Some(at + ms(100) + m.master_down()));
 }
 
 #[test]
@@ -313,7 +332,7 @@ fn switchover_bows_out_and_holds_off_preemption() {
         "no preemption right after switchover"
     );
     // Once the new master disappears we take over again, and preemption is back.
-    let down = m.poll_timeout().unwrap();
+    let down = look_on_time(&mut m);
     m.handle_timeout(down);
     assert_eq!(m.state(), State::Master);
 }
@@ -401,7 +420,7 @@ fn fast_mode_master_down_follows_a_slower_master() {
     m.handle(t(10), advert(PEER, 0, 200));
     assert_eq!(m.state(), State::Backup);
     assert_eq!(m.master_down(), interval(0, 200) * 3);
-    assert_eq!(m.poll_timeout(), Some(t(10) + interval(0, 200) * 3));
+    assert_eq!(m.deadline(), Some(t(10) + interval(0, 200) * 3));
 }
 
 #[test]
@@ -434,26 +453,66 @@ fn a_reconfigured_master_advertises_the_new_timing_at_once_without_a_transition(
 fn a_reconfigured_backup_counts_master_down_from_the_same_instant() {
     let mut m = Machine::new(params(1, 100, false), t(0));
     m.handle(t(1000), advert(PEER, 1, 0));
-    assert_eq!(m.poll_timeout(), Some(t(1000) + m.master_down()));
+    assert_eq!(m.deadline(), Some(t(1000) + m.master_down()));
     m.handle(t(1500), Input::Reconfigure(params(2, 0, false)));
     assert!(drain(&mut m).is_empty(), "no advert, no transition");
     assert_eq!(m.state(), State::Backup);
     assert_eq!(m.master_down(), Duration::from_secs(6));
-    assert_eq!(m.poll_timeout(), Some(t(7000)));
+    assert_eq!(m.deadline(), Some(t(7000)));
     // A master-down time already over takes effect at once, not in the past.
     m.handle(t(7000), Input::Reconfigure(params(1, 0, false)));
     assert_eq!(m.poll_timeout(), Some(t(7000)));
 }
 
-/// A backup following a fast-mode master (skew 1: 3.9 ms) whose master-down timer ran out at
-/// `late` past its deadline, the master silent since `t(0)`.
+/// A backup following a fast-mode master (skew 1: 3.9 ms) that looked at its countdown on
+/// time and whose master-down timer then ran out at `late` past its deadline, the master silent
+/// since `t(0)`.
 fn backup_woken_late(late: Duration) -> (Machine, Mono) {
     let mut m = Machine::new(params(0, 2, false), t(0));
     m.handle(t(0), advert(PEER, 0, 1));
-    let due = m.poll_timeout().unwrap();
+    let due = look_on_time(&mut m);
     assert_eq!(due, t(0) + interval(0, 2) * 3);
     m.handle_timeout(due + late);
     (m, due + late)
+}
+
+/// The same backup, standing still from before its look until `woke`.
+fn backup_stalled_across_the_look(woke: Mono) -> Machine {
+    let mut m = Machine::new(params(0, 2, false), t(0));
+    m.handle(t(0), advert(PEER, 0, 1));
+    let look = m.poll_timeout().unwrap();
+    // Twice the allowance (1 ms: a quarter of 3.9 ms is less) before the deadline.
+    assert_eq!(look, t(0) + (interval(0, 2) * 3 - ms(2)));
+    m.handle_timeout(woke);
+    m
+}
+
+#[test]
+fn a_stall_across_the_look_that_ends_just_past_the_deadline_moves_nothing() {
+    // The soak's case: the whole machine stood still and resumed within the allowance of the
+    // deadline, where the timer alone looks on time; the master's overdue advert comes next.
+    let due = t(0) + interval(0, 2) * 3;
+    let woke = due + Duration::from_micros(500);
+    let mut m = backup_stalled_across_the_look(woke);
+    assert!(
+        drain(&mut m).is_empty(),
+        "no takeover on the stall's silence"
+    );
+    assert_eq!(m.poll_timeout(), Some(woke + interval(0, 1)));
+    m.handle(woke + Duration::from_micros(100), advert(PEER, 0, 1));
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.state(), State::Backup);
+}
+
+#[test]
+fn a_stall_across_the_look_that_ends_before_the_deadline_gives_the_grace_then() {
+    let woke = t(0) + (interval(0, 2) * 3 - Duration::from_micros(500));
+    let mut m = backup_stalled_across_the_look(woke);
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.poll_timeout(), Some(woke + interval(0, 1)));
+    // A master really gone: taken over once the grace is over, with no second one.
+    m.handle_timeout(woke + interval(0, 1) + ms(5));
+    assert_eq!(m.state(), State::Master);
 }
 
 #[test]
@@ -468,7 +527,8 @@ fn a_backup_woken_late_by_a_stall_waits_one_interval_for_the_master_that_stalled
     // The master resumes and advertises: it stays master, and the countdown starts afresh.
     m.handle(woke + ms(1), advert(PEER, 0, 1));
     assert!(drain(&mut m).is_empty());
-    assert_eq!(m.poll_timeout(), Some(woke + ms(1) + interval(0, 2) * 3));
+    assert_eq!(m.deadline(), Some(woke + ms(1) + interval(0, 2) * 3));
+    assert!(m.poll_timeout() < m.deadline(), "with a look again");
 }
 
 #[test]
@@ -514,7 +574,7 @@ fn a_reload_or_new_skew_during_the_grace_keeps_it() {
 #[test]
 fn before_any_master_was_heard_the_grace_is_the_nodes_own_interval() {
     let mut m = Machine::new(params(0, 2, false), t(0));
-    let due = m.poll_timeout().unwrap();
+    let due = m.deadline().unwrap();
     m.handle_timeout(due + ms(5));
     assert_eq!(m.state(), State::Backup);
     assert_eq!(m.poll_timeout(), Some(due + ms(5) + interval(0, 2)));
@@ -525,7 +585,7 @@ fn with_one_second_adverts_the_allowance_is_a_quarter_of_the_masters_interval() 
     let follow = |late: Duration| {
         let mut m = Machine::new(params(1, 100, false), t(0));
         m.handle(t(0), advert(PEER, 1, 0));
-        let due = m.poll_timeout().unwrap();
+        let due = look_on_time(&mut m);
         m.handle_timeout(due + late);
         m.state()
     };
