@@ -104,6 +104,18 @@ fn acked_ids(w: &Writer) -> Vec<i64> {
 /// A node's state, whether it is demoted, and its transition count.
 type Settled = (String, bool, u64);
 
+/// The judgment of a run that played to the end found failures (they are in its report).
+#[derive(Debug)]
+struct Judged;
+
+impl std::fmt::Display for Judged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run was judged failed")
+    }
+}
+
+impl std::error::Error for Judged {}
+
 /// splitmix64: the schedule is a function of the seed.
 struct Rng(u64);
 
@@ -225,12 +237,21 @@ pub fn run(args: ChaosArgs) -> Result<()> {
         .join(format!("chaos-{seed}-failed"));
     let outcome = tests::scope::keep_on_error(&keep, || {
         Chaos::new(&args, seed, pinned.path("carp-inject"))
-            .and_then(|mut c| c.play(&args, &mut report))
+            .and_then(|mut c| c.play(&args, &mut report))?;
+        // A run that played to the end but was judged failed keeps its files too: the agents'
+        // logs are what explains the stretch the judgment found.
+        if report.failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Judged.into())
+        }
     });
     if interrupted() {
         say("chaos: interrupted; the rig has been removed");
     }
-    if let Err(e) = outcome {
+    if let Err(e) = outcome
+        && !e.is::<Judged>()
+    {
         report.failures.push(format!("{e:#}"));
     }
     print_report(&report);
