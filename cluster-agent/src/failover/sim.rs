@@ -1938,6 +1938,15 @@ impl Sim {
         let addr = |k: LeaderKey| self.nodes[k.node].addr.to_string();
         let reply = match reply {
             Ok(r) => r,
+            // As the agent's task does: a lease that ran out already is released too.
+            Err(e) if step == Step::Release && e.contains("lease not found") => {
+                self.log(|| format!("n{i} quorum: the lease had run out already"));
+                if let Some(t) = self.lease_task(i) {
+                    t.held = None;
+                    t.keeper = false;
+                }
+                return self.lease_done(i, renew, Some(LeaseReport::Free));
+            }
             Err(e) => return self.lease_failed(i, e),
         };
         match (step, reply) {
