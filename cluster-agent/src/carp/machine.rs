@@ -119,6 +119,11 @@ pub enum Input {
     /// with it keeps the node from preempting while it cannot serve, and once it can it
     /// preempts again as configured.
     StepDown,
+    /// Do not preempt before this instant. A mastership that was refused (its promotion could
+    /// not account for the live master it took over from, say one it hears but cannot reach)
+    /// ends in a step-down, and preempting again at that master's next advert would only meet
+    /// the same refusal, dozens of times a second.
+    HoldOffPreemption(Mono),
     /// New timers, skew, preemption or GARP interval from a reloaded configuration (the
     /// address stays). No transition of its own: a MASTER advertises the new timing at once,
     /// a BACKUP's master-down time counts from the same instant with the new values.
@@ -148,6 +153,8 @@ pub struct Machine {
     stopped: bool,
     /// After a switchover we stay out of the way even with preemption on.
     hold_off: bool,
+    /// No preemption before this instant (see [`Input::HoldOffPreemption`]).
+    preempt_after: Option<Mono>,
     /// BACKUP: master-down deadline. MASTER: next advert.
     timer: Option<Mono>,
     garp_timer: Option<Mono>,
@@ -177,6 +184,7 @@ impl Machine {
             link_up: true,
             stopped: false,
             hold_off: false,
+            preempt_after: None,
             timer: None,
             garp_timer: None,
             adverts_until_garp: None,
@@ -426,6 +434,7 @@ impl Machine {
                     self.become_backup(now, Reason::ServiceDown);
                 }
             }
+            Input::HoldOffPreemption(until) => self.preempt_after = Some(until),
             Input::Reconfigure(params) => self.reconfigure(now, params),
         }
     }
@@ -465,7 +474,12 @@ impl Machine {
                 self.last_advert = Some(now);
                 // A demoted node is one that should not lead now (its service or data is not
                 // ready): it never takes over from a live master, even with preemption on.
-                if self.params.preempt && !self.hold_off && !self.demoted && ours < theirs {
+                if self.params.preempt
+                    && !self.hold_off
+                    && !self.demoted
+                    && self.preempt_after.is_none_or(|t| now >= t)
+                    && ours < theirs
+                {
                     self.become_master(now, Reason::Preempt);
                 } else if self.master_down() < theirs {
                     let reason = if advbase == BOW_OUT && advskew == BOW_OUT {

@@ -944,6 +944,14 @@ impl Coordinator {
                 self.vip.retry_at = None;
                 self.lease_lost = false;
                 if let Some(db) = self.db.as_mut() {
+                    if db.refused.is_some() {
+                        // Preempt again at the pace of a refused promotion's retries, not at
+                        // every advert of the master it yielded to.
+                        self.machine.handle(
+                            now,
+                            machine::Input::HoldOffPreemption(now + db.policy.retry),
+                        );
+                    }
                     db.refused = None;
                     db.lease_wait = false;
                     db.forced = false;
