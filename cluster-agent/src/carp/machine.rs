@@ -246,11 +246,17 @@ impl Machine {
     /// (as VRRPv3 scales by the master's interval): sub-second intervals leave no room for a
     /// backup whose own interval is barely longer than the master's to tolerate a late advert.
     pub fn master_down(&self) -> Duration {
+        self.master_down_following(self.master_interval)
+    }
+
+    /// The master-down time while following a master that advertises every `master_interval`
+    /// (or none heard yet).
+    fn master_down_following(&self, master_interval: Option<Duration>) -> Duration {
         let skew = self.effective_skew();
         let ratio = u32::from(self.params.deadratio);
         if self.params.fast_mode() {
             let own = interval(0, skew);
-            own.max(self.master_interval.unwrap_or(own)) * ratio
+            own.max(master_interval.unwrap_or(own)) * ratio
         } else {
             Duration::from_secs(u64::from(self.params.advbase) * u64::from(ratio))
                 + interval(0, skew)
@@ -481,13 +487,17 @@ impl Machine {
                     && ours < theirs
                 {
                     self.become_master(now, Reason::Preempt);
-                } else if self.master_down() < theirs {
-                    let reason = if advbase == BOW_OUT && advskew == BOW_OUT {
-                        Reason::BowOut
-                    } else {
-                        Reason::SlowMaster
-                    };
-                    self.become_master(now, reason);
+                } else if advbase == BOW_OUT && advskew == BOW_OUT {
+                    self.become_master(now, Reason::BowOut);
+                } else if self.master_down_following(Some(theirs)) < theirs {
+                    // Judged by the master-down time this node would keep while following
+                    // that master: in fast mode that scales with its interval, so a master
+                    // that advertises slowly (a demoted one, say a new master still waiting
+                    // for the quorum's key) is followed, not taken over from at once. Judged
+                    // by the faster master heard before, the node that had just handed over
+                    // took the lead back from its successor's first advert and gave it up
+                    // again a moment later, both holding the VIP meanwhile.
+                    self.become_master(now, Reason::SlowMaster);
                 } else {
                     self.master_interval = Some(theirs);
                     self.down_from = now;

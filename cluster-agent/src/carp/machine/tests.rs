@@ -190,6 +190,33 @@ fn slow_master_is_treated_as_down() {
 }
 
 #[test]
+fn in_fast_mode_a_slowly_advertising_master_is_followed_and_a_bow_out_taken_at_once() {
+    // A master that demoted itself (skew 240: 937.5 ms) after following one at 3.9 ms: the
+    // master-down time follows it (3 of its intervals), nothing is taken over.
+    let mut m = Machine::new(params(0, 2, false), t(0));
+    m.handle(t(1), advert(PEER, 0, 1));
+    m.handle(t(2), advert(PEER, 0, DEMOTED_SKEW));
+    assert!(drain(&mut m).is_empty(), "no takeover from a live master");
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.deadline(), Some(t(2) + interval(0, DEMOTED_SKEW) * 3));
+    // The node that just handed over hears its successor's first advert, demoted while it
+    // waits for the quorum's key: it stays BACKUP.
+    let (mut m, at) = master_at(params(0, 1, true));
+    m.handle(at, Input::Switchover);
+    drain(&mut m);
+    m.handle(at + ms(1), advert(PEER, 0, DEMOTED_SKEW));
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.state(), State::Backup);
+    // A bow-out is taken over at once, whatever its interval.
+    m.handle(at + ms(2), advert(PEER, BOW_OUT, BOW_OUT));
+    assert!(drain(&mut m).contains(&Action::Transition {
+        from: State::Backup,
+        to: State::Master,
+        reason: Reason::BowOut
+    }));
+}
+
+#[test]
 fn master_yields_to_lower_interval_with_one_last_advert() {
     let (mut m, at) = master_at(params(1, 100, false));
     m.handle(at + ms(10), advert(PEER, 1, 50));
