@@ -886,6 +886,27 @@ impl Chaos {
         }
     }
 
+    /// A cut of the network (`cut`, held for `hold`, then `mend`), excused from its start
+    /// until both sides have heard each other and the loser has fenced itself. Open-ended
+    /// until mended: a run that fails meanwhile is still judged.
+    fn excused_cut(
+        &mut self,
+        hold: Duration,
+        down: Duration,
+        cut: impl FnOnce(&tests::rig::Rig) -> Result<()>,
+        mend: impl FnOnce(&tests::rig::Rig) -> Result<()>,
+    ) -> Result<()> {
+        self.excused.push((mono_ns(), u64::MAX));
+        cut(&self.c.rig)?;
+        sleep(hold)?;
+        mend(&self.c.rig)?;
+        let settle = down * 2 + Duration::from_secs(3);
+        if let Some(w) = self.excused.last_mut() {
+            w.1 = mono_ns() + settle.as_nanos() as u64;
+        }
+        Ok(())
+    }
+
     /// Injects `fault`, holds it for a random time, repairs it.
     fn inject(&mut self, fault: Fault, master: usize, report: &mut Report) -> Result<()> {
         let n = self.nodes();
@@ -939,16 +960,7 @@ impl Chaos {
                 self.c.server_mut(replica).resume()?;
             }
             Fault::Partition => {
-                // Open-ended until healed: a run that fails meanwhile is still judged.
-                self.excused.push((mono_ns(), u64::MAX));
-                self.c.rig.partition(any)?;
-                sleep(hold)?;
-                self.c.rig.heal(any)?;
-                // Until both sides have heard each other and the loser has fenced itself.
-                let settle = down * 2 + Duration::from_secs(3);
-                if let Some(w) = self.excused.last_mut() {
-                    w.1 = mono_ns() + settle.as_nanos() as u64;
-                }
+                self.excused_cut(hold, down, |rig| rig.partition(any), |rig| rig.heal(any))?
             }
             // A node that talks without being heard (its adverts and answers lost) or hears
             // without being answered: under a quorum lease, etcd may keep a lease whose holder
@@ -962,14 +974,12 @@ impl Chaos {
                 say(format_args!("chaos: one-way cut of node{any}: {way:?}"));
                 self.fault_log
                     .push((mono_ns(), format!("one-way cut {way:?} node{any}")));
-                self.excused.push((mono_ns(), u64::MAX));
-                self.c.rig.cut_one_way(any, way)?;
-                sleep(hold)?;
-                self.c.rig.mend_one_way(any)?;
-                let settle = down * 2 + Duration::from_secs(3);
-                if let Some(w) = self.excused.last_mut() {
-                    w.1 = mono_ns() + settle.as_nanos() as u64;
-                }
+                self.excused_cut(
+                    hold,
+                    down,
+                    |rig| rig.cut_one_way(any, way),
+                    |rig| rig.mend_one_way(any),
+                )?;
             }
             Fault::JunkFlood => self.junk_flood(master, report)?,
             Fault::GracefulStop => {
