@@ -123,14 +123,16 @@ impl Flavour {
     /// `read_only`, the logged GTID state and the replica status in one round trip (two
     /// statements, two result sets): a promotion asks this of each peer twice, before and
     /// just before it opens, and every round trip over TLS is time the service is down.
-    pub fn select_standing(self) -> &'static str {
+    pub fn select_standing(self) -> [&'static str; 2] {
         match self {
-            Flavour::MariaDb => {
-                "SELECT @@GLOBAL.read_only, @@GLOBAL.gtid_binlog_state; SHOW SLAVE STATUS"
-            }
-            Flavour::MySql => {
-                "SELECT @@GLOBAL.read_only, @@GLOBAL.gtid_executed; SHOW REPLICA STATUS"
-            }
+            Flavour::MariaDb => [
+                "SELECT @@GLOBAL.read_only, @@GLOBAL.gtid_binlog_state",
+                "SHOW SLAVE STATUS",
+            ],
+            Flavour::MySql => [
+                "SELECT @@GLOBAL.read_only, @@GLOBAL.gtid_executed",
+                "SHOW REPLICA STATUS",
+            ],
         }
     }
 
@@ -138,14 +140,16 @@ impl Flavour {
     /// `read_only`, the semi-sync timeout and the logged GTID state, then the semi-sync
     /// counters. One round trip also means the master answered everything asked before the
     /// instant this was sent, which is when a master that did not answer went silent.
-    pub fn select_master_standing(self) -> &'static str {
+    pub fn select_master_standing(self) -> [&'static str; 2] {
         match self {
-            Flavour::MariaDb => {
-                "SELECT @@GLOBAL.read_only, @@GLOBAL.rpl_semi_sync_master_timeout, @@GLOBAL.gtid_binlog_state; SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_no_tx', 'Rpl_semi_sync_master_clients')"
-            }
-            Flavour::MySql => {
-                "SELECT @@GLOBAL.read_only, @@GLOBAL.rpl_semi_sync_source_timeout, @@GLOBAL.gtid_executed; SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_source_status', 'Rpl_semi_sync_source_no_tx', 'Rpl_semi_sync_source_clients')"
-            }
+            Flavour::MariaDb => [
+                "SELECT @@GLOBAL.read_only, @@GLOBAL.rpl_semi_sync_master_timeout, @@GLOBAL.gtid_binlog_state",
+                "SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_no_tx', 'Rpl_semi_sync_master_clients')",
+            ],
+            Flavour::MySql => [
+                "SELECT @@GLOBAL.read_only, @@GLOBAL.rpl_semi_sync_source_timeout, @@GLOBAL.gtid_executed",
+                "SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_source_status', 'Rpl_semi_sync_source_no_tx', 'Rpl_semi_sync_source_clients')",
+            ],
         }
     }
 
@@ -462,7 +466,7 @@ mod tests {
     #[test]
     fn the_standing_query_reads_what_its_parts_read() {
         for f in [Flavour::MariaDb, Flavour::MySql] {
-            let (select, show) = f.select_standing().split_once("; ").unwrap();
+            let [select, show] = f.select_standing();
             let var = |s: &'static str| s.strip_prefix("SELECT ").unwrap();
             assert_eq!(
                 select,
@@ -473,7 +477,7 @@ mod tests {
                 )
             );
             assert_eq!(show, f.show_replica_status());
-            let (select, show) = f.select_master_standing().split_once("; ").unwrap();
+            let [select, show] = f.select_master_standing();
             assert_eq!(
                 select,
                 format!(

@@ -16,7 +16,9 @@ use mysql_async::Row;
 use mysql_async::prelude::Queryable;
 use tokio::sync::Mutex;
 
-use super::{Db, DbError, Session, bounded, read_replica, scalar, sql_err, value_string};
+use super::{
+    Db, DbError, Session, bounded, in_one_trip, read_replica, scalar, sql_err, value_string,
+};
 use crate::carp::time::Mono;
 use crate::db::gtid::{GtidParseError, Gtids};
 use crate::db::sql::{Flavour, StatusCol};
@@ -270,16 +272,14 @@ fn semi_sync_from(rows: &[Row], timeout_ms: u64) -> SemiSync {
 
 /// Sends `stmt`, a single-row query and a second statement, in one round trip: the first
 /// statement's row and the second's rows.
-async fn two_statements(s: &mut Session, stmt: &'static str) -> Result<(Row, Vec<Row>), DbError> {
-    let mut res = s.conn.query_iter(stmt).await.map_err(sql_err(stmt))?;
-    let first: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
-    let second: Vec<Row> = res.collect().await.map_err(sql_err(stmt))?;
-    res.drop_result().await.map_err(sql_err(stmt))?;
-    let first = first
-        .into_iter()
-        .next()
-        .ok_or_else(|| DbError::Protocol(format!("{stmt} returned no row")))?;
-    Ok((first, second))
+async fn two_statements(
+    s: &mut Session,
+    stmts: [&'static str; 2],
+) -> Result<(Row, Vec<Row>), DbError> {
+    let mut sets = in_one_trip(&mut s.conn, &stmts).await?.into_iter();
+    let first = sets.next().unwrap_or_default().into_iter().next();
+    let first = first.ok_or_else(|| DbError::Protocol(format!("{} returned no row", stmts[0])))?;
+    Ok((first, sets.next().unwrap_or_default()))
 }
 
 /// What the observation needs of the followed master, in one round trip (see
@@ -890,9 +890,14 @@ impl Db {
     ) -> Result<Vec<(&'static str, Mono)>, DbError> {
         let f = s.flavour;
         let own = async {
-            let logged = read_logged(s).await?;
-            let applied = scalar(&mut s.conn, f.select_applied_pos()).await?;
-            let held = logged.union(&parse(f, &applied.unwrap_or_default())?);
+            let stmts = [f.select_gtid_state(), f.select_applied_pos()];
+            let sets = in_one_trip(&mut s.conn, &stmts).await?;
+            let first = |i: usize| {
+                let row = sets.get(i).and_then(|rows| rows.first());
+                row.and_then(|r| value_string(r.as_ref(0)))
+                    .unwrap_or_default()
+            };
+            let held = parse(f, &first(0))?.union(&parse(f, &first(1))?);
             Ok::<_, DbError>((held, Mono::now()))
         };
         let (own, peers) = tokio::join!(own, self.recheck_peers(recheck, probe_timeout));
