@@ -100,6 +100,9 @@ pub struct Counters {
     #[serde(default)]
     pub replayed: u64,
     pub bad_packets: u64,
+    /// Packets the advert socket dropped before the agent read them (without XDP).
+    #[serde(default)]
+    pub socket_drops: u64,
     pub transitions: u64,
     pub arp_conflicts: u64,
     /// Connection requests held during a switchover and handed to the next master.
@@ -308,6 +311,12 @@ impl Status {
             c.bad_packets,
             c.transitions
         );
+        if c.socket_drops > 0 {
+            s += &format!(
+                "overflowed:   {} packets dropped by the advert socket (a flood: see the logs)\n",
+                c.socket_drops
+            );
+        }
         if c.held_forwarded > 0 {
             s += &format!(
                 "handed on:    {} connection requests held by a switchover\n",

@@ -189,6 +189,12 @@ fn render_one(st: &Status) -> String {
     );
     counter(
         r,
+        "advert_socket_drops",
+        "Packets the advert socket dropped before the agent read them (a flood without XDP); meanwhile a backup does not count silence towards the master-down time",
+        c.socket_drops,
+    );
+    counter(
+        r,
         "arp_conflicts",
         "ARP claims on the VIP by another host while MASTER (split brain)",
         c.arp_conflicts,

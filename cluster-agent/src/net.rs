@@ -59,6 +59,33 @@ impl AdvertReceiver {
 }
 
 impl AdvertReceiver {
+    /// How many packets the kernel has dropped for this socket since it was opened, most of
+    /// them because its receive queue was full (`SO_MEMINFO`). Wraps around at `u32::MAX`.
+    pub fn drops(&self) -> io::Result<u32> {
+        // The counters up to the drop counter, which is the last of them.
+        let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `info`, which is that long, and
+        // stores the length it wrote in `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let at = libc::SK_MEMINFO_DROPS as usize;
+        if (len as usize) < (at + 1) * std::mem::size_of::<u32>() {
+            return Err(io::Error::other("SO_MEMINFO without a drop counter"));
+        }
+        Ok(info[at])
+    }
+
     /// The next packet if one is already waiting, without blocking.
     pub fn try_recv(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         // SAFETY: as in `recv`.

@@ -86,6 +86,9 @@ struct Agent {
     /// before the ring buffer; this covers `--xdp off`).
     replay: ReplayGuard,
     last_replay_log: Option<Mono>,
+    /// The advert socket's drop counter when last read (see [`Agent::take_drops`]).
+    drops_seen: Option<u32>,
+    last_drop_log: Option<Mono>,
     db: Option<DbLink>,
     /// Where [`drain::watch`] says that no connection is left on the VIP.
     drained: mpsc::UnboundedSender<()>,
@@ -624,6 +627,8 @@ async fn run_vhid(
         xdp_error: None,
         replay: ReplayGuard::default(),
         last_replay_log: None,
+        drops_seen: None,
+        last_drop_log: None,
         db,
         drained: drained_tx,
         held: Held::default(),
@@ -642,6 +647,17 @@ async fn run_vhid(
         // To the microsecond: nodes with equal skews then take over at the same instant, and
         // the core settles such a tie (`Coordinator::settle_skew`, and the tie-break key).
         let sleep = coord.poll_timeout();
+        // A deadline that has passed is acted on here rather than through the timer: the
+        // timer's future is made anew each turn and learns of its expiry only from the
+        // runtime's poll of the kernel, which a socket that never runs dry (a flood without
+        // XDP) kept from ever coming. A MASTER under such a flood stopped advertising, and a
+        // BACKUP never counted its master down.
+        if sleep.is_some_and(|at| at <= Mono::now()) {
+            agent.on_deadline(&mut coord, &receiver, &mut events, &mut buf);
+            // As the timer's turn did: the runtime's other tasks and its poll come first.
+            tokio::task::yield_now().await;
+            continue;
+        }
         tokio::select! {
             biased;
             // The agent's orders come first, as signals did when one loop served one vhid: a
@@ -675,17 +691,8 @@ async fn run_vhid(
                 break;
             }
             () = async { timer.until(sleep.expect("guarded")).await }, if sleep.is_some() => {
-                // What arrived before the timer is acted on comes first (the master's adverts,
-                // above all): this loop prefers timers, and a process woken a little late, or
-                // stopped or starved for longer, would otherwise take over from a master that
-                // never went away. In fast mode a few milliseconds of lateness are enough.
-                agent.take_in_queued(&mut coord, &receiver, &mut events, &mut buf);
-                coord.handle_timeout(Mono::now());
+                agent.on_deadline(&mut coord, &receiver, &mut events, &mut buf);
             }
-            r = receiver.recv(&mut buf), if events.is_none() => match r {
-                Ok(n) => agent.on_packet(&mut coord, &buf[..n], Mono::now()),
-                Err(error) => tracing::warn!(%error, "advert receive failed"),
-            },
             Some(ev) = next_event(&mut events) => agent.on_event(&mut coord, ev),
             Some(_) = link_events.next(), if !agent.s.ignore_ifstate => {
                 let up = net::link_is_up(&agent.s.interface);
@@ -707,6 +714,12 @@ async fn run_vhid(
             Some(()) = drained_rx.recv() => coord.handle(Mono::now(), Input::Drained),
             Some(report) = next(&mut lease_reports) => coord.handle(Mono::now(), Input::Lease(report)),
             Some((index, result)) = next(&mut probes) => coord.handle(Mono::now(), Input::Probe { index, result }),
+            // Last: without XDP a flood keeps this socket ready at every turn, and what comes
+            // before it must still be taken (this loop prefers in order).
+            r = receiver.recv(&mut buf), if events.is_none() => match r {
+                Ok(n) => agent.on_socket_packet(&mut coord, &receiver, &buf[..n]),
+                Err(error) => tracing::warn!(%error, "advert receive failed"),
+            },
         }
     }
 
@@ -1119,7 +1132,7 @@ impl Agent {
                     Err(_) => return,
                 },
                 None => match receiver.try_recv(buf) {
-                    Some(Ok(n)) => self.on_packet(coord, &buf[..n], Mono::now()),
+                    Some(Ok(n)) => self.on_socket_packet(coord, receiver, &buf[..n]),
                     Some(Err(_)) | None => return,
                 },
             }
@@ -1238,6 +1251,70 @@ impl Agent {
                 "held connection requests forgotten: their clients send them again"
             );
         }
+    }
+
+    /// A deadline of the core has come.
+    fn on_deadline(
+        &mut self,
+        coord: &mut Coordinator,
+        receiver: &AdvertReceiver,
+        events: &mut Option<XdpEvents>,
+        buf: &mut [u8],
+    ) {
+        // A BACKUP first takes in what arrived before its deadline (the master's adverts, above
+        // all): this loop prefers deadlines, and a process woken a little late, or stopped or
+        // starved for longer, would otherwise take over from a master that never went away.
+        // In fast mode a few milliseconds of lateness are enough. A MASTER advertises first:
+        // nothing queued changes that, and under a flood without XDP the queue is long.
+        if coord.state() != State::Master {
+            self.take_in_queued(coord, receiver, events, buf);
+        }
+        if events.is_none() && self.take_drops(receiver) > 0 {
+            coord.handle(Mono::now(), Input::AdvertsLost);
+        }
+        coord.handle_timeout(Mono::now());
+    }
+
+    /// A packet read from the advert socket (without XDP).
+    fn on_socket_packet(
+        &mut self,
+        coord: &mut Coordinator,
+        receiver: &AdvertReceiver,
+        packet: &[u8],
+    ) {
+        let before = self.counters.adverts_received;
+        self.on_packet(coord, packet, Mono::now());
+        if self.counters.adverts_received != before {
+            // What the socket dropped before an authentic advert says nothing of the master
+            // now: only drops since the last one make a silence doubtful.
+            self.take_drops(receiver);
+        }
+    }
+
+    /// Counts the packets the advert socket dropped since the last look (its queue was full:
+    /// a flood faster than the agent reads, without XDP), and returns how many. Without XDP
+    /// only: with it, forged adverts end in the kernel and adverts come by the ring buffer.
+    fn take_drops(&mut self, receiver: &AdvertReceiver) -> u32 {
+        let total = match receiver.drops() {
+            Ok(n) => n,
+            Err(error) => {
+                tracing::debug!(vhid = self.s.vhid, %error, "cannot read the advert socket's drop counter");
+                return 0;
+            }
+        };
+        let new = self
+            .drops_seen
+            .map_or(total, |seen| total.wrapping_sub(seen));
+        self.drops_seen = Some(total);
+        self.counters.socket_drops += u64::from(new);
+        if new > 0 && once_per_second(&mut self.last_drop_log) {
+            tracing::warn!(
+                vhid = self.s.vhid,
+                dropped = self.counters.socket_drops,
+                "the advert socket overflowed (a flood faster than the agent reads; XDP would drop forged adverts in the kernel): a master's silence does not count towards its master-down time meanwhile"
+            );
+        }
+        new
     }
 
     /// `now` is when the packet arrived: the kernel's stamp when XDP delivered it.

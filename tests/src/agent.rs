@@ -123,6 +123,9 @@ pub struct Counters {
     #[serde(default)]
     pub replayed: u64,
     pub bad_packets: u64,
+    /// Packets the advert socket dropped before the agent read them (without XDP).
+    #[serde(default)]
+    pub socket_drops: u64,
     pub transitions: u64,
     #[serde(default)]
     pub arp_conflicts: u64,

@@ -124,6 +124,13 @@ pub enum Input {
     /// ends in a step-down, and preempting again at that master's next advert would only meet
     /// the same refusal, dozens of times a second.
     HoldOffPreemption(Mono),
+    /// Packets were lost before this node could read them: its socket overflowed, in a flood
+    /// faster than the agent reads (without XDP, every frame reaches the agent to be
+    /// authenticated). The master's adverts may be among them, so the silence counted so far
+    /// proves nothing, and a BACKUP counts its master-down time again from now. Forged
+    /// traffic must not move the VIP; while a flood keeps the socket overflowing, a master
+    /// that really died is replaced only once the overflow stops.
+    AdvertsLost,
     /// New timers, skew, preemption or GARP interval from a reloaded configuration (the
     /// address stays). No transition of its own: a MASTER advertises the new timing at once,
     /// a BACKUP's master-down time counts from the same instant with the new values.
@@ -441,6 +448,13 @@ impl Machine {
                 }
             }
             Input::HoldOffPreemption(until) => self.preempt_after = Some(until),
+            Input::AdvertsLost => {
+                if self.state == State::Backup && self.link_up && self.timer.is_some() {
+                    self.down_from = now;
+                    self.stall_grace = None;
+                    self.arm(now, now + self.master_down());
+                }
+            }
             Input::Reconfigure(params) => self.reconfigure(now, params),
         }
     }

@@ -317,6 +317,10 @@ pub enum Input {
     },
     /// Election settings from a reloaded configuration (see [`machine::Input::Reconfigure`]).
     Reconfigure(Params),
+    /// The advert socket dropped packets since the last authentic advert (see
+    /// [`machine::Input::AdvertsLost`]). Not a sign of the master's life for the database
+    /// side: only the election's countdown starts again.
+    AdvertsLost,
 }
 
 /// The database part of the settings.
@@ -797,6 +801,11 @@ impl Coordinator {
             Input::DbDone(outcome) => self.on_db_done(now, outcome),
             Input::VipDone { add, result } => self.on_vip_done(now, add, result),
             Input::Probe { index, result } => self.on_probe(now, index, result),
+            Input::AdvertsLost => {
+                if self.started {
+                    self.machine.handle(now, machine::Input::AdvertsLost);
+                }
+            }
             Input::Reconfigure(params) => {
                 self.params = Params {
                     src: self.params.src,

@@ -109,8 +109,13 @@ fn assert_about(what: &str, got: u64, sent: u64, d: &BTreeMap<String, u64>) {
 /// A MASTER agent on node0, a BACKUP agent with `backup_xdp` on node1 following it, and node2
 /// free for the injector.
 fn cluster(backup_xdp: &str) -> Result<(Rig, Agent, Agent)> {
+    cluster_with(AgentOpts::new(VHID, PASS, VIP24), backup_xdp)
+}
+
+/// As [`cluster`], with node0's agent started from `master` (made preempting).
+fn cluster_with(master: AgentOpts, backup_xdp: &str) -> Result<(Rig, Agent, Agent)> {
     let rig = Rig::new(RigConfig::nodes(3))?;
-    let master = rig.start_agent(0, &AgentOpts::new(VHID, PASS, VIP24).preempt(true))?;
+    let master = rig.start_agent(0, &master.preempt(true))?;
     wait_until(Duration::from_secs(10), "node0 MASTER", || {
         master.is_master()
     })?;
@@ -436,5 +441,101 @@ fn forged_flood_from_many_sources_keeps_the_backup_following_the_master() -> Res
             "the agent used {cpu:.1} % of a core during the flood"
         );
         Ok(())
+    })
+}
+
+/// Without XDP every frame reaches the agent's socket, and a flood the agent does not keep up
+/// with overflows it: the kernel drops the master's adverts with the junk. Here the backup is
+/// stopped three times, each for longer than its master-down time, while a forged flood at full
+/// speed fills its socket, and runs for a moment in between. A silence measured across such
+/// drops is not the master's: the backup counts the drops and takes nothing over (without the
+/// rule, its second late wake found its one grace spent and took over from a live master).
+#[test]
+fn a_backup_whose_socket_overflows_in_a_flood_does_not_take_over() -> Result<()> {
+    netns_test(|| {
+        let (rig, mut master, mut backup) = cluster("off")?;
+        let b0 = backup.status()?;
+        assert_eq!(b0.xdp, "off", "the backup runs with XDP: {b0:?}");
+        let m0 = master.status()?;
+        let down = backup.opts.master_down();
+        let stop = down + Duration::from_secs(1);
+        let vhid = VHID.to_string();
+        let length = ((stop + Duration::from_millis(100)) * 3 + Duration::from_secs(2)).as_millis();
+        let length = length.to_string();
+        let argv = [
+            injector(),
+            "--kind",
+            "forged",
+            "--vhid",
+            &vhid,
+            "--rate",
+            "0",
+            "--duration-ms",
+            &length,
+            "--src",
+            FORGED_SRC,
+        ];
+        let mut inj = rig.spawn(INJECTOR, "inject", &argv)?;
+        wait_until(
+            Duration::from_secs(5),
+            "the flood reaches node1's agent",
+            || {
+                backup
+                    .status()
+                    .is_ok_and(|s| s.counters.auth_failures > b0.counters.auth_failures + 1000)
+            },
+        )?;
+        for _ in 0..3 {
+            backup.freeze()?;
+            std::thread::sleep(stop);
+            backup.thaw()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let st = inj.wait_exit(Duration::from_secs(30))?;
+        assert!(st.success(), "injector failed: {}", inj.log());
+        let node0 = rig.addr(0).to_string();
+        let heard = backup.status()?.counters.adverts_received;
+        wait_until(down, "node1 hears node0 again after the flood", || {
+            backup.status().is_ok_and(|s| {
+                s.master.as_deref() == Some(node0.as_str()) && s.counters.adverts_received > heard
+            })
+        })?;
+        let b = backup.status()?;
+        eprintln!(
+            "socket drops {}, auth failures {}",
+            b.counters.socket_drops,
+            b.counters.auth_failures - b0.counters.auth_failures
+        );
+        assert!(
+            b.counters.socket_drops > 0,
+            "the flood never overflowed node1's socket, so this tested nothing: {b:?}"
+        );
+        assert_undisturbed(&rig, &mut master, &mut backup, &m0, &b0)
+    })
+}
+
+/// A MASTER without XDP reads every forged frame of a flood it cannot keep up with, so its
+/// socket is never empty: its advert timer must still fire (it was starved once: the loop
+/// always found the socket ready first, the master stopped advertising, and its backup, with
+/// XDP, took over from a live master). The backup follows node0 throughout.
+#[test]
+fn a_master_without_xdp_keeps_advertising_through_a_flood() -> Result<()> {
+    netns_test(|| {
+        let (rig, mut master, mut backup) =
+            cluster_with(AgentOpts::new(VHID, PASS, VIP24).xdp("off"), "auto")?;
+        let m0 = master.status()?;
+        assert_eq!(m0.xdp, "off", "the master runs with XDP: {m0:?}");
+        let b0 = backup.status()?;
+        let (sent, _, worst) = flood(&rig, &backup, 0, FLOOD_MS, &["--src", FORGED_SRC])?;
+        let m = master.status()?;
+        eprintln!(
+            "sent {sent}, master's socket drops {}, longest silence at the backup {worst} ms",
+            m.counters.socket_drops
+        );
+        assert!(
+            m.counters.socket_drops > 0,
+            "the flood never overflowed node0's socket, so this tested nothing: {m:?}"
+        );
+        assert_undisturbed(&rig, &mut master, &mut backup, &m0, &b0)
     })
 }

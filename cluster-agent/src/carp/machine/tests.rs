@@ -619,3 +619,46 @@ fn with_one_second_adverts_the_allowance_is_a_quarter_of_the_masters_interval() 
     assert_eq!(follow(ms(200)), State::Master, "late, but not by a stall");
     assert_eq!(follow(ms(300)), State::Backup, "a stall: one more second");
 }
+
+#[test]
+fn a_silence_while_the_socket_drops_packets_does_not_count_towards_master_down() {
+    // Fast mode, following a master: the socket overflows before the look.
+    let mut m = Machine::new(params(0, 2, false), t(0));
+    m.handle(t(10), advert(PEER, 0, 1));
+    let first = m.deadline().unwrap();
+    let lost_at = t(10) + ms(5);
+    m.handle(lost_at, Input::AdvertsLost);
+    assert!(drain(&mut m).is_empty(), "no action of its own");
+    assert_eq!(m.deadline(), Some(lost_at + m.master_down()));
+    assert!(m.deadline().unwrap() > first);
+    // The old deadline passes without a takeover.
+    m.handle_timeout(first);
+    assert_eq!(m.state(), State::Backup);
+    // The master keeps its place: its identity and interval are unchanged.
+    assert_eq!(m.master(), Some(PEER));
+    assert_eq!(m.last_advert(), Some(t(10)));
+    // Once the socket stops dropping, a silence of a whole master-down time still takes over.
+    let due = look_on_time(&mut m);
+    m.handle_timeout(due);
+    assert_eq!(m.state(), State::Master);
+    assert!(drain(&mut m).iter().any(|a| matches!(
+        a,
+        Action::Transition {
+            reason: Reason::MasterDown,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn lost_packets_change_nothing_for_a_master_or_a_node_whose_link_is_down() {
+    let (mut m, at) = master_at(params(1, 0, false));
+    let next = m.poll_timeout();
+    m.handle(at + ms(1), Input::AdvertsLost);
+    assert!(drain(&mut m).is_empty());
+    assert_eq!((m.state(), m.poll_timeout()), (State::Master, next));
+    m.handle(at + ms(2), Input::LinkDown);
+    drain(&mut m);
+    m.handle(at + ms(3), Input::AdvertsLost);
+    assert_eq!(m.poll_timeout(), None, "no countdown is started");
+}
