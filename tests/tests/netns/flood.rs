@@ -106,15 +106,20 @@ fn assert_about(what: &str, got: u64, sent: u64, d: &BTreeMap<String, u64>) {
     );
 }
 
-/// A MASTER agent on node0, a BACKUP agent with `backup_xdp` on node1 following it, and node2
-/// free for the injector.
-fn cluster(backup_xdp: &str) -> Result<(Rig, Agent, Agent)> {
+/// The rig, node0's MASTER agent, node1's BACKUP agent following it, and both agents' statuses
+/// before the test (node2 is free for the injector).
+type Cluster = (Rig, Agent, Agent, Status, Status);
+
+/// A MASTER agent on node0 and a BACKUP agent with `backup_xdp` on node1 (see [`Cluster`]).
+fn cluster(backup_xdp: &str) -> Result<Cluster> {
     cluster_with(AgentOpts::new(VHID, PASS, VIP24), backup_xdp)
 }
 
-/// As [`cluster`], with node0's agent started from `master` (made preempting).
-fn cluster_with(master: AgentOpts, backup_xdp: &str) -> Result<(Rig, Agent, Agent)> {
+/// As [`cluster`], with node0's agent started from `master` (made preempting). Each agent asked
+/// to run without XDP is checked to, and the backup asked for XDP to run with it.
+fn cluster_with(master: AgentOpts, backup_xdp: &str) -> Result<Cluster> {
     let rig = Rig::new(RigConfig::nodes(3))?;
+    let master_off = master.xdp.as_deref() == Some("off");
     let master = rig.start_agent(0, &master.preempt(true))?;
     wait_until(Duration::from_secs(10), "node0 MASTER", || {
         master.is_master()
@@ -133,7 +138,16 @@ fn cluster_with(master: AgentOpts, backup_xdp: &str) -> Result<(Rig, Agent, Agen
                 && s.counters.adverts_received >= 1
         })
     })?;
-    Ok((rig, master, backup))
+    let (m0, b0) = (master.status()?, backup.status()?);
+    if master_off {
+        ensure!(m0.xdp == "off", "node0 runs with XDP: {m0:?}");
+    }
+    ensure!(
+        (b0.xdp == "off") == (backup_xdp == "off"),
+        "node1 runs with XDP {:?}, asked for {backup_xdp:?}: {b0:?}",
+        b0.xdp
+    );
+    Ok((rig, master, backup, m0, b0))
 }
 
 /// After the injections: both agents alive, in their roles, the backup still hearing node0, and
@@ -192,10 +206,7 @@ const REASONS: [&str; 8] = [
 #[test]
 fn bad_input_is_counted_by_reason_in_xdp() -> Result<()> {
     netns_test(|| {
-        let (rig, mut master, mut backup) = cluster("auto")?;
-        let b0 = backup.status()?;
-        assert_ne!(b0.xdp, "off", "the backup runs without XDP: {b0:?}");
-        let m0 = master.status()?;
+        let (rig, mut master, mut backup, m0, b0) = cluster("auto")?;
         let paced = ["--count", "2000", "--rate", "5000", "--src", FORGED_SRC];
 
         for (kind, reason) in [
@@ -271,11 +282,8 @@ fn bad_input_is_counted_by_reason_in_xdp() -> Result<()> {
 #[test]
 fn bad_input_is_counted_by_the_agent_without_xdp() -> Result<()> {
     netns_test(|| {
-        let (rig, mut master, mut backup) = cluster("off")?;
-        let b0 = backup.status()?;
-        assert_eq!(b0.xdp, "off");
+        let (rig, mut master, mut backup, m0, b0) = cluster("off")?;
         assert!(b0.xdp_counters.is_empty(), "{b0:?}");
-        let m0 = master.status()?;
         let paced = ["--count", "1000", "--rate", "2000", "--src", FORGED_SRC];
 
         for (kind, counter) in [
@@ -318,15 +326,9 @@ fn ticks_per_second() -> u64 {
     u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100)
 }
 
-/// One flood from node2 while node1 is watched: returns (frames sent, CPU % of a core used by
-/// node1's agent over the flood, longest silence from node0 seen).
-fn flood(
-    rig: &Rig,
-    backup: &Agent,
-    rate: u64,
-    ms: u64,
-    sources: &[&str],
-) -> Result<(u64, f64, u64)> {
+/// Starts a flood of forged adverts from node2: `rate` a second (0: as fast as it can send) for
+/// `ms`, from `sources` (injector arguments).
+fn spawn_flood(rig: &Rig, rate: u64, ms: u64, sources: &[&str]) -> Result<tests::Proc> {
     let vhid = VHID.to_string();
     let (rate_s, ms_s) = (rate.to_string(), ms.to_string());
     let mut argv = vec![
@@ -341,12 +343,24 @@ fn flood(
         &ms_s,
     ];
     argv.extend_from_slice(sources);
+    rig.spawn(INJECTOR, "inject", &argv)
+}
+
+/// One flood from node2 while node1 is watched: returns (frames sent, CPU % of a core used by
+/// node1's agent over the flood, longest silence from node0 seen).
+fn flood(
+    rig: &Rig,
+    backup: &Agent,
+    rate: u64,
+    ms: u64,
+    sources: &[&str],
+) -> Result<(u64, f64, u64)> {
     let node0 = rig.addr(0).to_string();
     let down = backup.opts.master_down();
     let pid = backup.proc.pid();
     let t0 = Instant::now();
     let c0 = cpu_ticks(pid)?;
-    let mut inj = rig.spawn(INJECTOR, "inject", &argv)?;
+    let mut inj = spawn_flood(rig, rate, ms, sources)?;
     let mut worst = 0;
     let limit = Duration::from_millis(ms) + Duration::from_secs(10);
     // Watch the backup while the injector runs (a status every ~100 ms, bounded).
@@ -385,10 +399,7 @@ const FLOOD_MS: u64 = 5_000;
 #[test]
 fn forged_flood_from_one_source_is_cheap_and_harmless() -> Result<()> {
     netns_test(|| {
-        let (rig, mut master, mut backup) = cluster("auto")?;
-        let b0 = backup.status()?;
-        assert_ne!(b0.xdp, "off", "the backup runs without XDP: {b0:?}");
-        let m0 = master.status()?;
+        let (rig, mut master, mut backup, m0, b0) = cluster("auto")?;
         let (sent, cpu, worst) =
             flood(&rig, &backup, FLOOD_RATE, FLOOD_MS, &["--src", FORGED_SRC])?;
         let d = deltas(&b0, &backup.status()?);
@@ -414,10 +425,7 @@ fn forged_flood_from_one_source_is_cheap_and_harmless() -> Result<()> {
 #[test]
 fn forged_flood_from_many_sources_keeps_the_backup_following_the_master() -> Result<()> {
     netns_test(|| {
-        let (rig, mut master, mut backup) = cluster("auto")?;
-        let b0 = backup.status()?;
-        assert_ne!(b0.xdp, "off", "the backup runs without XDP: {b0:?}");
-        let m0 = master.status()?;
+        let (rig, mut master, mut backup, m0, b0) = cluster("auto")?;
         let (sent, cpu, worst) = flood(
             &rig,
             &backup,
@@ -453,29 +461,12 @@ fn forged_flood_from_many_sources_keeps_the_backup_following_the_master() -> Res
 #[test]
 fn a_backup_whose_socket_overflows_in_a_flood_does_not_take_over() -> Result<()> {
     netns_test(|| {
-        let (rig, mut master, mut backup) = cluster("off")?;
-        let b0 = backup.status()?;
-        assert_eq!(b0.xdp, "off", "the backup runs with XDP: {b0:?}");
-        let m0 = master.status()?;
+        let (rig, mut master, mut backup, m0, b0) = cluster("off")?;
         let down = backup.opts.master_down();
         let stop = down + Duration::from_secs(1);
-        let vhid = VHID.to_string();
-        let length = ((stop + Duration::from_millis(100)) * 3 + Duration::from_secs(2)).as_millis();
-        let length = length.to_string();
-        let argv = [
-            injector(),
-            "--kind",
-            "forged",
-            "--vhid",
-            &vhid,
-            "--rate",
-            "0",
-            "--duration-ms",
-            &length,
-            "--src",
-            FORGED_SRC,
-        ];
-        let mut inj = rig.spawn(INJECTOR, "inject", &argv)?;
+        let length = (stop + Duration::from_millis(100)) * 3 + Duration::from_secs(2);
+        let length = u64::try_from(length.as_millis())?;
+        let mut inj = spawn_flood(&rig, 0, length, &["--src", FORGED_SRC])?;
         wait_until(
             Duration::from_secs(5),
             "the flood reaches node1's agent",
@@ -521,11 +512,8 @@ fn a_backup_whose_socket_overflows_in_a_flood_does_not_take_over() -> Result<()>
 #[test]
 fn a_master_without_xdp_keeps_advertising_through_a_flood() -> Result<()> {
     netns_test(|| {
-        let (rig, mut master, mut backup) =
+        let (rig, mut master, mut backup, m0, b0) =
             cluster_with(AgentOpts::new(VHID, PASS, VIP24).xdp("off"), "auto")?;
-        let m0 = master.status()?;
-        assert_eq!(m0.xdp, "off", "the master runs with XDP: {m0:?}");
-        let b0 = backup.status()?;
         let (sent, _, worst) = flood(&rig, &backup, 0, FLOOD_MS, &["--src", FORGED_SRC])?;
         let m = master.status()?;
         eprintln!(
