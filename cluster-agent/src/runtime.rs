@@ -647,17 +647,6 @@ async fn run_vhid(
         // To the microsecond: nodes with equal skews then take over at the same instant, and
         // the core settles such a tie (`Coordinator::settle_skew`, and the tie-break key).
         let sleep = coord.poll_timeout();
-        // A deadline that has passed is acted on here rather than through the timer: the
-        // timer's future is made anew each turn and learns of its expiry only from the
-        // runtime's poll of the kernel, which a socket that never runs dry (a flood without
-        // XDP) kept from ever coming. A MASTER under such a flood stopped advertising, and a
-        // BACKUP never counted its master down.
-        if sleep.is_some_and(|at| at <= Mono::now()) {
-            agent.on_deadline(&mut coord, &receiver, &mut events, &mut buf);
-            // As the timer's turn did: the runtime's other tasks and its poll come first.
-            tokio::task::yield_now().await;
-            continue;
-        }
         tokio::select! {
             biased;
             // The agent's orders come first, as signals did when one loop served one vhid: a
@@ -715,7 +704,8 @@ async fn run_vhid(
             Some(report) = next(&mut lease_reports) => coord.handle(Mono::now(), Input::Lease(report)),
             Some((index, result)) = next(&mut probes) => coord.handle(Mono::now(), Input::Probe { index, result }),
             // Last: without XDP a flood keeps this socket ready at every turn, and what comes
-            // before it must still be taken (this loop prefers in order).
+            // before it must still be taken (this loop prefers in order). Taken earlier, it
+            // kept a MASTER without XDP from its advert timer for a whole flood.
             r = receiver.recv(&mut buf), if events.is_none() => match r {
                 Ok(n) => agent.on_socket_packet(&mut coord, &receiver, &buf[..n]),
                 Err(error) => tracing::warn!(%error, "advert receive failed"),
