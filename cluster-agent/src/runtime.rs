@@ -704,8 +704,9 @@ async fn run_vhid(
             Some(report) = next(&mut lease_reports) => coord.handle(Mono::now(), Input::Lease(report)),
             Some((index, result)) = next(&mut probes) => coord.handle(Mono::now(), Input::Probe { index, result }),
             // Last: without XDP a flood keeps this socket ready at every turn, and what comes
-            // before it must still be taken (this loop prefers in order). Taken earlier, it
-            // kept a MASTER without XDP from its advert timer for a whole flood.
+            // before it must still be taken (this loop prefers in order). Taken earlier, and
+            // with a MASTER reading its queue before each advert, a MASTER without XDP sent no
+            // advert for a whole flood (which of the two did it was not isolated).
             r = receiver.recv(&mut buf), if events.is_none() => match r {
                 Ok(n) => agent.on_socket_packet(&mut coord, &receiver, &buf[..n]),
                 Err(error) => tracing::warn!(%error, "advert receive failed"),
