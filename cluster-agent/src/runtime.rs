@@ -644,6 +644,15 @@ async fn run_vhid(
         if stop_deadline.is_some() && coord.finished() {
             break;
         }
+        // The clock, not the timer's readiness: tokio learns that the timer fired only when
+        // it looks for events, and while the advert socket is never empty (a flood without
+        // XDP) this task seldom gives it the chance, so a MASTER's advert or a BACKUP's
+        // look came late by tens of milliseconds. Once per turn, and the `select` follows
+        // as always: the orders are still served first, whatever the deadlines do.
+        if coord.poll_timeout().is_some_and(|t| t <= Mono::now()) {
+            agent.on_deadline(&mut coord, &receiver, &mut events, &mut buf);
+            agent.execute(&mut coord).await;
+        }
         // To the microsecond: nodes with equal skews then take over at the same instant, and
         // the core settles such a tie (`Coordinator::settle_skew`, and the tie-break key).
         let sleep = coord.poll_timeout();
