@@ -500,6 +500,14 @@ impl Failover {
         Some(ms_between(self.last_advert_old?, self.first_ok_new))
     }
 
+    /// The new master's database open for writes to its VIP's arrival, by its own record
+    /// (agents with a database only): negative when the database opened first, as the agent
+    /// orders it, so that the first write through the VIP finds it writable.
+    pub fn open_after_vip_ms(&self) -> Option<f64> {
+        let t = self.takeover.as_ref()?;
+        Some(t.after_ms("open")? - t.after_ms("vip")?)
+    }
+
     /// Last advert of the old master to the first advert of the new one.
     pub fn detection_ms(&self) -> Option<f64> {
         Some(ms_between(self.last_advert_old?, self.first_advert_new))
