@@ -713,9 +713,9 @@ async fn run_vhid(
             Some(report) = next(&mut lease_reports) => coord.handle(Mono::now(), Input::Lease(report)),
             Some((index, result)) = next(&mut probes) => coord.handle(Mono::now(), Input::Probe { index, result }),
             // Last: without XDP a flood keeps this socket ready at every turn, and what comes
-            // before it must still be taken (this loop prefers in order). Taken earlier, and
-            // with a MASTER reading its queue before each advert, a MASTER without XDP sent no
-            // advert for a whole flood (which of the two did it was not isolated).
+            // before it must still be taken (this loop prefers in order). Taken earlier, with a
+            // MASTER reading its queue before each advert and before the clock check above, a
+            // MASTER without XDP sent no advert for a whole flood.
             r = receiver.recv(&mut buf), if events.is_none() => match r {
                 Ok(n) => agent.on_socket_packet(&mut coord, &receiver, &buf[..n]),
                 Err(error) => tracing::warn!(%error, "advert receive failed"),
@@ -1298,7 +1298,10 @@ impl Agent {
         let total = match receiver.drops() {
             Ok(n) => n,
             Err(error) => {
-                tracing::debug!(vhid = self.s.vhid, %error, "cannot read the advert socket's drop counter");
+                // Then lost adverts count as silence, as before the rule: said, not hidden.
+                if once_per_second(&mut self.last_drop_log) {
+                    tracing::warn!(vhid = self.s.vhid, %error, "cannot read the advert socket's drop counter: an overflow under a flood goes unseen");
+                }
                 return 0;
             }
         };
