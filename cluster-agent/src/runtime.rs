@@ -961,6 +961,13 @@ fn spawn_db(settings: DbSettings) -> std::io::Result<(DbLink, DbAnswers)> {
 }
 
 async fn run_op(db: &Db, op: DbOp, promote_timeout: Duration) -> DbOutcome {
+    // Only a promotion uses what a prepare step made ready; any other operation finds
+    // replication running and no opening lock held.
+    if !matches!(op, DbOp::Promote { .. } | DbOp::Resume)
+        && let Err(e) = db.unready().await
+    {
+        tracing::warn!(error = %e, op = op.name(), "undoing a prepare step before the next operation");
+    }
     match op {
         DbOp::Fence => DbOutcome::Fenced(db.fence().await.map(drop).map_err(|e| e.to_string())),
         DbOp::Follow { master } => DbOutcome::Followed(match db.follow(master.into()).await {
@@ -968,10 +975,16 @@ async fn run_op(db: &Db, op: DbOp, promote_timeout: Duration) -> DbOutcome {
             Err(crate::db::DbError::Errant { gtids, .. }) => Err(FollowError::Errant(gtids)),
             Err(e) => Err(FollowError::Failed(e.to_string())),
         }),
-        DbOp::Prepare { peers, fence } => {
-            let (own, peers) = db.prepare(&peers, PROBE_TIMEOUT, fence).await;
-            DbOutcome::Prepared { own, peers }
+        DbOp::Prepare {
+            peers,
+            fence,
+            ready_once_silent,
+        } => {
+            let ready = ready_once_silent.map(|m| (m, promote_timeout));
+            let (own, peers, ready) = db.prepare(&peers, PROBE_TIMEOUT, fence, ready).await;
+            DbOutcome::Prepared { own, peers, ready }
         }
+        DbOp::Resume => DbOutcome::Resumed(db.unready().await.map_err(|e| e.to_string())),
         DbOp::FencePeers { peers } => DbOutcome::PeersFenced(db.fence_peers(&peers).await),
         DbOp::CatchUp { from, target } => DbOutcome::CaughtUp(
             db.catch_up(from, &target, promote_timeout)

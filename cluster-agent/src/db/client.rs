@@ -277,6 +277,9 @@ pub struct Db {
     opened_locks: std::sync::Mutex<Option<(Vec<IpAddr>, Duration)>>,
     /// Host checks begun while a master's advert was overdue.
     early: cluster::EarlyChecks,
+    /// What a draining prepare step made ready for the promotion expected next (see
+    /// [`Db::prepare`]).
+    ready: std::sync::Mutex<Option<cluster::Ready>>,
 }
 
 impl Db {
@@ -293,6 +296,7 @@ impl Db {
             locks: cluster::Remote::default(),
             opened_locks: std::sync::Mutex::new(None),
             early: cluster::EarlyChecks::default(),
+            ready: std::sync::Mutex::new(None),
         }
     }
 
@@ -870,13 +874,18 @@ async fn drain_replication(s: &mut Session, timeout: Duration) -> Result<Drained
 /// After a promotion that did not open: stay the replica this node was, applying, and
 /// acknowledging after the receiver's next connection.
 async fn resume_replication(s: &mut Session) {
-    let f = s.flavour;
-    // Both threads: the receiver was ended, the applier stopped.
-    for stmt in [f.semi_sync_replica(true), f.start_replica()] {
-        if let Err(e) = exec(&mut s.conn, stmt).await {
-            tracing::warn!(error = %e, "resuming replication after a promotion that did not open");
-        }
+    if let Err(e) = restart_replication(s).await {
+        tracing::warn!(error = %e, "resuming replication after a promotion that did not open");
     }
+}
+
+/// Acknowledging on for the receiver's next connection, then both threads started (the
+/// receiver was ended, the applier stopped); both statements are tried.
+async fn restart_replication(s: &mut Session) -> Result<(), DbError> {
+    let f = s.flavour;
+    let ack = exec(&mut s.conn, f.semi_sync_replica(true)).await;
+    exec(&mut s.conn, f.start_replica()).await?;
+    ack
 }
 
 /// Applies what was received, stops the applier, and checks that nothing new arrived in

@@ -187,7 +187,20 @@ pub enum DbOp {
     Follow { master: Ipv4Addr },
     /// Report what every node holds; with `fence`, fence every reachable peer that is
     /// writable first (without, such a peer is reported writable).
-    Prepare { peers: Vec<Probe>, fence: bool },
+    ///
+    /// With `ready_once_silent` (the silent master this replica followed), meanwhile make the
+    /// local replica ready to open as [`DbOp::Promote`] would (stop receiving, apply what was
+    /// received, take the opening locks) but leave `read_only` on, once that master has left
+    /// the step's question unanswered for a moment (or at once if it is not asked): the step
+    /// then mostly waits for its host check, and the opening needs only its last checks. A
+    /// master whose server answers is not drained from: its writes go on being acknowledged.
+    /// What is made ready is kept for the next operation if it is a promotion, and undone by
+    /// any other ([`DbOp::Resume`] when nothing else follows).
+    Prepare {
+        peers: Vec<Probe>,
+        fence: bool,
+        ready_once_silent: Option<Ipv4Addr>,
+    },
     /// Replicate from `from` until `target` is applied.
     CatchUp { from: Ipv4Addr, target: Gtids },
     /// Fence these peers' databases: found writable while this node is the writer.
@@ -199,10 +212,13 @@ pub enum DbOp {
         target: Gtids,
         recheck: Vec<Ipv4Addr>,
     },
+    /// Undo what a prepare step made ready, if anything: release the opening locks, receive
+    /// and apply again. Asked for when that step did not lead to an opening or a catch-up.
+    Resume,
 }
 
 impl DbOp {
-    fn name(&self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             DbOp::Fence => "fence",
             DbOp::Follow { .. } => "follow",
@@ -210,6 +226,7 @@ impl DbOp {
             DbOp::CatchUp { .. } => "catch-up",
             DbOp::FencePeers { .. } => "fence-peers",
             DbOp::Promote { .. } => "promote",
+            DbOp::Resume => "resume",
         }
     }
 }
@@ -229,12 +246,16 @@ pub enum DbOutcome {
     Prepared {
         own: Result<Holdings, String>,
         peers: Vec<PeerReport>,
+        /// The instant each step of making ready returned (empty if nothing was made ready:
+        /// not asked, the master answered, or it failed, which is logged).
+        ready: Vec<(&'static str, Mono)>,
     },
     /// Holds what the source held, with the instant each step of the catch-up returned.
     CaughtUp(Result<Vec<(&'static str, Mono)>, String>),
     PeersFenced(Vec<(Ipv4Addr, Result<(), String>)>),
     /// Open for writes, with the instant each statement of the opening returned.
     Promoted(Result<Vec<(&'static str, Mono)>, String>),
+    Resumed(Result<(), String>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1160,7 +1181,15 @@ impl Coordinator {
             DbOutcome::PeersFenced(_) => "peers fenced",
             DbOutcome::Promoted(Ok(_)) => "open",
             DbOutcome::Promoted(Err(_)) => "open failed",
+            DbOutcome::Resumed(_) => "resumed",
         };
+        let readied = matches!(
+            op,
+            DbOp::Prepare {
+                ready_once_silent: Some(_),
+                ..
+            }
+        );
         match outcome {
             DbOutcome::Fenced(Ok(())) => {
                 if db.role == Role::Writable {
@@ -1208,70 +1237,87 @@ impl Coordinator {
                 db.last_error = Some(e);
                 db.retry_at = Some(now + retry);
             }
-            DbOutcome::Prepared { own, peers } => {
-                if state != State::Master || self.stopping {
-                    return;
-                }
-                let unfenced = matches!(op, DbOp::Prepare { fence: false, .. });
-                let writable = peers
-                    .iter()
-                    .any(|p| p.result.as_ref().is_ok_and(|p| p.writable));
-                if unfenced && writable {
-                    let at = db.fence_from.unwrap_or(now).max(now);
-                    tracing::warn!(
-                        wait_ms = at.saturating_since(now).as_millis() as u64,
-                        "a peer's database is still writable: fencing it unless its master's adverts end this mastership first"
-                    );
-                    db.retry_at = Some(at);
-                    return;
-                }
-                let decision = match own {
-                    Err(e) => {
-                        db.current.local_lost(&e);
-                        Decision::Refuse(format!("local database: {e}"))
+            DbOutcome::Prepared { own, peers, ready } => {
+                if let Some(t) = self.takeover.as_mut() {
+                    for &(name, at) in &ready {
+                        t.step(format!("prepare: {name}"), at);
                     }
-                    Ok(own) => plan::decide(
-                        &own,
-                        &peers,
-                        &plan::Context {
-                            followed: db.current.master(),
-                            current: db.current.verdict(),
-                            clients: db.current.clients(),
-                            zombie: db.current.zombie() || db.took_over_live,
-                            forced: db.forced,
-                            failed_sources: db.failed_sources.clone(),
-                        },
-                    ),
+                }
+                let go_on = 'prepared: {
+                    if state != State::Master || self.stopping {
+                        break 'prepared false;
+                    }
+                    let unfenced = matches!(op, DbOp::Prepare { fence: false, .. });
+                    let writable = peers
+                        .iter()
+                        .any(|p| p.result.as_ref().is_ok_and(|p| p.writable));
+                    if unfenced && writable {
+                        let at = db.fence_from.unwrap_or(now).max(now);
+                        tracing::warn!(
+                            wait_ms = at.saturating_since(now).as_millis() as u64,
+                            "a peer's database is still writable: fencing it unless its master's adverts end this mastership first"
+                        );
+                        db.retry_at = Some(at);
+                        break 'prepared false;
+                    }
+                    let decision = match own {
+                        Err(e) => {
+                            db.current.local_lost(&e);
+                            Decision::Refuse(format!("local database: {e}"))
+                        }
+                        Ok(own) => plan::decide(
+                            &own,
+                            &peers,
+                            &plan::Context {
+                                followed: db.current.master(),
+                                current: db.current.verdict(),
+                                clients: db.current.clients(),
+                                zombie: db.current.zombie() || db.took_over_live,
+                                forced: db.forced,
+                                failed_sources: db.failed_sources.clone(),
+                            },
+                        ),
+                    };
+                    let recheck: Vec<Ipv4Addr> = peers
+                        .iter()
+                        .filter(|p| p.result.is_ok())
+                        .map(|p| p.addr)
+                        .collect();
+                    db.reached = recheck.clone();
+                    match decision {
+                        Decision::Promote { target } => {
+                            if let Err(why) = lease_gate(&self.lease, now) {
+                                wait_for_lease(db, why);
+                                break 'prepared false;
+                            }
+                            db.op = Some(DbOp::Promote { target, recheck });
+                        }
+                        Decision::CatchUp { from, target } => {
+                            tracing::info!(%from, target = %target, "catching up before opening the database");
+                            db.op = Some(DbOp::CatchUp { from, target });
+                        }
+                        Decision::Refuse(why) => {
+                            if db.refused.as_deref() != Some(why.as_str()) {
+                                tracing::error!(reason = %why, "MASTER, but not opening the database for writes; waiting for the data or for `cluster-agent db promote --force`");
+                                db.refusals += 1;
+                            }
+                            db.refused = Some(why);
+                            db.retry_at = Some(now + retry);
+                        }
+                    }
+                    if let Some(op) = db.op.clone() {
+                        self.effects.push_back(Effect::Db(op));
+                    }
+                    true
                 };
-                let recheck: Vec<Ipv4Addr> = peers
-                    .iter()
-                    .filter(|p| p.result.is_ok())
-                    .map(|p| p.addr)
-                    .collect();
-                db.reached = recheck.clone();
-                match decision {
-                    Decision::Promote { target } => {
-                        if let Err(why) = lease_gate(&self.lease, now) {
-                            wait_for_lease(db, why);
-                            return;
-                        }
-                        db.op = Some(DbOp::Promote { target, recheck });
-                    }
-                    Decision::CatchUp { from, target } => {
-                        tracing::info!(%from, target = %target, "catching up before opening the database");
-                        db.op = Some(DbOp::CatchUp { from, target });
-                    }
-                    Decision::Refuse(why) => {
-                        if db.refused.as_deref() != Some(why.as_str()) {
-                            tracing::error!(reason = %why, "MASTER, but not opening the database for writes; waiting for the data or for `cluster-agent db promote --force`");
-                            db.refusals += 1;
-                        }
-                        db.refused = Some(why);
-                        db.retry_at = Some(now + retry);
-                    }
+                // Made ready for an opening that is not coming next: undone at once, so that
+                // a replica that did not open receives and acknowledges again.
+                if readied && db.op.is_none() {
+                    db.op = Some(DbOp::Resume);
+                    self.effects.push_back(Effect::Db(DbOp::Resume));
                 }
-                if let Some(op) = db.op.clone() {
-                    self.effects.push_back(Effect::Db(op));
+                if !go_on {
+                    return;
                 }
             }
             DbOutcome::CaughtUp(r) => {
@@ -1338,6 +1384,14 @@ impl Coordinator {
                 db.refused = None;
                 db.forced = false;
                 db.last_error = None;
+            }
+            DbOutcome::Resumed(Ok(())) => {}
+            DbOutcome::Resumed(Err(e)) => {
+                tracing::error!(error = %e, "resuming replication after a prepare that did not open failed; following the master anew");
+                if matches!(db.role, Role::Replica(_)) {
+                    db.role = Role::Fenced;
+                }
+                db.last_error = Some(e);
             }
             DbOutcome::Promoted(Err(e)) => {
                 tracing::error!(error = %e, "database not promoted; retrying");
@@ -1807,7 +1861,17 @@ impl Coordinator {
                     peers.sort_by_key(|p| p.addr);
                     peers.dedup_by_key(|p| p.addr);
                     let fence = db.fence_from.is_none_or(|t| now >= t);
-                    Some(DbOp::Prepare { peers, fence })
+                    // Only a replica has anything to drain, and only a plain takeover of a
+                    // silent master is likely to open right after the step.
+                    let ready_once_silent = match db.role {
+                        Role::Replica(m) if plain => Some(m),
+                        _ => None,
+                    };
+                    Some(DbOp::Prepare {
+                        peers,
+                        fence,
+                        ready_once_silent,
+                    })
                 }
             }
         };

@@ -872,7 +872,21 @@ impl Sim {
             }
         }
         match &op {
-            DbOp::Prepare { peers, .. } => {
+            DbOp::Prepare {
+                peers,
+                ready_once_silent,
+                ..
+            } => {
+                // Receiving stops early in the step if the master does not answer, as the
+                // agent's drain does then.
+                let silent = ready_once_silent.is_some_and(|m| {
+                    self.index_of(m)
+                        .is_none_or(|j| !(self.linked(i, j) && self.nodes[j].server.accepts_work()))
+                });
+                if silent && self.nodes[i].server.accepts_work() {
+                    self.log(|| format!("n{i} drains while it prepares"));
+                    self.stop_io(i);
+                }
                 let slow = peers.iter().any(|p| {
                     !p.skip
                         && self.index_of(p.addr).is_none_or(|j| {
@@ -969,7 +983,7 @@ impl Sim {
                 };
                 Some(DbOutcome::Followed(r))
             }
-            DbOp::Prepare { peers, fence } => {
+            DbOp::Prepare { peers, fence, .. } => {
                 let own = match local_err {
                     Some(e) => Err(e),
                     None => Ok(self.holdings(i)),
@@ -1008,8 +1022,21 @@ impl Sim {
                 Some(DbOutcome::Prepared {
                     own,
                     peers: reports,
+                    ready: Vec::new(),
                 })
             }
+            DbOp::Resume => Some(DbOutcome::Resumed(match local_err {
+                Some(e) => Err(e),
+                None => {
+                    let s = &mut self.nodes[i].server;
+                    if s.source.is_some() && !s.io {
+                        s.io = true;
+                        s.sql = true;
+                        self.reconcile();
+                    }
+                    Ok(())
+                }
+            })),
             DbOp::FencePeers { peers } => {
                 let mut results = Vec::new();
                 for addr in peers {

@@ -119,6 +119,7 @@ impl T {
                 addr: B,
                 result: Err(Fault::Other("timed out".into())),
             }],
+            ready: Vec::new(),
         });
     }
 
@@ -251,7 +252,9 @@ fn a_returning_preferred_node_does_not_preempt_before_it_is_current() {
                 checked_since: None
             }],
             // Preempted, not silent: no settle time.
-            fence: true
+            fence: true,
+            // Nor anything made ready ahead: the old master may still take writes.
+            ready_once_silent: None
         })
     );
     assert!(
@@ -333,11 +336,21 @@ fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
     // The master dies; this node wins the election and must refuse to open.
     t.advance(Duration::from_secs(5));
     assert_eq!(t.c.state(), State::Master);
-    let Some(DbOp::Prepare { peers, .. }) = t.pending_op() else {
-        panic!("no prepare step: {:?}", t.pending_op())
+    // A replica taking over from its silent master is made ready to open while it prepares.
+    let Some(DbOp::Prepare {
+        peers,
+        ready_once_silent: Some(B),
+        ..
+    }) = t.pending_op()
+    else {
+        panic!("no prepare step making ready: {:?}", t.pending_op())
     };
     assert_eq!(peers.len(), 1);
     t.prepared_holding_all_but_b("0-2-20");
+    // Refused: what the step made ready is undone at once, so the replica receives again.
+    assert_eq!(t.pending_op(), Some(DbOp::Resume));
+    t.db_done(DbOutcome::Resumed(Ok(())));
+    assert_eq!(t.pending_op(), None);
     let v = t.c.db_view().unwrap();
     assert!(v.refused.is_some(), "{v:?}");
     assert_ne!(v.role, "master");
@@ -382,8 +395,13 @@ fn a_current_replica_promotes_after_the_master_dies() {
         replica_of(B, "0-2-25"),
     );
     power_failure_of_b(&mut t, "0-2-25");
-    let Some(DbOp::Prepare { peers, .. }) = t.pending_op() else {
-        panic!("no prepare step")
+    let Some(DbOp::Prepare {
+        peers,
+        ready_once_silent: Some(B),
+        ..
+    }) = t.pending_op()
+    else {
+        panic!("no prepare step making ready: {:?}", t.pending_op())
     };
     assert!(peers[0].skip, "a master silent for 2 s is not waited for");
     t.db_done(DbOutcome::Prepared {
@@ -395,6 +413,7 @@ fn a_current_replica_promotes_after_the_master_dies() {
             addr: B,
             result: Err(Fault::Other("skipped".into())),
         }],
+        ready: vec![("applier stopped", t.now)],
     });
     assert_eq!(
         t.pending_op(),
@@ -418,7 +437,14 @@ fn a_current_replica_promotes_after_the_master_dies() {
     let names: Vec<&str> = took.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["prepared", "open: read_only off", "open", "vip", "garp"]
+        [
+            "prepare: applier stopped",
+            "prepared",
+            "open: read_only off",
+            "open",
+            "vip",
+            "garp"
+        ]
     );
     assert!(took.complete);
     assert_eq!(
@@ -787,6 +813,7 @@ fn a_master_that_cannot_add_the_vip_hands_over() {
     t.db_done(DbOutcome::Prepared {
         own: Ok(Holdings::default()),
         peers: vec![],
+        ready: Vec::new(),
     });
     t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
     for _ in 0..3 {
@@ -849,6 +876,7 @@ fn writable_master(skew: u8, peers: &[Ipv4Addr]) -> T {
                 }),
             })
             .collect(),
+        ready: Vec::new(),
     });
     t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
     assert!(t.c.writable());
@@ -908,6 +936,7 @@ fn a_writer_that_finds_a_history_it_lacks_stops_and_compares() {
                 writable: false,
             }),
         }],
+        ready: Vec::new(),
     });
     assert!(!t.c.writable());
     let view = t.c.db_view().unwrap();
@@ -964,6 +993,7 @@ fn semi_sync_fallback_on_the_master_is_counted() {
     t.db_done(DbOutcome::Prepared {
         own: Ok(Holdings::default()),
         peers: vec![],
+        ready: Vec::new(),
     });
     t.db_done(DbOutcome::Promoted(Ok(Vec::new())));
     let local = |on| LocalDb {
@@ -1015,12 +1045,15 @@ fn took_over_from_a_silent_writable_master() -> T {
                 writable: true,
             }),
         }],
+        ready: Vec::new(),
     });
     assert_eq!(
         t.pending_op(),
-        None,
-        "nothing decided while the peer may be alive"
+        Some(DbOp::Resume),
+        "nothing decided while the peer may be alive: replication resumes"
     );
+    t.db_done(DbOutcome::Resumed(Ok(())));
+    assert_eq!(t.pending_op(), None);
     t
 }
 
@@ -1080,6 +1113,7 @@ fn prepared_clean(t: &mut T) {
                 writable: false,
             }),
         }],
+        ready: Vec::new(),
     });
 }
 
@@ -1451,6 +1485,7 @@ fn quorum_takeover_after_waiting(outage: Option<Fault>) -> T {
             addr: B,
             result: Err(Fault::Other("timed out".into())),
         }],
+        ready: Vec::new(),
     });
     t
 }

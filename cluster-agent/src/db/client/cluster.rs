@@ -75,6 +75,17 @@ impl EarlyChecks {
     }
 }
 
+/// What a draining prepare step made ready (see [`DbOp::Prepare`]): replication drained on
+/// this server and the opening lock held where `locked` says, `read_only` still on.
+///
+/// [`DbOp::Prepare`]: crate::failover::DbOp::Prepare
+pub(super) struct Ready {
+    drained: super::Drained,
+    locked: Vec<IpAddr>,
+    /// The bound for releasing each lock.
+    limit: Duration,
+}
+
 /// Whether the error means nothing listens at the address: the server is not running.
 pub fn fault(e: &DbError) -> Fault {
     let refused = match e {
@@ -113,13 +124,10 @@ pub(super) enum HostCheck {
 const OPENING_LOCK: &str = "cluster_agent_opening";
 const OPENING_LOCK_WAIT: Duration = Duration::from_secs(1);
 
-/// True if this session now holds the opening lock, false if another kept it for
-/// [`OPENING_LOCK_WAIT`].
-async fn take_opening_lock(s: &mut Session) -> Result<bool, DbError> {
-    let stmt = format!(
-        "SELECT GET_LOCK('{OPENING_LOCK}', {})",
-        OPENING_LOCK_WAIT.as_secs()
-    );
+/// True if this session now holds the opening lock, false if another kept it for `wait`
+/// (whole seconds).
+async fn take_opening_lock(s: &mut Session, wait: Duration) -> Result<bool, DbError> {
+    let stmt = format!("SELECT GET_LOCK('{OPENING_LOCK}', {})", wait.as_secs());
     match scalar(&mut s.conn, &stmt).await?.as_deref() {
         Some("1") => Ok(true),
         Some("0") => Ok(false),
@@ -501,15 +509,29 @@ impl Db {
     /// `fence`), then reports what each peer and this node hold. Peers are asked in parallel,
     /// each within `probe_timeout` (plus the fence's own bound when one is needed): a
     /// promotion should not wait long on a dead node.
+    ///
+    /// With `ready` (a master and the promotion's bound), this server is meanwhile made ready
+    /// to open (see [`Db::make_ready`]) before its holdings are read, once that master has
+    /// left its question unanswered for [`HOST_CHECK_AFTER`] (at once if it is skipped, never
+    /// if it answers or is not among `peers`); the steps of that are returned.
     pub async fn prepare(
         &self,
         peers: &[Probe],
         probe_timeout: Duration,
         fence: bool,
-    ) -> (Result<Holdings, String>, Vec<PeerReport>) {
+        ready: Option<(Ipv4Addr, Duration)>,
+    ) -> (
+        Result<Holdings, String>,
+        Vec<PeerReport>,
+        Vec<(&'static str, Mono)>,
+    ) {
         let (admin, repl) = (self.cfg.admin_user.clone(), self.cfg.repl_user.clone());
+        // Whether the master named in `ready` has answered (or failed to) yet.
+        let (answered_tx, mut answered) = tokio::sync::watch::channel(false);
+        let master = ready.and_then(|(m, _)| peers.iter().find(|p| p.addr == m));
         let asks = peers.iter().map(|p| {
             let (admin, repl) = (admin.clone(), repl.clone());
+            let answered_tx = &answered_tx;
             async move {
                 if p.skip {
                     return PeerReport {
@@ -534,6 +556,9 @@ impl Db {
                 let reach = self
                     .or_host_silent(p.addr, p.checked_since, once_more_if_cut(p.addr, reach))
                     .await;
+                if master.is_some_and(|m| m.addr == p.addr) {
+                    answered_tx.send_replace(true);
+                }
                 let res = match reach {
                     Err(e) => Err(e),
                     Ok((true, holdings)) => Ok(PeerState {
@@ -583,6 +608,25 @@ impl Db {
             }
         });
         let own = async {
+            let silent = async {
+                match master {
+                    Some(m) if !m.skip => {
+                        tokio::select! {
+                            biased;
+                            _ = answered.wait_for(|&a| a) => false,
+                            () = timer::sleep(HOST_CHECK_AFTER) => true,
+                        }
+                    }
+                    Some(_) => true,
+                    None => false,
+                }
+            };
+            let steps = match ready {
+                Some((_, timeout)) if silent.await => {
+                    self.make_ready(peers, probe_timeout, timeout).await
+                }
+                _ => Vec::new(),
+            };
             let mut g = self.ops.lock().await;
             let res = async {
                 let s = self.session(&mut g).await?;
@@ -592,10 +636,126 @@ impl Db {
             if res.is_err() {
                 *g = None;
             }
-            res.map_err(|e| e.to_string())
+            (res.map_err(|e| e.to_string()), steps)
         };
-        let (own, peers) = tokio::join!(own, futures::future::join_all(asks));
-        (own, peers)
+        let ((own, steps), peers) = tokio::join!(own, futures::future::join_all(asks));
+        (own, peers, steps)
+    }
+
+    fn ready_slot(&self) -> std::sync::MutexGuard<'_, Option<Ready>> {
+        self.ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Drains replication and takes the opening lock here and on every peer of `peers` that
+    /// answers, as a promotion would, leaving `read_only` on; kept for [`Db::promote_covering`]
+    /// until [`Db::unready`]. A prepare step mostly waits for a silent master's host check,
+    /// and the promotion that usually follows then has only its last checks left.
+    ///
+    /// Nothing here can make a second writer: the server stays read-only, and the lock only
+    /// makes another node that opens meanwhile wait. What changes is that this replica stops
+    /// acknowledging a few milliseconds sooner; a master that turns out alive loses no write
+    /// by it (it waits for an acknowledgement, or another replica gives one, which the
+    /// recheck before opening then finds), and replication resumes as soon as the step has
+    /// not led to an opening. Returns the steps' instants; empty if it failed (logged), in
+    /// which case the promotion drains as usual.
+    async fn make_ready(
+        &self,
+        peers: &[Probe],
+        probe_timeout: Duration,
+        timeout: Duration,
+    ) -> Vec<(&'static str, Mono)> {
+        // Not the silent master being checked: a promotion locks only peers that answered
+        // its prepare step, and one that did not is passed over. If it answers after all, the
+        // promotion takes the locks again, in order.
+        let lock_peers: Vec<Ipv4Addr> = peers
+            .iter()
+            .filter(|p| !p.skip && p.checked_since.is_none())
+            .map(|p| p.addr)
+            .collect();
+        let mut locked = Vec::new();
+        let res = self
+            .with_ops(
+                "drain replication",
+                timeout + self.cfg.op_timeout,
+                async |s| {
+                    let (drained, lock) =
+                        tokio::join!(super::drain_replication(s, timeout), async {
+                            // Not waited for where another node holds it: that node is
+                            // opening, and a promotion that follows waits for it instead.
+                            let r = self
+                                .lock_for_opening(
+                                    &lock_peers,
+                                    probe_timeout,
+                                    Duration::ZERO,
+                                    &mut locked,
+                                )
+                                .await;
+                            r.map(|()| Mono::now())
+                        });
+                    match (drained, lock) {
+                        (Err(e), _) => Err(e),
+                        (Ok(d), Err(e)) => {
+                            if d.was_replica {
+                                super::resume_replication(s).await;
+                            }
+                            Err(e)
+                        }
+                        (Ok(mut d), Ok(at)) => {
+                            d.steps.push(("opening locked", at));
+                            d.steps.sort_by_key(|&(_, at)| at);
+                            Ok(d)
+                        }
+                    }
+                },
+            )
+            .await;
+        match res {
+            Ok(drained) => {
+                let steps = drained.steps.clone();
+                *self.ready_slot() = Some(Ready {
+                    drained,
+                    locked,
+                    limit: probe_timeout,
+                });
+                steps
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make the database ready to open during the prepare step; a promotion drains it then");
+                if matches!(e, DbError::Timeout { .. }) {
+                    // Cut short mid-way: the locks' sessions go, and replication resumes on a
+                    // fresh session.
+                    self.locks.clear();
+                    let _ = self
+                        .with_ops("resume replication", self.cfg.op_timeout, async |s| {
+                            super::resume_replication(s).await;
+                            Ok(())
+                        })
+                        .await;
+                } else {
+                    self.unlock_after_opening(&locked, probe_timeout).await;
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Undoes what [`Db::make_ready`] left, if anything: the opening locks are released and
+    /// replication resumes. Called before every operation but a promotion.
+    pub async fn unready(&self) -> Result<(), DbError> {
+        let Some(ready) = self.ready_slot().take() else {
+            return Ok(());
+        };
+        self.unlock_after_opening(&ready.locked, ready.limit).await;
+        if !ready.drained.was_replica {
+            return Ok(());
+        }
+        tracing::info!("the prepare step did not lead to an opening: replicating again");
+        self.with_ops("resume replication", self.cfg.op_timeout, async |s| {
+            super::restart_replication(s).await
+        })
+        .await
     }
 
     /// The last look before opening: what each of `peers` that answers within `limit` holds
@@ -799,10 +959,13 @@ impl Db {
     /// writable and it does not open. The same address order on every node leaves no
     /// deadlock. A peer that does not answer is passed over, as the recheck passes it over;
     /// this server must answer.
+    ///
+    /// Each lock is waited for at most `wait` where another node holds it.
     async fn lock_for_opening(
         &self,
         peers: &[Ipv4Addr],
         limit: Duration,
+        wait: Duration,
         locked: &mut Vec<IpAddr>,
     ) -> Result<(), DbError> {
         let mut all: Vec<IpAddr> = peers.iter().map(|&p| IpAddr::V4(p)).collect();
@@ -814,9 +977,9 @@ impl Db {
                 self.with_remote(
                     &self.locks,
                     addr,
-                    limit + OPENING_LOCK_WAIT,
+                    limit + wait,
                     "take the opening lock",
-                    async |ls| take_opening_lock(ls).await,
+                    async |ls| take_opening_lock(ls, wait).await,
                 )
             };
             let attempt = once_more_if_cut(addr, ask);
@@ -940,14 +1103,45 @@ impl Db {
         let target = target.clone();
         let res = self
             .with_ops("promote", limit, async |s| {
-                // The locks are taken while replication drains: neither waits for the other.
+                // Taken here: if no session can be had, it is left for `unready`.
+                let ready = self.ready_slot().take();
                 let mut locked = Vec::new();
-                let (drained, lock) = tokio::join!(super::drain_replication(s, timeout), async {
-                    let r = self
-                        .lock_for_opening(recheck, probe_timeout, &mut locked)
-                        .await;
-                    r.map(|()| Mono::now())
-                });
+                let (drained, lock) = match ready {
+                    // Made ready by the prepare step: its steps were reported with it.
+                    Some(mut r) if recheck.iter().all(|&p| r.locked.contains(&IpAddr::V4(p))) => {
+                        locked = r.locked;
+                        r.drained.steps.clear();
+                        (Ok(r.drained), Ok(None))
+                    }
+                    Some(mut r) => {
+                        // A peer answered the prepare but not the lock: locked again, in
+                        // order.
+                        self.unlock_after_opening(&r.locked, r.limit).await;
+                        r.drained.steps.clear();
+                        let lock = self
+                            .lock_for_opening(
+                                recheck,
+                                probe_timeout,
+                                OPENING_LOCK_WAIT,
+                                &mut locked,
+                            )
+                            .await;
+                        (Ok(r.drained), lock.map(|()| Some(Mono::now())))
+                    }
+                    // The locks are taken while replication drains: neither waits for the
+                    // other.
+                    None => tokio::join!(super::drain_replication(s, timeout), async {
+                        let r = self
+                            .lock_for_opening(
+                                recheck,
+                                probe_timeout,
+                                OPENING_LOCK_WAIT,
+                                &mut locked,
+                            )
+                            .await;
+                        r.map(|()| Some(Mono::now()))
+                    }),
+                };
                 let res = match (drained, lock) {
                     (Err(e), _) => Err(e),
                     (Ok(drained), Err(e)) => {
@@ -957,8 +1151,10 @@ impl Db {
                         Err(e)
                     }
                     (Ok(mut drained), Ok(locked_at)) => {
-                        drained.steps.push(("opening locked", locked_at));
-                        drained.steps.sort_by_key(|&(_, at)| at);
+                        if let Some(at) = locked_at {
+                            drained.steps.push(("opening locked", at));
+                            drained.steps.sort_by_key(|&(_, at)| at);
+                        }
                         match self
                             .check_before_opening(s, &target, recheck, probe_timeout)
                             .await
