@@ -190,10 +190,10 @@ pub enum DbOp {
     ///
     /// With `ready_once_silent` (the silent master this replica followed), meanwhile make the
     /// local replica ready to open as [`DbOp::Promote`] would (stop receiving, apply what was
-    /// received, take the opening locks) but leave `read_only` on, once that master has left
-    /// the step's question unanswered for a moment (or at once if it is not asked): the step
-    /// then mostly waits for its host check, and the opening needs only its last checks. A
-    /// master whose server answers is not drained from: its writes go on being acknowledged.
+    /// received, take the opening locks) but leave `read_only` on, if the step is still waiting
+    /// for a peer after a moment: it then mostly waits for a host check, and the opening needs
+    /// only its last checks. A master whose server answers is not drained from (its writes go
+    /// on being acknowledged), and a step that ends sooner has no wait to fill.
     /// What is made ready is kept for the next operation if it is a promotion, and undone by
     /// any other ([`DbOp::Resume`] when nothing else follows).
     Prepare {
@@ -1183,13 +1183,7 @@ impl Coordinator {
             DbOutcome::Promoted(Err(_)) => "open failed",
             DbOutcome::Resumed(_) => "resumed",
         };
-        let readied = matches!(
-            op,
-            DbOp::Prepare {
-                ready_once_silent: Some(_),
-                ..
-            }
-        );
+        let readied = matches!(&outcome, DbOutcome::Prepared { ready, .. } if !ready.is_empty());
         match outcome {
             DbOutcome::Fenced(Ok(())) => {
                 if db.role == Role::Writable {

@@ -877,22 +877,20 @@ impl Sim {
                 ready_once_silent,
                 ..
             } => {
-                // Receiving stops early in the step if the master does not answer, as the
-                // agent's drain does then.
+                let unanswered = |sim: &Sim, addr: Ipv4Addr| {
+                    sim.index_of(addr)
+                        .is_none_or(|j| !(sim.linked(i, j) && sim.nodes[j].server.accepts_work()))
+                };
+                let slow = peers.iter().any(|p| !p.skip && unanswered(self, p.addr));
+                // Receiving stops early in a step that waits for a peer, unless the master
+                // answers, as the agent's drain does then.
                 let silent = ready_once_silent.is_some_and(|m| {
-                    self.index_of(m)
-                        .is_none_or(|j| !(self.linked(i, j) && self.nodes[j].server.accepts_work()))
+                    slow && (unanswered(self, m) || peers.iter().any(|p| p.addr == m && p.skip))
                 });
                 if silent && self.nodes[i].server.accepts_work() {
                     self.log(|| format!("n{i} drains while it prepares"));
                     self.stop_io(i);
                 }
-                let slow = peers.iter().any(|p| {
-                    !p.skip
-                        && self.index_of(p.addr).is_none_or(|j| {
-                            !(self.linked(i, j) && self.nodes[j].server.accepts_work())
-                        })
-                });
                 if slow {
                     latency += PROBE_TIMEOUT;
                 }

@@ -204,29 +204,6 @@ fn a_stale_replica_is_not_promoted_after_a_semi_sync_fallback() -> Result<()> {
             "node1 refuses: {:?}",
             st.database.as_ref().and_then(|d| d.refused.clone())
         );
-        // Its master silent, node1 drained while it prepared, ready to open at once; refused,
-        // it must not stay drained: it applies again and tries to receive again (its master
-        // is off), with acknowledgements on, as the replica it still is.
-        let took = st.last_takeover;
-        ensure!(
-            took.as_ref()
-                .is_some_and(|t| t.steps.iter().any(|s| s.name == "prepare: applier stopped")),
-            "node1 was not made ready while it prepared: {took:?}"
-        );
-        wait_until(FAILOVER, "node1 replicating again", || {
-            let st = c.server(1).slave_status()?;
-            let ack = c.server(1).scalar("SELECT @@rpl_semi_sync_slave_enabled")?;
-            Ok(
-                st.get("Slave_SQL_Running").map(String::as_str) == Some("Yes")
-                    && st.get("Slave_IO_Running").map(String::as_str) != Some("No")
-                    && ack.as_deref() == Some("1"),
-            )
-        })?;
-        ensure!(
-            c.agent_log(1)?
-                .contains("the prepare step did not lead to an opening: replicating again"),
-            "node1 did not say that it replicates again"
-        );
         hold_for(Duration::from_secs(3), "node1 stays read-only", || {
             read_only(&c, 1)
         })?;
@@ -244,8 +221,9 @@ fn a_stale_replica_is_not_promoted_after_a_semi_sync_fallback() -> Result<()> {
 
 /// Item 4. Three nodes, both replicas semi-sync: the master and one replica lose power
 /// together. The remaining replica wins but cannot know whether the other acknowledged
-/// writes it lacks: it refuses, naming that node. When that node returns, it catches up from
-/// it if needed and opens with every acknowledged write.
+/// writes it lacks: it refuses, naming that node. It drained while it prepared (its master
+/// silent), so it must replicate again at once, acknowledgements on. When that node returns,
+/// it catches up from it if needed and opens with every acknowledged write.
 #[test]
 fn with_three_nodes_a_replica_waits_for_the_one_that_may_hold_more() -> Result<()> {
     netns_test(|| {
@@ -268,6 +246,29 @@ fn with_three_nodes_a_replica_waits_for_the_one_that_may_hold_more() -> Result<(
         eprintln!(
             "node1 refuses: {:?}",
             st.database.as_ref().and_then(|d| d.refused.clone())
+        );
+        // Its master silent, node1 drained while it prepared, ready to open at once; refused,
+        // it must not stay drained: it applies again and tries to receive again (its master
+        // is off), with acknowledgements on, as the replica it still is.
+        let took = st.last_takeover;
+        ensure!(
+            took.as_ref()
+                .is_some_and(|t| t.steps.iter().any(|s| s.name == "prepare: applier stopped")),
+            "node1 was not made ready while it prepared: {took:?}"
+        );
+        wait_until(FAILOVER, "node1 replicating again", || {
+            let st = c.server(1).slave_status()?;
+            let ack = c.server(1).scalar("SELECT @@rpl_semi_sync_slave_enabled")?;
+            Ok(
+                st.get("Slave_SQL_Running").map(String::as_str) == Some("Yes")
+                    && st.get("Slave_IO_Running").map(String::as_str) != Some("No")
+                    && ack.as_deref() == Some("1"),
+            )
+        })?;
+        ensure!(
+            c.agent_log(1)?
+                .contains("the prepare step did not lead to an opening: replicating again"),
+            "node1 did not say that it replicates again"
         );
         hold_for(Duration::from_secs(2), "node1 stays read-only", || {
             read_only(&c, 1)

@@ -511,9 +511,10 @@ impl Db {
     /// promotion should not wait long on a dead node.
     ///
     /// With `ready` (a master and the promotion's bound), this server is meanwhile made ready
-    /// to open (see [`Db::make_ready`]) before its holdings are read, once that master has
-    /// left its question unanswered for [`HOST_CHECK_AFTER`] (at once if it is skipped, never
-    /// if it answers or is not among `peers`); the steps of that are returned.
+    /// to open (see [`Db::make_ready`]) before its holdings are read, if the step is still
+    /// waiting for a peer after [`HOST_CHECK_AFTER`] and that master's server has not answered
+    /// (a step that ends sooner has no wait to fill, and a master that answers is alive);
+    /// the steps of that are returned.
     pub async fn prepare(
         &self,
         peers: &[Probe],
@@ -526,13 +527,14 @@ impl Db {
         Vec<(&'static str, Mono)>,
     ) {
         let (admin, repl) = (self.cfg.admin_user.clone(), self.cfg.repl_user.clone());
-        // Whether the master named in `ready` has answered (or failed to) yet.
-        let (answered_tx, mut answered) = tokio::sync::watch::channel(false);
-        let master = ready.and_then(|(m, _)| peers.iter().find(|p| p.addr == m));
+        // How many peers have been reported, and whether the master named in `ready` answered.
+        let (done_tx, mut done) = tokio::sync::watch::channel((0usize, false));
+        let master = ready.map(|(m, _)| m);
         let asks = peers.iter().map(|p| {
             let (admin, repl) = (admin.clone(), repl.clone());
-            let answered_tx = &answered_tx;
+            let done_tx = &done_tx;
             async move {
+                let report = async {
                 if p.skip {
                     return PeerReport {
                         addr: p.addr,
@@ -556,8 +558,8 @@ impl Db {
                 let reach = self
                     .or_host_silent(p.addr, p.checked_since, once_more_if_cut(p.addr, reach))
                     .await;
-                if master.is_some_and(|m| m.addr == p.addr) {
-                    answered_tx.send_replace(true);
+                if master == Some(p.addr) && reach.is_ok() {
+                    done_tx.send_modify(|(_, alive)| *alive = true);
                 }
                 let res = match reach {
                     Err(e) => Err(e),
@@ -605,24 +607,22 @@ impl Db {
                     addr: p.addr,
                     result,
                 }
+                }
+                .await;
+                done_tx.send_modify(|(n, _)| *n += 1);
+                report
             }
         });
         let own = async {
-            let silent = async {
-                match master {
-                    Some(m) if !m.skip => {
-                        tokio::select! {
-                            biased;
-                            _ = answered.wait_for(|&a| a) => false,
-                            () = timer::sleep(HOST_CHECK_AFTER) => true,
-                        }
-                    }
-                    Some(_) => true,
-                    None => false,
+            let waiting = async {
+                tokio::select! {
+                    biased;
+                    _ = done.wait_for(|&(n, alive)| alive || n == peers.len()) => false,
+                    () = timer::sleep(HOST_CHECK_AFTER) => true,
                 }
             };
             let steps = match ready {
-                Some((_, timeout)) if silent.await => {
+                Some((_, timeout)) if waiting.await => {
                     self.make_ready(peers, probe_timeout, timeout).await
                 }
                 _ => Vec::new(),
