@@ -387,6 +387,28 @@ fn recheck_verdict(peers: &[(Ipv4Addr, bool, Holdings)], held: &Gtids) -> Option
     })
 }
 
+/// A drained replica with the opening lock taken at the instant `lock` says, or, if it was
+/// not, replicating again.
+async fn locked_or_resume(
+    s: &mut Session,
+    mut drained: super::Drained,
+    lock: Result<Mono, DbError>,
+) -> Result<super::Drained, DbError> {
+    match lock {
+        Ok(at) => {
+            drained.steps.push(("opening locked", at));
+            drained.steps.sort_by_key(|&(_, at)| at);
+            Ok(drained)
+        }
+        Err(e) => {
+            if drained.was_replica {
+                super::resume_replication(s).await;
+            }
+            Err(e)
+        }
+    }
+}
+
 impl Db {
     /// Runs `op` on the kept session to `addr` within `limit`, dropping the session if it
     /// fails (its state is unknown afterwards).
@@ -680,34 +702,16 @@ impl Db {
                 "drain replication",
                 timeout + self.cfg.op_timeout,
                 async |s| {
-                    let (drained, lock) =
-                        tokio::join!(super::drain_replication(s, timeout), async {
-                            // Not waited for where another node holds it: that node is
-                            // opening, and a promotion that follows waits for it instead.
-                            let r = self
-                                .lock_for_opening(
-                                    &lock_peers,
-                                    probe_timeout,
-                                    Duration::ZERO,
-                                    &mut locked,
-                                )
-                                .await;
-                            r.map(|()| Mono::now())
-                        });
-                    match (drained, lock) {
-                        (Err(e), _) => Err(e),
-                        (Ok(d), Err(e)) => {
-                            if d.was_replica {
-                                super::resume_replication(s).await;
-                            }
-                            Err(e)
-                        }
-                        (Ok(mut d), Ok(at)) => {
-                            d.steps.push(("opening locked", at));
-                            d.steps.sort_by_key(|&(_, at)| at);
-                            Ok(d)
-                        }
-                    }
+                    // Not waited for where another node holds it: that node is opening, and a
+                    // promotion that follows waits for it instead.
+                    self.drain_and_lock(
+                        s,
+                        &lock_peers,
+                        (probe_timeout, Duration::ZERO),
+                        timeout,
+                        &mut locked,
+                    )
+                    .await
                 },
             )
             .await;
@@ -739,6 +743,24 @@ impl Db {
                 Vec::new()
             }
         }
+    }
+
+    /// Drains replication on `s` while the opening lock is taken here and on `peers` (see
+    /// [`Db::lock_for_opening`], with its `limit` and `wait`): neither waits for the other. If
+    /// the lock is not had, replication resumes.
+    async fn drain_and_lock(
+        &self,
+        s: &mut Session,
+        peers: &[Ipv4Addr],
+        (limit, wait): (Duration, Duration),
+        timeout: Duration,
+        locked: &mut Vec<IpAddr>,
+    ) -> Result<super::Drained, DbError> {
+        let (drained, lock) = tokio::join!(super::drain_replication(s, timeout), async {
+            let r = self.lock_for_opening(peers, limit, wait, locked).await;
+            r.map(|()| Mono::now())
+        });
+        locked_or_resume(s, drained?, lock).await
     }
 
     /// Undoes what [`Db::make_ready`] left, if anything: the opening locks are released and
@@ -1106,12 +1128,12 @@ impl Db {
                 // Taken here: if no session can be had, it is left for `unready`.
                 let ready = self.ready_slot().take();
                 let mut locked = Vec::new();
-                let (drained, lock) = match ready {
+                let drained = match ready {
                     // Made ready by the prepare step: its steps were reported with it.
                     Some(mut r) if recheck.iter().all(|&p| r.locked.contains(&IpAddr::V4(p))) => {
                         locked = r.locked;
                         r.drained.steps.clear();
-                        (Ok(r.drained), Ok(None))
+                        Ok(r.drained)
                     }
                     Some(mut r) => {
                         // A peer answered the prepare but not the lock: locked again, in
@@ -1126,35 +1148,22 @@ impl Db {
                                 &mut locked,
                             )
                             .await;
-                        (Ok(r.drained), lock.map(|()| Some(Mono::now())))
+                        locked_or_resume(s, r.drained, lock.map(|()| Mono::now())).await
                     }
-                    // The locks are taken while replication drains: neither waits for the
-                    // other.
-                    None => tokio::join!(super::drain_replication(s, timeout), async {
-                        let r = self
-                            .lock_for_opening(
-                                recheck,
-                                probe_timeout,
-                                OPENING_LOCK_WAIT,
-                                &mut locked,
-                            )
-                            .await;
-                        r.map(|()| Some(Mono::now()))
-                    }),
+                    None => {
+                        self.drain_and_lock(
+                            s,
+                            recheck,
+                            (probe_timeout, OPENING_LOCK_WAIT),
+                            timeout,
+                            &mut locked,
+                        )
+                        .await
+                    }
                 };
-                let res = match (drained, lock) {
-                    (Err(e), _) => Err(e),
-                    (Ok(drained), Err(e)) => {
-                        if drained.was_replica {
-                            super::resume_replication(s).await;
-                        }
-                        Err(e)
-                    }
-                    (Ok(mut drained), Ok(locked_at)) => {
-                        if let Some(at) = locked_at {
-                            drained.steps.push(("opening locked", at));
-                            drained.steps.sort_by_key(|&(_, at)| at);
-                        }
+                let res = match drained {
+                    Err(e) => Err(e),
+                    Ok(mut drained) => {
                         match self
                             .check_before_opening(s, &target, recheck, probe_timeout)
                             .await
