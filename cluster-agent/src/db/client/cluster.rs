@@ -533,7 +533,7 @@ impl Db {
     /// promotion should not wait long on a dead node.
     ///
     /// With `ready` (a master and the promotion's bound), this server is meanwhile made ready
-    /// to open (see [`Db::make_ready`]) before its holdings are read, if the step is still
+    /// to open (see [`Db::make_ready`]) and its holdings read again after, if the step is still
     /// waiting for a peer after [`HOST_CHECK_AFTER`] and that master's server has not answered
     /// (a step that ends sooner has no wait to fill, and a master that answers is alive);
     /// the steps of that are returned.
@@ -635,20 +635,7 @@ impl Db {
                 report
             }
         });
-        let own = async {
-            let waiting = async {
-                tokio::select! {
-                    biased;
-                    _ = done.wait_for(|&(n, alive)| alive || n == peers.len()) => false,
-                    () = timer::sleep(HOST_CHECK_AFTER) => true,
-                }
-            };
-            let steps = match ready {
-                Some((_, timeout)) if waiting.await => {
-                    self.make_ready(peers, probe_timeout, timeout).await
-                }
-                _ => Vec::new(),
-            };
+        let read_own = || async {
             let mut g = self.ops.lock().await;
             let res = async {
                 let s = self.session(&mut g).await?;
@@ -658,7 +645,29 @@ impl Db {
             if res.is_err() {
                 *g = None;
             }
-            (res.map_err(|e| e.to_string()), steps)
+            res.map_err(|e| e.to_string())
+        };
+        let own = async {
+            let waiting = async {
+                ready.is_some()
+                    && tokio::select! {
+                        biased;
+                        _ = done.wait_for(|&(n, alive)| alive || n == peers.len()) => false,
+                        () = timer::sleep(HOST_CHECK_AFTER) => true,
+                    }
+            };
+            let (first, go) = tokio::join!(read_own(), waiting);
+            let steps = match ready {
+                Some((_, timeout)) if go => self.make_ready(peers, probe_timeout, timeout).await,
+                _ => Vec::new(),
+            };
+            // Read again after a drain: the receiver may have brought more before it ended.
+            let own = if steps.is_empty() {
+                first
+            } else {
+                read_own().await
+            };
+            (own, steps)
         };
         let ((own, steps), peers) = tokio::join!(own, futures::future::join_all(asks));
         (own, peers, steps)
