@@ -1379,13 +1379,17 @@ impl Coordinator {
                 db.forced = false;
                 db.last_error = None;
             }
-            DbOutcome::Resumed(Ok(())) => {}
-            DbOutcome::Resumed(Err(e)) => {
-                tracing::error!(error = %e, "resuming replication after a prepare that did not open failed; following the master anew");
+            DbOutcome::Resumed(r) => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "resuming replication after a prepare that did not open failed; following the master anew");
+                    db.last_error = Some(e);
+                }
+                // Started again, but not confirmed to replicate (a receiver that was ended
+                // may still be on its way out): a BACKUP follows anew, which finds it
+                // replicating or sets it right.
                 if matches!(db.role, Role::Replica(_)) {
                     db.role = Role::Fenced;
                 }
-                db.last_error = Some(e);
             }
             DbOutcome::Promoted(Err(e)) => {
                 tracing::error!(error = %e, "database not promoted; retrying");
