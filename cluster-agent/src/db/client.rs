@@ -880,12 +880,21 @@ async fn resume_replication(s: &mut Session) {
 }
 
 /// Acknowledging on for the receiver's next connection, then both threads started (the
-/// receiver was ended, the applier stopped); both statements are tried.
+/// receiver was ended, the applier stopped); every statement is tried.
+///
+/// The receiver that was ended may still be on its way out: a semi-sync receiver whose
+/// master is gone tries to end its dump thread there first, for up to
+/// `rpl_semi_sync_slave_kill_conn_timeout`. Until it has exited the server counts it as
+/// running, and `START` starts the applier alone; the receiver then exits, and the replica,
+/// its applier running and its master unchanged, looked to a later rejoin like one that
+/// replicates and was never restarted (chaos seed 20261220). Stopping the receiver waits
+/// for that exit.
 async fn restart_replication(s: &mut Session) -> Result<(), DbError> {
     let f = s.flavour;
     let ack = exec(&mut s.conn, f.semi_sync_replica(true)).await;
+    let stopped = exec(&mut s.conn, f.stop_io_thread()).await;
     exec(&mut s.conn, f.start_replica()).await?;
-    ack
+    stopped.and(ack)
 }
 
 /// Applies what was received, stops the applier, and checks that nothing new arrived in

@@ -52,6 +52,14 @@ impl Flavour {
         }
     }
 
+    /// Stops receiving only, and returns once the receiving thread has exited.
+    pub fn stop_io_thread(self) -> &'static str {
+        match self {
+            Flavour::MariaDb => "STOP SLAVE IO_THREAD",
+            Flavour::MySql => "STOP REPLICA IO_THREAD",
+        }
+    }
+
     /// The connection ids of the threads receiving from the master.
     pub fn select_io_threads(self) -> &'static str {
         match self {
