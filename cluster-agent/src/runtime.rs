@@ -353,6 +353,15 @@ async fn answer(
     for other in &mut statuses {
         other.xdp_counters.clear();
     }
+    if command == Command::Switchover(None)
+        && std::iter::once(&top)
+            .chain(&statuses)
+            .any(|s| s.error.is_none())
+    {
+        // Every vhid this node is MASTER of hands over: refused only if it is MASTER of none.
+        top.error = None;
+        statuses.iter_mut().for_each(|s| s.error = None);
+    }
     if top.error.is_none() {
         top.error = error
             .take()
@@ -663,10 +672,7 @@ async fn run_vhid(
             Some(order) = orders.recv() => match order {
                 Order::Ask(command, reply) => {
                     let refused = match command {
-                        Command::Switchover(_) => {
-                            coord.handle(Mono::now(), Input::Switchover);
-                            Ok(())
-                        }
+                        Command::Switchover(_) => coord.request_switchover(Mono::now()),
                         Command::ForcePromote => coord.force_promote(Mono::now()),
                         Command::Status | Command::Metrics | Command::Reload => Ok(()),
                     };

@@ -987,7 +987,8 @@ impl Chaos {
                 sleep(hold)?;
                 self.c.start_daemon(any, self.ranks[any])?;
             }
-            // A refusal (no peer ready to take over) is an answer too. An accepted one is
+            // A refusal (the node is no longer MASTER: the master changed since it was picked,
+            // a returning preferred node preempting, say) is an answer too. An accepted one is
             // carried out after the drain (up to 500 ms): until the master has left MASTER,
             // the next heal would find it still the sole master and then check the writes
             // its successor takes on it.

@@ -865,6 +865,21 @@ impl Coordinator {
 
     /// Opens the database although the checks refused it: for an operator who knows which
     /// node's data is the one to keep, after reading why it was refused.
+    /// An operator's `switchover`. Only a MASTER has anything to hand over: a node that is
+    /// not says so, rather than answering as if it had, so that whoever asked (an operator
+    /// or a script that picked the master a moment before it changed) is not left waiting
+    /// for a hand-over that cannot come.
+    pub fn request_switchover(&mut self, now: Mono) -> Result<(), String> {
+        let state = self.machine.state();
+        if state != State::Master {
+            return Err(format!(
+                "not MASTER ({state}): nothing to hand over; run this on the node `status` shows as MASTER"
+            ));
+        }
+        self.handle(now, Input::Switchover);
+        Ok(())
+    }
+
     pub fn force_promote(&mut self, now: Mono) -> Result<(), String> {
         let state = self.machine.state();
         let Some(db) = self.db.as_mut() else {

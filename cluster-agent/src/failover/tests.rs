@@ -782,6 +782,21 @@ fn the_vip_is_announced_again_after_the_neighbour_lock_time() {
     assert!(t.take().contains(&Effect::Garp));
 }
 
+/// A BACKUP asked to switch over refuses, and nothing happens; the MASTER accepts.
+#[test]
+fn only_the_master_accepts_a_switchover() {
+    let mut t = replica_of_b();
+    t.take();
+    let refused = t.c.request_switchover(t.now);
+    assert!(refused.is_err_and(|e| e.contains("not MASTER")));
+    assert_eq!(t.take(), vec![]);
+    assert_eq!(t.c.state(), State::Backup);
+    let mut t = master_with_vip();
+    t.take();
+    assert_eq!(t.c.request_switchover(t.now), Ok(()));
+    assert_eq!(t.take(), vec![Effect::Drain]);
+}
+
 /// Without the VIP (here its addition still in flight) there is nothing to drain: the
 /// hand-over begins at once and takes the address back as soon as it is there.
 #[test]

@@ -10,8 +10,9 @@ use tests::{Agent, AgentOpts, Rig, RigConfig, Timed, hold_for, masters, netns_te
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 const VIP24: &str = "10.99.0.100/24";
 
-/// Three agents (skews 0, 50, 100, preempt): the master loses power, exactly one of the
-/// others takes over (the next preferred); the master returns and takes the VIP back.
+/// Three agents (skews 0, 50, 100, preempt): a BACKUP refuses a switchover; the master loses
+/// power, exactly one of the others takes over (the next preferred); the master returns and
+/// takes the VIP back.
 #[test]
 fn three_agents_single_master_through_power_failure() -> Result<()> {
     netns_test(|| {
@@ -34,6 +35,12 @@ fn three_agents_single_master_through_power_failure() -> Result<()> {
         wait_until(Duration::from_secs(10), "node0 sole master", || {
             single(&[&a0, &a1, &a2], &all, 0)
         })?;
+        // A switchover asked of a BACKUP is refused, and moves nothing (the hold below).
+        let refused = a2.switchover(Duration::from_secs(10))?;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("not MASTER")),
+            "a BACKUP took a switchover: {refused:?}"
+        );
         hold_for(
             Duration::from_millis(2000),
             "node0 stays sole master",
