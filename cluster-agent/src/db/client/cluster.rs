@@ -548,89 +548,18 @@ impl Db {
         Vec<PeerReport>,
         Vec<(&'static str, Mono)>,
     ) {
-        let (admin, repl) = (self.cfg.admin_user.clone(), self.cfg.repl_user.clone());
         // How many peers have been reported, and whether the master named in `ready` answered.
         let (done_tx, mut done) = tokio::sync::watch::channel((0usize, false));
         let master = ready.map(|(m, _)| m);
         let asks = peers.iter().map(|p| {
-            let (admin, repl) = (admin.clone(), repl.clone());
             let done_tx = &done_tx;
             async move {
-                let report = async {
-                if p.skip {
-                    return PeerReport {
-                        addr: p.addr,
-                        result: Err(Fault::Other(
-                            "its server has not answered for a while".into(),
-                        )),
-                    };
-                }
-                // Reachability first, connection included, within the short bound: a dead
-                // host must not cost a promotion a whole connect timeout. The same round trip
-                // reads what the peer holds, which is all a read-only peer is asked.
-                let reach = || {
-                    self.with_remote(
-                        &self.peers,
-                        IpAddr::V4(p.addr),
-                        probe_timeout,
-                        "reach peer",
-                        async |s| read_standing(s).await,
-                    )
-                };
-                let reach = self
-                    .or_host_silent(p.addr, p.checked_since, once_more_if_cut(p.addr, reach))
-                    .await;
-                if master == Some(p.addr) && reach.is_ok() {
-                    done_tx.send_modify(|(_, alive)| *alive = true);
-                }
-                let res = match reach {
-                    Err(e) => Err(e),
-                    Ok((true, holdings)) => Ok(PeerState {
-                        holdings,
-                        writable: false,
-                    }),
-                    Ok((false, holdings)) if !fence => Ok(PeerState {
-                        holdings,
-                        writable: true,
-                    }),
-                    Ok((false, _)) => {
-                        self.with_remote(
-                            &self.peers,
-                            IpAddr::V4(p.addr),
-                            self.cfg.op_timeout,
-                            "prepare peer",
-                            async |s| {
-                                tracing::warn!(peer = %p.addr, "a peer's database is writable: fencing it before opening ours");
-                                let writable = match super::fence(s, &admin, &repl).await {
-                                    Ok(killed) => {
-                                        tracing::info!(peer = %p.addr, killed, "peer database fenced");
-                                        false
-                                    }
-                                    Err(e) => {
-                                        tracing::error!(peer = %p.addr, error = %e, "cannot fence a writable peer");
-                                        !read_read_only(s).await.unwrap_or(false)
-                                    }
-                                };
-                                // Read after the fence: writes may have committed until then.
-                                Ok(PeerState {
-                                    holdings: read_holdings(s).await?,
-                                    writable,
-                                })
-                            },
-                        )
-                        .await
+                let reached = || {
+                    if master == Some(p.addr) {
+                        done_tx.send_modify(|(_, alive)| *alive = true);
                     }
                 };
-                let result = match res {
-                    Ok(state) => Ok(state),
-                    Err(e) => Err(self.classify(p.addr, &e).await),
-                };
-                PeerReport {
-                    addr: p.addr,
-                    result,
-                }
-                }
-                .await;
+                let report = self.ask_peer(p, probe_timeout, fence, reached).await;
                 done_tx.send_modify(|(n, _)| *n += 1);
                 report
             }
@@ -770,6 +699,90 @@ impl Db {
             r.map(|()| Mono::now())
         });
         locked_or_resume(s, drained?, lock).await
+    }
+
+    /// One peer's part of [`Db::prepare`]: whether it answers, what it holds and whether it
+    /// is writable (fenced first with `fence`). `reached` is called as soon as its server has
+    /// answered, before anything else is asked of it.
+    async fn ask_peer(
+        &self,
+        p: &Probe,
+        probe_timeout: Duration,
+        fence: bool,
+        reached: impl FnOnce(),
+    ) -> PeerReport {
+        if p.skip {
+            return PeerReport {
+                addr: p.addr,
+                result: Err(Fault::Other(
+                    "its server has not answered for a while".into(),
+                )),
+            };
+        }
+        // Reachability first, connection included, within the short bound: a dead
+        // host must not cost a promotion a whole connect timeout. The same round trip
+        // reads what the peer holds, which is all a read-only peer is asked.
+        let reach = || {
+            self.with_remote(
+                &self.peers,
+                IpAddr::V4(p.addr),
+                probe_timeout,
+                "reach peer",
+                async |s| read_standing(s).await,
+            )
+        };
+        let reach = self
+            .or_host_silent(p.addr, p.checked_since, once_more_if_cut(p.addr, reach))
+            .await;
+        if reach.is_ok() {
+            reached();
+        }
+        let res = match reach {
+            Err(e) => Err(e),
+            Ok((true, holdings)) => Ok(PeerState {
+                holdings,
+                writable: false,
+            }),
+            Ok((false, holdings)) if !fence => Ok(PeerState {
+                holdings,
+                writable: true,
+            }),
+            Ok((false, _)) => {
+                self.with_remote(
+                        &self.peers,
+                        IpAddr::V4(p.addr),
+                        self.cfg.op_timeout,
+                        "prepare peer",
+                        async |s| {
+                            tracing::warn!(peer = %p.addr, "a peer's database is writable: fencing it before opening ours");
+                            let writable = match super::fence(s, &self.cfg.admin_user, &self.cfg.repl_user).await {
+                                Ok(killed) => {
+                                    tracing::info!(peer = %p.addr, killed, "peer database fenced");
+                                    false
+                                }
+                                Err(e) => {
+                                    tracing::error!(peer = %p.addr, error = %e, "cannot fence a writable peer");
+                                    !read_read_only(s).await.unwrap_or(false)
+                                }
+                            };
+                            // Read after the fence: writes may have committed until then.
+                            Ok(PeerState {
+                                holdings: read_holdings(s).await?,
+                                writable,
+                            })
+                        },
+                    )
+                    .await
+            }
+        };
+        let result = match res {
+            Ok(state) => Ok(state),
+            Err(e) => Err(self.classify(p.addr, &e).await),
+        };
+        PeerReport {
+            addr: p.addr,
+            result,
+        }
     }
 
     /// Undoes what [`Db::make_ready`] left, if anything: the opening locks are released and
