@@ -863,8 +863,6 @@ impl Coordinator {
         self.drive(now);
     }
 
-    /// Opens the database although the checks refused it: for an operator who knows which
-    /// node's data is the one to keep, after reading why it was refused.
     /// An operator's `switchover`. Only a MASTER has anything to hand over: a node that is
     /// not says so, rather than answering as if it had, so that whoever asked (an operator
     /// or a script that picked the master a moment before it changed) is not left waiting
@@ -880,6 +878,8 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Opens the database although the checks refused it: for an operator who knows which
+    /// node's data is the one to keep, after reading why it was refused.
     pub fn force_promote(&mut self, now: Mono) -> Result<(), String> {
         let state = self.machine.state();
         let Some(db) = self.db.as_mut() else {
