@@ -108,8 +108,14 @@ impl T {
         });
     }
 
-    /// The prepare step's report: this node logged and received `held`; `B` timed out.
-    fn prepared_holding_all_but_b(&mut self, held: &str) {
+    /// The prepare step's report: this node logged and received `held`; `B` timed out. With
+    /// `readied`, the step also drained this node meanwhile.
+    fn prepared_holding_all_but_b(&mut self, held: &str, readied: bool) {
+        let ready = if readied {
+            vec![("applier stopped", self.now)]
+        } else {
+            Vec::new()
+        };
         self.db_done(DbOutcome::Prepared {
             own: Ok(Holdings {
                 logged: g(held),
@@ -119,7 +125,7 @@ impl T {
                 addr: B,
                 result: Err(Fault::Other("timed out".into())),
             }],
-            ready: Vec::new(),
+            ready,
         });
     }
 
@@ -292,7 +298,7 @@ fn a_refused_preemption_is_not_repeated_at_every_advert_of_the_live_master() {
     compared_twice_with_b(&mut t);
     t.advert(B, 100);
     assert_eq!(t.c.state(), State::Master);
-    t.prepared_holding_all_but_b("0-2-520");
+    t.prepared_holding_all_but_b("0-2-520", false);
     assert!(t.c.machine().demoted(), "a refused master demotes itself");
     t.advert(B, 100);
     assert_eq!(t.c.state(), State::Backup, "it yields to the live master");
@@ -346,17 +352,7 @@ fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
         panic!("no prepare step making ready: {:?}", t.pending_op())
     };
     assert_eq!(peers.len(), 1);
-    t.db_done(DbOutcome::Prepared {
-        own: Ok(Holdings {
-            logged: g("0-2-20"),
-            received: g("0-2-20"),
-        }),
-        peers: vec![PeerReport {
-            addr: B,
-            result: Err(Fault::Other("timed out".into())),
-        }],
-        ready: vec![("applier stopped", t.now)],
-    });
+    t.prepared_holding_all_but_b("0-2-20", true);
     // Refused: what the step made ready is undone at once, so the replica receives again.
     assert_eq!(t.pending_op(), Some(DbOp::Resume));
     t.db_done(DbOutcome::Resumed(Ok(())));
@@ -375,7 +371,7 @@ fn a_fallback_makes_the_replica_not_current_and_its_promotion_refused() {
     t.c.force_promote(t.now).unwrap();
     t.drain();
     assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
-    t.prepared_holding_all_but_b("0-2-20");
+    t.prepared_holding_all_but_b("0-2-20", false);
     assert!(matches!(t.pending_op(), Some(DbOp::Promote { .. })));
 }
 
@@ -492,7 +488,7 @@ fn a_zombie_master_is_waited_for() {
         panic!("no prepare step")
     };
     assert!(!peers[0].skip);
-    t.prepared_holding_all_but_b("0-2-20");
+    t.prepared_holding_all_but_b("0-2-20", false);
     let v = t.c.db_view().unwrap();
     assert!(
         v.refused.as_deref().is_some_and(|r| r.contains("alive")),
@@ -533,7 +529,7 @@ fn adverts_received_while_this_agent_stalled_in_a_look_are_no_sign_of_a_zombie()
         t.advance(Duration::from_secs(4));
         assert_eq!(t.c.state(), State::Master);
         assert!(matches!(t.pending_op(), Some(DbOp::Prepare { .. })));
-        t.prepared_holding_all_but_b("0-2-20");
+        t.prepared_holding_all_but_b("0-2-20", false);
         let refused = t.c.db_view().unwrap().refused;
         assert_eq!(
             matches!(t.pending_op(), Some(DbOp::Promote { .. })),
